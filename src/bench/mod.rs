@@ -1,0 +1,3 @@
+//! Benchmarking against MMAD: scoring answers exactly as MMAD's summary does.
+
+pub mod score;

@@ -1,0 +1,94 @@
+//! `echo-workbench`: with no subcommand it opens the desktop app; subcommands are
+//! the same core run from a terminal or a script.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+mod cli;
+
+#[derive(Parser)]
+#[command(
+    name = "echo-workbench",
+    version,
+    about = "Industrial visual inspection with multimodal LLMs: Echo on MMAD",
+    long_about = "Industrial visual inspection with multimodal LLMs.\n\nWithout a subcommand the desktop app opens on the bundled sample dataset."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Score MMAD answers (answers JSON list, or a run journal .jsonl) with MMAD's metric.
+    Score(cli::score::ScoreArgs),
+    /// Inspect MMAD-format datasets.
+    #[command(subcommand)]
+    Dataset(DatasetCommand),
+    /// Check a knowledge base (MMAD's domain_knowledge.json shape).
+    #[command(subcommand)]
+    Knowledge(KnowledgeCommand),
+    /// Open the desktop app (the default when no subcommand is given).
+    #[cfg(feature = "gui")]
+    Gui,
+}
+
+#[derive(Subcommand)]
+enum DatasetCommand {
+    /// Images, questions, counts per dataset and type, and missing files.
+    Stats {
+        /// An MMAD-format mmad.json.
+        mmad_json: PathBuf,
+        /// The dataset root; when given, image and template files are checked.
+        #[arg(long)]
+        root: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = TextOrJson::Text)]
+        format: TextOrJson,
+    },
+}
+
+#[derive(Subcommand)]
+enum KnowledgeCommand {
+    /// List validation problems; exits non-zero when there are errors.
+    Validate {
+        file: PathBuf,
+        #[arg(long, value_enum, default_value_t = TextOrJson::Text)]
+        format: TextOrJson,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TextOrJson {
+    Text,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Score(args)) => cli::score::run(&args),
+        Some(Command::Dataset(DatasetCommand::Stats {
+            mmad_json,
+            root,
+            format,
+        })) => cli::dataset::stats(&mmad_json, root.as_deref(), format),
+        Some(Command::Knowledge(KnowledgeCommand::Validate { file, format })) => {
+            cli::knowledge::validate(&file, format)
+        }
+        #[cfg(feature = "gui")]
+        Some(Command::Gui) | None => echo_workbench::ui::run(),
+        #[cfg(not(feature = "gui"))]
+        None => Err(anyhow::anyhow!(
+            "this build has no GUI (built without the `gui` feature); run `echo-workbench --help` for the commands"
+        )),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

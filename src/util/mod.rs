@@ -1,0 +1,4 @@
+//! Small, dependency-light helpers shared by the core modules.
+
+pub mod fsx;
+pub mod pyjson;

@@ -1,0 +1,149 @@
+//! The app driven through egui_kittest: widgets are found by their labels, clicked,
+//! and the app state is asserted. No display is needed.
+#![cfg(feature = "gui")]
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use echo_workbench::ui::{Persisted, Tab, WorkbenchApp};
+use egui_kittest::Harness;
+use egui_kittest::kittest::Queryable;
+
+fn harness(app: WorkbenchApp) -> Harness<'static, WorkbenchApp> {
+    Harness::builder()
+        .with_size([1440.0, 900.0])
+        .build_ui_state(|ui, app: &mut WorkbenchApp| app.frame_ui(ui), app)
+}
+
+/// Steps frames until `done` holds; background jobs finish on their own threads.
+fn wait_for(
+    h: &mut Harness<'static, WorkbenchApp>,
+    what: &str,
+    done: impl Fn(&WorkbenchApp) -> bool,
+) {
+    let start = Instant::now();
+    while !done(h.state()) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "timed out waiting for {what}"
+        );
+        h.step();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    h.step();
+}
+
+fn sample_app() -> WorkbenchApp {
+    WorkbenchApp::new(Persisted::default())
+}
+
+#[test]
+fn shell_opens_on_the_sample_dataset_with_all_tabs() {
+    let mut h = harness(sample_app());
+    wait_for(&mut h, "dataset and knowledge", |a| {
+        a.dataset.is_some() && a.knowledge.is_some()
+    });
+    for tab in ["Inspect", "Batch", "Knowledge", "Settings"] {
+        h.get_by_label(tab);
+    }
+    let images = h.state().dataset.as_ref().unwrap().dataset.image_count();
+    h.get_by_label(&format!("{images} of {images} images"));
+    h.get_by_label_contains("Dataset: ");
+    h.get_by_label("Pick an image on the left to inspect it.");
+}
+
+#[test]
+fn clicking_an_image_shows_it_with_its_questions() {
+    let mut h = harness(sample_app());
+    wait_for(&mut h, "dataset", |a| a.dataset.is_some());
+    let key = "Sample/washer/test/notch/000.png";
+    h.get_by_label_contains(key).click();
+    wait_for(&mut h, "decoded image", |a| {
+        a.inspect.shown_image().is_some()
+    });
+    let (shown, size) = h.state().inspect.shown_image().unwrap();
+    assert_eq!(shown, key);
+    assert_eq!(size, [256, 256]);
+    let n = h.state().dataset.as_ref().unwrap().dataset.entries[key]
+        .conversation
+        .len();
+    h.get_by_label(&format!("Questions ({n})"));
+    // Every question marks its correct option.
+    assert_eq!(h.get_all_by_label_contains("(ground truth)").count(), n);
+    assert_eq!(h.state().persisted.selected_image.as_deref(), Some(key));
+}
+
+#[test]
+fn filters_narrow_the_browser() {
+    let mut h = harness(sample_app());
+    wait_for(&mut h, "dataset", |a| a.dataset.is_some());
+    h.get_by_label("Normal").click();
+    h.run_steps(2);
+    let d = &h.state().dataset.as_ref().unwrap().dataset;
+    let normal = d.entries.keys().filter(|k| k.contains("good")).count();
+    let total = d.image_count();
+    h.get_by_label(&format!("{normal} of {total} images"));
+    assert!(
+        h.query_by_label_contains("Sample/washer/test/notch/000.png")
+            .is_none()
+    );
+}
+
+#[test]
+fn knowledge_tab_lists_the_bundled_base_without_problems() {
+    let mut h = harness(sample_app());
+    wait_for(&mut h, "knowledge", |a| a.knowledge.is_some());
+    h.get_by_label("Knowledge").click();
+    h.run_steps(2);
+    assert_eq!(h.state().persisted.tab, Tab::Knowledge);
+    h.get_by_label("Validation: no problems");
+    h.get_by_label("MVTec (15)").click();
+    h.run_steps(2);
+    h.get_by_label("bottle").click();
+    h.run_steps(2);
+    h.get_by_label("broken_large").click();
+    h.run_steps(2);
+    h.get_by_label("MVTec / bottle / broken_large");
+}
+
+#[test]
+fn batch_tab_scores_a_file_like_the_cli() {
+    let mut h = harness(sample_app());
+    h.get_by_label("Batch").click();
+    h.run_steps(2);
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/facts_answers.json");
+    h.state_mut().batch.path_text = fixture.display().to_string();
+    h.get_by_label("MMAD-compatible (reproduce summary.py's skip)")
+        .click();
+    h.run_steps(1);
+    h.get_by_label("Score").click();
+    wait_for(&mut h, "score", |a| {
+        a.batch.result.is_some() || a.batch.error.is_some()
+    });
+    let table = &h.state().batch.result.as_ref().expect("scored").table;
+    assert_eq!(table.get("Average", "Average"), Some(57.5));
+    h.get_by_label("57.5");
+    h.get_by_label_contains("1 invalid answer(s) dropped, 1 skipped");
+}
+
+#[test]
+fn a_broken_dataset_shows_its_error_in_the_ui() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("mmad.json");
+    std::fs::write(&bad, "{\"a/b/c.png\": {").unwrap();
+    let p = Persisted {
+        dataset_path: bad,
+        dataset_root: dir.path().to_path_buf(),
+        ..Persisted::default()
+    };
+    let mut h = harness(WorkbenchApp::new(p));
+    wait_for(&mut h, "dataset error", |a| a.dataset_error.is_some());
+    // Shown in the Inspect tab and in the status bar.
+    h.get_by_label_contains("The dataset could not be loaded.");
+    assert_eq!(
+        h.get_all_by_label_contains("not valid JSON at line 1")
+            .count(),
+        2
+    );
+    h.get_by_label_contains("Dataset: ");
+}
