@@ -11,8 +11,10 @@ pub mod echo;
 pub mod jobs;
 pub mod knowledge;
 pub mod memory;
+pub mod mllm;
 pub mod util;
 pub mod vision;
+pub mod workspace;
 
 #[cfg(feature = "gui")]
 pub mod ui;

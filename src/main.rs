@@ -24,6 +24,20 @@ struct Cli {
 enum Command {
     /// Score MMAD answers (answers JSON list, or a run journal .jsonl) with MMAD's metric.
     Score(cli::score::ScoreArgs),
+    /// Embed one image and print the vector.
+    Embed(cli::memory::EmbedArgs),
+    /// Build reference memories of defect-free images.
+    #[command(subcommand)]
+    Memory(MemoryCommand),
+    /// Find the most similar defect-free references for an image.
+    Retrieve(cli::memory::RetrieveArgs),
+    /// Measure speed (the figures quoted in the README).
+    #[command(subcommand)]
+    Bench(cli::bench::BenchCommand),
+    /// Ask one question about one image through the Echo pipeline, showing every expert.
+    Inspect(Box<cli::inspect::InspectArgs>),
+    /// Run a local OpenAI-compatible server that answers without a model (tests, demos).
+    MockServer(cli::mock_server::MockServerArgs),
     /// Inspect MMAD-format datasets.
     #[command(subcommand)]
     Dataset(DatasetCommand),
@@ -50,6 +64,12 @@ enum DatasetCommand {
 }
 
 #[derive(Subcommand)]
+enum MemoryCommand {
+    /// Embed normal images and index them into a memory folder.
+    Build(cli::memory::BuildArgs),
+}
+
+#[derive(Subcommand)]
 enum KnowledgeCommand {
     /// List validation problems; exits non-zero when there are errors.
     Validate {
@@ -69,6 +89,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Score(args)) => cli::score::run(&args),
+        Some(Command::Embed(args)) => cli::memory::embed(&args),
+        Some(Command::Bench(cmd)) => cli::bench::run(&cmd),
+        Some(Command::Memory(MemoryCommand::Build(args))) => cli::memory::build(&args),
+        Some(Command::Retrieve(args)) => cli::memory::retrieve(&args),
+        Some(Command::Inspect(args)) => cli::inspect::run(&args),
+        Some(Command::MockServer(args)) => cli::mock_server::run(&args),
         Some(Command::Dataset(DatasetCommand::Stats {
             mmad_json,
             root,

@@ -1,3 +1,4 @@
 //! Benchmarking against MMAD: scoring answers exactly as MMAD's summary does.
 
+pub mod perf;
 pub mod score;

@@ -1,6 +1,10 @@
 //! Subcommand implementations. Each returns the process exit code, or an error
 //! that `main` prints as one sentence.
 
+pub mod bench;
 pub mod dataset;
+pub mod inspect;
 pub mod knowledge;
+pub mod memory;
+pub mod mock_server;
 pub mod score;

@@ -30,9 +30,39 @@ pub fn category_of(key: &str) -> &str {
     key.split('/').nth(1).unwrap_or("")
 }
 
+/// The category of an image whose path follows the MMAD or MVTec layout: the
+/// folder just before `train`, `test` or `image` (DS-MVTec's query folder).
+pub fn category_from_path(path: &std::path::Path) -> Option<String> {
+    let parts: Vec<String> = path
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    let split = parts
+        .iter()
+        .rposition(|c| c == "train" || c == "test" || c == "image")?;
+    (split >= 1).then(|| parts[split - 1].clone())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn category_from_layouts() {
+        use std::path::Path;
+        let c = |p: &str| category_from_path(Path::new(p));
+        assert_eq!(
+            c("/d/MVTec-AD/bottle/test/broken_large/000.png").as_deref(),
+            Some("bottle")
+        );
+        assert_eq!(
+            c("DS-MVTec/cable/image/good/001.png").as_deref(),
+            Some("cable")
+        );
+        assert_eq!(c("VisA/candle/test/bad/002.JPG").as_deref(), Some("candle"));
+        assert_eq!(c("photo.png"), None);
+        assert_eq!(c("test/x.png"), None);
+    }
 
     #[test]
     fn normal_flag_is_case_sensitive_substring() {

@@ -1,6 +1,28 @@
-//! The Echo pipeline's pieces. For now: reading the chosen option from a reply.
+//! The Echo pipeline: decision planning, the four experts (Reference Extractor,
+//! Knowledge Guide, Reasoning Expert, Decision Maker), prompt templates and reading
+//! the chosen option from a reply.
 
 pub mod difflib;
 pub mod extract;
 
 pub use extract::{ExtractMethod, ExtractMode, Extraction, extract_answer};
+
+pub mod backend;
+pub mod classify;
+pub mod guide;
+pub mod pipeline;
+pub mod plan;
+pub mod prompt;
+pub mod reference;
+pub mod request;
+pub mod trace;
+
+pub use backend::{ChatBackend, MllmBackend, ScriptedBackend};
+pub use classify::classify_question;
+pub use pipeline::{
+    Decision, PipelineContext, PipelineError, PipelineEvent, PipelineSettings, Query, answer,
+};
+pub use plan::{
+    ExpertSwitches, ExpertTable, KnowledgeMode, Plan, ReasoningMode, ReferenceKind, ScopeMode,
+};
+pub use trace::{ExpertName, ExpertStatus, ExpertTrace};

@@ -5,13 +5,21 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
-use super::{EmbeddingCache, HnswParams, IndexKind, MemoryError, MemoryItem, ReferenceMemory};
+use super::{
+    EmbeddingCache, HnswParams, IndexKind, MemoryError, MemoryItem, MemoryParts, ReferenceMemory,
+};
 use crate::dataset::folder::is_image_file;
 use crate::jobs::{CancelToken, Progress, ProgressSink};
+use crate::vision::descriptor::{self, RerankThumb};
 use crate::vision::{DecodeLimits, ImageEmbedder};
 
 /// One image after reading: its hash and either a cached vector or its pixels.
-type Loaded = (String, Option<Vec<f32>>, Option<image::RgbImage>);
+type Loaded = (
+    String,
+    Option<Vec<f32>>,
+    Option<image::RgbImage>,
+    Option<RerankThumb>,
+);
 
 /// An image to remember, before it is embedded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,6 +123,9 @@ pub struct BuildOptions {
     /// Folder of embedding caches; `None` embeds everything.
     pub cache_dir: Option<PathBuf>,
     pub limits: DecodeLimits,
+    /// Keep SSIM/histogram thumbnails for re-ranking (decodes every image, even
+    /// when its vector is cached).
+    pub thumbs: bool,
 }
 
 impl Default for BuildOptions {
@@ -125,6 +136,7 @@ impl Default for BuildOptions {
             chunk: 32,
             cache_dir: None,
             limits: DecodeLimits::default(),
+            thumbs: false,
         }
     }
 }
@@ -140,6 +152,7 @@ pub struct BuildReport {
 
 /// Embeds `images` and indexes them.
 pub fn build_memory(
+    embedder_spec: &str,
     root: &Path,
     images: &[SourceImage],
     embedder: &dyn ImageEmbedder,
@@ -156,6 +169,7 @@ pub fn build_memory(
     let mut report = BuildReport::default();
     let mut items = Vec::with_capacity(images.len());
     let mut vectors = Vec::with_capacity(images.len() * dim);
+    let mut thumbs = Vec::new();
     let total = images.len();
     progress.report(Progress {
         stage: "embedding",
@@ -173,23 +187,31 @@ pub fn build_memory(
                 let path = root.join(&img.rel_path);
                 let bytes = std::fs::read(&path).map_err(|e| e.to_string())?;
                 let sha = crate::util::fsx::sha256_bytes(&bytes);
-                if let Some(v) = cache.as_ref().and_then(|c| c.get(&sha)) {
-                    return Ok((sha, Some(v.to_vec()), None));
+                let cached = cache
+                    .as_ref()
+                    .and_then(|c| c.get(&sha))
+                    .map(<[f32]>::to_vec);
+                if cached.is_some() && !options.thumbs {
+                    return Ok((sha, cached, None, None));
                 }
                 let rgb = crate::vision::decode::decode_rgb8_bytes(&bytes, &path, options.limits)
                     .map_err(|e| e.to_string())?;
-                Ok((sha, None, Some(rgb)))
+                let thumb = options.thumbs.then(|| descriptor::thumb(&rgb));
+                Ok(match cached {
+                    Some(v) => (sha, Some(v), None, thumb),
+                    None => (sha, None, Some(rgb), thumb),
+                })
             })
             .collect();
         let to_embed: Vec<image::RgbImage> = loaded
             .iter()
-            .filter_map(|r| r.as_ref().ok().and_then(|(_, _, img)| img.clone()))
+            .filter_map(|r| r.as_ref().ok().and_then(|(_, _, img, _)| img.clone()))
             .collect();
         let mut fresh = embedder.embed_batch(&to_embed)?.into_iter();
         for (img, result) in chunk.iter().zip(loaded) {
             match result {
                 Err(reason) => report.skipped.push((img.rel_path.clone(), reason)),
-                Ok((sha, cached, decoded)) => {
+                Ok((sha, cached, decoded, thumb)) => {
                     let v = match (cached, decoded) {
                         (Some(v), _) => {
                             report.from_cache += 1;
@@ -217,6 +239,9 @@ pub fn build_memory(
                         }));
                     }
                     vectors.extend_from_slice(&v);
+                    if let Some(t) = thumb {
+                        thumbs.push(t);
+                    }
                     items.push(MemoryItem {
                         path: img.rel_path.clone(),
                         dataset: img.dataset.clone(),
@@ -250,11 +275,15 @@ pub fn build_memory(
         total: items.len(),
     });
     let memory = ReferenceMemory::new(
-        id,
-        dim,
-        root.to_path_buf(),
-        items,
-        vectors,
+        MemoryParts {
+            embedder: id,
+            embedder_spec: embedder_spec.to_string(),
+            dim,
+            root: root.to_path_buf(),
+            items,
+            vectors,
+            thumbs: options.thumbs.then_some(thumbs),
+        },
         options.index,
         options.hnsw,
     )?;
@@ -359,7 +388,7 @@ mod tests {
         let reports = std::sync::Mutex::new(Vec::new());
         let sink = |p: Progress| reports.lock().unwrap().push(p);
         let (mem, rep) =
-            build_memory(&r, &images, &emb, &opts, &sink, &CancelToken::new()).unwrap();
+            build_memory("test", &r, &images, &emb, &opts, &sink, &CancelToken::new()).unwrap();
         assert_eq!(mem.len(), 3);
         assert_eq!(rep.embedded, 3);
         assert_eq!(rep.skipped.len(), 1);
@@ -368,6 +397,7 @@ mod tests {
         assert_eq!(last.stage, "indexing");
         // A rebuild embeds nothing new.
         let (_, rep2) = build_memory(
+            "test",
             &r,
             &images,
             &emb,
@@ -393,7 +423,15 @@ mod tests {
         let cancel = CancelToken::new();
         cancel.cancel();
         assert!(matches!(
-            build_memory(&r, &images, &emb, &opts, &crate::jobs::NoProgress, &cancel),
+            build_memory(
+                "test",
+                &r,
+                &images,
+                &emb,
+                &opts,
+                &crate::jobs::NoProgress,
+                &cancel
+            ),
             Err(MemoryError::Cancelled)
         ));
     }

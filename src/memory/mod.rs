@@ -14,13 +14,19 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use build::{BuildOptions, BuildReport, SourceImage, build_memory, collect_images};
+
 pub use cache::EmbeddingCache;
 pub use index::{ExactIndex, Hit, HnswIndex, HnswParams, IndexKind, VectorIndex};
+
+use crate::vision::descriptor::{self, RerankThumb};
 
 /// Bumped whenever the folder layout or manifest meaning changes.
 pub const FORMAT_VERSION: u32 = 1;
 const FORMAT_NAME: &str = "echo-workbench reference memory";
 const HNSW_BASENAME: &str = "index";
+const THUMBS_FILE: &str = "thumbs.bin";
+/// How many vector-search candidates the SSIM + histogram re-ranking looks at.
+pub const RERANK_POOL: usize = 10;
 
 /// One remembered image.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,7 +57,12 @@ pub struct Retrieved {
     pub path: String,
     pub dataset: String,
     pub category: String,
+    /// Cosine similarity of the embeddings.
     pub score: f32,
+    /// SSIM minus histogram distance, when the memory keeps re-ranking thumbnails
+    /// (the order then follows this score).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rerank_score: Option<f32>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -98,12 +109,17 @@ struct Manifest {
     version: u32,
     tool_version: String,
     embedder: String,
+    /// How to load the embedder again (e.g. `descriptor`, `clip:/models/clip`).
+    #[serde(default)]
+    embedder_spec: String,
     dim: usize,
     index: IndexKind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     hnsw: Option<HnswParams>,
     root: PathBuf,
     vectors_sha256: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    thumbs_sha256: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     graph_sha256: Vec<(String, String)>,
     items: Vec<MemoryItem>,
@@ -112,12 +128,29 @@ struct Manifest {
 /// Embeddings of normal images with the index to search them.
 pub struct ReferenceMemory {
     pub embedder: String,
+    /// How the embedder was specified when the memory was built.
+    pub embedder_spec: String,
     pub dim: usize,
     /// The folder item paths are relative to.
     pub root: PathBuf,
     pub items: Vec<MemoryItem>,
     exact: ExactIndex,
     hnsw: Option<HnswIndex>,
+    thumbs: Option<Vec<RerankThumb>>,
+}
+
+/// The raw material of a memory, before indexing.
+#[derive(Debug, Clone)]
+pub struct MemoryParts {
+    pub embedder: String,
+    pub embedder_spec: String,
+    pub dim: usize,
+    pub root: PathBuf,
+    pub items: Vec<MemoryItem>,
+    /// `items.len() * dim` values, row-major.
+    pub vectors: Vec<f32>,
+    /// One re-ranking thumbnail per item, or none.
+    pub thumbs: Option<Vec<RerankThumb>>,
 }
 
 impl std::fmt::Debug for ReferenceMemory {
@@ -132,16 +165,21 @@ impl std::fmt::Debug for ReferenceMemory {
 }
 
 impl ReferenceMemory {
-    /// Assembles a memory from vectors (`items.len() * dim` values, row-major).
+    /// Indexes `parts`.
     pub fn new(
-        embedder: String,
-        dim: usize,
-        root: PathBuf,
-        items: Vec<MemoryItem>,
-        vectors: Vec<f32>,
+        parts: MemoryParts,
         index: IndexKind,
         hnsw: HnswParams,
     ) -> Result<Self, MemoryError> {
+        let MemoryParts {
+            embedder,
+            embedder_spec,
+            dim,
+            root,
+            items,
+            vectors,
+            thumbs,
+        } = parts;
         if vectors.len() != items.len() * dim {
             return Err(MemoryError::Corrupt {
                 path: root,
@@ -152,18 +190,31 @@ impl ReferenceMemory {
                 ),
             });
         }
+        if thumbs.as_ref().is_some_and(|t| t.len() != items.len()) {
+            return Err(MemoryError::Corrupt {
+                path: root,
+                message: "one re-ranking thumbnail per item is required".into(),
+            });
+        }
         let hnsw = match index {
             IndexKind::Hnsw => Some(HnswIndex::build(dim, &vectors, hnsw)?),
             IndexKind::Exact => None,
         };
         Ok(ReferenceMemory {
             embedder,
+            embedder_spec,
             dim,
             root,
             items,
             exact: ExactIndex::new(dim, vectors),
             hnsw,
+            thumbs,
         })
+    }
+
+    /// Whether retrieval re-ranks candidates by SSIM and colour histogram.
+    pub fn has_thumbs(&self) -> bool {
+        self.thumbs.is_some()
     }
 
     pub fn len(&self) -> usize {
@@ -245,6 +296,34 @@ impl ReferenceMemory {
             .collect()
     }
 
+    /// Like [`ReferenceMemory::retrieve`], then, when the memory keeps thumbnails
+    /// and a query thumbnail is given, re-ranks the best [`RERANK_POOL`] candidates
+    /// by SSIM and colour-histogram distance (how MMAD chose its own templates).
+    pub fn retrieve_reranked(
+        &self,
+        query: &[f32],
+        thumb: Option<&RerankThumb>,
+        k: usize,
+        scope: &Scope,
+    ) -> Vec<Retrieved> {
+        let (Some(thumbs), Some(q)) = (&self.thumbs, thumb) else {
+            return self.retrieve(query, k, scope);
+        };
+        let pool = self.retrieve(query, k.max(RERANK_POOL), scope);
+        let candidates: Vec<(usize, &RerankThumb)> =
+            pool.iter().map(|r| (r.id, &thumbs[r.id])).collect();
+        let order = descriptor::rerank(q, &candidates);
+        order
+            .into_iter()
+            .take(k)
+            .filter_map(|(id, score)| {
+                let mut r = pool.iter().find(|r| r.id == id)?.clone();
+                r.rerank_score = Some(score);
+                Some(r)
+            })
+            .collect()
+    }
+
     fn retrieved(&self, h: Hit) -> Retrieved {
         let item = &self.items[h.id];
         Retrieved {
@@ -253,6 +332,7 @@ impl ReferenceMemory {
             dataset: item.dataset.clone(),
             category: item.category.clone(),
             score: h.score,
+            rerank_score: None,
         }
     }
 
@@ -287,6 +367,14 @@ impl ReferenceMemory {
             .flat_map(|x| x.to_le_bytes())
             .collect();
         std::fs::write(tmp.path().join("vectors.f32"), &bytes).map_err(werr(dir))?;
+        let thumbs_sha256 = match &self.thumbs {
+            Some(thumbs) => {
+                let bytes: Vec<u8> = thumbs.iter().flat_map(RerankThumb::to_bytes).collect();
+                std::fs::write(tmp.path().join(THUMBS_FILE), &bytes).map_err(werr(dir))?;
+                Some(crate::util::fsx::sha256_bytes(&bytes))
+            }
+            None => None,
+        };
         let mut graph_sha256 = Vec::new();
         if let Some(h) = &self.hnsw {
             h.dump(tmp.path(), HNSW_BASENAME)?;
@@ -302,11 +390,13 @@ impl ReferenceMemory {
             version: FORMAT_VERSION,
             tool_version: env!("CARGO_PKG_VERSION").into(),
             embedder: self.embedder.clone(),
+            embedder_spec: self.embedder_spec.clone(),
             dim: self.dim,
             index: self.index_kind(),
             hnsw: self.hnsw_params(),
             root: self.root.clone(),
             vectors_sha256: crate::util::fsx::sha256_bytes(&bytes),
+            thumbs_sha256,
             graph_sha256,
             items: self.items.clone(),
         };
@@ -389,6 +479,26 @@ impl ReferenceMemory {
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect();
+        let thumbs = match &manifest.thumbs_sha256 {
+            None => None,
+            Some(sum) => {
+                let bytes = std::fs::read(dir.join(THUMBS_FILE))
+                    .map_err(|e| corrupt(format!("{THUMBS_FILE}: {e}")))?;
+                if &crate::util::fsx::sha256_bytes(&bytes) != sum
+                    || bytes.len() != manifest.items.len() * RerankThumb::BYTES
+                {
+                    return Err(corrupt(format!(
+                        "{THUMBS_FILE} does not match its checksum"
+                    )));
+                }
+                let thumbs = bytes
+                    .chunks_exact(RerankThumb::BYTES)
+                    .map(RerankThumb::from_bytes)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| corrupt(e.to_string()))?;
+                Some(thumbs)
+            }
+        };
         let hnsw = match manifest.index {
             IndexKind::Exact => None,
             IndexKind::Hnsw => {
@@ -408,11 +518,13 @@ impl ReferenceMemory {
         };
         Ok(ReferenceMemory {
             embedder: manifest.embedder,
+            embedder_spec: manifest.embedder_spec,
             dim: manifest.dim,
             root: manifest.root,
             items: manifest.items,
             exact: ExactIndex::new(manifest.dim, vectors),
             hnsw,
+            thumbs,
         })
     }
 }
@@ -440,11 +552,15 @@ mod tests {
             });
         }
         let m = ReferenceMemory::new(
-            "test-embedder".into(),
-            dim,
-            "/data".into(),
-            items,
-            vectors.clone(),
+            MemoryParts {
+                embedder: "test-embedder".into(),
+                embedder_spec: "test".into(),
+                dim,
+                root: "/data".into(),
+                items,
+                vectors: vectors.clone(),
+                thumbs: None,
+            },
             kind,
             HnswParams {
                 m: 8,

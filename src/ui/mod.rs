@@ -191,8 +191,18 @@ impl WorkbenchApp {
             self.dataset_job = None;
             match result {
                 Ok(loaded) => {
+                    // Open on something to look at rather than an empty pane.
+                    let keep = self
+                        .inspect
+                        .selected
+                        .as_ref()
+                        .is_some_and(|k| loaded.dataset.entries.contains_key(k));
+                    let first = loaded.dataset.entries.keys().next().cloned();
                     self.dataset = Some(loaded);
                     self.dataset_error = None;
+                    if !keep && let Some(key) = first {
+                        self.apply(Command::SelectImage(key));
+                    }
                 }
                 Err(e) => self.dataset_error = Some(e),
             }

@@ -479,6 +479,37 @@ impl RerankThumb {
     pub fn hist(&self) -> &[f32] {
         &self.hist
     }
+
+    /// Bytes in a stored thumbnail: the grey pixels, then the bins as f32 LE.
+    pub const BYTES: usize = THUMB_SIDE * THUMB_SIDE + HIST_BINS * 4;
+
+    /// A compact binary form for memories (JSON would be about 3x larger).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(Self::BYTES);
+        out.extend_from_slice(&self.gray);
+        out.extend(self.hist.iter().flat_map(|h| h.to_le_bytes()));
+        out
+    }
+
+    /// Reads [`RerankThumb::to_bytes`], with the same checks as deserialisation.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, InvalidThumb> {
+        if bytes.len() != Self::BYTES {
+            return Err(InvalidThumb(format!(
+                "{} bytes, expected {}",
+                bytes.len(),
+                Self::BYTES
+            )));
+        }
+        let (gray, hist) = bytes.split_at(THUMB_SIDE * THUMB_SIDE);
+        let hist = hist
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        RerankThumb::try_from(ThumbData {
+            gray: gray.to_vec(),
+            hist,
+        })
+    }
 }
 
 /// The serialised form of [`RerankThumb`], checked before use.
@@ -1123,6 +1154,13 @@ mod tests {
         let mut value: serde_json::Value = serde_json::from_str(&json).expect("value");
         value["hist"][0] = serde_json::json!(-1.0);
         assert!(serde_json::from_value::<RerankThumb>(value).is_err());
+        let bytes = original.to_bytes();
+        assert_eq!(bytes.len(), RerankThumb::BYTES);
+        assert_eq!(RerankThumb::from_bytes(&bytes).expect("bytes"), original);
+        assert!(RerankThumb::from_bytes(&bytes[1..]).is_err());
+        let mut bad = bytes.clone();
+        bad[THUMB_SIDE * THUMB_SIDE + 3] = 0xff; // a negative (NaN) bin
+        assert!(RerankThumb::from_bytes(&bad).is_err());
     }
 
     /// Run with `cargo test --release -- --ignored --nocapture`.

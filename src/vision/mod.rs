@@ -1,9 +1,13 @@
 //! Images: decoding with limits (no decompression bombs) and embedders for the
 //! reference memory.
 
+pub mod clip;
+pub mod clip_bench;
 pub mod decode;
 pub mod descriptor;
 pub mod embed;
+pub mod preprocess;
+pub mod spec;
 
 pub use decode::{DecodeError, DecodeLimits, decode_rgb8};
 pub use embed::{EmbedError, ImageEmbedder, l2_normalize};

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Every performance figure in the README, measured in one run on this machine,
+# each next to its reference (faiss, PyTorch) measured in the same run.
+# Usage: scripts/bench.sh [OUT_DIR]   (about 15-25 minutes on 2 cores)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+ensure_build_tools
+OUT="${1:-target/bench}"
+mkdir -p "$OUT"
+python3 -c "import numpy, faiss, torch, transformers" 2>/dev/null \
+    || python3 -m pip install --quiet numpy faiss-cpu torch transformers safetensors
+cargo build --release --locked
+BIN=target/release/echo-workbench
+DATA="$(mktemp -d)"
+trap 'rm -rf "$DATA"' EXIT
+{ echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"; uptime; } > "$OUT/machine.txt"
+
+for kind in random clustered; do
+    echo "== HNSW on 100,000 $kind unit vectors (dim 512), hnsw_rs vs faiss"
+    "$BIN" bench hnsw --data "$kind" --n 100000 --dim 512 --queries 1000 \
+        --m 16 --ef-construction 100 --ef-search 16,32,64,128,256 \
+        --write-data "$DATA/$kind" > "$OUT/hnsw_$kind.json"
+    python3 scripts/bench_faiss.py "$DATA/$kind" --dim 512 --m 16 \
+        --ef-construction 100 --ef-search 16,32,64,128,256 > "$OUT/faiss_$kind.json"
+    rm -rf "${DATA:?}/$kind"
+done
+
+echo "== memory build: 1,000 images of 1024 x 1024, weight-free descriptor"
+"$BIN" bench memory-build --images 1000 --size 1024 > "$OUT/memory_build.json"
+
+echo "== CLIP ViT-B/16 (random weights), candle vs PyTorch"
+python3 scripts/bench_clip_torch.py "$DATA/clip" > "$OUT/clip_torch.json"
+"$BIN" bench clip --model "$DATA/clip" > "$OUT/clip_candle.json"
+
+python3 scripts/bench_report.py "$OUT"

@@ -1,0 +1,48 @@
+#!/usr/bin/env python3
+"""Turns the JSON files of scripts/bench.sh into the README's Markdown tables."""
+import json
+import os
+import sys
+
+
+def load(d, name):
+    p = os.path.join(d, name)
+    return json.load(open(p)) if os.path.exists(p) else None
+
+
+def main():
+    d = sys.argv[1]
+    print(open(os.path.join(d, "machine.txt")).read().strip())
+    for kind in ["random", "clustered"]:
+        r, f = load(d, f"hnsw_{kind}.json"), load(d, f"faiss_{kind}.json")
+        if not r or not f:
+            continue
+        print(f"\nHNSW, {r['n']:,} {kind} unit vectors, dim {r['dim']}, M={r['m']}, "
+              f"efConstruction={r['ef_construction']}, {r['queries']} single queries")
+        print(f"\n| | hnsw_rs (ours) | faiss {f.get('faiss', '')} | ratio |")
+        print("|---|---|---|---|")
+        print(f"| build (s) | {r['build_s']:.1f} | {f['build_s']:.1f} | {f['build_s'] / r['build_s']:.2f}x speed |")
+        print(f"| exact search (queries/s) | {r['exact_queries_per_s']:.0f} | {f['exact_queries_per_s']:.0f} | "
+              f"{r['exact_queries_per_s'] / f['exact_queries_per_s']:.2f} |")
+        for a, b in zip(r["search"], f["search"]):
+            print(f"| efSearch {a['ef_search']}: queries/s, recall@1 | {a['queries_per_s']:.0f}, "
+                  f"{a['recall_at_1']:.3f} | {b['queries_per_s']:.0f}, {b['recall_at_1']:.3f} | "
+                  f"{a['queries_per_s'] / b['queries_per_s']:.2f} |")
+    m = load(d, "memory_build.json")
+    if m:
+        print(f"\nMemory build, {m['images']} images of 1024 x 1024 PNG, {m['embedder']}"
+              f" (+ re-ranking thumbnails: {m['thumbs']}), {m['threads']} threads: "
+              f"{m['images_per_s']:.1f} images/s ({m['seconds']:.1f} s)")
+    c, t = load(d, "clip_candle.json"), load(d, "clip_torch.json")
+    if c and t:
+        print("\nCLIP ViT-B/16 image embeddings on CPU, random weights, images/s")
+        print("\n| batch | candle (ours) | PyTorch | ratio |")
+        print("|---|---|---|---|")
+        for b in ["1", "8"]:
+            cv, tv = c["images_per_s"].get(b), t["images_per_s"].get(b)
+            if cv and tv:
+                print(f"| {b} | {cv:.2f} | {tv:.2f} | {cv / tv:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+//! `bench`: the measurements quoted in the README (scripts/bench.sh runs them next
+//! to the Python references).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use echo_workbench::bench::perf::{self, VectorData};
+use echo_workbench::memory::HnswParams;
+use echo_workbench::vision::spec::EmbedderSpec;
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// HNSW build time, queries/s and recall@1 against exact search.
+    Hnsw(HnswArgs),
+    /// Images/s for building a memory from generated 1024 x 1024 images.
+    MemoryBuild(MemoryBuildArgs),
+}
+
+#[derive(Args)]
+pub struct HnswArgs {
+    #[arg(long, default_value_t = 100_000)]
+    n: usize,
+    #[arg(long, default_value_t = 512)]
+    dim: usize,
+    #[arg(long, default_value_t = 1000)]
+    queries: usize,
+    #[arg(long, value_enum, default_value_t = VectorData::Random)]
+    data: VectorData,
+    #[arg(long, default_value_t = 16)]
+    m: usize,
+    #[arg(long, default_value_t = 100)]
+    ef_construction: usize,
+    #[arg(long, value_delimiter = ',', default_value = "16,32,64,128,256")]
+    ef_search: Vec<usize>,
+    /// Also write base.f32 / queries.f32 here for scripts/bench_faiss.py.
+    #[arg(long)]
+    write_data: Option<PathBuf>,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+}
+
+#[derive(Args)]
+pub struct MemoryBuildArgs {
+    #[arg(long, default_value_t = 1000)]
+    images: usize,
+    #[arg(long, default_value_t = 1024)]
+    size: u32,
+    /// Where the generated images go (default: a temporary folder, removed after).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    #[arg(long, default_value = "descriptor")]
+    embedder: EmbedderSpec,
+}
+
+pub fn run(cmd: &BenchCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        BenchCommand::Hnsw(a) => {
+            let (base, queries) = perf::make_vectors(a.data, a.n, a.queries, a.dim, a.seed);
+            if let Some(dir) = &a.write_data {
+                std::fs::create_dir_all(dir)?;
+                perf::write_f32(&dir.join("base.f32"), &base)?;
+                perf::write_f32(&dir.join("queries.f32"), &queries)?;
+            }
+            let params = HnswParams {
+                m: a.m,
+                ef_construction: a.ef_construction,
+                ef_search: a.ef_search.first().copied().unwrap_or(16),
+            };
+            let mut out = perf::bench_hnsw(&base, &queries, a.dim, params, &a.ef_search)?;
+            out["data"] = serde_json::to_value(a.data)?;
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        BenchCommand::MemoryBuild(a) => {
+            let tmp;
+            let dir = match &a.dir {
+                Some(d) => d.clone(),
+                None => {
+                    tmp = tempfile::tempdir()?;
+                    tmp.path().to_path_buf()
+                }
+            };
+            eprintln!("drawing {} images of {}x{} ...", a.images, a.size, a.size);
+            perf::write_bench_images(&dir, a.images, a.size)?;
+            let embedder = a.embedder.load()?;
+            let out = perf::bench_memory_build(&dir, embedder.as_ref(), a.embedder.wants_thumbs())?;
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

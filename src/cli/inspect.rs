@@ -1,0 +1,633 @@
+//! `inspect`: ask one question about one image through the Echo pipeline and show
+//! every expert's work (reference and its score, knowledge snippet, reasoning,
+//! the prompt's answer) as it happens.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use echo_workbench::dataset::{DatasetRoot, MmadDataset, Question, QuestionType};
+use echo_workbench::echo::pipeline::{PipelineEvent, Query};
+use echo_workbench::echo::plan::{
+    ExpertSwitches, KnowledgeMode, Plan, ReasoningMode, ReferenceKind, ScopeMode,
+};
+use echo_workbench::echo::{
+    ExpertStatus, ExpertTrace, ExtractMode, MllmBackend, PipelineContext, PipelineSettings,
+    classify_question,
+};
+use echo_workbench::jobs::CancelToken;
+use echo_workbench::knowledge::KnowledgeBase;
+use echo_workbench::memory::ReferenceMemory;
+use echo_workbench::mllm::EndpointConfig;
+use echo_workbench::vision::spec::EmbedderSpec;
+use indexmap::IndexMap;
+use serde_json::{Value, json};
+
+use crate::TextOrJson;
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
+impl OnOff {
+    fn get(v: Option<OnOff>) -> Option<bool> {
+        v.map(|v| v == OnOff::On)
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TemplateArg {
+    /// MMAD's `similar_templates[0]`.
+    Similar,
+    /// MMAD's `random_templates[0]` (MMAD's plain 1-shot).
+    Random,
+    /// No reference image.
+    None,
+}
+
+#[derive(Args)]
+pub struct InspectArgs {
+    /// The image to inspect.
+    image: PathBuf,
+    /// The question to ask.
+    #[arg(long)]
+    question: String,
+    /// An answer option as `LETTER=text`; repeat in order (`--option A=Yes --option B=No`).
+    /// When the image is an MMAD entry and the question is one of its own, its options are used.
+    #[arg(long = "option", value_name = "LETTER=TEXT", value_parser = parse_option)]
+    options: Vec<(String, String)>,
+    /// MMAD's question type (`Anomaly Detection`, ... or AD, DC, DL, DD, DA, OC, OS, OD);
+    /// without it the type is classified from the text.
+    #[arg(long = "type", value_name = "TYPE")]
+    qtype: Option<String>,
+    /// The correct letter, to mark the answer right or wrong.
+    #[arg(long)]
+    answer: Option<String>,
+    /// Base URL of an OpenAI-compatible API.
+    #[arg(long, default_value = "http://127.0.0.1:8000/v1")]
+    endpoint: String,
+    /// The model name the server expects.
+    #[arg(long, default_value = "default")]
+    model: String,
+    /// Environment variable holding the API key (the key itself is never written anywhere).
+    #[arg(long, value_name = "VAR")]
+    api_key_env: Option<String>,
+    /// Seconds to wait for one reply.
+    #[arg(long, default_value_t = 120.0)]
+    timeout: f64,
+    /// Most tokens per reply (default: the client's).
+    #[arg(long)]
+    max_tokens: Option<u32>,
+    /// A reference memory folder (`memory build`); without it MMAD's templates are used
+    /// when the image is an MMAD entry.
+    #[arg(long)]
+    memory: Option<PathBuf>,
+    /// Override the embedder recorded in the memory.
+    #[arg(long, requires = "memory")]
+    embedder: Option<EmbedderSpec>,
+    /// Without --memory: which of MMAD's templates is the reference (default: similar,
+    /// or random for the mmad preset, when the image is an MMAD entry; else none).
+    #[arg(long, value_enum, conflicts_with = "memory")]
+    template: Option<TemplateArg>,
+    /// The mmad.json the image belongs to (default: searched in the image's parent folders).
+    #[arg(long, value_name = "FILE")]
+    mmad: Option<PathBuf>,
+    /// The knowledge base (default: the bundled knowledge/domain_knowledge.json).
+    #[arg(long, value_name = "FILE")]
+    knowledge: Option<PathBuf>,
+    /// Echo's condensed knowledge (default: the bundled knowledge/condensed.json).
+    #[arg(long, value_name = "FILE")]
+    condensed: Option<PathBuf>,
+    /// A preset of the experts table: echo, mmad, full (or one of your own).
+    #[arg(long, default_value = "echo")]
+    preset: String,
+    /// category | condensed | options | llm | off (default: the preset's).
+    #[arg(long, value_name = "MODE")]
+    knowledge_mode: Option<KnowledgeMode>,
+    /// inline | separate | off (default: the preset's).
+    #[arg(long, value_name = "MODE")]
+    reasoning: Option<ReasoningMode>,
+    /// global (Echo) | category (only the query's category).
+    #[arg(long, value_name = "SCOPE", default_value = "global")]
+    scope: ScopeMode,
+    /// Memory candidates kept in the trace.
+    #[arg(long, default_value_t = 3)]
+    k: usize,
+    /// Switch the Reference Extractor on or off for every type (default: the table).
+    #[arg(long, value_enum)]
+    reference_expert: Option<OnOff>,
+    /// Switch the Knowledge Guide on or off for every type (default: the table).
+    #[arg(long, value_enum)]
+    knowledge_expert: Option<OnOff>,
+    /// Switch the Reasoning Expert on or off for every type (default: the table).
+    #[arg(long, value_enum)]
+    reasoning_expert: Option<OnOff>,
+    /// Knowledge for Defect Description (one copy of Echo's code sends none).
+    #[arg(long, value_enum)]
+    dd_knowledge: Option<OnOff>,
+    /// structured | mmad-last | mmad-first.
+    #[arg(long, value_name = "MODE", value_parser = parse_extract, default_value = "structured")]
+    extract: ExtractMode,
+    /// An experts table to use instead of the bundled one.
+    #[arg(long, value_name = "FILE")]
+    experts: Option<PathBuf>,
+    /// A folder of prompt sets (`<dir>/<set>/<template>.txt`) overriding the bundled ones.
+    #[arg(long, value_name = "DIR")]
+    prompts: Option<PathBuf>,
+    /// Keep model-selected knowledge (--knowledge-mode llm) in this folder across runs.
+    #[arg(long, value_name = "DIR")]
+    knowledge_cache: Option<PathBuf>,
+    /// The dataset folder name, for knowledge (default: from the path).
+    #[arg(long)]
+    dataset: Option<String>,
+    /// The category, for knowledge and category scope (default: from the path).
+    #[arg(long)]
+    category: Option<String>,
+    /// Show which experts would run, then stop (no model call).
+    #[arg(long)]
+    plan: bool,
+    #[arg(long, value_enum, default_value_t = TextOrJson::Text)]
+    format: TextOrJson,
+}
+
+fn parse_option(s: &str) -> Result<(String, String), String> {
+    let (letter, text) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}` is not LETTER=TEXT"))?;
+    let letter = letter.trim();
+    if letter.is_empty() || text.trim().is_empty() {
+        return Err(format!("`{s}` needs both a letter and a text"));
+    }
+    Ok((letter.to_string(), text.trim().to_string()))
+}
+
+fn parse_extract(s: &str) -> Result<ExtractMode, String> {
+    serde_json::from_value(Value::String(s.to_string())).map_err(|_| {
+        format!("unknown extraction mode `{s}`: use structured, mmad-last or mmad-first")
+    })
+}
+
+/// MMAD's type names, case-insensitively, or their two-letter initials.
+fn parse_type(s: &str) -> anyhow::Result<QuestionType> {
+    let t = s.trim();
+    for known in QuestionType::KNOWN {
+        let initials: String = known
+            .as_str()
+            .split(' ')
+            .filter_map(|w| w.chars().next())
+            .collect();
+        if known.as_str().eq_ignore_ascii_case(t) || initials.eq_ignore_ascii_case(t) {
+            return Ok(known);
+        }
+    }
+    bail!(
+        "unknown question type `{t}`: use one of {} (or their initials, e.g. AD)",
+        QuestionType::KNOWN
+            .map(|k| k.as_str().to_string())
+            .join(", ")
+    )
+}
+
+/// The MMAD entry an image belongs to, searching `mmad.json` upwards from it.
+fn find_entry(
+    image: &Path,
+    mmad: Option<&Path>,
+) -> anyhow::Result<Option<(DatasetRoot, String, MmadDataset)>> {
+    let image = image
+        .canonicalize()
+        .with_context(|| format!("cannot read {}", image.display()))?;
+    let candidates: Vec<PathBuf> = match mmad {
+        Some(p) => vec![p.to_path_buf()],
+        None => image
+            .ancestors()
+            .skip(1)
+            .take(8)
+            .map(|d| d.join("mmad.json"))
+            .filter(|p| p.is_file())
+            .collect(),
+    };
+    for file in candidates {
+        // A named file must load; one met on the way up is only a guess.
+        let dataset = match MmadDataset::load(&file) {
+            Ok(d) => d,
+            Err(e) if mmad.is_some() => return Err(e.into()),
+            Err(_) => continue,
+        };
+        let root = file
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let Ok(root_abs) = root.canonicalize() else {
+            continue;
+        };
+        let Ok(rel) = image.strip_prefix(&root_abs) else {
+            continue;
+        };
+        let key = rel
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join("/");
+        if dataset.entries.contains_key(&key) {
+            return Ok(Some((DatasetRoot::new(root), key, dataset)));
+        }
+    }
+    Ok(None)
+}
+
+fn load_kb(
+    explicit: Option<&Path>,
+    bundled: PathBuf,
+    what: &str,
+) -> anyhow::Result<Option<Arc<KnowledgeBase>>> {
+    match explicit {
+        Some(p) => Ok(Some(Arc::new(
+            KnowledgeBase::load(p).with_context(|| format!("loading the {what}"))?,
+        ))),
+        None if bundled.is_file() => Ok(KnowledgeBase::load(&bundled).ok().map(Arc::new)),
+        None => Ok(None),
+    }
+}
+
+pub fn run(args: &InspectArgs) -> anyhow::Result<ExitCode> {
+    if !args.image.is_file() {
+        bail!("cannot read {}: no such file", args.image.display());
+    }
+    // Where the image comes from.
+    let found = find_entry(&args.image, args.mmad.as_deref())?;
+    let mut query = match &found {
+        Some((root, key, dataset)) => Query::from_entry(root, key, &dataset.entries[key])?,
+        None => Query::image(&args.image),
+    };
+    if let Some(d) = &args.dataset {
+        query.dataset = Some(d.clone());
+    }
+    if let Some(c) = &args.category {
+        query.category = Some(c.clone());
+    }
+
+    // The question: the entry's own when the text matches and no options are given.
+    let own = found.as_ref().and_then(|(_, key, ds)| {
+        ds.entries[key]
+            .conversation
+            .iter()
+            .find(|q| q.text.trim().eq_ignore_ascii_case(args.question.trim()))
+            .cloned()
+    });
+    let options: IndexMap<String, String> = if args.options.is_empty() {
+        own.as_ref().map(|q| q.options.clone()).unwrap_or_default()
+    } else {
+        args.options.iter().cloned().collect()
+    };
+    let use_own = args.options.is_empty() && own.is_some();
+    let (qtype, type_source) = match &args.qtype {
+        Some(t) => (parse_type(t)?, vec!["given with --type".to_string()]),
+        None if use_own => (
+            own.as_ref()
+                .map(|q| q.qtype.clone())
+                .unwrap_or(QuestionType::AnomalyDetection),
+            vec!["from the dataset entry".to_string()],
+        ),
+        None => {
+            let (t, reasons) = classify_question(&args.question, &options);
+            let mut why = vec!["classified from the text".to_string()];
+            why.extend(reasons);
+            (t, why)
+        }
+    };
+    let answer = match &args.answer {
+        Some(a) => a.trim().to_string(),
+        None if use_own => own.as_ref().map(|q| q.answer.clone()).unwrap_or_default(),
+        None => String::new(),
+    };
+    let question = Question {
+        text: args.question.clone(),
+        answer,
+        options,
+        qtype,
+        annotation: None,
+    };
+
+    // Settings.
+    let mut settings = PipelineSettings {
+        preset: args.preset.clone(),
+        switches: ExpertSwitches {
+            reference: OnOff::get(args.reference_expert),
+            knowledge: OnOff::get(args.knowledge_expert),
+            reasoning: OnOff::get(args.reasoning_expert),
+        },
+        scope: args.scope,
+        candidates: args.k.max(1),
+        knowledge_mode: args.knowledge_mode,
+        reasoning_mode: args.reasoning,
+        extract: args.extract,
+        experts_file: args.experts.clone(),
+        prompts_dir: args.prompts.clone(),
+        knowledge_cache_dir: args.knowledge_cache.clone(),
+        ..PipelineSettings::default()
+    };
+    if let Some(dd) = OnOff::get(args.dd_knowledge) {
+        settings.type_switches.insert(
+            QuestionType::DefectDescription.as_str().to_string(),
+            ExpertSwitches {
+                knowledge: Some(dd),
+                ..Default::default()
+            },
+        );
+    }
+    if args.template.is_some_and(|t| t != TemplateArg::None) && query.entry.is_none() {
+        bail!(
+            "--template needs the image to be an entry of an mmad.json (none lists {}; pass --mmad)",
+            args.image.display()
+        );
+    }
+    let has_templates = query.entry.as_ref().is_some_and(|e| {
+        !e.entry.similar_templates.is_empty() || !e.entry.random_templates.is_empty()
+    });
+    settings.reference = Some(match (&args.memory, args.template) {
+        (Some(_), _) => ReferenceKind::Memory,
+        (None, Some(TemplateArg::Similar)) => ReferenceKind::Similar,
+        (None, Some(TemplateArg::Random)) => ReferenceKind::Random,
+        (None, Some(TemplateArg::None)) => ReferenceKind::None,
+        (None, None) if has_templates => {
+            let preset_default =
+                echo_workbench::echo::plan::ExpertTable::load_or_bundled(args.experts.as_deref())?
+                    .preset(&args.preset)?
+                    .reference;
+            if preset_default == ReferenceKind::Random {
+                ReferenceKind::Random
+            } else {
+                ReferenceKind::Similar
+            }
+        }
+        (None, None) => ReferenceKind::None,
+    });
+
+    let mut ctx = PipelineContext::new(settings)?;
+    let kb_path = echo_workbench::bundled_knowledge_path();
+    let condensed_default = kb_path.with_file_name("condensed.json");
+    if let Some(kb) = load_kb(args.knowledge.as_deref(), kb_path, "knowledge base")? {
+        ctx = ctx.with_knowledge(kb);
+    }
+    if let Some(kb) = load_kb(
+        args.condensed.as_deref(),
+        condensed_default,
+        "condensed knowledge",
+    )? {
+        ctx = ctx.with_condensed(kb);
+    }
+    if let Some(dir) = &args.memory {
+        let memory = ReferenceMemory::load(dir)?;
+        let spec = match &args.embedder {
+            Some(s) => s.clone(),
+            None => memory.embedder_spec.parse().with_context(|| {
+                format!(
+                    "{} does not say how to load its embedder; pass --embedder",
+                    dir.display()
+                )
+            })?,
+        };
+        let embedder: Arc<dyn echo_workbench::vision::ImageEmbedder> = Arc::from(spec.load()?);
+        ctx = ctx.with_memory(Arc::new(memory), embedder)?;
+    }
+
+    let plan = ctx.plan(&question.qtype);
+    if args.plan {
+        print_plan(&plan, &type_source, args.format)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    let mut cfg = EndpointConfig {
+        name: "inspect".into(),
+        base_url: args.endpoint.clone(),
+        model: args.model.clone(),
+        api_key_env: args.api_key_env.clone(),
+        timeout_s: args.timeout,
+        ..EndpointConfig::default()
+    };
+    if let Some(n) = args.max_tokens {
+        cfg.max_tokens = n;
+    }
+    let backend = MllmBackend::new(cfg)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let text = args.format == TextOrJson::Text;
+    if text {
+        print_header(&question, &plan, &type_source);
+    }
+    let events = move |e: PipelineEvent| {
+        if let (true, PipelineEvent::ExpertFinished(trace)) = (text, e) {
+            print_trace(&trace);
+        }
+    };
+    let cancel = CancelToken::new();
+    let decision = runtime.block_on(echo_workbench::echo::answer(
+        &backend, &ctx, &query, &question, &events, &cancel,
+    ))?;
+    match args.format {
+        TextOrJson::Json => {
+            let experts: Vec<Value> = decision
+                .traces
+                .iter()
+                .map(|t| {
+                    let output = match &t.status {
+                        ExpertStatus::Done => t.output.clone(),
+                        ExpertStatus::Skipped { why } => json!({"skipped": why}),
+                        ExpertStatus::Failed { error } => json!({"error": error}),
+                    };
+                    json!({"name": t.name, "input": t.input, "output": output, "ms": t.ms})
+                })
+                .collect();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json!({
+                    "type": decision.qtype,
+                    "experts": experts,
+                    "answer": {"letter": decision.letter, "text": decision.option_text, "raw": decision.raw},
+                }))?
+            );
+        }
+        TextOrJson::Text => {
+            let verdict = match decision.correct {
+                Some(true) => " (correct)",
+                Some(false) => " (wrong)",
+                None => "",
+            };
+            match (&decision.letter, &decision.option_text) {
+                (Some(l), Some(t)) => println!("\nAnswer: {l}: {t}{verdict}"),
+                (Some(l), None) => println!("\nAnswer: {l}{verdict}"),
+                (None, _) => println!("\nAnswer: no option letter in the reply{verdict}"),
+            }
+            if !decision.in_scope {
+                println!(
+                    "(this question type is outside the preset's scope: {})",
+                    plan.note.as_deref().unwrap_or("plain prompt")
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_header(question: &Question, plan: &Plan, type_source: &[String]) {
+    println!("Question: {}", question.text);
+    for (l, t) in &question.options {
+        println!("  {l}: {t}");
+    }
+    println!("Type: {} ({})", question.qtype, type_source.join("; "));
+    let scope = if plan.in_scope {
+        "in scope"
+    } else {
+        "outside the method's scope"
+    };
+    println!(
+        "Preset: {} ({scope}), prompt `{}/{}`",
+        plan.preset, plan.prompts, plan.template
+    );
+    let _ = std::io::stdout().flush();
+}
+
+fn print_plan(plan: &Plan, type_source: &[String], format: TextOrJson) -> anyhow::Result<()> {
+    match format {
+        TextOrJson::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"plan": plan, "type_source": type_source}))?
+        ),
+        TextOrJson::Text => {
+            println!("Type: {} ({})", plan.qtype, type_source.join("; "));
+            println!(
+                "Preset: {}, prompt `{}/{}`",
+                plan.preset, plan.prompts, plan.template
+            );
+            if let Some(n) = &plan.note {
+                println!("Note: {n}");
+            }
+            for (i, s) in plan.steps.iter().enumerate() {
+                let state = if s.runs {
+                    format!("runs ({})", s.how)
+                } else {
+                    "skipped".into()
+                };
+                println!("[{}] {}: {state}: {}", i + 1, s.expert, s.why);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_trace(t: &ExpertTrace) {
+    let n = echo_workbench::echo::ExpertName::ALL
+        .iter()
+        .position(|x| *x == t.name)
+        .map_or(0, |i| i + 1);
+    match &t.status {
+        ExpertStatus::Skipped { why } => println!("\n[{n}] {}: skipped ({why})", t.name),
+        ExpertStatus::Failed { error } => {
+            println!("\n[{n}] {}: FAILED after {} ms: {error}", t.name, t.ms)
+        }
+        ExpertStatus::Done => {
+            println!("\n[{n}] {} ({} ms): {}", t.name, t.ms, t.summary);
+            match t.name {
+                echo_workbench::echo::ExpertName::ReferenceExtractor => {
+                    for (i, c) in t.output["candidates"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .enumerate()
+                    {
+                        let score = c["score"]
+                            .as_f64()
+                            .map(|s| format!("{s:.4}"))
+                            .unwrap_or_else(|| "-".into());
+                        let rerank = c["rerank_score"]
+                            .as_f64()
+                            .map(|s| format!(", rerank {s:.3}"))
+                            .unwrap_or_default();
+                        let used = if c["used"].as_bool() == Some(true) {
+                            "  <- sent"
+                        } else {
+                            ""
+                        };
+                        println!(
+                            "    {}. {score}{rerank}  {}{used}",
+                            i + 1,
+                            c["path"].as_str().unwrap_or_default()
+                        );
+                    }
+                    for note in t.output["notes"].as_array().into_iter().flatten() {
+                        println!("    note: {}", note.as_str().unwrap_or_default());
+                    }
+                }
+                echo_workbench::echo::ExpertName::KnowledgeGuide => {
+                    for m in t.output["matches"].as_array().into_iter().flatten() {
+                        println!(
+                            "    {} \"{}\" -> {}: {}",
+                            m["letter"].as_str().unwrap_or_default(),
+                            m["option"].as_str().unwrap_or_default(),
+                            m["entry"].as_str().unwrap_or_default(),
+                            m["why"].as_str().unwrap_or_default()
+                        );
+                    }
+                    print_block(t.output["snippet"].as_str().unwrap_or_default());
+                }
+                echo_workbench::echo::ExpertName::ReasoningExpert => {
+                    let text = t.output["observations"]
+                        .as_str()
+                        .or_else(|| t.output["text"].as_str())
+                        .unwrap_or_default();
+                    print_block(text);
+                }
+                echo_workbench::echo::ExpertName::DecisionMaker => {
+                    println!(
+                        "    reply: {}",
+                        t.output["raw"].as_str().unwrap_or_default().trim()
+                    );
+                }
+            }
+        }
+    }
+    let _ = std::io::stdout().flush();
+}
+
+fn print_block(text: &str) {
+    for line in text.lines() {
+        println!("    | {line}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_and_types_parse() {
+        assert_eq!(parse_option("A=Yes").unwrap(), ("A".into(), "Yes".into()));
+        assert_eq!(
+            parse_option("B= a = b ").unwrap(),
+            ("B".into(), "a = b".into())
+        );
+        assert!(parse_option("A").is_err() && parse_option("=x").is_err());
+        assert_eq!(
+            parse_type("dc").unwrap(),
+            QuestionType::DefectClassification
+        );
+        assert_eq!(
+            parse_type("object details").unwrap(),
+            QuestionType::ObjectDetails
+        );
+        assert!(
+            parse_type("XX")
+                .unwrap_err()
+                .to_string()
+                .contains("Anomaly Detection")
+        );
+        assert_eq!(parse_extract("mmad-last").unwrap(), ExtractMode::MmadLast);
+    }
+}

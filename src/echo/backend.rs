@@ -1,0 +1,230 @@
+//! The one thing the pipeline needs from a model: answer a chat request. A trait
+//! (rather than the HTTP client itself) keeps the pipeline testable without a
+//! server and lets the GUI run it against a scripted backend for demos.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Mutex;
+
+use serde::Serialize;
+
+use super::pipeline::PipelineError;
+use crate::jobs::CancelToken;
+use crate::mllm::{ChatReply, ChatRequest, EndpointConfig, MllmClient, Part};
+
+/// What [`ChatBackend::chat`] returns.
+pub type ChatFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<ChatReply, PipelineError>> + Send + 'a>>;
+
+/// Anything that answers chat requests: the MLLM client, or a scripted fake.
+pub trait ChatBackend: Send + Sync {
+    fn chat<'a>(&'a self, req: &'a ChatRequest, cancel: &'a CancelToken) -> ChatFuture<'a>;
+    /// Names the model behind it (traces, cache keys): `model at URL`.
+    fn describe(&self) -> String;
+}
+
+impl ChatBackend for MllmClient {
+    fn chat<'a>(&'a self, req: &'a ChatRequest, cancel: &'a CancelToken) -> ChatFuture<'a> {
+        Box::pin(async move {
+            MllmClient::chat(self, req, cancel).await.map_err(|e| {
+                if cancel.is_cancelled() {
+                    PipelineError::Cancelled { traces: Vec::new() }
+                } else {
+                    PipelineError::Backend {
+                        message: e.to_string(),
+                    }
+                }
+            })
+        })
+    }
+
+    fn describe(&self) -> String {
+        "MLLM endpoint".into()
+    }
+}
+
+/// The MLLM client with a name for traces and cache keys.
+pub struct MllmBackend {
+    client: MllmClient,
+    label: String,
+}
+
+impl MllmBackend {
+    pub fn new(cfg: EndpointConfig) -> Result<Self, PipelineError> {
+        let label = format!("{} at {}", cfg.model, cfg.base_url);
+        let client = MllmClient::new(cfg).map_err(|e| PipelineError::Backend {
+            message: e.to_string(),
+        })?;
+        Ok(MllmBackend { client, label })
+    }
+}
+
+impl ChatBackend for MllmBackend {
+    fn chat<'a>(&'a self, req: &'a ChatRequest, cancel: &'a CancelToken) -> ChatFuture<'a> {
+        ChatBackend::chat(&self.client, req, cancel)
+    }
+
+    fn describe(&self) -> String {
+        self.label.clone()
+    }
+}
+
+/// A request as a [`ScriptedBackend`] saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RecordedRequest {
+    pub system: Option<String>,
+    pub parts: Vec<RecordedPart>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordedPart {
+    Text(String),
+    Image(PathBuf),
+}
+
+impl RecordedRequest {
+    pub fn from_request(req: &ChatRequest) -> Self {
+        RecordedRequest {
+            system: req.system.clone(),
+            parts: req
+                .parts
+                .iter()
+                .map(|p| match p {
+                    Part::Text(t) => RecordedPart::Text(t.clone()),
+                    Part::Image(p) => RecordedPart::Image(p.clone()),
+                })
+                .collect(),
+        }
+    }
+
+    /// All text parts joined by newlines.
+    pub fn text(&self) -> String {
+        self.parts
+            .iter()
+            .filter_map(|p| match p {
+                RecordedPart::Text(t) => Some(t.as_str()),
+                RecordedPart::Image(_) => None,
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// The image paths in order.
+    pub fn images(&self) -> Vec<PathBuf> {
+        self.parts
+            .iter()
+            .filter_map(|p| match p {
+                RecordedPart::Image(p) => Some(p.clone()),
+                RecordedPart::Text(_) => None,
+            })
+            .collect()
+    }
+}
+
+type Script = Box<dyn Fn(&RecordedRequest) -> Result<String, String> + Send + Sync>;
+
+/// A backend without a model: it records every request and answers from a script
+/// (a queue of replies, then a fallback function). For tests and offline demos.
+pub struct ScriptedBackend {
+    queue: Mutex<VecDeque<Result<String, String>>>,
+    fallback: Script,
+    requests: Mutex<Vec<RecordedRequest>>,
+    /// Cancels this token when a request arrives (to test cancellation mid-run).
+    cancel_on_call: Mutex<Option<(usize, CancelToken)>>,
+}
+
+impl ScriptedBackend {
+    /// Answers every request with `reply`.
+    pub fn constant(reply: &str) -> Self {
+        let reply = reply.to_string();
+        Self::with(move |_| Ok(reply.clone()))
+    }
+
+    /// Answers with `f(request)`; `Err(message)` simulates a failing server.
+    pub fn with(
+        f: impl Fn(&RecordedRequest) -> Result<String, String> + Send + Sync + 'static,
+    ) -> Self {
+        ScriptedBackend {
+            queue: Mutex::new(VecDeque::new()),
+            fallback: Box::new(f),
+            requests: Mutex::new(Vec::new()),
+            cancel_on_call: Mutex::new(None),
+        }
+    }
+
+    /// Queues replies used before the fallback, in order.
+    pub fn then(self, reply: Result<&str, &str>) -> Self {
+        self.queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back(reply.map(str::to_string).map_err(str::to_string));
+        self
+    }
+
+    /// Cancels `token` when request number `n` (0-based) arrives, and fails it.
+    pub fn cancel_at(self, n: usize, token: CancelToken) -> Self {
+        *self
+            .cancel_on_call
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some((n, token));
+        self
+    }
+
+    /// Every request so far, in order.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+impl ChatBackend for ScriptedBackend {
+    fn chat<'a>(&'a self, req: &'a ChatRequest, cancel: &'a CancelToken) -> ChatFuture<'a> {
+        let recorded = RecordedRequest::from_request(req);
+        let n = {
+            let mut all = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+            all.push(recorded.clone());
+            all.len() - 1
+        };
+        if let Some((at, token)) = &*self
+            .cancel_on_call
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            && *at == n
+        {
+            token.cancel();
+        }
+        let result = if cancel.is_cancelled() {
+            Err(PipelineError::Cancelled { traces: Vec::new() })
+        } else {
+            let queued = self
+                .queue
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pop_front();
+            queued
+                .unwrap_or_else(|| (self.fallback)(&recorded))
+                .map(|text| ChatReply {
+                    text,
+                    attempts: 1,
+                    latency_ms: 0,
+                    finish_reason: Some("stop".into()),
+                    reasoning: None,
+                    request_summary: serde_json::json!({
+                        "parts": recorded.parts.len(),
+                        "images": recorded.images().len(),
+                    }),
+                })
+                .map_err(|message| PipelineError::Backend { message })
+        };
+        Box::pin(async move { result })
+    }
+
+    fn describe(&self) -> String {
+        "scripted backend".into()
+    }
+}

@@ -1,0 +1,922 @@
+//! The client for one OpenAI-compatible endpoint.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use hyper::body::Bytes;
+use reqwest::header::{CONTENT_TYPE, HeaderMap, RETRY_AFTER};
+use reqwest::{Method, StatusCode, Url};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use tokio::sync::Semaphore;
+
+use super::encode::{EncodeSettings, EncodedImage, ImageCache, ImageCacheStats};
+use super::error::image_limit_from_body;
+use super::retry::{backoff_delay, parse_retry_after};
+use super::{ChatReply, ChatRequest, EndpointConfig, MllmError, Part};
+use crate::jobs::CancelToken;
+
+/// Encoded images kept per client (all clones share it). MMAD's reference images
+/// are a few hundred kB each as base64, so this holds several hundred of them.
+const IMAGE_CACHE_BYTES: usize = 256 << 20;
+/// A reply larger than this is not a chat completion we asked for.
+const MAX_REPLY_BYTES: usize = 16 << 20;
+/// How often a waiting request looks at its cancel token.
+const CANCEL_POLL: Duration = Duration::from_millis(20);
+/// Characters of a reply body quoted in errors.
+const BODY_HEAD_CHARS: usize = 200;
+
+/// A client for one endpoint. Cloning is cheap and clones share the concurrency
+/// limit, the connection pool and the image cache.
+#[derive(Clone)]
+pub struct MllmClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    cfg: EndpointConfig,
+    http: reqwest::Client,
+    chat_url: Url,
+    models_url: Url,
+    /// The URLs as shown in messages: without any user:password part.
+    chat_shown: String,
+    models_shown: String,
+    base_shown: String,
+    timeout: Duration,
+    slots: Semaphore,
+    cache: ImageCache,
+}
+
+impl std::fmt::Debug for MllmClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MllmClient")
+            .field("name", &self.inner.cfg.name)
+            .field("base_url", &self.inner.base_shown)
+            .field("model", &self.inner.cfg.model)
+            .field("api_key_env", &self.inner.cfg.api_key_env)
+            .field("in_flight", &self.in_flight())
+            .field("max_in_flight", &self.inner.cfg.max_in_flight)
+            .finish()
+    }
+}
+
+/// What [`MllmClient::probe`] found out about an endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeReport {
+    /// The endpoint answered a two-image chat request.
+    pub ok: bool,
+    /// What `GET {base}/models` listed (empty when that failed).
+    pub models: Vec<String>,
+    /// The configured model is among `models`.
+    pub model_listed: bool,
+    pub two_images_ok: bool,
+    /// Wall time of the whole probe.
+    pub latency_ms: u64,
+    /// One sentence for the user: what works, or what to change.
+    pub message: String,
+    /// The model's reply to the two-image request, when there was one.
+    pub reply: Option<String>,
+}
+
+/// A failed attempt and what the server said about trying again.
+struct Failure {
+    error: MllmError,
+    retry_after: Option<Duration>,
+}
+
+impl From<MllmError> for Failure {
+    fn from(error: MllmError) -> Self {
+        Failure {
+            error,
+            retry_after: None,
+        }
+    }
+}
+
+/// One part of the user message as the client sends it: the public [`Part`]s, plus
+/// in-memory images for the probe.
+enum Source<'a> {
+    Text(&'a str),
+    File(&'a std::path::Path),
+    /// Not cached: such images have no stable identity.
+    Bytes {
+        name: &'static str,
+        bytes: Arc<[u8]>,
+    },
+}
+
+/// The useful part of a chat completion.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ParsedReply {
+    pub text: String,
+    pub reasoning: Option<String>,
+    pub finish_reason: Option<String>,
+}
+
+impl MllmClient {
+    /// Checks the settings and prepares the HTTP client; nothing is sent yet.
+    pub fn new(cfg: EndpointConfig) -> Result<Self, MllmError> {
+        let config = |msg: String| MllmError::Config { msg };
+        let base = cfg.base_url.trim().trim_end_matches('/');
+        let base_url = Url::parse(base).map_err(|e| {
+            config(format!(
+                "endpoint `{}`: base_url `{}` is not a URL ({e}); expected something like http://localhost:8000/v1",
+                cfg.name,
+                shown(base)
+            ))
+        })?;
+        if !matches!(base_url.scheme(), "http" | "https") {
+            return Err(config(format!(
+                "endpoint `{}`: base_url must start with http:// or https://, not `{}:`",
+                cfg.name,
+                base_url.scheme()
+            )));
+        }
+        if cfg.model.trim().is_empty() {
+            return Err(config(format!("endpoint `{}` has no model name", cfg.name)));
+        }
+        if !(cfg.timeout_s.is_finite() && cfg.timeout_s > 0.0) {
+            return Err(config(format!(
+                "endpoint `{}`: timeout_s must be a positive number of seconds, not {}",
+                cfg.name, cfg.timeout_s
+            )));
+        }
+        if cfg.max_in_flight == 0 {
+            return Err(config(format!(
+                "endpoint `{}`: max_in_flight must be at least 1",
+                cfg.name
+            )));
+        }
+        if let Some(q) = cfg.jpeg_quality
+            && !(1..=100).contains(&q)
+        {
+            return Err(config(format!(
+                "endpoint `{}`: jpeg_quality must be between 1 and 100, not {q}",
+                cfg.name
+            )));
+        }
+        for reserved in ["model", "messages"] {
+            if cfg.extra_body.contains_key(reserved) {
+                return Err(config(format!(
+                    "endpoint `{}`: extra_body may not set `{reserved}` (the client writes it)",
+                    cfg.name
+                )));
+            }
+        }
+        let join = |tail: &str| {
+            Url::parse(&format!("{base}/{tail}"))
+                .map_err(|e| config(format!("endpoint `{}`: bad base_url: {e}", cfg.name)))
+        };
+        let chat_url = join("chat/completions")?;
+        let models_url = join("models")?;
+        let timeout = Duration::from_secs_f64(cfg.timeout_s.min(86_400.0));
+
+        // reqwest is built without a bundled crypto provider; ring is the one this
+        // crate ships. Installing twice is harmless (the second call just fails).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .pool_max_idle_per_host(cfg.max_in_flight)
+            .user_agent(concat!("echo-workbench/", env!("CARGO_PKG_VERSION")));
+        if is_loopback(&base_url) {
+            // A proxy from the environment can never help reach this machine.
+            builder = builder.no_proxy();
+        }
+        let http = builder
+            .build()
+            .map_err(|e| config(format!("cannot set up the HTTP client: {e}")))?;
+        Ok(MllmClient {
+            inner: Arc::new(Inner {
+                chat_shown: shown_url(&chat_url),
+                models_shown: shown_url(&models_url),
+                base_shown: shown_url(&base_url),
+                chat_url,
+                models_url,
+                timeout,
+                slots: Semaphore::new(cfg.max_in_flight),
+                cache: ImageCache::new(IMAGE_CACHE_BYTES),
+                http,
+                cfg,
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &EndpointConfig {
+        &self.inner.cfg
+    }
+
+    /// Requests being sent or awaiting their reply right now (at most `max_in_flight`).
+    pub fn in_flight(&self) -> usize {
+        self.inner.cfg.max_in_flight - self.inner.slots.available_permits()
+    }
+
+    pub fn image_cache_stats(&self) -> ImageCacheStats {
+        self.inner.cache.stats()
+    }
+
+    /// Sends one chat request and returns the model's text.
+    ///
+    /// Waits for a free slot (at most `max_in_flight` requests at once), retries
+    /// connection failures, timeouts, 429 and 5xx with backoff, and gives up within
+    /// about 20 ms of `cancel` being set, whatever it was waiting for.
+    pub async fn chat(
+        &self,
+        req: &ChatRequest,
+        cancel: &CancelToken,
+    ) -> Result<ChatReply, MllmError> {
+        let sources: Vec<Source<'_>> = req
+            .parts
+            .iter()
+            .map(|p| match p {
+                Part::Text(t) => Source::Text(t),
+                Part::Image(path) => Source::File(path),
+            })
+            .collect();
+        self.send(req.system.as_deref(), &sources, cancel).await
+    }
+
+    async fn send(
+        &self,
+        system: Option<&str>,
+        sources: &[Source<'_>],
+        cancel: &CancelToken,
+    ) -> Result<ChatReply, MllmError> {
+        let start = Instant::now();
+        let cfg = &self.inner.cfg;
+        let cancelled = || MllmError::Cancelled {
+            url: self.inner.chat_shown.clone(),
+        };
+        if cancel.is_cancelled() {
+            return Err(cancelled());
+        }
+        let key = self.api_key(&self.inner.chat_shown)?;
+        let images = tokio::select! {
+            biased;
+            _ = wait_cancelled(cancel) => return Err(cancelled()),
+            r = self.prepare_images(sources) => r?,
+        };
+        let request_summary = build_body(cfg, system, sources, &images, true);
+        // Serialised once; every attempt sends the same shared bytes.
+        let body = serde_json::to_vec(&build_body(cfg, system, sources, &images, false))
+            .map(Bytes::from)
+            .map_err(|e| MllmError::Config {
+                msg: format!("cannot serialise the request body: {e}"),
+            })?;
+        drop(images);
+
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            let permit = tokio::select! {
+                biased;
+                _ = wait_cancelled(cancel) => return Err(cancelled()),
+                p = self.inner.slots.acquire() => p.map_err(|_| cancelled())?,
+            };
+            let outcome = tokio::select! {
+                biased;
+                _ = wait_cancelled(cancel) => return Err(cancelled()),
+                r = self.attempt_chat(body.clone(), key.as_deref()) => r,
+            };
+            drop(permit);
+            match outcome {
+                Ok(parsed) => {
+                    return Ok(ChatReply {
+                        text: parsed.text,
+                        reasoning: parsed.reasoning,
+                        finish_reason: parsed.finish_reason,
+                        attempts,
+                        latency_ms: millis(start.elapsed()),
+                        request_summary,
+                    });
+                }
+                Err(failure) => {
+                    let error = failure.error.redact(key.as_deref());
+                    if !error.is_retryable() || attempts > cfg.max_retries {
+                        return Err(error);
+                    }
+                    let wait = backoff_delay(attempts, cfg.retry_base_ms, failure.retry_after);
+                    tracing::warn!(
+                        endpoint = %cfg.name,
+                        attempt = attempts,
+                        wait_ms = millis(wait),
+                        "retrying after: {error}"
+                    );
+                    tokio::select! {
+                        biased;
+                        _ = wait_cancelled(cancel) => return Err(cancelled()),
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// The model names the server lists (`GET {base}/models`, one attempt).
+    pub async fn models(&self) -> Result<Vec<String>, MllmError> {
+        let url = &self.inner.models_shown;
+        let key = self.api_key(url)?;
+        let (status, _, body) = self
+            .exchange(
+                Method::GET,
+                self.inner.models_url.clone(),
+                url,
+                None,
+                key.as_deref(),
+            )
+            .await
+            .map_err(|f| f.error.redact(key.as_deref()))?;
+        if !status.is_success() {
+            return Err(MllmError::Http {
+                url: url.clone(),
+                status: status.as_u16(),
+                body_head: body_head(&body),
+            }
+            .redact(key.as_deref()));
+        }
+        parse_models(&body).map_err(|detail| {
+            MllmError::BadReply {
+                url: url.clone(),
+                detail,
+                body_head: body_head(&body),
+            }
+            .redact(key.as_deref())
+        })
+    }
+
+    /// Checks that the endpoint is usable for Echo: it lists models, knows ours, and
+    /// accepts a request with two images (reference and query), which vLLM refuses
+    /// unless started with `--limit-mm-per-prompt`.
+    pub async fn probe(&self) -> ProbeReport {
+        let start = Instant::now();
+        let cfg = &self.inner.cfg;
+        let base = &self.inner.base_shown;
+        let mut report = ProbeReport {
+            ok: false,
+            models: Vec::new(),
+            model_listed: false,
+            two_images_ok: false,
+            latency_ms: 0,
+            message: String::new(),
+            reply: None,
+        };
+        let models_error = match self.models().await {
+            Ok(list) => {
+                report.model_listed = list.iter().any(|m| m == &cfg.model);
+                report.models = list;
+                None
+            }
+            Err(e) => Some(e),
+        };
+        if let Some(e) = &models_error
+            && matches!(
+                e,
+                MllmError::Connect { .. }
+                    | MllmError::Timeout { .. }
+                    | MllmError::MissingApiKey { .. }
+                    | MllmError::Transport { .. }
+            )
+        {
+            report.message = with_hint(e);
+            report.latency_ms = millis(start.elapsed());
+            return report;
+        }
+        let sources = [
+            Source::Bytes {
+                name: "probe image 1 (red)",
+                bytes: solid_png([220, 30, 30]),
+            },
+            Source::Bytes {
+                name: "probe image 2 (blue)",
+                bytes: solid_png([30, 30, 220]),
+            },
+            Source::Text(
+                "Name the main colour of the first image and of the second image, in a few words.",
+            ),
+        ];
+        let result = self.send(None, &sources, &CancelToken::new()).await;
+        report.latency_ms = millis(start.elapsed());
+        let listed = || {
+            let mut names: Vec<&str> = report.models.iter().take(5).map(String::as_str).collect();
+            if report.models.len() > 5 {
+                names.push("...");
+            }
+            names.join(", ")
+        };
+        match result {
+            Ok(reply) => {
+                report.two_images_ok = true;
+                report.ok = true;
+                let ms = reply.latency_ms;
+                report.message = if let Some(e) = &models_error {
+                    format!(
+                        "{base} answered a two-image request in {ms} ms, but listing its models failed: {e}"
+                    )
+                } else if !report.model_listed && !report.models.is_empty() {
+                    format!(
+                        "{base} answered a two-image request in {ms} ms but does not list `{}` among its models ({}): it probably ignores the model name",
+                        cfg.model,
+                        listed()
+                    )
+                } else {
+                    format!(
+                        "{base} serves `{}` and answered a two-image request in {ms} ms",
+                        cfg.model
+                    )
+                };
+                report.reply = Some(reply.text);
+            }
+            Err(e) => {
+                report.message = match &e {
+                    MllmError::Http { body_head, .. } if image_limit_from_body(body_head).is_some() => {
+                        match image_limit_from_body(body_head) {
+                            Some(0) => "the served model takes no images (a text-only model, or vLLM started with --language-model-only): serve a vision model".to_string(),
+                            Some(1) => "the server accepts one image per prompt: start vLLM with --limit-mm-per-prompt '{\"image\":2}'".to_string(),
+                            Some(n) => format!("the server accepts at most {n} images per prompt: start vLLM with --limit-mm-per-prompt '{{\"image\":2}}' or more"),
+                            None => with_hint(&e),
+                        }
+                    }
+                    MllmError::Http { status: 404, .. }
+                        if !report.model_listed && !report.models.is_empty() =>
+                    {
+                        format!(
+                            "{base} does not serve `{}`; it lists: {}",
+                            cfg.model,
+                            listed()
+                        )
+                    }
+                    _ => with_hint(&e),
+                };
+            }
+        }
+        report
+    }
+
+    /// The API key from the environment, read now so a key exported after start-up
+    /// is used. An unset variable is an error, not a silent unauthenticated request.
+    fn api_key(&self, url: &str) -> Result<Option<String>, MllmError> {
+        let Some(var) = self
+            .inner
+            .cfg
+            .api_key_env
+            .as_deref()
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+        else {
+            return Ok(None);
+        };
+        match std::env::var(var) {
+            Ok(key) if !key.trim().is_empty() => Ok(Some(key.trim().to_string())),
+            _ => Err(MllmError::MissingApiKey {
+                url: url.to_string(),
+                var: var.to_string(),
+            }),
+        }
+    }
+
+    async fn prepare_images(
+        &self,
+        sources: &[Source<'_>],
+    ) -> Result<Vec<Arc<EncodedImage>>, MllmError> {
+        let settings = EncodeSettings {
+            max_side: self.inner.cfg.image_max_side,
+            jpeg_quality: self.inner.cfg.jpeg_quality,
+        };
+        let mut out = Vec::with_capacity(sources.len());
+        for source in sources {
+            match source {
+                Source::Text(_) => {}
+                Source::File(path) => out.push(self.inner.cache.get_file(path, settings).await?),
+                Source::Bytes { name, bytes } => out.push(
+                    self.inner
+                        .cache
+                        .encode_bytes(name, bytes.clone(), settings)
+                        .await?,
+                ),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn attempt_chat(&self, body: Bytes, key: Option<&str>) -> Result<ParsedReply, Failure> {
+        let url = &self.inner.chat_shown;
+        let (status, headers, reply) = self
+            .exchange(
+                Method::POST,
+                self.inner.chat_url.clone(),
+                url,
+                Some(body),
+                key,
+            )
+            .await?;
+        if !status.is_success() {
+            let retry_after = headers
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| parse_retry_after(v, SystemTime::now()));
+            return Err(Failure {
+                error: MllmError::Http {
+                    url: url.clone(),
+                    status: status.as_u16(),
+                    body_head: body_head(&reply),
+                },
+                retry_after,
+            });
+        }
+        parse_reply(&reply, url).map_err(Failure::from)
+    }
+
+    /// One HTTP exchange with the whole reply read, within the configured timeout.
+    async fn exchange(
+        &self,
+        method: Method,
+        url: Url,
+        shown: &str,
+        body: Option<Bytes>,
+        key: Option<&str>,
+    ) -> Result<(StatusCode, HeaderMap, Vec<u8>), Failure> {
+        let timeout = self.inner.timeout;
+        let classify = |e: reqwest::Error| classify(e, shown, timeout);
+        let work = async {
+            let mut rb = self.inner.http.request(method, url);
+            if let Some(body) = body {
+                rb = rb.header(CONTENT_TYPE, "application/json").body(body);
+            }
+            if let Some(key) = key {
+                rb = rb.bearer_auth(key);
+            }
+            let mut resp = rb.send().await.map_err(classify)?;
+            let status = resp.status();
+            let headers = resp.headers().clone();
+            let mut buf = Vec::new();
+            while let Some(chunk) = resp.chunk().await.map_err(classify)? {
+                if buf.len() + chunk.len() > MAX_REPLY_BYTES {
+                    return Err(MllmError::BadReply {
+                        url: shown.to_string(),
+                        detail: format!("the reply is larger than {} MiB", MAX_REPLY_BYTES >> 20),
+                        body_head: body_head(&buf),
+                    });
+                }
+                buf.extend_from_slice(&chunk);
+            }
+            Ok((status, headers, buf))
+        };
+        match tokio::time::timeout(timeout, work).await {
+            Ok(r) => r.map_err(Failure::from),
+            Err(_) => Err(MllmError::Timeout {
+                url: shown.to_string(),
+                after_s: timeout.as_secs_f64(),
+            }
+            .into()),
+        }
+    }
+}
+
+/// The request body; with `summary`, images appear as their hash and size.
+fn build_body(
+    cfg: &EndpointConfig,
+    system: Option<&str>,
+    sources: &[Source<'_>],
+    images: &[Arc<EncodedImage>],
+    summary: bool,
+) -> Value {
+    let mut images = images.iter();
+    let content: Vec<Value> = sources
+        .iter()
+        .filter_map(|source| match source {
+            Source::Text(text) => Some(json!({"type": "text", "text": text})),
+            Source::File(_) | Source::Bytes { .. } => images.next().map(|img| {
+                let url = if summary {
+                    img.summary()
+                } else {
+                    Value::String(img.data_url.clone())
+                };
+                json!({"type": "image_url", "image_url": {"url": url}})
+            }),
+        })
+        .collect();
+    let mut messages = Vec::with_capacity(2);
+    if let Some(system) = system {
+        messages.push(json!({"role": "system", "content": system}));
+    }
+    messages.push(json!({"role": "user", "content": content}));
+    let mut body = Map::new();
+    body.insert("model".into(), json!(cfg.model));
+    body.insert("messages".into(), Value::Array(messages));
+    body.insert("temperature".into(), json!(cfg.temperature));
+    body.insert("max_tokens".into(), json!(cfg.max_tokens));
+    for (k, v) in &cfg.extra_body {
+        body.insert(k.clone(), v.clone());
+    }
+    body.retain(|_, v| !v.is_null());
+    Value::Object(body)
+}
+
+/// Reads `choices[0].message` of a chat completion.
+pub(crate) fn parse_reply(body: &[u8], url: &str) -> Result<ParsedReply, MllmError> {
+    let bad = |detail: String| MllmError::BadReply {
+        url: url.to_string(),
+        detail,
+        body_head: body_head(body),
+    };
+    let v: Value =
+        serde_json::from_slice(body).map_err(|e| bad(format!("the body is not JSON: {e}")))?;
+    let Some(choices) = v.get("choices").and_then(Value::as_array) else {
+        let detail = match v.get("error") {
+            Some(err) => format!(
+                "it is an error report: {}",
+                err.get("message")
+                    .and_then(Value::as_str)
+                    .map_or_else(|| err.to_string(), str::to_string)
+            ),
+            None => "there is no `choices` list".to_string(),
+        };
+        return Err(bad(detail));
+    };
+    let no_content = || MllmError::NoContent {
+        url: url.to_string(),
+        body_head: body_head(body),
+    };
+    let choice = choices.first().ok_or_else(no_content)?;
+    let message = choice.get("message");
+    let text = match message.and_then(|m| m.get("content")) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .filter(|p| {
+                p.get("type")
+                    .and_then(Value::as_str)
+                    .is_none_or(|t| t == "text" || t == "output_text")
+            })
+            .filter_map(|p| p.as_str().or_else(|| p.get("text").and_then(Value::as_str)))
+            .collect(),
+        _ => String::new(),
+    };
+    if text.trim().is_empty() {
+        return Err(no_content());
+    }
+    let reasoning = message
+        .and_then(|m| m.get("reasoning_content").or_else(|| m.get("reasoning")))
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string);
+    Ok(ParsedReply {
+        text,
+        reasoning,
+        finish_reason: choice
+            .get("finish_reason")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+    })
+}
+
+/// Model ids from `{"data": [{"id": ..}]}` (OpenAI, vLLM, Ollama, llama.cpp, LM
+/// Studio) or `{"models": [{"name"|"model"|"id": ..}]}`.
+fn parse_models(body: &[u8]) -> Result<Vec<String>, String> {
+    let v: Value =
+        serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
+    let (list, fields): (&Vec<Value>, &[&str]) =
+        if let Some(data) = v.get("data").and_then(Value::as_array) {
+            (data, &["id"])
+        } else if let Some(models) = v.get("models").and_then(Value::as_array) {
+            (models, &["id", "model", "name"])
+        } else {
+            return Err("there is no `data` list of models".into());
+        };
+    Ok(list
+        .iter()
+        .filter_map(|m| {
+            fields
+                .iter()
+                .find_map(|f| m.get(*f).and_then(Value::as_str))
+                .map(str::to_string)
+        })
+        .collect())
+}
+
+fn classify(e: reqwest::Error, url: &str, timeout: Duration) -> MllmError {
+    let (timed_out, connect) = (e.is_timeout(), e.is_connect());
+    let detail = error_chain(&e.without_url());
+    if timed_out {
+        MllmError::Timeout {
+            url: url.to_string(),
+            after_s: timeout.as_secs_f64(),
+        }
+    } else if connect {
+        MllmError::Connect {
+            url: url.to_string(),
+            detail,
+        }
+    } else {
+        MllmError::Transport {
+            url: url.to_string(),
+            detail,
+        }
+    }
+}
+
+/// An error and its causes as one line, skipping causes already quoted.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+/// The first characters of a body, on one line.
+fn body_head(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut head: String = one_line.chars().take(BODY_HEAD_CHARS).collect();
+    if one_line.chars().nth(BODY_HEAD_CHARS).is_some() {
+        head.push_str("...");
+    }
+    if head.is_empty() {
+        head.push_str("(empty body)");
+    }
+    head
+}
+
+fn with_hint(e: &MllmError) -> String {
+    match e.hint() {
+        Some(hint) => format!("{e}; {hint}"),
+        None => e.to_string(),
+    }
+}
+
+async fn wait_cancelled(token: &CancelToken) {
+    while !token.is_cancelled() {
+        tokio::time::sleep(CANCEL_POLL).await;
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn is_loopback(url: &Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// `url` without its `user:password@` part, which may hold a secret.
+fn shown_url(url: &Url) -> String {
+    let mut url = url.clone();
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    url.to_string()
+}
+
+/// As [`shown_url`] for text that did not parse as a URL: drop anything before `@`.
+fn shown(text: &str) -> String {
+    match (text.find("://"), text.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            format!("{}{}", &text[..scheme_end + 3], &text[at + 1..])
+        }
+        _ => text.to_string(),
+    }
+}
+
+/// A tiny solid-colour PNG for the probe.
+fn solid_png(rgb: [u8; 3]) -> Arc<[u8]> {
+    let img = image::RgbImage::from_pixel(64, 64, image::Rgb(rgb));
+    let mut out = std::io::Cursor::new(Vec::new());
+    // Encoding a 64x64 image into memory cannot fail; an empty result would be
+    // reported by the encoder as an image error naming the probe image.
+    let _ = image::DynamicImage::ImageRgb8(img).write_to(&mut out, image::ImageFormat::Png);
+    Arc::from(out.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_are_read_leniently_but_errors_are_clear() {
+        let ok = br#"{"choices":[{"message":{"role":"assistant","content":"B","reasoning_content":"think"},"finish_reason":"stop"}],"usage":{"prompt_tokens":10,"completion_tokens":1}}"#;
+        let r = parse_reply(ok, "u").unwrap();
+        assert_eq!(r.text, "B");
+        assert_eq!(r.reasoning.as_deref(), Some("think"));
+        assert_eq!(r.finish_reason.as_deref(), Some("stop"));
+
+        let parts = br#"{"choices":[{"message":{"content":[{"type":"text","text":"Answer: "},{"type":"text","text":"C"}],"reasoning":"r"}}]}"#;
+        let r = parse_reply(parts, "u").unwrap();
+        assert_eq!(r.text, "Answer: C");
+        assert_eq!(r.reasoning.as_deref(), Some("r"));
+
+        let err = parse_reply(b"<html>502 Bad Gateway</html>", "http://h/v1").unwrap_err();
+        assert!(matches!(err, MllmError::BadReply { .. }));
+        assert!(
+            err.to_string().contains("<html>502 Bad Gateway</html>"),
+            "{err}"
+        );
+
+        let err = parse_reply(br#"{"error":{"message":"out of memory"}}"#, "u").unwrap_err();
+        assert!(err.to_string().contains("out of memory"), "{err}");
+
+        for empty in [
+            &br#"{"choices":[]}"#[..],
+            br#"{"choices":[{"message":{"content":null,"reasoning_content":"..."},"finish_reason":"length"}]}"#,
+            br#"{"choices":[{"message":{"content":"  "}}]}"#,
+        ] {
+            let err = parse_reply(empty, "u").unwrap_err();
+            assert!(matches!(err, MllmError::NoContent { .. }), "{err}");
+        }
+    }
+
+    #[test]
+    fn body_head_is_short_and_one_line() {
+        let long = "x".repeat(500);
+        let head = body_head(long.as_bytes());
+        assert_eq!(head.chars().count(), BODY_HEAD_CHARS + 3);
+        assert_eq!(body_head(b"a\n  b"), "a b");
+        assert_eq!(body_head(b""), "(empty body)");
+    }
+
+    #[test]
+    fn models_from_both_shapes() {
+        assert_eq!(
+            parse_models(br#"{"object":"list","data":[{"id":"a"},{"id":"b"}]}"#).unwrap(),
+            ["a", "b"]
+        );
+        assert_eq!(
+            parse_models(br#"{"models":[{"name":"q:7b"}]}"#).unwrap(),
+            ["q:7b"]
+        );
+        assert!(parse_models(b"[]").is_err());
+    }
+
+    #[test]
+    fn body_merges_extra_and_summarises_images() {
+        let mut cfg = EndpointConfig {
+            model: "m".into(),
+            ..Default::default()
+        };
+        cfg.extra_body.insert("max_tokens".into(), Value::Null);
+        cfg.extra_body
+            .insert("max_completion_tokens".into(), json!(64));
+        cfg.extra_body.insert("temperature".into(), json!(0.5));
+        let body = build_body(&cfg, Some("sys"), &[Source::Text("hello")], &[], false);
+        let keys: Vec<&String> = body.as_object().unwrap().keys().collect();
+        assert_eq!(
+            keys,
+            ["model", "messages", "temperature", "max_completion_tokens"]
+        );
+        assert_eq!(body["temperature"], json!(0.5));
+        assert_eq!(
+            body["messages"][0],
+            json!({"role": "system", "content": "sys"})
+        );
+        assert_eq!(
+            body["messages"][1]["content"],
+            json!([{"type": "text", "text": "hello"}])
+        );
+    }
+
+    #[test]
+    fn settings_are_checked() {
+        let bad = |f: fn(&mut EndpointConfig)| {
+            let mut cfg = EndpointConfig::default();
+            f(&mut cfg);
+            MllmClient::new(cfg).unwrap_err().to_string()
+        };
+        assert!(bad(|c| c.base_url = "localhost:8000".into()).contains("http://"));
+        assert!(bad(|c| c.base_url = "not a url".into()).contains("not a URL"));
+        assert!(bad(|c| c.model = " ".into()).contains("no model"));
+        assert!(bad(|c| c.max_in_flight = 0).contains("max_in_flight"));
+        assert!(bad(|c| c.timeout_s = f64::NAN).contains("timeout_s"));
+        assert!(bad(|c| c.jpeg_quality = Some(0)).contains("jpeg_quality"));
+        assert!(
+            bad(|c| {
+                c.extra_body.insert("messages".into(), json!([]));
+            })
+            .contains("messages")
+        );
+        let secret = bad(|c| c.base_url = "http://user:hunter2@[bad".into());
+        assert!(!secret.contains("hunter2"), "{secret}");
+        let client = MllmClient::new(EndpointConfig {
+            base_url: "http://u:hunter2@localhost:9/v1/".into(),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            client.inner.chat_shown,
+            "http://localhost:9/v1/chat/completions"
+        );
+        assert!(!format!("{client:?}").contains("hunter2"));
+        assert_eq!(client.in_flight(), 0);
+    }
+}

@@ -1,0 +1,1125 @@
+//! A real, scriptable OpenAI-compatible server on 127.0.0.1, for tests, benchmarks
+//! and demos without a GPU.
+//!
+//! It checks every request the way a strict server would (JSON body, `model`,
+//! message structure, every image a data URL whose base64 decodes to an image in
+//! the format it declares), answers with a pluggable [`Responder`], and can be told
+//! to misbehave ([`FaultPlan`]): server errors, rate limits, garbage, empty answers,
+//! requests that hang, connections that drop. It runs on its own runtime thread, so
+//! it works the same from synchronous code, async tests and the CLI.
+//!
+//! Built on hyper directly rather than axum: hyper is already in the dependency tree
+//! (reqwest), and faults such as dropping a connection mid-request need the
+//! connection-level control a router framework hides.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use base64::Engine as _;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use hyper::{Method, Request, Response, StatusCode};
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+
+use crate::dataset::mmad::MmadDataset;
+use crate::dataset::paths::DatasetRoot;
+use crate::vision::decode::{DecodeLimits, decode_rgb8_bytes};
+
+/// Request bodies above this are refused with 413 (vLLM's own default is far larger;
+/// this only guards the mock's memory).
+const MAX_BODY_BYTES: usize = 256 << 20;
+
+/// One way to answer (or not answer) a chat request.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Fault {
+    /// No fault: answer normally.
+    #[default]
+    Pass,
+    /// HTTP 500 with a JSON error body.
+    Http500,
+    /// HTTP 429, with `Retry-After: N` when given.
+    Http429 { retry_after_s: Option<u64> },
+    /// Any other status, with a JSON error body.
+    Status(u16),
+    /// HTTP 200 with a body that is not JSON.
+    Garbage,
+    /// A well-formed completion whose content is the empty string.
+    EmptyContent,
+    /// Never answers (until the server stops): the client must time out.
+    Hang,
+    /// Closes the connection without a response.
+    Drop,
+}
+
+/// Which chat requests fail, and how. Requests are numbered from 0 in arrival
+/// order (invalid requests, answered 400 at once, are not counted).
+///
+/// Request `n` gets `script[n]` while the script lasts, then `then`; when `then` is
+/// [`Fault::Pass`], a fault is drawn from `rates` (probabilities, summing to at most
+/// 1, from a generator seeded with `seed` so runs repeat).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FaultPlan {
+    pub script: Vec<Fault>,
+    pub then: Fault,
+    pub rates: Vec<(Fault, f64)>,
+    pub seed: u64,
+}
+
+impl FaultPlan {
+    /// Every request answered normally.
+    pub fn none() -> Self {
+        Self::default()
+    }
+    /// These faults for the first requests, in order; normal answers afterwards.
+    pub fn script(faults: impl IntoIterator<Item = Fault>) -> Self {
+        FaultPlan {
+            script: faults.into_iter().collect(),
+            ..Self::default()
+        }
+    }
+    /// The same fault for every request.
+    pub fn always(fault: Fault) -> Self {
+        FaultPlan {
+            then: fault,
+            ..Self::default()
+        }
+    }
+    /// Each request independently gets a fault with the given probabilities.
+    pub fn random(rates: Vec<(Fault, f64)>, seed: u64) -> Self {
+        FaultPlan {
+            rates,
+            seed,
+            ..Self::default()
+        }
+    }
+
+    fn pick(&self, n: usize, rng: &Mutex<fastrand::Rng>) -> Fault {
+        if let Some(f) = self.script.get(n) {
+            return f.clone();
+        }
+        if self.then != Fault::Pass || self.rates.is_empty() {
+            return self.then.clone();
+        }
+        let draw = rng.lock().map_or(1.0, |mut r| r.f64());
+        let mut acc = 0.0;
+        for (fault, p) in &self.rates {
+            acc += p;
+            if draw < acc {
+                return fault.clone();
+            }
+        }
+        Fault::Pass
+    }
+}
+
+type AnswerFn = dyn Fn(&Value) -> String + Send + Sync;
+
+/// How the mock answers a valid chat request: a function of the request body.
+#[derive(Clone)]
+pub struct Responder {
+    name: String,
+    answer: Arc<AnswerFn>,
+}
+
+impl std::fmt::Debug for Responder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Responder").field(&self.name).finish()
+    }
+}
+
+impl Default for Responder {
+    fn default() -> Self {
+        Responder::first_option()
+    }
+}
+
+impl Responder {
+    /// Any function of the request body.
+    pub fn custom(
+        name: impl Into<String>,
+        answer: impl Fn(&Value) -> String + Send + Sync + 'static,
+    ) -> Self {
+        Responder {
+            name: name.into(),
+            answer: Arc::new(answer),
+        }
+    }
+
+    /// Always the same text.
+    pub fn fixed(text: impl Into<String>) -> Self {
+        let text = text.into();
+        Responder::custom(format!("fixed text {text:?}"), move |_| text.clone())
+    }
+
+    /// The letter of the first option listed in the prompt (a line starting `A.`,
+    /// `A:` or `(A)`), or `A` when there is none: a model that always picks the first
+    /// option, the baseline every benchmark must beat.
+    pub fn first_option() -> Self {
+        Responder::custom("first option letter", |body| {
+            first_option_letter(&request_text(body)).unwrap_or_else(|| "A".into())
+        })
+    }
+
+    /// DEMO ONLY: answers from the answer key. It finds the question in the prompt
+    /// (and, when the key has them, the query image by hash) and replies with the
+    /// correct letter, so a demo shows a perfect score; it measures nothing.
+    pub fn oracle(oracle: Oracle) -> Self {
+        let oracle = Arc::new(oracle);
+        Responder::custom(
+            format!("oracle over {} questions (demo only)", oracle.len()),
+            move |body| {
+                let text = request_text(body);
+                oracle
+                    .answer(&text, &image_hashes(body))
+                    .or_else(|| first_option_letter(&text))
+                    .unwrap_or_else(|| "A".into())
+            },
+        )
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn answer(&self, body: &Value) -> String {
+        (self.answer)(body)
+    }
+}
+
+/// One question of the answer key behind [`Responder::oracle`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OracleEntry {
+    pub question: String,
+    /// Option texts; all must appear in the prompt for the entry to match.
+    pub options: Vec<String>,
+    pub answer: String,
+    /// SHA-256 of the query image file, to tell apart identical questions about
+    /// different images (matches when the client sends files unchanged).
+    pub image_sha256: Option<String>,
+}
+
+/// An answer key, searchable by question text.
+#[derive(Debug, Clone, Default)]
+pub struct Oracle {
+    entries: Vec<OracleEntry>,
+    /// Distinct question texts, longest first, with the entries that ask them.
+    texts: Vec<(String, Vec<usize>)>,
+}
+
+impl Oracle {
+    pub fn new(entries: Vec<OracleEntry>) -> Self {
+        let mut by_text: IndexMap<String, Vec<usize>> = IndexMap::new();
+        for (i, e) in entries.iter().enumerate() {
+            if !e.question.trim().is_empty() {
+                by_text.entry(e.question.clone()).or_default().push(i);
+            }
+        }
+        let mut texts: Vec<(String, Vec<usize>)> = by_text.into_iter().collect();
+        texts.sort_by_key(|(t, _)| std::cmp::Reverse(t.len()));
+        Oracle { entries, texts }
+    }
+
+    /// The key of an MMAD dataset. With `root`, query images are hashed so that the
+    /// many identical questions ("Is there any defect in the object?") are told
+    /// apart; without it, such questions get their most common answer.
+    pub fn from_mmad(dataset: &MmadDataset, root: Option<&DatasetRoot>) -> Self {
+        use rayon::prelude::*;
+        let hashes: HashMap<&str, String> = match root {
+            Some(root) => {
+                let keys: Vec<&str> = dataset.entries.keys().map(String::as_str).collect();
+                keys.par_iter()
+                    .filter_map(|&key| {
+                        let path = root.resolve(key).ok()?;
+                        let bytes = std::fs::read(path).ok()?;
+                        Some((key, hex::encode(Sha256::digest(&bytes))))
+                    })
+                    .collect()
+            }
+            None => HashMap::new(),
+        };
+        let entries = dataset
+            .questions()
+            .map(|q| OracleEntry {
+                question: q.question.text.trim().to_string(),
+                options: q
+                    .question
+                    .options
+                    .values()
+                    .map(|t| t.trim().to_string())
+                    .collect(),
+                answer: q.question.answer.clone(),
+                image_sha256: hashes.get(q.key).cloned(),
+            })
+            .collect();
+        Oracle::new(entries)
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The answer for a prompt: the longest known question found in `text` whose
+    /// options all appear too; among entries asking it, the one whose image is in
+    /// `image_sha256s`, else the most common answer.
+    pub fn answer(&self, text: &str, image_sha256s: &[String]) -> Option<String> {
+        let candidates: Vec<&OracleEntry> = self
+            .texts
+            .iter()
+            .filter(|(q, _)| text.contains(q.as_str()))
+            .map(|(_, ids)| {
+                ids.iter()
+                    .map(|&i| &self.entries[i])
+                    .filter(|e| e.options.iter().all(|o| text.contains(o.as_str())))
+                    .collect::<Vec<_>>()
+            })
+            .find(|c| !c.is_empty())?;
+        if let Some(e) = candidates.iter().find(|e| {
+            e.image_sha256
+                .as_ref()
+                .is_some_and(|h| image_sha256s.contains(h))
+        }) {
+            return Some(e.answer.clone());
+        }
+        let mut counts: IndexMap<&str, usize> = IndexMap::new();
+        for e in &candidates {
+            *counts.entry(e.answer.as_str()).or_default() += 1;
+        }
+        let best = counts.values().copied().max()?;
+        counts
+            .into_iter()
+            .find(|(_, n)| *n == best)
+            .map(|(a, _)| a.to_string())
+    }
+}
+
+/// Every text part of every message, one per line.
+pub fn request_text(body: &Value) -> String {
+    let mut out = Vec::new();
+    for m in body
+        .get("messages")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        match m.get("content") {
+            Some(Value::String(s)) => out.push(s.as_str()),
+            Some(Value::Array(parts)) => out.extend(
+                parts
+                    .iter()
+                    .filter(|p| p.get("type").and_then(Value::as_str) == Some("text"))
+                    .filter_map(|p| p.get("text").and_then(Value::as_str)),
+            ),
+            _ => {}
+        }
+    }
+    out.join("\n")
+}
+
+/// SHA-256 (hex) of the bytes of every data-URL image in the request, in order.
+pub fn image_hashes(body: &Value) -> Vec<String> {
+    image_urls(body)
+        .filter_map(|url| {
+            let (_, b64) = url.split_once(',')?;
+            let bytes = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+            Some(hex::encode(Sha256::digest(&bytes)))
+        })
+        .collect()
+}
+
+fn image_urls(body: &Value) -> impl Iterator<Item = &str> {
+    body.get("messages")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m.get("content").and_then(Value::as_array))
+        .flatten()
+        .filter_map(|p| p.get("image_url")?.get("url")?.as_str())
+}
+
+/// The letter of the first line that starts like an option: `A.`, `A:`, `A)`, `(A)`.
+fn first_option_letter(text: &str) -> Option<String> {
+    text.lines().find_map(|line| {
+        let line = line.trim_start();
+        let line = line.strip_prefix('(').unwrap_or(line);
+        let mut chars = line.chars();
+        let letter = chars.next().filter(|c| ('A'..='E').contains(c))?;
+        matches!(chars.next(), Some('.' | ':' | ')')).then(|| letter.to_string())
+    })
+}
+
+/// How a [`MockServer`] behaves.
+#[derive(Debug, Clone)]
+pub struct MockConfig {
+    /// 0 picks a free port.
+    pub port: u16,
+    /// Added before answering every valid chat request.
+    pub latency: Duration,
+    /// What `GET /v1/models` lists.
+    pub models: Vec<String>,
+    /// More images than this in one request get vLLM's 400 refusal.
+    pub max_images: Option<usize>,
+    pub faults: FaultPlan,
+    pub responder: Responder,
+    /// When set, requests without `Authorization: Bearer <this>` get 401 (echoing the
+    /// key received, as some hosted APIs do, to test that clients redact it).
+    pub require_api_key: Option<String>,
+    /// Answer 404 (vLLM's wording) when `model` is not in `models`; off by default so
+    /// demos work with any configured model name.
+    pub reject_unknown_model: bool,
+    /// Most recent requests kept for [`MockServer::recorded`] (bodies include images).
+    pub record_limit: usize,
+}
+
+impl Default for MockConfig {
+    fn default() -> Self {
+        MockConfig {
+            port: 0,
+            latency: Duration::ZERO,
+            models: vec!["mock-vl".into()],
+            max_images: None,
+            faults: FaultPlan::none(),
+            responder: Responder::first_option(),
+            require_api_key: None,
+            reject_unknown_model: false,
+            record_limit: 1000,
+        }
+    }
+}
+
+/// One request as the mock saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedRequest {
+    pub seq: u64,
+    pub method: String,
+    pub path: String,
+    pub authorization: Option<String>,
+    /// The body, when it was JSON.
+    pub body: Option<Value>,
+    /// The status sent; `None` while pending, or when the connection was dropped.
+    pub status: Option<u16>,
+    /// The fault applied to a chat request, if any.
+    pub fault: Option<Fault>,
+}
+
+struct State {
+    cfg: MockConfig,
+    records: Mutex<VecDeque<RecordedRequest>>,
+    seq: AtomicU64,
+    chats: AtomicUsize,
+    in_flight: AtomicUsize,
+    peak: AtomicUsize,
+    rng: Mutex<fastrand::Rng>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl State {
+    fn records(&self) -> std::sync::MutexGuard<'_, VecDeque<RecordedRequest>> {
+        self.records.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn record(&self, r: RecordedRequest) {
+        if self.cfg.record_limit == 0 {
+            return;
+        }
+        let mut records = self.records();
+        if records.len() >= self.cfg.record_limit {
+            records.pop_front();
+        }
+        records.push_back(r);
+    }
+
+    fn finish(&self, seq: u64, status: Option<u16>, fault: Option<Fault>) {
+        let mut records = self.records();
+        if let Some(r) = records.iter_mut().rev().find(|r| r.seq == seq) {
+            r.status = status;
+            r.fault = fault;
+        }
+    }
+}
+
+/// Counts a chat request as in flight while alive, whatever way it ends.
+struct InFlight<'a>(&'a State);
+
+impl<'a> InFlight<'a> {
+    fn enter(state: &'a State) -> Self {
+        let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        state.peak.fetch_max(now, Ordering::SeqCst);
+        InFlight(state)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Makes hyper close the connection without a response.
+#[derive(Debug)]
+struct DropConnection;
+
+impl std::fmt::Display for DropConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("mock: connection dropped on purpose")
+    }
+}
+
+impl std::error::Error for DropConnection {}
+
+/// A running mock server; stops when [`MockServer::stop`] is called or it is dropped.
+pub struct MockServer {
+    addr: SocketAddr,
+    state: Arc<State>,
+    shutdown: watch::Sender<bool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for MockServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MockServer")
+            .field("url", &self.url())
+            .field("responder", &self.state.cfg.responder)
+            .finish()
+    }
+}
+
+impl MockServer {
+    /// Binds 127.0.0.1:`port` and starts serving on a runtime thread of its own.
+    pub fn start(config: MockConfig) -> std::io::Result<MockServer> {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", config.port))?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("mock-mllm")
+            .enable_all()
+            .build()?;
+        let (tx, rx) = watch::channel(false);
+        let seed = config.faults.seed;
+        let state = Arc::new(State {
+            cfg: config,
+            records: Mutex::new(VecDeque::new()),
+            seq: AtomicU64::new(0),
+            chats: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
+            rng: Mutex::new(fastrand::Rng::with_seed(seed)),
+            shutdown: rx.clone(),
+        });
+        let served = state.clone();
+        let thread = std::thread::Builder::new()
+            .name("mock-mllm-server".into())
+            .spawn(move || {
+                runtime.block_on(serve(listener, served, rx));
+                // Hung requests and idle keep-alive connections are simply dropped.
+                runtime.shutdown_timeout(Duration::from_millis(500));
+            })?;
+        Ok(MockServer {
+            addr,
+            state,
+            shutdown: tx,
+            thread: Some(thread),
+        })
+    }
+
+    /// The API root, `http://127.0.0.1:PORT/v1`.
+    pub fn url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Bodies of the recorded requests that had a JSON body, oldest first.
+    pub fn requests(&self) -> Vec<Value> {
+        self.state
+            .records()
+            .iter()
+            .filter_map(|r| r.body.clone())
+            .collect()
+    }
+
+    /// Every recorded request (up to `record_limit`, the most recent).
+    pub fn recorded(&self) -> Vec<RecordedRequest> {
+        self.state.records().iter().cloned().collect()
+    }
+
+    /// Valid chat requests received so far (faulted ones included).
+    pub fn chat_count(&self) -> usize {
+        self.state.chats.load(Ordering::SeqCst)
+    }
+
+    /// The most chat requests that were being handled at the same moment.
+    pub fn peak_in_flight(&self) -> usize {
+        self.state.peak.load(Ordering::SeqCst)
+    }
+
+    /// Stops accepting, drops open connections (hung requests included) and waits
+    /// for the server thread. Idempotent.
+    pub fn stop(&mut self) {
+        let _ = self.shutdown.send(true);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for MockServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn serve(
+    listener: std::net::TcpListener,
+    state: Arc<State>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("mock server cannot listen: {e}");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.wait_for(|stop| *stop) => break,
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of file descriptors and the like: wait, do not spin.
+                        tracing::warn!("mock server accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let state = state.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| handle(state.clone(), req));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        }
+    }
+}
+
+type Reply = Response<Full<Bytes>>;
+
+fn json_reply(status: StatusCode, body: &Value) -> Reply {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+/// An error in vLLM's shape.
+fn error_reply(status: StatusCode, message: &str) -> Reply {
+    let kind = match status.as_u16() {
+        400 => "BadRequestError",
+        401 => "AuthenticationError",
+        404 => "NotFoundError",
+        429 => "RateLimitError",
+        500..=599 => "InternalServerError",
+        _ => "Error",
+    };
+    json_reply(
+        status,
+        &json!({"object": "error", "message": message, "type": kind, "param": null, "code": status.as_u16()}),
+    )
+}
+
+async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Reply, DropConnection> {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let authorization = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let content_type = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_ascii_lowercase);
+    let seq = state.seq.fetch_add(1, Ordering::SeqCst);
+    let body = match Limited::new(req.into_body(), MAX_BODY_BYTES)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            let too_big = e.is::<http_body_util::LengthLimitError>();
+            state.record(RecordedRequest {
+                seq,
+                method: method.to_string(),
+                path: path.clone(),
+                authorization,
+                body: None,
+                status: None,
+                fault: None,
+            });
+            if too_big {
+                state.finish(seq, Some(413), None);
+                return Ok(error_reply(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &format!("request body above {} MiB", MAX_BODY_BYTES >> 20),
+                ));
+            }
+            return Err(DropConnection);
+        }
+    };
+    state.record(RecordedRequest {
+        seq,
+        method: method.to_string(),
+        path: path.clone(),
+        authorization: authorization.clone(),
+        body: serde_json::from_slice(&body).ok(),
+        status: None,
+        fault: None,
+    });
+
+    let outcome = route(
+        &state,
+        &method,
+        &path,
+        authorization.as_deref(),
+        content_type.as_deref(),
+        body,
+    )
+    .await;
+    let (status, fault) = match &outcome {
+        Ok((reply, fault)) => (Some(reply.status().as_u16()), fault.clone()),
+        Err(_) => (None, Some(Fault::Drop)),
+    };
+    state.finish(seq, status, fault.filter(|f| *f != Fault::Pass));
+    tracing::info!(
+        target: "echo_workbench::mock",
+        "{method} {path} -> {} in {} ms",
+        status.map_or_else(|| "dropped".to_string(), |s| s.to_string()),
+        start.elapsed().as_millis()
+    );
+    outcome.map(|(reply, _)| reply)
+}
+
+async fn route(
+    state: &Arc<State>,
+    method: &Method,
+    path: &str,
+    authorization: Option<&str>,
+    content_type: Option<&str>,
+    body: Bytes,
+) -> Result<(Reply, Option<Fault>), DropConnection> {
+    let path = path.trim_end_matches('/');
+    if let Some(key) = &state.cfg.require_api_key
+        && path != "/health"
+    {
+        let expected = format!("Bearer {key}");
+        if authorization != Some(expected.as_str()) {
+            let got = authorization
+                .and_then(|a| a.strip_prefix("Bearer "))
+                .unwrap_or("(none)");
+            return Ok((
+                error_reply(
+                    StatusCode::UNAUTHORIZED,
+                    &format!("Incorrect API key provided: {got}"),
+                ),
+                None,
+            ));
+        }
+    }
+    match (method, path) {
+        (&Method::GET, "/health") => Ok((json_reply(StatusCode::OK, &json!({})), None)),
+        (&Method::GET, "/v1/models") => {
+            let data: Vec<Value> = state
+                .cfg
+                .models
+                .iter()
+                .map(|m| json!({"id": m, "object": "model", "created": 0, "owned_by": "mock"}))
+                .collect();
+            Ok((
+                json_reply(StatusCode::OK, &json!({"object": "list", "data": data})),
+                None,
+            ))
+        }
+        (&Method::POST, "/v1/chat/completions") => chat(state, content_type, body).await,
+        (_, "/health" | "/v1/models" | "/v1/chat/completions") => Ok((
+            error_reply(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &format!("{method} is not allowed on {path}"),
+            ),
+            None,
+        )),
+        _ => Ok((
+            json_reply(StatusCode::NOT_FOUND, &json!({"detail": "Not Found"})),
+            None,
+        )),
+    }
+}
+
+/// What a valid chat request asked for.
+struct Checked {
+    model: String,
+    images: usize,
+    prompt_chars: usize,
+    answer: String,
+}
+
+async fn chat(
+    state: &Arc<State>,
+    content_type: Option<&str>,
+    body: Bytes,
+) -> Result<(Reply, Option<Fault>), DropConnection> {
+    if let Some(ct) = content_type
+        && !ct.starts_with("application/json")
+    {
+        return Ok((
+            error_reply(
+                StatusCode::BAD_REQUEST,
+                &format!("Content-Type must be application/json, not {ct}"),
+            ),
+            None,
+        ));
+    }
+    let checker = state.clone();
+    let checked = match tokio::task::spawn_blocking(move || check_chat(&checker.cfg, &body)).await {
+        Ok(Ok(c)) => c,
+        Ok(Err((status, msg))) => return Ok((error_reply(status, &msg), None)),
+        Err(e) => {
+            return Ok((
+                error_reply(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &format!("mock: checking the request failed: {e}"),
+                ),
+                None,
+            ));
+        }
+    };
+    let n = state.chats.fetch_add(1, Ordering::SeqCst);
+    let _in_flight = InFlight::enter(state);
+    let fault = state.cfg.faults.pick(n, &state.rng);
+    if !state.cfg.latency.is_zero() {
+        tokio::time::sleep(state.cfg.latency).await;
+    }
+    let completion = |content: &str| {
+        let created = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let prompt_tokens = checked.prompt_chars / 4 + 256 * checked.images;
+        let completion_tokens = content.len().div_ceil(4);
+        json!({
+            "id": format!("chatcmpl-mock-{n}"),
+            "object": "chat.completion",
+            "created": created,
+            "model": checked.model,
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": content},
+                "finish_reason": "stop"
+            }],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens
+            }
+        })
+    };
+    let reply = match &fault {
+        Fault::Pass => json_reply(StatusCode::OK, &completion(&checked.answer)),
+        Fault::EmptyContent => json_reply(StatusCode::OK, &completion("")),
+        Fault::Http500 => error_reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "mock: internal server error (scripted fault)",
+        ),
+        Fault::Http429 { retry_after_s } => {
+            let mut r = error_reply(
+                StatusCode::TOO_MANY_REQUESTS,
+                "mock: too many requests (scripted fault)",
+            );
+            if let Some(s) = retry_after_s {
+                r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(*s));
+            }
+            r
+        }
+        Fault::Status(code) => {
+            let status = StatusCode::from_u16(*code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            error_reply(status, &format!("mock: HTTP {code} (scripted fault)"))
+        }
+        Fault::Garbage => {
+            let mut r = Response::new(Full::new(Bytes::from_static(
+                b"<html><body><h1>mock gateway</h1> this is not JSON</body></html>",
+            )));
+            r.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("text/html"));
+            r
+        }
+        Fault::Hang => {
+            let mut shutdown = state.shutdown.clone();
+            let _ = shutdown.wait_for(|stop| *stop).await;
+            return Err(DropConnection);
+        }
+        Fault::Drop => return Err(DropConnection),
+    };
+    Ok((reply, Some(fault)))
+}
+
+type Refusal = (StatusCode, String);
+
+fn bad(msg: impl Into<String>) -> Refusal {
+    (StatusCode::BAD_REQUEST, msg.into())
+}
+
+/// Checks a chat request as a strict server would and computes the answer.
+fn check_chat(cfg: &MockConfig, body: &[u8]) -> Result<Checked, Refusal> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| bad(format!("the request body is not valid JSON: {e}")))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| bad("the request body must be a JSON object"))?;
+    let model = match obj.get("model") {
+        Some(Value::String(m)) if !m.trim().is_empty() => m.clone(),
+        Some(_) => return Err(bad("`model` must be a non-empty string")),
+        None => return Err(bad("`model` is required")),
+    };
+    if let Some(t) = obj.get("temperature")
+        && !t.as_f64().is_some_and(|t| (0.0..=2.0).contains(&t))
+    {
+        return Err(bad(format!(
+            "`temperature` must be a number from 0 to 2, not {t}"
+        )));
+    }
+    if let Some(m) = obj.get("max_tokens")
+        && m.as_u64().is_none_or(|m| m == 0)
+    {
+        return Err(bad(format!(
+            "`max_tokens` must be a positive integer, not {m}"
+        )));
+    }
+    let messages = obj
+        .get("messages")
+        .and_then(Value::as_array)
+        .ok_or_else(|| bad("`messages` is required and must be a list"))?;
+    if messages.is_empty() {
+        return Err(bad("`messages` is empty"));
+    }
+    let mut images = 0usize;
+    let mut prompt_chars = 0usize;
+    for (i, m) in messages.iter().enumerate() {
+        let role = m.get("role").and_then(Value::as_str).unwrap_or_default();
+        if !matches!(role, "system" | "user" | "assistant") {
+            return Err(bad(format!(
+                "messages[{i}].role must be system, user or assistant, not {:?}",
+                m.get("role").unwrap_or(&Value::Null)
+            )));
+        }
+        match m.get("content") {
+            Some(Value::String(s)) => prompt_chars += s.len(),
+            Some(Value::Array(parts)) => {
+                for (j, p) in parts.iter().enumerate() {
+                    let at = format!("messages[{i}].content[{j}]");
+                    match p.get("type").and_then(Value::as_str) {
+                        Some("text") => {
+                            let text = p.get("text").and_then(Value::as_str).ok_or_else(|| {
+                                bad(format!("{at}: a text part needs a string `text`"))
+                            })?;
+                            prompt_chars += text.len();
+                        }
+                        Some("image_url") => {
+                            if role != "user" {
+                                return Err(bad(format!("{at}: images belong in user messages")));
+                            }
+                            let url = p
+                                .get("image_url")
+                                .and_then(|u| u.get("url"))
+                                .and_then(Value::as_str)
+                                .ok_or_else(|| {
+                                    bad(format!(
+                                        "{at}: an image_url part needs {{\"image_url\": {{\"url\": ...}}}}"
+                                    ))
+                                })?;
+                            check_data_url(url).map_err(|e| bad(format!("{at}: {e}")))?;
+                            images += 1;
+                        }
+                        other => {
+                            return Err(bad(format!(
+                                "{at}: unsupported content part type {:?}",
+                                other.unwrap_or("(none)")
+                            )));
+                        }
+                    }
+                }
+            }
+            Some(Value::Null) | None if role == "assistant" => {}
+            _ => {
+                return Err(bad(format!(
+                    "messages[{i}].content must be a string or a list of parts"
+                )));
+            }
+        }
+    }
+    if let Some(limit) = cfg.max_images
+        && images > limit
+    {
+        return Err(bad(format!(
+            "At most {limit} image(s) may be provided in one request."
+        )));
+    }
+    if cfg.reject_unknown_model && !cfg.models.contains(&model) {
+        return Err((
+            StatusCode::NOT_FOUND,
+            format!("The model `{model}` does not exist."),
+        ));
+    }
+    let answer = cfg.responder.answer(&v);
+    Ok(Checked {
+        model,
+        images,
+        prompt_chars,
+        answer,
+    })
+}
+
+/// A data URL must declare an image type, be base64, and hold an image of that type.
+fn check_data_url(url: &str) -> Result<(), String> {
+    let Some(rest) = url.strip_prefix("data:") else {
+        let shown: String = url.chars().take(40).collect();
+        return Err(format!(
+            "only base64 data URLs are accepted (like Ollama), not {shown:?}"
+        ));
+    };
+    let (header, b64) = rest
+        .split_once(',')
+        .ok_or_else(|| "the data URL has no comma".to_string())?;
+    let mime = header
+        .strip_suffix(";base64")
+        .ok_or_else(|| format!("the data URL is not base64 (header {header:?})"))?;
+    if !mime.starts_with("image/") {
+        return Err(format!("the data URL declares {mime:?}, not an image type"));
+    }
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|e| format!("the data URL's base64 is invalid: {e}"))?;
+    let actual = match image::guess_format(&bytes) {
+        Ok(image::ImageFormat::Png) => "image/png",
+        Ok(image::ImageFormat::Jpeg) => "image/jpeg",
+        Ok(image::ImageFormat::WebP) => "image/webp",
+        Ok(image::ImageFormat::Bmp) => "image/bmp",
+        Ok(image::ImageFormat::Tiff) => "image/tiff",
+        Ok(image::ImageFormat::Gif) => "image/gif",
+        _ => return Err("the data URL's bytes are not an image".into()),
+    };
+    if actual != mime && !(mime == "image/jpg" && actual == "image/jpeg") {
+        return Err(format!(
+            "the data URL declares {mime} but holds {actual} bytes"
+        ));
+    }
+    decode_rgb8_bytes(
+        &bytes,
+        std::path::Path::new("(data URL)"),
+        DecodeLimits::default(),
+    )
+    .map(|_| ())
+    .map_err(|e| format!("the image does not decode: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn option_letters_are_found() {
+        assert_eq!(
+            first_option_letter("Question?\nB. yes\nA. no").as_deref(),
+            Some("B")
+        );
+        assert_eq!(first_option_letter("  (C) maybe").as_deref(), Some("C"));
+        assert_eq!(first_option_letter("D: fourth").as_deref(), Some("D"));
+        assert_eq!(first_option_letter("Answer the question"), None);
+    }
+
+    #[test]
+    fn oracle_prefers_image_match_then_majority() {
+        let e = |q: &str, a: &str, h: Option<&str>| OracleEntry {
+            question: q.into(),
+            options: vec!["Yes".into(), "No".into()],
+            answer: a.into(),
+            image_sha256: h.map(str::to_string),
+        };
+        let oracle = Oracle::new(vec![
+            e("Is there any defect?", "A", Some("h1")),
+            e("Is there any defect?", "B", Some("h2")),
+            e("Is there any defect?", "B", Some("h3")),
+            e("Is there any defect in the object?", "A", None),
+        ]);
+        let prompt = "Is there any defect?\nA: Yes\nB: No";
+        assert_eq!(oracle.answer(prompt, &["h1".into()]).as_deref(), Some("A"));
+        assert_eq!(oracle.answer(prompt, &[]).as_deref(), Some("B"));
+        let longer = "Is there any defect in the object?\nA: Yes\nB: No";
+        assert_eq!(oracle.answer(longer, &["h2".into()]).as_deref(), Some("A"));
+        assert_eq!(oracle.answer("Something else", &[]), None);
+    }
+
+    #[test]
+    fn fault_plans() {
+        let rng = Mutex::new(fastrand::Rng::with_seed(1));
+        let plan = FaultPlan::script([Fault::Http500, Fault::Garbage]);
+        assert_eq!(plan.pick(0, &rng), Fault::Http500);
+        assert_eq!(plan.pick(1, &rng), Fault::Garbage);
+        assert_eq!(plan.pick(2, &rng), Fault::Pass);
+        assert_eq!(FaultPlan::always(Fault::Hang).pick(7, &rng), Fault::Hang);
+        let plan = FaultPlan::random(vec![(Fault::Http500, 0.3)], 42);
+        let fails = (0..1000)
+            .filter(|&n| plan.pick(n, &rng) == Fault::Http500)
+            .count();
+        assert!((200..400).contains(&fails), "{fails}");
+    }
+
+    #[test]
+    fn data_urls_are_checked() {
+        assert!(
+            check_data_url("http://example.com/a.png")
+                .unwrap_err()
+                .contains("data URL")
+        );
+        assert!(
+            check_data_url("data:image/png;base64,@@@")
+                .unwrap_err()
+                .contains("base64")
+        );
+        assert!(
+            check_data_url("data:text/plain;base64,aGk=")
+                .unwrap_err()
+                .contains("not an image type")
+        );
+        let mut png = std::io::Cursor::new(Vec::new());
+        image::DynamicImage::ImageRgb8(image::RgbImage::new(2, 2))
+            .write_to(&mut png, image::ImageFormat::Png)
+            .unwrap();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(png.into_inner());
+        assert!(check_data_url(&format!("data:image/png;base64,{b64}")).is_ok());
+        assert!(
+            check_data_url(&format!("data:image/jpeg;base64,{b64}"))
+                .unwrap_err()
+                .contains("holds image/png")
+        );
+    }
+}

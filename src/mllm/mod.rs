@@ -1,0 +1,147 @@
+//! Talking to multimodal LLMs through the OpenAI-compatible chat completions API.
+//!
+//! Every serving engine the workbench targets (vLLM, Ollama's `/v1`, llama.cpp's
+//! `llama-server`, LM Studio, hosted APIs) speaks the same dialect: `POST
+//! {base}/chat/completions` with content parts, images as base64 data URLs, and `GET
+//! {base}/models`. One [`MllmClient`] per endpoint bounds concurrency, retries what is
+//! worth retrying, honours cancellation promptly, encodes each image once (shared
+//! cache) and records the exact request it sent, with images replaced by their hash,
+//! so that a run's trace shows what the model saw without storing megabytes of base64.
+//!
+//! [`mock::MockServer`] is a real local server speaking the same API, scriptable with
+//! faults, for tests, benchmarks and demos without a GPU.
+
+mod client;
+mod encode;
+mod error;
+pub mod mock;
+mod retry;
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+pub use client::{MllmClient, ProbeReport};
+pub use encode::ImageCacheStats;
+pub use error::MllmError;
+
+/// One OpenAI-compatible endpoint, as stored in the settings file.
+///
+/// The API key itself is never part of the settings: `api_key_env` names the
+/// environment variable that holds it, read at request time, so the key is never
+/// written to disk, logged or shown.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EndpointConfig {
+    /// A label for people (settings list, run manifests).
+    pub name: String,
+    /// The API root, ending in `/v1` for every engine we know of, e.g.
+    /// `http://localhost:8000/v1` (vLLM), `http://localhost:11434/v1` (Ollama),
+    /// `http://localhost:8080/v1` (llama.cpp), `http://localhost:1234/v1` (LM Studio).
+    pub base_url: String,
+    /// The model name the server expects (vLLM: the served model name).
+    pub model: String,
+    /// Name of the environment variable holding the API key; `None` sends no key.
+    pub api_key_env: Option<String>,
+    /// Limit for one HTTP attempt (connect, send, full reply), in seconds.
+    pub timeout_s: f64,
+    /// Requests this client keeps open at once; more wait their turn.
+    pub max_in_flight: usize,
+    /// MMAD and Echo decode greedily, hence 0.
+    pub temperature: f64,
+    /// MMAD generates up to 128 new tokens.
+    pub max_tokens: u32,
+    /// Merged into the request body last, overriding keys of the same name; a `null`
+    /// value removes a key (e.g. `{"max_tokens": null, "max_completion_tokens": 128}`
+    /// for APIs that reject `max_tokens`). `model` and `messages` cannot be set here.
+    pub extra_body: serde_json::Map<String, serde_json::Value>,
+    /// Downscale images whose longer side exceeds this (keeping the aspect ratio).
+    pub image_max_side: Option<u32>,
+    /// Send images re-encoded as JPEG at this quality (1-100). `None` sends them
+    /// losslessly: PNG and JPEG files that need no downscaling go out as their own
+    /// bytes, anything else as PNG.
+    pub jpeg_quality: Option<u8>,
+    /// Further attempts after the first, for connection failures, timeouts, HTTP 429
+    /// and 5xx. Other errors are never retried.
+    pub max_retries: u32,
+    /// Backoff scale: before retry `n` the client waits a random time in
+    /// `[0, retry_base_ms * 2^(n-1)]` (capped at 30 s), or what `Retry-After` says.
+    pub retry_base_ms: u64,
+}
+
+impl Default for EndpointConfig {
+    fn default() -> Self {
+        EndpointConfig {
+            name: "local vLLM".into(),
+            base_url: "http://localhost:8000/v1".into(),
+            model: "Qwen/Qwen2-VL-7B-Instruct".into(),
+            api_key_env: None,
+            timeout_s: 120.0,
+            max_in_flight: 4,
+            temperature: 0.0,
+            max_tokens: 128,
+            extra_body: serde_json::Map::new(),
+            image_max_side: None,
+            jpeg_quality: None,
+            max_retries: 3,
+            retry_base_ms: 500,
+        }
+    }
+}
+
+/// One piece of the user message, sent in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Part {
+    Text(String),
+    /// An image file; encoded once per file version and settings (see [`EndpointConfig`]).
+    Image(PathBuf),
+}
+
+/// One chat turn: an optional system message and one user message made of parts.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ChatRequest {
+    pub system: Option<String>,
+    pub parts: Vec<Part>,
+}
+
+impl ChatRequest {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn system(mut self, text: impl Into<String>) -> Self {
+        self.system = Some(text.into());
+        self
+    }
+    pub fn text(mut self, text: impl Into<String>) -> Self {
+        self.parts.push(Part::Text(text.into()));
+        self
+    }
+    pub fn image(mut self, path: impl Into<PathBuf>) -> Self {
+        self.parts.push(Part::Image(path.into()));
+        self
+    }
+    /// Number of image parts.
+    pub fn image_count(&self) -> usize {
+        self.parts
+            .iter()
+            .filter(|p| matches!(p, Part::Image(_)))
+            .count()
+    }
+}
+
+/// A model's answer and what it took to get it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatReply {
+    /// `choices[0].message.content` (text parts joined when the server sends a list).
+    pub text: String,
+    /// `reasoning_content` (vLLM, DeepSeek) or `reasoning` (Ollama, OpenRouter), when sent.
+    pub reasoning: Option<String>,
+    pub finish_reason: Option<String>,
+    /// HTTP attempts made, 1 when the first one succeeded.
+    pub attempts: u32,
+    /// Wall time of the whole call: queueing for a slot, image encoding, retries.
+    pub latency_ms: u64,
+    /// The exact JSON body sent, each image data URL replaced by
+    /// `{"sha256", "bytes", "mime", "width", "height"}` of the bytes sent.
+    pub request_summary: serde_json::Value,
+}

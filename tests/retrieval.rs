@@ -1,0 +1,166 @@
+//! The Reference Extractor end to end through the CLI: build a memory of the
+//! sample's normal training images, retrieve for every query, and fail clearly on
+//! bad input.
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+use serde_json::Value;
+
+fn bin() -> Command {
+    let mut c = Command::cargo_bin("echo-workbench").unwrap();
+    // Keep caches out of the user's workspace.
+    c.env(
+        "ECHO_WORKBENCH_HOME",
+        std::env::temp_dir().join("echo-workbench-tests"),
+    );
+    c
+}
+
+fn repo(p: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
+}
+
+fn build(dir: &Path, index: &str) -> PathBuf {
+    let out = dir.join(format!("sample-{index}.mem"));
+    bin()
+        .args(["memory", "build", "--root"])
+        .arg(repo("assets/sample"))
+        .args(["--index", index, "--out"])
+        .arg(&out)
+        .arg("--cache")
+        .arg(dir.join("cache"))
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("24 images"));
+    out
+}
+
+fn retrieve(memory: &Path, image: &Path, extra: &[&str]) -> Value {
+    let out = bin()
+        .arg("retrieve")
+        .arg("--memory")
+        .arg(memory)
+        .arg(image)
+        .args(extra)
+        .args(["--format", "json"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    serde_json::from_slice(&out).unwrap()
+}
+
+#[test]
+fn every_sample_query_retrieves_a_normal_image_of_its_category() {
+    let dir = tempfile::tempdir().unwrap();
+    let mmad: serde_json::Map<String, Value> =
+        serde_json::from_str(&std::fs::read_to_string(repo("assets/sample/mmad.json")).unwrap())
+            .unwrap();
+    for index in ["hnsw", "exact"] {
+        let memory = build(dir.path(), index);
+        for key in mmad.keys() {
+            let category = key.split('/').nth(1).unwrap();
+            let image = repo("assets/sample").join(key);
+            for scope in ["global", "category"] {
+                let v = retrieve(&memory, &image, &["--k", "3", "--scope", scope]);
+                assert_eq!(v["embedder"], "descriptor-v1");
+                let top = &v["results"][0];
+                assert_eq!(top["category"], category, "{key} ({index}, {scope}): {v}");
+                let path = top["path"].as_str().unwrap();
+                assert!(path.contains("/train/good/"), "{key}: {path}");
+                assert!(top["score"].as_f64().unwrap() > 0.0);
+                assert_eq!(v["results"].as_array().unwrap().len(), 3);
+            }
+        }
+    }
+}
+
+#[test]
+fn embed_prints_the_vector_and_rebuilds_use_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = repo("assets/sample/Sample/chip/test/crack/000.png");
+    let out = bin()
+        .arg("embed")
+        .arg(&img)
+        .args(["--embedder", "descriptor", "--format", "json"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    let n = v["dim"].as_u64().unwrap() as usize;
+    assert_eq!(v["vector"].as_array().unwrap().len(), n);
+    let norm: f64 = v["vector"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap().powi(2))
+        .sum();
+    assert!((norm - 1.0).abs() < 1e-4);
+    build(dir.path(), "exact");
+    bin()
+        .args(["memory", "build", "--root"])
+        .arg(repo("assets/sample"))
+        .args(["--index", "exact", "--out"])
+        .arg(dir.path().join("again.mem"))
+        .arg("--cache")
+        .arg(dir.path().join("cache"))
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("(0 embedded, 24 from cache)"));
+}
+
+#[test]
+fn bad_inputs_fail_with_one_clear_sentence() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_image = dir.path().join("notes.png");
+    std::fs::write(&not_image, "this is text").unwrap();
+    bin()
+        .arg("embed")
+        .arg(&not_image)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains(
+            "is not an image in a supported format",
+        ));
+
+    let memory = build(dir.path(), "exact");
+    let query = repo("assets/sample/Sample/washer/test/good/000.png");
+    let vectors = memory.join("vectors.f32");
+    let mut bytes = std::fs::read(&vectors).unwrap();
+    bytes[100] ^= 0x55;
+    std::fs::write(&vectors, bytes).unwrap();
+    bin()
+        .arg("retrieve")
+        .arg("--memory")
+        .arg(&memory)
+        .arg(&query)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains(
+            "is damaged: vectors.f32 does not match its checksum",
+        ));
+
+    bin()
+        .arg("retrieve")
+        .arg("--memory")
+        .arg(dir.path())
+        .arg(&query)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("is not a reference memory"));
+
+    bin()
+        .arg("retrieve")
+        .arg("--memory")
+        .arg(build(dir.path(), "hnsw"))
+        .arg(&not_image)
+        .args(["--scope", "category"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("cannot tell the category"));
+}
