@@ -38,6 +38,8 @@ enum Command {
     Inspect(Box<cli::inspect::InspectArgs>),
     /// Run a local OpenAI-compatible server that answers without a model (tests, demos).
     MockServer(cli::mock_server::MockServerArgs),
+    /// Check that an endpoint lists the model and accepts two images per request.
+    Probe(cli::probe::ProbeArgs),
     /// Inspect MMAD-format datasets.
     #[command(subcommand)]
     Dataset(DatasetCommand),
@@ -95,6 +97,7 @@ fn main() -> ExitCode {
         Some(Command::Retrieve(args)) => cli::memory::retrieve(&args),
         Some(Command::Inspect(args)) => cli::inspect::run(&args),
         Some(Command::MockServer(args)) => cli::mock_server::run(&args),
+        Some(Command::Probe(args)) => cli::probe::run(&args),
         Some(Command::Dataset(DatasetCommand::Stats {
             mmad_json,
             root,

@@ -15,6 +15,20 @@ pub enum BenchCommand {
     Hnsw(HnswArgs),
     /// Images/s for building a memory from generated 1024 x 1024 images.
     MemoryBuild(MemoryBuildArgs),
+    /// CLIP image-tower throughput (images/s) on this machine, per batch size.
+    Clip(ClipArgs),
+}
+
+#[derive(Args)]
+pub struct ClipArgs {
+    /// A CLIP folder in Hugging Face layout (scripts/bench_clip_torch.py writes a
+    /// random-weight ViT-B/16 one).
+    #[arg(long)]
+    model: PathBuf,
+    #[arg(long, value_delimiter = ',', default_value = "1,8")]
+    batch: Vec<usize>,
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
 }
 
 #[derive(Args)]
@@ -84,6 +98,10 @@ pub fn run(cmd: &BenchCommand) -> anyhow::Result<ExitCode> {
             perf::write_bench_images(&dir, a.images, a.size)?;
             let embedder = a.embedder.load()?;
             let out = perf::bench_memory_build(&dir, embedder.as_ref(), a.embedder.wants_thumbs())?;
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        BenchCommand::Clip(a) => {
+            let out = echo_workbench::vision::clip_bench::bench_clip(&a.model, &a.batch, a.runs)?;
             println!("{}", serde_json::to_string_pretty(&out)?);
         }
     }

@@ -84,14 +84,13 @@ pub struct BuildArgs {
 pub fn build(args: &BuildArgs) -> anyhow::Result<ExitCode> {
     let images = collect_images(&args.root, args.images.as_deref())?;
     let embedder = args.embedder.load()?;
-    let cache_dir =
-        (!args.no_cache).then(|| {
-            args.cache.clone().unwrap_or_else(|| {
+    let cache_dir = (!args.no_cache).then(|| {
+        args.cache.clone().unwrap_or_else(|| {
                 echo_workbench::workspace::embedding_cache_dir(
                     &echo_workbench::workspace::default_dir(),
                 )
             })
-        });
+    });
     let options = BuildOptions {
         index: args.index,
         hnsw: HnswParams {

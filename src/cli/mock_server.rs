@@ -31,7 +31,7 @@ pub struct MockServerArgs {
     #[arg(long, default_value = "first")]
     answer: AnswerPolicy,
     /// Dataset root for `oracle:`, to tell identical questions about different images
-    /// apart by the query image's hash.
+    /// apart by the query image's hash (default: the folder holding the mmad.json).
     #[arg(long)]
     root: Option<PathBuf>,
     /// Model names listed by GET /v1/models (any name is accepted in requests).
@@ -88,7 +88,12 @@ pub fn run(args: &MockServerArgs) -> anyhow::Result<ExitCode> {
         AnswerPolicy::Fixed(text) => Responder::fixed(text.clone()),
         AnswerPolicy::Oracle(path) => {
             let dataset = MmadDataset::load(path)?;
-            let root = args.root.as_ref().map(DatasetRoot::new);
+            let root = args
+                .root
+                .clone()
+                .or_else(|| path.parent().map(std::path::Path::to_path_buf))
+                .filter(|r| r.is_dir())
+                .map(DatasetRoot::new);
             if root.is_some() {
                 eprintln!("hashing the query images of {} ...", path.display());
             }

@@ -7,4 +7,5 @@ pub mod inspect;
 pub mod knowledge;
 pub mod memory;
 pub mod mock_server;
+pub mod probe;
 pub mod score;
