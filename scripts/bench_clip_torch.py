@@ -6,7 +6,7 @@
    projection 512) and RANDOM weights (fixed seed), and saves it with
    `save_pretrained(safe_serialization=True)` plus OpenAI's
    `preprocessor_config.json` into MODEL_DIR (about 350 MB: keep it out of the
-   repository, e.g. under /tmp). An existing model there is reused.
+   repository, e.g. in a temporary folder). An existing model there is reused.
 2. Optionally (`--images DIR`) writes `bench_reference.json` next to it: PIL
    `CLIPImageProcessor` pixel values and L2-normalised embeddings for a few
    images, so the Rust side can check full-size conformance and the accuracy of

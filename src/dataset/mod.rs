@@ -30,9 +30,9 @@ pub fn category_of(key: &str) -> &str {
     key.split('/').nth(1).unwrap_or("")
 }
 
-/// The category of an image whose path follows the MMAD or MVTec layout: the
-/// folder just before `train`, `test` or `image` (DS-MVTec's query folder).
-pub fn category_from_path(path: &std::path::Path) -> Option<String> {
+/// The path's components and the position of its split folder (`train`, `test`,
+/// or DS-MVTec's `image`), the anchor of the MMAD and MVTec layouts.
+fn layout_split(path: &std::path::Path) -> Option<(Vec<String>, usize)> {
     let parts: Vec<String> = path
         .components()
         .map(|c| c.as_os_str().to_string_lossy().into_owned())
@@ -40,7 +40,20 @@ pub fn category_from_path(path: &std::path::Path) -> Option<String> {
     let split = parts
         .iter()
         .rposition(|c| c == "train" || c == "test" || c == "image")?;
+    Some((parts, split))
+}
+
+/// The category of an image whose path follows the MMAD or MVTec layout: the
+/// folder just before `train`, `test` or `image` (DS-MVTec's query folder).
+pub fn category_from_path(path: &std::path::Path) -> Option<String> {
+    let (parts, split) = layout_split(path)?;
     (split >= 1).then(|| parts[split - 1].clone())
+}
+
+/// The dataset folder of such an image: the folder before its category.
+pub fn dataset_from_path(path: &std::path::Path) -> Option<String> {
+    let (parts, split) = layout_split(path)?;
+    (split >= 2).then(|| parts[split - 2].clone())
 }
 
 #[cfg(test)]
@@ -62,6 +75,14 @@ mod tests {
         assert_eq!(c("VisA/candle/test/bad/002.JPG").as_deref(), Some("candle"));
         assert_eq!(c("photo.png"), None);
         assert_eq!(c("test/x.png"), None);
+        assert_eq!(
+            dataset_from_path(Path::new("/d/VisA/candle/test/bad/002.JPG")).as_deref(),
+            Some("VisA")
+        );
+        assert_eq!(
+            dataset_from_path(Path::new("candle/test/bad/002.JPG")),
+            None
+        );
     }
 
     #[test]

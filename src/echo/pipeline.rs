@@ -158,7 +158,9 @@ impl Query {
     pub fn image(path: impl Into<PathBuf>) -> Query {
         let image = path.into();
         let category = crate::dataset::category_from_path(&image);
-        let dataset = category.as_ref().and_then(|_| dataset_from_path(&image));
+        let dataset = category
+            .as_ref()
+            .and_then(|_| crate::dataset::dataset_from_path(&image));
         Query {
             image,
             dataset,
@@ -184,18 +186,6 @@ impl Query {
             }),
         })
     }
-}
-
-/// The folder before the category in an MMAD/MVTec layout.
-fn dataset_from_path(path: &Path) -> Option<String> {
-    let parts: Vec<String> = path
-        .components()
-        .map(|c| c.as_os_str().to_string_lossy().into_owned())
-        .collect();
-    let split = parts
-        .iter()
-        .rposition(|c| c == "train" || c == "test" || c == "image")?;
-    (split >= 2).then(|| parts[split - 2].clone())
 }
 
 /// Sent as each expert starts and finishes, in pipeline order.
