@@ -38,8 +38,10 @@ def main():
         print("\nCLIP ViT-B/16 image embeddings on CPU, random weights, images/s")
         print("\n| batch | candle (ours) | PyTorch | ratio |")
         print("|---|---|---|---|")
-        for b in ["1", "8"]:
-            cv, tv = c["images_per_s"].get(b), t["images_per_s"].get(b)
+        by_batch = lambda d: {r["batch"]: r["images_per_s"] for r in d["results"]}
+        cb, tb = by_batch(c), by_batch(t)
+        for b in sorted(set(cb) & set(tb)):
+            cv, tv = cb[b], tb[b]
             if cv and tv:
                 print(f"| {b} | {cv:.2f} | {tv:.2f} | {cv / tv:.2f} |")
 
