@@ -281,14 +281,7 @@ impl ImageCache {
         settings: EncodeSettings,
     ) -> Result<Arc<EncodedImage>, MllmError> {
         let path = PathBuf::from(name);
-        let _permit = self
-            .encoders
-            .acquire()
-            .await
-            .map_err(|_| MllmError::Image {
-                path: path.clone(),
-                msg: format!("cannot encode image {name}: the encoder pool is closed"),
-            })?;
+        let _permit = self.encoder_slot(&path).await?;
         self.encodes.fetch_add(1, Ordering::Relaxed);
         run_blocking(path, move |p| encode_image(&bytes, p, settings)).await
     }
@@ -298,17 +291,7 @@ impl ImageCache {
         path: PathBuf,
         settings: EncodeSettings,
     ) -> Result<Arc<EncodedImage>, MllmError> {
-        let _permit = self
-            .encoders
-            .acquire()
-            .await
-            .map_err(|_| MllmError::Image {
-                path: path.clone(),
-                msg: format!(
-                    "cannot encode image {}: the encoder pool is closed",
-                    path.display()
-                ),
-            })?;
+        let _permit = self.encoder_slot(&path).await?;
         run_blocking(path, move |p| {
             let bytes = std::fs::read(p).map_err(|e| MllmError::Image {
                 path: p.to_path_buf(),
@@ -317,6 +300,20 @@ impl ImageCache {
             encode_image(&bytes, p, settings)
         })
         .await
+    }
+
+    /// Waits for one of the per-core encoding slots (encoding is CPU-bound).
+    async fn encoder_slot(
+        &self,
+        path: &std::path::Path,
+    ) -> Result<tokio::sync::SemaphorePermit<'_>, MllmError> {
+        self.encoders.acquire().await.map_err(|_| MllmError::Image {
+            path: path.to_path_buf(),
+            msg: format!(
+                "cannot encode image {}: the encoder pool is closed",
+                path.display()
+            ),
+        })
     }
 
     /// Records the size of a fresh entry and evicts the least recently used ones
