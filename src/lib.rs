@@ -6,6 +6,7 @@
 //! draws state and sends commands; all work happens here.
 
 pub mod bench;
+pub mod config;
 pub mod dataset;
 pub mod echo;
 pub mod jobs;

@@ -1,4 +1,5 @@
 //! Benchmarking against MMAD: scoring answers exactly as MMAD's summary does.
 
+pub mod journal;
 pub mod perf;
 pub mod score;

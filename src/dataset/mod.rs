@@ -7,7 +7,7 @@ pub mod paths;
 pub mod stats;
 
 pub use folder::{FolderDataset, FolderImage, Split};
-pub use mmad::{ImageEntry, MmadDataset, Question, QuestionType};
+pub use mmad::{ImageEntry, MmadDataset, Question, QuestionRef, QuestionType};
 pub use paths::{DatasetRoot, PathError};
 pub use stats::DatasetStats;
 

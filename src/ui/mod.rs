@@ -11,6 +11,7 @@ use std::path::PathBuf;
 
 use eframe::egui;
 
+use crate::config::Settings;
 use crate::dataset::{DatasetRoot, MmadDataset};
 use crate::knowledge::KnowledgeBase;
 use jobs::Job;
@@ -91,6 +92,12 @@ pub struct LoadedDataset {
 
 pub struct WorkbenchApp {
     pub persisted: Persisted,
+    /// The workspace folder: settings file, caches, memories, knowledge versions, runs.
+    pub workspace: PathBuf,
+    /// The settings file's contents, shared with the CLI.
+    pub settings: Settings,
+    /// Why the settings file could not be read (the defaults are in use meanwhile).
+    pub settings_error: Option<String>,
     pub dataset: Option<LoadedDataset>,
     pub dataset_job: Option<Job<LoadedDataset>>,
     pub dataset_error: Option<String>,
@@ -106,11 +113,23 @@ pub struct WorkbenchApp {
 }
 
 impl WorkbenchApp {
-    /// Starts loading the persisted (or default) dataset and knowledge right away.
+    /// The app on the default workspace (`$ECHO_WORKBENCH_HOME` or the user's data folder).
     pub fn new(persisted: Persisted) -> Self {
+        Self::with_workspace(persisted, crate::workspace::default_dir())
+    }
+
+    /// Starts loading the persisted (or default) dataset and knowledge right away.
+    pub fn with_workspace(persisted: Persisted, workspace: PathBuf) -> Self {
+        let (settings, settings_error) = match Settings::load(&Settings::path_in(&workspace)) {
+            Ok(s) => (s, None),
+            Err(e) => (Settings::default(), Some(e.to_string())),
+        };
         let mut app = WorkbenchApp {
             settings_draft: persisted.clone(),
             persisted,
+            workspace,
+            settings,
+            settings_error,
             dataset: None,
             dataset_job: None,
             dataset_error: None,

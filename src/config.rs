@@ -1,0 +1,220 @@
+//! The settings file (`settings.toml` in the workspace), shared by the CLI and the GUI.
+//!
+//! It holds choices, never secrets: an endpoint names the environment variable that
+//! holds its API key ([`EndpointConfig::api_key_env`]), not the key.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::echo::PipelineSettings;
+use crate::mllm::EndpointConfig;
+
+/// The settings file's name inside the workspace.
+pub const SETTINGS_FILE: &str = "settings.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the settings file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the settings file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("cannot write the settings file {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The dataset the app opens and runs use by default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DatasetSettings {
+    /// An MMAD-style `mmad.json`.
+    pub mmad_json: PathBuf,
+    /// The folder its image keys are relative to.
+    pub root: PathBuf,
+}
+
+impl Default for DatasetSettings {
+    /// The bundled sample dataset.
+    fn default() -> Self {
+        let sample = crate::assets_dir().join("sample");
+        DatasetSettings {
+            mmad_json: sample.join("mmad.json"),
+            root: sample,
+        }
+    }
+}
+
+/// The Reference Extractor's embedder and memory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ReferenceSettings {
+    /// An [`crate::vision::EmbedderSpec`]: `descriptor` (weight-free), `clip:FOLDER` or
+    /// `clip:hf:ORG/NAME` (from the local Hugging Face cache).
+    pub embedder: String,
+    /// A memory folder built with `memory build`; `None` builds one in memory from the
+    /// dataset's normal images when it is first needed.
+    pub memory: Option<PathBuf>,
+    /// How many references the top-k strip and the trace keep.
+    pub top_k: usize,
+}
+
+impl Default for ReferenceSettings {
+    fn default() -> Self {
+        ReferenceSettings {
+            embedder: "descriptor".into(),
+            memory: None,
+            top_k: 5,
+        }
+    }
+}
+
+/// Everything the settings file holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    pub dataset: DatasetSettings,
+    /// The knowledge base (default: the bundled one).
+    pub knowledge: Option<PathBuf>,
+    /// Endpoints in the order the user listed them; runs may use several.
+    pub endpoints: Vec<EndpointConfig>,
+    /// The endpoint Inspect asks (an index into `endpoints`).
+    pub active_endpoint: usize,
+    pub reference: ReferenceSettings,
+    pub pipeline: PipelineSettings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            dataset: DatasetSettings::default(),
+            knowledge: None,
+            endpoints: vec![EndpointConfig::default()],
+            active_endpoint: 0,
+            reference: ReferenceSettings::default(),
+            pipeline: PipelineSettings::default(),
+        }
+    }
+}
+
+impl Settings {
+    /// The settings file of a workspace.
+    pub fn path_in(workspace: &Path) -> PathBuf {
+        workspace.join(SETTINGS_FILE)
+    }
+
+    /// Reads a settings file; a missing file gives the defaults.
+    pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Settings::default()),
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+        };
+        Self::from_toml(&text, path)
+    }
+
+    /// Parses settings text; `path` is only used in messages.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Settings, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("settings always serialize to TOML")
+    }
+
+    /// Writes the file atomically (a crash leaves the old or the new file, whole).
+    pub fn save(&self, path: &Path) -> Result<(), ConfigError> {
+        let write_err = |source| ConfigError::Write {
+            path: path.to_owned(),
+            source,
+        };
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(write_err)?;
+        }
+        crate::util::fsx::atomic_write(path, self.to_toml().as_bytes()).map_err(write_err)
+    }
+
+    /// The endpoint Inspect asks, if any is configured.
+    pub fn active_endpoint(&self) -> Option<&EndpointConfig> {
+        self.endpoints
+            .get(self.active_endpoint)
+            .or_else(|| self.endpoints.first())
+    }
+
+    /// The knowledge base to load: the chosen file or the bundled one.
+    pub fn knowledge_path(&self) -> PathBuf {
+        self.knowledge
+            .clone()
+            .unwrap_or_else(crate::bundled_knowledge_path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_through_toml() {
+        let mut s = Settings::default();
+        s.endpoints.push(EndpointConfig {
+            name: "hosted".into(),
+            base_url: "https://example.invalid/v1".into(),
+            model: "gpt-4o".into(),
+            api_key_env: Some("OPENAI_API_KEY".into()),
+            ..EndpointConfig::default()
+        });
+        s.active_endpoint = 1;
+        s.reference.memory = Some("memories/mvtec".into());
+        s.pipeline.preset = "mmad".into();
+        let text = s.to_toml();
+        let back = Settings::from_toml(&text, Path::new("settings.toml")).unwrap();
+        assert_eq!(back, s);
+        assert_eq!(back.active_endpoint().unwrap().name, "hosted");
+    }
+
+    #[test]
+    fn missing_file_gives_defaults_and_save_is_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = Settings::path_in(&dir.path().join("ws"));
+        assert_eq!(Settings::load(&path).unwrap(), Settings::default());
+        let mut s = Settings::default();
+        s.reference.top_k = 9;
+        s.save(&path).unwrap();
+        assert_eq!(Settings::load(&path).unwrap().reference.top_k, 9);
+    }
+
+    #[test]
+    fn a_bad_file_names_itself_and_the_field() {
+        let err = Settings::from_toml(
+            "[reference]\ntop_k = \"five\"\n",
+            Path::new("ws/settings.toml"),
+        )
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("ws/settings.toml") && msg.contains("top_k"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn no_key_is_ever_part_of_the_file() {
+        let text = Settings::default().to_toml();
+        assert!(!text.to_lowercase().contains("api_key ="), "{text}");
+    }
+}
