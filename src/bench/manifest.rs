@@ -1,0 +1,297 @@
+//! A run folder's `manifest.json`: what the run asked, of which data, with what.
+//!
+//! [`RunManifest::fingerprint`] covers everything that changes answers (dataset
+//! content, selection, pipeline settings, reference source, knowledge version, prompt
+//! templates, models); resume refuses a different fingerprint unless forced, and merge
+//! only joins shards of one fingerprint. Endpoint URLs, concurrency and times are not
+//! part of it: moving a run to another server of the same model is fine.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::echo::PipelineSettings;
+
+pub const MANIFEST_FILE: &str = "manifest.json";
+pub const MANIFEST_FORMAT: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetRef {
+    pub path: PathBuf,
+    /// SHA-256 of the mmad.json bytes.
+    pub sha256: String,
+    pub root: PathBuf,
+}
+
+/// Which questions of the dataset the run covers (before sharding).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Selection {
+    /// Dataset folders (`DS-MVTec`, `VisA`, ...); empty: all.
+    pub datasets: Vec<String>,
+    pub categories: Vec<String>,
+    /// MMAD type names; empty: all.
+    pub types: Vec<String>,
+    pub limit: Option<usize>,
+}
+
+/// `--shard I/N`: this run holds the images whose shard number is `index` (0-based).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shard {
+    pub index: u32,
+    pub count: u32,
+}
+
+/// An endpoint as recorded: never its key, only the variable's name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EndpointSummary {
+    pub name: String,
+    pub base_url: String,
+    pub model: String,
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    pub concurrency: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KnowledgeRef {
+    pub path: PathBuf,
+    /// The knowledge base's content hash (the version in use).
+    pub version: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemoryRef {
+    pub path: PathBuf,
+    pub embedder: String,
+    pub items: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunManifest {
+    pub format: u32,
+    pub tool_version: String,
+    /// RFC 3339 UTC.
+    pub started_at: String,
+    #[serde(default)]
+    pub finished_at: Option<String>,
+    pub dataset: DatasetRef,
+    pub selection: Selection,
+    #[serde(default)]
+    pub shard: Option<Shard>,
+    /// Questions this run (this shard) covers.
+    pub question_count: usize,
+    pub pipeline: PipelineSettings,
+    /// Where references come from: `retrieved`, `similar`, `random` or `none`.
+    pub template: String,
+    #[serde(default)]
+    pub memory: Option<MemoryRef>,
+    #[serde(default)]
+    pub knowledge: Option<KnowledgeRef>,
+    #[serde(default)]
+    pub condensed: Option<KnowledgeRef>,
+    pub prompt_templates_hash: String,
+    pub endpoints: Vec<EndpointSummary>,
+    /// Send every question of one image to the same endpoint.
+    #[serde(default)]
+    pub image_affinity: bool,
+    /// A note for people (the GUI's run name, an ablation's purpose).
+    #[serde(default)]
+    pub note: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("cannot read the run manifest {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the run manifest {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("cannot write the run manifest {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What must be equal for a resume to continue, or for shards to merge.
+#[derive(Serialize)]
+struct Fingerprinted<'a> {
+    dataset_sha256: &'a str,
+    selection: &'a Selection,
+    pipeline: &'a PipelineSettings,
+    template: &'a str,
+    memory: Option<(&'a str, usize)>,
+    knowledge: Option<&'a str>,
+    condensed: Option<&'a str>,
+    prompt_templates_hash: &'a str,
+    models: Vec<&'a str>,
+}
+
+impl RunManifest {
+    pub fn path_in(run_dir: &Path) -> PathBuf {
+        run_dir.join(MANIFEST_FILE)
+    }
+
+    /// SHA-256 over the answer-changing settings (see the module docs).
+    pub fn fingerprint(&self) -> String {
+        let mut models: Vec<&str> = self.endpoints.iter().map(|e| e.model.as_str()).collect();
+        models.sort_unstable();
+        models.dedup();
+        let f = Fingerprinted {
+            dataset_sha256: &self.dataset.sha256,
+            selection: &self.selection,
+            pipeline: &self.pipeline,
+            template: &self.template,
+            memory: self.memory.as_ref().map(|m| (m.embedder.as_str(), m.items)),
+            knowledge: self.knowledge.as_ref().map(|k| k.version.as_str()),
+            condensed: self.condensed.as_ref().map(|k| k.version.as_str()),
+            prompt_templates_hash: &self.prompt_templates_hash,
+            models,
+        };
+        let bytes = serde_json::to_vec(&f).expect("manifest fields serialize");
+        crate::util::fsx::sha256_bytes(&bytes)
+    }
+
+    /// The settings that differ from `other` in a way that changes answers, named for
+    /// a person (empty when the fingerprints agree).
+    pub fn differences(&self, other: &RunManifest) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut check = |what: &str, same: bool| {
+            if !same {
+                out.push(what.to_string());
+            }
+        };
+        check(
+            "dataset file content",
+            self.dataset.sha256 == other.dataset.sha256,
+        );
+        check("question selection", self.selection == other.selection);
+        check("pipeline settings", self.pipeline == other.pipeline);
+        check("reference source", self.template == other.template);
+        check(
+            "reference memory",
+            self.memory.as_ref().map(|m| (&m.embedder, m.items))
+                == other.memory.as_ref().map(|m| (&m.embedder, m.items)),
+        );
+        check(
+            "knowledge version",
+            self.knowledge.as_ref().map(|k| &k.version)
+                == other.knowledge.as_ref().map(|k| &k.version),
+        );
+        check(
+            "condensed knowledge version",
+            self.condensed.as_ref().map(|k| &k.version)
+                == other.condensed.as_ref().map(|k| &k.version),
+        );
+        check(
+            "prompt templates",
+            self.prompt_templates_hash == other.prompt_templates_hash,
+        );
+        let models = |m: &RunManifest| {
+            let mut v: Vec<String> = m.endpoints.iter().map(|e| e.model.clone()).collect();
+            v.sort_unstable();
+            v.dedup();
+            v
+        };
+        check("models", models(self) == models(other));
+        out
+    }
+
+    pub fn load(path: &Path) -> Result<RunManifest, ManifestError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        serde_json::from_str(&text).map_err(|e| ManifestError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Atomic: a reader sees the old manifest or the new one, never half of one.
+    pub fn save(&self, path: &Path) -> Result<(), ManifestError> {
+        let mut bytes = serde_json::to_vec_pretty(self).expect("manifest serializes");
+        bytes.push(b'\n');
+        crate::util::fsx::atomic_write(path, &bytes).map_err(|source| ManifestError::Write {
+            path: path.to_owned(),
+            source,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample() -> RunManifest {
+        RunManifest {
+            format: MANIFEST_FORMAT,
+            tool_version: env!("CARGO_PKG_VERSION").into(),
+            started_at: "2026-11-22T08:00:00Z".into(),
+            finished_at: None,
+            dataset: DatasetRef {
+                path: "assets/sample/mmad.json".into(),
+                sha256: "ab".repeat(32),
+                root: "assets/sample".into(),
+            },
+            selection: Selection::default(),
+            shard: None,
+            question_count: 210,
+            pipeline: PipelineSettings::default(),
+            template: "retrieved".into(),
+            memory: None,
+            knowledge: Some(KnowledgeRef {
+                path: "knowledge/domain_knowledge.json".into(),
+                version: "k1".into(),
+            }),
+            condensed: None,
+            prompt_templates_hash: "p1".into(),
+            endpoints: vec![EndpointSummary {
+                name: "local".into(),
+                base_url: "http://127.0.0.1:8000/v1".into(),
+                model: "m".into(),
+                api_key_env: Some("OPENAI_API_KEY".into()),
+                concurrency: 8,
+            }],
+            image_affinity: false,
+            note: String::new(),
+        }
+    }
+
+    #[test]
+    fn fingerprint_ignores_where_and_when_but_not_what() {
+        let a = sample();
+        let mut moved = a.clone();
+        moved.endpoints[0].base_url = "http://10.0.0.2:8000/v1".into();
+        moved.endpoints[0].concurrency = 64;
+        moved.started_at = "2026-11-23T00:00:00Z".into();
+        moved.shard = Some(Shard { index: 1, count: 4 });
+        assert_eq!(a.fingerprint(), moved.fingerprint());
+        assert!(a.differences(&moved).is_empty());
+
+        let mut edited = a.clone();
+        edited.knowledge.as_mut().unwrap().version = "k2".into();
+        edited.pipeline.preset = "mmad".into();
+        assert_ne!(a.fingerprint(), edited.fingerprint());
+        assert_eq!(
+            a.differences(&edited),
+            ["pipeline settings", "knowledge version"]
+        );
+    }
+
+    #[test]
+    fn saves_and_loads_without_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = RunManifest::path_in(dir.path());
+        let m = sample();
+        m.save(&path).unwrap();
+        assert_eq!(RunManifest::load(&path).unwrap(), m);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("OPENAI_API_KEY") && !text.contains("api_key\""));
+    }
+}
