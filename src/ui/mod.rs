@@ -8,12 +8,15 @@ mod knowledge_tab;
 mod settings;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use eframe::egui;
 
 use crate::config::Settings;
 use crate::dataset::{DatasetRoot, MmadDataset};
 use crate::knowledge::KnowledgeBase;
+use crate::memory::ReferenceMemory;
+use crate::vision::ImageEmbedder;
 use jobs::Job;
 
 pub use batch::BatchState;
@@ -83,6 +86,16 @@ pub enum Command {
     SetDarkMode(bool),
 }
 
+/// The Reference Extractor's memory with the embedder that made it; Inspect retrieves
+/// from it and the pipeline sends its best match as the reference image.
+#[derive(Clone)]
+pub struct LoadedReference {
+    pub memory: Arc<ReferenceMemory>,
+    pub embedder: Arc<dyn ImageEmbedder>,
+    /// Where it came from, for people: a memory folder, or what it was built from.
+    pub origin: String,
+}
+
 /// The loaded dataset with the root its paths resolve against.
 pub struct LoadedDataset {
     pub dataset: MmadDataset,
@@ -98,6 +111,10 @@ pub struct WorkbenchApp {
     pub settings: Settings,
     /// Why the settings file could not be read (the defaults are in use meanwhile).
     pub settings_error: Option<String>,
+    /// The reference memory in use; `None` until one is loaded or built.
+    pub reference: Option<LoadedReference>,
+    /// Bumped whenever `reference` changes, so views can redo their retrieval.
+    pub reference_generation: u64,
     pub dataset: Option<LoadedDataset>,
     pub dataset_job: Option<Job<LoadedDataset>>,
     pub dataset_error: Option<String>,
@@ -130,6 +147,8 @@ impl WorkbenchApp {
             workspace,
             settings,
             settings_error,
+            reference: None,
+            reference_generation: 0,
             dataset: None,
             dataset_job: None,
             dataset_error: None,
