@@ -1,7 +1,13 @@
 //! The knowledge base: per-category descriptions of normal parts and defects, in
 //! MMAD's `domain_knowledge.json` shape `{dataset: {category: {entry: text}}}`.
 
+pub mod diff;
+pub mod facts;
+pub mod impact;
+pub mod markdown;
+pub mod preview;
 mod validate;
+pub mod versions;
 
 use std::path::{Path, PathBuf};
 
@@ -10,7 +16,8 @@ use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 
 use crate::util::pyjson::{self, JsonStyle};
 
-pub use validate::{Problem, ProblemKind, Severity};
+pub use facts::{CategoryFacts, DatasetFacts};
+pub use validate::{Problem, ProblemKind, Severity, ValidationOptions, approx_tokens, similarity};
 
 /// Entry name -> text, in file order (`good` first by convention).
 pub type CategoryKnowledge = IndexMap<String, String>;
@@ -156,7 +163,22 @@ impl KnowledgeBase {
 
     /// Everything that is wrong or suspicious, errors first.
     pub fn validate(&self) -> Vec<Problem> {
-        validate::validate(self)
+        validate::validate(self, &ValidationOptions::default(), None)
+    }
+
+    /// Validation with a token budget and, when a dataset is loaded, the checks
+    /// against its defect folders and question options.
+    pub fn validate_with(
+        &self,
+        options: &ValidationOptions,
+        facts: Option<&DatasetFacts>,
+    ) -> Vec<Problem> {
+        validate::validate(self, options, facts)
+    }
+
+    /// The text of one entry.
+    pub fn entry(&self, dataset: &str, category: &str, entry: &str) -> Option<&String> {
+        self.datasets.get(dataset)?.get(category)?.get(entry)
     }
 }
 

@@ -1,0 +1,155 @@
+//! Knowledge files as MMAD writes them survive import and export byte for byte, and
+//! the Knowledge tab's preview is the pipeline's own selection.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use echo_workbench::dataset::{DatasetRoot, MmadDataset};
+use echo_workbench::echo::backend::ScriptedBackend;
+use echo_workbench::echo::pipeline::{PipelineSettings, Query, answer};
+use echo_workbench::echo::plan::{KnowledgeMode, ReferenceKind};
+use echo_workbench::echo::{ExpertName, PipelineContext};
+use echo_workbench::jobs::CancelToken;
+use echo_workbench::knowledge::KnowledgeBase;
+use echo_workbench::knowledge::preview::{ModeOutcome, outcome_of, preview_question};
+use echo_workbench::knowledge::versions::VersionStore;
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn import_then_export_is_byte_equal() {
+    for rel in [
+        "assets/sample/domain_knowledge.json",
+        "knowledge/domain_knowledge.json",
+        "knowledge/condensed.json",
+    ] {
+        let src = repo().join(rel);
+        let original = std::fs::read(&src).unwrap();
+        let kb = KnowledgeBase::load(&src).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        // Export through the same path the app's Save uses (with a version).
+        let target = out.path().join("exported.json");
+        let store = VersionStore::in_workspace(out.path());
+        store.save(&kb, &target, "export", None, None).unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), original, "{rel}");
+        let version = &store.list().unwrap()[0];
+        assert_eq!(
+            std::fs::read(store.dir().join(&version.file)).unwrap(),
+            original,
+            "{rel}: the version file"
+        );
+        assert_eq!(version.content_hash, kb.content_hash());
+    }
+}
+
+fn sample() -> (
+    MmadDataset,
+    DatasetRoot,
+    Arc<KnowledgeBase>,
+    Arc<KnowledgeBase>,
+) {
+    let a = repo().join("assets/sample");
+    (
+        MmadDataset::load(&a.join("mmad.json")).unwrap(),
+        DatasetRoot::new(&a),
+        Arc::new(KnowledgeBase::load(&a.join("domain_knowledge.json")).unwrap()),
+        Arc::new(KnowledgeBase::load(&repo().join("knowledge/condensed.json")).unwrap()),
+    )
+}
+
+/// Runs the full pipeline (MMAD similar templates as references, the preset's
+/// reasoning) and returns the Knowledge Guide's trace and the first request sent.
+fn pipeline_selection(
+    mode: KnowledgeMode,
+    key: &str,
+    turn: usize,
+) -> (echo_workbench::echo::ExpertTrace, String) {
+    let (ds, root, kb, condensed) = sample();
+    let settings = PipelineSettings {
+        knowledge_mode: Some(mode),
+        reference: Some(ReferenceKind::Similar),
+        ..Default::default()
+    };
+    let ctx = PipelineContext::new(settings)
+        .unwrap()
+        .with_knowledge(kb)
+        .with_condensed(condensed);
+    let entry = &ds.entries[key];
+    let query = Query::from_entry(&root, key, entry).unwrap();
+    let backend = ScriptedBackend::constant("A");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let d = rt
+        .block_on(answer(
+            &backend,
+            &ctx,
+            &query,
+            &entry.conversation[turn],
+            &|_| {},
+            &CancelToken::new(),
+        ))
+        .unwrap();
+    assert!(
+        d.traces[0].is_done(),
+        "the reference step ran: {:?}",
+        d.traces[0]
+    );
+    let kg = d
+        .traces
+        .iter()
+        .find(|t| t.name == ExpertName::KnowledgeGuide)
+        .unwrap()
+        .clone();
+    (kg, backend.requests()[0].text())
+}
+
+#[test]
+fn preview_equals_the_pipelines_selection_in_every_mode() {
+    let (ds, root, kb, condensed) = sample();
+    let mut checked = 0;
+    for key in [
+        "Sample/washer/test/notch/000.png",
+        "Sample/chip/test/bent_pin/001.png",
+        "Sample/weave/test/hole/000.png",
+    ] {
+        let entry = &ds.entries[key];
+        for (turn, q) in entry.conversation.iter().enumerate() {
+            if q.qtype.as_str() != "Defect Classification"
+                && q.qtype.as_str() != "Defect Description"
+            {
+                continue;
+            }
+            let preview = preview_question(
+                &PipelineSettings::default(),
+                kb.clone(),
+                Some(condensed.clone()),
+                &root,
+                key,
+                entry,
+                turn,
+            )
+            .unwrap();
+            for m in &preview.modes {
+                let (trace, first_request) = pipeline_selection(m.mode, key, turn);
+                match &m.outcome {
+                    ModeOutcome::NeedsModel { request_text } => {
+                        assert_eq!(m.mode, KnowledgeMode::Llm);
+                        assert_eq!(request_text, &first_request, "{key} {turn}");
+                    }
+                    snippet => {
+                        assert!(
+                            matches!(snippet, ModeOutcome::Snippet { .. }),
+                            "{snippet:?}"
+                        );
+                        assert_eq!(snippet, &outcome_of(&trace), "{key} {turn} {}", m.mode);
+                    }
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 12, "{checked}");
+}
