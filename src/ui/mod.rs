@@ -21,7 +21,7 @@ use jobs::Job;
 
 pub use batch::BatchState;
 pub use inspect::InspectState;
-pub use knowledge_tab::KnowledgeState;
+pub use knowledge_tab::{KnowledgeState, Selection as KnowledgeSelection, View as KnowledgeView};
 
 pub const APP_NAME: &str = "Echo Workbench";
 
@@ -407,12 +407,19 @@ impl WorkbenchApp {
                 let cmds = self.batch.ui(ui);
                 self.commands.extend(cmds);
             }
-            Tab::Knowledge => self.knowledge_view.ui(
-                ui,
-                self.knowledge.as_ref(),
-                self.knowledge_error.as_deref(),
-                &self.persisted.knowledge_path,
-            ),
+            Tab::Knowledge => {
+                let cmds = self.knowledge_view.ui(
+                    ui,
+                    knowledge_tab::KnowledgeEnv {
+                        knowledge: &mut self.knowledge,
+                        path: &self.persisted.knowledge_path,
+                        workspace: &self.workspace,
+                        dataset: self.dataset.as_ref(),
+                        pipeline: &self.settings.pipeline,
+                    },
+                );
+                self.commands.extend(cmds);
+            }
             Tab::Settings => {
                 let cmds = settings::ui(ui, &mut self.settings_draft, &self.persisted);
                 self.commands.extend(cmds);
