@@ -48,7 +48,48 @@ enum Command {
     Knowledge(KnowledgeCommand),
     /// Open the desktop app (the default when no subcommand is given).
     #[cfg(feature = "gui")]
-    Gui,
+    Gui(GuiArgs),
+}
+
+#[cfg(feature = "gui")]
+#[derive(clap::Args)]
+struct GuiArgs {
+    /// Open on this tab instead of the last one used.
+    #[arg(long, value_enum)]
+    tab: Option<GuiTab>,
+    /// Open this dataset image (its key in mmad.json, e.g. MVTec-AD/bottle/test/good/000.png).
+    #[arg(long, value_name = "KEY")]
+    image: Option<String>,
+    /// The workspace folder (settings, caches, memories, runs); the same as setting
+    /// ECHO_WORKBENCH_HOME.
+    #[arg(long, value_name = "DIR")]
+    workspace: Option<PathBuf>,
+}
+
+#[cfg(feature = "gui")]
+#[derive(Clone, Copy, ValueEnum)]
+enum GuiTab {
+    Inspect,
+    Batch,
+    Knowledge,
+    Settings,
+}
+
+#[cfg(feature = "gui")]
+impl From<GuiArgs> for echo_workbench::ui::LaunchOptions {
+    fn from(args: GuiArgs) -> Self {
+        use echo_workbench::ui::Tab;
+        echo_workbench::ui::LaunchOptions {
+            tab: args.tab.map(|t| match t {
+                GuiTab::Inspect => Tab::Inspect,
+                GuiTab::Batch => Tab::Batch,
+                GuiTab::Knowledge => Tab::Knowledge,
+                GuiTab::Settings => Tab::Settings,
+            }),
+            image: args.image,
+            workspace: args.workspace,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -107,7 +148,9 @@ fn main() -> ExitCode {
             cli::knowledge::validate(&file, format)
         }
         #[cfg(feature = "gui")]
-        Some(Command::Gui) | None => echo_workbench::ui::run(),
+        Some(Command::Gui(args)) => echo_workbench::ui::run(args.into()),
+        #[cfg(feature = "gui")]
+        None => echo_workbench::ui::run(Default::default()),
         #[cfg(not(feature = "gui"))]
         None => Err(anyhow::anyhow!(
             "this build has no GUI (built without the `gui` feature); run `echo-workbench --help` for the commands"
