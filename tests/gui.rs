@@ -124,6 +124,8 @@ fn batch_tab_scores_a_file_like_the_cli() {
     let mut h = harness(sample_app());
     h.get_by_label("Batch").click();
     h.run_steps(2);
+    h.get_by_label("Score a file").click();
+    h.run_steps(1);
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/facts_answers.json");
     h.state_mut().batch.path_text = fixture.display().to_string();
     h.get_by_label("MMAD-compatible (reproduce summary.py's skip)")

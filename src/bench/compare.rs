@@ -129,6 +129,26 @@ pub struct Comparison {
     pub mismatched: Vec<usize>,
 }
 
+/// Whether the question of `r` is one of those behind the score table's cell
+/// (`row`, `column`): the drill-down of a cell. The `Average` row and column take
+/// every dataset and subtask; `Overkill` holds the Anomaly Detection questions on
+/// normal images, `Miss` those on abnormal images, the detection metrics all
+/// Anomaly Detection questions.
+pub fn cell_contains(row: &str, column: &str, image: &str, question_type: &str) -> bool {
+    if row != score::AVERAGE && score::dataset_of(image) != row {
+        return false;
+    }
+    let is_ad = question_type == score::ANOMALY_DETECTION;
+    let normal = image.contains(score::NORMAL_FLAG);
+    match column {
+        score::AVERAGE => true,
+        "Overkill" => is_ad && normal,
+        "Miss" => is_ad && !normal,
+        "Recall" | "Precision" | "F1" => is_ad,
+        c => score::merged_question_type(question_type) == c,
+    }
+}
+
 /// Whether a record counts as answered correctly, by MMAD's rule (valid letters only).
 fn is_right(r: &JournalRecord) -> bool {
     r.is_ok()
@@ -310,6 +330,18 @@ mod tests {
         assert_eq!(t.delta_by_name("DS-MVTec", "Object Analysis"), None);
         assert_eq!(t.a[1][0], None);
         assert_eq!(t.b[1][1], Some(100.0));
+    }
+
+    #[test]
+    fn cells_hold_their_questions() {
+        assert!(cell_contains("VisA", "Anomaly Detection", GOOD, "Anomaly Detection"));
+        assert!(!cell_contains("DS-MVTec", "Anomaly Detection", GOOD, "Anomaly Detection"));
+        assert!(cell_contains("Average", "Object Analysis", MV, "Object Details"));
+        assert!(cell_contains("VisA", "Average", BAD, "Defect Analysis"));
+        assert!(cell_contains("VisA", "Overkill", GOOD, "Anomaly Detection"));
+        assert!(!cell_contains("VisA", "Overkill", BAD, "Anomaly Detection"));
+        assert!(cell_contains("VisA", "Miss", BAD, "Anomaly Detection"));
+        assert!(!cell_contains("VisA", "Miss", BAD, "Defect Analysis"));
     }
 
     #[test]

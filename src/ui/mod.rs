@@ -19,7 +19,7 @@ use crate::memory::ReferenceMemory;
 use crate::vision::ImageEmbedder;
 use jobs::Job;
 
-pub use batch::BatchState;
+pub use batch::{BatchState, RunPhase};
 pub use inspect::InspectState;
 pub use knowledge_tab::KnowledgeState;
 
@@ -336,7 +336,7 @@ impl WorkbenchApp {
                     self.dataset_job.as_ref().map(|j| j.name()),
                     self.knowledge_job.as_ref().map(|j| j.name()),
                     self.inspect.busy().then_some("decode image"),
-                    self.batch.busy().then_some("score"),
+                    self.batch.busy_label(),
                 ]
                 .into_iter()
                 .flatten()
@@ -404,7 +404,12 @@ impl WorkbenchApp {
                 self.commands.extend(cmds);
             }
             Tab::Batch => {
-                let cmds = self.batch.ui(ui);
+                let cx = batch::BatchContext {
+                    workspace: &self.workspace,
+                    settings: &self.settings,
+                    inspect_dataset: &self.persisted.dataset_path,
+                };
+                let cmds = self.batch.ui(ui, &cx);
                 self.commands.extend(cmds);
             }
             Tab::Knowledge => self.knowledge_view.ui(
@@ -443,6 +448,12 @@ impl eframe::App for WorkbenchApp {
 
     fn save(&mut self, storage: &mut dyn eframe::Storage) {
         eframe::set_value(storage, eframe::APP_KEY, &self.persisted);
+    }
+
+    /// A batch run still going stops gracefully (answers in flight are written) and
+    /// can be resumed from the runs browser next time.
+    fn on_exit(&mut self, _gl: Option<&eframe::glow::Context>) {
+        self.batch.shutdown(std::time::Duration::from_secs(10));
     }
 }
 

@@ -1,0 +1,267 @@
+//! A run as the Batch tab shows it: the records received so far, the score table
+//! computed from them, and the runner's progress. A live run fills it from a
+//! collector thread (scoring happens there, throttled, never on the UI thread); a
+//! finished run is loaded into the same shape, so the table, chart and drill-down
+//! serve both.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::bench::journal::{self, JournalRecord};
+use crate::bench::manifest::RunManifest;
+use crate::bench::score::{self, AnswerRecord, ScoreOptions, ScoreTable};
+
+/// How often a live run's table is re-scored at most. Scoring 40k records takes
+/// milliseconds, but a run delivers answers far faster than anyone reads a table.
+pub const RESCORE_INTERVAL: Duration = Duration::from_millis(250);
+
+/// What the runner reported last.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LiveProgress {
+    pub done: usize,
+    pub errors: usize,
+    pub total: usize,
+    pub questions_per_s: f64,
+    pub eta_s: Option<f64>,
+    pub in_flight: usize,
+}
+
+/// Where a run stands.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunPhase {
+    /// Read from its folder (not running in this app).
+    Loaded,
+    Running,
+    /// Pause or cancel asked; in-flight answers are being written.
+    Stopping,
+    /// Stopped before the end; Resume continues it.
+    Paused,
+    Finished,
+    Failed(String),
+}
+
+impl RunPhase {
+    pub fn is_active(&self) -> bool {
+        matches!(self, RunPhase::Running | RunPhase::Stopping)
+    }
+}
+
+/// What the collector receives (from the runner's event callback).
+#[derive(Debug)]
+pub enum LiveEvent {
+    Started { total: usize, already_done: usize },
+    Record(Box<JournalRecord>),
+    Progress(LiveProgress),
+    /// The runner returned: completely answered (`finished`) or stopped early.
+    Ended { finished: bool },
+    Failed(String),
+}
+
+pub struct RunModel {
+    pub dir: PathBuf,
+    pub manifest: Option<RunManifest>,
+    /// Journal order, traces dropped (they are read back from the journal when a
+    /// question is opened, so a 40k-question run does not hold every prompt).
+    pub records: Vec<JournalRecord>,
+    pub table: ScoreTable,
+    pub options: ScoreOptions,
+    /// Records the table was computed from (it lags `records` by one throttle step).
+    pub scored_records: usize,
+    /// How long the last scoring took.
+    pub last_score: Duration,
+    pub progress: LiveProgress,
+    pub phase: RunPhase,
+    /// Non-fatal problems (a torn last journal line, unreadable lines).
+    pub notes: Vec<String>,
+}
+
+impl RunModel {
+    pub fn new(dir: PathBuf, manifest: Option<RunManifest>, options: ScoreOptions) -> Self {
+        let total = manifest.as_ref().map_or(0, |m| m.question_count);
+        RunModel {
+            dir,
+            manifest,
+            records: Vec::new(),
+            table: score::score(&[], options),
+            options,
+            scored_records: 0,
+            last_score: Duration::ZERO,
+            progress: LiveProgress {
+                total,
+                ..LiveProgress::default()
+            },
+            phase: RunPhase::Loaded,
+            notes: Vec::new(),
+        }
+    }
+
+    /// Reads a run folder: manifest (if readable), journal, score.
+    pub fn load(dir: &Path, options: ScoreOptions) -> anyhow::Result<RunModel> {
+        let mut notes = Vec::new();
+        let manifest = match RunManifest::load(&RunManifest::path_in(dir)) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                notes.push(e.to_string());
+                None
+            }
+        };
+        let contents = journal::read_journal(&dir.join(journal::JOURNAL_FILE))?;
+        if contents.torn_last_line {
+            notes.push(
+                "the journal's last line was cut short (the run was killed while writing); it is left out and will be asked again on resume".into(),
+            );
+        }
+        let mut model = RunModel::new(dir.to_path_buf(), manifest, options);
+        model.notes = notes;
+        for r in contents.records {
+            model.push(r);
+        }
+        model.rescore_now();
+        let done = model.answered_indices();
+        model.progress.done = done;
+        model.progress.errors = model.records.iter().filter(|r| !r.is_ok()).count();
+        Ok(model)
+    }
+
+    /// Adds a record (without its traces).
+    pub fn push(&mut self, mut record: JournalRecord) {
+        record.traces = Vec::new();
+        self.records.push(record);
+    }
+
+    /// Distinct questions with a record.
+    pub fn answered_indices(&self) -> usize {
+        let mut seen: Vec<usize> = self.records.iter().map(|r| r.index).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        seen.len()
+    }
+
+    /// Scores every record now (used on load and for re-scoring with new options).
+    pub fn rescore_now(&mut self) {
+        let answers = answers_of(&self.records);
+        let start = Instant::now();
+        self.table = score::score(&answers, self.options);
+        self.last_score = start.elapsed();
+        self.scored_records = self.records.len();
+    }
+
+    pub fn errors(&self) -> usize {
+        self.records.iter().filter(|r| !r.is_ok()).count()
+    }
+
+    /// Overall accuracy over answered questions (valid or not), in percent.
+    pub fn plain_accuracy(&self) -> Option<f64> {
+        let ok: Vec<&JournalRecord> = self.records.iter().filter(|r| r.is_ok()).collect();
+        (!ok.is_empty()).then(|| {
+            let right = ok.iter().filter(|r| r.correct == Some(true)).count();
+            right as f64 * 100.0 / ok.len() as f64
+        })
+    }
+}
+
+/// The records scoring reads: answered ones, in journal order (error records are
+/// excluded, as `score` does when it reads a journal).
+pub fn answers_of(records: &[JournalRecord]) -> Vec<AnswerRecord> {
+    records
+        .iter()
+        .filter(|r| r.is_ok())
+        .map(JournalRecord::to_answer)
+        .collect()
+}
+
+/// A run model shared between the collector thread and the UI.
+#[derive(Clone)]
+pub struct SharedRun(Arc<Mutex<RunModel>>);
+
+impl SharedRun {
+    pub fn new(model: RunModel) -> Self {
+        SharedRun(Arc::new(Mutex::new(model)))
+    }
+
+    /// The model; a panic elsewhere while holding it leaves data that is still
+    /// readable (records are only appended), so poisoning is ignored.
+    pub fn lock(&self) -> MutexGuard<'_, RunModel> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Applies events to `run` until the sender hangs up, re-scoring at most every
+/// [`RESCORE_INTERVAL`] (and once at the end). `repaint` is called after each change
+/// the UI should show. Runs on its own thread.
+pub fn collect(run: &SharedRun, events: Receiver<LiveEvent>, repaint: &(dyn Fn() + Send + Sync)) {
+    let mut answers: Vec<AnswerRecord> = Vec::new();
+    let mut record_count = 0usize;
+    let mut last_score: Option<Instant> = None;
+    let mut dirty = false;
+    let options = run.lock().options;
+    let rescore = |answers: &[AnswerRecord], record_count: usize| {
+        let start = Instant::now();
+        let table = score::score(answers, options);
+        let took = start.elapsed();
+        let mut m = run.lock();
+        m.table = table;
+        m.last_score = took;
+        m.scored_records = record_count;
+    };
+    loop {
+        let event = match events.recv_timeout(RESCORE_INTERVAL) {
+            Ok(e) => Some(e),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        match event {
+            Some(LiveEvent::Started {
+                total,
+                already_done,
+            }) => {
+                let mut m = run.lock();
+                m.progress.total = total;
+                m.progress.done = already_done;
+                m.phase = RunPhase::Running;
+                // Records of earlier sessions (resume) are already in the model.
+                answers = answers_of(&m.records);
+                record_count = m.records.len();
+                dirty = true;
+            }
+            Some(LiveEvent::Record(record)) => {
+                if record.is_ok() {
+                    answers.push(record.to_answer());
+                }
+                record_count += 1;
+                run.lock().push(*record);
+                dirty = true;
+            }
+            Some(LiveEvent::Progress(p)) => run.lock().progress = p,
+            Some(LiveEvent::Ended { finished }) => {
+                let mut m = run.lock();
+                m.phase = if finished {
+                    RunPhase::Finished
+                } else {
+                    RunPhase::Paused
+                };
+                m.progress.in_flight = 0;
+                m.progress.questions_per_s = 0.0;
+                m.progress.eta_s = None;
+            }
+            Some(LiveEvent::Failed(message)) => {
+                let mut m = run.lock();
+                m.phase = RunPhase::Failed(message);
+                m.progress.in_flight = 0;
+            }
+            None => {}
+        }
+        if dirty && last_score.is_none_or(|t| t.elapsed() >= RESCORE_INTERVAL) {
+            rescore(&answers, record_count);
+            last_score = Some(Instant::now());
+            dirty = false;
+        }
+        repaint();
+    }
+    if dirty {
+        rescore(&answers, record_count);
+    }
+    repaint();
+}
