@@ -62,7 +62,12 @@ fn record(q: &QuestionRef<'_>) -> JournalRecord {
         Outcome::Wrong => other,
         Outcome::Invalid => "The image is unclear".into(),
         Outcome::Error => {
-            return JournalRecord::failed(q, format!("HTTP 503 on try 3 (question {})", q.index), 3, 900);
+            return JournalRecord::failed(
+                q,
+                format!("HTTP 503 on try 3 (question {})", q.index),
+                3,
+                900,
+            );
         }
     };
     JournalRecord {
@@ -186,16 +191,30 @@ fn score_of_a_run_folder_equals_score_of_its_answers_list() {
         &["--mmad-compat", "--overkill-miss"][..],
         &["--detection-metrics"][..],
     ] {
-        let from_run = stdout_of(bin().arg("score").arg(&run).args(flags).args(["--format", "csv"]));
-        let from_list = stdout_of(bin().arg("score").arg(&list).args(flags).args(["--format", "csv"]));
+        let from_run = stdout_of(
+            bin()
+                .arg("score")
+                .arg(&run)
+                .args(flags)
+                .args(["--format", "csv"]),
+        );
+        let from_list = stdout_of(
+            bin()
+                .arg("score")
+                .arg(&list)
+                .args(flags)
+                .args(["--format", "csv"]),
+        );
         assert_eq!(from_run, from_list, "flags {flags:?}");
         assert!(from_run.starts_with(",Anomaly Detection,"), "{from_run}");
     }
     // The journal is out of order; without sorting, compat mode's skips would land
     // on other answers and the table would differ from the answers list's.
-    let compat_json: Value = serde_json::from_str(&stdout_of(
-        bin().arg("score").arg(&run).args(["--mmad-compat", "--format", "json"]),
-    ))
+    let compat_json: Value = serde_json::from_str(&stdout_of(bin().arg("score").arg(&run).args([
+        "--mmad-compat",
+        "--format",
+        "json",
+    ])))
     .unwrap();
     assert!(compat_json["skipped"].as_u64().unwrap() > 0);
 }
@@ -208,7 +227,10 @@ fn score_of_a_run_folder_reports_coverage_and_lists_errors() {
     let run = tmp.path().join("run");
     write_run(&run, &manifest(210), &records);
     let (ok, errors) = counts(&records);
-    assert!(errors > 20, "the listing cap must be exercised ({errors} errors)");
+    assert!(
+        errors > 20,
+        "the listing cap must be exercised ({errors} errors)"
+    );
 
     let text = stdout_of(bin().arg("score").arg(&run));
     assert!(
@@ -226,10 +248,15 @@ fn score_of_a_run_folder_reports_coverage_and_lists_errors() {
         "{text}"
     );
     assert_eq!(text.matches("HTTP 503 on try 3").count(), 20);
-    assert!(text.contains(&format!("  ... and {} more", errors - 20)), "{text}");
+    assert!(
+        text.contains(&format!("  ... and {} more", errors - 20)),
+        "{text}"
+    );
 
-    let v: Value =
-        serde_json::from_str(&stdout_of(bin().arg("score").arg(&run).args(["--format", "json"]))).unwrap();
+    let v: Value = serde_json::from_str(&stdout_of(
+        bin().arg("score").arg(&run).args(["--format", "json"]),
+    ))
+    .unwrap();
     assert_eq!(v["coverage"]["answered"], ok);
     assert_eq!(v["coverage"]["errors"], errors);
     assert_eq!(v["coverage"]["missing"], 10);
@@ -238,7 +265,12 @@ fn score_of_a_run_folder_reports_coverage_and_lists_errors() {
     assert_eq!(v["errors"][0]["index"], first_error.index);
 
     // CSV stays pure CSV: coverage goes to stderr.
-    let out = bin().arg("score").arg(&run).args(["--format", "csv"]).assert().success();
+    let out = bin()
+        .arg("score")
+        .arg(&run)
+        .args(["--format", "csv"])
+        .assert()
+        .success();
     let o = out.get_output();
     assert!(!String::from_utf8_lossy(&o.stdout).contains("coverage"));
     assert!(String::from_utf8_lossy(&o.stderr).contains("coverage: "));
@@ -258,7 +290,11 @@ fn score_takes_several_inputs_and_names_each() {
     assert!(text.contains("110 missing of 210"), "{text}");
 
     let v: Value = serde_json::from_str(&stdout_of(
-        bin().arg("score").arg(&a).arg(&b).args(["--format", "json"]),
+        bin()
+            .arg("score")
+            .arg(&a)
+            .arg(&b)
+            .args(["--format", "json"]),
     ))
     .unwrap();
     let list = v.as_array().unwrap();
@@ -290,7 +326,9 @@ fn a_torn_last_line_is_tolerated_and_reported() {
     let text = stdout_of(bin().arg("score").arg(&run));
     assert!(text.contains("torn"), "{text}");
     assert!(
-        text.contains(&format!("coverage: {ok} answered, {errors} error(s), 160 missing")),
+        text.contains(&format!(
+            "coverage: {ok} answered, {errors} error(s), 160 missing"
+        )),
         "{text}"
     );
 }
@@ -310,7 +348,8 @@ fn export_rescored_by_score_equals_the_run_and_csv_is_byte_equal() {
     }
     let (ok, _) = counts(&records);
     let answers: Value =
-        serde_json::from_str(&std::fs::read_to_string(exports.join("answers.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(exports.join("answers.json")).unwrap())
+            .unwrap();
     let answers = answers.as_array().unwrap();
     assert_eq!(answers.len(), ok);
     // Dataset order, although the journal was written shuffled.
@@ -321,7 +360,12 @@ fn export_rescored_by_score_equals_the_run_and_csv_is_byte_equal() {
         .collect();
     let got: Vec<(&str, &str)> = answers
         .iter()
-        .map(|a| (a["image"].as_str().unwrap(), a["question"]["text"].as_str().unwrap()))
+        .map(|a| {
+            (
+                a["image"].as_str().unwrap(),
+                a["question"]["text"].as_str().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(got, want);
     assert_eq!(answers[0]["question"]["type"], "text");
@@ -351,14 +395,20 @@ fn export_rescored_by_score_equals_the_run_and_csv_is_byte_equal() {
         .assert()
         .success();
     assert!(!tmp.path().join("report.html").exists());
-    let compat = stdout_of(
-        bin()
-            .arg("score")
-            .arg(&named_answers)
-            .args(["--mmad-compat", "--overkill-miss", "--format", "csv"]),
-    );
+    let compat = stdout_of(bin().arg("score").arg(&named_answers).args([
+        "--mmad-compat",
+        "--overkill-miss",
+        "--format",
+        "csv",
+    ]));
     assert_eq!(std::fs::read_to_string(&named_csv).unwrap(), compat);
-    assert!(compat.lines().next().unwrap().ends_with(",Average,Overkill,Miss"));
+    assert!(
+        compat
+            .lines()
+            .next()
+            .unwrap()
+            .ends_with(",Average,Overkill,Miss")
+    );
 }
 
 #[test]
@@ -376,7 +426,13 @@ fn html_report_is_self_contained_and_escapes_replies() {
     m.note = "R&D <ablation>".into();
     write_run(&run, &m, &records);
     let html_path = tmp.path().join("report.html");
-    bin().arg("export").arg(&run).arg("--html").arg(&html_path).assert().success();
+    bin()
+        .arg("export")
+        .arg(&run)
+        .arg("--html")
+        .arg(&html_path)
+        .assert()
+        .success();
     let html = std::fs::read_to_string(&html_path).unwrap();
     assert!(!html.contains("<script"), "markup from a reply got through");
     assert!(html.contains("&lt;script&gt;alert(&#39;pwned&#39;)&lt;/script&gt; B"));
@@ -393,6 +449,8 @@ fn html_report_is_self_contained_and_escapes_replies() {
     assert!(html.contains(&format!("<h2>Errors ({errors})</h2>")));
     assert!(html.contains("<tr class=\"avg\"><th>Average</th>"));
     assert!(html.contains("$OPENAI_API_KEY"));
+    // The sample has object questions and the run used the echo preset.
+    assert!(html.contains("outside Echo's scope"));
 }
 
 /// Shard by image, the way a sharded run keeps an image's questions together.
@@ -425,18 +483,30 @@ fn merging_three_shards_gives_the_whole_run() {
         shard_dirs.push(dir);
     }
     let merged = tmp.path().join("merged");
-    let out = stdout_of(bin().arg("merge").args(&shard_dirs).arg("--out").arg(&merged));
+    let out = stdout_of(
+        bin()
+            .arg("merge")
+            .args(&shard_dirs)
+            .arg("--out")
+            .arg(&merged),
+    );
     assert!(out.contains("210 record(s)"), "{out}");
 
     let merged_records = read_journal(&merged.join(JOURNAL_FILE)).unwrap().records;
-    assert_eq!(merged_records, records, "journal sorted by index, nothing lost");
+    assert_eq!(
+        merged_records, records,
+        "journal sorted by index, nothing lost"
+    );
     let m = RunManifest::load(&RunManifest::path_in(&merged)).unwrap();
     assert_eq!(m.shard, None);
     assert_eq!(m.question_count, 210);
     assert_eq!(m.started_at, "2026-11-22T08:00:00Z");
     assert_eq!(m.fingerprint(), manifest(210).fingerprint());
 
-    for flags in [&["--format", "json"][..], &["--mmad-compat", "--format", "csv"][..]] {
+    for flags in [
+        &["--format", "json"][..],
+        &["--mmad-compat", "--format", "csv"][..],
+    ] {
         assert_eq!(
             stdout_of(bin().arg("score").arg(&merged).args(flags)),
             stdout_of(bin().arg("score").arg(&whole).args(flags)),
@@ -445,7 +515,13 @@ fn merging_three_shards_gives_the_whole_run() {
     }
 
     // An existing non-empty output is refused unless forced.
-    let err = stderr_of_failure(bin().arg("merge").args(&shard_dirs).arg("--out").arg(&merged));
+    let err = stderr_of_failure(
+        bin()
+            .arg("merge")
+            .args(&shard_dirs)
+            .arg("--out")
+            .arg(&merged),
+    );
     assert!(err.contains("--force"), "{err}");
     bin()
         .arg("merge")
@@ -465,7 +541,10 @@ fn merging_three_shards_gives_the_whole_run() {
         .arg(&partial)
         .assert()
         .success();
-    assert!(String::from_utf8_lossy(&out.get_output().stderr).contains("shard(s) 3 are not among the inputs"));
+    assert!(
+        String::from_utf8_lossy(&out.get_output().stderr)
+            .contains("shard(s) 3 are not among the inputs")
+    );
 }
 
 #[test]
@@ -476,7 +555,14 @@ fn merge_rejects_overlap_and_different_settings() {
     let b = tmp.path().join("b");
     write_run(&a, &manifest(100), &records[..100]);
     write_run(&b, &manifest(111), &records[99..]);
-    let err = stderr_of_failure(bin().arg("merge").arg(&a).arg(&b).arg("--out").arg(tmp.path().join("o")));
+    let err = stderr_of_failure(
+        bin()
+            .arg("merge")
+            .arg(&a)
+            .arg(&b)
+            .arg("--out")
+            .arg(tmp.path().join("o")),
+    );
     assert!(
         err.contains(&format!(
             "question index 99 is recorded in both {} and {}",
@@ -492,7 +578,14 @@ fn merge_rejects_overlap_and_different_settings() {
     other.pipeline.preset = "mmad".into();
     other.prompt_templates_hash = "p2".into();
     write_run(&c, &other, &records[100..]);
-    let err = stderr_of_failure(bin().arg("merge").arg(&a).arg(&c).arg("--out").arg(tmp.path().join("o")));
+    let err = stderr_of_failure(
+        bin()
+            .arg("merge")
+            .arg(&a)
+            .arg(&c)
+            .arg("--out")
+            .arg(tmp.path().join("o")),
+    );
     assert!(
         err.contains(&format!(
             "{} differs from {} in pipeline settings, prompt templates",
@@ -510,9 +603,20 @@ fn merge_rejects_overlap_and_different_settings() {
     write_run(&s0a, &m, &records[..100]);
     m.question_count = 110;
     write_run(&s0b, &m, &records[100..]);
-    let err = stderr_of_failure(bin().arg("merge").arg(&s0a).arg(&s0b).arg("--out").arg(tmp.path().join("o")));
+    let err = stderr_of_failure(
+        bin()
+            .arg("merge")
+            .arg(&s0a)
+            .arg(&s0b)
+            .arg("--out")
+            .arg(tmp.path().join("o")),
+    );
     assert!(
-        err.contains(&format!("{} and {} are both shard 1 of 2", s0a.display(), s0b.display())),
+        err.contains(&format!(
+            "{} and {} are both shard 1 of 2",
+            s0a.display(),
+            s0b.display()
+        )),
         "{err}"
     );
 }

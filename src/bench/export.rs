@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::bench::journal::JournalRecord;
 use crate::bench::run_folder::RunFolder;
-use crate::bench::score::{AVERAGE, ScoreOptions, ScoreTable};
+use crate::bench::score::{AVERAGE, OBJECT_ANALYSIS, ScoreOptions, ScoreTable};
 use crate::echo::trace::ExpertStatus;
 use crate::util::pyjson::{self, JsonStyle};
 
@@ -254,6 +254,13 @@ pub fn html_report(
 
     push_coverage(&mut h, run, table, options);
     push_score_table(&mut h, table);
+    let object_columns = table
+        .columns
+        .iter()
+        .any(|c| c == "Object Classification" || c == OBJECT_ANALYSIS);
+    if object_columns && m.pipeline.preset == "echo" && m.pipeline.experts_file.is_none() {
+        h.push_str("<p class=\"note\">Object Classification and Object Analysis are outside Echo's scope: the echo preset answers them with a plain MMAD-style prompt.</p>\n");
+    }
     push_bars(&mut h, table);
     push_settings(&mut h, run);
     push_errors(&mut h, run, limits);
@@ -721,10 +728,21 @@ mod tests {
         let list = v.as_array().unwrap();
         // The error record is not an answer.
         assert_eq!(list.len(), 3);
-        let keys: Vec<&str> = list[0].as_object().unwrap().keys().map(String::as_str).collect();
+        let keys: Vec<&str> = list[0]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
         assert_eq!(
             keys,
-            ["image", "question", "question_type", "correct_answer", "gpt_answer"]
+            [
+                "image",
+                "question",
+                "question_type",
+                "correct_answer",
+                "gpt_answer"
+            ]
         );
         assert_eq!(list[2]["gpt_answer"], "B");
         assert_eq!(list[2]["question"]["options"]["A"], "Yes.");
@@ -758,10 +776,7 @@ mod tests {
             "http://127.0.0.1:8000/v1"
         );
         // An @ in the path is not a credential.
-        assert_eq!(
-            url_without_secrets("http://h/a@b"),
-            "http://h/a@b"
-        );
+        assert_eq!(url_without_secrets("http://h/a@b"), "http://h/a@b");
     }
 
     #[test]
@@ -785,13 +800,18 @@ mod tests {
             assert!(!html.contains(banned), "{banned}");
         }
         // Table with both datasets and the Average row; one error; one wrong answer.
-        assert!(html.contains("<th>DS-MVTec</th>") && html.contains("<tr class=\"avg\"><th>Average</th>"));
+        assert!(
+            html.contains("<th>DS-MVTec</th>")
+                && html.contains("<tr class=\"avg\"><th>Average</th>")
+        );
         assert!(html.contains("<h2>Errors (1)</h2>"));
         assert!(html.contains("HTTP 503 after 3 attempts"));
         assert!(html.contains("<h2>Wrong answers (1)</h2>"));
         assert_eq!(html.matches("<details class=\"q\">").count(), 1);
         assert_eq!(html.matches("<details class=\"trace\">").count(), 1);
         assert!(html.contains("<svg"));
+        // Only anomaly subtasks here: no out-of-scope note.
+        assert!(!html.contains("outside Echo's scope"));
         // Overkill and Miss are coloured on the reversed scale.
         assert_eq!(cell_colour(0.0, true), cell_colour(100.0, false));
         assert_eq!(cell_colour(100.0, false), "hsl(120, 70%, 82%)");
@@ -829,9 +849,13 @@ mod tests {
             accuracy_csv: Some(dir.path().join("t_accuracy.csv")),
             ..ExportTargets::default()
         };
-        let written =
-            write_exports(&run, &targets, ScoreOptions::default(), ReportLimits::default())
-                .unwrap();
+        let written = write_exports(
+            &run,
+            &targets,
+            ScoreOptions::default(),
+            ReportLimits::default(),
+        )
+        .unwrap();
         assert_eq!(written, [dir.path().join("t_accuracy.csv")]);
         let names: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()

@@ -38,12 +38,22 @@ pub enum MergeError {
         b_shard: Shard,
     },
     #[error("{a} and {b} are both shard {} of {}", .shard.index + 1, .shard.count)]
-    DuplicateShard { shard: Shard, a: PathBuf, b: PathBuf },
+    DuplicateShard {
+        shard: Shard,
+        a: PathBuf,
+        b: PathBuf,
+    },
     #[error("question index {index} is recorded in both {a} and {b}")]
-    Overlap { index: usize, a: PathBuf, b: PathBuf },
+    Overlap {
+        index: usize,
+        a: PathBuf,
+        b: PathBuf,
+    },
     #[error("the output {path} is one of the inputs; merge into a new folder")]
     OutIsInput { path: PathBuf },
-    #[error("the output {path} already exists and is not an empty folder (use --force to replace it)")]
+    #[error(
+        "the output {path} already exists and is not an empty folder (use --force to replace it)"
+    )]
     OutNotEmpty { path: PathBuf },
     #[error("the output {path} exists and is not a folder")]
     OutNotAFolder { path: PathBuf },
@@ -378,7 +388,10 @@ mod tests {
         let err = merge_runs(&[a.clone(), shard(1, 2, &[1, 2], "t")])
             .unwrap_err()
             .to_string();
-        assert_eq!(err, "question index 2 is recorded in both shard0 and shard1");
+        assert_eq!(
+            err,
+            "question index 2 is recorded in both shard0 and shard1"
+        );
 
         // Unsharded parts join when they do not overlap.
         let mut whole = shard(0, 1, &[5], "t");
@@ -413,11 +426,22 @@ mod tests {
             back.records.iter().map(|r| r.index).collect::<Vec<_>>(),
             [0, 1, 2]
         );
-        assert_eq!(RunManifest::load(&RunManifest::path_in(&out)).unwrap().question_count, 3);
+        assert_eq!(
+            RunManifest::load(&RunManifest::path_in(&out))
+                .unwrap()
+                .question_count,
+            3
+        );
         // No staging folders left behind.
         let hidden = std::fs::read_dir(tmp.path())
             .unwrap()
-            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with('.'))
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with('.')
+            })
             .count();
         assert_eq!(hidden, 0);
 

@@ -398,7 +398,10 @@ pub(crate) mod tests {
             }
         );
         assert_eq!((run.ok_count(), run.error_count()), (3, 1));
-        assert_eq!(run.record(2).unwrap().error.as_deref(), Some("HTTP 503 after 3 attempts"));
+        assert_eq!(
+            run.record(2).unwrap().error.as_deref(),
+            Some("HTTP 503 after 3 attempts")
+        );
         assert!(run.record(4).is_none());
         // Scoring reads the answered questions in dataset order.
         let answers = run.answers();
@@ -436,7 +439,11 @@ pub(crate) mod tests {
     #[test]
     fn a_torn_last_line_is_left_out_and_reported() {
         let dir = tempfile::tempdir().unwrap();
-        write_run(dir.path(), &manifest(3), &[record(0, GOOD, AD, "B", Some("B"))]);
+        write_run(
+            dir.path(),
+            &manifest(3),
+            &[record(0, GOOD, AD, "B", Some("B"))],
+        );
         let half = serde_json::to_string(&record(1, BAD, AD, "A", Some("A"))).unwrap();
         let mut f = std::fs::OpenOptions::new()
             .append(true)

@@ -60,14 +60,14 @@ const ERRORS_LISTED: usize = 20;
 
 enum Input {
     Answers(LoadedAnswers),
-    Run(RunFolder),
+    Run(Box<RunFolder>),
 }
 
 impl Input {
     fn load(path: &Path) -> anyhow::Result<Input> {
         if path.is_dir() {
             let run = RunFolder::open(path)?;
-            Ok(Input::Run(run))
+            Ok(Input::Run(Box::new(run)))
         } else {
             Ok(Input::Answers(score::load_answers(path)?))
         }
@@ -195,7 +195,9 @@ fn notes(args: &ScoreArgs, path: &Path, input: &Input, table: &ScoreTable) {
             if args.format == ScoreFormat::Json {
                 // Coverage and errors are in the JSON itself.
                 if run.torn_last_line {
-                    eprintln!("{prefix}note: the journal's last line was torn (an interrupted write) and was ignored");
+                    eprintln!(
+                        "{prefix}note: the journal's last line was torn (an interrupted write) and was ignored"
+                    );
                 }
                 return;
             }
