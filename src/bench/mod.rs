@@ -1,6 +1,9 @@
 //! Benchmarking against MMAD: scoring answers exactly as MMAD's summary does.
 
+pub mod export;
 pub mod journal;
 pub mod manifest;
+pub mod merge;
 pub mod perf;
+pub mod run_folder;
 pub mod score;
