@@ -14,7 +14,14 @@ use crate::bench::journal::JournalRecord;
 use crate::bench::score::{self, ScoreOptions, ScoreTable};
 
 /// Columns `score` appends after the subtasks.
-const SUMMARY_COLUMNS: [&str; 6] = [score::AVERAGE, "Recall", "Precision", "F1", "Overkill", "Miss"];
+const SUMMARY_COLUMNS: [&str; 6] = [
+    score::AVERAGE,
+    "Recall",
+    "Precision",
+    "F1",
+    "Overkill",
+    "Miss",
+];
 
 /// The two score tables aligned on the union of their rows and columns.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,7 +51,12 @@ impl TableDiff {
         // Subtask columns first, then the summary columns, as each table has them.
         let is_summary = |c: &String| SUMMARY_COLUMNS.contains(&c.as_str());
         let mut columns: IndexSet<String> = IndexSet::new();
-        for c in a.columns.iter().chain(&b.columns).filter(|c| !is_summary(c)) {
+        for c in a
+            .columns
+            .iter()
+            .chain(&b.columns)
+            .filter(|c| !is_summary(c))
+        {
             columns.insert(c.clone());
         }
         for c in a.columns.iter().chain(&b.columns).filter(|c| is_summary(c)) {
@@ -231,7 +243,13 @@ mod tests {
     use crate::bench::journal::{AnswerQuestion, RecordStatus};
     use indexmap::IndexMap;
 
-    fn rec(index: usize, image: &str, qtype: &str, correct: &str, given: Option<&str>) -> JournalRecord {
+    fn rec(
+        index: usize,
+        image: &str,
+        qtype: &str,
+        correct: &str,
+        given: Option<&str>,
+    ) -> JournalRecord {
         JournalRecord {
             image: image.into(),
             question: AnswerQuestion {
@@ -324,7 +342,10 @@ mod tests {
         let c = compare(&a, &b, ScoreOptions::default());
         let t = &c.table;
         assert_eq!(t.rows, ["VisA", "DS-MVTec", "Average"]);
-        assert_eq!(t.columns, ["Anomaly Detection", "Object Analysis", "Average"]);
+        assert_eq!(
+            t.columns,
+            ["Anomaly Detection", "Object Analysis", "Average"]
+        );
         assert_eq!(t.delta_by_name("VisA", "Anomaly Detection"), Some(50.0));
         // A has no DS-MVTec row and no Object Analysis column: no delta, not a fake 0.
         assert_eq!(t.delta_by_name("DS-MVTec", "Object Analysis"), None);
@@ -334,9 +355,24 @@ mod tests {
 
     #[test]
     fn cells_hold_their_questions() {
-        assert!(cell_contains("VisA", "Anomaly Detection", GOOD, "Anomaly Detection"));
-        assert!(!cell_contains("DS-MVTec", "Anomaly Detection", GOOD, "Anomaly Detection"));
-        assert!(cell_contains("Average", "Object Analysis", MV, "Object Details"));
+        assert!(cell_contains(
+            "VisA",
+            "Anomaly Detection",
+            GOOD,
+            "Anomaly Detection"
+        ));
+        assert!(!cell_contains(
+            "DS-MVTec",
+            "Anomaly Detection",
+            GOOD,
+            "Anomaly Detection"
+        ));
+        assert!(cell_contains(
+            "Average",
+            "Object Analysis",
+            MV,
+            "Object Details"
+        ));
         assert!(cell_contains("VisA", "Average", BAD, "Defect Analysis"));
         assert!(cell_contains("VisA", "Overkill", GOOD, "Anomaly Detection"));
         assert!(!cell_contains("VisA", "Overkill", BAD, "Anomaly Detection"));

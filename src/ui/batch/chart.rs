@@ -79,15 +79,25 @@ const PALETTE: [egui::Color32; 6] = [
 ];
 
 /// The published cells a run's table has a counterpart for.
-pub fn covered<'a>(table: &ScoreTable, set: &'a PublishedSet) -> Vec<&'a (&'static str, &'static str, f64)> {
+pub fn covered<'a>(
+    table: &ScoreTable,
+    set: &'a PublishedSet,
+) -> Vec<&'a (&'static str, &'static str, f64)> {
     set.cells
         .iter()
-        .filter(|(row, col, _)| table.index.iter().any(|r| r == row) && table.columns.iter().any(|c| c == col))
+        .filter(|(row, col, _)| {
+            table.index.iter().any(|r| r == row) && table.columns.iter().any(|c| c == col)
+        })
         .collect()
 }
 
 /// Draws the chart; `published` picks a set from [`PUBLISHED`] (None: none).
-pub fn subtask_chart(ui: &mut egui::Ui, id: &str, table: &ScoreTable, published: &mut Option<usize>) {
+pub fn subtask_chart(
+    ui: &mut egui::Ui,
+    id: &str,
+    table: &ScoreTable,
+    published: &mut Option<usize>,
+) {
     let subtasks: Vec<&str> = table
         .columns
         .iter()
@@ -150,12 +160,15 @@ pub fn subtask_chart(ui: &mut egui::Ui, id: &str, table: &ScoreTable, published:
     if let Some(set) = set {
         for (j, dataset) in ref_rows.iter().enumerate() {
             let k = datasets.len() + j;
-            let color = PALETTE[datasets.iter().position(|d| d == dataset).unwrap_or(0) % PALETTE.len()];
+            let color =
+                PALETTE[datasets.iter().position(|d| d == dataset).unwrap_or(0) % PALETTE.len()];
             let bars: Vec<Bar> = subtasks
                 .iter()
                 .enumerate()
                 .filter_map(|(i, col)| {
-                    let (_, _, v) = reference.iter().find(|(r, c, _)| r == dataset && c == col)?;
+                    let (_, _, v) = reference
+                        .iter()
+                        .find(|(r, c, _)| r == dataset && c == col)?;
                     Some(
                         Bar::new(i as f64 + offset(k), *v)
                             .width(width * 0.95)
@@ -171,7 +184,10 @@ pub fn subtask_chart(ui: &mut egui::Ui, id: &str, table: &ScoreTable, published:
             );
         }
     }
-    let names: Vec<String> = subtasks.iter().map(|s| super::table::short_column(s).to_string()).collect();
+    let names: Vec<String> = subtasks
+        .iter()
+        .map(|s| super::table::short_column(s).to_string())
+        .collect();
     Plot::new(id)
         .legend(Legend::default().position(egui_plot::Corner::RightBottom))
         .height(220.0)

@@ -7,11 +7,11 @@ use eframe::egui;
 
 use super::super::Command;
 use super::super::jobs::Job;
+use super::BatchContext;
 use super::drill::{OpenQuestion, ThumbCache, question_detail};
 use super::model::RunModel;
 use super::runs::RunRow;
 use super::table;
-use super::BatchContext;
 use crate::bench::compare::{self, ChangeKind, Comparison};
 use crate::bench::score::ScoreOptions;
 
@@ -40,7 +40,9 @@ pub struct CompareState {
 
 impl CompareState {
     pub fn busy(&self) -> bool {
-        self.job.is_some() || self.open.as_ref().is_some_and(|(o, _)| o.busy()) || self.thumbs.busy()
+        self.job.is_some()
+            || self.open.as_ref().is_some_and(|(o, _)| o.busy())
+            || self.thumbs.busy()
     }
 
     pub fn start(&mut self, a: PathBuf, b: PathBuf) {
@@ -79,7 +81,13 @@ impl CompareState {
         self.thumbs.poll(ctx);
     }
 
-    pub fn ui(&mut self, ui: &mut egui::Ui, runs: &[RunRow], cx: &BatchContext<'_>, commands: &mut Vec<Command>) {
+    pub fn ui(
+        &mut self,
+        ui: &mut egui::Ui,
+        runs: &[RunRow],
+        cx: &BatchContext<'_>,
+        commands: &mut Vec<Command>,
+    ) {
         ui.heading("Compare two runs");
         ui.horizontal(|ui| {
             for (which, slot) in [("Run A", &mut self.a), ("Run B", &mut self.b)] {
@@ -87,7 +95,9 @@ impl CompareState {
                 let shown = slot
                     .as_ref()
                     .and_then(|p| p.file_name())
-                    .map_or("choose...".to_string(), |n| n.to_string_lossy().into_owned());
+                    .map_or("choose...".to_string(), |n| {
+                        n.to_string_lossy().into_owned()
+                    });
                 egui::ComboBox::from_id_salt(which)
                     .selected_text(shown)
                     .width(300.0)
@@ -105,7 +115,9 @@ impl CompareState {
             }
             ui.checkbox(&mut self.mmad_compat, "MMAD-compatible scoring");
             let ready = self.a.is_some() && self.b.is_some() && self.job.is_none();
-            if ui.add_enabled(ready, egui::Button::new("Compare runs")).clicked()
+            if ui
+                .add_enabled(ready, egui::Button::new("Compare runs"))
+                .clicked()
                 && let (Some(a), Some(b)) = (self.a.clone(), self.b.clone())
             {
                 self.start(a, b);
@@ -132,7 +144,10 @@ impl CompareState {
             c.changes.len() - c.better - c.worse
         );
         if c.only_in_a + c.only_in_b > 0 {
-            text.push_str(&format!("; {} only in A, {} only in B", c.only_in_a, c.only_in_b));
+            text.push_str(&format!(
+                "; {} only in A, {} only in B",
+                c.only_in_a, c.only_in_b
+            ));
         }
         ui.label(text);
         if !c.mismatched.is_empty() {
@@ -153,7 +168,11 @@ impl CompareState {
         }
         ui.strong("B - A per cell (click a cell to list its changed questions)");
         if let Some(cell) = table::diff_table(ui, "compare_table", &c.table) {
-            self.cell = if self.cell.as_ref() == Some(&cell) { None } else { Some(cell) };
+            self.cell = if self.cell.as_ref() == Some(&cell) {
+                None
+            } else {
+                Some(cell)
+            };
             self.open = None;
         }
         ui.separator();
@@ -183,7 +202,15 @@ impl CompareState {
             match &open.full {
                 Some(Ok(full)) => {
                     let root = model.manifest.as_ref().map(|m| m.dataset.root.clone());
-                    question_detail(ui, full, root.as_deref(), &mut self.thumbs, model, cx.inspect_dataset, commands);
+                    question_detail(
+                        ui,
+                        full,
+                        root.as_deref(),
+                        &mut self.thumbs,
+                        model,
+                        cx.inspect_dataset,
+                        commands,
+                    );
                 }
                 Some(Err(e)) => {
                     ui.colored_label(ui.visuals().error_fg_color, e);
@@ -205,7 +232,11 @@ impl CompareState {
             ui.selectable_value(&mut self.filter, None, "all changes");
             ui.selectable_value(&mut self.filter, Some(ChangeKind::Better), "better");
             ui.selectable_value(&mut self.filter, Some(ChangeKind::Worse), "worse");
-            ui.selectable_value(&mut self.filter, Some(ChangeKind::Changed), "changed, still wrong");
+            ui.selectable_value(
+                &mut self.filter,
+                Some(ChangeKind::Changed),
+                "changed, still wrong",
+            );
             if let Some((r, col)) = &self.cell {
                 ui.label(format!("in {r} / {col}"));
                 if ui.small_button("all cells").clicked() {
@@ -218,38 +249,40 @@ impl CompareState {
             .iter()
             .filter(|x| self.filter.is_none_or(|f| f == x.kind))
             .filter(|x| {
-                self.cell
-                    .as_ref()
-                    .is_none_or(|(r, col)| compare::cell_contains(r, col, &x.image, &x.question_type))
+                self.cell.as_ref().is_none_or(|(r, col)| {
+                    compare::cell_contains(r, col, &x.image, &x.question_type)
+                })
             })
             .collect();
         let mut open = None;
-        egui::ScrollArea::vertical().id_salt("changes").auto_shrink([false, false]).show_rows(
-            ui,
-            22.0,
-            shown.len(),
-            |ui, range| {
-                egui::Grid::new("changes_grid").striped(true).num_columns(7).show(ui, |ui| {
-                    for ch in &shown[range] {
-                        if ui.button(format!("Open #{}", ch.index)).clicked() {
-                            open = Some(ch.index);
+        egui::ScrollArea::vertical()
+            .id_salt("changes")
+            .auto_shrink([false, false])
+            .show_rows(ui, 22.0, shown.len(), |ui, range| {
+                egui::Grid::new("changes_grid")
+                    .striped(true)
+                    .num_columns(7)
+                    .show(ui, |ui| {
+                        for ch in &shown[range] {
+                            if ui.button(format!("Open #{}", ch.index)).clicked() {
+                                open = Some(ch.index);
+                            }
+                            let color = match ch.kind {
+                                ChangeKind::Better => egui::Color32::from_rgb(70, 170, 90),
+                                ChangeKind::Worse => egui::Color32::from_rgb(220, 90, 70),
+                                ChangeKind::Changed => ui.visuals().warn_fg_color,
+                            };
+                            ui.colored_label(color, ch.kind.label());
+                            ui.label(format!("A: {}", ch.a_answer.as_deref().unwrap_or("none")));
+                            ui.label(format!("B: {}", ch.b_answer.as_deref().unwrap_or("none")));
+                            ui.label(format!("correct: {}", ch.correct_answer));
+                            ui.label(&ch.question_type);
+                            ui.add(egui::Label::new(&ch.image).truncate())
+                                .on_hover_text(&ch.question);
+                            ui.end_row();
                         }
-                        let color = match ch.kind {
-                            ChangeKind::Better => egui::Color32::from_rgb(70, 170, 90),
-                            ChangeKind::Worse => egui::Color32::from_rgb(220, 90, 70),
-                            ChangeKind::Changed => ui.visuals().warn_fg_color,
-                        };
-                        ui.colored_label(color, ch.kind.label());
-                        ui.label(format!("A: {}", ch.a_answer.as_deref().unwrap_or("none")));
-                        ui.label(format!("B: {}", ch.b_answer.as_deref().unwrap_or("none")));
-                        ui.label(format!("correct: {}", ch.correct_answer));
-                        ui.label(&ch.question_type);
-                        ui.add(egui::Label::new(&ch.image).truncate()).on_hover_text(&ch.question);
-                        ui.end_row();
-                    }
-                });
-            },
-        );
+                    });
+            });
         if let Some(index) = open {
             self.open = Some((OpenQuestion::open(&res.b.dir, index), true));
         }

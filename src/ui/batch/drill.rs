@@ -181,9 +181,7 @@ impl OpenQuestion {
                     .into_iter()
                     .rev()
                     .find(|r| r.index == index)
-                    .ok_or_else(|| {
-                        anyhow::anyhow!("question {index} is not in {}", path.display())
-                    })
+                    .ok_or_else(|| anyhow::anyhow!("question {index} is not in {}", path.display()))
             })),
         }
     }
@@ -278,13 +276,32 @@ impl DrillState {
             match (&open.full, record) {
                 (Some(Ok(full)), _) => {
                     let full = full.clone();
-                    question_detail(ui, &full, root.as_deref(), &mut self.thumbs, model, inspect_dataset, commands);
+                    question_detail(
+                        ui,
+                        &full,
+                        root.as_deref(),
+                        &mut self.thumbs,
+                        model,
+                        inspect_dataset,
+                        commands,
+                    );
                 }
                 (Some(Err(e)), rec) => {
-                    ui.colored_label(ui.visuals().error_fg_color, format!("Cannot read the trace: {e}"));
+                    ui.colored_label(
+                        ui.visuals().error_fg_color,
+                        format!("Cannot read the trace: {e}"),
+                    );
                     if let Some(r) = rec {
                         let r = r.clone();
-                        question_detail(ui, &r, root.as_deref(), &mut self.thumbs, model, inspect_dataset, commands);
+                        question_detail(
+                            ui,
+                            &r,
+                            root.as_deref(),
+                            &mut self.thumbs,
+                            model,
+                            inspect_dataset,
+                            commands,
+                        );
                     }
                 }
                 (None, _) => {
@@ -321,7 +338,8 @@ impl DrillState {
                     let clicked = ui
                         .horizontal(|ui| {
                             ui.set_height(row_height - 4.0);
-                            self.thumbs.show(ui, root.as_deref(), &r.image, THUMB_SMALL, 56.0);
+                            self.thumbs
+                                .show(ui, root.as_deref(), &r.image, THUMB_SMALL, 56.0);
                             ui.vertical(|ui| {
                                 let o = outcome(r);
                                 let open = ui
@@ -338,7 +356,10 @@ impl DrillState {
                                     .inner;
                                 ui.add(egui::Label::new(&r.question.text).truncate())
                                     .on_hover_text(format!("{}\n{}", r.image, r.question.text));
-                                ui.add(egui::Label::new(egui::RichText::new(&r.image).weak().small()).truncate());
+                                ui.add(
+                                    egui::Label::new(egui::RichText::new(&r.image).weak().small())
+                                        .truncate(),
+                                );
                                 open
                             })
                             .inner
@@ -391,24 +412,29 @@ pub fn question_detail(
                 }
                 ui.label(line);
             }
-            egui::Grid::new("answer_facts").num_columns(2).show(ui, |ui| {
-                let mut fact = |k: &str, v: String| {
-                    ui.weak(k);
-                    ui.label(v);
-                    ui.end_row();
-                };
-                fact("type", r.question_type.clone());
-                fact("correct", r.correct_answer.clone());
-                fact("given", r.gpt_answer.clone().unwrap_or_else(|| "none".into()));
-                if let Some(e) = &r.error {
-                    fact("error", e.clone());
-                }
-                fact("attempts", r.attempts.to_string());
-                fact("latency", format!("{} ms", r.latency_ms));
-                if !r.endpoint.is_empty() {
-                    fact("endpoint", r.endpoint.clone());
-                }
-            });
+            egui::Grid::new("answer_facts")
+                .num_columns(2)
+                .show(ui, |ui| {
+                    let mut fact = |k: &str, v: String| {
+                        ui.weak(k);
+                        ui.label(v);
+                        ui.end_row();
+                    };
+                    fact("type", r.question_type.clone());
+                    fact("correct", r.correct_answer.clone());
+                    fact(
+                        "given",
+                        r.gpt_answer.clone().unwrap_or_else(|| "none".into()),
+                    );
+                    if let Some(e) = &r.error {
+                        fact("error", e.clone());
+                    }
+                    fact("attempts", r.attempts.to_string());
+                    fact("latency", format!("{} ms", r.latency_ms));
+                    if !r.endpoint.is_empty() {
+                        fact("endpoint", r.endpoint.clone());
+                    }
+                });
             if let Some(raw) = &r.raw {
                 ui.collapsing("Raw reply", |ui| {
                     ui.add(egui::Label::new(egui::RichText::new(raw).monospace()).wrap());
@@ -436,7 +462,9 @@ fn trace_section(ui: &mut egui::Ui, index: usize, i: usize, t: &ExpertTrace) {
     let title = format!("{} - {} ({} ms)", t.name.label(), state, t.ms);
     egui::CollapsingHeader::new(title)
         .id_salt(("trace", index, i))
-        .default_open(t.is_done() && t.name == crate::echo::ExpertName::DecisionMaker || t.is_failed())
+        .default_open(
+            t.is_done() && t.name == crate::echo::ExpertName::DecisionMaker || t.is_failed(),
+        )
         .show(ui, |ui| {
             if !t.summary.is_empty() {
                 ui.label(&t.summary);
@@ -450,7 +478,9 @@ fn trace_section(ui: &mut egui::Ui, index: usize, i: usize, t: &ExpertTrace) {
                     .default_open(what == "output")
                     .show(ui, |ui| {
                         let text = serde_json::to_string_pretty(value).unwrap_or_default();
-                        ui.add(egui::Label::new(egui::RichText::new(text).monospace().small()).wrap());
+                        ui.add(
+                            egui::Label::new(egui::RichText::new(text).monospace().small()).wrap(),
+                        );
                     });
             }
         });

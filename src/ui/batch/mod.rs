@@ -209,11 +209,14 @@ impl BatchState {
     /// Opens a run folder in "Current run" (unless a live run is going).
     pub fn open_run(&mut self, dir: PathBuf) {
         if self.run_active() {
-            self.run_error = Some("A run is going; pause or cancel it before opening another.".into());
+            self.run_error =
+                Some("A run is going; pause or cancel it before opening another.".into());
             return;
         }
         let options = self.run_options;
-        self.open_job = Some(Job::spawn("open run", move || RunModel::load(&dir, options)));
+        self.open_job = Some(Job::spawn("open run", move || {
+            RunModel::load(&dir, options)
+        }));
         self.view = BatchView::Run;
         self.drill = DrillState::default();
         self.run_error = None;
@@ -455,50 +458,66 @@ impl BatchState {
         let model = shared.lock();
         egui::Panel::right("batch_drill")
             .resizable(true)
-            .default_size(520.0)
+            .default_size(480.0)
             .min_size(320.0)
+            .max_size(620.0)
             .show(ui, |ui| {
                 self.drill.ui(ui, &model, cx.inspect_dataset, commands);
             });
         egui::CentralPanel::default().show(ui, |ui| {
-            egui::ScrollArea::vertical().id_salt("run_main").show(ui, |ui| {
-                ui.horizontal(|ui| {
-                    let mut compat = self.run_options.mmad_compat;
-                    if ui
-                        .checkbox(&mut compat, "MMAD-compatible scoring")
-                        .on_hover_text("Reproduce summary.py's skip of the answer after each invalid one")
-                        .changed()
-                    {
-                        self.run_options.mmad_compat = compat;
-                        let records = model.records.clone();
-                        let options = self.run_options;
-                        self.rescore_job = Some(Job::spawn("re-score", move || {
-                            Ok((options, score::score(&model::answers_of(&records), options)))
-                        }));
-                    }
-                    if self.rescore_job.is_some() {
-                        ui.spinner();
-                    }
-                    ui.weak(format!(
-                        "{} answers scored ({} invalid dropped{})",
-                        model.table.counts.values().map(|c| c.columns.values().map(|t| t.total).sum::<usize>()).sum::<usize>(),
-                        model.table.invalid,
-                        if model.table.skipped > 0 {
-                            format!(", {} skipped by the compat flaw", model.table.skipped)
-                        } else {
-                            String::new()
+            egui::ScrollArea::vertical()
+                .id_salt("run_main")
+                .show(ui, |ui| {
+                    ui.horizontal(|ui| {
+                        let mut compat = self.run_options.mmad_compat;
+                        if ui
+                            .checkbox(&mut compat, "MMAD-compatible scoring")
+                            .on_hover_text(
+                                "Reproduce summary.py's skip of the answer after each invalid one",
+                            )
+                            .changed()
+                        {
+                            self.run_options.mmad_compat = compat;
+                            let records = model.records.clone();
+                            let options = self.run_options;
+                            self.rescore_job = Some(Job::spawn("re-score", move || {
+                                Ok((options, score::score(&model::answers_of(&records), options)))
+                            }));
                         }
-                    ));
+                        if self.rescore_job.is_some() {
+                            ui.spinner();
+                        }
+                        ui.weak(format!(
+                            "{} answers scored ({} invalid dropped{})",
+                            model
+                                .table
+                                .counts
+                                .values()
+                                .map(|c| c.columns.values().map(|t| t.total).sum::<usize>())
+                                .sum::<usize>(),
+                            model.table.invalid,
+                            if model.table.skipped > 0 {
+                                format!(", {} skipped by the compat flaw", model.table.skipped)
+                            } else {
+                                String::new()
+                            }
+                        ));
+                    });
+                    let selected = self
+                        .drill
+                        .cell
+                        .as_ref()
+                        .map(|(r, c)| (r.as_str(), c.as_str()));
+                    if let Some((r, c)) =
+                        table::score_table(ui, "run_table", &model.table, selected)
+                    {
+                        self.drill.select_cell(r, c);
+                    }
+                    table::legend(ui);
+                    ui.separator();
+                    ui.strong("Accuracy per subtask");
+                    chart::subtask_chart(ui, "run_chart", &model.table, &mut self.published);
                 });
-                let selected = self.drill.cell.as_ref().map(|(r, c)| (r.as_str(), c.as_str()));
-                if let Some((r, c)) = table::score_table(ui, "run_table", &model.table, selected) {
-                    self.drill.select_cell(r, c);
-                }
-                table::legend(ui);
-                ui.separator();
-                ui.strong("Accuracy per subtask");
-                chart::subtask_chart(ui, "run_chart", &model.table, &mut self.published);
-            });
         });
     }
 
@@ -530,58 +549,87 @@ impl BatchState {
         let mut resume = None;
         let mut export = None;
         let active = self.run_active();
-        let live_dir = self.current.as_ref().filter(|c| c.live.is_some()).map(|c| c.shared.lock().dir.clone());
-        egui::ScrollArea::both().id_salt("runs_list").show(ui, |ui| {
-            egui::Grid::new("runs_grid").striped(true).spacing([14.0, 6.0]).show(ui, |ui| {
-                for h in [
-                    "", "Run", "Note", "Model", "Preset", "Dataset", "Started", "Questions", "Answered",
-                    "Errors", "Accuracy (MMAD avg)",
-                ] {
-                    ui.strong(h);
-                }
-                ui.end_row();
-                for row in &self.runs {
-                    // Actions first, so they are on screen however wide the row gets.
-                    ui.horizontal(|ui| {
-                        let is_live = live_dir.as_ref() == Some(&row.dir) && active;
-                        if named_button(ui, "Open", &row.name).clicked() {
-                            open = Some(row.dir.clone());
+        let live_dir = self
+            .current
+            .as_ref()
+            .filter(|c| c.live.is_some())
+            .map(|c| c.shared.lock().dir.clone());
+        egui::ScrollArea::both()
+            .id_salt("runs_list")
+            .show(ui, |ui| {
+                egui::Grid::new("runs_grid")
+                    .striped(true)
+                    .spacing([14.0, 6.0])
+                    .show(ui, |ui| {
+                        for h in [
+                            "",
+                            "Run",
+                            "Note",
+                            "Model",
+                            "Preset",
+                            "Dataset",
+                            "Started",
+                            "Questions",
+                            "Answered",
+                            "Errors",
+                            "Accuracy (MMAD avg)",
+                        ] {
+                            ui.strong(h);
                         }
-                        if row.unfinished() && !active && named_button(ui, "Resume", &row.name).clicked() {
-                            resume = Some(row.dir.clone());
-                        }
-                        if row.manifest.is_some() && named_button(ui, "Export", &row.name).clicked() {
-                            export = Some(row.dir.clone());
-                        }
-                        if is_live {
-                            ui.label("running");
-                        } else if named_button(ui, "Delete", &row.name).clicked() {
-                            self.confirm_delete = Some(row.dir.clone());
+                        ui.end_row();
+                        for row in &self.runs {
+                            // Actions first, so they are on screen however wide the row gets.
+                            ui.horizontal(|ui| {
+                                let is_live = live_dir.as_ref() == Some(&row.dir) && active;
+                                if named_button(ui, "Open", &row.name).clicked() {
+                                    open = Some(row.dir.clone());
+                                }
+                                if row.unfinished()
+                                    && !active
+                                    && named_button(ui, "Resume", &row.name).clicked()
+                                {
+                                    resume = Some(row.dir.clone());
+                                }
+                                if row.manifest.is_some()
+                                    && named_button(ui, "Export", &row.name).clicked()
+                                {
+                                    export = Some(row.dir.clone());
+                                }
+                                if is_live {
+                                    ui.label("running");
+                                } else if named_button(ui, "Delete", &row.name).clicked() {
+                                    self.confirm_delete = Some(row.dir.clone());
+                                }
+                            });
+                            ui.horizontal(|ui| {
+                                ui.label(&row.name);
+                                if let Some(e) = &row.error {
+                                    ui.colored_label(ui.visuals().error_fg_color, "unreadable")
+                                        .on_hover_text(e);
+                                }
+                            });
+                            let m = row.manifest.as_ref();
+                            ui.label(m.map_or("", |m| m.note.as_str()));
+                            ui.label(row.models());
+                            ui.label(m.map_or(String::new(), |m| m.pipeline.preset.clone()));
+                            ui.label(m.map_or(String::new(), |m| {
+                                m.dataset
+                                    .path
+                                    .file_name()
+                                    .map_or(String::new(), |n| n.to_string_lossy().into_owned())
+                            }))
+                            .on_hover_text(
+                                m.map_or(String::new(), |m| m.dataset.path.display().to_string()),
+                            );
+                            ui.label(m.map_or("", |m| m.started_at.as_str()));
+                            ui.label(row.question_count().to_string());
+                            ui.label(row.answered.to_string());
+                            ui.label(row.errors.to_string());
+                            ui.label(row.accuracy.map_or("-".into(), |a| format!("{a:.2}")));
+                            ui.end_row();
                         }
                     });
-                    ui.horizontal(|ui| {
-                        ui.label(&row.name);
-                        if let Some(e) = &row.error {
-                            ui.colored_label(ui.visuals().error_fg_color, "unreadable").on_hover_text(e);
-                        }
-                    });
-                    let m = row.manifest.as_ref();
-                    ui.label(m.map_or("", |m| m.note.as_str()));
-                    ui.label(row.models());
-                    ui.label(m.map_or(String::new(), |m| m.pipeline.preset.clone()));
-                    ui.label(m.map_or(String::new(), |m| {
-                        m.dataset.path.file_name().map_or(String::new(), |n| n.to_string_lossy().into_owned())
-                    }))
-                    .on_hover_text(m.map_or(String::new(), |m| m.dataset.path.display().to_string()));
-                    ui.label(m.map_or("", |m| m.started_at.as_str()));
-                    ui.label(row.question_count().to_string());
-                    ui.label(row.answered.to_string());
-                    ui.label(row.errors.to_string());
-                    ui.label(row.accuracy.map_or("-".into(), |a| format!("{a:.2}")));
-                    ui.end_row();
-                }
             });
-        });
         if let Some(dir) = open {
             if live_dir.as_ref() == Some(&dir) {
                 self.view = BatchView::Run;
@@ -594,7 +642,9 @@ impl BatchState {
         }
         if let Some(dir) = export {
             let options = self.run_options;
-            self.runs_action = Some(Job::spawn("export run", move || new_run::export_run(&dir, options)));
+            self.runs_action = Some(Job::spawn("export run", move || {
+                new_run::export_run(&dir, options)
+            }));
         }
         self.delete_dialog(ui);
     }
@@ -716,9 +766,15 @@ fn manifest_line(m: &crate::bench::manifest::RunManifest) -> String {
 
 fn progress_ui(ui: &mut egui::Ui, model: &RunModel) {
     let p = &model.progress;
-    let total = p.total.max(model.manifest.as_ref().map_or(0, |m| m.question_count));
+    let total = p
+        .total
+        .max(model.manifest.as_ref().map_or(0, |m| m.question_count));
     let done = p.done.max(model.answered_indices());
-    let fraction = if total == 0 { 0.0 } else { done as f32 / total as f32 };
+    let fraction = if total == 0 {
+        0.0
+    } else {
+        done as f32 / total as f32
+    };
     ui.add(egui::ProgressBar::new(fraction).text(format!("{done} of {total} questions")));
     ui.horizontal(|ui| {
         if model.phase.is_active() {

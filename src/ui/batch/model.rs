@@ -4,18 +4,22 @@
 //! finished run is loaded into the same shape, so the table, chart and drill-down
 //! serve both.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::bench::journal::{self, JournalRecord};
+use crate::bench::journal::JournalRecord;
 use crate::bench::manifest::RunManifest;
+use crate::bench::run_folder::RunFolder;
 use crate::bench::score::{self, AnswerRecord, ScoreOptions, ScoreTable};
 
 /// How often a live run's table is re-scored at most. Scoring 40k records takes
 /// milliseconds, but a run delivers answers far faster than anyone reads a table.
 pub const RESCORE_INTERVAL: Duration = Duration::from_millis(250);
+/// Events applied under one lock at most.
+const MAX_BATCH: usize = 1024;
 
 /// What the runner reported last.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -51,11 +55,16 @@ impl RunPhase {
 /// What the collector receives (from the runner's event callback).
 #[derive(Debug)]
 pub enum LiveEvent {
-    Started { total: usize, already_done: usize },
+    Started {
+        total: usize,
+        already_done: usize,
+    },
     Record(Box<JournalRecord>),
     Progress(LiveProgress),
     /// The runner returned: completely answered (`finished`) or stopped early.
-    Ended { finished: bool },
+    Ended {
+        finished: bool,
+    },
     Failed(String),
 }
 
@@ -97,31 +106,22 @@ impl RunModel {
         }
     }
 
-    /// Reads a run folder: manifest (if readable), journal, score.
+    /// Reads a run folder (its latest record per question, in dataset order) and
+    /// scores it as the CLI does.
     pub fn load(dir: &Path, options: ScoreOptions) -> anyhow::Result<RunModel> {
-        let mut notes = Vec::new();
-        let manifest = match RunManifest::load(&RunManifest::path_in(dir)) {
-            Ok(m) => Some(m),
-            Err(e) => {
-                notes.push(e.to_string());
-                None
-            }
-        };
-        let contents = journal::read_journal(&dir.join(journal::JOURNAL_FILE))?;
-        if contents.torn_last_line {
-            notes.push(
+        let run = RunFolder::open(dir)?;
+        let mut model = RunModel::new(dir.to_path_buf(), Some(run.manifest.clone()), options);
+        if run.torn_last_line {
+            model.notes.push(
                 "the journal's last line was cut short (the run was killed while writing); it is left out and will be asked again on resume".into(),
             );
         }
-        let mut model = RunModel::new(dir.to_path_buf(), manifest, options);
-        model.notes = notes;
-        for r in contents.records {
-            model.push(r);
+        for r in run.records() {
+            model.push(r.clone());
         }
         model.rescore_now();
-        let done = model.answered_indices();
-        model.progress.done = done;
-        model.progress.errors = model.records.iter().filter(|r| !r.is_ok()).count();
+        model.progress.done = model.records.len();
+        model.progress.errors = model.errors();
         Ok(model)
     }
 
@@ -162,13 +162,18 @@ impl RunModel {
     }
 }
 
-/// The records scoring reads: answered ones, in journal order (error records are
-/// excluded, as `score` does when it reads a journal).
+/// The answers scoring reads, as the CLI scores a run folder: the latest record of
+/// each question, answered ones only, in dataset order (MMAD's table depends on
+/// order, and questions finish in any order).
 pub fn answers_of(records: &[JournalRecord]) -> Vec<AnswerRecord> {
-    records
-        .iter()
+    let mut latest: BTreeMap<usize, &JournalRecord> = BTreeMap::new();
+    for r in records {
+        latest.insert(r.index, r);
+    }
+    latest
+        .values()
         .filter(|r| r.is_ok())
-        .map(JournalRecord::to_answer)
+        .map(|r| r.to_answer())
         .collect()
 }
 
@@ -192,14 +197,16 @@ impl SharedRun {
 /// [`RESCORE_INTERVAL`] (and once at the end). `repaint` is called after each change
 /// the UI should show. Runs on its own thread.
 pub fn collect(run: &SharedRun, events: Receiver<LiveEvent>, repaint: &(dyn Fn() + Send + Sync)) {
-    let mut answers: Vec<AnswerRecord> = Vec::new();
+    // Latest answer per question (None: its latest record is an error).
+    let mut answers: BTreeMap<usize, Option<AnswerRecord>> = BTreeMap::new();
     let mut record_count = 0usize;
     let mut last_score: Option<Instant> = None;
     let mut dirty = false;
     let options = run.lock().options;
-    let rescore = |answers: &[AnswerRecord], record_count: usize| {
+    let rescore = |answers: &BTreeMap<usize, Option<AnswerRecord>>, record_count: usize| {
         let start = Instant::now();
-        let table = score::score(answers, options);
+        let ordered: Vec<AnswerRecord> = answers.values().flatten().cloned().collect();
+        let table = score::score(&ordered, options);
         let took = start.elapsed();
         let mut m = run.lock();
         m.table = table;
@@ -207,51 +214,63 @@ pub fn collect(run: &SharedRun, events: Receiver<LiveEvent>, repaint: &(dyn Fn()
         m.scored_records = record_count;
     };
     loop {
-        let event = match events.recv_timeout(RESCORE_INTERVAL) {
+        let first = match events.recv_timeout(RESCORE_INTERVAL) {
             Ok(e) => Some(e),
             Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => break,
         };
-        match event {
-            Some(LiveEvent::Started {
-                total,
-                already_done,
-            }) => {
-                let mut m = run.lock();
-                m.progress.total = total;
-                m.progress.done = already_done;
-                m.phase = RunPhase::Running;
-                // Records of earlier sessions (resume) are already in the model.
-                answers = answers_of(&m.records);
-                record_count = m.records.len();
-                dirty = true;
+        // Everything already waiting goes in under one lock, so the UI (which holds
+        // the lock while it draws) is not slowed by one hand-over per answer.
+        let mut batch: Vec<LiveEvent> = first.into_iter().collect();
+        while batch.len() < MAX_BATCH {
+            match events.try_recv() {
+                Ok(e) => batch.push(e),
+                Err(_) => break,
             }
-            Some(LiveEvent::Record(record)) => {
-                if record.is_ok() {
-                    answers.push(record.to_answer());
+        }
+        if !batch.is_empty() {
+            let mut m = run.lock();
+            for event in batch {
+                match event {
+                    LiveEvent::Started {
+                        total,
+                        already_done,
+                    } => {
+                        m.progress.total = total;
+                        m.progress.done = already_done;
+                        m.phase = RunPhase::Running;
+                        // Records of earlier sessions (resume) are already in the model.
+                        answers = m
+                            .records
+                            .iter()
+                            .map(|r| (r.index, r.is_ok().then(|| r.to_answer())))
+                            .collect();
+                        record_count = m.records.len();
+                        dirty = true;
+                    }
+                    LiveEvent::Record(record) => {
+                        answers.insert(record.index, record.is_ok().then(|| record.to_answer()));
+                        record_count += 1;
+                        m.push(*record);
+                        dirty = true;
+                    }
+                    LiveEvent::Progress(p) => m.progress = p,
+                    LiveEvent::Ended { finished } => {
+                        m.phase = if finished {
+                            RunPhase::Finished
+                        } else {
+                            RunPhase::Paused
+                        };
+                        m.progress.in_flight = 0;
+                        m.progress.questions_per_s = 0.0;
+                        m.progress.eta_s = None;
+                    }
+                    LiveEvent::Failed(message) => {
+                        m.phase = RunPhase::Failed(message);
+                        m.progress.in_flight = 0;
+                    }
                 }
-                record_count += 1;
-                run.lock().push(*record);
-                dirty = true;
             }
-            Some(LiveEvent::Progress(p)) => run.lock().progress = p,
-            Some(LiveEvent::Ended { finished }) => {
-                let mut m = run.lock();
-                m.phase = if finished {
-                    RunPhase::Finished
-                } else {
-                    RunPhase::Paused
-                };
-                m.progress.in_flight = 0;
-                m.progress.questions_per_s = 0.0;
-                m.progress.eta_s = None;
-            }
-            Some(LiveEvent::Failed(message)) => {
-                let mut m = run.lock();
-                m.phase = RunPhase::Failed(message);
-                m.progress.in_flight = 0;
-            }
-            None => {}
         }
         if dirty && last_score.is_none_or(|t| t.elapsed() >= RESCORE_INTERVAL) {
             rescore(&answers, record_count);

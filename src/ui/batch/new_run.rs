@@ -410,7 +410,11 @@ impl NewRunForm {
         start
     }
 
-    fn spec(&self, cx: &BatchContext<'_>, endpoints: Vec<EndpointConfig>) -> Result<RunSpec, String> {
+    fn spec(
+        &self,
+        cx: &BatchContext<'_>,
+        endpoints: Vec<EndpointConfig>,
+    ) -> Result<RunSpec, String> {
         let selection = self.selection()?;
         let name = if self.name.trim().is_empty() {
             self.preset.clone()
@@ -582,33 +586,35 @@ pub fn start(
     let runner = {
         let shared = shared.clone();
         let control = control.clone();
-        std::thread::Builder::new().name("run".into()).spawn(move || {
-            if spec.resume
-                && let Ok(loaded) = RunModel::load(&spec.out, options)
-            {
-                let mut m = shared.lock();
-                let phase = m.phase.clone();
-                *m = loaded;
-                m.phase = phase;
-            }
-            let events = |e: RunEvent| {
-                let started = matches!(e, RunEvent::Started { .. });
-                let _ = tx.send(to_live(e));
-                // The manifest exists once the runner has started: show what it says.
-                if started && let Ok(m) = RunManifest::load(&RunManifest::path_in(&spec.out)) {
+        std::thread::Builder::new()
+            .name("run".into())
+            .spawn(move || {
+                if spec.resume
+                    && let Ok(loaded) = RunModel::load(&spec.out, options)
+                {
+                    let mut m = shared.lock();
+                    let phase = m.phase.clone();
+                    *m = loaded;
+                    m.phase = phase;
+                }
+                let events = |e: RunEvent| {
+                    let started = matches!(e, RunEvent::Started { .. });
+                    let _ = tx.send(to_live(e));
+                    // The manifest exists once the runner has started: show what it says.
+                    if started && let Ok(m) = RunManifest::load(&RunManifest::path_in(&spec.out)) {
+                        shared.lock().manifest = Some(m);
+                    }
+                };
+                match crate::bench::runner::run(&spec, &events, &control) {
+                    Ok(_) => {}
+                    Err(e) => {
+                        let _ = tx.send(LiveEvent::Failed(e.to_string()));
+                    }
+                }
+                if let Ok(m) = RunManifest::load(&RunManifest::path_in(&spec.out)) {
                     shared.lock().manifest = Some(m);
                 }
-            };
-            match crate::bench::runner::run(&spec, &events, &control) {
-                Ok(_) => {}
-                Err(e) => {
-                    let _ = tx.send(LiveEvent::Failed(e.to_string()));
-                }
-            }
-            if let Ok(m) = RunManifest::load(&RunManifest::path_in(&spec.out)) {
-                shared.lock().manifest = Some(m);
-            }
-        })?
+            })?
     };
     Ok((
         shared.clone(),

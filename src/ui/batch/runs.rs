@@ -3,8 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::bench::journal::{self, JournalRecord};
 use crate::bench::manifest::RunManifest;
+use crate::bench::run_folder::RunFolder;
 use crate::bench::score::{self, ScoreOptions};
 
 /// Runs live here inside the workspace.
@@ -52,19 +52,11 @@ impl RunRow {
     }
 }
 
-/// The latest record of each question (a resumed run may have retried some).
-fn latest(records: Vec<JournalRecord>) -> Vec<JournalRecord> {
-    let mut by: std::collections::BTreeMap<usize, JournalRecord> = Default::default();
-    for r in records {
-        by.insert(r.index, r);
-    }
-    by.into_values().collect()
-}
-
 fn read_row(dir: &Path) -> RunRow {
-    let name = dir
-        .file_name()
-        .map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned());
+    let name = dir.file_name().map_or_else(
+        || dir.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
     let mut row = RunRow {
         dir: dir.to_path_buf(),
         name,
@@ -75,27 +67,21 @@ fn read_row(dir: &Path) -> RunRow {
         mean_latency_s: None,
         error: None,
     };
-    match RunManifest::load(&RunManifest::path_in(dir)) {
-        Ok(m) => row.manifest = Some(m),
-        Err(e) => {
-            row.error = Some(e.to_string());
-            return row;
-        }
-    }
-    match journal::read_journal(&dir.join(journal::JOURNAL_FILE)) {
-        Ok(contents) => {
-            let records = latest(contents.records);
-            row.errors = records.iter().filter(|r| !r.is_ok()).count();
-            row.answered = records.len() - row.errors;
-            let ok: Vec<&JournalRecord> = records.iter().filter(|r| r.is_ok()).collect();
-            if !ok.is_empty() {
-                let ms: u64 = ok.iter().map(|r| r.latency_ms).sum();
-                row.mean_latency_s = Some(ms as f64 / 1000.0 / ok.len() as f64);
+    match RunFolder::open(dir) {
+        Ok(run) => {
+            let coverage = run.coverage();
+            row.answered = coverage.answered;
+            row.errors = coverage.errors;
+            let ok = run.ok_count();
+            if ok > 0 {
+                let ms: u64 = run.ok_records().map(|r| r.latency_ms).sum();
+                row.mean_latency_s = Some(ms as f64 / 1000.0 / ok as f64);
             }
-            let answers: Vec<_> = ok.iter().map(|r| r.to_answer()).collect();
-            row.accuracy = score::score(&answers, ScoreOptions::default())
+            row.accuracy = run
+                .score(ScoreOptions::default())
                 .get(score::AVERAGE, score::AVERAGE)
                 .filter(|v| v.is_finite());
+            row.manifest = Some(run.manifest);
         }
         Err(e) => row.error = Some(e.to_string()),
     }
@@ -112,7 +98,8 @@ pub fn list(runs_dir: &Path) -> anyhow::Result<Vec<RunRow>> {
     };
     let mut dirs = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(|e| anyhow::anyhow!("cannot list {}: {e}", runs_dir.display()))?;
+        let entry =
+            entry.map_err(|e| anyhow::anyhow!("cannot list {}: {e}", runs_dir.display()))?;
         let hidden = entry.file_name().to_string_lossy().starts_with('.');
         if !hidden && entry.path().is_dir() {
             dirs.push(entry.path());
@@ -187,7 +174,10 @@ mod tests {
             run_folder_name("2026-11-22T08:53:13Z", "echo / qwen 7B"),
             "20261122T085313-echo---qwen-7B"
         );
-        assert_eq!(run_folder_name("2026-11-22T08:53:13Z", "../"), "20261122T085313");
+        assert_eq!(
+            run_folder_name("2026-11-22T08:53:13Z", "../"),
+            "20261122T085313"
+        );
     }
 
     #[test]

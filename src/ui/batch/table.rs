@@ -6,8 +6,8 @@ use eframe::egui;
 use crate::bench::compare::TableDiff;
 use crate::bench::score::{self, ScoreTable};
 
-const CELL_SIZE: egui::Vec2 = egui::vec2(96.0, 24.0);
-const HEADER_WIDTH: f32 = 120.0;
+const CELL_SIZE: egui::Vec2 = egui::vec2(86.0, 24.0);
+const HEADER_WIDTH: f32 = 100.0;
 
 /// Columns where a lower value is better; their colour runs the other way.
 fn lower_is_better(column: &str) -> bool {
@@ -66,9 +66,7 @@ fn cell(
         egui::Sense::hover()
     };
     let (rect, response) = ui.allocate_exact_size(CELL_SIZE, sense);
-    response.widget_info(|| {
-        egui::WidgetInfo::labeled(egui::Role::Button, clickable, &accessible)
-    });
+    response.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Button, clickable, &accessible));
     if ui.is_rect_visible(rect) {
         let painter = ui.painter();
         painter.rect_filled(rect.shrink(1.0), 3.0, fill);
@@ -151,7 +149,9 @@ pub fn score_table(
                             true,
                         );
                         if resp
-                            .on_hover_text(format!("{row} / {column}: {text}\nClick for its questions"))
+                            .on_hover_text(format!(
+                                "{row} / {column}: {text}\nClick for its questions"
+                            ))
                             .clicked()
                         {
                             clicked = Some((row.clone(), column.clone()));
@@ -217,7 +217,9 @@ pub fn diff_table(ui: &mut egui::Ui, id: &str, diff: &TableDiff) -> Option<(Stri
                             true,
                         );
                         if resp
-                            .on_hover_text(format!("{row} / {column}\nA: {a}\nB: {b}\nB - A: {text}"))
+                            .on_hover_text(format!(
+                                "{row} / {column}\nA: {a}\nB: {b}\nB - A: {text}"
+                            ))
                             .clicked()
                         {
                             clicked = Some((row.clone(), column.clone()));
