@@ -348,12 +348,19 @@ impl BatchState {
 
     /// Resumes the run in `dir`: its journal is loaded first, so the table starts
     /// from what it already has.
-    pub fn resume(&mut self, dir: PathBuf, cx: &BatchContext<'_>, ctx: Option<egui::Context>) {
+    /// With `retry_errors`, questions that ended in an error are asked again.
+    pub fn resume(
+        &mut self,
+        dir: PathBuf,
+        cx: &BatchContext<'_>,
+        ctx: Option<egui::Context>,
+        retry_errors: bool,
+    ) {
         if self.run_active() {
             self.run_error = Some("A run is going; pause or cancel it first.".into());
             return;
         }
-        let started = new_run::resume_spec(&dir, cx)
+        let started = new_run::resume_spec(&dir, cx, retry_errors)
             .and_then(|spec| new_run::start(spec, self.run_options, ctx));
         match started {
             Ok((shared, live)) => {
@@ -429,8 +436,19 @@ impl BatchState {
                             .manifest
                             .as_ref()
                             .is_some_and(|m| model.answered_indices() < m.question_count);
-                        if unfinished && live.is_none_or(|l| !l.is_running()) && ui.button("Resume").clicked() {
-                            resume_dir = Some(model.dir.clone());
+                        let idle = live.is_none_or(|l| !l.is_running());
+                        if unfinished && idle && ui.button("Resume").clicked() {
+                            resume_dir = Some((model.dir.clone(), false));
+                        }
+                        if model.errors() > 0
+                            && idle
+                            && model.manifest.is_some()
+                            && ui
+                                .button("Retry errors")
+                                .on_hover_text("Ask the questions that ended in an error again")
+                                .clicked()
+                        {
+                            resume_dir = Some((model.dir.clone(), true));
                         }
                     }
                 }
@@ -451,8 +469,8 @@ impl BatchState {
         {
             live.request_stop(cancel);
         }
-        if let Some(dir) = resume_dir {
-            self.resume(dir, cx, Some(ui.ctx().clone()));
+        if let Some((dir, retry)) = resume_dir {
+            self.resume(dir, cx, Some(ui.ctx().clone()), retry);
             return;
         }
         let model = shared.lock();
@@ -588,7 +606,13 @@ impl BatchState {
                                     && !active
                                     && named_button(ui, "Resume", &row.name).clicked()
                                 {
-                                    resume = Some(row.dir.clone());
+                                    resume = Some((row.dir.clone(), false));
+                                }
+                                if row.errors > 0
+                                    && !active
+                                    && named_button(ui, "Retry errors", &row.name).clicked()
+                                {
+                                    resume = Some((row.dir.clone(), true));
                                 }
                                 if row.manifest.is_some()
                                     && named_button(ui, "Export", &row.name).clicked()
@@ -637,8 +661,8 @@ impl BatchState {
                 self.open_run(dir);
             }
         }
-        if let Some(dir) = resume {
-            self.resume(dir, cx, Some(ui.ctx().clone()));
+        if let Some((dir, retry)) = resume {
+            self.resume(dir, cx, Some(ui.ctx().clone()), retry);
         }
         if let Some(dir) = export {
             let options = self.run_options;

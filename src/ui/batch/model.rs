@@ -4,7 +4,7 @@
 //! finished run is loaded into the same shape, so the table, chart and drill-down
 //! serve both.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -74,6 +74,9 @@ pub struct RunModel {
     /// Journal order, traces dropped (they are read back from the journal when a
     /// question is opened, so a 40k-question run does not hold every prompt).
     pub records: Vec<JournalRecord>,
+    /// Where each question's record is in `records` (one record per question: a
+    /// later one, e.g. a retried error, replaces the earlier in place).
+    positions: HashMap<usize, usize>,
     pub table: ScoreTable,
     pub options: ScoreOptions,
     /// Records the table was computed from (it lags `records` by one throttle step).
@@ -93,6 +96,7 @@ impl RunModel {
             dir,
             manifest,
             records: Vec::new(),
+            positions: HashMap::new(),
             table: score::score(&[], options),
             options,
             scored_records: 0,
@@ -125,18 +129,22 @@ impl RunModel {
         Ok(model)
     }
 
-    /// Adds a record (without its traces).
+    /// Adds a record (without its traces), replacing an earlier one of the same
+    /// question.
     pub fn push(&mut self, mut record: JournalRecord) {
         record.traces = Vec::new();
-        self.records.push(record);
+        match self.positions.get(&record.index) {
+            Some(&pos) => self.records[pos] = record,
+            None => {
+                self.positions.insert(record.index, self.records.len());
+                self.records.push(record);
+            }
+        }
     }
 
     /// Distinct questions with a record.
     pub fn answered_indices(&self) -> usize {
-        let mut seen: Vec<usize> = self.records.iter().map(|r| r.index).collect();
-        seen.sort_unstable();
-        seen.dedup();
-        seen.len()
+        self.records.len()
     }
 
     /// Scores every record now (used on load and for re-scoring with new options).
@@ -187,7 +195,7 @@ impl SharedRun {
     }
 
     /// The model; a panic elsewhere while holding it leaves data that is still
-    /// readable (records are only appended), so poisoning is ignored.
+    /// readable (records are only added or replaced whole), so poisoning is ignored.
     pub fn lock(&self) -> MutexGuard<'_, RunModel> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -250,8 +258,8 @@ pub fn collect(run: &SharedRun, events: Receiver<LiveEvent>, repaint: &(dyn Fn()
                     }
                     LiveEvent::Record(record) => {
                         answers.insert(record.index, record.is_ok().then(|| record.to_answer()));
-                        record_count += 1;
                         m.push(*record);
+                        record_count = m.records.len();
                         dirty = true;
                     }
                     LiveEvent::Progress(p) => m.progress = p,

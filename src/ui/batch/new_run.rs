@@ -391,6 +391,13 @@ impl NewRunForm {
             if endpoints.is_empty() {
                 ui.colored_label(ui.visuals().warn_fg_color, "Choose at least one endpoint.");
             }
+            if self.template == TemplateSource::Retrieved && cx.settings.reference.memory.is_none() {
+                ready = false;
+                ui.colored_label(
+                    ui.visuals().warn_fg_color,
+                    "Retrieved references need a reference memory: choose one in Settings, or pick similar, random or none.",
+                );
+            }
             if run_going {
                 ui.colored_label(ui.visuals().warn_fg_color, "A run is going: pause or cancel it to start another.");
             }
@@ -631,7 +638,12 @@ pub fn start(
 /// The spec that continues the run in `dir` with the settings it was started with.
 /// Endpoints are matched to the settings by name (for timeouts, retries, keys'
 /// variables); one no longer in the settings is rebuilt from the manifest.
-pub fn resume_spec(dir: &Path, cx: &BatchContext<'_>) -> anyhow::Result<RunSpec> {
+/// With `retry_errors`, the journal's error records are dropped and asked again.
+pub fn resume_spec(
+    dir: &Path,
+    cx: &BatchContext<'_>,
+    retry_errors: bool,
+) -> anyhow::Result<RunSpec> {
     let m = RunManifest::load(&RunManifest::path_in(dir))?;
     let endpoints: Vec<EndpointConfig> = m
         .endpoints
@@ -671,6 +683,7 @@ pub fn resume_spec(dir: &Path, cx: &BatchContext<'_>) -> anyhow::Result<RunSpec>
     spec.image_affinity = m.image_affinity;
     spec.note = m.note.clone();
     spec.resume = true;
+    spec.retry_errors = retry_errors;
     Ok(spec)
 }
 

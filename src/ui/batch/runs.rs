@@ -38,9 +38,9 @@ impl RunRow {
         self.manifest.as_ref().map_or(0, |m| m.question_count)
     }
 
-    /// Not every question has an answer: Resume can continue it.
+    /// Some questions have no record yet: Resume can continue it.
     pub fn unfinished(&self) -> bool {
-        self.manifest.is_some() && self.answered < self.question_count()
+        self.manifest.is_some() && self.answered + self.errors < self.question_count()
     }
 
     pub fn models(&self) -> String {
