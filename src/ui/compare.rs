@@ -886,10 +886,18 @@ impl ComparePanel {
             } else {
                 ui.visuals().weak_text_color()
             };
-            let area = pane.shrink(16.0);
-            ui.put(
-                area,
-                egui::Label::new(egui::RichText::new(text).color(color)).wrap(),
+            let area = Rect::from_center_size(
+                pane.center(),
+                vec2(
+                    (pane.width() - 32.0).max(40.0),
+                    (pane.height() - 32.0).clamp(20.0, 120.0),
+                ),
+            );
+            ui.scope_builder(
+                egui::UiBuilder::new()
+                    .max_rect(area)
+                    .layout(egui::Layout::top_down(egui::Align::Center)),
+                |ui| ui.add(egui::Label::new(egui::RichText::new(text).color(color)).wrap()),
             );
         } else if decoding {
             let has_picture = match slot {
@@ -993,8 +1001,10 @@ mod tests {
     fn fit_shows_the_whole_image_centred() {
         let image = vec2(1000.0, 250.0);
         let p = pane(10.0, 400.0, 300.0);
-        let mut view = CompareView::default();
-        view.zoom = 7.0;
+        let mut view = CompareView {
+            zoom: 7.0,
+            ..CompareView::default()
+        };
         view.fit(p.size(), image);
         assert_eq!(view.zoom, 0.4);
         let rect = view.image_rect(p, image);
