@@ -459,3 +459,40 @@ fn browser_scrolls_the_selection_into_view_and_loads_thumbnails() {
     wait_for(&mut h, "more thumbnails", |s| !s.browser.busy());
     assert!(h.state().browser.cached_thumbnails() > first_screen);
 }
+
+#[test]
+fn the_wheel_zooms_the_image_not_an_enclosing_scroll_area() {
+    let p = pair();
+    let mut panel = ComparePanel::new();
+    panel.set_query(p.query.clone(), "q".into());
+    let mut h = Harness::builder()
+        .with_size([1000.0, 700.0])
+        .build_ui_state(
+            |ui, p: &mut ComparePanel| {
+                egui::ScrollArea::vertical().show(ui, |ui| {
+                    p.ui(ui);
+                    ui.add_space(2000.0);
+                    ui.label("below the panel");
+                });
+            },
+            panel,
+        );
+    wait_for(&mut h, "query", |p| p.ready());
+    let pane = h.state().pane_rects()[0];
+    let zoom = h.state().view().zoom;
+    h.hover_at(pane.center());
+    h.event(egui::Event::MouseWheel {
+        unit: egui::MouseWheelUnit::Line,
+        delta: vec2(0.0, -2.0),
+        phase: egui::TouchPhase::Move,
+        source: egui::MouseWheelSource::Wheel,
+        modifiers: egui::Modifiers::NONE,
+    });
+    h.run_steps(30);
+    assert!(h.state().view().zoom < zoom * 0.9, "zoomed out");
+    assert_eq!(
+        h.state().pane_rects()[0],
+        pane,
+        "the outer area did not scroll"
+    );
+}

@@ -567,6 +567,8 @@ impl ComparePanel {
         self.query.size().or(self.reference.size())
     }
 
+    /// Draws toolbar, captions and panes into all the space `ui` has left (give it a
+    /// sized child ui to bound it).
     pub fn ui(&mut self, ui: &mut egui::Ui) {
         self.poll(ui.ctx());
         self.keys_and_timers(ui.ctx());
@@ -705,7 +707,7 @@ impl ComparePanel {
     }
 
     fn side_by_side(&mut self, ui: &mut egui::Ui) {
-        let full = ui.available_rect_before_wrap();
+        let full = drawing_area(ui);
         let gap = 8.0;
         let caption_h = ui.text_style_height(&egui::TextStyle::Body) + 6.0;
         let pane_w = ((full.width() - gap) / 2.0).max(40.0);
@@ -731,7 +733,7 @@ impl ComparePanel {
     }
 
     fn single(&mut self, ui: &mut egui::Ui, caption: String, content: PaneContent) {
-        let full = ui.available_rect_before_wrap();
+        let full = drawing_area(ui);
         let caption_h = ui.text_style_height(&egui::TextStyle::Body) + 6.0;
         let caption_rect = Rect::from_min_size(full.min, vec2(full.width(), caption_h));
         let pane = Rect::from_min_size(
@@ -925,6 +927,20 @@ impl ComparePanel {
                 });
             }
         }
+    }
+}
+
+/// The space left in `ui`; inside a vertical scroll area, where it is unbounded, a
+/// height in proportion to the width.
+fn drawing_area(ui: &egui::Ui) -> Rect {
+    let full = ui.available_rect_before_wrap();
+    if full.height().is_finite() && full.height() < 20_000.0 {
+        full
+    } else {
+        Rect::from_min_size(
+            full.min,
+            vec2(full.width(), (full.width() * 0.5).clamp(240.0, 900.0)),
+        )
     }
 }
 
