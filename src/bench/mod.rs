@@ -1,6 +1,9 @@
 //! Benchmarking against MMAD: scoring answers exactly as MMAD's summary does.
 
 pub mod journal;
+pub mod lock;
 pub mod manifest;
 pub mod perf;
+pub mod runner;
 pub mod score;
+pub mod select;

@@ -8,4 +8,5 @@ pub mod knowledge;
 pub mod memory;
 pub mod mock_server;
 pub mod probe;
+pub mod run;
 pub mod score;
