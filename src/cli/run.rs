@@ -331,6 +331,14 @@ impl Display {
     }
 }
 
+fn questions(n: usize) -> String {
+    if n == 1 {
+        "1 question".into()
+    } else {
+        format!("{n} questions")
+    }
+}
+
 fn print_summary(s: &RunSummary) {
     println!(
         "answered {}, errors {}, of {} questions ({} recorded now, {} before)",
@@ -347,8 +355,8 @@ fn print_summary(s: &RunSummary) {
     );
     match s.outcome {
         RunOutcome::Finished if s.errors > 0 => println!(
-            "{} questions failed after retries; ask them again with --retry-errors",
-            s.errors
+            "{} failed after retries; ask them again with --retry-errors",
+            questions(s.errors)
         ),
         RunOutcome::Finished => {}
         RunOutcome::Stopped => println!(
@@ -357,8 +365,8 @@ fn print_summary(s: &RunSummary) {
             s.total
         ),
         RunOutcome::Abandoned => println!(
-            "abandoned: {} questions in flight were not recorded; continue with --resume",
-            s.dropped
+            "abandoned: {} in flight not recorded; continue with --resume",
+            questions(s.dropped)
         ),
     }
 }
