@@ -5,5 +5,6 @@ pub mod lock;
 pub mod manifest;
 pub mod perf;
 pub mod runner;
+pub mod runner_bench;
 pub mod score;
 pub mod select;
