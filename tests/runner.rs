@@ -60,7 +60,10 @@ fn run_to_end(url: &str, out: &Path, extra: &[&str]) -> Output {
 
 fn records(out: &Path) -> Vec<JournalRecord> {
     let contents = read_journal(&out.join(JOURNAL_FILE)).unwrap();
-    assert!(!contents.torn_last_line, "a finished run leaves whole lines");
+    assert!(
+        !contents.torn_last_line,
+        "a finished run leaves whole lines"
+    );
     contents.records
 }
 
@@ -70,7 +73,10 @@ fn assert_exactly_once(records: &[JournalRecord], expected: &BTreeSet<usize>) {
     for r in records {
         assert!(seen.insert(r.index), "index {} recorded twice", r.index);
     }
-    assert_eq!(&seen, expected, "recorded questions differ from the selection");
+    assert_eq!(
+        &seen, expected,
+        "recorded questions differ from the selection"
+    );
 }
 
 fn answers(records: &[JournalRecord]) -> BTreeMap<usize, Option<String>> {
@@ -171,9 +177,12 @@ fn faults_at_thirty_percent_end_in_the_same_answers() {
     let faults = FaultPlan::random(
         vec![
             (Fault::Http500, 0.075),
-            (Fault::Http429 {
-                retry_after_s: None,
-            }, 0.075),
+            (
+                Fault::Http429 {
+                    retry_after_s: None,
+                },
+                0.075,
+            ),
             (Fault::Garbage, 0.075),
             (Fault::Hang, 0.075),
         ],
@@ -198,7 +207,11 @@ fn faults_at_thirty_percent_end_in_the_same_answers() {
     // Garbage is not retried (a 200 that is not a completion): those are errors.
     let errors: Vec<&JournalRecord> = first.iter().filter(|r| !r.is_ok()).collect();
     assert!(!errors.is_empty(), "30% faults and not one error record");
-    assert!(errors.iter().all(|r| r.error.is_some() && r.gpt_answer.is_none()));
+    assert!(
+        errors
+            .iter()
+            .all(|r| r.error.is_some() && r.gpt_answer.is_none())
+    );
     // Retries show in the records of questions that got through.
     assert!(first.iter().any(|r| r.is_ok() && r.attempts > 1));
 
@@ -255,10 +268,15 @@ fn resume_under_other_settings_needs_force_and_a_used_folder_needs_resume() {
     let out = dir.path().join("run");
     run_to_end(&server.url(), &out, &["--limit", "20"]);
 
-    let again = run_cmd(&server.url(), &out, &["--limit", "20"]).output().unwrap();
+    let again = run_cmd(&server.url(), &out, &["--limit", "20"])
+        .output()
+        .unwrap();
     assert_eq!(again.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&again.stderr);
-    assert!(stderr.contains("already holds a run (20 records"), "{stderr}");
+    assert!(
+        stderr.contains("already holds a run (20 records"),
+        "{stderr}"
+    );
 
     let changed = ["--resume", "--limit", "30", "--preset", "mmad"];
     let refused = run_cmd(&server.url(), &out, &changed).output().unwrap();

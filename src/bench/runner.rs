@@ -283,7 +283,7 @@ pub enum RunError {
     #[error(transparent)]
     Select(#[from] SelectError),
     #[error(transparent)]
-    Setup(#[from] SetupError),
+    Setup(Box<SetupError>),
     #[error("endpoint `{name}`: {message}")]
     Endpoint { name: String, message: String },
     #[error(transparent)]
@@ -318,6 +318,12 @@ pub enum RunError {
     },
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
+}
+
+impl From<SetupError> for RunError {
+    fn from(e: SetupError) -> Self {
+        RunError::Setup(Box::new(e))
+    }
 }
 
 /// Least-outstanding-requests dispatch over endpoints with concurrency limits,
@@ -596,13 +602,12 @@ fn prepare(spec: &RunSpec) -> Result<Prepared, RunError> {
         return Err(RunError::NoRoot(spec.root.clone()));
     }
     let dataset = MmadDataset::load(&spec.dataset_path)?;
-    let dataset_sha256 =
-        crate::util::fsx::sha256_file(&spec.dataset_path).map_err(|source| {
-            RunError::DatasetRead {
-                path: spec.dataset_path.clone(),
-                source,
-            }
-        })?;
+    let dataset_sha256 = crate::util::fsx::sha256_file(&spec.dataset_path).map_err(|source| {
+        RunError::DatasetRead {
+            path: spec.dataset_path.clone(),
+            source,
+        }
+    })?;
     let selected: Vec<Work> = select(&dataset, &spec.selection, spec.shard)?
         .iter()
         .map(|q| Work {
@@ -1096,7 +1101,9 @@ mod tests {
     #[test]
     fn dispatch_goes_to_the_least_outstanding_endpoint_with_room() {
         let mut d = Dispatcher::new(vec![2, 4], false);
-        let picks: Vec<usize> = (0..6).map(|i| d.pick(&key(&format!("i{i}"))).unwrap()).collect();
+        let picks: Vec<usize> = (0..6)
+            .map(|i| d.pick(&key(&format!("i{i}"))).unwrap())
+            .collect();
         // Ties go to the first; the small endpoint fills at 2, the rest go to the big one.
         assert_eq!(picks, [0, 1, 0, 1, 1, 1]);
         assert!(!d.has_room());
@@ -1177,7 +1184,10 @@ mod tests {
         };
         let summary = run(&spec, &events, &RunControl::new()).unwrap();
         assert_eq!(summary.outcome, RunOutcome::Finished);
-        assert_eq!((summary.total, summary.written, summary.answered), (12, 12, 12));
+        assert_eq!(
+            (summary.total, summary.written, summary.answered),
+            (12, 12, 12)
+        );
         let journal = read_journal(&out.join(JOURNAL_FILE)).unwrap();
         let mut indices: Vec<usize> = journal.records.iter().map(|r| r.index).collect();
         indices.sort_unstable();
@@ -1192,7 +1202,10 @@ mod tests {
         // Without --resume the folder is refused; with it and a larger selection,
         // only the new questions are asked (after forcing the changed selection).
         let e = run(&spec, &|_| {}, &RunControl::new()).unwrap_err();
-        assert!(matches!(e, RunError::AlreadyStarted { records: 12, .. }), "{e}");
+        assert!(
+            matches!(e, RunError::AlreadyStarted { records: 12, .. }),
+            "{e}"
+        );
         spec.resume = true;
         spec.selection.limit = Some(20);
         let e = run(&spec, &|_| {}, &RunControl::new()).unwrap_err();
@@ -1219,17 +1232,23 @@ mod tests {
         let summary = run(&spec, &|_| {}, &RunControl::new()).unwrap();
         assert_eq!((summary.answered, summary.errors), (7, 3));
         let journal = read_journal(&out.join(JOURNAL_FILE)).unwrap();
-        let failed: Vec<&JournalRecord> =
-            journal.records.iter().filter(|r| !r.is_ok()).collect();
+        let failed: Vec<&JournalRecord> = journal.records.iter().filter(|r| !r.is_ok()).collect();
         assert_eq!(failed.len(), 3);
-        assert!(failed[0].error.as_deref().unwrap().contains("400"), "{:?}", failed[0].error);
+        assert!(
+            failed[0].error.as_deref().unwrap().contains("400"),
+            "{:?}",
+            failed[0].error
+        );
         assert_eq!(failed[0].gpt_answer, None);
 
         let healthy = MockServer::start(MockConfig::default()).unwrap();
         spec.endpoints[0].base_url = healthy.url();
         spec.retry_errors = true;
         let summary = run(&spec, &|_| {}, &RunControl::new()).unwrap();
-        assert_eq!((summary.already_done, summary.written, summary.errors), (7, 3, 0));
+        assert_eq!(
+            (summary.already_done, summary.written, summary.errors),
+            (7, 3, 0)
+        );
         assert_eq!(healthy.chat_count(), 3);
         let journal = read_journal(&out.join(JOURNAL_FILE)).unwrap();
         let mut indices: Vec<usize> = journal.records.iter().map(|r| r.index).collect();
@@ -1260,7 +1279,10 @@ mod tests {
         let summary = run(&spec, &events, &control).unwrap();
         assert_eq!(summary.outcome, RunOutcome::Stopped);
         assert_eq!(summary.written, 4);
-        assert_eq!(read_journal(&out.join(JOURNAL_FILE)).unwrap().records.len(), 4);
+        assert_eq!(
+            read_journal(&out.join(JOURNAL_FILE)).unwrap().records.len(),
+            4
+        );
 
         // Abandon: nothing of what was in flight is written.
         let control = RunControl::new();
@@ -1277,6 +1299,9 @@ mod tests {
         let summary = run(&spec, &events, &control).unwrap();
         assert_eq!(summary.outcome, RunOutcome::Abandoned);
         assert_eq!((summary.written, summary.dropped), (0, 4));
-        assert_eq!(read_journal(&out.join(JOURNAL_FILE)).unwrap().records.len(), 4);
+        assert_eq!(
+            read_journal(&out.join(JOURNAL_FILE)).unwrap().records.len(),
+            4
+        );
     }
 }

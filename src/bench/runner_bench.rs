@@ -95,7 +95,7 @@ pub fn write_bench_dataset(dir: &Path, images: usize, size: u32) -> std::io::Res
             .map_err(std::io::Error::other)
     })?;
     let key = |i: usize| {
-        let folder = if i % 3 == 0 { "good" } else { "crack" };
+        let folder = if i.is_multiple_of(3) { "good" } else { "crack" };
         format!("Bench/part/test/{folder}/{i:04}.png")
     };
     (0..images).into_par_iter().try_for_each(|i| {
@@ -122,7 +122,7 @@ pub fn write_bench_dataset(dir: &Path, images: usize, size: u32) -> std::io::Res
         let conversation = vec![
             question(
                 "Is there any defect in the object?",
-                if i % 3 == 0 { "B" } else { "A" },
+                if i.is_multiple_of(3) { "B" } else { "A" },
                 &["Yes.", "No."],
                 "Anomaly Detection",
             ),
@@ -220,13 +220,18 @@ fn threads_cpu(_prefix: &str) -> Option<Duration> {
 }
 
 fn ms_per(d: Option<Duration>, n: usize) -> Value {
-    d.map_or(Value::Null, |d| json!(d.as_secs_f64() * 1000.0 / n.max(1) as f64))
+    d.map_or(Value::Null, |d| {
+        json!(d.as_secs_f64() * 1000.0 / n.max(1) as f64)
+    })
 }
 
 /// Runs every concurrency level and returns the figures as JSON.
 pub fn bench_runner(opts: &RunnerBenchOptions) -> Result<Value, RunError> {
     let io = |source: std::io::Error| RunError::DatasetRead {
-        path: opts.dir.clone().unwrap_or_else(|| "(temporary folder)".into()),
+        path: opts
+            .dir
+            .clone()
+            .unwrap_or_else(|| "(temporary folder)".into()),
         source,
     };
     let tmp = tempfile::tempdir().map_err(io)?;
@@ -238,7 +243,7 @@ pub fn bench_runner(opts: &RunnerBenchOptions) -> Result<Value, RunError> {
     let generate_s = generated.elapsed().as_secs_f64();
     let png_bytes: u64 = (0..images.min(16))
         .filter_map(|i| {
-            let folder = if i % 3 == 0 { "good" } else { "crack" };
+            let folder = if i.is_multiple_of(3) { "good" } else { "crack" };
             std::fs::metadata(dir.join(format!("Bench/part/test/{folder}/{i:04}.png"))).ok()
         })
         .map(|m| m.len())

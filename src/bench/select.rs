@@ -130,7 +130,9 @@ pub fn select<'a>(
         }
     }
     for name in &selection.types {
-        let in_file = dataset.questions().any(|q| q.question.qtype.as_str() == name);
+        let in_file = dataset
+            .questions()
+            .any(|q| q.question.qtype.as_str() == name);
         if !in_file && !QuestionType::parse(name).is_known() {
             return Err(SelectError::UnknownType {
                 name: name.clone(),
@@ -192,8 +194,9 @@ mod tests {
         };
         let ad_chip = select(&ds, &sel, None).unwrap();
         assert!(!ad_chip.is_empty());
-        assert!(ad_chip.iter().all(|q| q.key.contains("/chip/")
-            && q.question.qtype == QuestionType::AnomalyDetection));
+        assert!(ad_chip.iter().all(
+            |q| q.key.contains("/chip/") && q.question.qtype == QuestionType::AnomalyDetection
+        ));
         assert!(indices(&ad_chip).is_sorted());
 
         let limited = select(
@@ -227,11 +230,13 @@ mod tests {
             ..Selection::default()
         });
         assert!(e.contains("Anomaly Detection"), "{e}");
-        assert!(err(Selection {
-            limit: Some(0),
-            ..Selection::default()
-        })
-        .contains("--limit"));
+        assert!(
+            err(Selection {
+                limit: Some(0),
+                ..Selection::default()
+            })
+            .contains("--limit")
+        );
     }
 
     #[test]
@@ -254,7 +259,10 @@ mod tests {
     #[test]
     fn shard_of_is_a_fixed_function_of_the_key() {
         // First 8 bytes of SHA-256("abc") = ba7816bf8f01cfea, as u64 mod 1000.
-        assert_eq!(shard_of("abc", 1000), (0xba78_16bf_8f01_cfea_u64 % 1000) as u32);
+        assert_eq!(
+            shard_of("abc", 1000),
+            (0xba78_16bf_8f01_cfea_u64 % 1000) as u32
+        );
         assert_eq!(shard_of("abc", 1), 0);
     }
 

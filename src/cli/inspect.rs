@@ -13,12 +13,11 @@ use echo_workbench::echo::pipeline::{PipelineEvent, Query};
 use echo_workbench::echo::plan::{
     ExpertSwitches, KnowledgeMode, Plan, ReasoningMode, ReferenceKind, ScopeMode,
 };
+use echo_workbench::echo::setup::{ContextSources, load_context};
 use echo_workbench::echo::{
-    ExpertStatus, ExpertTrace, ExtractMode, MllmBackend, PipelineSettings,
-    classify_question,
+    ExpertStatus, ExpertTrace, ExtractMode, MllmBackend, PipelineSettings, classify_question,
 };
 use echo_workbench::jobs::CancelToken;
-use echo_workbench::echo::setup::{ContextSources, load_context};
 use echo_workbench::mllm::EndpointConfig;
 use echo_workbench::vision::spec::EmbedderSpec;
 use indexmap::IndexMap;

@@ -266,10 +266,9 @@ impl Display {
     fn new(every_s: f64) -> Display {
         if std::io::stderr().is_terminal() {
             let bar = indicatif::ProgressBar::new(0);
-            let style = indicatif::ProgressStyle::with_template(
-                "{bar:30.cyan/blue} {pos}/{len} {msg}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+            let style =
+                indicatif::ProgressStyle::with_template("{bar:30.cyan/blue} {pos}/{len} {msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
             bar.set_style(style);
             Display::Bar(bar)
         } else {
@@ -424,7 +423,10 @@ mod tests {
         assert_eq!(per_endpoint(&[4], 3, "--c").unwrap(), [4, 4, 4]);
         assert_eq!(per_endpoint(&[1, 2], 2, "--c").unwrap(), [1, 2]);
         let e = per_endpoint(&[1, 2], 3, "--concurrency").unwrap_err();
-        assert!(e.to_string().contains("--concurrency was given 2 times"), "{e}");
+        assert!(
+            e.to_string().contains("--concurrency was given 2 times"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -433,7 +435,10 @@ mod tests {
             endpoint_name("http://user:pw@10.0.0.2:8000/v1", 0),
             "10.0.0.2:8000"
         );
-        assert_eq!(endpoint_name("https://api.example.org/v1", 0), "api.example.org:443");
+        assert_eq!(
+            endpoint_name("https://api.example.org/v1", 0),
+            "api.example.org:443"
+        );
         assert_eq!(endpoint_name("not a url", 1), "endpoint 2");
     }
 

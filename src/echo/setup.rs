@@ -67,13 +67,13 @@ pub enum SetupError {
     EmbedderSpec {
         path: PathBuf,
         #[source]
-        source: SpecError,
+        source: Box<SpecError>,
     },
     #[error("loading the embedder for {}: {source}", path.display())]
     Embedder {
         path: PathBuf,
         #[source]
-        source: SpecError,
+        source: Box<SpecError>,
     },
 }
 
@@ -95,7 +95,8 @@ fn load_kb(
     };
     match explicit {
         Some(p) => {
-            let kb = KnowledgeBase::load(p).map_err(|source| SetupError::Knowledge { what, source })?;
+            let kb =
+                KnowledgeBase::load(p).map_err(|source| SetupError::Knowledge { what, source })?;
             Ok(Some(loaded(p.to_path_buf(), kb)))
         }
         // The bundled file is a convenience: without it (or if it is damaged) the
@@ -133,37 +134,38 @@ pub fn load_context(
         }
         None => None,
     };
-    let memory = match &sources.memory {
-        Some(dir) => {
-            let memory = ReferenceMemory::load(dir).map_err(|source| SetupError::Memory {
-                path: dir.clone(),
-                source,
-            })?;
-            let spec = match &sources.embedder {
-                Some(s) => s.clone(),
-                None => memory
-                    .embedder_spec
-                    .parse()
-                    .map_err(|source| SetupError::EmbedderSpec {
-                        path: dir.clone(),
-                        source,
-                    })?,
-            };
-            let embedder: Arc<dyn ImageEmbedder> =
-                Arc::from(spec.load().map_err(|source| SetupError::Embedder {
+    let memory =
+        match &sources.memory {
+            Some(dir) => {
+                let memory = ReferenceMemory::load(dir).map_err(|source| SetupError::Memory {
                     path: dir.clone(),
                     source,
-                })?);
-            let info = LoadedMemory {
-                path: dir.clone(),
-                embedder: memory.embedder.clone(),
-                items: memory.len(),
-            };
-            ctx = ctx.with_memory(Arc::new(memory), embedder)?;
-            Some(info)
-        }
-        None => None,
-    };
+                })?;
+                let spec =
+                    match &sources.embedder {
+                        Some(s) => s.clone(),
+                        None => memory.embedder_spec.parse().map_err(|source| {
+                            SetupError::EmbedderSpec {
+                                path: dir.clone(),
+                                source: Box::new(source),
+                            }
+                        })?,
+                    };
+                let embedder: Arc<dyn ImageEmbedder> =
+                    Arc::from(spec.load().map_err(|source| SetupError::Embedder {
+                        path: dir.clone(),
+                        source: Box::new(source),
+                    })?);
+                let info = LoadedMemory {
+                    path: dir.clone(),
+                    embedder: memory.embedder.clone(),
+                    items: memory.len(),
+                };
+                ctx = ctx.with_memory(Arc::new(memory), embedder)?;
+                Some(info)
+            }
+            None => None,
+        };
     Ok(LoadedContext {
         context: ctx,
         knowledge,
@@ -189,7 +191,10 @@ mod tests {
         .unwrap();
         let k = loaded.knowledge.unwrap();
         assert_eq!(k.path, sample);
-        assert_eq!(k.version, KnowledgeBase::load(&sample).unwrap().content_hash());
+        assert_eq!(
+            k.version,
+            KnowledgeBase::load(&sample).unwrap().content_hash()
+        );
         assert!(loaded.memory.is_none());
 
         let err = load_context(

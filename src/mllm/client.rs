@@ -643,9 +643,9 @@ fn build_body_with(
         .iter()
         .filter_map(|source| match source {
             Source::Text(text) => Some(json!({"type": "text", "text": text})),
-            Source::File(_) | Source::Bytes { .. } => images.next().map(|(i, img)| {
-                json!({"type": "image_url", "image_url": {"url": url_of(i, img)}})
-            }),
+            Source::File(_) | Source::Bytes { .. } => images
+                .next()
+                .map(|(i, img)| json!({"type": "image_url", "image_url": {"url": url_of(i, img)}})),
         })
         .collect();
     let mut messages = Vec::with_capacity(2);
@@ -902,8 +902,12 @@ mod tests {
             jpeg_quality: None,
         };
         let img = Arc::new(
-            super::super::encode::encode_image(png.get_ref(), std::path::Path::new("a.png"), settings)
-                .unwrap(),
+            super::super::encode::encode_image(
+                png.get_ref(),
+                std::path::Path::new("a.png"),
+                settings,
+            )
+            .unwrap(),
         );
         let cfg = EndpointConfig::default();
         // Text that looks like a placeholder stays text.
@@ -915,7 +919,8 @@ mod tests {
         ];
         let images = [img.clone(), img];
         let spliced = body_bytes(&cfg, Some("sys"), &sources, &images).unwrap();
-        let plain = serde_json::to_vec(&build_body(&cfg, Some("sys"), &sources, &images, false)).unwrap();
+        let plain =
+            serde_json::to_vec(&build_body(&cfg, Some("sys"), &sources, &images, false)).unwrap();
         assert_eq!(spliced, plain);
     }
 
