@@ -617,6 +617,11 @@ fn prepare(spec: &RunSpec) -> Result<Prepared, RunError> {
         })
         .collect();
 
+    // Taken before the slow part of the setup (a CLIP memory loads for seconds), so
+    // a second run on a busy folder is refused at once; everything that reads or
+    // writes the folder happens with it held.
+    let lock = RunLock::acquire(&spec.out)?;
+
     let mut settings = spec.pipeline.clone();
     settings.reference = Some(spec.template.reference_kind());
     let loaded = load_context(
@@ -699,8 +704,6 @@ fn prepare(spec: &RunSpec) -> Result<Prepared, RunError> {
         note: spec.note.clone(),
     };
 
-    // Everything below reads or writes the folder: only with the lock held.
-    let lock = RunLock::acquire(&spec.out)?;
     let journal_path = spec.out.join(JOURNAL_FILE);
     let manifest_path = spec.out.join(MANIFEST_FILE);
     let existing = read_journal(&journal_path)?;
