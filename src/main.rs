@@ -44,6 +44,8 @@ enum Command {
     MockServer(cli::mock_server::MockServerArgs),
     /// Check that an endpoint lists the model and accepts two images per request.
     Probe(cli::probe::ProbeArgs),
+    /// Run an MMAD dataset through the pipeline into a run folder (resumable, shardable).
+    Run(Box<cli::run::RunArgs>),
     /// Inspect MMAD-format datasets.
     #[command(subcommand)]
     Dataset(DatasetCommand),
@@ -104,6 +106,7 @@ fn main() -> ExitCode {
         Some(Command::Inspect(args)) => cli::inspect::run(&args),
         Some(Command::MockServer(args)) => cli::mock_server::run(&args),
         Some(Command::Probe(args)) => cli::probe::run(&args),
+        Some(Command::Run(args)) => cli::run::run(&args),
         Some(Command::Dataset(DatasetCommand::Stats {
             mmad_json,
             root,

@@ -10,4 +10,5 @@ pub mod memory;
 pub mod merge;
 pub mod mock_server;
 pub mod probe;
+pub mod run;
 pub mod score;

@@ -2,6 +2,8 @@
 //! decoding and scoring run on background threads through [`jobs::Job`].
 
 mod batch;
+pub mod browser;
+pub mod compare;
 mod inspect;
 mod jobs;
 mod knowledge_tab;
@@ -20,6 +22,8 @@ use crate::vision::ImageEmbedder;
 use jobs::Job;
 
 pub use batch::{BatchState, RunPhase};
+pub use browser::{BrowserFilter, DatasetBrowser, ImageKind};
+pub use compare::{CompareMode, ComparePanel, CompareView, ReferenceImage};
 pub use inspect::InspectState;
 pub use knowledge_tab::KnowledgeState;
 
