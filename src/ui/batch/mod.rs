@@ -202,8 +202,18 @@ impl BatchState {
 
     pub fn refresh_runs(&mut self, workspace: &Path) {
         let dir = runs_dir(workspace);
-        self.runs_job = Some(Job::spawn("list runs", move || runs::list(&dir)));
+        let options = self.list_options();
+        self.runs_job = Some(Job::spawn("list runs", move || runs::list(&dir, options)));
         self.runs_loaded = true;
+    }
+
+    /// How the runs list scores and exports: MMAD's own table (compat or not), no
+    /// extra columns, so exported CSVs have MMAD's layout.
+    fn list_options(&self) -> ScoreOptions {
+        ScoreOptions {
+            mmad_compat: self.run_options.mmad_compat,
+            ..ScoreOptions::default()
+        }
     }
 
     /// Opens a run folder in "Current run" (unless a live run is going).
@@ -496,6 +506,7 @@ impl BatchState {
                             .changed()
                         {
                             self.run_options.mmad_compat = compat;
+                            self.runs_loaded = false;
                             let records = model.records.clone();
                             let options = self.run_options;
                             self.rescore_job = Some(Job::spawn("re-score", move || {
@@ -544,6 +555,13 @@ impl BatchState {
             ui.heading("Runs in this workspace");
             ui.label(runs_dir(cx.workspace).display().to_string());
             if ui.button("Refresh").clicked() {
+                self.refresh_runs(cx.workspace);
+            }
+            if ui
+                .checkbox(&mut self.run_options.mmad_compat, "MMAD-compatible scores")
+                .on_hover_text("Score (and export) with summary.py's skip of the answer after each invalid one")
+                .changed()
+            {
                 self.refresh_runs(cx.workspace);
             }
             if self.runs_job.is_some() || self.runs_action.is_some() {
@@ -665,7 +683,7 @@ impl BatchState {
             self.resume(dir, cx, Some(ui.ctx().clone()), retry);
         }
         if let Some(dir) = export {
-            let options = self.run_options;
+            let options = self.list_options();
             self.runs_action = Some(Job::spawn("export run", move || {
                 new_run::export_run(&dir, options)
             }));

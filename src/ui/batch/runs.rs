@@ -25,7 +25,7 @@ pub struct RunRow {
     /// Distinct questions with an answer record.
     pub answered: usize,
     pub errors: usize,
-    /// MMAD's overall Average (default scoring).
+    /// MMAD's overall Average (scored as the list was asked to).
     pub accuracy: Option<f64>,
     /// Mean time per answered question, for estimates of new runs.
     pub mean_latency_s: Option<f64>,
@@ -52,7 +52,7 @@ impl RunRow {
     }
 }
 
-fn read_row(dir: &Path) -> RunRow {
+fn read_row(dir: &Path, options: ScoreOptions) -> RunRow {
     let name = dir.file_name().map_or_else(
         || dir.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
@@ -78,7 +78,7 @@ fn read_row(dir: &Path) -> RunRow {
                 row.mean_latency_s = Some(ms as f64 / 1000.0 / ok as f64);
             }
             row.accuracy = run
-                .score(ScoreOptions::default())
+                .score(options)
                 .get(score::AVERAGE, score::AVERAGE)
                 .filter(|v| v.is_finite());
             row.manifest = Some(run.manifest);
@@ -89,8 +89,9 @@ fn read_row(dir: &Path) -> RunRow {
 }
 
 /// Every run folder under `runs_dir`, newest first (folder names start with their
-/// start time). Hidden folders (the trash) are left out; a missing folder is no runs.
-pub fn list(runs_dir: &Path) -> anyhow::Result<Vec<RunRow>> {
+/// start time), scored with `options`. Hidden folders (the trash) are left out; a
+/// missing folder is no runs.
+pub fn list(runs_dir: &Path, options: ScoreOptions) -> anyhow::Result<Vec<RunRow>> {
     let entries = match std::fs::read_dir(runs_dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -107,7 +108,7 @@ pub fn list(runs_dir: &Path) -> anyhow::Result<Vec<RunRow>> {
     }
     dirs.sort();
     dirs.reverse();
-    Ok(dirs.iter().map(|d| read_row(d)).collect())
+    Ok(dirs.iter().map(|d| read_row(d, options)).collect())
 }
 
 /// Moves a run folder into `<runs>/.trash/`, under a free name; returns where it went.
@@ -192,7 +193,11 @@ mod tests {
         }
         assert!(dir.path().join(".trash/r1/journal.jsonl").exists());
         assert!(dir.path().join(".trash/r1-1/journal.jsonl").exists());
-        assert!(list(dir.path()).unwrap().is_empty());
+        assert!(
+            list(dir.path(), ScoreOptions::default())
+                .unwrap()
+                .is_empty()
+        );
     }
 }
 
