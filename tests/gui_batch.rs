@@ -308,6 +308,35 @@ fn pause_keeps_answers_and_resume_finishes_without_duplicates() {
 }
 
 #[test]
+fn cancel_stops_at_once_and_the_folder_stays_resumable() {
+    let server = oracle_server(200);
+    let ws = workspace(&server.url(), 2);
+    let mut h = harness(WorkbenchApp::with_workspace(
+        Persisted::default(),
+        ws.path().to_path_buf(),
+    ));
+    start_from_form(&mut h, "cancel", Some(30));
+    wait_for(&mut h, "some answers", 60, |a| {
+        a.batch
+            .current
+            .as_ref()
+            .is_some_and(|c| c.shared.lock().records.len() >= 2)
+    });
+    let asked = Instant::now();
+    h.get_by_label("Cancel").click();
+    wait_for(&mut h, "the cancel", 30, |a| !a.batch.run_active());
+    // Answers in flight (200 ms each) are dropped, not waited for.
+    assert!(asked.elapsed() < Duration::from_secs(5));
+    let dir = run_dir(h.state());
+    let kept = journal_indices(&dir);
+    assert!(kept.len() < 30);
+    wait_for(&mut h, "the paused phase", 10, |a| {
+        phase_is(a, |p| *p == echo_workbench::ui::RunPhase::Paused)
+    });
+    h.get_by_label("Resume");
+}
+
+#[test]
 fn closing_the_app_stops_the_run_and_the_runs_browser_resumes_it() {
     let server = oracle_server(40);
     let ws = workspace(&server.url(), 2);

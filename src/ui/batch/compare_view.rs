@@ -89,6 +89,13 @@ impl CompareState {
         commands: &mut Vec<Command>,
     ) {
         ui.heading("Compare two runs");
+        // The usual question is "what did my last change do": start from the two
+        // newest runs (the list is newest first).
+        let readable: Vec<&RunRow> = runs.iter().filter(|r| r.manifest.is_some()).collect();
+        if self.a.is_none() && self.b.is_none() && readable.len() >= 2 {
+            self.b = Some(readable[0].dir.clone());
+            self.a = Some(readable[1].dir.clone());
+        }
         ui.horizontal(|ui| {
             for (which, slot) in [("Run A", &mut self.a), ("Run B", &mut self.b)] {
                 let label = ui.label(which);
@@ -192,8 +199,8 @@ impl CompareState {
             if let Some(ch) = c.changes.iter().find(|x| x.index == index) {
                 ui.label(format!(
                     "A answered {}, B answered {}, correct {}: {}",
-                    ch.a_answer.as_deref().unwrap_or("none"),
-                    ch.b_answer.as_deref().unwrap_or("none"),
+                    ch.a_answer.as_deref().unwrap_or("error"),
+                    ch.b_answer.as_deref().unwrap_or("error"),
                     ch.correct_answer,
                     ch.kind.label()
                 ));
@@ -273,8 +280,8 @@ impl CompareState {
                                 ChangeKind::Changed => ui.visuals().warn_fg_color,
                             };
                             ui.colored_label(color, ch.kind.label());
-                            ui.label(format!("A: {}", ch.a_answer.as_deref().unwrap_or("none")));
-                            ui.label(format!("B: {}", ch.b_answer.as_deref().unwrap_or("none")));
+                            ui.label(format!("A: {}", ch.a_answer.as_deref().unwrap_or("error")));
+                            ui.label(format!("B: {}", ch.b_answer.as_deref().unwrap_or("error")));
                             ui.label(format!("correct: {}", ch.correct_answer));
                             ui.label(&ch.question_type);
                             ui.add(egui::Label::new(&ch.image).truncate())
