@@ -3,7 +3,7 @@
 //! and subtask. Published numbers are only drawn; they never enter a run's scores.
 
 use eframe::egui;
-use egui_plot::{Bar, BarChart, Legend, Plot};
+use egui_plot::{Bar, BarChart, Plot};
 
 use crate::bench::score::{self, ScoreTable};
 
@@ -140,8 +140,11 @@ pub fn subtask_chart(
     let width = group / series as f64;
     let offset = |k: usize| -group / 2.0 + width * (k as f64 + 0.5);
     let mut charts = Vec::new();
+    // (label, colour, published): drawn above the plot, where it hides no bar.
+    let mut legend: Vec<(String, egui::Color32, bool)> = Vec::new();
     for (k, dataset) in datasets.iter().enumerate() {
         let color = PALETTE[k % PALETTE.len()];
+        legend.push((format!("this run: {dataset}"), color, false));
         let bars: Vec<Bar> = subtasks
             .iter()
             .enumerate()
@@ -162,6 +165,11 @@ pub fn subtask_chart(
             let k = datasets.len() + j;
             let color =
                 PALETTE[datasets.iter().position(|d| d == dataset).unwrap_or(0) % PALETTE.len()];
+            legend.push((
+                format!("published (paper): {}, {dataset}", set.label),
+                color,
+                true,
+            ));
             let bars: Vec<Bar> = subtasks
                 .iter()
                 .enumerate()
@@ -188,9 +196,27 @@ pub fn subtask_chart(
         .iter()
         .map(|s| super::table::short_column(s).to_string())
         .collect();
+    ui.horizontal_wrapped(|ui| {
+        for (label, color, published) in &legend {
+            let (rect, _) = ui.allocate_exact_size(egui::vec2(14.0, 14.0), egui::Sense::hover());
+            if *published {
+                ui.painter()
+                    .rect_filled(rect, 2.0, color.gamma_multiply(0.15));
+                ui.painter().rect_stroke(
+                    rect,
+                    2.0,
+                    egui::Stroke::new(1.5, *color),
+                    egui::StrokeKind::Inside,
+                );
+            } else {
+                ui.painter().rect_filled(rect, 2.0, *color);
+            }
+            ui.label(label);
+            ui.add_space(10.0);
+        }
+    });
     Plot::new(id)
-        .legend(Legend::default().position(egui_plot::Corner::RightBottom))
-        .height(220.0)
+        .height(240.0)
         .include_y(0.0)
         .include_y(100.0)
         .allow_zoom(false)
@@ -214,5 +240,46 @@ pub fn subtask_chart(
         ui.weak("The selected published figures cover DS-MVTec and VisA only; this run has none of their cells.");
     } else if set.is_some() {
         ui.weak("Outlined bars: published (paper) figures for reference; they are not part of this run's scores.");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::score::{AnswerRecord, ScoreOptions, score};
+
+    fn answer(image: &str, qtype: &str) -> AnswerRecord {
+        AnswerRecord {
+            image: image.into(),
+            question_type: qtype.into(),
+            correct_answer: "A".into(),
+            gpt_answer: "A".into(),
+        }
+    }
+
+    #[test]
+    fn published_cells_are_shown_only_where_the_run_has_the_same_cell() {
+        let table = score(
+            &[
+                answer("VisA/candle/test/bad/000.JPG", AD),
+                answer("VisA/candle/test/bad/000.JPG", DC),
+                answer("Sample/washer/test/good/000.png", AD),
+            ],
+            ScoreOptions::default(),
+        );
+        let echo = covered(&table, &PUBLISHED[0]);
+        assert_eq!(
+            echo.iter()
+                .map(|(r, c, v)| (*r, *c, *v))
+                .collect::<Vec<_>>(),
+            [(VISA, AD, 76.79), (VISA, DC, 62.35)]
+        );
+        // MMAD's paper published only Anomaly Detection cells.
+        assert_eq!(covered(&table, &PUBLISHED[2]).len(), 1);
+        let sample_only = score(
+            &[answer("Sample/washer/test/good/000.png", AD)],
+            ScoreOptions::default(),
+        );
+        assert!(covered(&sample_only, &PUBLISHED[0]).is_empty());
     }
 }
