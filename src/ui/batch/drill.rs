@@ -206,7 +206,7 @@ pub struct DrillState {
     pub errors_only: bool,
     /// Positions in the model's records of the listed questions.
     pub listed: Vec<usize>,
-    listed_for: Option<(String, String, bool, bool, usize)>,
+    listed_for: Option<(String, String, bool, bool, u64)>,
     pub open: Option<OpenQuestion>,
     pub thumbs: ThumbCache,
 }
@@ -239,7 +239,7 @@ impl DrillState {
             column.clone(),
             self.wrong_only,
             self.errors_only,
-            model.records.len(),
+            model.generation,
         );
         if self.listed_for.as_ref() == Some(&key) {
             return;

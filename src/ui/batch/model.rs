@@ -77,6 +77,8 @@ pub struct RunModel {
     /// Where each question's record is in `records` (one record per question: a
     /// later one, e.g. a retried error, replaces the earlier in place).
     positions: HashMap<usize, usize>,
+    /// Bumped by every added or replaced record, so views know to refresh.
+    pub generation: u64,
     pub table: ScoreTable,
     pub options: ScoreOptions,
     /// Records the table was computed from (it lags `records` by one throttle step).
@@ -97,6 +99,7 @@ impl RunModel {
             manifest,
             records: Vec::new(),
             positions: HashMap::new(),
+            generation: 0,
             table: score::score(&[], options),
             options,
             scored_records: 0,
@@ -133,6 +136,7 @@ impl RunModel {
     /// question.
     pub fn push(&mut self, mut record: JournalRecord) {
         record.traces = Vec::new();
+        self.generation += 1;
         match self.positions.get(&record.index) {
             Some(&pos) => self.records[pos] = record,
             None => {
@@ -291,4 +295,91 @@ pub fn collect(run: &SharedRun, events: Receiver<LiveEvent>, repaint: &(dyn Fn()
         rescore(&answers, record_count);
     }
     repaint();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::journal::{AnswerQuestion, RecordStatus};
+    use indexmap::IndexMap;
+    use std::sync::mpsc;
+
+    fn rec(index: usize, qtype: &str, given: Option<&str>) -> JournalRecord {
+        JournalRecord {
+            image: format!("VisA/candle/test/bad/{index:03}.JPG"),
+            question: AnswerQuestion {
+                kind: "text".into(),
+                text: "q".into(),
+                options: IndexMap::from([("A".into(), "a".into()), ("B".into(), "b".into())]),
+            },
+            question_type: qtype.into(),
+            correct_answer: "A".into(),
+            gpt_answer: given.map(Into::into),
+            index,
+            turn: 0,
+            status: if given.is_some() {
+                RecordStatus::Ok
+            } else {
+                RecordStatus::Error
+            },
+            error: given.is_none().then(|| "HTTP 500".into()),
+            raw: None,
+            correct: given.map(|g| g == "A"),
+            attempts: 1,
+            latency_ms: 5,
+            endpoint: "e".into(),
+            finished_at: String::new(),
+            traces: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_later_record_replaces_the_earlier_and_scoring_follows_dataset_order() {
+        let mut m = RunModel::new(PathBuf::from("run"), None, ScoreOptions::default());
+        m.push(rec(5, "Defect Classification", Some("A")));
+        m.push(rec(2, "Anomaly Detection", None));
+        m.push(rec(2, "Anomaly Detection", Some("B")));
+        assert_eq!(m.records.len(), 2);
+        assert_eq!(m.errors(), 0);
+        let answers = answers_of(&m.records);
+        // Index order, whatever the finishing order was.
+        assert_eq!(answers[0].question_type, "Anomaly Detection");
+        m.rescore_now();
+        assert_eq!(m.table.columns[0], "Anomaly Detection");
+        assert_eq!(m.table.get("VisA", "Defect Classification"), Some(100.0));
+    }
+
+    #[test]
+    fn the_collector_applies_events_and_leaves_a_final_table() {
+        let run = SharedRun::new(RunModel::new(
+            PathBuf::from("run"),
+            None,
+            ScoreOptions::default(),
+        ));
+        let (tx, rx) = mpsc::channel();
+        let shared = run.clone();
+        let handle = std::thread::spawn(move || collect(&shared, rx, &|| {}));
+        tx.send(LiveEvent::Started {
+            total: 3,
+            already_done: 0,
+        })
+        .unwrap();
+        for r in [
+            rec(0, "Anomaly Detection", Some("A")),
+            rec(1, "Anomaly Detection", Some("B")),
+            rec(2, "Anomaly Detection", None),
+        ] {
+            tx.send(LiveEvent::Record(Box::new(r))).unwrap();
+        }
+        tx.send(LiveEvent::Ended { finished: true }).unwrap();
+        drop(tx);
+        handle.join().unwrap();
+        let m = run.lock();
+        assert_eq!(m.phase, RunPhase::Finished);
+        assert_eq!(m.records.len(), 3);
+        assert_eq!(m.scored_records, 3);
+        assert_eq!(m.errors(), 1);
+        // Two abnormal AD answers, one right: 50% abnormal, no normal part.
+        assert_eq!(m.table.get("VisA", "Anomaly Detection"), Some(25.0));
+    }
 }
