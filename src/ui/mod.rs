@@ -2,6 +2,8 @@
 //! decoding and scoring run on background threads through [`jobs::Job`].
 
 mod batch;
+pub mod browser;
+pub mod compare;
 mod inspect;
 mod jobs;
 mod knowledge_tab;
