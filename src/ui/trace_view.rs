@@ -604,7 +604,7 @@ fn knowledge_body(ui: &mut egui::Ui, run: &QuestionRun, t: &ExpertTrace) {
     ui.label(format!("Mode: {mode} ({source}, category {category})"));
     for m in t.output["matches"].as_array().into_iter().flatten() {
         ui.weak(format!(
-            "{} \"{}\" → {}: {}",
+            "{} \"{}\" -> {}: {}",
             m["letter"].as_str().unwrap_or_default(),
             m["option"].as_str().unwrap_or_default(),
             m["entry"].as_str().unwrap_or_default(),
