@@ -710,3 +710,42 @@ fn an_image_and_its_reference_appear_quickly() {
         "p95 frame {p95:?}"
     );
 }
+
+#[test]
+fn cancel_stops_a_run_all_and_marks_what_did_not_run() {
+    let _serial = serial();
+    let dataset = MmadDataset::load(&repo("assets/sample/mmad.json")).unwrap();
+    let server = MockServer::start(MockConfig {
+        latency: Duration::from_millis(1500),
+        responder: Responder::oracle(Oracle::from_mmad(&dataset, None)),
+        ..MockConfig::default()
+    })
+    .unwrap();
+    let ws = tempfile::tempdir().unwrap();
+    let mut app = app(ws.path());
+    app.settings.endpoints = vec![endpoint(server.url())];
+    let mut h = harness(app);
+    select(&mut h, SCRATCH);
+    h.get_by_label("Run all (6)").click_accesskit();
+    wait_for(&mut h, "the first model call", |a| {
+        a.inspect.run(Slot::Mmad(0)).is_some_and(|r| {
+            matches!(
+                r.card(echo_workbench::echo::ExpertName::DecisionMaker),
+                echo_workbench::ui::trace_view::CardState::Running { .. }
+            )
+        })
+    });
+    h.get_by_label_contains("Running 1 of 6");
+    let started = Instant::now();
+    h.get_by_label("Cancel").click_accesskit();
+    wait_for(&mut h, "the cancel", |a| !a.inspect.running());
+    assert!(
+        started.elapsed() < Duration::from_millis(1400),
+        "cancel waits for no reply"
+    );
+    for i in 0..6 {
+        let run = h.state().inspect.run(Slot::Mmad(i)).unwrap();
+        assert_eq!(run.outcome, Some(Outcome::Cancelled), "Q{}", i + 1);
+    }
+    assert!(h.get_all_by_label("cancelled").count() >= 6);
+}

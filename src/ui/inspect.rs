@@ -465,6 +465,7 @@ pub struct InspectState {
     focused: Option<Slot>,
     active: Option<ActiveRun>,
     verdicts: VerdictPanel,
+    scroll_to_trace: bool,
 }
 
 impl InspectState {
@@ -718,6 +719,7 @@ impl InspectState {
             );
         }
         self.focused = questions.first().map(|(s, _)| *s);
+        self.scroll_to_trace = true;
         let (tx, rx) = mpsc::channel();
         let cancel = CancelToken::new();
         let request = RunRequest {
@@ -807,12 +809,14 @@ impl InspectState {
         egui::Panel::left("inspect_browser")
             .resizable(true)
             .default_size((width * 0.2).clamp(210.0, 320.0))
-            .size_range(180.0..=520.0)
+            // Bounded by the window, so that a size kept from a larger window never
+            // squeezes the images out.
+            .size_range(180.0..=(width * 0.25).max(200.0))
             .show(ui, |ui| self.left_panel(ui, env, &mut commands));
         egui::Panel::right("inspect_questions")
             .resizable(true)
             .default_size((width * 0.36).clamp(340.0, 560.0))
-            .size_range(300.0..=800.0)
+            .size_range(300.0..=(width * 0.4).max(320.0))
             .show(ui, |ui| self.right_panel(ui, &ctx, env));
         egui::CentralPanel::default().show(ui, |ui| self.centre(ui, env));
         if hovering {
@@ -1145,6 +1149,7 @@ impl InspectState {
                         }
                         if run.is_some() && ui.selectable_label(focused, "Trace").clicked() {
                             self.focused = Some(slot);
+                            self.scroll_to_trace = true;
                         }
                     });
                 });
@@ -1175,7 +1180,11 @@ impl InspectState {
         {
             ui.add_space(6.0);
             ui.separator();
-            ui.heading(format!("Trace of {}", slot.label()));
+            let heading = ui.heading(format!("Trace of {}", slot.label()));
+            // Bring the cards into view when a run starts or a trace is chosen.
+            if std::mem::take(&mut self.scroll_to_trace) {
+                heading.scroll_to_me(Some(egui::Align::TOP));
+            }
             ui.label(egui::RichText::new(&run.question.text).italics());
             trace_view::run_ui(ui, run, ui.make_persistent_id(("trace", &cur.path, slot)));
         }
@@ -1250,6 +1259,7 @@ impl InspectState {
                             .clicked()
                     {
                         self.focused = Some(Slot::Custom);
+                        self.scroll_to_trace = true;
                     }
                 });
                 if let Some(run) = self.runs.get(&(cur.path.clone(), Slot::Custom)) {
@@ -1268,17 +1278,17 @@ fn run_summary(ui: &mut egui::Ui, run: &QuestionRun) {
         }
         Some(Outcome::Answered(d)) => {
             let text = match (&d.letter, &d.option_text) {
-                (Some(l), Some(t)) => format!("-> {l}. {t}"),
-                (Some(l), None) => format!("-> {l}"),
-                (None, _) => "-> no letter in the reply".into(),
+                (Some(l), Some(t)) => format!("Answered {l}. {t}"),
+                (Some(l), None) => format!("Answered {l}"),
+                (None, _) => "No option letter in the reply".into(),
             };
-            ui.strong(text);
             match d.correct {
                 Some(true) => trace_view::badge(ui, "correct", trace_view::ok_color(ui)),
                 Some(false) => trace_view::badge(ui, "wrong", ui.visuals().error_fg_color),
                 None => {}
             }
-            ui.weak(format!("{} ms", d.timings.total_ms));
+            ui.strong(text);
+            ui.weak(format!("({} ms)", d.timings.total_ms));
         }
         Some(Outcome::Failed(e)) => {
             ui.colored_label(ui.visuals().error_fg_color, format!("failed: {e}"));

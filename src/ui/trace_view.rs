@@ -367,7 +367,7 @@ pub fn badge(ui: &mut egui::Ui, text: &str, color: egui::Color32) {
         .corner_radius(4.0)
         .inner_margin(egui::Margin::symmetric(6, 1))
         .show(ui, |ui| {
-            ui.label(egui::RichText::new(text).color(color).strong());
+            ui.add(egui::Label::new(egui::RichText::new(text).color(color).strong()).extend());
         });
 }
 
@@ -568,30 +568,26 @@ fn reference_body(ui: &mut egui::Ui, t: &ExpertTrace) {
     if let Some(e) = t.input["embedder"].as_str() {
         ui.weak(format!("Embedder: {e}"));
     }
-    egui::Grid::new(ui.scope_id().with("candidates"))
-        .striped(true)
-        .show(ui, |ui| {
-            for c in out["candidates"].as_array().into_iter().flatten() {
-                let used = c["used"].as_bool() == Some(true);
-                let name = c["rel_path"].as_str().unwrap_or_default();
-                if used {
-                    ui.strong(format!("sent  {name}"));
-                } else {
-                    ui.label(format!("      {name}"));
-                }
-                let score = c["score"]
-                    .as_f64()
-                    .map(|s| format!("cosine {s:.3}"))
-                    .unwrap_or_default();
-                let rerank = c["rerank_score"]
-                    .as_f64()
-                    .map(|s| format!("rerank {s:.3}"))
-                    .unwrap_or_default();
-                ui.label(score);
-                ui.label(rerank);
-                ui.end_row();
-            }
-        });
+    // Wrapped lines rather than a grid: long paths must never widen the panel.
+    for c in out["candidates"].as_array().into_iter().flatten() {
+        let used = c["used"].as_bool() == Some(true);
+        let name = c["rel_path"].as_str().unwrap_or_default();
+        let score = c["score"]
+            .as_f64()
+            .map(|s| format!("  cosine {s:.3}"))
+            .unwrap_or_default();
+        let rerank = c["rerank_score"]
+            .as_f64()
+            .map(|s| format!(", rerank {s:.3}"))
+            .unwrap_or_default();
+        let line = format!("{}{name}{score}{rerank}", if used { "sent  " } else { "" });
+        let text = if used {
+            egui::RichText::new(line).strong()
+        } else {
+            egui::RichText::new(line)
+        };
+        ui.add(egui::Label::new(text).wrap());
+    }
     for note in out["notes"].as_array().into_iter().flatten() {
         ui.weak(note.as_str().unwrap_or_default());
     }
