@@ -8,6 +8,7 @@ mod inspect;
 mod jobs;
 mod knowledge_tab;
 mod settings;
+pub mod trace_view;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,7 +25,7 @@ use jobs::Job;
 pub use batch::{BatchState, RunPhase};
 pub use browser::{BrowserFilter, DatasetBrowser, ImageKind};
 pub use compare::{CompareMode, ComparePanel, CompareView, ReferenceImage};
-pub use inspect::InspectState;
+pub use inspect::{InspectEnv, InspectState, Slot};
 pub use knowledge_tab::KnowledgeState;
 
 pub const APP_NAME: &str = "Echo Workbench";
@@ -259,7 +260,8 @@ impl WorkbenchApp {
                 Err(e) => self.knowledge_error = Some(e),
             }
         }
-        self.inspect.poll(self.dataset.as_ref());
+        let (inspect, env) = self.inspect_parts();
+        inspect.poll(&env);
         self.batch.poll();
     }
 
@@ -393,6 +395,20 @@ impl WorkbenchApp {
         }
     }
 
+    /// The Inspect tab with what it reads from the app (disjoint borrows).
+    fn inspect_parts(&mut self) -> (&mut InspectState, InspectEnv<'_>) {
+        let env = InspectEnv {
+            dataset: self.dataset.as_ref(),
+            dataset_error: self.dataset_error.as_deref(),
+            reference: self.reference.as_ref(),
+            reference_generation: self.reference_generation,
+            settings: &self.settings,
+            knowledge: self.knowledge.as_ref(),
+            workspace: &self.workspace,
+        };
+        (&mut self.inspect, env)
+    }
+
     /// Draws one frame into `ui` and applies what it asked for.
     pub fn frame_ui(&mut self, ui: &mut egui::Ui) {
         self.poll();
@@ -402,9 +418,8 @@ impl WorkbenchApp {
         egui::Panel::bottom("status_bar").show(ui, |ui| self.status_bar(ui));
         egui::CentralPanel::default().show(ui, |ui| match self.persisted.tab {
             Tab::Inspect => {
-                let cmds =
-                    self.inspect
-                        .ui(ui, self.dataset.as_ref(), self.dataset_error.as_deref());
+                let (inspect, env) = self.inspect_parts();
+                let cmds = inspect.ui(ui, &env);
                 self.commands.extend(cmds);
             }
             Tab::Batch => {
