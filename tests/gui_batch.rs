@@ -248,7 +248,24 @@ fn a_run_fills_the_table_like_score_and_a_cell_opens_down_to_the_trace() {
     assert_eq!(full.question_type, "Defect Classification");
     assert!(!full.traces.is_empty(), "the journal keeps the traces");
     h.get_by_label("Expert traces");
-    h.get_by_label_contains("Decision Maker - done");
+    // The Inspect tab's expert cards, filled from the journal record.
+    for card in [
+        "1. Reference Extractor",
+        "2. Knowledge Guide",
+        "3. Reasoning Expert",
+        "4. Decision Maker",
+    ] {
+        h.get_by_label(card);
+    }
+    let given = full.gpt_answer.clone().unwrap();
+    h.get_by_label_contains(&format!(
+        "Answer: {given}. {}",
+        full.question.options[&given]
+    ));
+    // The oracle is always right: the banner's badge says so (the facts grid has a
+    // "correct" label of its own).
+    assert!(h.query_all_by_label("correct").count() >= 2);
+    assert_eq!(h.query_all_by_label("wrong").count(), 0);
 
     // Click 3: into Inspect on that image.
     h.get_by_label("Open in Inspect").click();

@@ -1290,6 +1290,9 @@ fn run_summary(ui: &mut egui::Ui, run: &QuestionRun) {
             ui.strong(text);
             ui.weak(format!("({} ms)", d.timings.total_ms));
         }
+        Some(Outcome::Recorded(r)) => {
+            ui.strong(format!("Answered {}", r.given));
+        }
         Some(Outcome::Failed(e)) => {
             ui.colored_label(ui.visuals().error_fg_color, format!("failed: {e}"));
         }

@@ -30,9 +30,30 @@ pub enum CardState {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     Answered(Box<Decision>),
+    /// An answer read back from a run journal (the Batch tab's drill-down).
+    Recorded(RecordedAnswer),
     /// The whole error chain in one sentence.
     Failed(String),
     Cancelled,
+}
+
+/// What a journal line says of its answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedAnswer {
+    /// MMAD's `gpt_answer`: the letter, or the raw reply when none was found.
+    pub given: String,
+    pub correct: Option<bool>,
+    pub raw: Option<String>,
+    pub latency_ms: u64,
+}
+
+impl RecordedAnswer {
+    fn line(&self, question: &Question) -> String {
+        match question.options.get(&self.given) {
+            Some(text) => format!("{}. {text}", self.given),
+            None => format!("no option letter in the reply ({})", self.given),
+        }
+    }
 }
 
 /// One question asked about one image, with everything the pipeline reported.
@@ -63,6 +84,40 @@ impl QuestionRun {
         }
     }
 
+    /// A finished question as a run journal recorded it: its traces fill the cards,
+    /// an error line becomes a failed outcome with the recorded reason.
+    pub fn from_record(record: &crate::bench::journal::JournalRecord, image: PathBuf) -> Self {
+        let question = Question {
+            text: record.question.text.clone(),
+            answer: record.correct_answer.clone(),
+            options: record.question.options.clone(),
+            qtype: crate::dataset::QuestionType::parse(&record.question_type),
+            annotation: None,
+        };
+        let mut run = QuestionRun::new(question, image);
+        for trace in &record.traces {
+            run.apply(PipelineEvent::ExpertFinished(trace.clone()));
+        }
+        let outcome = match (&record.error, &record.gpt_answer) {
+            (Some(error), _) => Outcome::Failed(error.clone()),
+            (None, given) => Outcome::Recorded(RecordedAnswer {
+                given: given.clone().unwrap_or_default(),
+                correct: record.correct,
+                raw: record.raw.clone(),
+                latency_ms: record.latency_ms,
+            }),
+        };
+        for card in &mut run.cards {
+            if matches!(card, CardState::Waiting) {
+                *card = CardState::NotRun {
+                    why: "not in the journal record".into(),
+                };
+            }
+        }
+        run.outcome = Some(outcome);
+        run
+    }
+
     pub fn is_running(&self) -> bool {
         self.outcome.is_none()
     }
@@ -84,7 +139,9 @@ impl QuestionRun {
     /// Ends the run; experts that never finished say why.
     pub fn finish(&mut self, outcome: Outcome) {
         let why = match &outcome {
-            Outcome::Answered(_) => "the pipeline ended before this expert".to_string(),
+            Outcome::Answered(_) | Outcome::Recorded(_) => {
+                "the pipeline ended before this expert".to_string()
+            }
             Outcome::Failed(e) => format!("not run: {e}"),
             Outcome::Cancelled => "cancelled".to_string(),
         };
@@ -122,6 +179,9 @@ impl QuestionRun {
                 "letter": d.letter, "option_text": d.option_text, "correct": d.correct,
                 "raw": d.raw, "method": d.method, "in_scope": d.in_scope, "timings": d.timings,
             }),
+            Some(Outcome::Recorded(r)) => json!({
+                "letter": r.given, "correct": r.correct, "raw": r.raw, "latency_ms": r.latency_ms,
+            }),
             Some(Outcome::Failed(e)) => json!({"error": e}),
             Some(Outcome::Cancelled) => json!({"error": "cancelled"}),
             None => json!({"error": "still running"}),
@@ -157,6 +217,13 @@ impl QuestionRun {
             Some(Outcome::Answered(d)) => {
                 md.push_str(&format!("**Answer: {}**", answer_line(d)));
                 if let Some(c) = d.correct {
+                    md.push_str(if c { " (correct)" } else { " (wrong)" });
+                }
+                md.push_str("\n\n");
+            }
+            Some(Outcome::Recorded(r)) => {
+                md.push_str(&format!("**Answer: {}**", r.line(q)));
+                if let Some(c) = r.correct {
                     md.push_str(if c { " (correct)" } else { " (wrong)" });
                 }
                 md.push_str("\n\n");
@@ -407,6 +474,33 @@ pub fn answer_banner(ui: &mut egui::Ui, run: &QuestionRun) {
                         .unwrap_or("outside the method's scope: plain prompt"),
                 );
             }
+        }
+        Some(Outcome::Recorded(r)) => {
+            ui.horizontal_wrapped(|ui| {
+                ui.label(
+                    egui::RichText::new(format!("Answer: {}", r.line(&run.question)))
+                        .heading()
+                        .strong(),
+                );
+                match r.correct {
+                    Some(true) => badge(ui, "correct", ok_color(ui)),
+                    Some(false) => {
+                        badge(ui, "wrong", ui.visuals().error_fg_color);
+                        let truth = &run.question.answer;
+                        let text = run
+                            .question
+                            .options
+                            .get(truth)
+                            .map(|t| format!(" ({t})"))
+                            .unwrap_or_default();
+                        ui.label(format!("expected {truth}{text}"));
+                    }
+                    None => {
+                        ui.weak("no ground truth to compare with");
+                    }
+                }
+                ui.weak(format!("{} ms", r.latency_ms));
+            });
         }
         Some(Outcome::Failed(e)) => {
             ui.colored_label(ui.visuals().error_fg_color, format!("No answer: {e}"));
@@ -693,6 +787,65 @@ fn text_block(ui: &mut egui::Ui, text: &str, max_height: f32) {
 mod tests {
     use super::*;
     use indexmap::IndexMap;
+
+    fn record(error: Option<&str>) -> crate::bench::journal::JournalRecord {
+        use crate::bench::journal::{AnswerQuestion, JournalRecord, RecordStatus};
+        let q = question();
+        JournalRecord {
+            image: "Sample/washer/test/notch/001.png".into(),
+            question: AnswerQuestion::from_question(&q),
+            question_type: q.qtype.as_str().into(),
+            correct_answer: "A".into(),
+            gpt_answer: error.is_none().then(|| "B".into()),
+            index: 7,
+            turn: 1,
+            status: if error.is_some() {
+                RecordStatus::Error
+            } else {
+                RecordStatus::Ok
+            },
+            error: error.map(String::from),
+            raw: error.is_none().then(|| "B. Notch".into()),
+            correct: error.is_none().then_some(false),
+            attempts: 1,
+            latency_ms: 42,
+            endpoint: "local".into(),
+            finished_at: String::new(),
+            traces: vec![ExpertTrace {
+                name: ExpertName::KnowledgeGuide,
+                status: ExpertStatus::Done,
+                input: Value::Null,
+                output: json!({"snippet": "Notch: a missing bite in the rim."}),
+                summary: "category knowledge".into(),
+                ms: 1,
+            }],
+        }
+    }
+
+    #[test]
+    fn a_journal_record_fills_the_cards_it_has_and_names_the_rest() {
+        let run = QuestionRun::from_record(&record(None), "washer.png".into());
+        assert!(!run.is_running());
+        assert!(matches!(
+            run.card(ExpertName::KnowledgeGuide),
+            CardState::Finished(_)
+        ));
+        assert!(matches!(
+            run.card(ExpertName::DecisionMaker),
+            CardState::NotRun { why } if why.contains("not in the journal")
+        ));
+        let md = run.to_markdown();
+        assert!(md.contains("**Answer: B. Notch** (wrong)"), "{md}");
+        assert!(md.contains("a missing bite"), "{md}");
+
+        let failed =
+            QuestionRun::from_record(&record(Some("HTTP 500 after 4 attempts")), "w.png".into());
+        assert_eq!(
+            failed.outcome,
+            Some(Outcome::Failed("HTTP 500 after 4 attempts".into()))
+        );
+        assert!(failed.to_json().contains("HTTP 500 after 4 attempts"));
+    }
 
     fn question() -> Question {
         Question {

@@ -2,18 +2,18 @@
 //! every expert's trace. Thumbnails decode on background threads.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use eframe::egui;
 
 use super::super::jobs::Job;
+use super::super::trace_view::{self, QuestionRun};
 use super::super::{Command, Tab};
 use super::model::RunModel;
 use crate::bench::compare::cell_contains;
 use crate::bench::journal::{self, JournalRecord};
 use crate::bench::score;
 use crate::dataset::DatasetRoot;
-use crate::echo::{ExpertStatus, ExpertTrace};
 use crate::vision::{DecodeLimits, decode_rgb8};
 
 /// Thumbnails kept decoded; older ones are dropped (and decoded again if needed).
@@ -445,44 +445,15 @@ pub fn question_detail(
             if r.traces.is_empty() {
                 ui.weak("This record has no traces.");
             }
-            for (i, t) in r.traces.iter().enumerate() {
-                trace_section(ui, r.index, i, t);
-            }
-        });
-}
-
-/// One expert's trace as collapsible JSON (the Inspect tab's trace card is not
-/// shared yet; this shows the same data).
-fn trace_section(ui: &mut egui::Ui, index: usize, i: usize, t: &ExpertTrace) {
-    let state = match &t.status {
-        ExpertStatus::Done => "done".to_string(),
-        ExpertStatus::Skipped { why } => format!("skipped: {why}"),
-        ExpertStatus::Failed { error } => format!("failed: {error}"),
-    };
-    let title = format!("{} - {} ({} ms)", t.name.label(), state, t.ms);
-    egui::CollapsingHeader::new(title)
-        .id_salt(("trace", index, i))
-        .default_open(
-            t.is_done() && t.name == crate::echo::ExpertName::DecisionMaker || t.is_failed(),
-        )
-        .show(ui, |ui| {
-            if !t.summary.is_empty() {
-                ui.label(&t.summary);
-            }
-            for (what, value) in [("input", &t.input), ("output", &t.output)] {
-                if value.is_null() {
-                    continue;
-                }
-                egui::CollapsingHeader::new(what)
-                    .id_salt(("trace", index, i, what))
-                    .default_open(what == "output")
-                    .show(ui, |ui| {
-                        let text = serde_json::to_string_pretty(value).unwrap_or_default();
-                        ui.add(
-                            egui::Label::new(egui::RichText::new(text).monospace().small()).wrap(),
-                        );
-                    });
-            }
+            // The same cards as the Inspect tab, filled from the journal.
+            let image = root.map_or_else(|| PathBuf::from(&r.image), |root| root.join(&r.image));
+            let run = QuestionRun::from_record(r, image);
+            let id = ui.make_persistent_id(("recorded", r.index));
+            trace_view::run_ui(ui, &run, id);
+            ui.collapsing("Raw JSON of the record", |ui| {
+                let text = serde_json::to_string_pretty(r).unwrap_or_default();
+                ui.add(egui::Label::new(egui::RichText::new(text).monospace().small()).wrap());
+            });
         });
 }
 
