@@ -22,8 +22,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Score MMAD answers (answers JSON list, or a run journal .jsonl) with MMAD's metric.
+    /// Score MMAD answers (answers JSON list, run journal .jsonl, or run folder) with MMAD's metric.
     Score(cli::score::ScoreArgs),
+    /// Export a run: MMAD's answers JSON, MMAD's accuracy CSV and an HTML report.
+    Export(cli::export::ExportArgs),
+    /// Merge the shards of one run into one run folder.
+    Merge(cli::merge::MergeArgs),
     /// Embed one image and print the vector.
     Embed(cli::memory::EmbedArgs),
     /// Build reference memories of defect-free images.
@@ -40,6 +44,8 @@ enum Command {
     MockServer(cli::mock_server::MockServerArgs),
     /// Check that an endpoint lists the model and accepts two images per request.
     Probe(cli::probe::ProbeArgs),
+    /// Run an MMAD dataset through the pipeline into a run folder (resumable, shardable).
+    Run(Box<cli::run::RunArgs>),
     /// Inspect MMAD-format datasets.
     #[command(subcommand)]
     Dataset(DatasetCommand),
@@ -132,6 +138,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Score(args)) => cli::score::run(&args),
+        Some(Command::Export(args)) => cli::export::run(&args),
+        Some(Command::Merge(args)) => cli::merge::run(&args),
         Some(Command::Embed(args)) => cli::memory::embed(&args),
         Some(Command::Bench(cmd)) => cli::bench::run(&cmd),
         Some(Command::Memory(MemoryCommand::Build(args))) => cli::memory::build(&args),
@@ -139,6 +147,7 @@ fn main() -> ExitCode {
         Some(Command::Inspect(args)) => cli::inspect::run(&args),
         Some(Command::MockServer(args)) => cli::mock_server::run(&args),
         Some(Command::Probe(args)) => cli::probe::run(&args),
+        Some(Command::Run(args)) => cli::run::run(&args),
         Some(Command::Dataset(DatasetCommand::Stats {
             mmad_json,
             root,

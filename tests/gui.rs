@@ -34,7 +34,9 @@ fn wait_for(
 }
 
 fn sample_app() -> WorkbenchApp {
-    WorkbenchApp::new(Persisted::default())
+    // A workspace of its own, so the user's settings and caches are never touched.
+    let workspace = tempfile::tempdir().unwrap().keep();
+    WorkbenchApp::with_workspace(Persisted::default(), workspace)
 }
 
 #[test]
@@ -124,6 +126,8 @@ fn batch_tab_scores_a_file_like_the_cli() {
     let mut h = harness(sample_app());
     h.get_by_label("Batch").click();
     h.run_steps(2);
+    h.get_by_label("Score a file").click();
+    h.run_steps(1);
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/facts_answers.json");
     h.state_mut().batch.path_text = fixture.display().to_string();
     h.get_by_label("MMAD-compatible (reproduce summary.py's skip)")
@@ -144,12 +148,18 @@ fn a_broken_dataset_shows_its_error_in_the_ui() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("mmad.json");
     std::fs::write(&bad, "{\"a/b/c.png\": {").unwrap();
-    let p = Persisted {
-        dataset_path: bad,
-        dataset_root: dir.path().to_path_buf(),
-        ..Persisted::default()
-    };
-    let mut h = harness(WorkbenchApp::new(p));
+    // The dataset is a setting (shared with the CLI), read from the workspace's file.
+    let mut settings = echo_workbench::config::Settings::default();
+    settings.dataset.mmad_json = bad;
+    settings.dataset.root = dir.path().to_path_buf();
+    let workspace = dir.path().join("ws");
+    settings
+        .save(&echo_workbench::config::Settings::path_in(&workspace))
+        .unwrap();
+    let mut h = harness(WorkbenchApp::with_workspace(
+        Persisted::default(),
+        workspace,
+    ));
     wait_for(&mut h, "dataset error", |a| a.dataset_error.is_some());
     // Shown in the Inspect tab and in the status bar.
     h.get_by_label_contains("The dataset could not be loaded.");

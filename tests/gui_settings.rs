@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use echo_workbench::config::Settings;
 use echo_workbench::memory::collect_images;
 use echo_workbench::mllm::mock::{MockConfig, MockServer};
-use eframe::egui;
 use echo_workbench::ui::{LaunchOptions, Persisted, ProbeState, Tab, WorkbenchApp};
+use eframe::egui;
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
 
@@ -46,9 +46,16 @@ fn app_on(workspace: &Path, tab: Tab) -> WorkbenchApp {
     WorkbenchApp::with_workspace(persisted, workspace.to_path_buf())
 }
 
-/// Replaces the text of the field labelled `label`, as assistive technology does.
+/// Replaces the text of the field labelled `label` as a user does: focus, select
+/// all, type.
 fn set_text(h: &mut Harness<'static, WorkbenchApp>, label: &str, text: &str) {
-    h.get_by_label(label).set_text_value_accesskit(text);
+    h.get_by_role_and_label(egui::accesskit::Role::TextInput, label)
+        .focus();
+    h.step();
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
+    h.step();
+    h.get_by_role_and_label(egui::accesskit::Role::TextInput, label)
+        .type_text(text);
     h.run_steps(2);
 }
 
@@ -63,7 +70,11 @@ fn shell_opens_on_the_sample_and_builds_the_reference_memory() {
     let reference = app.reference.as_ref().unwrap();
     assert_eq!(reference.memory.len(), expected);
     assert_eq!(app.reference_generation, 1);
-    assert!(reference.origin.contains("built from"), "{}", reference.origin);
+    assert!(
+        reference.origin.contains("built from"),
+        "{}",
+        reference.origin
+    );
     assert!(app.reference_service.error.is_none());
     h.get_by_label_contains(&format!("Memory: {expected} images"));
     h.get_by_label("Embedder: descriptor");
@@ -84,11 +95,14 @@ fn a_setting_edited_in_the_ui_survives_a_restart() {
     assert_eq!(h.state().persisted.tab, Tab::Settings);
     h.get_by_label("All changes saved");
     set_text(&mut h, "Endpoint name", "vision box");
-    h.get_by_label("● Unsaved changes");
+    h.get_by_label("Unsaved changes");
     // Revert drops the edit ...
     h.get_by_label("Revert").click();
     h.run_steps(2);
-    assert_eq!(h.state().settings_view.draft.endpoints[0].name, "local vLLM");
+    assert_eq!(
+        h.state().settings_view.draft.endpoints[0].name,
+        "local vLLM"
+    );
     h.get_by_label("All changes saved");
     // ... and Save keeps it.
     set_text(&mut h, "Endpoint name", "vision box");
@@ -139,16 +153,16 @@ fn endpoint_test_against_the_mock_server_reports_what_works() {
             ProbeState::Done(_)
         )
     });
-    h.get_by(|n| {
-        n.label()
-            .is_some_and(|l| l.starts_with("Works: ") && l.contains("serves `mock-vl`"))
-    });
+    let shown = h.get_by_label_contains("serves `mock-vl`");
+    assert!(format!("{shown:?}").contains("Works: "), "{shown:?}");
     h.get_by_label_contains("model listed by the server: yes · two-image request answered: yes");
     assert!(server.chat_count() >= 1, "the probe sent a chat request");
     // Not saved yet: the status bar speaks of the saved endpoint, still untested.
     h.get_by_label("untested");
     h.get_by_label("Save").click();
-    wait_for(&mut h, "the save", |a| !a.saving_settings() && a.settings_view.draft == a.settings);
+    wait_for(&mut h, "the save", |a| {
+        !a.saving_settings() && a.settings_view.draft == a.settings
+    });
     h.get_by_label("OK, serves mock-vl");
 }
 
@@ -172,10 +186,8 @@ fn endpoint_test_against_a_closed_port_says_why() {
         )
     });
     let at = format!("127.0.0.1:{port}");
-    h.get_by(|n| {
-        n.label()
-            .is_some_and(|l| l.starts_with("Failed: ") && l.contains(&at))
-    });
+    let shown = h.get_by_label_contains(&at);
+    assert!(format!("{shown:?}").contains("Failed: "), "{shown:?}");
     let ProbeState::Done(report) = h
         .state()
         .probes
@@ -223,13 +235,14 @@ fn a_broken_settings_file_shows_a_banner_and_uses_defaults() {
     let mut h = harness(app_on(ws.path(), Tab::Inspect));
     h.run_steps(2);
     assert_eq!(h.state().settings, Settings::default());
-    h.get_by(|n| {
-        n.label().is_some_and(|l| {
-            l.contains("Using defaults until you save settings again")
-                && l.contains("top_k")
-                && l.contains("settings.toml")
-        })
-    });
+    let banner = format!(
+        "{:?}",
+        h.get_by_label_contains("Using defaults until you save settings again")
+    );
+    assert!(
+        banner.contains("top_k") && banner.contains("settings.toml"),
+        "{banner}"
+    );
     // Saving good settings keeps the unreadable file beside them and clears the banner.
     h.get_by_label("Open Settings").click();
     h.run_steps(2);
@@ -264,10 +277,18 @@ fn build_now_saves_a_memory_that_the_next_start_loads() {
         app.settings_view.draft.reference.memory.as_deref(),
         Some(folder.as_path())
     );
-    assert!(app.reference.as_ref().unwrap().origin.contains("memory folder"));
-    h.get_by_label("● Unsaved changes");
+    assert!(
+        app.reference
+            .as_ref()
+            .unwrap()
+            .origin
+            .contains("memory folder")
+    );
+    h.get_by_label("Unsaved changes");
     h.get_by_label("Save").click();
-    wait_for(&mut h, "the save", |a| !a.saving_settings() && a.settings_view.draft == a.settings);
+    wait_for(&mut h, "the save", |a| {
+        !a.saving_settings() && a.settings_view.draft == a.settings
+    });
     // Saving the settings does not reload what is already in use.
     assert_eq!(h.state().reference_generation, 2);
 

@@ -2,12 +2,15 @@
 //! decoding and scoring run on background threads through [`jobs::Job`].
 
 mod batch;
+pub mod browser;
+pub mod compare;
 mod inspect;
 mod jobs;
 mod knowledge_tab;
 mod services;
 mod settings;
 mod status;
+pub mod trace_view;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -23,8 +26,10 @@ use crate::mllm::EndpointConfig;
 use crate::vision::ImageEmbedder;
 use jobs::Job;
 
-pub use batch::BatchState;
-pub use inspect::InspectState;
+pub use batch::{BatchState, RunPhase};
+pub use browser::{BrowserFilter, DatasetBrowser, ImageKind};
+pub use compare::{CompareMode, ComparePanel, CompareView, ReferenceImage};
+pub use inspect::{InspectEnv, InspectState, Slot};
 pub use knowledge_tab::KnowledgeState;
 pub use services::{EndpointProbes, ProbeState, ReferencePlan, ReferenceService};
 pub use settings::SettingsState;
@@ -92,7 +97,10 @@ pub struct LaunchOptions {
 pub enum Command {
     SwitchTab(Tab),
     SelectImage(String),
-    LoadDataset { path: PathBuf, root: PathBuf },
+    LoadDataset {
+        path: PathBuf,
+        root: PathBuf,
+    },
     LoadKnowledge(PathBuf),
     ScoreFile(PathBuf),
     SetDarkMode(bool),
@@ -105,7 +113,10 @@ pub enum Command {
         save_to: Option<PathBuf>,
     },
     /// Load a memory folder now.
-    LoadReference { folder: PathBuf, embedder: String },
+    LoadReference {
+        folder: PathBuf,
+        embedder: String,
+    },
     CancelReference,
     /// Run the capability probe of an endpoint.
     TestEndpoint(Box<EndpointConfig>),
@@ -389,7 +400,8 @@ impl WorkbenchApp {
         }
         self.probes.poll();
         self.settings_view.poll();
-        self.inspect.poll(self.dataset.as_ref());
+        let (inspect, env) = self.inspect_parts();
+        inspect.poll(&env);
         self.batch.poll();
     }
 
@@ -503,7 +515,7 @@ impl WorkbenchApp {
             self.knowledge_job.as_ref().map(|j| j.name()),
             self.settings_save_job.as_ref().map(|j| j.name()),
             self.inspect.busy().then_some("decode image"),
-            self.batch.busy().then_some("score"),
+            self.batch.busy_label(),
         ]
         .into_iter()
         .flatten()
@@ -527,7 +539,10 @@ impl WorkbenchApp {
             .on_hover_text(endpoint.base_url.clone());
         let response = match self.probes.state(&endpoint) {
             ProbeState::Untested => ui
-                .add(egui::Label::new(egui::RichText::new("untested").weak()).sense(egui::Sense::click()))
+                .add(
+                    egui::Label::new(egui::RichText::new("untested").weak())
+                        .sense(egui::Sense::click()),
+                )
                 .on_hover_text("Click to test this endpoint (or use Test in Settings)"),
             ProbeState::Probing => {
                 ui.spinner();
@@ -672,11 +687,27 @@ impl WorkbenchApp {
             self.push(Command::SwitchTab(tab));
         }
         if save && self.settings_view.draft != self.settings && !self.saving_settings() {
-            self.push(Command::SaveSettings(Box::new(self.settings_view.draft.clone())));
+            self.push(Command::SaveSettings(Box::new(
+                self.settings_view.draft.clone(),
+            )));
         }
         if theme {
             self.push(Command::SetDarkMode(!self.persisted.dark_mode));
         }
+    }
+
+    /// The Inspect tab with what it reads from the app (disjoint borrows).
+    fn inspect_parts(&mut self) -> (&mut InspectState, InspectEnv<'_>) {
+        let env = InspectEnv {
+            dataset: self.dataset.as_ref(),
+            dataset_error: self.dataset_error.as_deref(),
+            reference: self.reference.as_ref(),
+            reference_generation: self.reference_generation,
+            settings: &self.settings,
+            knowledge: self.knowledge.as_ref(),
+            workspace: &self.workspace,
+        };
+        (&mut self.inspect, env)
     }
 
     /// Draws one frame into `ui` and applies what it asked for.
@@ -691,13 +722,17 @@ impl WorkbenchApp {
         egui::Panel::bottom("status_bar").show(ui, |ui| self.status_bar(ui));
         egui::CentralPanel::default().show(ui, |ui| match self.persisted.tab {
             Tab::Inspect => {
-                let cmds =
-                    self.inspect
-                        .ui(ui, self.dataset.as_ref(), self.dataset_error.as_deref());
+                let (inspect, env) = self.inspect_parts();
+                let cmds = inspect.ui(ui, &env);
                 self.commands.extend(cmds);
             }
             Tab::Batch => {
-                let cmds = self.batch.ui(ui);
+                let cx = batch::BatchContext {
+                    workspace: &self.workspace,
+                    settings: &self.settings,
+                    inspect_dataset: &self.settings.dataset.mmad_json,
+                };
+                let cmds = self.batch.ui(ui, &cx);
                 self.commands.extend(cmds);
             }
             Tab::Knowledge => self.knowledge_view.ui(
@@ -747,6 +782,12 @@ impl eframe::App for WorkbenchApp {
 
     fn save(&mut self, storage: &mut dyn eframe::Storage) {
         eframe::set_value(storage, eframe::APP_KEY, &self.persisted);
+    }
+
+    /// A batch run still going stops gracefully (answers in flight are written) and
+    /// can be resumed from the runs browser next time.
+    fn on_exit(&mut self, _gl: Option<&eframe::glow::Context>) {
+        self.batch.shutdown(std::time::Duration::from_secs(10));
     }
 }
 
@@ -828,7 +869,10 @@ mod tests {
         let long = "built from /home/someone/datasets/MMAD/root";
         let e = elide(long, 21);
         assert_eq!(e.chars().count(), 21);
-        assert!(e.starts_with("built from") && e.ends_with("MMAD/root"), "{e}");
+        assert!(
+            e.starts_with("built from") && e.ends_with("MMAD/root"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -299,7 +299,7 @@ impl EndpointProbes {
             match self.jobs[i].1.take() {
                 Some(result) => {
                     let (key, _) = self.jobs.remove(i);
-                    let report = result.unwrap_or_else(|message| failed_report(message));
+                    let report = result.unwrap_or_else(failed_report);
                     self.results.retain(|(k, _)| *k != key);
                     self.results.push((key, report));
                 }

@@ -88,9 +88,15 @@ impl<K: PartialEq + Clone + Send + 'static, V: Send + 'static> Check<K, V> {
 
     /// The result for `key`, if it has one.
     fn for_key(&self, key: &K) -> Option<&Result<V, String>> {
-        self.result.as_ref().filter(|(k, _)| k == key).map(|(_, r)| r)
+        self.result
+            .as_ref()
+            .filter(|(k, _)| k == key)
+            .map(|(_, r)| r)
     }
 }
+
+/// Which server a model list belongs to: base URL and API key variable name.
+type ServerKey = (String, Option<String>);
 
 /// The Settings tab: the draft and the checks run on it.
 pub struct SettingsState {
@@ -99,8 +105,8 @@ pub struct SettingsState {
     /// The endpoint shown in the editor (an index into `draft.endpoints`).
     pub selected_endpoint: usize,
     /// Model lists by (base URL, key variable).
-    served_models: Vec<((String, Option<String>), Result<Vec<String>, String>)>,
-    models_job: Option<((String, Option<String>), TrackedJob<Vec<String>>)>,
+    served_models: Vec<(ServerKey, Result<Vec<String>, String>)>,
+    models_job: Option<(ServerKey, TrackedJob<Vec<String>>)>,
     /// Embedder checks run only on request (CLIP loads its weights).
     embedder: Check<String>,
     dataset: Check<(PathBuf, PathBuf)>,
@@ -265,17 +271,21 @@ impl SettingsState {
     fn start_checks(&mut self) {
         let d = &self.draft;
         let key = (d.dataset.mmad_json.clone(), d.dataset.root.clone());
-        self.dataset.want("check dataset", &key, |(path, root)| check_dataset(&path, &root));
+        self.dataset.want("check dataset", &key, |(path, root)| {
+            check_dataset(&path, &root)
+        });
         let kb = d.knowledge_path();
-        self.knowledge.want("check knowledge", &kb, |path| check_knowledge(&path));
+        self.knowledge
+            .want("check knowledge", &kb, |path| check_knowledge(&path));
         let key = (
             d.pipeline.experts_file.clone(),
             d.pipeline.prompts_dir.clone(),
             d.pipeline.preset.clone(),
         );
-        self.prompts.want("check prompts", &key, |(experts, dir, preset)| {
-            check_prompts(experts.as_deref(), dir.as_deref(), &preset)
-        });
+        self.prompts
+            .want("check prompts", &key, |(experts, dir, preset)| {
+                check_prompts(experts.as_deref(), dir.as_deref(), &preset)
+            });
     }
 
     /// Presets of the experts table in use (the bundled one needs no file).
@@ -284,8 +294,16 @@ impl SettingsState {
         match &p.experts_file {
             None => preset_list(&ExpertTable::bundled()),
             Some(_) => {
-                let key = (p.experts_file.clone(), p.prompts_dir.clone(), p.preset.clone());
-                match self.prompts.for_key(&key).or(self.prompts.result.as_ref().map(|(_, r)| r)) {
+                let key = (
+                    p.experts_file.clone(),
+                    p.prompts_dir.clone(),
+                    p.preset.clone(),
+                );
+                match self
+                    .prompts
+                    .for_key(&key)
+                    .or(self.prompts.result.as_ref().map(|(_, r)| r))
+                {
                     Some(Ok(c)) => c.presets.clone(),
                     _ => Vec::new(),
                 }
@@ -303,7 +321,7 @@ impl SettingsState {
                 ui.spinner();
                 ui.label("Saving…");
             } else if dirty {
-                ui.colored_label(ui.visuals().warn_fg_color, "● Unsaved changes");
+                ui.colored_label(ui.visuals().warn_fg_color, "Unsaved changes");
             } else {
                 ui.weak("All changes saved");
             }
@@ -642,16 +660,32 @@ impl SettingsState {
             EmbedderKind::Descriptor => {}
             EmbedderKind::ClipFolder => {
                 let mut folder = PathBuf::from(spec.strip_prefix("clip:").unwrap_or_default());
-                egui::Grid::new("clip_folder").num_columns(2).show(ui, |ui| {
-                    if path_row(ui, "CLIP folder", &mut folder, PathKind::Folder, "a folder with config.json and model.safetensors") {
-                        *spec = format!("clip:{}", folder.display());
-                    }
-                });
+                egui::Grid::new("clip_folder")
+                    .num_columns(2)
+                    .show(ui, |ui| {
+                        if path_row(
+                            ui,
+                            "CLIP folder",
+                            &mut folder,
+                            PathKind::Folder,
+                            "a folder with config.json and model.safetensors",
+                        ) {
+                            *spec = format!("clip:{}", folder.display());
+                        }
+                    });
             }
             EmbedderKind::ClipHf => {
-                let mut name = spec.strip_prefix("clip:hf:").unwrap_or_default().to_string();
+                let mut name = spec
+                    .strip_prefix("clip:hf:")
+                    .unwrap_or_default()
+                    .to_string();
                 egui::Grid::new("clip_hf").num_columns(2).show(ui, |ui| {
-                    if text_row(ui, "Hugging Face model", &mut name, "ORG/NAME, e.g. openai/clip-vit-base-patch16") {
+                    if text_row(
+                        ui,
+                        "Hugging Face model",
+                        &mut name,
+                        "ORG/NAME, e.g. openai/clip-vit-base-patch16",
+                    ) {
                         *spec = format!("clip:hf:{}", name.trim());
                     }
                 });
@@ -663,11 +697,14 @@ impl SettingsState {
             let checking = self.embedder.busy();
             if ui
                 .add_enabled(valid && !checking, egui::Button::new("Check embedder"))
-                .on_hover_text("Load it (for CLIP: read and verify the weights) and report its vector size")
+                .on_hover_text(
+                    "Load it (for CLIP: read and verify the weights) and report its vector size",
+                )
                 .clicked()
             {
                 self.embedder.again();
-                self.embedder.want("check embedder", &spec, |s| check_embedder(&s));
+                self.embedder
+                    .want("check embedder", &spec, |s| check_embedder(&s));
             }
             if checking {
                 ui.spinner();
@@ -710,7 +747,13 @@ impl SettingsState {
             .spacing([10.0, 6.0])
             .show(ui, |ui| match &mut reference.memory {
                 Some(folder) => {
-                    path_row(ui, "Memory folder", folder, PathKind::Folder, "a folder with manifest.json");
+                    path_row(
+                        ui,
+                        "Memory folder",
+                        folder,
+                        PathKind::Folder,
+                        "a folder with manifest.json",
+                    );
                 }
                 None => {
                     let mut root = reference.build_root.clone().unwrap_or_default();
@@ -768,7 +811,12 @@ impl SettingsState {
             ui.colored_label(ok_color(ui), n);
         }
         ui.add_space(4.0);
-        let spec_ok = self.draft.reference.embedder.parse::<EmbedderSpec>().is_ok();
+        let spec_ok = self
+            .draft
+            .reference
+            .embedder
+            .parse::<EmbedderSpec>()
+            .is_ok();
         ui.horizontal(|ui| {
             let root = self.draft.reference_build_root();
             let save_to = services::memory_folder(env.workspace, &self.memory_name);
@@ -809,7 +857,12 @@ impl SettingsState {
                 }
             }
         });
-        if let Some(folder) = self.draft.reference.memory.clone().filter(|f| !f.as_os_str().is_empty())
+        if let Some(folder) = self
+            .draft
+            .reference
+            .memory
+            .clone()
+            .filter(|f| !f.as_os_str().is_empty())
             && ui
                 .add_enabled(!service.busy(), egui::Button::new("Load now"))
                 .on_hover_text("Load the memory folder above and use it right away")
@@ -854,14 +907,27 @@ impl SettingsState {
                     .spacing([10.0, 6.0])
                     .show(ui, |ui| {
                         let d = &mut self.draft.dataset;
-                        path_row(ui, "Dataset file (mmad.json)", &mut d.mmad_json, PathKind::Json, "mmad.json");
-                        path_row(ui, "Dataset root folder", &mut d.root, PathKind::Folder, "the folder holding MVTec-AD, VisA, …");
+                        path_row(
+                            ui,
+                            "Dataset file (mmad.json)",
+                            &mut d.mmad_json,
+                            PathKind::Json,
+                            "mmad.json",
+                        );
+                        path_row(
+                            ui,
+                            "Dataset root folder",
+                            &mut d.root,
+                            PathKind::Folder,
+                            "the folder holding MVTec-AD, VisA, …",
+                        );
                         let key = (d.mmad_json.clone(), d.root.clone());
                         ui.label("");
                         check_status(ui, self.dataset.for_key(&key), self.dataset.busy());
                         ui.end_row();
                         let mut kb = self.draft.knowledge.clone().unwrap_or_default();
-                        let hint = format!("bundled: {}", crate::bundled_knowledge_path().display());
+                        let hint =
+                            format!("bundled: {}", crate::bundled_knowledge_path().display());
                         if path_row(ui, "Knowledge file", &mut kb, PathKind::Json, &hint) {
                             self.draft.knowledge = (!kb.as_os_str().is_empty()).then_some(kb);
                         }
@@ -872,7 +938,9 @@ impl SettingsState {
                     });
                 if ui
                     .button("Use the bundled sample")
-                    .on_hover_text("The small sample dataset and knowledge shipped with the program")
+                    .on_hover_text(
+                        "The small sample dataset and knowledge shipped with the program",
+                    )
                     .clicked()
                 {
                     self.draft.dataset = Default::default();
@@ -917,12 +985,23 @@ impl SettingsState {
                             .labelled_by(label.id);
                         ui.end_row();
                         let mut dir = self.draft.pipeline.prompts_dir.clone().unwrap_or_default();
-                        if path_row(ui, "Prompt templates folder", &mut dir, PathKind::Folder, "bundled templates") {
-                            self.draft.pipeline.prompts_dir = (!dir.as_os_str().is_empty()).then_some(dir);
+                        if path_row(
+                            ui,
+                            "Prompt templates folder",
+                            &mut dir,
+                            PathKind::Folder,
+                            "bundled templates",
+                        ) {
+                            self.draft.pipeline.prompts_dir =
+                                (!dir.as_os_str().is_empty()).then_some(dir);
                         }
                         ui.label("");
                         let p = &self.draft.pipeline;
-                        let key = (p.experts_file.clone(), p.prompts_dir.clone(), p.preset.clone());
+                        let key = (
+                            p.experts_file.clone(),
+                            p.prompts_dir.clone(),
+                            p.preset.clone(),
+                        );
                         let status = self.prompts.for_key(&key).map(|r| match r {
                             Ok(c) => c.status.clone(),
                             Err(e) => Err(e.clone()),
@@ -948,9 +1027,12 @@ impl SettingsState {
             |ui| {
                 ui.horizontal_wrapped(|ui| {
                     ui.label("Workspace folder:");
-                    ui.add(egui::Label::new(
-                        egui::RichText::new(env.workspace.display().to_string()).monospace(),
-                    ).selectable(true));
+                    ui.add(
+                        egui::Label::new(
+                            egui::RichText::new(env.workspace.display().to_string()).monospace(),
+                        )
+                        .selectable(true),
+                    );
                 });
                 ui.horizontal(|ui| {
                     ui.label("Theme:");
@@ -1010,7 +1092,13 @@ enum PathKind {
 
 /// A labelled text field for a path with a Browse… button; true when it changed.
 /// Without a desktop portal the dialog returns nothing, so typing always works.
-fn path_row(ui: &mut egui::Ui, label: &str, path: &mut PathBuf, kind: PathKind, hint: &str) -> bool {
+fn path_row(
+    ui: &mut egui::Ui,
+    label: &str,
+    path: &mut PathBuf,
+    kind: PathKind,
+    hint: &str,
+) -> bool {
     let label = ui.label(label);
     let mut changed = false;
     ui.horizontal(|ui| {
@@ -1072,8 +1160,11 @@ fn check_line(ui: &mut egui::Ui, result: &Result<String, String>) {
             ui.colored_label(ok_color(ui), format!("OK: {text}"));
         }
         Err(e) => {
-            ui.colored_label(ui.visuals().error_fg_color, format!("Problem: {}", elide(e, 200)))
-                .on_hover_text(e.as_str());
+            ui.colored_label(
+                ui.visuals().error_fg_color,
+                format!("Problem: {}", elide(e, 200)),
+            )
+            .on_hover_text(e.as_str());
         }
     }
 }
@@ -1097,7 +1188,9 @@ fn check_status(ui: &mut egui::Ui, result: Option<&Result<String, String>>, busy
 fn probe_result(ui: &mut egui::Ui, probe: &ProbeState) {
     match probe {
         ProbeState::Untested => {
-            ui.weak("Not tested yet: press Test to check the server, the model and two-image requests.");
+            ui.weak(
+                "Not tested yet: press Test to check the server, the model and two-image requests.",
+            );
         }
         ProbeState::Probing => {
             ui.horizontal(|ui| {
@@ -1122,7 +1215,10 @@ fn probe_result(ui: &mut egui::Ui, probe: &ProbeState) {
                     report.latency_ms
                 ));
                 if !report.models.is_empty() {
-                    ui.weak(elide(&format!("served models: {}", report.models.join(", ")), 200));
+                    ui.weak(elide(
+                        &format!("served models: {}", report.models.join(", ")),
+                        200,
+                    ));
                 }
                 if let Some(reply) = &report.reply {
                     ui.weak(elide(&format!("reply: {}", reply.trim()), 200));
@@ -1218,7 +1314,10 @@ fn check_prompts(
         if let Some(d) = dir
             && !d.is_dir()
         {
-            anyhow::bail!("the prompt templates folder {} is not a folder", d.display());
+            anyhow::bail!(
+                "the prompt templates folder {} is not a folder",
+                d.display()
+            );
         }
         let def = table.preset(preset)?;
         let mut parts = Vec::new();
@@ -1226,7 +1325,10 @@ fn check_prompts(
             let loaded = PromptSet::load(set, dir)?;
             parts.push(format!("{set} ({} templates)", loaded.templates().count()));
         }
-        Ok(format!("preset `{preset}` uses prompt set {}", parts.join(", ")))
+        Ok(format!(
+            "preset `{preset}` uses prompt set {}",
+            parts.join(", ")
+        ))
     })()
     .map_err(|e| format!("{e:#}"));
     Ok(PromptsCheck { presets, status })

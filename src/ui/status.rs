@@ -114,7 +114,7 @@ pub fn activity_row(ui: &mut egui::Ui, activity: &Activity) {
         if cancel.is_cancelled() {
             ui.weak("stopping…");
         } else if ui
-            .small_button("Cancel")
+            .small_button("Stop")
             .on_hover_text(format!("Stop: {}", activity.label))
             .clicked()
         {
