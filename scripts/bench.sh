@@ -33,4 +33,7 @@ echo "== CLIP ViT-B/16 (random weights), candle vs PyTorch"
 python3 scripts/bench_clip_torch.py "$DATA/clip" > "$OUT/clip_torch.json"
 "$BIN" bench clip --model "$DATA/clip" > "$OUT/clip_candle.json"
 
+echo "== batch runner: mock server at 200 ms, 1024 x 1024 PNG questions, concurrency 8/32/128"
+"$BIN" bench runner --latency-ms 200 --concurrency 8,32,128 > "$OUT/runner.json"
+
 python3 scripts/bench_report.py "$OUT"

@@ -44,6 +44,20 @@ def main():
             cv, tv = cb[b], tb[b]
             if cv and tv:
                 print(f"| {b} | {cv:.2f} | {tv:.2f} | {cv / tv:.2f} |")
+    r = load(d, "runner.json")
+    if r:
+        img = r["image"]
+        print(f"\nBatch runner against the mock server at {r['latency_ms']} ms, "
+              f"{img['width']} x {img['height']} PNG (mean {img['mean_bytes'] / 1e6:.2f} MB), "
+              f"{r['images_per_request']} images per request")
+        print("\n| concurrency | questions | questions/s | bound | ratio | CPU ms/question: runner | mock |")
+        print("|---|---|---|---|---|---|---|")
+        fmt = lambda v: "-" if v is None else f"{v:.2f}"
+        for lv in r["levels"]:
+            cpu = lv["cpu_ms_per_question"]
+            print(f"| {lv['concurrency']} | {lv['questions']} | {lv['questions_per_s']:.1f} | "
+                  f"{lv['bound_questions_per_s']:.0f} | {lv['ratio']:.2f} | {fmt(cpu['runner'])} | "
+                  f"{fmt(cpu['mock_server'])} |")
 
 
 if __name__ == "__main__":

@@ -62,6 +62,9 @@ pub struct ReferenceSettings {
     /// A memory folder built with `memory build`; `None` builds one in memory from the
     /// dataset's normal images when it is first needed.
     pub memory: Option<PathBuf>,
+    /// The folder whose defect-free images the in-memory build embeds (MMAD root
+    /// layout `*/*/train/good/*`, or one MVTec-style dataset); `None`: the dataset root.
+    pub build_root: Option<PathBuf>,
     /// How many references the top-k strip and the trace keep.
     pub top_k: usize,
 }
@@ -71,6 +74,7 @@ impl Default for ReferenceSettings {
         ReferenceSettings {
             embedder: "descriptor".into(),
             memory: None,
+            build_root: None,
             top_k: 5,
         }
     }
@@ -154,6 +158,14 @@ impl Settings {
         self.endpoints
             .get(self.active_endpoint)
             .or_else(|| self.endpoints.first())
+    }
+
+    /// The folder a memory is built from when no memory folder is set.
+    pub fn reference_build_root(&self) -> PathBuf {
+        self.reference
+            .build_root
+            .clone()
+            .unwrap_or_else(|| self.dataset.root.clone())
     }
 
     /// The knowledge base to load: the chosen file or the bundled one.

@@ -14,6 +14,7 @@ pub mod knowledge;
 pub mod memory;
 pub mod mllm;
 pub mod util;
+pub mod verdicts;
 pub mod vision;
 pub mod workspace;
 

@@ -22,8 +22,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Score MMAD answers (answers JSON list, or a run journal .jsonl) with MMAD's metric.
+    /// Score MMAD answers (answers JSON list, run journal .jsonl, or run folder) with MMAD's metric.
     Score(cli::score::ScoreArgs),
+    /// Export a run: MMAD's answers JSON, MMAD's accuracy CSV and an HTML report.
+    Export(cli::export::ExportArgs),
+    /// Merge the shards of one run into one run folder.
+    Merge(cli::merge::MergeArgs),
     /// Embed one image and print the vector.
     Embed(cli::memory::EmbedArgs),
     /// Build reference memories of defect-free images.
@@ -40,6 +44,8 @@ enum Command {
     MockServer(cli::mock_server::MockServerArgs),
     /// Check that an endpoint lists the model and accepts two images per request.
     Probe(cli::probe::ProbeArgs),
+    /// Run an MMAD dataset through the pipeline into a run folder (resumable, shardable).
+    Run(Box<cli::run::RunArgs>),
     /// Inspect MMAD-format datasets.
     #[command(subcommand)]
     Dataset(DatasetCommand),
@@ -48,7 +54,48 @@ enum Command {
     Knowledge(KnowledgeCommand),
     /// Open the desktop app (the default when no subcommand is given).
     #[cfg(feature = "gui")]
-    Gui,
+    Gui(GuiArgs),
+}
+
+#[cfg(feature = "gui")]
+#[derive(clap::Args)]
+struct GuiArgs {
+    /// Open on this tab instead of the last one used.
+    #[arg(long, value_enum)]
+    tab: Option<GuiTab>,
+    /// Open this dataset image (its key in mmad.json, e.g. MVTec-AD/bottle/test/good/000.png).
+    #[arg(long, value_name = "KEY")]
+    image: Option<String>,
+    /// The workspace folder (settings, caches, memories, runs); the same as setting
+    /// ECHO_WORKBENCH_HOME.
+    #[arg(long, value_name = "DIR")]
+    workspace: Option<PathBuf>,
+}
+
+#[cfg(feature = "gui")]
+#[derive(Clone, Copy, ValueEnum)]
+enum GuiTab {
+    Inspect,
+    Batch,
+    Knowledge,
+    Settings,
+}
+
+#[cfg(feature = "gui")]
+impl From<GuiArgs> for echo_workbench::ui::LaunchOptions {
+    fn from(args: GuiArgs) -> Self {
+        use echo_workbench::ui::Tab;
+        echo_workbench::ui::LaunchOptions {
+            tab: args.tab.map(|t| match t {
+                GuiTab::Inspect => Tab::Inspect,
+                GuiTab::Batch => Tab::Batch,
+                GuiTab::Knowledge => Tab::Knowledge,
+                GuiTab::Settings => Tab::Settings,
+            }),
+            image: args.image,
+            workspace: args.workspace,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -91,6 +138,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Score(args)) => cli::score::run(&args),
+        Some(Command::Export(args)) => cli::export::run(&args),
+        Some(Command::Merge(args)) => cli::merge::run(&args),
         Some(Command::Embed(args)) => cli::memory::embed(&args),
         Some(Command::Bench(cmd)) => cli::bench::run(&cmd),
         Some(Command::Memory(MemoryCommand::Build(args))) => cli::memory::build(&args),
@@ -98,6 +147,7 @@ fn main() -> ExitCode {
         Some(Command::Inspect(args)) => cli::inspect::run(&args),
         Some(Command::MockServer(args)) => cli::mock_server::run(&args),
         Some(Command::Probe(args)) => cli::probe::run(&args),
+        Some(Command::Run(args)) => cli::run::run(&args),
         Some(Command::Dataset(DatasetCommand::Stats {
             mmad_json,
             root,
@@ -107,7 +157,9 @@ fn main() -> ExitCode {
             cli::knowledge::validate(&file, format)
         }
         #[cfg(feature = "gui")]
-        Some(Command::Gui) | None => echo_workbench::ui::run(),
+        Some(Command::Gui(args)) => echo_workbench::ui::run(args.into()),
+        #[cfg(feature = "gui")]
+        None => echo_workbench::ui::run(Default::default()),
         #[cfg(not(feature = "gui"))]
         None => Err(anyhow::anyhow!(
             "this build has no GUI (built without the `gui` feature); run `echo-workbench --help` for the commands"

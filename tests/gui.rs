@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use echo_workbench::ui::{Persisted, Tab, WorkbenchApp};
+use eframe::egui;
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
 
@@ -34,7 +35,9 @@ fn wait_for(
 }
 
 fn sample_app() -> WorkbenchApp {
-    WorkbenchApp::new(Persisted::default())
+    // A workspace of its own, so the user's settings and caches are never touched.
+    let workspace = tempfile::tempdir().unwrap().keep();
+    WorkbenchApp::with_workspace(Persisted::default(), workspace)
 }
 
 #[test]
@@ -109,14 +112,75 @@ fn knowledge_tab_lists_the_bundled_base_without_problems() {
     h.get_by_label("Knowledge").click();
     h.run_steps(2);
     assert_eq!(h.state().persisted.tab, Tab::Knowledge);
-    h.get_by_label("Validation: no problems");
-    h.get_by_label("MVTec (15)").click();
-    h.run_steps(2);
-    h.get_by_label("bottle").click();
+    wait_for(&mut h, "dataset", |a| a.dataset.is_some());
+    h.run_steps(3);
+    let problems = h.state().knowledge_view.problems.clone();
+    assert!(problems.is_empty(), "{problems:?}");
+    h.get_by_label("No problems");
+    h.get_by_label("bottle (4)").click();
     h.run_steps(2);
     h.get_by_label("broken_large").click();
     h.run_steps(2);
-    h.get_by_label("MVTec / bottle / broken_large");
+    // The tree row and the editor's heading.
+    assert!(h.get_all_by_label_contains("broken_large").count() >= 2);
+}
+
+/// A curator's loop on a copy of the knowledge file: an emptied description is a
+/// problem at once, typing fixes it, Save with a note makes a version in the history.
+#[test]
+fn knowledge_edit_validates_as_you_type_and_saves_a_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("domain_knowledge.json");
+    std::fs::copy(echo_workbench::bundled_knowledge_path(), &file).unwrap();
+    let settings = echo_workbench::config::Settings {
+        knowledge: Some(file.clone()),
+        ..Default::default()
+    };
+    let workspace = dir.path().join("ws");
+    settings
+        .save(&echo_workbench::config::Settings::path_in(&workspace))
+        .unwrap();
+    let persisted = Persisted {
+        tab: Tab::Knowledge,
+        ..Persisted::default()
+    };
+    let mut h = harness(WorkbenchApp::with_workspace(persisted, workspace.clone()));
+    wait_for(&mut h, "knowledge", |a| a.knowledge.is_some());
+    h.run_steps(2);
+    h.get_by_label("No problems");
+    let before = std::fs::read(&file).unwrap();
+
+    let description =
+        h.get_by_role_and_label(egui::accesskit::Role::MultilineTextInput, "Description");
+    description.focus();
+    h.step();
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
+    h.key_press(egui::Key::Backspace);
+    h.run_steps(3);
+    assert!(
+        h.query_by_label("No problems").is_none(),
+        "an empty description is a problem"
+    );
+    h.get_by_role_and_label(egui::accesskit::Role::MultilineTextInput, "Description")
+        .type_text("A clean bottle rim, seen from above.");
+    h.run_steps(3);
+    h.get_by_label("No problems");
+    // Nothing is written until Save.
+    assert_eq!(std::fs::read(&file).unwrap(), before);
+
+    let note = h.get_by_role_and_label(egui::accesskit::Role::TextInput, "Note");
+    note.focus();
+    h.step();
+    h.get_by_role_and_label(egui::accesskit::Role::TextInput, "Note")
+        .type_text("shorter bottle description");
+    h.run_steps(2);
+    h.get_by_label("Save").click();
+    wait_for(&mut h, "the save", |a| a.knowledge_view.versions.len() == 1);
+    let saved = std::fs::read_to_string(&file).unwrap();
+    assert!(saved.contains("A clean bottle rim, seen from above."));
+    h.get_by_label("History (1)").click();
+    h.run_steps(2);
+    h.get_by_label_contains("shorter bottle description");
 }
 
 #[test]
@@ -124,6 +188,8 @@ fn batch_tab_scores_a_file_like_the_cli() {
     let mut h = harness(sample_app());
     h.get_by_label("Batch").click();
     h.run_steps(2);
+    h.get_by_label("Score a file").click();
+    h.run_steps(1);
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/facts_answers.json");
     h.state_mut().batch.path_text = fixture.display().to_string();
     h.get_by_label("MMAD-compatible (reproduce summary.py's skip)")
@@ -144,12 +210,18 @@ fn a_broken_dataset_shows_its_error_in_the_ui() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("mmad.json");
     std::fs::write(&bad, "{\"a/b/c.png\": {").unwrap();
-    let p = Persisted {
-        dataset_path: bad,
-        dataset_root: dir.path().to_path_buf(),
-        ..Persisted::default()
-    };
-    let mut h = harness(WorkbenchApp::new(p));
+    // The dataset is a setting (shared with the CLI), read from the workspace's file.
+    let mut settings = echo_workbench::config::Settings::default();
+    settings.dataset.mmad_json = bad;
+    settings.dataset.root = dir.path().to_path_buf();
+    let workspace = dir.path().join("ws");
+    settings
+        .save(&echo_workbench::config::Settings::path_in(&workspace))
+        .unwrap();
+    let mut h = harness(WorkbenchApp::with_workspace(
+        Persisted::default(),
+        workspace,
+    ));
     wait_for(&mut h, "dataset error", |a| a.dataset_error.is_some());
     // Shown in the Inspect tab and in the status bar.
     h.get_by_label_contains("The dataset could not be loaded.");

@@ -1,6 +1,15 @@
-//! Benchmarking against MMAD: scoring answers exactly as MMAD's summary does.
+//! Benchmarking against MMAD: batch runs (runner, journal, manifest, shards), scoring
+//! exactly as MMAD's summary does, exports and merges.
 
+pub mod compare;
+pub mod export;
 pub mod journal;
+pub mod lock;
 pub mod manifest;
+pub mod merge;
 pub mod perf;
+pub mod run_folder;
+pub mod runner;
+pub mod runner_bench;
 pub mod score;
+pub mod select;

@@ -17,6 +17,27 @@ pub enum BenchCommand {
     MemoryBuild(MemoryBuildArgs),
     /// CLIP image-tower throughput (images/s) on this machine, per batch size.
     Clip(ClipArgs),
+    /// Batch-runner throughput against the in-process mock server at a fixed latency,
+    /// as a fraction of concurrency / latency, and the runner's CPU per question.
+    Runner(RunnerArgs),
+}
+
+#[derive(Args)]
+pub struct RunnerArgs {
+    /// The mock server's delay before every answer, in milliseconds.
+    #[arg(long, default_value_t = 200)]
+    latency_ms: u64,
+    #[arg(long, value_delimiter = ',', default_value = "8,32,128")]
+    concurrency: Vec<usize>,
+    /// Questions per level = concurrency x waves.
+    #[arg(long, default_value_t = 10)]
+    waves: usize,
+    /// Side of the generated PNG images.
+    #[arg(long, default_value_t = 1024)]
+    size: u32,
+    /// Where the generated dataset and run folders go (default: a temporary folder, removed after).
+    #[arg(long)]
+    dir: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -98,6 +119,22 @@ pub fn run(cmd: &BenchCommand) -> anyhow::Result<ExitCode> {
             perf::write_bench_images(&dir, a.images, a.size)?;
             let embedder = a.embedder.load()?;
             let out = perf::bench_memory_build(&dir, embedder.as_ref(), a.embedder.wants_thumbs())?;
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        BenchCommand::Runner(a) => {
+            eprintln!(
+                "generating {}x{} images, then runs at concurrency {:?} ...",
+                a.size, a.size, a.concurrency
+            );
+            let out = echo_workbench::bench::runner_bench::bench_runner(
+                &echo_workbench::bench::runner_bench::RunnerBenchOptions {
+                    latency_ms: a.latency_ms,
+                    concurrency: a.concurrency.clone(),
+                    waves: a.waves,
+                    size: a.size,
+                    dir: a.dir.clone(),
+                },
+            )?;
             println!("{}", serde_json::to_string_pretty(&out)?);
         }
         BenchCommand::Clip(a) => {

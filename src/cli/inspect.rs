@@ -5,7 +5,6 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::Args;
@@ -14,13 +13,11 @@ use echo_workbench::echo::pipeline::{PipelineEvent, Query};
 use echo_workbench::echo::plan::{
     ExpertSwitches, KnowledgeMode, Plan, ReasoningMode, ReferenceKind, ScopeMode,
 };
+use echo_workbench::echo::setup::{ContextSources, load_context};
 use echo_workbench::echo::{
-    ExpertStatus, ExpertTrace, ExtractMode, MllmBackend, PipelineContext, PipelineSettings,
-    classify_question,
+    ExpertStatus, ExpertTrace, ExtractMode, MllmBackend, PipelineSettings, classify_question,
 };
 use echo_workbench::jobs::CancelToken;
-use echo_workbench::knowledge::KnowledgeBase;
-use echo_workbench::memory::ReferenceMemory;
 use echo_workbench::mllm::EndpointConfig;
 use echo_workbench::vision::spec::EmbedderSpec;
 use indexmap::IndexMap;
@@ -240,20 +237,6 @@ fn find_entry(
     Ok(None)
 }
 
-fn load_kb(
-    explicit: Option<&Path>,
-    bundled: PathBuf,
-    what: &str,
-) -> anyhow::Result<Option<Arc<KnowledgeBase>>> {
-    match explicit {
-        Some(p) => Ok(Some(Arc::new(
-            KnowledgeBase::load(p).with_context(|| format!("loading the {what}"))?,
-        ))),
-        None if bundled.is_file() => Ok(KnowledgeBase::load(&bundled).ok().map(Arc::new)),
-        None => Ok(None),
-    }
-}
-
 pub fn run(args: &InspectArgs) -> anyhow::Result<ExitCode> {
     if !args.image.is_file() {
         bail!("cannot read {}: no such file", args.image.display());
@@ -368,33 +351,16 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<ExitCode> {
         (None, None) => ReferenceKind::None,
     });
 
-    let mut ctx = PipelineContext::new(settings)?;
-    let kb_path = echo_workbench::bundled_knowledge_path();
-    let condensed_default = kb_path.with_file_name("condensed.json");
-    if let Some(kb) = load_kb(args.knowledge.as_deref(), kb_path, "knowledge base")? {
-        ctx = ctx.with_knowledge(kb);
-    }
-    if let Some(kb) = load_kb(
-        args.condensed.as_deref(),
-        condensed_default,
-        "condensed knowledge",
-    )? {
-        ctx = ctx.with_condensed(kb);
-    }
-    if let Some(dir) = &args.memory {
-        let memory = ReferenceMemory::load(dir)?;
-        let spec = match &args.embedder {
-            Some(s) => s.clone(),
-            None => memory.embedder_spec.parse().with_context(|| {
-                format!(
-                    "{} does not say how to load its embedder; pass --embedder",
-                    dir.display()
-                )
-            })?,
-        };
-        let embedder: Arc<dyn echo_workbench::vision::ImageEmbedder> = Arc::from(spec.load()?);
-        ctx = ctx.with_memory(Arc::new(memory), embedder)?;
-    }
+    let ctx = load_context(
+        settings,
+        &ContextSources {
+            knowledge: args.knowledge.clone(),
+            condensed: args.condensed.clone(),
+            memory: args.memory.clone(),
+            embedder: args.embedder.clone(),
+        },
+    )?
+    .context;
 
     let plan = ctx.plan(&question.qtype);
     if args.plan {

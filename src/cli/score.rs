@@ -1,13 +1,27 @@
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Args, ValueEnum};
-use echo_workbench::bench::score::{self, ScoreOptions};
+use echo_workbench::bench::run_folder::{Coverage, RunFolder};
+use echo_workbench::bench::score::{self, LoadedAnswers, ScoreOptions, ScoreTable};
+use serde_json::Value;
 
 #[derive(Args)]
 pub struct ScoreArgs {
-    /// An MMAD answers JSON (a list) or a run journal (.jsonl, one answer per line).
-    file: PathBuf,
+    /// MMAD answers JSON files (a list), run journals (.jsonl, one answer per line) or
+    /// run folders (scored over their answered questions in dataset order).
+    #[arg(required = true, value_name = "FILE_OR_RUN_DIR")]
+    files: Vec<PathBuf>,
+    #[command(flatten)]
+    scoring: ScoringArgs,
+    #[arg(long, value_enum, default_value_t = ScoreFormat::Table)]
+    format: ScoreFormat,
+}
+
+/// How to score; shared by `score` and `export` so both compute the same table.
+#[derive(Args, Clone, Copy)]
+pub struct ScoringArgs {
     /// Reproduce MMAD summary.py exactly, including its flaw of skipping the entry
     /// after each invalid one.
     #[arg(long)]
@@ -18,8 +32,16 @@ pub struct ScoreArgs {
     /// Add Recall, Precision and F1 with anomaly as the positive class.
     #[arg(long)]
     detection_metrics: bool,
-    #[arg(long, value_enum, default_value_t = ScoreFormat::Table)]
-    format: ScoreFormat,
+}
+
+impl ScoringArgs {
+    pub fn options(self) -> ScoreOptions {
+        ScoreOptions {
+            mmad_compat: self.mmad_compat,
+            overkill_miss: self.overkill_miss,
+            detection_metrics: self.detection_metrics,
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -28,28 +50,121 @@ enum ScoreFormat {
     Table,
     /// MMAD's `_accuracy.csv` layout.
     Csv,
-    /// {"columns", "index", "table", "invalid", "skipped"}.
+    /// {"columns", "index", "table", "invalid", "skipped"}; run folders add
+    /// "coverage" and "errors"; several inputs give a list of these with "path".
     Json,
 }
 
-pub fn run(args: &ScoreArgs) -> anyhow::Result<ExitCode> {
-    let loaded = score::load_answers(&args.file)?;
-    let options = ScoreOptions {
-        mmad_compat: args.mmad_compat,
-        overkill_miss: args.overkill_miss,
-        detection_metrics: args.detection_metrics,
-    };
-    let table = score::score(&loaded.records, options);
-    match args.format {
-        ScoreFormat::Json => println!("{}", serde_json::to_string_pretty(&table.to_json())?),
-        ScoreFormat::Csv => print!("{}", table.to_csv()),
-        ScoreFormat::Table => print!("{}", table.to_text()),
+/// Failed questions listed before the rest are only counted.
+const ERRORS_LISTED: usize = 20;
+
+enum Input {
+    Answers(LoadedAnswers),
+    Run(Box<RunFolder>),
+}
+
+impl Input {
+    fn load(path: &Path) -> anyhow::Result<Input> {
+        if path.is_dir() {
+            let run = RunFolder::open(path)?;
+            Ok(Input::Run(Box::new(run)))
+        } else {
+            Ok(Input::Answers(score::load_answers(path)?))
+        }
     }
+}
+
+pub fn run(args: &ScoreArgs) -> anyhow::Result<ExitCode> {
+    // Read everything first: a bad input stops the command before any table is out.
+    let inputs = args
+        .files
+        .iter()
+        .map(|p| Input::load(p).map(|input| (p, input)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let options = args.scoring.options();
+    let several = inputs.len() > 1;
+
+    let mut json_list = Vec::new();
+    for (n, (path, input)) in inputs.iter().enumerate() {
+        let table = match input {
+            Input::Answers(loaded) => score::score(&loaded.records, options),
+            Input::Run(run) => run.score(options),
+        };
+        match args.format {
+            ScoreFormat::Json => {
+                let mut v = table.to_json();
+                if let Input::Run(run) = input {
+                    add_run_json(&mut v, run)?;
+                }
+                if several {
+                    v["path"] = Value::String(path.display().to_string());
+                    json_list.push(v);
+                } else {
+                    println!("{}", serde_json::to_string_pretty(&v)?);
+                }
+            }
+            ScoreFormat::Csv | ScoreFormat::Table => {
+                if several {
+                    if n > 0 {
+                        println!();
+                    }
+                    println!("==> {} <==", path.display());
+                }
+                if args.format == ScoreFormat::Csv {
+                    print!("{}", table.to_csv());
+                } else {
+                    print!("{}", table.to_text());
+                }
+            }
+        }
+        notes(args, path, input, &table);
+    }
+    if args.format == ScoreFormat::Json && several {
+        println!("{}", serde_json::to_string_pretty(&json_list)?);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn add_run_json(v: &mut Value, run: &RunFolder) -> anyhow::Result<()> {
+    let errors: Vec<Value> = run
+        .error_records()
+        .map(|r| {
+            serde_json::json!({
+                "index": r.index,
+                "image": r.image,
+                "question_type": r.question_type,
+                "reason": r.error.as_deref().unwrap_or("unknown error"),
+            })
+        })
+        .collect();
+    v["coverage"] = serde_json::to_value(run.coverage()).context("coverage as JSON")?;
+    v["errors"] = Value::Array(errors);
+    v["torn_last_line"] = Value::Bool(run.torn_last_line);
+    Ok(())
+}
+
+/// What a person should know besides the table: coverage and failures of a run,
+/// dropped answers. Printed to stdout with the text table, to stderr otherwise so
+/// that CSV and JSON stay machine-readable.
+fn notes(args: &ScoreArgs, path: &Path, input: &Input, table: &ScoreTable) {
+    let to_stdout = args.format == ScoreFormat::Table;
+    let say = |line: String| {
+        if to_stdout {
+            println!("{line}");
+        } else {
+            eprintln!("{line}");
+        }
+    };
+    let prefix = if args.files.len() > 1 {
+        format!("{}: ", path.display())
+    } else {
+        String::new()
+    };
     if table.invalid > 0 {
         eprintln!(
-            "note: {} answer(s) were not a single letter A-E and were dropped{}",
+            "{prefix}note: {} answer(s) were not a single letter A-E and were dropped{}",
             table.invalid,
-            if args.mmad_compat {
+            if args.scoring.mmad_compat {
                 format!(
                     "; {} following answer(s) were skipped as MMAD's summary.py does",
                     table.skipped
@@ -59,17 +174,67 @@ pub fn run(args: &ScoreArgs) -> anyhow::Result<ExitCode> {
             }
         );
     }
-    if !loaded.errors.is_empty() {
-        eprintln!(
-            "note: {} question(s) ended in an error and are not scored:",
-            loaded.errors.len()
-        );
-        for e in loaded.errors.iter().take(10) {
-            eprintln!("  line {}: {} ({})", e.line, e.image, e.reason);
+    match input {
+        Input::Answers(loaded) => {
+            if !loaded.errors.is_empty() {
+                eprintln!(
+                    "{prefix}note: {} question(s) ended in an error and are not scored:",
+                    loaded.errors.len()
+                );
+                for e in loaded.errors.iter().take(10) {
+                    eprintln!("  line {}: {} ({})", e.line, e.image, e.reason);
+                }
+            }
+            if loaded.torn_last_line {
+                eprintln!(
+                    "{prefix}note: the journal's last line was torn (an interrupted write) and was ignored"
+                );
+            }
+        }
+        Input::Run(run) => {
+            if args.format == ScoreFormat::Json {
+                // Coverage and errors are in the JSON itself.
+                if run.torn_last_line {
+                    eprintln!(
+                        "{prefix}note: the journal's last line was torn (an interrupted write) and was ignored"
+                    );
+                }
+                return;
+            }
+            let Coverage {
+                question_count,
+                answered,
+                errors,
+                missing,
+            } = run.coverage();
+            say(format!(
+                "{prefix}coverage: {answered} answered, {errors} error(s), {missing} missing of {question_count} question(s)"
+            ));
+            if run.torn_last_line {
+                say(format!(
+                    "{prefix}note: the journal's last line was torn (an interrupted write) and was ignored"
+                ));
+            }
+            if run.superseded > 0 {
+                say(format!(
+                    "{prefix}note: {} earlier record(s) were replaced by a later one for the same question",
+                    run.superseded
+                ));
+            }
+            if errors > 0 {
+                say(format!("{prefix}errors (not scored):"));
+                for r in run.error_records().take(ERRORS_LISTED) {
+                    say(format!(
+                        "  #{} {}: {}",
+                        r.index,
+                        r.image,
+                        r.error.as_deref().unwrap_or("unknown error")
+                    ));
+                }
+                if errors > ERRORS_LISTED {
+                    say(format!("  ... and {} more", errors - ERRORS_LISTED));
+                }
+            }
         }
     }
-    if loaded.torn_last_line {
-        eprintln!("note: the journal's last line was torn (an interrupted write) and was ignored");
-    }
-    Ok(ExitCode::SUCCESS)
 }

@@ -15,6 +15,7 @@ pub mod plan;
 pub mod prompt;
 pub mod reference;
 pub mod request;
+pub mod setup;
 pub mod trace;
 
 pub use backend::{ChatBackend, MllmBackend, ScriptedBackend};

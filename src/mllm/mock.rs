@@ -380,6 +380,10 @@ pub struct MockConfig {
     pub reject_unknown_model: bool,
     /// Most recent requests kept for [`MockServer::recorded`] (bodies include images).
     pub record_limit: usize,
+    /// Decode every image in full, as a strict server would. Off, only the declared
+    /// type is checked against the image's first bytes: a benchmark then measures
+    /// the client rather than the mock's image decoder.
+    pub decode_images: bool,
 }
 
 impl Default for MockConfig {
@@ -394,6 +398,7 @@ impl Default for MockConfig {
             require_api_key: None,
             reject_unknown_model: false,
             record_limit: 1000,
+            decode_images: true,
         }
     }
 }
@@ -956,7 +961,8 @@ fn check_chat(cfg: &MockConfig, body: &[u8]) -> Result<Checked, Refusal> {
                                         "{at}: an image_url part needs {{\"image_url\": {{\"url\": ...}}}}"
                                     ))
                                 })?;
-                            check_data_url(url).map_err(|e| bad(format!("{at}: {e}")))?;
+                            check_data_url(url, cfg.decode_images)
+                                .map_err(|e| bad(format!("{at}: {e}")))?;
                             images += 1;
                         }
                         other => {
@@ -998,8 +1004,9 @@ fn check_chat(cfg: &MockConfig, body: &[u8]) -> Result<Checked, Refusal> {
     })
 }
 
-/// A data URL must declare an image type, be base64, and hold an image of that type.
-fn check_data_url(url: &str) -> Result<(), String> {
+/// A data URL must declare an image type, be base64, and hold an image of that type
+/// (with `decode`, one that decodes; without, one whose first bytes say so).
+fn check_data_url(url: &str, decode: bool) -> Result<(), String> {
     let Some(rest) = url.strip_prefix("data:") else {
         let shown: String = url.chars().take(40).collect();
         return Err(format!(
@@ -1015,8 +1022,14 @@ fn check_data_url(url: &str) -> Result<(), String> {
     if !mime.starts_with("image/") {
         return Err(format!("the data URL declares {mime:?}, not an image type"));
     }
+    // 64 base64 characters are 48 bytes: every format's signature fits.
+    let head = if decode {
+        b64
+    } else {
+        b64.get(..b64.len().min(64)).unwrap_or(b64)
+    };
     let bytes = base64::engine::general_purpose::STANDARD
-        .decode(b64)
+        .decode(head)
         .map_err(|e| format!("the data URL's base64 is invalid: {e}"))?;
     let actual = match image::guess_format(&bytes) {
         Ok(image::ImageFormat::Png) => "image/png",
@@ -1031,6 +1044,9 @@ fn check_data_url(url: &str) -> Result<(), String> {
         return Err(format!(
             "the data URL declares {mime} but holds {actual} bytes"
         ));
+    }
+    if !decode {
+        return Ok(());
     }
     decode_rgb8_bytes(
         &bytes,
@@ -1096,17 +1112,17 @@ mod tests {
     #[test]
     fn data_urls_are_checked() {
         assert!(
-            check_data_url("http://example.com/a.png")
+            check_data_url("http://example.com/a.png", true)
                 .unwrap_err()
                 .contains("data URL")
         );
         assert!(
-            check_data_url("data:image/png;base64,@@@")
+            check_data_url("data:image/png;base64,@@@", true)
                 .unwrap_err()
                 .contains("base64")
         );
         assert!(
-            check_data_url("data:text/plain;base64,aGk=")
+            check_data_url("data:text/plain;base64,aGk=", true)
                 .unwrap_err()
                 .contains("not an image type")
         );
@@ -1115,11 +1131,24 @@ mod tests {
             .write_to(&mut png, image::ImageFormat::Png)
             .unwrap();
         let b64 = base64::engine::general_purpose::STANDARD.encode(png.into_inner());
-        assert!(check_data_url(&format!("data:image/png;base64,{b64}")).is_ok());
+        assert!(check_data_url(&format!("data:image/png;base64,{b64}"), true).is_ok());
         assert!(
-            check_data_url(&format!("data:image/jpeg;base64,{b64}"))
+            check_data_url(&format!("data:image/jpeg;base64,{b64}"), true)
                 .unwrap_err()
                 .contains("holds image/png")
         );
+        // Without decoding, the signature still has to match, but a damaged body passes.
+        let mut big = std::io::Cursor::new(Vec::new());
+        image::DynamicImage::ImageRgb8(image::RgbImage::from_fn(32, 32, |x, y| {
+            image::Rgb([(x * 7 + y * 13) as u8, (x * y) as u8, (x ^ y) as u8])
+        }))
+        .write_to(&mut big, image::ImageFormat::Png)
+        .unwrap();
+        let big = base64::engine::general_purpose::STANDARD.encode(big.into_inner());
+        let cut = &big[..big.len() / 8 * 4];
+        assert!(cut.len() > 64);
+        assert!(check_data_url(&format!("data:image/png;base64,{cut}"), true).is_err());
+        assert!(check_data_url(&format!("data:image/png;base64,{cut}"), false).is_ok());
+        assert!(check_data_url(&format!("data:image/jpeg;base64,{b64}"), false).is_err());
     }
 }

@@ -136,8 +136,8 @@ struct Loaded {
 }
 
 fn read_knowledge(path: &Path) -> anyhow::Result<Loaded> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let bytes =
+        std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
     let text = String::from_utf8(bytes.clone())
         .map_err(|_| anyhow::anyhow!("{}: not UTF-8 text", path.display()))?;
     Ok(Loaded {
@@ -186,7 +186,7 @@ pub struct KnowledgeState {
     pub note: String,
     save_job: Option<Job<SaveDone>>,
     pub message: Option<(bool, String)>,
-    versions: Vec<VersionInfo>,
+    pub versions: Vec<VersionInfo>,
     versions_error: Option<String>,
     versions_job: Option<Job<Vec<VersionInfo>>>,
     history: history::HistoryView,
@@ -260,7 +260,9 @@ impl KnowledgeState {
                 Some(e) => {
                     ui.colored_label(
                         ui.visuals().error_fg_color,
-                        format!("Knowledge could not be loaded: {e}\nChoose another file in Settings."),
+                        format!(
+                            "Knowledge could not be loaded: {e}\nChoose another file in Settings."
+                        ),
                     );
                 }
                 None => {
@@ -594,7 +596,7 @@ impl KnowledgeState {
                 "Content hash {in_use}\nRun manifests record this hash as the knowledge version."
             ));
             if dirty {
-                ui.colored_label(ui.visuals().warn_fg_color, "● unsaved changes");
+                ui.colored_label(ui.visuals().warn_fg_color, "Unsaved changes");
             }
         });
         if path != env.path {
@@ -632,7 +634,7 @@ impl KnowledgeState {
                     "Nothing to save"
                 });
             let shortcut = ui.input_mut(|i| i.consume_key(egui::Modifiers::COMMAND, egui::Key::S));
-            if (save.clicked() || (shortcut && can_save)) && can_save {
+            if (save.clicked() || shortcut) && can_save {
                 self.start_save(env.workspace, false);
             }
             if self.save_job.is_some() {
@@ -674,7 +676,9 @@ impl KnowledgeState {
     }
 
     fn external_banner(&mut self, ui: &mut egui::Ui, env: &mut KnowledgeEnv<'_>) {
-        let Some(ext) = &mut self.external else { return };
+        let Some(ext) = &mut self.external else {
+            return;
+        };
         let mut reload = false;
         let mut overwrite = false;
         egui::Frame::new()
@@ -721,7 +725,9 @@ impl KnowledgeState {
                 }
             });
         if reload && let Some(ext) = self.external.take() {
-            let (Some(kb), Some(doc)) = (ext.disk, &self.doc) else { return };
+            let (Some(kb), Some(doc)) = (ext.disk, &self.doc) else {
+                return;
+            };
             let path = doc.path.clone();
             self.doc = Some(Doc::new(path, kb.clone(), ext.file_hash));
             *env.knowledge = Some(kb);
@@ -762,7 +768,8 @@ impl KnowledgeState {
                 .show(ui, |ui| {
                     for hit in hits {
                         let sel = self.selected.as_ref() == Some(&hit.at);
-                        let r = ui.selectable_label(sel, egui::RichText::new(hit.at.label()).strong());
+                        let r =
+                            ui.selectable_label(sel, egui::RichText::new(hit.at.label()).strong());
                         ui.label(egui::RichText::new(&hit.context).small().weak());
                         if r.clicked() {
                             select = Some(hit.at);
@@ -791,7 +798,11 @@ impl KnowledgeState {
                                     let show = reveal
                                         .as_ref()
                                         .is_some_and(|s| &s.dataset == ds && &s.category == cat);
-                                    let header = if show { header.open(Some(true)) } else { header };
+                                    let header = if show {
+                                        header.open(Some(true))
+                                    } else {
+                                        header
+                                    };
                                     let r = header.show(ui, |ui| {
                                         for name in ordered_names(entries) {
                                             let at = Selection::entry(ds, cat, name);
@@ -872,7 +883,11 @@ impl KnowledgeState {
                     }
                     .compose(),
                 );
-                doc.draft.datasets.entry(ds.clone()).or_default().insert(name.clone(), entries);
+                doc.draft
+                    .datasets
+                    .entry(ds.clone())
+                    .or_default()
+                    .insert(name.clone(), entries);
                 doc.edited();
                 self.selected = Some(Selection::entry(&ds, &name, NORMAL_ENTRY));
                 self.new_category.clear();
@@ -932,7 +947,8 @@ impl KnowledgeState {
                         entry: p.entry.clone(),
                     };
                     let sel = self.selected.as_ref() == Some(&at);
-                    let text = egui::RichText::new(format!("{tag}: {}", problem_text(p))).color(color);
+                    let text =
+                        egui::RichText::new(format!("{tag}: {}", problem_text(p))).color(color);
                     if ui
                         .selectable_label(sel, text)
                         .on_hover_text(&p.message)
@@ -1054,7 +1070,10 @@ impl KnowledgeState {
         };
         let Some((_, ctx)) = &self.ctx else {
             match &self.ctx_error {
-                Some(e) => ui.colored_label(ui.visuals().error_fg_color, format!("Impact unavailable: {e}")),
+                Some(e) => ui.colored_label(
+                    ui.visuals().error_fg_color,
+                    format!("Impact unavailable: {e}"),
+                ),
                 None => ui.spinner(),
             };
             return;
@@ -1131,7 +1150,13 @@ impl KnowledgeState {
             });
     }
 
-    fn entry_section(&mut self, ui: &mut egui::Ui, sel: &Selection, entry: &str, env: &KnowledgeEnv<'_>) {
+    fn entry_section(
+        &mut self,
+        ui: &mut egui::Ui,
+        sel: &Selection,
+        entry: &str,
+        env: &KnowledgeEnv<'_>,
+    ) {
         let Some(doc) = &mut self.doc else { return };
         let Some(text) = doc.draft.entry(&sel.dataset, &sel.category, entry).cloned() else {
             return;
@@ -1151,7 +1176,11 @@ impl KnowledgeState {
         }
         let Some(edit) = &mut self.edit else { return };
         ui.horizontal_wrapped(|ui| {
-            let kind = if entry == NORMAL_ENTRY { "normal" } else { "defect" };
+            let kind = if entry == NORMAL_ENTRY {
+                "normal"
+            } else {
+                "defect"
+            };
             ui.heading(format!("{entry} ({kind})"));
             ui.label(format!(
                 "{} characters, about {} tokens",
@@ -1212,7 +1241,13 @@ impl KnowledgeState {
         if wide {
             ui.columns(2, |cols| {
                 text_ui(&mut cols[0]);
-                examples_ui(&mut cols[1], &mut self.thumbs, env.dataset, &examples, entry);
+                examples_ui(
+                    &mut cols[1],
+                    &mut self.thumbs,
+                    env.dataset,
+                    &examples,
+                    entry,
+                );
             });
         } else {
             text_ui(ui);
@@ -1242,7 +1277,9 @@ impl KnowledgeState {
             .problems
             .iter()
             .filter(|p| {
-                p.dataset == sel.dataset && p.category == sel.category && p.entry.as_deref() == Some(entry)
+                p.dataset == sel.dataset
+                    && p.category == sel.category
+                    && p.entry.as_deref() == Some(entry)
             })
             .collect();
         for p in own {
@@ -1255,7 +1292,9 @@ impl KnowledgeState {
     }
 
     fn delete_dialog(&mut self, ctx: &egui::Context) {
-        let Some(target) = self.confirm_delete.clone() else { return };
+        let Some(target) = self.confirm_delete.clone() else {
+            return;
+        };
         let mut decided = None;
         egui::Window::new("Confirm delete")
             .collapsible(false)
@@ -1297,10 +1336,7 @@ impl KnowledgeState {
                     doc.edited();
                 }
                 self.confirm_delete = None;
-                self.selected = match target.entry {
-                    Some(_) => Some(target.category()),
-                    None => None,
-                };
+                self.selected = target.entry.is_some().then(|| target.category());
                 self.after_replace();
             }
             Some(false) => self.confirm_delete = None,
@@ -1365,8 +1401,9 @@ fn examples_ui(
     });
     ui.horizontal_wrapped(|ui| {
         for key in keys {
-            let thumb = thumbs.entry(key.clone()).or_insert_with(|| {
-                match d.root.resolve(key) {
+            let thumb = thumbs
+                .entry(key.clone())
+                .or_insert_with(|| match d.root.resolve(key) {
                     Ok(path) => Thumb::Loading(Job::spawn("decode example", move || {
                         let img = decode_rgb8(&path, DecodeLimits::default())?;
                         let small = image::imageops::thumbnail(&img, THUMB_PX, THUMB_PX);
@@ -1374,13 +1411,15 @@ fn examples_ui(
                         Ok((small.into_raw(), size))
                     })),
                     Err(e) => Thumb::Failed(e.to_string()),
-                }
-            });
+                });
             match thumb {
                 Thumb::Ready(tex) => {
                     let [w, h] = tex.size();
-                    ui.add(egui::Image::new((tex.id(), egui::vec2(w as f32, h as f32))).corner_radius(3.0))
-                        .on_hover_text(key);
+                    ui.add(
+                        egui::Image::new((tex.id(), egui::vec2(w as f32, h as f32)))
+                            .corner_radius(3.0),
+                    )
+                    .on_hover_text(key);
                 }
                 Thumb::Loading(_) => {
                     ui.add_sized([THUMB_PX as f32, THUMB_PX as f32], egui::Spinner::new());
@@ -1416,7 +1455,11 @@ fn rename_ui(
         let ok = !trimmed.is_empty() && !clash;
         if ui
             .add_enabled(ok, egui::Button::new("Apply"))
-            .on_disabled_hover_text(if clash { "That name is taken" } else { "Type a name" })
+            .on_disabled_hover_text(if clash {
+                "That name is taken"
+            } else {
+                "Type a name"
+            })
             .clicked()
         {
             if trimmed != current {
@@ -1444,7 +1487,11 @@ fn ordered_names(entries: &crate::knowledge::CategoryKnowledge) -> Vec<&String> 
 }
 
 fn exists(kb: &KnowledgeBase, sel: &Selection) -> bool {
-    let Some(cat) = kb.datasets.get(&sel.dataset).and_then(|d| d.get(&sel.category)) else {
+    let Some(cat) = kb
+        .datasets
+        .get(&sel.dataset)
+        .and_then(|d| d.get(&sel.category))
+    else {
         return false;
     };
     sel.entry.as_ref().is_none_or(|e| cat.contains_key(e))

@@ -11,9 +11,23 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         _ => Path::new("."),
     };
     std::fs::create_dir_all(dir)?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".echo-tmp-")
-        .tempfile_in(dir)?;
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".echo-tmp-");
+    // A temporary file is private (0600); the file it becomes should keep the mode the
+    // old one had, or get an ordinary file's mode (0644 less the umask) when new.
+    match std::fs::metadata(path) {
+        Ok(meta) => {
+            builder.permissions(meta.permissions());
+        }
+        Err(_) => {
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                builder.permissions(std::fs::Permissions::from_mode(0o644));
+            }
+        }
+    }
+    let mut tmp = builder.tempfile_in(dir)?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
@@ -38,6 +52,27 @@ pub fn sha256_bytes(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn replaced_files_keep_their_mode_and_new_ones_are_not_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let fresh = dir.path().join("fresh.txt");
+        atomic_write(&fresh, b"a").unwrap();
+        let mode = std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777;
+        // What an ordinary create gives under this process's umask, less execute bits.
+        let plain = dir.path().join("plain.txt");
+        std::fs::write(&plain, b"a").unwrap();
+        let umasked = std::fs::metadata(&plain).unwrap().permissions().mode() & 0o644;
+        assert_eq!(mode, umasked, "{mode:o} vs {umasked:o}");
+        let script = dir.path().join("run.sh");
+        std::fs::write(&script, b"#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o750)).unwrap();
+        atomic_write(&script, b"#!/bin/sh\necho hi\n").unwrap();
+        let mode = std::fs::metadata(&script).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o750);
+    }
 
     #[test]
     fn atomic_write_replaces_and_leaves_no_temp_files() {

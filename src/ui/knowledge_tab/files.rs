@@ -52,12 +52,20 @@ pub fn poll(state: &mut KnowledgeState) {
     }
 }
 
-fn path_row(ui: &mut egui::Ui, label: &str, value: &mut String, pick: impl FnOnce() -> Option<PathBuf>) {
+fn path_row(
+    ui: &mut egui::Ui,
+    label: &str,
+    value: &mut String,
+    pick: impl FnOnce() -> Option<PathBuf>,
+) {
     ui.horizontal(|ui| {
         let l = ui.label(label);
         ui.add(egui::TextEdit::singleline(value).desired_width(420.0))
             .labelled_by(l.id);
-        if ui.button("Browse…").on_hover_text(format!("Choose: {label}")).clicked()
+        if ui
+            .button("Browse…")
+            .on_hover_text(format!("Choose: {label}"))
+            .clicked()
             && let Some(p) = pick()
         {
             *value = p.display().to_string();
@@ -77,16 +85,25 @@ pub fn ui(state: &mut KnowledgeState, ui: &mut egui::Ui, _env: &KnowledgeEnv<'_>
             .to_string();
     }
     if v.markdown_dir.is_empty() {
-        v.markdown_dir = doc.path.with_file_name("knowledge-review").display().to_string();
+        v.markdown_dir = doc
+            .path
+            .with_file_name("knowledge-review")
+            .display()
+            .to_string();
     }
     ui.heading("Import MMAD domain_knowledge.json");
     ui.label("Replaces the draft with the file's content (its layout is kept). Nothing is written until you Save.");
     path_row(ui, "Import from", &mut v.import_path, || {
-        rfd::FileDialog::new().add_filter("JSON", &["json"]).pick_file()
+        rfd::FileDialog::new()
+            .add_filter("JSON", &["json"])
+            .pick_file()
     });
     let import = PathBuf::from(v.import_path.trim());
     if ui
-        .add_enabled(!busy && !v.import_path.trim().is_empty(), egui::Button::new("Import"))
+        .add_enabled(
+            !busy && !v.import_path.trim().is_empty(),
+            egui::Button::new("Import"),
+        )
         .clicked()
     {
         v.job = Some(Job::spawn("import knowledge", move || {
@@ -105,14 +122,20 @@ pub fn ui(state: &mut KnowledgeState, ui: &mut egui::Ui, _env: &KnowledgeEnv<'_>
     });
     let target = PathBuf::from(v.export_path.trim());
     if ui
-        .add_enabled(!busy && !v.export_path.trim().is_empty(), egui::Button::new("Export JSON"))
+        .add_enabled(
+            !busy && !v.export_path.trim().is_empty(),
+            egui::Button::new("Export JSON"),
+        )
         .clicked()
     {
         let text = doc.draft.to_json_string();
         v.job = Some(Job::spawn("export knowledge", move || {
             crate::util::fsx::atomic_write(&target, text.as_bytes())
                 .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", target.display()))?;
-            Ok(FileOutcome::Exported(format!("Exported to {}", target.display())))
+            Ok(FileOutcome::Exported(format!(
+                "Exported to {}",
+                target.display()
+            )))
         }));
     }
     ui.add_space(10.0);
@@ -123,7 +146,10 @@ pub fn ui(state: &mut KnowledgeState, ui: &mut egui::Ui, _env: &KnowledgeEnv<'_>
     });
     let dir = PathBuf::from(v.markdown_dir.trim());
     if ui
-        .add_enabled(!busy && !v.markdown_dir.trim().is_empty(), egui::Button::new("Export Markdown"))
+        .add_enabled(
+            !busy && !v.markdown_dir.trim().is_empty(),
+            egui::Button::new("Export Markdown"),
+        )
         .clicked()
     {
         let kb = doc.draft.clone();

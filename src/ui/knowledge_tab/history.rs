@@ -106,7 +106,10 @@ pub fn ui(state: &mut KnowledgeState, ui: &mut egui::Ui, env: &KnowledgeEnv<'_>)
         .weak(),
     );
     if let Some(e) = &state.versions_error {
-        ui.colored_label(ui.visuals().error_fg_color, format!("Cannot read the versions: {e}"));
+        ui.colored_label(
+            ui.visuals().error_fg_color,
+            format!("Cannot read the versions: {e}"),
+        );
     }
     if state.versions.is_empty() {
         ui.label("No versions yet: the first Save makes version 1.");
@@ -126,7 +129,11 @@ pub fn ui(state: &mut KnowledgeState, ui: &mut egui::Ui, env: &KnowledgeEnv<'_>)
                 .selected_text(from_sel.label())
                 .show_ui(ui, |ui| {
                     for n in &numbers {
-                        ui.selectable_value(&mut from_sel, Side::Version(*n), Side::Version(*n).label());
+                        ui.selectable_value(
+                            &mut from_sel,
+                            Side::Version(*n),
+                            Side::Version(*n).label(),
+                        );
                     }
                 });
             egui::ComboBox::from_id_salt("diff_to")
@@ -134,7 +141,11 @@ pub fn ui(state: &mut KnowledgeState, ui: &mut egui::Ui, env: &KnowledgeEnv<'_>)
                 .show_ui(ui, |ui| {
                     ui.selectable_value(&mut to_sel, Side::Draft, Side::Draft.label());
                     for n in &numbers {
-                        ui.selectable_value(&mut to_sel, Side::Version(*n), Side::Version(*n).label());
+                        ui.selectable_value(
+                            &mut to_sel,
+                            Side::Version(*n),
+                            Side::Version(*n).label(),
+                        );
                     }
                 });
             state.history.from = Some(from_sel);
@@ -149,36 +160,39 @@ pub fn ui(state: &mut KnowledgeState, ui: &mut egui::Ui, env: &KnowledgeEnv<'_>)
         .max_height(220.0)
         .auto_shrink([false, true])
         .show(ui, |ui| {
-            egui::Grid::new("versions_grid").striped(true).num_columns(5).show(ui, |ui| {
-                for (i, v) in state.versions.iter().enumerate().rev() {
-                    ui.monospace(format!("v{:04}", v.number));
-                    ui.label(&v.time);
-                    ui.monospace(v.hash8()).on_hover_text(format!(
-                        "content hash {}\nsaved to {}",
-                        v.content_hash,
-                        v.saved_to.display()
-                    ));
-                    let note = match (v.note.is_empty(), v.reverted_from) {
-                        (true, Some(n)) => format!("(revert to v{n:04})"),
-                        (true, None) => "(no note)".to_string(),
-                        (false, _) => v.note.clone(),
-                    };
-                    ui.label(note);
-                    ui.horizontal(|ui| {
-                        if i > 0
-                            && ui
-                                .button(format!("Changes in v{:04}", v.number))
-                                .clicked()
-                        {
-                            diff_request = Some((Side::Version(state.versions[i - 1].number), Side::Version(v.number)));
-                        }
-                        if ui.button(format!("Revert to v{:04}", v.number)).clicked() {
-                            revert = Some(v.number);
-                        }
-                    });
-                    ui.end_row();
-                }
-            });
+            egui::Grid::new("versions_grid")
+                .striped(true)
+                .num_columns(5)
+                .show(ui, |ui| {
+                    for (i, v) in state.versions.iter().enumerate().rev() {
+                        ui.monospace(format!("v{:04}", v.number));
+                        ui.label(&v.time);
+                        ui.monospace(v.hash8()).on_hover_text(format!(
+                            "content hash {}\nsaved to {}",
+                            v.content_hash,
+                            v.saved_to.display()
+                        ));
+                        let note = match (v.note.is_empty(), v.reverted_from) {
+                            (true, Some(n)) => format!("(revert to v{n:04})"),
+                            (true, None) => "(no note)".to_string(),
+                            (false, _) => v.note.clone(),
+                        };
+                        ui.label(note);
+                        ui.horizontal(|ui| {
+                            if i > 0 && ui.button(format!("Changes in v{:04}", v.number)).clicked()
+                            {
+                                diff_request = Some((
+                                    Side::Version(state.versions[i - 1].number),
+                                    Side::Version(v.number),
+                                ));
+                            }
+                            if ui.button(format!("Revert to v{:04}", v.number)).clicked() {
+                                revert = Some(v.number);
+                            }
+                        });
+                        ui.end_row();
+                    }
+                });
         });
     if let Some(n) = revert {
         if dirty {
@@ -244,25 +258,27 @@ pub fn changes_ui(ui: &mut egui::Ui, rows: &[DiffRow]) {
             ChangeKind::Removed => ("removed", egui::Color32::from_rgb(220, 80, 80)),
             ChangeKind::Changed => ("changed", ui.visuals().warn_fg_color),
         };
-        let what = if c.entry.is_some() { "entry" } else { "category" };
+        let what = if c.entry.is_some() {
+            "entry"
+        } else {
+            "category"
+        };
         ui.colored_label(color, format!("{tag} {what} {}", c.location()));
         if c.entry.is_none() {
             continue;
         }
         ui.push_id(i, |ui| {
-            ui.columns(2, |cols| {
-                match &row.words {
-                    Some((left, right)) => {
-                        spans_label(&mut cols[0], left, SpanTag::Removed, removed);
-                        spans_label(&mut cols[1], right, SpanTag::Inserted, inserted);
+            ui.columns(2, |cols| match &row.words {
+                Some((left, right)) => {
+                    spans_label(&mut cols[0], left, SpanTag::Removed, removed);
+                    spans_label(&mut cols[1], right, SpanTag::Inserted, inserted);
+                }
+                None => {
+                    if let Some(old) = &c.old {
+                        cols[0].label(egui::RichText::new(old).background_color(removed));
                     }
-                    None => {
-                        if let Some(old) = &c.old {
-                            cols[0].label(egui::RichText::new(old).background_color(removed));
-                        }
-                        if let Some(new) = &c.new {
-                            cols[1].label(egui::RichText::new(new).background_color(inserted));
-                        }
+                    if let Some(new) = &c.new {
+                        cols[1].label(egui::RichText::new(new).background_color(inserted));
                     }
                 }
             });

@@ -32,11 +32,6 @@ impl PreviewView {
     pub fn busy(&self) -> bool {
         self.job.is_some()
     }
-
-    /// The preview on screen, once computed.
-    pub fn result(&self) -> Option<&Result<Preview, String>> {
-        self.shown.as_ref().map(|(_, r)| r)
-    }
 }
 
 pub fn poll(state: &mut KnowledgeState) {
@@ -69,7 +64,10 @@ pub fn ui(state: &mut KnowledgeState, ui: &mut egui::Ui, env: &KnowledgeEnv<'_>)
         .dataset
         .entries
         .keys()
-        .filter(|k| cat.as_deref().is_none_or(|c| crate::dataset::category_of(k) == c))
+        .filter(|k| {
+            cat.as_deref()
+                .is_none_or(|c| crate::dataset::category_of(k) == c)
+        })
         .collect();
     if keys.is_empty() {
         keys = d.dataset.entries.keys().collect();
@@ -105,7 +103,9 @@ pub fn ui(state: &mut KnowledgeState, ui: &mut egui::Ui, env: &KnowledgeEnv<'_>)
         ui.label("The dataset has no images.");
         return;
     };
-    let Some(entry) = d.dataset.entries.get(&key) else { return };
+    let Some(entry) = d.dataset.entries.get(&key) else {
+        return;
+    };
     ui.horizontal(|ui| {
         let mut chosen = key.clone();
         egui::ComboBox::from_label("Image")
@@ -121,7 +121,10 @@ pub fn ui(state: &mut KnowledgeState, ui: &mut egui::Ui, env: &KnowledgeEnv<'_>)
             state.preview.turn = 0;
         }
     });
-    let turn = state.preview.turn.min(entry.conversation.len().saturating_sub(1));
+    let turn = state
+        .preview
+        .turn
+        .min(entry.conversation.len().saturating_sub(1));
     let q_label = |i: usize| {
         entry
             .conversation
@@ -189,7 +192,9 @@ pub fn ui(state: &mut KnowledgeState, ui: &mut egui::Ui, env: &KnowledgeEnv<'_>)
             ui.label("Running the Knowledge Guide…");
         });
     }
-    let Some((_, result)) = &state.preview.shown else { return };
+    let Some((_, result)) = &state.preview.shown else {
+        return;
+    };
     let p = match result {
         Ok(p) => p,
         Err(e) => {

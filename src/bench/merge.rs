@@ -1,0 +1,461 @@
+//! Joining the shards of one run (`run --shard i/n` on several machines) into one
+//! run folder that scores, exports and resumes like a run made in one go.
+//!
+//! Shards only join when they answered the same questions the same way: equal
+//! manifest fingerprints, one shard count, no shard twice, and no question recorded
+//! by two inputs (which would mean two answers to choose between).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::bench::journal::{JOURNAL_FILE, JournalError, JournalRecord, JournalWriter};
+use crate::bench::manifest::{EndpointSummary, ManifestError, RunManifest, Shard};
+use crate::bench::run_folder::{RunFolder, RunFolderError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MergeError {
+    #[error("nothing to merge: give at least one run folder")]
+    NoInputs,
+    #[error(transparent)]
+    Open(#[from] RunFolderError),
+    #[error(
+        "these runs were made with different settings and cannot be merged: {}",
+        describe_mismatches(.reference, .mismatches)
+    )]
+    Settings {
+        reference: PathBuf,
+        /// Each folder that differs from `reference`, with what differs.
+        mismatches: Vec<(PathBuf, Vec<String>)>,
+    },
+    #[error(
+        "{a} is shard {} of {} but {b} is shard {} of {}: shards of one run share the shard count",
+        .a_shard.index + 1, .a_shard.count, .b_shard.index + 1, .b_shard.count
+    )]
+    ShardCount {
+        a: PathBuf,
+        a_shard: Shard,
+        b: PathBuf,
+        b_shard: Shard,
+    },
+    #[error("{a} and {b} are both shard {} of {}", .shard.index + 1, .shard.count)]
+    DuplicateShard {
+        shard: Shard,
+        a: PathBuf,
+        b: PathBuf,
+    },
+    #[error("question index {index} is recorded in both {a} and {b}")]
+    Overlap {
+        index: usize,
+        a: PathBuf,
+        b: PathBuf,
+    },
+    #[error("the output {path} is one of the inputs; merge into a new folder")]
+    OutIsInput { path: PathBuf },
+    #[error(
+        "the output {path} already exists and is not an empty folder (use --force to replace it)"
+    )]
+    OutNotEmpty { path: PathBuf },
+    #[error("the output {path} exists and is not a folder")]
+    OutNotAFolder { path: PathBuf },
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("cannot write the merged run {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn describe_mismatches(reference: &Path, mismatches: &[(PathBuf, Vec<String>)]) -> String {
+    mismatches
+        .iter()
+        .map(|(path, diffs)| {
+            let what = if diffs.is_empty() {
+                "its settings fingerprint".to_owned()
+            } else {
+                diffs.join(", ")
+            };
+            format!(
+                "{} differs from {} in {what}",
+                path.display(),
+                reference.display()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// A merged run, not yet written.
+#[derive(Debug, Clone)]
+pub struct Merged {
+    pub manifest: RunManifest,
+    /// Sorted by question index.
+    pub records: Vec<JournalRecord>,
+    /// Shards of the shared shard count that no input holds (empty when unsharded or
+    /// complete).
+    pub missing_shards: Vec<u32>,
+    /// Inputs whose journal ended in a torn line (left out, as it never counted).
+    pub torn_inputs: Vec<PathBuf>,
+}
+
+/// Checks that `inputs` are parts of one run and joins them (see the module docs).
+pub fn merge_runs(inputs: &[RunFolder]) -> Result<Merged, MergeError> {
+    let first = inputs.first().ok_or(MergeError::NoInputs)?;
+
+    let fingerprint = first.manifest.fingerprint();
+    let mismatches: Vec<(PathBuf, Vec<String>)> = inputs[1..]
+        .iter()
+        .filter(|run| run.manifest.fingerprint() != fingerprint)
+        .map(|run| (run.dir.clone(), first.manifest.differences(&run.manifest)))
+        .collect();
+    if !mismatches.is_empty() {
+        return Err(MergeError::Settings {
+            reference: first.dir.clone(),
+            mismatches,
+        });
+    }
+
+    let mut shards: BTreeMap<u32, (&Path, Shard)> = BTreeMap::new();
+    let mut shard_count: Option<(&Path, Shard)> = None;
+    for run in inputs {
+        let Some(shard) = run.manifest.shard else {
+            continue;
+        };
+        match shard_count {
+            Some((a, a_shard)) if a_shard.count != shard.count => {
+                return Err(MergeError::ShardCount {
+                    a: a.to_owned(),
+                    a_shard,
+                    b: run.dir.clone(),
+                    b_shard: shard,
+                });
+            }
+            None => shard_count = Some((&run.dir, shard)),
+            Some(_) => {}
+        }
+        if let Some((a, _)) = shards.insert(shard.index, (&run.dir, shard)) {
+            return Err(MergeError::DuplicateShard {
+                shard,
+                a: a.to_owned(),
+                b: run.dir.clone(),
+            });
+        }
+    }
+    let missing_shards = shard_count.map_or_else(Vec::new, |(_, s)| {
+        (0..s.count).filter(|i| !shards.contains_key(i)).collect()
+    });
+
+    let mut by_index: BTreeMap<usize, (&Path, &JournalRecord)> = BTreeMap::new();
+    for run in inputs {
+        for record in run.records() {
+            if let Some((a, _)) = by_index.insert(record.index, (&run.dir, record)) {
+                return Err(MergeError::Overlap {
+                    index: record.index,
+                    a: a.to_owned(),
+                    b: run.dir.clone(),
+                });
+            }
+        }
+    }
+
+    let mut manifest = first.manifest.clone();
+    manifest.shard = None;
+    manifest.question_count = inputs.iter().map(|r| r.manifest.question_count).sum();
+    manifest.started_at = inputs
+        .iter()
+        .map(|r| r.manifest.started_at.as_str())
+        .min_by_key(|t| timestamp_key(t))
+        .unwrap_or_default()
+        .to_owned();
+    let finished: Option<Vec<&str>> = inputs
+        .iter()
+        .map(|r| r.manifest.finished_at.as_deref())
+        .collect();
+    manifest.finished_at = finished
+        .and_then(|all| all.into_iter().max_by_key(|t| timestamp_key(t)))
+        .map(str::to_owned);
+    let mut endpoints: Vec<EndpointSummary> = Vec::new();
+    for e in inputs.iter().flat_map(|r| &r.manifest.endpoints) {
+        let known = endpoints
+            .iter()
+            .any(|k| k.name == e.name && k.base_url == e.base_url && k.model == e.model);
+        if !known {
+            endpoints.push(e.clone());
+        }
+    }
+    manifest.endpoints = endpoints;
+    let mut notes: Vec<&str> = Vec::new();
+    for r in inputs {
+        let note = r.manifest.note.as_str();
+        if !note.is_empty() && !notes.contains(&note) {
+            notes.push(note);
+        }
+    }
+    manifest.note = notes.join(" + ");
+
+    Ok(Merged {
+        manifest,
+        records: by_index.into_values().map(|(_, r)| r.clone()).collect(),
+        missing_shards,
+        torn_inputs: inputs
+            .iter()
+            .filter(|r| r.torn_last_line)
+            .map(|r| r.dir.clone())
+            .collect(),
+    })
+}
+
+/// RFC 3339 times sort as text once the fraction is padded: `10:00:00Z` must come
+/// after `10:00:00.5Z`'s second, not before it.
+fn timestamp_key(t: &str) -> (String, String) {
+    let (secs, rest) = t.split_at(t.len().min(19));
+    let fraction: String = rest
+        .strip_prefix('.')
+        .map(|f| f.chars().take_while(char::is_ascii_digit).collect())
+        .unwrap_or_default();
+    (secs.to_owned(), format!("{fraction:0<9}"))
+}
+
+/// Opens the `inputs`, merges them and writes the result to `out` atomically: the
+/// run is assembled in a hidden sibling folder and renamed into place, so `out` is
+/// never half written. An existing `out` must be empty unless `force`.
+pub fn merge_dirs(inputs: &[PathBuf], out: &Path, force: bool) -> Result<Merged, MergeError> {
+    if inputs.is_empty() {
+        return Err(MergeError::NoInputs);
+    }
+    let runs = inputs
+        .iter()
+        .map(|p| RunFolder::open(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let merged = merge_runs(&runs)?;
+
+    let write_err = |path: &Path| {
+        let path = path.to_owned();
+        move |source| MergeError::Write { path, source }
+    };
+    let out_exists = out.exists();
+    if out_exists {
+        if !out.is_dir() {
+            return Err(MergeError::OutNotAFolder {
+                path: out.to_owned(),
+            });
+        }
+        let canonical_out = out.canonicalize().map_err(write_err(out))?;
+        for input in inputs {
+            if input.canonicalize().ok().as_ref() == Some(&canonical_out) {
+                return Err(MergeError::OutIsInput {
+                    path: out.to_owned(),
+                });
+            }
+        }
+        let empty = std::fs::read_dir(out)
+            .map_err(write_err(out))?
+            .next()
+            .is_none();
+        if !empty && !force {
+            return Err(MergeError::OutNotEmpty {
+                path: out.to_owned(),
+            });
+        }
+    }
+
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent).map_err(write_err(&parent))?;
+    let staging = tempfile::Builder::new()
+        .prefix(".merge-tmp-")
+        .tempdir_in(&parent)
+        .map_err(write_err(&parent))?;
+    merged
+        .manifest
+        .save(&RunManifest::path_in(staging.path()))?;
+    let (mut writer, _) = JournalWriter::open(&staging.path().join(JOURNAL_FILE))?;
+    for record in &merged.records {
+        writer.append(record)?;
+    }
+    writer.sync()?;
+    drop(writer);
+
+    if out_exists {
+        // Move the old folder aside first so that a failure leaves it recoverable;
+        // it is deleted only once the new one is in place.
+        let old = tempfile::Builder::new()
+            .prefix(".merge-old-")
+            .tempdir_in(&parent)
+            .map_err(write_err(&parent))?;
+        let old_path = old.path().join("previous");
+        std::fs::rename(out, &old_path).map_err(write_err(out))?;
+        if let Err(source) = std::fs::rename(staging.path(), out) {
+            let _ = std::fs::rename(&old_path, out);
+            return Err(MergeError::Write {
+                path: out.to_owned(),
+                source,
+            });
+        }
+        drop(old);
+    } else {
+        std::fs::rename(staging.path(), out).map_err(write_err(out))?;
+    }
+    // The staging folder is now `out`; nothing is left to clean up.
+    let _ = staging.keep();
+    Ok(merged)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::journal::read_journal;
+    use crate::bench::run_folder::tests::{manifest, record};
+
+    const GOOD: &str = "VisA/candle/test/good/0000.JPG";
+    const AD: &str = "Anomaly Detection";
+
+    fn shard(index: u32, count: u32, indices: &[usize], started: &str) -> RunFolder {
+        let mut m = manifest(indices.len());
+        m.shard = Some(Shard { index, count });
+        m.started_at = started.into();
+        m.finished_at = Some(format!("2026-11-2{}T10:00:00Z", 2 + index));
+        m.endpoints[0].base_url = format!("http://10.0.0.{index}:8000/v1");
+        RunFolder::from_parts(
+            format!("shard{index}").into(),
+            m,
+            indices
+                .iter()
+                .map(|&i| record(i, GOOD, AD, "B", Some("B")))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn joins_shards_in_index_order_with_a_whole_run_manifest() {
+        let runs = [
+            shard(1, 3, &[1, 4], "2026-11-22T08:00:00Z"),
+            shard(0, 3, &[0, 3], "2026-11-22T07:59:59.5Z"),
+            shard(2, 3, &[2, 5], "2026-11-22T08:00:00.25Z"),
+        ];
+        let merged = merge_runs(&runs).unwrap();
+        assert_eq!(
+            merged.records.iter().map(|r| r.index).collect::<Vec<_>>(),
+            [0, 1, 2, 3, 4, 5]
+        );
+        let m = &merged.manifest;
+        assert_eq!(m.shard, None);
+        assert_eq!(m.question_count, 6);
+        assert_eq!(m.started_at, "2026-11-22T07:59:59.5Z");
+        assert_eq!(m.finished_at.as_deref(), Some("2026-11-24T10:00:00Z"));
+        assert_eq!(m.endpoints.len(), 3);
+        assert_eq!(m.fingerprint(), runs[0].manifest.fingerprint());
+        assert!(merged.missing_shards.is_empty());
+    }
+
+    #[test]
+    fn an_unfinished_shard_leaves_the_merge_unfinished_and_gaps_are_named() {
+        let mut a = shard(0, 3, &[0], "2026-11-22T08:00:00Z");
+        a.manifest.finished_at = None;
+        let b = shard(2, 3, &[2], "2026-11-22T08:00:00Z");
+        let merged = merge_runs(&[a, b]).unwrap();
+        assert_eq!(merged.manifest.finished_at, None);
+        assert_eq!(merged.missing_shards, [1]);
+    }
+
+    #[test]
+    fn refuses_what_is_not_one_run() {
+        let a = shard(0, 2, &[0, 2], "t");
+        let mut other = shard(1, 2, &[1], "t");
+        other.manifest.pipeline.preset = "mmad".into();
+        other.manifest.endpoints[0].model = "llava".into();
+        let err = merge_runs(&[a.clone(), other]).unwrap_err().to_string();
+        assert!(
+            err.contains("shard1 differs from shard0 in pipeline settings, models"),
+            "{err}"
+        );
+
+        let err = merge_runs(&[a.clone(), shard(0, 2, &[1], "t")])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "shard0 and shard0 are both shard 1 of 2");
+
+        let err = merge_runs(&[a.clone(), shard(1, 3, &[1], "t")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("shard 2 of 3"), "{err}");
+
+        let err = merge_runs(&[a.clone(), shard(1, 2, &[1, 2], "t")])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "question index 2 is recorded in both shard0 and shard1"
+        );
+
+        // Unsharded parts join when they do not overlap.
+        let mut whole = shard(0, 1, &[5], "t");
+        whole.manifest.shard = None;
+        assert!(merge_runs(&[a, whole]).is_ok());
+    }
+
+    #[test]
+    fn writes_atomically_and_guards_the_output_folder() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut inputs = Vec::new();
+        for (i, run) in [
+            shard(0, 2, &[0, 2], "2026-11-22T08:00:00Z"),
+            shard(1, 2, &[1], "2026-11-22T08:00:00Z"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let dir = tmp.path().join(format!("in{i}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            run.manifest.save(&RunManifest::path_in(&dir)).unwrap();
+            let (mut w, _) = JournalWriter::open(&dir.join(JOURNAL_FILE)).unwrap();
+            for r in run.records() {
+                w.append(r).unwrap();
+            }
+            inputs.push(dir);
+        }
+        let out = tmp.path().join("merged");
+        merge_dirs(&inputs, &out, false).unwrap();
+        let back = read_journal(&out.join(JOURNAL_FILE)).unwrap();
+        assert_eq!(
+            back.records.iter().map(|r| r.index).collect::<Vec<_>>(),
+            [0, 1, 2]
+        );
+        assert_eq!(
+            RunManifest::load(&RunManifest::path_in(&out))
+                .unwrap()
+                .question_count,
+            3
+        );
+        // No staging folders left behind.
+        let hidden = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with('.')
+            })
+            .count();
+        assert_eq!(hidden, 0);
+
+        let err = merge_dirs(&inputs, &out, false).unwrap_err();
+        assert!(matches!(err, MergeError::OutNotEmpty { .. }), "{err}");
+        std::fs::write(out.join("stale.txt"), "x").unwrap();
+        merge_dirs(&inputs, &out, true).unwrap();
+        assert!(!out.join("stale.txt").exists());
+        let err = merge_dirs(&inputs, &inputs[0], true).unwrap_err();
+        assert!(matches!(err, MergeError::OutIsInput { .. }), "{err}");
+
+        let empty = tmp.path().join("empty");
+        std::fs::create_dir_all(&empty).unwrap();
+        merge_dirs(&inputs, &empty, false).unwrap();
+        assert!(empty.join(JOURNAL_FILE).is_file());
+    }
+}

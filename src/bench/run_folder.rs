@@ -1,0 +1,511 @@
+//! Reading a run folder back: its manifest, its journal, what it covers and how it
+//! scores. The CLI (`score`, `export`, `merge`) and the GUI's run list read runs
+//! through this, never by parsing the files themselves.
+//!
+//! A journal may hold more than one record for a question (a resumed run that retried
+//! failures appends a new record after the old one); the later record wins, since it
+//! is what the run knows now.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::bench::journal::{JOURNAL_FILE, JournalError, JournalRecord, read_journal};
+use crate::bench::manifest::{MANIFEST_FILE, ManifestError, RunManifest, Shard};
+use crate::bench::score::{self, AVERAGE, AnswerRecord, ScoreOptions, ScoreTable};
+
+/// Where `export` writes when no file is named.
+pub const EXPORTS_DIR: &str = "exports";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunFolderError {
+    #[error("{path} is not a folder")]
+    NotAFolder { path: PathBuf },
+    #[error("{path} is not a run folder: it has no {MANIFEST_FILE}")]
+    NoManifest { path: PathBuf },
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("cannot list the runs folder {path}: {source}")]
+    List {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// How much of the run's questions have a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct Coverage {
+    /// Questions the run (this shard) was asked to cover, from the manifest.
+    pub question_count: usize,
+    /// Questions whose record holds an answer (right, wrong or unreadable).
+    pub answered: usize,
+    /// Questions whose record is an error (no answer after all retries).
+    pub errors: usize,
+    /// Questions without any record yet.
+    pub missing: usize,
+}
+
+/// A run folder as read from disk.
+#[derive(Debug, Clone)]
+pub struct RunFolder {
+    pub dir: PathBuf,
+    pub manifest: RunManifest,
+    /// One record per question, the latest written for it, in dataset order (index).
+    records: Vec<JournalRecord>,
+    /// Records in the journal that a later record for the same question replaced.
+    pub superseded: usize,
+    /// The journal's last line was cut short by an interrupted write and left out.
+    pub torn_last_line: bool,
+}
+
+impl RunFolder {
+    /// Reads `dir/manifest.json` and `dir/journal.jsonl` (a missing journal is a run
+    /// that has not recorded anything yet).
+    pub fn open(dir: &Path) -> Result<RunFolder, RunFolderError> {
+        if !dir.is_dir() {
+            return Err(RunFolderError::NotAFolder {
+                path: dir.to_owned(),
+            });
+        }
+        let manifest_path = RunManifest::path_in(dir);
+        if !manifest_path.exists() {
+            return Err(RunFolderError::NoManifest {
+                path: dir.to_owned(),
+            });
+        }
+        let manifest = RunManifest::load(&manifest_path)?;
+        let journal = read_journal(&dir.join(JOURNAL_FILE))?;
+        let lines = journal.records.len();
+        let mut by_index: BTreeMap<usize, JournalRecord> = BTreeMap::new();
+        for record in journal.records {
+            by_index.insert(record.index, record);
+        }
+        Ok(RunFolder {
+            dir: dir.to_owned(),
+            manifest,
+            superseded: lines - by_index.len(),
+            records: by_index.into_values().collect(),
+            torn_last_line: journal.torn_last_line,
+        })
+    }
+
+    /// Builds a run from records already in memory (merge, tests); the same rules
+    /// as [`RunFolder::open`] apply to duplicates.
+    pub fn from_parts(dir: PathBuf, manifest: RunManifest, records: Vec<JournalRecord>) -> Self {
+        let lines = records.len();
+        let by_index: BTreeMap<usize, JournalRecord> =
+            records.into_iter().map(|r| (r.index, r)).collect();
+        RunFolder {
+            dir,
+            manifest,
+            superseded: lines - by_index.len(),
+            records: by_index.into_values().collect(),
+            torn_last_line: false,
+        }
+    }
+
+    /// The folder's own name (what lists show).
+    pub fn name(&self) -> String {
+        folder_name(&self.dir)
+    }
+
+    /// One record per question, in dataset order.
+    pub fn records(&self) -> &[JournalRecord] {
+        &self.records
+    }
+
+    /// The record for a question, by its index in the dataset file.
+    pub fn record(&self, index: usize) -> Option<&JournalRecord> {
+        self.records
+            .binary_search_by_key(&index, |r| r.index)
+            .ok()
+            .map(|i| &self.records[i])
+    }
+
+    pub fn ok_records(&self) -> impl Iterator<Item = &JournalRecord> {
+        self.records.iter().filter(|r| r.is_ok())
+    }
+
+    pub fn error_records(&self) -> impl Iterator<Item = &JournalRecord> {
+        self.records.iter().filter(|r| !r.is_ok())
+    }
+
+    pub fn ok_count(&self) -> usize {
+        self.ok_records().count()
+    }
+
+    pub fn error_count(&self) -> usize {
+        self.error_records().count()
+    }
+
+    pub fn coverage(&self) -> Coverage {
+        let answered = self.ok_count();
+        let errors = self.records.len() - answered;
+        Coverage {
+            question_count: self.manifest.question_count,
+            answered,
+            errors,
+            missing: self
+                .manifest
+                .question_count
+                .saturating_sub(self.records.len()),
+        }
+    }
+
+    /// The answers list MMAD's scorer would read for this run: the answered
+    /// questions in dataset order. Order matters to MMAD's table (rows and columns
+    /// by first appearance, and the compat mode's skip), so it is the dataset's, not
+    /// the order questions happened to finish in.
+    pub fn answers(&self) -> Vec<AnswerRecord> {
+        self.ok_records().map(JournalRecord::to_answer).collect()
+    }
+
+    pub fn score(&self, options: ScoreOptions) -> ScoreTable {
+        score::score(&self.answers(), options)
+    }
+
+    /// The distinct model names of the run's endpoints, in manifest order.
+    pub fn models(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for e in &self.manifest.endpoints {
+            if !out.contains(&e.model) {
+                out.push(e.model.clone());
+            }
+        }
+        out
+    }
+
+    pub fn exports_dir(&self) -> PathBuf {
+        self.dir.join(EXPORTS_DIR)
+    }
+}
+
+fn folder_name(dir: &Path) -> String {
+    dir.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| dir.display().to_string())
+}
+
+/// One line of a run list. A folder that cannot be read is still listed, with
+/// `error` saying why and the other fields empty.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct RunSummaryRow {
+    pub folder: PathBuf,
+    /// The folder's name.
+    pub name: String,
+    pub note: String,
+    pub models: Vec<String>,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub shard: Option<Shard>,
+    pub question_count: usize,
+    pub answered: usize,
+    pub errors: usize,
+    /// The table's overall Average (default scoring); `None` without answers.
+    pub accuracy: Option<f64>,
+    pub error: Option<String>,
+}
+
+impl RunSummaryRow {
+    fn of(run: &RunFolder) -> Self {
+        let coverage = run.coverage();
+        let accuracy = run
+            .score(ScoreOptions::default())
+            .get(AVERAGE, AVERAGE)
+            .filter(|v| !v.is_nan());
+        RunSummaryRow {
+            folder: run.dir.clone(),
+            name: run.name(),
+            note: run.manifest.note.clone(),
+            models: run.models(),
+            started_at: Some(run.manifest.started_at.clone()),
+            finished_at: run.manifest.finished_at.clone(),
+            shard: run.manifest.shard,
+            question_count: coverage.question_count,
+            answered: coverage.answered,
+            errors: coverage.errors,
+            accuracy,
+            error: None,
+        }
+    }
+
+    fn broken(folder: PathBuf, error: &RunFolderError) -> Self {
+        RunSummaryRow {
+            name: folder_name(&folder),
+            folder,
+            note: String::new(),
+            models: Vec::new(),
+            started_at: None,
+            finished_at: None,
+            shard: None,
+            question_count: 0,
+            answered: 0,
+            errors: 0,
+            accuracy: None,
+            error: Some(error.to_string()),
+        }
+    }
+}
+
+/// Every run folder directly under `runs_dir`, by folder name. Folders that cannot
+/// be read are listed with their error; hidden folders (names starting with `.`,
+/// such as a merge still being written) are left out. A `runs_dir` that does not
+/// exist holds no runs; one that exists but cannot be listed is an error.
+pub fn list_runs(runs_dir: &Path) -> Result<Vec<RunSummaryRow>, RunFolderError> {
+    let list_err = |source| RunFolderError::List {
+        path: runs_dir.to_owned(),
+        source,
+    };
+    let entries = match std::fs::read_dir(runs_dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(list_err(e)),
+    };
+    let mut folders = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(list_err)?;
+        let path = entry.path();
+        let hidden = entry.file_name().to_string_lossy().starts_with('.');
+        if path.is_dir() && !hidden {
+            folders.push(path);
+        }
+    }
+    folders.sort();
+    Ok(folders
+        .into_iter()
+        .map(|folder| match RunFolder::open(&folder) {
+            Ok(run) => RunSummaryRow::of(&run),
+            Err(e) => RunSummaryRow::broken(folder, &e),
+        })
+        .collect())
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::bench::journal::{AnswerQuestion, JournalWriter, RecordStatus};
+    use crate::bench::manifest::{DatasetRef, EndpointSummary, MANIFEST_FORMAT, Selection};
+    use crate::echo::PipelineSettings;
+    use indexmap::IndexMap;
+    use std::io::Write;
+
+    pub(crate) fn manifest(question_count: usize) -> RunManifest {
+        RunManifest {
+            format: MANIFEST_FORMAT,
+            tool_version: "0.1.0".into(),
+            started_at: "2026-11-22T08:00:00Z".into(),
+            finished_at: Some("2026-11-22T09:00:00Z".into()),
+            dataset: DatasetRef {
+                path: "assets/sample/mmad.json".into(),
+                sha256: "ab".repeat(32),
+                root: "assets/sample".into(),
+            },
+            selection: Selection::default(),
+            shard: None,
+            question_count,
+            pipeline: PipelineSettings::default(),
+            template: "retrieved".into(),
+            memory: None,
+            knowledge: None,
+            condensed: None,
+            prompt_templates_hash: "p1".into(),
+            endpoints: vec![EndpointSummary {
+                name: "local".into(),
+                base_url: "http://127.0.0.1:8000/v1".into(),
+                model: "qwen2-vl-7b".into(),
+                api_key_env: None,
+                concurrency: 4,
+            }],
+            image_affinity: false,
+            note: "unit".into(),
+        }
+    }
+
+    /// A record for question `index`: `given` is the stored answer, `None` an error.
+    pub(crate) fn record(
+        index: usize,
+        image: &str,
+        qtype: &str,
+        correct: &str,
+        given: Option<&str>,
+    ) -> JournalRecord {
+        JournalRecord {
+            image: image.into(),
+            question: AnswerQuestion {
+                kind: "text".into(),
+                text: "Is there any defect in the object?".into(),
+                options: IndexMap::from([("A".into(), "Yes.".into()), ("B".into(), "No.".into())]),
+            },
+            question_type: qtype.into(),
+            correct_answer: correct.into(),
+            gpt_answer: given.map(str::to_owned),
+            index,
+            turn: 0,
+            status: if given.is_some() {
+                RecordStatus::Ok
+            } else {
+                RecordStatus::Error
+            },
+            error: given.is_none().then(|| "HTTP 503 after 3 attempts".into()),
+            raw: given.map(str::to_owned),
+            correct: given.map(|g| g == correct),
+            attempts: 1,
+            latency_ms: 5,
+            endpoint: "local".into(),
+            finished_at: "2026-11-22T08:30:00Z".into(),
+            traces: Vec::new(),
+        }
+    }
+
+    fn write_run(dir: &Path, m: &RunManifest, records: &[JournalRecord]) {
+        std::fs::create_dir_all(dir).unwrap();
+        m.save(&RunManifest::path_in(dir)).unwrap();
+        let (mut w, _) = JournalWriter::open(&dir.join(JOURNAL_FILE)).unwrap();
+        for r in records {
+            w.append(r).unwrap();
+        }
+    }
+
+    const GOOD: &str = "VisA/candle/test/good/0000.JPG";
+    const BAD: &str = "VisA/candle/test/bad/000.JPG";
+    const AD: &str = "Anomaly Detection";
+
+    #[test]
+    fn reads_records_in_dataset_order_and_counts_coverage() {
+        let dir = tempfile::tempdir().unwrap();
+        // Finished out of order, one error, one unreadable reply, two never asked.
+        let records = [
+            record(3, BAD, AD, "A", Some("A")),
+            record(0, GOOD, AD, "B", Some("B")),
+            record(2, BAD, "Defect Classification", "B", None),
+            record(1, GOOD, AD, "B", Some("The image is unclear")),
+        ];
+        write_run(dir.path(), &manifest(6), &records);
+        let run = RunFolder::open(dir.path()).unwrap();
+        assert_eq!(
+            run.records().iter().map(|r| r.index).collect::<Vec<_>>(),
+            [0, 1, 2, 3]
+        );
+        assert_eq!(
+            run.coverage(),
+            Coverage {
+                question_count: 6,
+                answered: 3,
+                errors: 1,
+                missing: 2
+            }
+        );
+        assert_eq!((run.ok_count(), run.error_count()), (3, 1));
+        assert_eq!(
+            run.record(2).unwrap().error.as_deref(),
+            Some("HTTP 503 after 3 attempts")
+        );
+        assert!(run.record(4).is_none());
+        // Scoring reads the answered questions in dataset order.
+        let answers = run.answers();
+        assert_eq!(answers.len(), 3);
+        assert_eq!(answers[0].image, GOOD);
+        let table = run.score(ScoreOptions::default());
+        assert_eq!(table.invalid, 1);
+        // Normal: 1 of 1 valid correct; abnormal: 1 of 1.
+        assert_eq!(table.get("VisA", AD), Some(100.0));
+        let compat = run.score(ScoreOptions {
+            mmad_compat: true,
+            ..ScoreOptions::default()
+        });
+        // The invalid answer at position 1 makes MMAD skip the abnormal one after it.
+        assert_eq!(compat.skipped, 1);
+        assert_eq!(compat.get("VisA", AD), Some(50.0));
+    }
+
+    #[test]
+    fn a_later_record_for_the_same_question_replaces_the_earlier() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = [
+            record(0, BAD, AD, "A", None),
+            record(1, GOOD, AD, "B", Some("B")),
+            record(0, BAD, AD, "A", Some("A")),
+        ];
+        write_run(dir.path(), &manifest(2), &records);
+        let run = RunFolder::open(dir.path()).unwrap();
+        assert_eq!(run.superseded, 1);
+        assert_eq!(run.coverage().errors, 0);
+        assert_eq!(run.coverage().answered, 2);
+        assert_eq!(run.record(0).unwrap().gpt_answer.as_deref(), Some("A"));
+    }
+
+    #[test]
+    fn a_torn_last_line_is_left_out_and_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        write_run(
+            dir.path(),
+            &manifest(3),
+            &[record(0, GOOD, AD, "B", Some("B"))],
+        );
+        let half = serde_json::to_string(&record(1, BAD, AD, "A", Some("A"))).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.path().join(JOURNAL_FILE))
+            .unwrap();
+        f.write_all(&half.as_bytes()[..half.len() / 3]).unwrap();
+        drop(f);
+        let run = RunFolder::open(dir.path()).unwrap();
+        assert!(run.torn_last_line);
+        assert_eq!(run.coverage().answered, 1);
+        assert_eq!(run.coverage().missing, 2);
+    }
+
+    #[test]
+    fn errors_name_the_folder_and_what_is_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = RunFolder::open(&dir.path().join("nope")).unwrap_err();
+        assert!(matches!(err, RunFolderError::NotAFolder { .. }), "{err}");
+        let err = RunFolder::open(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("no manifest.json"), "{err}");
+        std::fs::write(RunManifest::path_in(dir.path()), "{").unwrap();
+        let err = RunFolder::open(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("manifest.json"), "{err}");
+        manifest(1).save(&RunManifest::path_in(dir.path())).unwrap();
+        std::fs::write(dir.path().join(JOURNAL_FILE), "{\"x\":1}\n{}\n").unwrap();
+        let err = RunFolder::open(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn list_runs_lists_good_and_broken_folders_by_name() {
+        let runs = tempfile::tempdir().unwrap();
+        let mut m = manifest(2);
+        m.note = "baseline".into();
+        write_run(
+            &runs.path().join("b-run"),
+            &m,
+            &[
+                record(0, GOOD, AD, "B", Some("B")),
+                record(1, BAD, AD, "A", None),
+            ],
+        );
+        std::fs::create_dir_all(runs.path().join("a-broken")).unwrap();
+        std::fs::write(runs.path().join("a-broken/manifest.json"), "not json").unwrap();
+        std::fs::create_dir_all(runs.path().join(".merge-tmp")).unwrap();
+        std::fs::write(runs.path().join("stray.txt"), "x").unwrap();
+
+        let rows = list_runs(runs.path()).unwrap();
+        assert_eq!(
+            rows.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+            ["a-broken", "b-run"]
+        );
+        assert!(rows[0].error.as_deref().unwrap().contains("manifest.json"));
+        let ok = &rows[1];
+        assert_eq!(ok.error, None);
+        assert_eq!(ok.note, "baseline");
+        assert_eq!(ok.models, ["qwen2-vl-7b"]);
+        assert_eq!((ok.question_count, ok.answered, ok.errors), (2, 1, 1));
+        // One normal AD question answered right, no abnormal one: (100 + 0) / 2.
+        assert_eq!(ok.accuracy, Some(50.0));
+        assert_eq!(ok.finished_at.as_deref(), Some("2026-11-22T09:00:00Z"));
+
+        assert!(list_runs(&runs.path().join("missing")).unwrap().is_empty());
+    }
+}

@@ -1,0 +1,1310 @@
+//! The batch runner: every selected question of an MMAD dataset through the Echo
+//! pipeline, across any number of endpoints, into a run folder that survives
+//! crashes.
+//!
+//! A run folder holds `manifest.json` (what the run asked, see
+//! [`RunManifest`]) and `journal.jsonl` (one record per finished question). The
+//! runner is the journal's only writer: answers come back from concurrent tasks to
+//! one loop that appends each record as a whole flushed line before counting it, so
+//! a run killed at any moment leaves at most a torn last line, cut on the next
+//! open. Resuming skips every index already in the journal, so no question is ever
+//! recorded twice. A `.lock` held with an OS file lock keeps a second writer out.
+//!
+//! Dispatch sends each question to the endpoint with the fewest requests
+//! outstanding among those below their concurrency limit ([`Dispatcher`]); with
+//! image affinity, all questions about one image go to the endpoint that got its
+//! first one, so a server's prefix cache sees the image once.
+//!
+//! Stopping: the first stop request ends dispatching and waits for the questions
+//! in flight, which are recorded; abandoning (a second Ctrl-C) drops those, and
+//! they are simply not recorded (a resume asks them again).
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use super::journal::{
+    AnswerQuestion, JOURNAL_FILE, JournalError, JournalRecord, JournalWriter, RecordStatus,
+    parse_journal_bytes, read_journal,
+};
+use super::lock::{LockError, RunLock};
+use super::manifest::{
+    DatasetRef, EndpointSummary, KnowledgeRef, MANIFEST_FILE, MANIFEST_FORMAT, ManifestError,
+    MemoryRef, RunManifest, Selection, Shard,
+};
+use super::score::{AnswerRecord, ScoreOptions, score};
+use super::select::{SelectError, select};
+use crate::dataset::mmad::DatasetError;
+use crate::dataset::{DatasetRoot, MmadDataset, QuestionRef};
+use crate::echo::backend::{ChatBackend, ChatFuture};
+use crate::echo::pipeline::{PipelineError, Query};
+use crate::echo::plan::ReferenceKind;
+use crate::echo::setup::{ContextSources, SetupError, load_context};
+use crate::echo::{PipelineContext, PipelineSettings, answer};
+use crate::jobs::CancelToken;
+use crate::mllm::{ChatRequest, EndpointConfig, MllmClient};
+use crate::vision::spec::EmbedderSpec;
+
+/// How often the run loop looks at its stop tokens and reports progress.
+const TICK: Duration = Duration::from_millis(50);
+/// Least time between two progress events.
+const PROGRESS_EVERY: Duration = Duration::from_millis(200);
+/// How far down the queue dispatch looks for a question whose image's endpoint
+/// (under image affinity) has room, so one busy endpoint does not idle the others.
+const LOOKAHEAD: usize = 256;
+
+/// Where the reference images come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum TemplateSource {
+    /// Retrieved from a reference memory (Echo's Reference Extractor).
+    Retrieved,
+    /// MMAD's `similar_templates[0]`.
+    Similar,
+    /// MMAD's `random_templates[0]` (MMAD's plain 1-shot).
+    Random,
+    /// No reference image.
+    None,
+}
+
+impl TemplateSource {
+    /// The name recorded in manifests.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TemplateSource::Retrieved => "retrieved",
+            TemplateSource::Similar => "similar",
+            TemplateSource::Random => "random",
+            TemplateSource::None => "none",
+        }
+    }
+
+    pub fn reference_kind(self) -> ReferenceKind {
+        match self {
+            TemplateSource::Retrieved => ReferenceKind::Memory,
+            TemplateSource::Similar => ReferenceKind::Similar,
+            TemplateSource::Random => ReferenceKind::Random,
+            TemplateSource::None => ReferenceKind::None,
+        }
+    }
+
+    /// `retrieved` when a memory is given, else MMAD's `similar_templates`.
+    pub fn default_for(memory: bool) -> Self {
+        if memory {
+            TemplateSource::Retrieved
+        } else {
+            TemplateSource::Similar
+        }
+    }
+}
+
+/// Everything a run needs. Endpoints' `max_in_flight` is their concurrency.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    pub dataset_path: PathBuf,
+    /// The folder the dataset's image keys are relative to.
+    pub root: PathBuf,
+    pub selection: Selection,
+    pub shard: Option<Shard>,
+    pub pipeline: PipelineSettings,
+    pub template: TemplateSource,
+    pub memory: Option<PathBuf>,
+    /// Overrides the embedder recorded in the memory.
+    pub embedder: Option<EmbedderSpec>,
+    /// Default: the bundled knowledge base (when present).
+    pub knowledge: Option<PathBuf>,
+    /// Default: the bundled condensed knowledge (when present).
+    pub condensed: Option<PathBuf>,
+    pub endpoints: Vec<EndpointConfig>,
+    pub image_affinity: bool,
+    /// The run folder.
+    pub out: PathBuf,
+    /// Continue the run in `out`, skipping questions already recorded.
+    pub resume: bool,
+    /// Resume even when the settings differ from the folder's manifest.
+    pub force: bool,
+    /// Drop the journal's error records and ask those questions again (implies resume).
+    pub retry_errors: bool,
+    pub note: String,
+}
+
+impl RunSpec {
+    /// A run of the whole dataset with the default pipeline and MMAD's similar
+    /// templates; adjust the fields for anything else.
+    pub fn new(
+        dataset_path: impl Into<PathBuf>,
+        root: impl Into<PathBuf>,
+        endpoints: Vec<EndpointConfig>,
+        out: impl Into<PathBuf>,
+    ) -> Self {
+        RunSpec {
+            dataset_path: dataset_path.into(),
+            root: root.into(),
+            selection: Selection::default(),
+            shard: None,
+            pipeline: PipelineSettings::default(),
+            template: TemplateSource::Similar,
+            memory: None,
+            embedder: None,
+            knowledge: None,
+            condensed: None,
+            endpoints,
+            image_affinity: false,
+            out: out.into(),
+            resume: false,
+            force: false,
+            retry_errors: false,
+            note: String::new(),
+        }
+    }
+}
+
+/// Stop requests for a running [`run`]: `stop` finishes the questions in flight
+/// and records them; `abandon` drops them.
+#[derive(Debug, Clone, Default)]
+pub struct RunControl {
+    pub stop: CancelToken,
+    pub abandon: CancelToken,
+}
+
+impl RunControl {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// What Ctrl-C does: the first call stops gracefully, the next one abandons.
+    pub fn interrupt(&self) {
+        if self.stop.is_cancelled() {
+            self.abandon.cancel();
+        } else {
+            self.stop.cancel();
+        }
+    }
+}
+
+/// Sent while a run goes on.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunEvent {
+    /// The folder is locked and prepared; `already_done` of `total` have records.
+    Started {
+        total: usize,
+        already_done: usize,
+        /// Error records removed by `retry_errors`, asked again in this run.
+        retrying: usize,
+        run_dir: PathBuf,
+    },
+    /// A record has been written to the journal.
+    Record(Box<JournalRecord>),
+    Progress(RunProgress),
+    Finished(RunSummary),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct RunProgress {
+    /// Questions of the selection with a record (earlier sessions included).
+    pub done: usize,
+    /// Of those, error records.
+    pub errors: usize,
+    pub total: usize,
+    /// Records written per second in this session.
+    pub questions_per_s: f64,
+    pub eta_s: Option<f64>,
+    /// Correct among the answered (ok) records so far; plain accuracy, not MMAD's
+    /// balanced metric.
+    pub running_accuracy: Option<f64>,
+    pub in_flight: usize,
+    pub elapsed_s: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunOutcome {
+    /// Every selected question has a record.
+    Finished,
+    /// Stopped on request after recording the questions in flight.
+    Stopped,
+    /// Abandoned: the questions in flight were dropped.
+    Abandoned,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunSummary {
+    pub run_dir: PathBuf,
+    pub outcome: RunOutcome,
+    /// Questions selected (this shard's).
+    pub total: usize,
+    /// Records found in the folder when the run started.
+    pub already_done: usize,
+    /// Records written by this session.
+    pub written: usize,
+    /// Questions in flight when the run was abandoned (not recorded).
+    pub dropped: usize,
+    /// Ok records of the selection, all sessions together.
+    pub answered: usize,
+    /// Error records of the selection, all sessions together.
+    pub errors: usize,
+    pub correct: usize,
+    /// `correct / answered`.
+    pub accuracy: Option<f64>,
+    /// MMAD's metric (the Average/Average cell) over the answered records.
+    pub mmad_average: Option<f64>,
+    pub elapsed_s: f64,
+    /// `written / elapsed_s`.
+    pub questions_per_s: f64,
+}
+
+impl RunSummary {
+    pub fn is_complete(&self) -> bool {
+        self.outcome == RunOutcome::Finished
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("no endpoint to send questions to: give at least one")]
+    NoEndpoint,
+    #[error(
+        "the `retrieved` template needs a reference memory (build one with `memory build` and pass its folder)"
+    )]
+    RetrievedNeedsMemory,
+    #[error(transparent)]
+    Dataset(#[from] DatasetError),
+    #[error("cannot read the dataset file {}: {source}", path.display())]
+    DatasetRead {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the dataset root {} is not a folder", .0.display())]
+    NoRoot(PathBuf),
+    #[error(transparent)]
+    Select(#[from] SelectError),
+    #[error(transparent)]
+    Setup(Box<SetupError>),
+    #[error("endpoint `{name}`: {message}")]
+    Endpoint { name: String, message: String },
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error(
+        "run folder {} already holds a run ({records} records in its journal); resume it (--resume, or --resume --retry-errors), or choose another folder",
+        dir.display()
+    )]
+    AlreadyStarted { dir: PathBuf, records: usize },
+    #[error(
+        "run folder {} was started with different settings ({}); resume with the same settings, or force it (--force) to continue under the new ones",
+        dir.display(), differences.join(", ")
+    )]
+    SettingsDiffer {
+        dir: PathBuf,
+        differences: Vec<String>,
+    },
+    #[error(
+        "run folder {} has a journal but no readable manifest.json ({reason}); force it (--force) to resume anyway",
+        dir.display()
+    )]
+    NoManifest { dir: PathBuf, reason: String },
+    #[error("cannot rewrite the journal {} without its error records: {source}", path.display())]
+    Rewrite {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+}
+
+impl From<SetupError> for RunError {
+    fn from(e: SetupError) -> Self {
+        RunError::Setup(Box::new(e))
+    }
+}
+
+/// Least-outstanding-requests dispatch over endpoints with concurrency limits,
+/// optionally keeping each image on one endpoint.
+#[derive(Debug, Clone)]
+pub struct Dispatcher {
+    capacity: Vec<usize>,
+    outstanding: Vec<usize>,
+    /// Image key -> endpoint, when image affinity is on.
+    affinity: Option<HashMap<Arc<str>, usize>>,
+}
+
+impl Dispatcher {
+    pub fn new(capacity: Vec<usize>, image_affinity: bool) -> Self {
+        let outstanding = vec![0; capacity.len()];
+        Dispatcher {
+            capacity,
+            outstanding,
+            affinity: image_affinity.then(HashMap::new),
+        }
+    }
+
+    /// Takes a slot for a question about `image`: the endpoint with the fewest
+    /// outstanding requests among those with room (the first such on ties), or,
+    /// under image affinity, the image's endpoint. `None`: it must wait.
+    pub fn pick(&mut self, image: &Arc<str>) -> Option<usize> {
+        if let Some(&e) = self.affinity.as_ref().and_then(|m| m.get(image)) {
+            if self.outstanding[e] < self.capacity[e] {
+                self.outstanding[e] += 1;
+                return Some(e);
+            }
+            return None;
+        }
+        let e = (0..self.capacity.len())
+            .filter(|&e| self.outstanding[e] < self.capacity[e])
+            .min_by_key(|&e| self.outstanding[e])?;
+        self.outstanding[e] += 1;
+        if let Some(map) = &mut self.affinity {
+            map.insert(image.clone(), e);
+        }
+        Some(e)
+    }
+
+    /// A question on endpoint `e` has finished.
+    pub fn release(&mut self, e: usize) {
+        self.outstanding[e] = self.outstanding[e].saturating_sub(1);
+    }
+
+    pub fn has_room(&self) -> bool {
+        self.outstanding
+            .iter()
+            .zip(&self.capacity)
+            .any(|(o, c)| o < c)
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.outstanding.iter().sum()
+    }
+
+    pub fn outstanding(&self) -> &[usize] {
+        &self.outstanding
+    }
+}
+
+/// The current time as RFC 3339 UTC with milliseconds, e.g. `2026-11-22T08:00:00.123Z`.
+pub fn rfc3339_now() -> String {
+    let since = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    rfc3339(since.as_secs(), since.subsec_millis())
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (valid for any date after 1970).
+fn rfc3339(secs: u64, millis: u32) -> String {
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    // Shift the epoch to 0000-03-01 so leap days fall at the end of a 400-year era.
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// The base URL without any `user:password@` part.
+fn shown_url(url: &str) -> String {
+    match reqwest::Url::parse(url.trim()) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.to_string().trim_end_matches('/').to_string()
+        }
+        Err(_) => url.to_string(),
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// One endpoint's client with what records and traces call it.
+struct Endpoint {
+    client: MllmClient,
+    /// The name recorded in journal lines and the manifest.
+    name: String,
+    /// `model at URL`, as the pipeline's knowledge cache keys name a backend.
+    label: String,
+}
+
+/// The pipeline's view of one endpoint for one question: it adds up the HTTP
+/// attempts of every model call the question makes.
+struct CountingBackend<'a> {
+    endpoint: &'a Endpoint,
+    attempts: AtomicU32,
+}
+
+impl ChatBackend for CountingBackend<'_> {
+    fn chat<'a>(&'a self, req: &'a ChatRequest, cancel: &'a CancelToken) -> ChatFuture<'a> {
+        Box::pin(async move {
+            match self.endpoint.client.chat(req, cancel).await {
+                Ok(reply) => {
+                    self.attempts.fetch_add(reply.attempts, Ordering::Relaxed);
+                    Ok(reply)
+                }
+                Err(_) if cancel.is_cancelled() => {
+                    Err(PipelineError::Cancelled { traces: Vec::new() })
+                }
+                Err(e) => {
+                    // The client gives up on a retryable failure only after its last
+                    // retry; other failures end the call at once (earlier retryable
+                    // failures of the same call are not visible here, so this is a
+                    // lower bound for them).
+                    let spent = if e.is_retryable() {
+                        self.endpoint.client.config().max_retries + 1
+                    } else {
+                        1
+                    };
+                    self.attempts.fetch_add(spent, Ordering::Relaxed);
+                    Err(PipelineError::Backend {
+                        message: e.to_string(),
+                    })
+                }
+            }
+        })
+    }
+
+    fn describe(&self) -> String {
+        self.endpoint.label.clone()
+    }
+}
+
+/// Shared by every question task.
+struct Shared {
+    dataset: MmadDataset,
+    root: DatasetRoot,
+    context: PipelineContext,
+    endpoints: Vec<Endpoint>,
+}
+
+/// A question waiting to be asked.
+#[derive(Debug, Clone)]
+struct Work {
+    index: usize,
+    key: Arc<str>,
+    turn: usize,
+}
+
+enum Outcome {
+    Answered(Box<crate::echo::Decision>),
+    Failed {
+        message: String,
+        traces: Vec<crate::echo::ExpertTrace>,
+    },
+    Abandoned,
+}
+
+struct Finished {
+    work: Work,
+    endpoint: usize,
+    outcome: Outcome,
+    attempts: u32,
+    latency: Duration,
+}
+
+async fn ask(shared: Arc<Shared>, work: Work, e: usize, abandon: CancelToken) -> Finished {
+    let start = Instant::now();
+    let backend = CountingBackend {
+        endpoint: &shared.endpoints[e],
+        attempts: AtomicU32::new(0),
+    };
+    let outcome = match shared.dataset.entries.get(&*work.key) {
+        None => Outcome::Failed {
+            message: format!("the dataset has no entry `{}`", work.key),
+            traces: Vec::new(),
+        },
+        Some(entry) => match Query::from_entry(&shared.root, &work.key, entry) {
+            Err(e) => Outcome::Failed {
+                message: format!("image `{}`: {e}", work.key),
+                traces: Vec::new(),
+            },
+            Ok(query) => {
+                let question = &entry.conversation[work.turn];
+                match answer(
+                    &backend,
+                    &shared.context,
+                    &query,
+                    question,
+                    &|_| {},
+                    &abandon,
+                )
+                .await
+                {
+                    Ok(d) => Outcome::Answered(Box::new(d)),
+                    Err(PipelineError::Cancelled { .. }) => Outcome::Abandoned,
+                    Err(_) if abandon.is_cancelled() => Outcome::Abandoned,
+                    Err(err) => Outcome::Failed {
+                        message: error_chain(&err),
+                        traces: err.traces().to_vec(),
+                    },
+                }
+            }
+        },
+    };
+    Finished {
+        work,
+        endpoint: e,
+        outcome,
+        attempts: backend.attempts.load(Ordering::Relaxed).max(1),
+        latency: start.elapsed(),
+    }
+}
+
+/// Everything checked and loaded before the first question is sent.
+struct Prepared {
+    shared: Arc<Shared>,
+    manifest: RunManifest,
+    manifest_path: PathBuf,
+    writer: JournalWriter,
+    _lock: RunLock,
+    /// Selected questions without a record, in file order.
+    pending: Vec<Work>,
+    total: usize,
+    /// Records of the selection found in the journal, by index.
+    previous: BTreeMap<usize, JournalRecord>,
+    retrying: usize,
+}
+
+fn prepare(spec: &RunSpec) -> Result<Prepared, RunError> {
+    if spec.endpoints.is_empty() {
+        return Err(RunError::NoEndpoint);
+    }
+    if spec.template == TemplateSource::Retrieved && spec.memory.is_none() {
+        return Err(RunError::RetrievedNeedsMemory);
+    }
+    if !spec.root.is_dir() {
+        return Err(RunError::NoRoot(spec.root.clone()));
+    }
+    let dataset = MmadDataset::load(&spec.dataset_path)?;
+    let dataset_sha256 = crate::util::fsx::sha256_file(&spec.dataset_path).map_err(|source| {
+        RunError::DatasetRead {
+            path: spec.dataset_path.clone(),
+            source,
+        }
+    })?;
+    let selected: Vec<Work> = select(&dataset, &spec.selection, spec.shard)?
+        .iter()
+        .map(|q| Work {
+            index: q.index,
+            key: Arc::from(q.key),
+            turn: q.turn,
+        })
+        .collect();
+
+    // Taken before the slow part of the setup (a CLIP memory loads for seconds), so
+    // a second run on a busy folder is refused at once; everything that reads or
+    // writes the folder happens with it held.
+    let lock = RunLock::acquire(&spec.out)?;
+
+    let mut settings = spec.pipeline.clone();
+    settings.reference = Some(spec.template.reference_kind());
+    let loaded = load_context(
+        settings,
+        &ContextSources {
+            knowledge: spec.knowledge.clone(),
+            condensed: spec.condensed.clone(),
+            memory: spec.memory.clone(),
+            embedder: spec.embedder.clone(),
+        },
+    )?;
+
+    let mut endpoints = Vec::with_capacity(spec.endpoints.len());
+    let mut names: HashSet<String> = HashSet::new();
+    for (i, cfg) in spec.endpoints.iter().enumerate() {
+        let mut name = if cfg.name.trim().is_empty() {
+            format!("endpoint {}", i + 1)
+        } else {
+            cfg.name.trim().to_string()
+        };
+        if names.contains(&name) {
+            name = format!("{name} #{}", i + 1);
+        }
+        names.insert(name.clone());
+        let client = MllmClient::new(cfg.clone()).map_err(|e| RunError::Endpoint {
+            name: name.clone(),
+            message: e.to_string(),
+        })?;
+        endpoints.push(Endpoint {
+            client,
+            label: format!("{} at {}", cfg.model, shown_url(&cfg.base_url)),
+            name,
+        });
+    }
+
+    let absolute = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+    let context = loaded.context;
+    let mut manifest = RunManifest {
+        format: MANIFEST_FORMAT,
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+        started_at: rfc3339_now(),
+        finished_at: None,
+        dataset: DatasetRef {
+            path: absolute(&spec.dataset_path),
+            sha256: dataset_sha256,
+            root: absolute(&spec.root),
+        },
+        selection: spec.selection.clone(),
+        shard: spec.shard,
+        question_count: selected.len(),
+        pipeline: context.settings().clone(),
+        template: spec.template.as_str().into(),
+        memory: loaded.memory.map(|m| MemoryRef {
+            path: absolute(&m.path),
+            embedder: m.embedder,
+            items: m.items,
+        }),
+        knowledge: loaded.knowledge.map(|k| KnowledgeRef {
+            path: absolute(&k.path),
+            version: k.version,
+        }),
+        condensed: loaded.condensed.map(|k| KnowledgeRef {
+            path: absolute(&k.path),
+            version: k.version,
+        }),
+        prompt_templates_hash: context.prompt_templates_hash(),
+        endpoints: spec
+            .endpoints
+            .iter()
+            .zip(&endpoints)
+            .map(|(cfg, ep)| EndpointSummary {
+                name: ep.name.clone(),
+                base_url: shown_url(&cfg.base_url),
+                model: cfg.model.clone(),
+                api_key_env: cfg.api_key_env.clone(),
+                concurrency: cfg.max_in_flight,
+            })
+            .collect(),
+        image_affinity: spec.image_affinity,
+        note: spec.note.clone(),
+    };
+
+    let journal_path = spec.out.join(JOURNAL_FILE);
+    let manifest_path = spec.out.join(MANIFEST_FILE);
+    let existing = read_journal(&journal_path)?;
+    let has_run = !existing.records.is_empty();
+    let continuing = spec.resume || spec.retry_errors;
+    if has_run && !continuing {
+        return Err(RunError::AlreadyStarted {
+            dir: spec.out.clone(),
+            records: existing.records.len(),
+        });
+    }
+    if has_run {
+        match RunManifest::load(&manifest_path) {
+            Ok(old) => {
+                let mut differences = old.differences(&manifest);
+                if old.shard != manifest.shard {
+                    differences.push("shard".into());
+                }
+                if !differences.is_empty() && !spec.force {
+                    return Err(RunError::SettingsDiffer {
+                        dir: spec.out.clone(),
+                        differences,
+                    });
+                }
+                manifest.started_at = old.started_at;
+            }
+            Err(e) if !spec.force => {
+                return Err(RunError::NoManifest {
+                    dir: spec.out.clone(),
+                    reason: e.to_string(),
+                });
+            }
+            Err(_) => {}
+        }
+    }
+    let retrying = if spec.retry_errors && has_run {
+        drop_error_records(&journal_path)?
+    } else {
+        0
+    };
+
+    let (writer, contents) = JournalWriter::open(&journal_path)?;
+    let selected_indices: HashSet<usize> = selected.iter().map(|w| w.index).collect();
+    let mut previous = BTreeMap::new();
+    for r in contents.records {
+        if selected_indices.contains(&r.index) {
+            previous.entry(r.index).or_insert(r);
+        }
+    }
+    let total = selected.len();
+    let pending = selected
+        .into_iter()
+        .filter(|w| !previous.contains_key(&w.index))
+        .collect();
+    manifest.save(&manifest_path)?;
+    Ok(Prepared {
+        shared: Arc::new(Shared {
+            dataset,
+            root: DatasetRoot::new(spec.root.clone()),
+            context,
+            endpoints,
+        }),
+        manifest,
+        manifest_path,
+        writer,
+        _lock: lock,
+        pending,
+        total,
+        previous,
+        retrying,
+    })
+}
+
+/// Rewrites the journal without its error records, atomically (a crash leaves the
+/// old journal or the new one), so a retried question never has two lines. A torn
+/// last line is dropped with them. Returns how many records were dropped.
+fn drop_error_records(path: &Path) -> Result<usize, RunError> {
+    let read_err = |source| RunError::Rewrite {
+        path: path.to_path_buf(),
+        source,
+    };
+    let bytes = std::fs::read(path).map_err(read_err)?;
+    // Validates the whole file first: damage in the middle is an error, not data to drop.
+    let contents = parse_journal_bytes(&bytes, path)?;
+    let errors = contents
+        .records
+        .iter()
+        .filter(|r| r.status == RecordStatus::Error)
+        .count();
+    if errors == 0 && !contents.torn_last_line {
+        return Ok(0);
+    }
+    let complete = &bytes[..contents.complete_len as usize];
+    let mut kept = Vec::with_capacity(complete.len());
+    for line in complete.split_inclusive(|&b| b == b'\n') {
+        let trimmed = line.trim_ascii();
+        if trimmed.is_empty() {
+            continue;
+        }
+        // Each line parsed above; only the status decides.
+        let is_error = serde_json::from_slice::<StatusOnly>(trimmed)
+            .map(|s| s.status == RecordStatus::Error)
+            .unwrap_or(false);
+        if !is_error {
+            kept.extend_from_slice(line);
+        }
+    }
+    crate::util::fsx::atomic_write(path, &kept).map_err(read_err)?;
+    Ok(errors)
+}
+
+#[derive(Deserialize)]
+struct StatusOnly {
+    status: RecordStatus,
+}
+
+/// Counts over the selection's records, earlier sessions included.
+#[derive(Default)]
+struct Tallies {
+    done: usize,
+    errors: usize,
+    answered: usize,
+    correct: usize,
+    /// Ok records as scoring reads them, by index (file order for `score`).
+    scored: BTreeMap<usize, AnswerRecord>,
+}
+
+impl Tallies {
+    fn add(&mut self, r: &JournalRecord) {
+        self.done += 1;
+        if r.is_ok() {
+            self.answered += 1;
+            if r.correct == Some(true) {
+                self.correct += 1;
+            }
+            self.scored.insert(r.index, r.to_answer());
+        } else {
+            self.errors += 1;
+        }
+    }
+
+    fn accuracy(&self) -> Option<f64> {
+        (self.answered > 0).then(|| self.correct as f64 / self.answered as f64)
+    }
+}
+
+fn record_for(shared: &Shared, f: Finished) -> Option<JournalRecord> {
+    let entry = shared.dataset.entries.get(&*f.work.key)?;
+    let question = entry.conversation.get(f.work.turn)?;
+    let qref = QuestionRef {
+        index: f.work.index,
+        key: &f.work.key,
+        entry,
+        turn: f.work.turn,
+        question,
+    };
+    let latency_ms = f.latency.as_millis().try_into().unwrap_or(u64::MAX);
+    let endpoint = shared.endpoints[f.endpoint].name.clone();
+    let mut record = match f.outcome {
+        Outcome::Abandoned => return None,
+        Outcome::Failed { message, traces } => {
+            let mut r = JournalRecord::failed(&qref, message, f.attempts, latency_ms);
+            r.traces = traces;
+            r
+        }
+        Outcome::Answered(d) => JournalRecord {
+            image: qref.key.to_string(),
+            question: AnswerQuestion::from_question(question),
+            question_type: question.qtype.as_str().to_string(),
+            correct_answer: question.answer.clone(),
+            gpt_answer: Some(d.gpt_answer),
+            index: qref.index,
+            turn: qref.turn,
+            status: RecordStatus::Ok,
+            error: None,
+            raw: Some(d.raw),
+            correct: d.correct,
+            attempts: f.attempts,
+            latency_ms,
+            endpoint: String::new(),
+            finished_at: String::new(),
+            traces: d.traces,
+        },
+    };
+    record.endpoint = endpoint;
+    record.finished_at = rfc3339_now();
+    Some(record)
+}
+
+/// Runs (or resumes) a batch run to its end or until stopped; blocking, with a
+/// runtime of its own. Setup problems are errors before any question is sent;
+/// questions that fail after the client's retries become error records.
+pub fn run(
+    spec: &RunSpec,
+    events: &(dyn Fn(RunEvent) + Sync),
+    control: &RunControl,
+) -> Result<RunSummary, RunError> {
+    let prepared = prepare(spec)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("echo-run")
+        .enable_all()
+        .build()
+        .map_err(RunError::Runtime)?;
+    let image_affinity = spec.image_affinity;
+    runtime.block_on(execute(
+        prepared,
+        spec.out.clone(),
+        image_affinity,
+        events,
+        control,
+    ))
+}
+
+async fn execute(
+    mut p: Prepared,
+    run_dir: PathBuf,
+    image_affinity: bool,
+    events: &(dyn Fn(RunEvent) + Sync),
+    control: &RunControl,
+) -> Result<RunSummary, RunError> {
+    let start = Instant::now();
+    let mut tallies = Tallies::default();
+    for r in p.previous.values() {
+        tallies.add(r);
+    }
+    let already_done = tallies.done;
+    events(RunEvent::Started {
+        total: p.total,
+        already_done,
+        retrying: p.retrying,
+        run_dir: run_dir.clone(),
+    });
+
+    let capacity = p
+        .shared
+        .endpoints
+        .iter()
+        .map(|e| e.client.config().max_in_flight.max(1))
+        .collect();
+    let mut dispatcher = Dispatcher::new(capacity, image_affinity);
+    let mut pending: VecDeque<Work> = std::mem::take(&mut p.pending).into();
+    let mut tasks = tokio::task::JoinSet::new();
+    let abandon = control.abandon.clone();
+    let mut written = 0usize;
+    let mut last_progress = Instant::now();
+    let mut ticker = tokio::time::interval(TICK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failure: Option<RunError> = None;
+    let mut abandoned = false;
+
+    let total = p.total;
+    let progress = |tallies: &Tallies, written: usize, in_flight: usize| {
+        let elapsed = start.elapsed().as_secs_f64();
+        let rate = if elapsed > 0.0 {
+            written as f64 / elapsed
+        } else {
+            0.0
+        };
+        let remaining = total.saturating_sub(tallies.done);
+        RunProgress {
+            done: tallies.done,
+            errors: tallies.errors,
+            total,
+            questions_per_s: rate,
+            eta_s: (rate > 0.0).then(|| remaining as f64 / rate),
+            running_accuracy: tallies.accuracy(),
+            in_flight,
+            elapsed_s: elapsed,
+        }
+    };
+
+    loop {
+        if control.abandon.is_cancelled() {
+            abandoned = true;
+            break;
+        }
+        let stopping = control.stop.is_cancelled();
+        if !stopping {
+            while dispatcher.has_room() {
+                let Some((pos, e)) = pending
+                    .iter()
+                    .take(LOOKAHEAD)
+                    .enumerate()
+                    .find_map(|(pos, w)| dispatcher.pick(&w.key).map(|e| (pos, e)))
+                else {
+                    break;
+                };
+                let Some(work) = pending.remove(pos) else {
+                    dispatcher.release(e);
+                    break;
+                };
+                tasks.spawn(ask(p.shared.clone(), work, e, abandon.clone()));
+            }
+        }
+        if tasks.is_empty() && (pending.is_empty() || stopping) {
+            break;
+        }
+        tokio::select! {
+            joined = tasks.join_next(), if !tasks.is_empty() => {
+                let Some(joined) = joined else { continue };
+                let finished = match joined {
+                    Ok(f) => f,
+                    // A panicking question must not take the run down; its slot is
+                    // lost for this session and a resume asks it again.
+                    Err(e) => {
+                        tracing::error!("a question task failed: {e}");
+                        continue;
+                    }
+                };
+                dispatcher.release(finished.endpoint);
+                let Some(record) = record_for(&p.shared, finished) else { continue };
+                if let Err(e) = p.writer.append(&record) {
+                    // Nothing more can be recorded: drop what is in flight.
+                    failure = Some(e.into());
+                    break;
+                }
+                written += 1;
+                tallies.add(&record);
+                events(RunEvent::Record(Box::new(record)));
+                if last_progress.elapsed() >= PROGRESS_EVERY {
+                    last_progress = Instant::now();
+                    events(RunEvent::Progress(progress(&tallies, written, dispatcher.in_flight())));
+                }
+            }
+            _ = ticker.tick() => {
+                if last_progress.elapsed() >= PROGRESS_EVERY {
+                    last_progress = Instant::now();
+                    events(RunEvent::Progress(progress(&tallies, written, dispatcher.in_flight())));
+                }
+            }
+        }
+    }
+
+    let dropped = if abandoned || failure.is_some() {
+        let n = tasks.len();
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+        n
+    } else {
+        0
+    };
+    p.writer.sync()?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let outcome = if tallies.done >= p.total && pending.is_empty() && !abandoned {
+        RunOutcome::Finished
+    } else if abandoned {
+        RunOutcome::Abandoned
+    } else {
+        RunOutcome::Stopped
+    };
+    if outcome == RunOutcome::Finished {
+        p.manifest.finished_at = Some(rfc3339_now());
+        p.manifest.save(&p.manifest_path)?;
+    }
+    events(RunEvent::Progress(progress(&tallies, written, 0)));
+    let scored: Vec<AnswerRecord> = tallies.scored.values().cloned().collect();
+    let mmad_average = (!scored.is_empty())
+        .then(|| score(&scored, ScoreOptions::default()).get("Average", "Average"))
+        .flatten()
+        .filter(|v| v.is_finite());
+    let elapsed_s = start.elapsed().as_secs_f64();
+    let summary = RunSummary {
+        run_dir,
+        outcome,
+        total: p.total,
+        already_done,
+        written,
+        dropped,
+        answered: tallies.answered,
+        errors: tallies.errors,
+        correct: tallies.correct,
+        accuracy: tallies.accuracy(),
+        mmad_average,
+        elapsed_s,
+        questions_per_s: if elapsed_s > 0.0 {
+            written as f64 / elapsed_s
+        } else {
+            0.0
+        },
+    };
+    events(RunEvent::Finished(summary.clone()));
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::mllm::mock::{Fault, FaultPlan, MockConfig, MockServer};
+
+    fn key(s: &str) -> Arc<str> {
+        Arc::from(s)
+    }
+
+    #[test]
+    fn dispatch_goes_to_the_least_outstanding_endpoint_with_room() {
+        let mut d = Dispatcher::new(vec![2, 4], false);
+        let picks: Vec<usize> = (0..6)
+            .map(|i| d.pick(&key(&format!("i{i}"))).unwrap())
+            .collect();
+        // Ties go to the first; the small endpoint fills at 2, the rest go to the big one.
+        assert_eq!(picks, [0, 1, 0, 1, 1, 1]);
+        assert!(!d.has_room());
+        assert_eq!(d.pick(&key("x")), None);
+        d.release(1);
+        assert_eq!(d.pick(&key("x")), Some(1));
+        d.release(0);
+        d.release(0);
+        d.release(1);
+        // Endpoint 0 now has 0 outstanding, endpoint 1 has 3.
+        assert_eq!(d.outstanding(), [0, 3]);
+        assert_eq!(d.pick(&key("y")), Some(0));
+        assert_eq!(d.in_flight(), 4);
+    }
+
+    #[test]
+    fn image_affinity_keeps_an_image_on_its_endpoint_and_waits_for_it() {
+        let mut d = Dispatcher::new(vec![1, 1], true);
+        assert_eq!(d.pick(&key("a")), Some(0));
+        assert_eq!(d.pick(&key("b")), Some(1));
+        // `a` is bound to endpoint 0, which is full: wait even though nothing else is free.
+        assert_eq!(d.pick(&key("a")), None);
+        d.release(1);
+        assert_eq!(d.pick(&key("a")), None, "endpoint 1 is free but not a's");
+        assert_eq!(d.pick(&key("b")), Some(1));
+        d.release(0);
+        assert_eq!(d.pick(&key("a")), Some(0));
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        assert_eq!(rfc3339(0, 0), "1970-01-01T00:00:00.000Z");
+        // 2024-02-29 12:34:56 UTC, a leap day.
+        assert_eq!(rfc3339(1_709_210_096, 7), "2024-02-29T12:34:56.007Z");
+        assert_eq!(rfc3339(4_102_444_799, 999), "2099-12-31T23:59:59.999Z");
+        assert_eq!(rfc3339_now().len(), 24);
+    }
+
+    #[test]
+    fn credentials_never_reach_the_manifest() {
+        assert_eq!(
+            shown_url("http://user:secret@127.0.0.1:8000/v1/"),
+            "http://127.0.0.1:8000/v1"
+        );
+    }
+
+    fn sample_spec(server: &MockServer, out: &Path) -> RunSpec {
+        let sample = crate::assets_dir().join("sample");
+        let mut spec = RunSpec::new(
+            sample.join("mmad.json"),
+            &sample,
+            vec![EndpointConfig {
+                name: "mock".into(),
+                base_url: server.url(),
+                model: "mock-vl".into(),
+                max_in_flight: 4,
+                retry_base_ms: 1,
+                ..EndpointConfig::default()
+            }],
+            out,
+        );
+        spec.knowledge = Some(sample.join("domain_knowledge.json"));
+        spec
+    }
+
+    #[test]
+    fn a_run_records_every_selected_question_once_and_resume_adds_only_the_rest() {
+        let server = MockServer::start(MockConfig::default()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("run");
+        let mut spec = sample_spec(&server, &out);
+        spec.selection.limit = Some(12);
+        let seen = Mutex::new(Vec::new());
+        let events = |e: RunEvent| {
+            if let RunEvent::Record(r) = e {
+                seen.lock().unwrap().push(r.index);
+            }
+        };
+        let summary = run(&spec, &events, &RunControl::new()).unwrap();
+        assert_eq!(summary.outcome, RunOutcome::Finished);
+        assert_eq!(
+            (summary.total, summary.written, summary.answered),
+            (12, 12, 12)
+        );
+        let journal = read_journal(&out.join(JOURNAL_FILE)).unwrap();
+        let mut indices: Vec<usize> = journal.records.iter().map(|r| r.index).collect();
+        indices.sort_unstable();
+        assert_eq!(indices, (0..12).collect::<Vec<_>>());
+        let r = &journal.records[0];
+        assert_eq!(r.endpoint, "mock");
+        assert!(r.raw.is_some() && r.attempts >= 1 && !r.traces.is_empty());
+        let manifest = RunManifest::load(&out.join(MANIFEST_FILE)).unwrap();
+        assert!(manifest.finished_at.is_some());
+        assert_eq!(manifest.question_count, 12);
+
+        // Without --resume the folder is refused; with it and a larger selection,
+        // only the new questions are asked (after forcing the changed selection).
+        let e = run(&spec, &|_| {}, &RunControl::new()).unwrap_err();
+        assert!(
+            matches!(e, RunError::AlreadyStarted { records: 12, .. }),
+            "{e}"
+        );
+        spec.resume = true;
+        spec.selection.limit = Some(20);
+        let e = run(&spec, &|_| {}, &RunControl::new()).unwrap_err();
+        assert!(e.to_string().contains("question selection"), "{e}");
+        spec.force = true;
+        let before = server.chat_count();
+        let summary = run(&spec, &|_| {}, &RunControl::new()).unwrap();
+        assert_eq!((summary.already_done, summary.written), (12, 8));
+        assert_eq!(server.chat_count() - before, 8);
+    }
+
+    #[test]
+    fn errors_are_recorded_and_retry_errors_asks_only_them_again() {
+        let failing = MockServer::start(MockConfig {
+            faults: FaultPlan::script(vec![Fault::Status(400); 3]),
+            ..MockConfig::default()
+        })
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("run");
+        let mut spec = sample_spec(&failing, &out);
+        spec.selection.limit = Some(10);
+        spec.endpoints[0].max_in_flight = 1;
+        let summary = run(&spec, &|_| {}, &RunControl::new()).unwrap();
+        assert_eq!((summary.answered, summary.errors), (7, 3));
+        let journal = read_journal(&out.join(JOURNAL_FILE)).unwrap();
+        let failed: Vec<&JournalRecord> = journal.records.iter().filter(|r| !r.is_ok()).collect();
+        assert_eq!(failed.len(), 3);
+        assert!(
+            failed[0].error.as_deref().unwrap().contains("400"),
+            "{:?}",
+            failed[0].error
+        );
+        assert_eq!(failed[0].gpt_answer, None);
+
+        let healthy = MockServer::start(MockConfig::default()).unwrap();
+        spec.endpoints[0].base_url = healthy.url();
+        spec.retry_errors = true;
+        let summary = run(&spec, &|_| {}, &RunControl::new()).unwrap();
+        assert_eq!(
+            (summary.already_done, summary.written, summary.errors),
+            (7, 3, 0)
+        );
+        assert_eq!(healthy.chat_count(), 3);
+        let journal = read_journal(&out.join(JOURNAL_FILE)).unwrap();
+        let mut indices: Vec<usize> = journal.records.iter().map(|r| r.index).collect();
+        indices.sort_unstable();
+        assert_eq!(indices, (0..10).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_stop_keeps_the_answers_in_flight_and_abandon_drops_them() {
+        let server = MockServer::start(MockConfig {
+            latency: Duration::from_millis(300),
+            ..MockConfig::default()
+        })
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("run");
+        let spec = sample_spec(&server, &out);
+
+        // Stop as soon as the run starts: the 4 questions already sent are kept.
+        let control = RunControl::new();
+        let events = |e: RunEvent| {
+            if let RunEvent::Progress(p) = e
+                && p.in_flight > 0
+            {
+                control.interrupt();
+            }
+        };
+        let summary = run(&spec, &events, &control).unwrap();
+        assert_eq!(summary.outcome, RunOutcome::Stopped);
+        assert_eq!(summary.written, 4);
+        assert_eq!(
+            read_journal(&out.join(JOURNAL_FILE)).unwrap().records.len(),
+            4
+        );
+
+        // Abandon: nothing of what was in flight is written.
+        let control = RunControl::new();
+        let mut spec = spec;
+        spec.resume = true;
+        let events = |e: RunEvent| {
+            if let RunEvent::Progress(p) = e
+                && p.in_flight > 0
+            {
+                control.interrupt();
+                control.interrupt();
+            }
+        };
+        let summary = run(&spec, &events, &control).unwrap();
+        assert_eq!(summary.outcome, RunOutcome::Abandoned);
+        assert_eq!((summary.written, summary.dropped), (0, 4));
+        assert_eq!(
+            read_journal(&out.join(JOURNAL_FILE)).unwrap().records.len(),
+            4
+        );
+    }
+}

@@ -1,0 +1,451 @@
+//! `run`: a batch run of an MMAD dataset through the Echo pipeline into a run
+//! folder (manifest + journal), with progress, Ctrl-C handling and resume.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use clap::Args;
+use echo_workbench::bench::manifest::{Selection, Shard};
+use echo_workbench::bench::runner::{
+    self, RunControl, RunEvent, RunOutcome, RunProgress, RunSpec, RunSummary, TemplateSource,
+};
+use echo_workbench::bench::select::parse_type_name;
+use echo_workbench::echo::PipelineSettings;
+use echo_workbench::echo::plan::{KnowledgeMode, ReasoningMode, ScopeMode};
+use echo_workbench::mllm::EndpointConfig;
+use echo_workbench::vision::spec::EmbedderSpec;
+
+/// The exit code of a run stopped by Ctrl-C (128 + SIGINT, as shells report it).
+const EXIT_INTERRUPTED: u8 = 130;
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// The MMAD-format mmad.json to run.
+    #[arg(long, value_name = "MMAD_JSON")]
+    dataset: PathBuf,
+    /// The folder the dataset's image paths are relative to (default: the folder
+    /// holding the mmad.json).
+    #[arg(long, value_name = "DIR")]
+    root: Option<PathBuf>,
+    /// The run folder (manifest.json, journal.jsonl).
+    #[arg(long, value_name = "RUN_DIR")]
+    out: PathBuf,
+    /// Base URL of an OpenAI-compatible API; repeat to spread the run over several.
+    #[arg(long = "endpoint", value_name = "URL", required = true)]
+    endpoints: Vec<String>,
+    /// The model name the server expects: once for every endpoint, or once per
+    /// --endpoint in the same order.
+    #[arg(long = "model", value_name = "M", required = true)]
+    models: Vec<String>,
+    /// Environment variable holding the API key (once, or once per --endpoint); the
+    /// key itself is never written anywhere.
+    #[arg(long = "api-key-env", value_name = "VAR")]
+    api_key_envs: Vec<String>,
+    /// Requests in flight per endpoint (once, or once per --endpoint).
+    #[arg(long = "concurrency", value_name = "N", default_values_t = vec![8])]
+    concurrency: Vec<usize>,
+    /// Seconds to wait for one HTTP attempt.
+    #[arg(long, value_name = "S", default_value_t = 120.0)]
+    timeout_s: f64,
+    /// Further attempts after a connection failure, timeout, HTTP 429 or 5xx.
+    #[arg(long, default_value_t = 3)]
+    max_retries: u32,
+    /// Backoff scale between attempts, in milliseconds.
+    #[arg(long, default_value_t = 500)]
+    retry_base_ms: u64,
+    /// Most tokens per reply (default: the client's, MMAD's 128).
+    #[arg(long)]
+    max_tokens: Option<u32>,
+    /// A preset of the experts table: echo, mmad, full (or one of your own).
+    #[arg(long, default_value = "echo")]
+    preset: String,
+    /// Where reference images come from (default: retrieved with --memory, else
+    /// MMAD's similar_templates).
+    #[arg(long, value_enum)]
+    template: Option<TemplateSource>,
+    /// A reference memory folder (`memory build`), for --template retrieved.
+    #[arg(long, value_name = "DIR")]
+    memory: Option<PathBuf>,
+    /// Override the embedder recorded in the memory.
+    #[arg(long, requires = "memory")]
+    embedder: Option<EmbedderSpec>,
+    /// The knowledge base (default: the bundled knowledge/domain_knowledge.json).
+    #[arg(long, value_name = "FILE")]
+    knowledge: Option<PathBuf>,
+    /// Echo's condensed knowledge (default: the bundled knowledge/condensed.json).
+    #[arg(long, value_name = "FILE")]
+    condensed: Option<PathBuf>,
+    /// category | condensed | options | llm | off (default: the preset's).
+    #[arg(long, value_name = "MODE")]
+    knowledge_mode: Option<KnowledgeMode>,
+    /// inline | separate | off (default: the preset's).
+    #[arg(long, value_name = "MODE")]
+    reasoning: Option<ReasoningMode>,
+    /// Memory search scope: global (Echo) | category.
+    #[arg(long, value_name = "SCOPE", default_value = "global")]
+    scope: ScopeMode,
+    /// Only these dataset folders (comma-separated or repeated), e.g. DS-MVTec,VisA.
+    #[arg(long, value_delimiter = ',', value_name = "NAME")]
+    datasets: Vec<String>,
+    /// Only these categories, e.g. bottle,candle.
+    #[arg(long, value_delimiter = ',', value_name = "NAME")]
+    categories: Vec<String>,
+    /// Only these question types (MMAD's names or initials: AD, DC, DL, DD, DA, OC, OS, OD).
+    #[arg(long, value_delimiter = ',', value_name = "TYPE")]
+    types: Vec<String>,
+    /// The first N selected questions, in file order.
+    #[arg(long, value_name = "N")]
+    limit: Option<usize>,
+    /// Run one of N shards of the selected images (0-based), e.g. 0/4.
+    #[arg(long, value_name = "I/N")]
+    shard: Option<Shard>,
+    /// Send every question about one image to the same endpoint.
+    #[arg(long)]
+    image_affinity: bool,
+    /// Continue the run in --out, skipping the questions it has recorded.
+    #[arg(long)]
+    resume: bool,
+    /// Resume even though the settings differ from the run folder's.
+    #[arg(long)]
+    force: bool,
+    /// Ask the questions recorded as errors again (implies --resume).
+    #[arg(long)]
+    retry_errors: bool,
+    /// A note stored in the manifest (the run's purpose).
+    #[arg(long, default_value = "")]
+    note: String,
+    /// Seconds between progress lines when stderr is not a terminal.
+    #[arg(long, value_name = "S", default_value_t = 2.0)]
+    progress_every_s: f64,
+}
+
+/// One value for all endpoints, or one per endpoint.
+fn per_endpoint<T: Clone>(values: &[T], endpoints: usize, flag: &str) -> anyhow::Result<Vec<T>> {
+    match values.len() {
+        1 => Ok(vec![values[0].clone(); endpoints]),
+        n if n == endpoints => Ok(values.to_vec()),
+        n => bail!(
+            "{flag} was given {n} times for {endpoints} --endpoint: give it once for all, or once per endpoint"
+        ),
+    }
+}
+
+/// `host:port` of a URL, the endpoint's name in records.
+fn endpoint_name(url: &str, i: usize) -> String {
+    reqwest::Url::parse(url.trim())
+        .ok()
+        .and_then(|u| {
+            let host = u.host_str()?.to_string();
+            Some(match u.port_or_known_default() {
+                Some(p) => format!("{host}:{p}"),
+                None => host,
+            })
+        })
+        .unwrap_or_else(|| format!("endpoint {}", i + 1))
+}
+
+fn spec_from(args: &RunArgs) -> anyhow::Result<RunSpec> {
+    let n = args.endpoints.len();
+    let models = per_endpoint(&args.models, n, "--model")?;
+    let concurrency = per_endpoint(&args.concurrency, n, "--concurrency")?;
+    let keys: Vec<Option<String>> = if args.api_key_envs.is_empty() {
+        vec![None; n]
+    } else {
+        per_endpoint(&args.api_key_envs, n, "--api-key-env")?
+            .into_iter()
+            .map(Some)
+            .collect()
+    };
+    if let Some(c) = concurrency.iter().find(|&&c| c == 0) {
+        bail!("--concurrency must be at least 1, not {c}");
+    }
+    let endpoints = args
+        .endpoints
+        .iter()
+        .enumerate()
+        .map(|(i, url)| {
+            let mut cfg = EndpointConfig {
+                name: endpoint_name(url, i),
+                base_url: url.clone(),
+                model: models[i].clone(),
+                api_key_env: keys[i].clone(),
+                timeout_s: args.timeout_s,
+                max_in_flight: concurrency[i],
+                max_retries: args.max_retries,
+                retry_base_ms: args.retry_base_ms,
+                ..EndpointConfig::default()
+            };
+            if let Some(t) = args.max_tokens {
+                cfg.max_tokens = t;
+            }
+            cfg
+        })
+        .collect();
+    let root = match &args.root {
+        Some(r) => r.clone(),
+        None => args
+            .dataset
+            .parent()
+            .map(|p| p.to_path_buf())
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(|| PathBuf::from(".")),
+    };
+    let types = args
+        .types
+        .iter()
+        .map(|t| parse_type_name(t))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut spec = RunSpec::new(&args.dataset, root, endpoints, &args.out);
+    spec.selection = Selection {
+        datasets: args.datasets.clone(),
+        categories: args.categories.clone(),
+        types,
+        limit: args.limit,
+    };
+    spec.shard = args.shard;
+    spec.pipeline = PipelineSettings {
+        preset: args.preset.clone(),
+        scope: args.scope,
+        knowledge_mode: args.knowledge_mode,
+        reasoning_mode: args.reasoning,
+        ..PipelineSettings::default()
+    };
+    spec.template = args
+        .template
+        .unwrap_or(TemplateSource::default_for(args.memory.is_some()));
+    spec.memory = args.memory.clone();
+    spec.embedder = args.embedder.clone();
+    spec.knowledge = args.knowledge.clone();
+    spec.condensed = args.condensed.clone();
+    spec.image_affinity = args.image_affinity;
+    spec.resume = args.resume || args.retry_errors;
+    spec.force = args.force;
+    spec.retry_errors = args.retry_errors;
+    spec.note = args.note.clone();
+    Ok(spec)
+}
+
+fn progress_text(p: &RunProgress) -> String {
+    let eta = p
+        .eta_s
+        .map(|s| format!(", ETA {}", human_duration(s)))
+        .unwrap_or_default();
+    let accuracy = p
+        .running_accuracy
+        .map(|a| format!(", accuracy {:.1}%", a * 100.0))
+        .unwrap_or_default();
+    format!(
+        "{} errors, {:.1} questions/s{eta}{accuracy}, {} in flight",
+        p.errors, p.questions_per_s, p.in_flight
+    )
+}
+
+fn human_duration(s: f64) -> String {
+    let s = s.max(0.0).round() as u64;
+    match s {
+        0..60 => format!("{s} s"),
+        60..3600 => format!("{} min {} s", s / 60, s % 60),
+        _ => format!("{} h {} min", s / 3600, s % 3600 / 60),
+    }
+}
+
+/// Where progress goes: a bar on a terminal, a line every few seconds otherwise.
+enum Display {
+    Bar(indicatif::ProgressBar),
+    Lines {
+        every: Duration,
+        last: Mutex<Option<Instant>>,
+    },
+}
+
+impl Display {
+    fn new(every_s: f64) -> Display {
+        if std::io::stderr().is_terminal() {
+            let bar = indicatif::ProgressBar::new(0);
+            let style =
+                indicatif::ProgressStyle::with_template("{bar:30.cyan/blue} {pos}/{len} {msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+            bar.set_style(style);
+            Display::Bar(bar)
+        } else {
+            Display::Lines {
+                every: Duration::from_secs_f64(every_s.max(0.1)),
+                last: Mutex::new(None),
+            }
+        }
+    }
+
+    fn event(&self, event: &RunEvent) {
+        match (self, event) {
+            (
+                _,
+                RunEvent::Started {
+                    total,
+                    already_done,
+                    retrying,
+                    run_dir,
+                },
+            ) => {
+                let mut line = format!("run folder {}: {total} questions", run_dir.display());
+                if *already_done > 0 {
+                    line.push_str(&format!(", {already_done} already recorded"));
+                }
+                if *retrying > 0 {
+                    line.push_str(&format!(", {retrying} errors asked again"));
+                }
+                match self {
+                    Display::Bar(bar) => {
+                        bar.println(line);
+                        bar.set_length(*total as u64);
+                        bar.set_position(*already_done as u64);
+                    }
+                    Display::Lines { .. } => eprintln!("{line}"),
+                }
+            }
+            (Display::Bar(bar), RunEvent::Progress(p)) => {
+                bar.set_position(p.done as u64);
+                bar.set_message(progress_text(p));
+            }
+            (Display::Lines { every, last }, RunEvent::Progress(p)) => {
+                let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
+                if last.is_none_or(|t| t.elapsed() >= *every) {
+                    *last = Some(Instant::now());
+                    eprintln!("{}/{} done, {}", p.done, p.total, progress_text(p));
+                }
+            }
+            (Display::Bar(bar), RunEvent::Finished(_)) => bar.finish_and_clear(),
+            _ => {}
+        }
+    }
+
+    fn println(&self, line: &str) {
+        match self {
+            Display::Bar(bar) => bar.println(line),
+            Display::Lines { .. } => eprintln!("{line}"),
+        }
+    }
+}
+
+fn questions(n: usize) -> String {
+    if n == 1 {
+        "1 question".into()
+    } else {
+        format!("{n} questions")
+    }
+}
+
+fn print_summary(s: &RunSummary) {
+    println!(
+        "answered {}, errors {}, of {} questions ({} recorded now, {} before)",
+        s.answered, s.errors, s.total, s.written, s.already_done
+    );
+    let accuracy = match (s.accuracy, s.mmad_average) {
+        (Some(a), Some(m)) => format!("accuracy {:.2}% (MMAD average {m:.2})", a * 100.0),
+        (Some(a), None) => format!("accuracy {:.2}%", a * 100.0),
+        _ => "accuracy -".into(),
+    };
+    println!(
+        "{accuracy}, elapsed {:.1} s, {:.2} questions/s",
+        s.elapsed_s, s.questions_per_s
+    );
+    match s.outcome {
+        RunOutcome::Finished if s.errors > 0 => println!(
+            "{} failed after retries; ask them again with --retry-errors",
+            questions(s.errors)
+        ),
+        RunOutcome::Finished => {}
+        RunOutcome::Stopped => println!(
+            "stopped: {} of {} questions have a record; continue with --resume",
+            s.answered + s.errors,
+            s.total
+        ),
+        RunOutcome::Abandoned => println!(
+            "abandoned: {} in flight not recorded; continue with --resume",
+            questions(s.dropped)
+        ),
+    }
+}
+
+/// Ctrl-C once: stop after the questions in flight; twice: abandon them.
+fn watch_ctrl_c(control: RunControl, notify: impl Fn(&str) + Send + 'static) {
+    let spawned = std::thread::Builder::new()
+        .name("ctrl-c".into())
+        .spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                while tokio::signal::ctrl_c().await.is_ok() {
+                    if control.stop.is_cancelled() {
+                        notify("abandoning the questions in flight (they will not be recorded)");
+                    } else {
+                        notify(
+                            "stopping: finishing the questions in flight (Ctrl-C again to abandon them)",
+                        );
+                    }
+                    control.interrupt();
+                }
+            });
+        });
+    if let Err(e) = spawned {
+        eprintln!("warning: Ctrl-C will end the run at once ({e})");
+    }
+}
+
+pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
+    let spec = spec_from(args)?;
+    let display = std::sync::Arc::new(Display::new(args.progress_every_s));
+    let control = RunControl::new();
+    let shown = display.clone();
+    watch_ctrl_c(control.clone(), move |msg| shown.println(msg));
+    let events = |e: RunEvent| display.event(&e);
+    let summary = runner::run(&spec, &events, &control)?;
+    print_summary(&summary);
+    Ok(match summary.outcome {
+        RunOutcome::Finished => ExitCode::SUCCESS,
+        RunOutcome::Stopped | RunOutcome::Abandoned => ExitCode::from(EXIT_INTERRUPTED),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_endpoint_values_repeat_or_match() {
+        assert_eq!(per_endpoint(&[4], 3, "--c").unwrap(), [4, 4, 4]);
+        assert_eq!(per_endpoint(&[1, 2], 2, "--c").unwrap(), [1, 2]);
+        let e = per_endpoint(&[1, 2], 3, "--concurrency").unwrap_err();
+        assert!(
+            e.to_string().contains("--concurrency was given 2 times"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn endpoint_names_show_host_and_port_only() {
+        assert_eq!(
+            endpoint_name("http://user:pw@10.0.0.2:8000/v1", 0),
+            "10.0.0.2:8000"
+        );
+        assert_eq!(
+            endpoint_name("https://api.example.org/v1", 0),
+            "api.example.org:443"
+        );
+        assert_eq!(endpoint_name("not a url", 1), "endpoint 2");
+    }
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(human_duration(5.4), "5 s");
+        assert_eq!(human_duration(125.0), "2 min 5 s");
+        assert_eq!(human_duration(7260.0), "2 h 1 min");
+    }
+}

@@ -1,0 +1,385 @@
+//! A run as the Batch tab shows it: the records received so far, the score table
+//! computed from them, and the runner's progress. A live run fills it from a
+//! collector thread (scoring happens there, throttled, never on the UI thread); a
+//! finished run is loaded into the same shape, so the table, chart and drill-down
+//! serve both.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::bench::journal::JournalRecord;
+use crate::bench::manifest::RunManifest;
+use crate::bench::run_folder::RunFolder;
+use crate::bench::score::{self, AnswerRecord, ScoreOptions, ScoreTable};
+
+/// How often a live run's table is re-scored at most. Scoring 40k records takes
+/// milliseconds, but a run delivers answers far faster than anyone reads a table.
+pub const RESCORE_INTERVAL: Duration = Duration::from_millis(250);
+/// Events applied under one lock at most.
+const MAX_BATCH: usize = 1024;
+
+/// What the runner reported last.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LiveProgress {
+    pub done: usize,
+    pub errors: usize,
+    pub total: usize,
+    pub questions_per_s: f64,
+    pub eta_s: Option<f64>,
+    pub in_flight: usize,
+}
+
+/// Where a run stands.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunPhase {
+    /// Read from its folder (not running in this app).
+    Loaded,
+    Running,
+    /// Pause or cancel asked; in-flight answers are being written.
+    Stopping,
+    /// Stopped before the end; Resume continues it.
+    Paused,
+    Finished,
+    Failed(String),
+}
+
+impl RunPhase {
+    pub fn is_active(&self) -> bool {
+        matches!(self, RunPhase::Running | RunPhase::Stopping)
+    }
+}
+
+/// What the collector receives (from the runner's event callback).
+#[derive(Debug)]
+pub enum LiveEvent {
+    Started {
+        total: usize,
+        already_done: usize,
+    },
+    Record(Box<JournalRecord>),
+    Progress(LiveProgress),
+    /// The runner returned: completely answered (`finished`) or stopped early.
+    Ended {
+        finished: bool,
+    },
+    Failed(String),
+}
+
+pub struct RunModel {
+    pub dir: PathBuf,
+    pub manifest: Option<RunManifest>,
+    /// Journal order, traces dropped (they are read back from the journal when a
+    /// question is opened, so a 40k-question run does not hold every prompt).
+    pub records: Vec<JournalRecord>,
+    /// Where each question's record is in `records` (one record per question: a
+    /// later one, e.g. a retried error, replaces the earlier in place).
+    positions: HashMap<usize, usize>,
+    /// Bumped by every added or replaced record, so views know to refresh.
+    pub generation: u64,
+    pub table: ScoreTable,
+    pub options: ScoreOptions,
+    /// Records the table was computed from (it lags `records` by one throttle step).
+    pub scored_records: usize,
+    /// How long the last scoring took.
+    pub last_score: Duration,
+    pub progress: LiveProgress,
+    pub phase: RunPhase,
+    /// Non-fatal problems (a torn last journal line, unreadable lines).
+    pub notes: Vec<String>,
+}
+
+impl RunModel {
+    pub fn new(dir: PathBuf, manifest: Option<RunManifest>, options: ScoreOptions) -> Self {
+        let total = manifest.as_ref().map_or(0, |m| m.question_count);
+        RunModel {
+            dir,
+            manifest,
+            records: Vec::new(),
+            positions: HashMap::new(),
+            generation: 0,
+            table: score::score(&[], options),
+            options,
+            scored_records: 0,
+            last_score: Duration::ZERO,
+            progress: LiveProgress {
+                total,
+                ..LiveProgress::default()
+            },
+            phase: RunPhase::Loaded,
+            notes: Vec::new(),
+        }
+    }
+
+    /// Reads a run folder (its latest record per question, in dataset order) and
+    /// scores it as the CLI does.
+    pub fn load(dir: &Path, options: ScoreOptions) -> anyhow::Result<RunModel> {
+        let run = RunFolder::open(dir)?;
+        let mut model = RunModel::new(dir.to_path_buf(), Some(run.manifest.clone()), options);
+        if run.torn_last_line {
+            model.notes.push(
+                "the journal's last line was cut short (the run was killed while writing); it is left out and will be asked again on resume".into(),
+            );
+        }
+        for r in run.records() {
+            model.push(r.clone());
+        }
+        model.rescore_now();
+        model.progress.done = model.records.len();
+        model.progress.errors = model.errors();
+        Ok(model)
+    }
+
+    /// Adds a record (without its traces), replacing an earlier one of the same
+    /// question.
+    pub fn push(&mut self, mut record: JournalRecord) {
+        record.traces = Vec::new();
+        self.generation += 1;
+        match self.positions.get(&record.index) {
+            Some(&pos) => self.records[pos] = record,
+            None => {
+                self.positions.insert(record.index, self.records.len());
+                self.records.push(record);
+            }
+        }
+    }
+
+    /// Distinct questions with a record.
+    pub fn answered_indices(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Scores every record now (used on load and for re-scoring with new options).
+    pub fn rescore_now(&mut self) {
+        let answers = answers_of(&self.records);
+        let start = Instant::now();
+        self.table = score::score(&answers, self.options);
+        self.last_score = start.elapsed();
+        self.scored_records = self.records.len();
+    }
+
+    pub fn errors(&self) -> usize {
+        self.records.iter().filter(|r| !r.is_ok()).count()
+    }
+
+    /// Overall accuracy over answered questions (valid or not), in percent.
+    pub fn plain_accuracy(&self) -> Option<f64> {
+        let ok: Vec<&JournalRecord> = self.records.iter().filter(|r| r.is_ok()).collect();
+        (!ok.is_empty()).then(|| {
+            let right = ok.iter().filter(|r| r.correct == Some(true)).count();
+            right as f64 * 100.0 / ok.len() as f64
+        })
+    }
+}
+
+/// The answers scoring reads, as the CLI scores a run folder: the latest record of
+/// each question, answered ones only, in dataset order (MMAD's table depends on
+/// order, and questions finish in any order).
+pub fn answers_of(records: &[JournalRecord]) -> Vec<AnswerRecord> {
+    let mut latest: BTreeMap<usize, &JournalRecord> = BTreeMap::new();
+    for r in records {
+        latest.insert(r.index, r);
+    }
+    latest
+        .values()
+        .filter(|r| r.is_ok())
+        .map(|r| r.to_answer())
+        .collect()
+}
+
+/// A run model shared between the collector thread and the UI.
+#[derive(Clone)]
+pub struct SharedRun(Arc<Mutex<RunModel>>);
+
+impl SharedRun {
+    pub fn new(model: RunModel) -> Self {
+        SharedRun(Arc::new(Mutex::new(model)))
+    }
+
+    /// The model; a panic elsewhere while holding it leaves data that is still
+    /// readable (records are only added or replaced whole), so poisoning is ignored.
+    pub fn lock(&self) -> MutexGuard<'_, RunModel> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Applies events to `run` until the sender hangs up, re-scoring at most every
+/// [`RESCORE_INTERVAL`] (and once at the end). `repaint` is called after each change
+/// the UI should show. Runs on its own thread.
+pub fn collect(run: &SharedRun, events: Receiver<LiveEvent>, repaint: &(dyn Fn() + Send + Sync)) {
+    // Latest answer per question (None: its latest record is an error).
+    let mut answers: BTreeMap<usize, Option<AnswerRecord>> = BTreeMap::new();
+    let mut record_count = 0usize;
+    let mut last_score: Option<Instant> = None;
+    let mut dirty = false;
+    let options = run.lock().options;
+    let rescore = |answers: &BTreeMap<usize, Option<AnswerRecord>>, record_count: usize| {
+        let start = Instant::now();
+        let ordered: Vec<AnswerRecord> = answers.values().flatten().cloned().collect();
+        let table = score::score(&ordered, options);
+        let took = start.elapsed();
+        let mut m = run.lock();
+        m.table = table;
+        m.last_score = took;
+        m.scored_records = record_count;
+    };
+    loop {
+        let first = match events.recv_timeout(RESCORE_INTERVAL) {
+            Ok(e) => Some(e),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        // Everything already waiting goes in under one lock, so the UI (which holds
+        // the lock while it draws) is not slowed by one hand-over per answer.
+        let mut batch: Vec<LiveEvent> = first.into_iter().collect();
+        while batch.len() < MAX_BATCH {
+            match events.try_recv() {
+                Ok(e) => batch.push(e),
+                Err(_) => break,
+            }
+        }
+        if !batch.is_empty() {
+            let mut m = run.lock();
+            for event in batch {
+                match event {
+                    LiveEvent::Started {
+                        total,
+                        already_done,
+                    } => {
+                        m.progress.total = total;
+                        m.progress.done = already_done;
+                        m.phase = RunPhase::Running;
+                        // Records of earlier sessions (resume) are already in the model.
+                        answers = m
+                            .records
+                            .iter()
+                            .map(|r| (r.index, r.is_ok().then(|| r.to_answer())))
+                            .collect();
+                        record_count = m.records.len();
+                        dirty = true;
+                    }
+                    LiveEvent::Record(record) => {
+                        answers.insert(record.index, record.is_ok().then(|| record.to_answer()));
+                        m.push(*record);
+                        record_count = m.records.len();
+                        dirty = true;
+                    }
+                    LiveEvent::Progress(p) => m.progress = p,
+                    LiveEvent::Ended { finished } => {
+                        m.phase = if finished {
+                            RunPhase::Finished
+                        } else {
+                            RunPhase::Paused
+                        };
+                        m.progress.in_flight = 0;
+                        m.progress.questions_per_s = 0.0;
+                        m.progress.eta_s = None;
+                    }
+                    LiveEvent::Failed(message) => {
+                        m.phase = RunPhase::Failed(message);
+                        m.progress.in_flight = 0;
+                    }
+                }
+            }
+        }
+        if dirty && last_score.is_none_or(|t| t.elapsed() >= RESCORE_INTERVAL) {
+            rescore(&answers, record_count);
+            last_score = Some(Instant::now());
+            dirty = false;
+        }
+        repaint();
+    }
+    if dirty {
+        rescore(&answers, record_count);
+    }
+    repaint();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::journal::{AnswerQuestion, RecordStatus};
+    use indexmap::IndexMap;
+    use std::sync::mpsc;
+
+    fn rec(index: usize, qtype: &str, given: Option<&str>) -> JournalRecord {
+        JournalRecord {
+            image: format!("VisA/candle/test/bad/{index:03}.JPG"),
+            question: AnswerQuestion {
+                kind: "text".into(),
+                text: "q".into(),
+                options: IndexMap::from([("A".into(), "a".into()), ("B".into(), "b".into())]),
+            },
+            question_type: qtype.into(),
+            correct_answer: "A".into(),
+            gpt_answer: given.map(Into::into),
+            index,
+            turn: 0,
+            status: if given.is_some() {
+                RecordStatus::Ok
+            } else {
+                RecordStatus::Error
+            },
+            error: given.is_none().then(|| "HTTP 500".into()),
+            raw: None,
+            correct: given.map(|g| g == "A"),
+            attempts: 1,
+            latency_ms: 5,
+            endpoint: "e".into(),
+            finished_at: String::new(),
+            traces: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_later_record_replaces_the_earlier_and_scoring_follows_dataset_order() {
+        let mut m = RunModel::new(PathBuf::from("run"), None, ScoreOptions::default());
+        m.push(rec(5, "Defect Classification", Some("A")));
+        m.push(rec(2, "Anomaly Detection", None));
+        m.push(rec(2, "Anomaly Detection", Some("B")));
+        assert_eq!(m.records.len(), 2);
+        assert_eq!(m.errors(), 0);
+        let answers = answers_of(&m.records);
+        // Index order, whatever the finishing order was.
+        assert_eq!(answers[0].question_type, "Anomaly Detection");
+        m.rescore_now();
+        assert_eq!(m.table.columns[0], "Anomaly Detection");
+        assert_eq!(m.table.get("VisA", "Defect Classification"), Some(100.0));
+    }
+
+    #[test]
+    fn the_collector_applies_events_and_leaves_a_final_table() {
+        let run = SharedRun::new(RunModel::new(
+            PathBuf::from("run"),
+            None,
+            ScoreOptions::default(),
+        ));
+        let (tx, rx) = mpsc::channel();
+        let shared = run.clone();
+        let handle = std::thread::spawn(move || collect(&shared, rx, &|| {}));
+        tx.send(LiveEvent::Started {
+            total: 3,
+            already_done: 0,
+        })
+        .unwrap();
+        for r in [
+            rec(0, "Anomaly Detection", Some("A")),
+            rec(1, "Anomaly Detection", Some("B")),
+            rec(2, "Anomaly Detection", None),
+        ] {
+            tx.send(LiveEvent::Record(Box::new(r))).unwrap();
+        }
+        tx.send(LiveEvent::Ended { finished: true }).unwrap();
+        drop(tx);
+        handle.join().unwrap();
+        let m = run.lock();
+        assert_eq!(m.phase, RunPhase::Finished);
+        assert_eq!(m.records.len(), 3);
+        assert_eq!(m.scored_records, 3);
+        assert_eq!(m.errors(), 1);
+        // Two abnormal AD answers, one right: 50% abnormal, no normal part.
+        assert_eq!(m.table.get("VisA", "Anomaly Detection"), Some(25.0));
+    }
+}

@@ -1,0 +1,702 @@
+//! The New run form and a run going on in the background.
+//!
+//! The runner ([`crate::bench::runner::run`]) blocks and owns its own async
+//! runtime, so it gets a thread; its events go through a channel to the collector
+//! thread of [`super::model::collect`], which keeps the shared [`RunModel`] current.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use eframe::egui;
+
+use super::super::jobs::Job;
+use super::BatchContext;
+use super::model::{LiveEvent, LiveProgress, RunModel, RunPhase, SharedRun, collect};
+use super::runs::{self, RunRow};
+use crate::bench::export::{ExportTargets, ReportLimits, write_exports};
+use crate::bench::manifest::{RunManifest, Selection};
+use crate::bench::run_folder::RunFolder;
+use crate::bench::runner::{RunControl, RunEvent, RunOutcome, RunSpec, TemplateSource};
+use crate::bench::score::ScoreOptions;
+use crate::bench::select;
+use crate::dataset::{MmadDataset, category_of, dataset_of};
+use crate::echo::KnowledgeMode;
+use crate::echo::plan::ExpertTable;
+use crate::mllm::EndpointConfig;
+
+/// Seconds per question assumed for the estimate when no earlier run of the same
+/// model has measured it (a 7B vision model on one GPU, two images per question).
+pub const ASSUMED_SECONDS_PER_QUESTION: f64 = 3.0;
+
+/// What a dataset file offers to select from.
+pub struct DatasetFacts {
+    pub path: PathBuf,
+    pub dataset: MmadDataset,
+    pub datasets: Vec<String>,
+    pub categories: Vec<String>,
+    pub types: Vec<String>,
+}
+
+fn distinct<'a>(it: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for s in it {
+        if !out.iter().any(|x| x == s) {
+            out.push(s.to_string());
+        }
+    }
+    out
+}
+
+pub struct NewRunForm {
+    initialized: bool,
+    pub dataset_path: String,
+    pub root: String,
+    facts_job: Option<Job<DatasetFacts>>,
+    pub facts: Option<Arc<DatasetFacts>>,
+    pub facts_error: Option<String>,
+    pub datasets: BTreeSet<String>,
+    pub categories: BTreeSet<String>,
+    pub types: BTreeSet<String>,
+    pub limit_text: String,
+    pub presets: Vec<String>,
+    pub preset: String,
+    pub template: TemplateSource,
+    pub knowledge_mode: KnowledgeMode,
+    /// Per settings endpoint: used in this run, and its concurrency.
+    pub endpoints: Vec<(bool, usize)>,
+    pub name: String,
+    pub note: String,
+    pub error: Option<String>,
+    /// The selection's question count, cached with the selection it was counted for.
+    count: Option<(Selection, Result<usize, String>)>,
+}
+
+impl Default for NewRunForm {
+    fn default() -> Self {
+        NewRunForm {
+            initialized: false,
+            dataset_path: String::new(),
+            root: String::new(),
+            facts_job: None,
+            facts: None,
+            facts_error: None,
+            datasets: BTreeSet::new(),
+            categories: BTreeSet::new(),
+            types: BTreeSet::new(),
+            limit_text: String::new(),
+            presets: Vec::new(),
+            preset: "echo".into(),
+            template: TemplateSource::Similar,
+            knowledge_mode: KnowledgeMode::default(),
+            endpoints: Vec::new(),
+            name: String::new(),
+            note: String::new(),
+            error: None,
+            count: None,
+        }
+    }
+}
+
+impl NewRunForm {
+    pub fn busy(&self) -> bool {
+        self.facts_job.is_some()
+    }
+
+    pub fn poll(&mut self) {
+        if let Some(r) = self.facts_job.as_mut().and_then(Job::take) {
+            self.facts_job = None;
+            match r {
+                Ok(f) => {
+                    // Keep only choices the new file still has.
+                    self.datasets.retain(|d| f.datasets.contains(d));
+                    self.categories.retain(|c| f.categories.contains(c));
+                    self.types.retain(|t| f.types.contains(t));
+                    self.facts = Some(Arc::new(f));
+                    self.facts_error = None;
+                    self.count = None;
+                }
+                Err(e) => {
+                    self.facts = None;
+                    self.facts_error = Some(e);
+                }
+            }
+        }
+    }
+
+    /// Fills the form from the settings the first time it is shown.
+    fn init(&mut self, cx: &BatchContext<'_>) {
+        if self.initialized {
+            return;
+        }
+        self.initialized = true;
+        let s = cx.settings;
+        self.dataset_path = s.dataset.mmad_json.display().to_string();
+        self.root = s.dataset.root.display().to_string();
+        self.preset = s.pipeline.preset.clone();
+        self.knowledge_mode = s.pipeline.knowledge_mode.unwrap_or_default();
+        self.template = TemplateSource::default_for(s.reference.memory.is_some());
+        self.presets = match ExpertTable::load_or_bundled(s.pipeline.experts_file.as_deref()) {
+            Ok(t) => t.presets.keys().cloned().collect(),
+            Err(e) => {
+                self.error = Some(e.to_string());
+                vec![self.preset.clone()]
+            }
+        };
+        self.endpoints = s
+            .endpoints
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (i == s.active_endpoint, e.max_in_flight.max(1)))
+            .collect();
+        self.load_facts();
+    }
+
+    fn load_facts(&mut self) {
+        let path = PathBuf::from(self.dataset_path.trim());
+        self.facts_job = Some(Job::spawn("read dataset", move || {
+            let dataset = MmadDataset::load(&path)?;
+            let keys = || dataset.entries.keys().map(String::as_str);
+            let datasets = distinct(keys().map(dataset_of));
+            let categories = distinct(keys().map(category_of));
+            let types = distinct(dataset.questions().map(|q| q.question.qtype.as_str()));
+            Ok(DatasetFacts {
+                path,
+                datasets,
+                categories,
+                types,
+                dataset,
+            })
+        }));
+    }
+
+    pub fn selection(&self) -> Result<Selection, String> {
+        let limit = match self.limit_text.trim() {
+            "" => None,
+            t => Some(
+                t.parse::<usize>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| format!("the limit `{t}` is not a positive whole number"))?,
+            ),
+        };
+        Ok(Selection {
+            datasets: self.datasets.iter().cloned().collect(),
+            categories: self.categories.iter().cloned().collect(),
+            types: self.types.iter().cloned().collect(),
+            limit,
+        })
+    }
+
+    /// Questions the run would ask (the runner's own selection rules).
+    fn question_count(&mut self) -> Option<Result<usize, String>> {
+        let facts = self.facts.clone()?;
+        let selection = match self.selection() {
+            Ok(s) => s,
+            Err(e) => return Some(Err(e)),
+        };
+        if let Some((s, n)) = &self.count
+            && *s == selection
+        {
+            return Some(n.clone());
+        }
+        let n = select::select(&facts.dataset, &selection, None)
+            .map(|q| q.len())
+            .map_err(|e| e.to_string());
+        self.count = Some((selection, n.clone()));
+        Some(n)
+    }
+
+    fn chosen_endpoints(&self, cx: &BatchContext<'_>) -> Vec<EndpointConfig> {
+        cx.settings
+            .endpoints
+            .iter()
+            .zip(&self.endpoints)
+            .filter(|(_, (on, _))| *on)
+            .map(|(e, (_, n))| EndpointConfig {
+                max_in_flight: (*n).max(1),
+                ..e.clone()
+            })
+            .collect()
+    }
+
+    /// Draws the form; returns a run to start when Start is clicked and valid.
+    pub fn ui(
+        &mut self,
+        ui: &mut egui::Ui,
+        cx: &BatchContext<'_>,
+        runs: &[RunRow],
+        run_going: bool,
+    ) -> Option<RunSpec> {
+        self.init(cx);
+        let mut start = None;
+        egui::ScrollArea::vertical().id_salt("new_run").show(ui, |ui| {
+            ui.heading("New run");
+            egui::Grid::new("new_run_grid")
+                .num_columns(2)
+                .spacing([12.0, 8.0])
+                .show(ui, |ui| {
+                    let label = ui.label("Dataset file");
+                    ui.horizontal(|ui| {
+                        let r = ui
+                            .add(egui::TextEdit::singleline(&mut self.dataset_path).desired_width(520.0))
+                            .labelled_by(label.id);
+                        if ui.button("Browse...").clicked()
+                            && let Some(p) = rfd::FileDialog::new().add_filter("mmad.json", &["json"]).pick_file()
+                        {
+                            self.dataset_path = p.display().to_string();
+                            if let Some(parent) = p.parent() {
+                                self.root = parent.display().to_string();
+                            }
+                            self.load_facts();
+                        }
+                        if r.lost_focus() || ui.button("Read").clicked() {
+                            let changed = self
+                                .facts
+                                .as_ref()
+                                .is_none_or(|f| f.path != Path::new(self.dataset_path.trim()));
+                            if changed {
+                                self.load_facts();
+                            }
+                        }
+                        if self.facts_job.is_some() {
+                            ui.spinner();
+                        }
+                    });
+                    ui.end_row();
+                    let label = ui.label("Image root");
+                    ui.add(egui::TextEdit::singleline(&mut self.root).desired_width(520.0))
+                        .labelled_by(label.id)
+                        .on_hover_text("The folder the dataset's image paths are relative to");
+                    ui.end_row();
+                    if let Some(e) = &self.facts_error {
+                        ui.label("");
+                        ui.colored_label(ui.visuals().error_fg_color, e);
+                        ui.end_row();
+                    }
+                    if let Some(f) = self.facts.clone() {
+                        ui.label("Datasets");
+                        chips(ui, &f.datasets, &mut self.datasets);
+                        ui.end_row();
+                        ui.label("Categories");
+                        chips(ui, &f.categories, &mut self.categories);
+                        ui.end_row();
+                        ui.label("Question types");
+                        chips(ui, &f.types, &mut self.types);
+                        ui.end_row();
+                    }
+                    let label = ui.label("Limit");
+                    ui.horizontal(|ui| {
+                        ui.add(
+                            egui::TextEdit::singleline(&mut self.limit_text)
+                                .desired_width(80.0)
+                                .hint_text("all"),
+                        )
+                        .labelled_by(label.id);
+                        ui.weak("first N selected questions, in file order (empty: all)");
+                    });
+                    ui.end_row();
+                    ui.label("Preset");
+                    ui.horizontal(|ui| {
+                        for p in self.presets.clone() {
+                            ui.selectable_value(&mut self.preset, p.clone(), p);
+                        }
+                    });
+                    ui.end_row();
+                    ui.label("Reference images");
+                    ui.horizontal(|ui| {
+                        for (t, text, tip) in [
+                            (TemplateSource::Retrieved, "retrieved", "From the reference memory (Echo's Reference Extractor); needs a memory in Settings"),
+                            (TemplateSource::Similar, "similar", "MMAD's similar_templates[0]"),
+                            (TemplateSource::Random, "random", "MMAD's random_templates[0] (MMAD's plain 1-shot)"),
+                            (TemplateSource::None, "none", "No reference image"),
+                        ] {
+                            ui.selectable_value(&mut self.template, t, text).on_hover_text(tip);
+                        }
+                    });
+                    ui.end_row();
+                    ui.label("Knowledge");
+                    ui.horizontal(|ui| {
+                        for (m, text) in [
+                            (KnowledgeMode::Condensed, "condensed (Echo)"),
+                            (KnowledgeMode::Category, "whole category (MMAD)"),
+                            (KnowledgeMode::Options, "entries the options name"),
+                            (KnowledgeMode::Llm, "chosen by the model"),
+                            (KnowledgeMode::Off, "off"),
+                        ] {
+                            ui.selectable_value(&mut self.knowledge_mode, m, text);
+                        }
+                    });
+                    ui.end_row();
+                    ui.label("Endpoints");
+                    ui.vertical(|ui| {
+                        if cx.settings.endpoints.is_empty() {
+                            ui.colored_label(ui.visuals().warn_fg_color, "No endpoint in the settings: add one in Settings.");
+                        }
+                        for (e, (on, n)) in cx.settings.endpoints.iter().zip(self.endpoints.iter_mut()) {
+                            ui.horizontal(|ui| {
+                                ui.checkbox(on, format!("{} ({}, {})", e.name, e.model, e.base_url));
+                                let label = ui.label("concurrency");
+                                ui.add(egui::DragValue::new(n).range(1..=256)).labelled_by(label.id);
+                            });
+                        }
+                    });
+                    ui.end_row();
+                    let label = ui.label("Run name");
+                    ui.add(egui::TextEdit::singleline(&mut self.name).desired_width(300.0).hint_text("e.g. echo-qwen7b"))
+                        .labelled_by(label.id);
+                    ui.end_row();
+                    let label = ui.label("Note");
+                    ui.add(egui::TextEdit::singleline(&mut self.note).desired_width(520.0).hint_text("what this run is for"))
+                        .labelled_by(label.id);
+                    ui.end_row();
+                });
+            ui.separator();
+            let endpoints = self.chosen_endpoints(cx);
+            let concurrency: usize = endpoints.iter().map(|e| e.max_in_flight).sum();
+            let count = self.question_count();
+            let mut ready = !run_going && !endpoints.is_empty();
+            match &count {
+                None => {
+                    ready = false;
+                    ui.label("Reading the dataset...");
+                }
+                Some(Err(e)) => {
+                    ready = false;
+                    ui.colored_label(ui.visuals().error_fg_color, e);
+                }
+                Some(Ok(n)) => {
+                    let models: Vec<&str> = endpoints.iter().map(|e| e.model.as_str()).collect();
+                    let measured = runs.iter().find_map(|r| {
+                        let m = r.manifest.as_ref()?;
+                        let same = m.endpoints.iter().any(|e| models.contains(&e.model.as_str()));
+                        let s = r.mean_latency_s?;
+                        same.then(|| (s, r.name.clone()))
+                    });
+                    let (spq, source) = match &measured {
+                        Some((s, name)) => (*s, format!("measured in run {name}")),
+                        None => (ASSUMED_SECONDS_PER_QUESTION, "assumed".to_string()),
+                    };
+                    let secs = *n as f64 * spq / concurrency.max(1) as f64;
+                    ui.label(format!(
+                        "{n} questions. Estimate: {n} x {spq:.1} s per question ({source}) / {} concurrent = about {}",
+                        concurrency.max(1),
+                        super::human_duration(secs)
+                    ));
+                }
+            }
+            if endpoints.is_empty() {
+                ui.colored_label(ui.visuals().warn_fg_color, "Choose at least one endpoint.");
+            }
+            if self.template == TemplateSource::Retrieved && cx.settings.reference.memory.is_none() {
+                ready = false;
+                ui.colored_label(
+                    ui.visuals().warn_fg_color,
+                    "Retrieved references need a reference memory: choose one in Settings, or pick similar, random or none.",
+                );
+            }
+            if run_going {
+                ui.colored_label(ui.visuals().warn_fg_color, "A run is going: pause or cancel it to start another.");
+            }
+            if let Some(e) = &self.error {
+                ui.colored_label(ui.visuals().error_fg_color, e);
+            }
+            if ui.add_enabled(ready, egui::Button::new("Start run")).clicked() {
+                match self.spec(cx, endpoints) {
+                    Ok(spec) => {
+                        self.error = None;
+                        start = Some(spec);
+                    }
+                    Err(e) => self.error = Some(e),
+                }
+            }
+        });
+        start
+    }
+
+    fn spec(
+        &self,
+        cx: &BatchContext<'_>,
+        endpoints: Vec<EndpointConfig>,
+    ) -> Result<RunSpec, String> {
+        let selection = self.selection()?;
+        let name = if self.name.trim().is_empty() {
+            self.preset.clone()
+        } else {
+            self.name.trim().to_string()
+        };
+        let folder = runs::run_folder_name(&runs::utc_stamp(std::time::SystemTime::now()), &name);
+        let out = runs::runs_dir(cx.workspace).join(folder);
+        let mut spec = RunSpec::new(self.dataset_path.trim(), self.root.trim(), endpoints, out);
+        spec.selection = selection;
+        spec.pipeline = cx.settings.pipeline.clone();
+        spec.pipeline.preset = self.preset.clone();
+        spec.pipeline.knowledge_mode = Some(self.knowledge_mode);
+        spec.template = self.template;
+        spec.memory = cx.settings.reference.memory.clone();
+        spec.knowledge = cx.settings.knowledge.clone();
+        spec.note = if self.note.trim().is_empty() {
+            name
+        } else {
+            format!("{name}: {}", self.note.trim())
+        };
+        Ok(spec)
+    }
+}
+
+/// Toggle buttons for a multi-select; none selected means all.
+fn chips(ui: &mut egui::Ui, all: &[String], chosen: &mut BTreeSet<String>) {
+    ui.horizontal_wrapped(|ui| {
+        if ui.selectable_label(chosen.is_empty(), "all").clicked() {
+            chosen.clear();
+        }
+        for item in all {
+            let on = chosen.contains(item);
+            if ui.selectable_label(on, item).clicked() {
+                if on {
+                    chosen.remove(item);
+                } else {
+                    chosen.insert(item.clone());
+                }
+            }
+        }
+    });
+}
+
+/// A run going on in the background.
+pub struct LiveRun {
+    control: RunControl,
+    runner: Option<JoinHandle<()>>,
+    collector: Option<JoinHandle<()>>,
+    shared: SharedRun,
+    pub dir: PathBuf,
+}
+
+impl LiveRun {
+    pub fn is_running(&self) -> bool {
+        self.runner.as_ref().is_some_and(|h| !h.is_finished())
+    }
+
+    /// Pause (`abandon` false): stop asking, record what is in flight. Cancel
+    /// (`abandon` true): stop now, dropping answers in flight (a resume asks them
+    /// again). Either way the folder stays resumable.
+    pub fn request_stop(&mut self, abandon: bool) {
+        self.control.stop.cancel();
+        if abandon {
+            self.control.abandon.cancel();
+        }
+        let mut m = self.shared.lock();
+        if m.phase == RunPhase::Running {
+            m.phase = RunPhase::Stopping;
+        }
+    }
+
+    /// Joins the threads once the runner has returned; true the first time.
+    pub fn poll(&mut self) -> bool {
+        if self.runner.as_ref().is_some_and(JoinHandle::is_finished) {
+            if let Some(h) = self.runner.take() {
+                let _ = h.join();
+            }
+            if let Some(h) = self.collector.take() {
+                let _ = h.join();
+            }
+            return true;
+        }
+        false
+    }
+
+    /// Stops gracefully and waits up to `wait`; past that, abandons the answers in
+    /// flight and waits one more second. Whatever was recorded stays recorded.
+    pub fn stop_and_wait(&mut self, wait: Duration) {
+        if !self.is_running() {
+            self.poll();
+            return;
+        }
+        self.request_stop(false);
+        let deadline = Instant::now() + wait;
+        while self.is_running() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if self.is_running() {
+            self.control.abandon.cancel();
+            let deadline = Instant::now() + Duration::from_secs(1);
+            while self.is_running() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        self.poll();
+    }
+}
+
+impl Drop for LiveRun {
+    /// The app may be dropped without `on_exit` (tests, a panic elsewhere): a run
+    /// still going is stopped the same way.
+    fn drop(&mut self) {
+        if self.is_running() {
+            self.stop_and_wait(Duration::from_secs(10));
+        }
+    }
+}
+
+fn to_live(e: RunEvent) -> LiveEvent {
+    match e {
+        RunEvent::Started {
+            total,
+            already_done,
+            ..
+        } => LiveEvent::Started {
+            total,
+            already_done,
+        },
+        RunEvent::Record(r) => LiveEvent::Record(r),
+        RunEvent::Progress(p) => LiveEvent::Progress(LiveProgress {
+            done: p.done,
+            errors: p.errors,
+            total: p.total,
+            questions_per_s: p.questions_per_s,
+            eta_s: p.eta_s,
+            in_flight: p.in_flight,
+        }),
+        RunEvent::Finished(s) => LiveEvent::Ended {
+            finished: s.outcome == RunOutcome::Finished,
+        },
+    }
+}
+
+/// Starts `spec` on its own thread. With `spec.resume`, the folder's journal is
+/// read first (on that thread) so the table starts from what the run already has.
+pub fn start(
+    spec: RunSpec,
+    options: ScoreOptions,
+    ctx: Option<egui::Context>,
+) -> anyhow::Result<(SharedRun, LiveRun)> {
+    let dir = spec.out.clone();
+    let mut model = RunModel::new(dir.clone(), None, options);
+    model.phase = RunPhase::Running;
+    let shared = SharedRun::new(model);
+    let control = RunControl::new();
+    let (tx, rx) = mpsc::channel::<LiveEvent>();
+    let repaint = move || {
+        if let Some(c) = &ctx {
+            c.request_repaint();
+        }
+    };
+    let collector = {
+        let shared = shared.clone();
+        std::thread::Builder::new()
+            .name("run-collector".into())
+            .spawn(move || collect(&shared, rx, &repaint))?
+    };
+    let runner = {
+        let shared = shared.clone();
+        let control = control.clone();
+        std::thread::Builder::new()
+            .name("run".into())
+            .spawn(move || {
+                if spec.resume
+                    && let Ok(loaded) = RunModel::load(&spec.out, options)
+                {
+                    let mut m = shared.lock();
+                    let phase = m.phase.clone();
+                    *m = loaded;
+                    m.phase = phase;
+                }
+                let events = |e: RunEvent| {
+                    let started = matches!(e, RunEvent::Started { .. });
+                    let _ = tx.send(to_live(e));
+                    // The manifest exists once the runner has started: show what it says.
+                    if started && let Ok(m) = RunManifest::load(&RunManifest::path_in(&spec.out)) {
+                        shared.lock().manifest = Some(m);
+                    }
+                };
+                match crate::bench::runner::run(&spec, &events, &control) {
+                    Ok(_) => {}
+                    Err(e) => {
+                        let _ = tx.send(LiveEvent::Failed(e.to_string()));
+                    }
+                }
+                if let Ok(m) = RunManifest::load(&RunManifest::path_in(&spec.out)) {
+                    shared.lock().manifest = Some(m);
+                }
+            })?
+    };
+    Ok((
+        shared.clone(),
+        LiveRun {
+            control,
+            runner: Some(runner),
+            collector: Some(collector),
+            shared,
+            dir,
+        },
+    ))
+}
+
+/// The spec that continues the run in `dir` with the settings it was started with.
+/// Endpoints are matched to the settings by name (for timeouts, retries, keys'
+/// variables); one no longer in the settings is rebuilt from the manifest.
+/// With `retry_errors`, the journal's error records are dropped and asked again.
+pub fn resume_spec(
+    dir: &Path,
+    cx: &BatchContext<'_>,
+    retry_errors: bool,
+) -> anyhow::Result<RunSpec> {
+    let m = RunManifest::load(&RunManifest::path_in(dir))?;
+    let endpoints: Vec<EndpointConfig> = m
+        .endpoints
+        .iter()
+        .map(|e| {
+            let base = cx
+                .settings
+                .endpoints
+                .iter()
+                .find(|s| s.name == e.name)
+                .cloned()
+                .unwrap_or_default();
+            EndpointConfig {
+                name: e.name.clone(),
+                base_url: e.base_url.clone(),
+                model: e.model.clone(),
+                api_key_env: e.api_key_env.clone(),
+                max_in_flight: e.concurrency.max(1),
+                ..base
+            }
+        })
+        .collect();
+    let mut spec = RunSpec::new(&m.dataset.path, &m.dataset.root, endpoints, dir);
+    spec.selection = m.selection.clone();
+    spec.shard = m.shard;
+    spec.pipeline = m.pipeline.clone();
+    spec.template = match m.template.as_str() {
+        "retrieved" => TemplateSource::Retrieved,
+        "similar" => TemplateSource::Similar,
+        "random" => TemplateSource::Random,
+        "none" => TemplateSource::None,
+        other => anyhow::bail!("{}: unknown reference source `{other}`", dir.display()),
+    };
+    spec.memory = m.memory.as_ref().map(|r| r.path.clone());
+    spec.knowledge = m.knowledge.as_ref().map(|r| r.path.clone());
+    spec.condensed = m.condensed.as_ref().map(|r| r.path.clone());
+    spec.image_affinity = m.image_affinity;
+    spec.note = m.note.clone();
+    spec.resume = true;
+    spec.retry_errors = retry_errors;
+    Ok(spec)
+}
+
+/// Writes the MMAD answers JSON, the accuracy CSV and the HTML report into the
+/// run's exports folder; says where.
+pub fn export_run(dir: &Path, options: ScoreOptions) -> anyhow::Result<String> {
+    let run = RunFolder::open(dir)?;
+    let written = write_exports(
+        &run,
+        &ExportTargets::all_in(&run.exports_dir()),
+        options,
+        ReportLimits::default(),
+    )?;
+    let names: Vec<String> = written.iter().map(|p| p.display().to_string()).collect();
+    Ok(format!("Exported {}", names.join(", ")))
+}

@@ -1,0 +1,373 @@
+//! The `run` command as a user drives it, against the mock server in this process:
+//! killed at random moments and resumed, through injected server faults, two runs
+//! on one folder, resumes under changed settings, shards, and retrying errors.
+//! Every scenario checks that each selected question ends up in the journal
+//! exactly once, and that the answers equal those of an uninterrupted run.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use echo_workbench::bench::journal::{JOURNAL_FILE, JournalRecord, read_journal};
+use echo_workbench::bench::manifest::RunManifest;
+use echo_workbench::bench::score::{ScoreOptions, ScoreTable, score};
+use echo_workbench::mllm::mock::{Fault, FaultPlan, MockConfig, MockServer};
+
+const SAMPLE_QUESTIONS: usize = 210;
+
+fn repo(p: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
+}
+
+fn server(latency_ms: u64, faults: FaultPlan) -> MockServer {
+    MockServer::start(MockConfig {
+        latency: Duration::from_millis(latency_ms),
+        faults,
+        record_limit: 0,
+        ..MockConfig::default()
+    })
+    .unwrap()
+}
+
+/// `echo-workbench run` on the sample dataset against `url`, into `out`.
+fn run_cmd(url: &str, out: &Path, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("echo-workbench"));
+    cmd.arg("run")
+        .arg("--dataset")
+        .arg(repo("assets/sample/mmad.json"))
+        .arg("--knowledge")
+        .arg(repo("assets/sample/domain_knowledge.json"))
+        .args(["--endpoint", url, "--model", "mock-vl", "--out"])
+        .arg(out)
+        .args(["--progress-every-s", "60"])
+        .args(extra)
+        .stdin(Stdio::null());
+    cmd
+}
+
+fn run_to_end(url: &str, out: &Path, extra: &[&str]) -> Output {
+    let output = run_cmd(url, out, extra).output().unwrap();
+    assert!(
+        output.status.success(),
+        "run {extra:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+fn records(out: &Path) -> Vec<JournalRecord> {
+    let contents = read_journal(&out.join(JOURNAL_FILE)).unwrap();
+    assert!(
+        !contents.torn_last_line,
+        "a finished run leaves whole lines"
+    );
+    contents.records
+}
+
+/// Every index of `expected` exactly once, nothing else.
+fn assert_exactly_once(records: &[JournalRecord], expected: &BTreeSet<usize>) {
+    let mut seen = BTreeSet::new();
+    for r in records {
+        assert!(seen.insert(r.index), "index {} recorded twice", r.index);
+    }
+    assert_eq!(
+        &seen, expected,
+        "recorded questions differ from the selection"
+    );
+}
+
+fn answers(records: &[JournalRecord]) -> BTreeMap<usize, Option<String>> {
+    records
+        .iter()
+        .map(|r| (r.index, r.gpt_answer.clone()))
+        .collect()
+}
+
+/// MMAD's table over the ok records in file order, as `score` computes it.
+fn table(records: &[JournalRecord]) -> ScoreTable {
+    let mut ok: Vec<&JournalRecord> = records.iter().filter(|r| r.is_ok()).collect();
+    ok.sort_by_key(|r| r.index);
+    let scored: Vec<_> = ok.iter().map(|r| r.to_answer()).collect();
+    score(&scored, ScoreOptions::default())
+}
+
+fn all_questions() -> BTreeSet<usize> {
+    (0..SAMPLE_QUESTIONS).collect()
+}
+
+/// An uninterrupted run of the whole sample against a healthy server.
+fn baseline() -> &'static Vec<JournalRecord> {
+    static BASELINE: OnceLock<Vec<JournalRecord>> = OnceLock::new();
+    BASELINE.get_or_init(|| {
+        let server = server(2, FaultPlan::none());
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("baseline");
+        run_to_end(&server.url(), &out, &["--concurrency", "8"]);
+        let recs = records(&out);
+        assert_exactly_once(&recs, &all_questions());
+        assert!(recs.iter().all(JournalRecord::is_ok));
+        recs
+    })
+}
+
+fn assert_same_answers_as_baseline(recs: &[JournalRecord]) {
+    assert_exactly_once(recs, &all_questions());
+    assert!(recs.iter().all(JournalRecord::is_ok), "error records left");
+    assert_eq!(answers(recs), answers(baseline()));
+    assert_eq!(table(recs), table(baseline()));
+}
+
+#[test]
+fn killed_at_random_moments_and_resumed_it_answers_each_question_once() {
+    let base = baseline();
+    let server = server(20, FaultPlan::none());
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let mut rng = fastrand::Rng::with_seed(20261122);
+    let mut progress = Vec::new();
+    for _ in 0..6 {
+        let mut child = run_cmd(&server.url(), &out, &["--resume", "--concurrency", "4"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(rng.u64(150..700)));
+        // SIGKILL: no chance to clean up, the lock and the journal must cope.
+        let _ = child.kill();
+        child.wait().unwrap();
+        let contents = read_journal(&out.join(JOURNAL_FILE)).unwrap();
+        let mut seen = BTreeSet::new();
+        assert!(contents.records.iter().all(|r| seen.insert(r.index)));
+        progress.push(contents.records.len());
+    }
+    assert!(
+        progress.iter().any(|&n| n > 0 && n < SAMPLE_QUESTIONS),
+        "no kill landed mid-run: {progress:?}"
+    );
+    // A write cut short by a kill leaves an unterminated line; resuming cuts it.
+    let mut journal = std::fs::OpenOptions::new()
+        .append(true)
+        .open(out.join(JOURNAL_FILE))
+        .unwrap();
+    journal
+        .write_all(br#"{"image":"Sample/washer/test/good/000.png","question":{"ty"#)
+        .unwrap();
+    drop(journal);
+    for _ in 0..3 {
+        let status = run_cmd(&server.url(), &out, &["--resume", "--concurrency", "4"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        if status.success() {
+            break;
+        }
+    }
+    let recs = records(&out);
+    assert_same_answers_as_baseline(&recs);
+    assert_eq!(table(&recs), table(base));
+}
+
+#[test]
+fn faults_at_thirty_percent_end_in_the_same_answers() {
+    baseline();
+    let faults = FaultPlan::random(
+        vec![
+            (Fault::Http500, 0.075),
+            (
+                Fault::Http429 {
+                    retry_after_s: None,
+                },
+                0.075,
+            ),
+            (Fault::Garbage, 0.075),
+            (Fault::Hang, 0.075),
+        ],
+        5,
+    );
+    let server = server(2, faults);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let flags = [
+        "--concurrency",
+        "16",
+        "--timeout-s",
+        "0.4",
+        "--max-retries",
+        "4",
+        "--retry-base-ms",
+        "2",
+    ];
+    run_to_end(&server.url(), &out, &flags);
+    let first = records(&out);
+    assert_exactly_once(&first, &all_questions());
+    // Garbage is not retried (a 200 that is not a completion): those are errors.
+    let errors: Vec<&JournalRecord> = first.iter().filter(|r| !r.is_ok()).collect();
+    assert!(!errors.is_empty(), "30% faults and not one error record");
+    assert!(
+        errors
+            .iter()
+            .all(|r| r.error.is_some() && r.gpt_answer.is_none())
+    );
+    // Retries show in the records of questions that got through.
+    assert!(first.iter().any(|r| r.is_ok() && r.attempts > 1));
+
+    let mut retry_flags = flags.to_vec();
+    retry_flags.push("--retry-errors");
+    for _ in 0..10 {
+        if records(&out).iter().all(JournalRecord::is_ok) {
+            break;
+        }
+        run_to_end(&server.url(), &out, &retry_flags);
+        assert_exactly_once(&records(&out), &all_questions());
+    }
+    assert_same_answers_as_baseline(&records(&out));
+}
+
+#[test]
+fn a_second_run_on_a_busy_folder_is_refused_and_a_killed_run_leaves_no_lock() {
+    let slow = server(300, FaultPlan::none());
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let mut first = run_cmd(&slow.url(), &out, &["--concurrency", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !out.join("manifest.json").is_file() {
+        assert!(Instant::now() < deadline, "the first run never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let second = run_cmd(&slow.url(), &out, &["--resume"]).output().unwrap();
+    let _ = first.kill();
+    first.wait().unwrap();
+    assert_eq!(second.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "run folder {} is in use by another run (pid {})",
+            out.display(),
+            first.id()
+        )),
+        "{stderr}"
+    );
+    // The OS dropped the killed run's lock: a resume goes through.
+    let fast = server(1, FaultPlan::none());
+    run_to_end(&fast.url(), &out, &["--resume"]);
+    assert_exactly_once(&records(&out), &all_questions());
+}
+
+#[test]
+fn resume_under_other_settings_needs_force_and_a_used_folder_needs_resume() {
+    let server = server(1, FaultPlan::none());
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    run_to_end(&server.url(), &out, &["--limit", "20"]);
+
+    let again = run_cmd(&server.url(), &out, &["--limit", "20"])
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        stderr.contains("already holds a run (20 records"),
+        "{stderr}"
+    );
+
+    let changed = ["--resume", "--limit", "30", "--preset", "mmad"];
+    let refused = run_cmd(&server.url(), &out, &changed).output().unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("different settings")
+            && stderr.contains("question selection")
+            && stderr.contains("pipeline settings")
+            && stderr.contains("--force"),
+        "{stderr}"
+    );
+    assert_eq!(records(&out).len(), 20, "a refused resume writes nothing");
+
+    let mut forced = changed.to_vec();
+    forced.push("--force");
+    run_to_end(&server.url(), &out, &forced);
+    assert_exactly_once(&records(&out), &(0..30).collect());
+    let manifest = RunManifest::load(&out.join("manifest.json")).unwrap();
+    assert_eq!(manifest.pipeline.preset, "mmad");
+    assert_eq!(manifest.selection.limit, Some(30));
+}
+
+#[test]
+fn shards_partition_the_unsharded_selection_by_image() {
+    let server = server(1, FaultPlan::none());
+    let dir = tempfile::tempdir().unwrap();
+    let select = ["--types", "AD,DC,OC", "--limit", "70"];
+    let whole_dir = dir.path().join("whole");
+    run_to_end(&server.url(), &whole_dir, &select);
+    let whole: BTreeSet<usize> = records(&whole_dir).iter().map(|r| r.index).collect();
+    assert_eq!(whole.len(), 70);
+
+    let mut union = BTreeSet::new();
+    let mut image_shard: HashMap<String, usize> = HashMap::new();
+    for i in 0..3 {
+        let out = dir.path().join(format!("shard{i}"));
+        let shard = format!("{i}/3");
+        let mut flags = select.to_vec();
+        flags.extend(["--shard", &shard]);
+        run_to_end(&server.url(), &out, &flags);
+        let recs = records(&out);
+        assert!(!recs.is_empty(), "shard {shard} is empty");
+        for r in &recs {
+            assert!(union.insert(r.index), "question {} in two shards", r.index);
+            let owner = *image_shard.entry(r.image.clone()).or_insert(i);
+            assert_eq!(owner, i, "image {} split across shards", r.image);
+        }
+        let manifest = RunManifest::load(&out.join("manifest.json")).unwrap();
+        let s = manifest.shard.unwrap();
+        assert_eq!((s.index, s.count), (i as u32, 3));
+        assert_eq!(manifest.question_count, recs.len());
+    }
+    assert_eq!(union, whole);
+}
+
+#[test]
+fn retry_errors_rewrites_the_journal_without_them_and_never_duplicates() {
+    let failing = server(1, FaultPlan::script(vec![Fault::Status(400); 12]));
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let flags = ["--limit", "40", "--concurrency", "2"];
+    run_to_end(&failing.url(), &out, &flags);
+    let before = records(&out);
+    assert_exactly_once(&before, &(0..40).collect());
+    let failed: BTreeSet<usize> = before
+        .iter()
+        .filter(|r| !r.is_ok())
+        .map(|r| r.index)
+        .collect();
+    assert_eq!(failed.len(), 12);
+    let kept_lines: Vec<String> = std::fs::read_to_string(out.join(JOURNAL_FILE))
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(r#""status":"ok""#))
+        .map(str::to_string)
+        .collect();
+
+    let healthy = server(1, FaultPlan::none());
+    let mut retry = flags.to_vec();
+    retry.push("--retry-errors");
+    let output = run_to_end(&healthy.url(), &out, &retry);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("answered 40, errors 0"), "{stdout}");
+    let after = records(&out);
+    assert_exactly_once(&after, &(0..40).collect());
+    assert!(after.iter().all(JournalRecord::is_ok));
+    // The ok lines survive byte for byte, first; the retried ones follow.
+    let text = std::fs::read_to_string(out.join(JOURNAL_FILE)).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[..kept_lines.len()], kept_lines[..]);
+    let retried: BTreeSet<usize> = after[kept_lines.len()..].iter().map(|r| r.index).collect();
+    assert_eq!(retried, failed);
+}

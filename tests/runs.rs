@@ -1,0 +1,622 @@
+//! The read side of batch runs from the command line: `score RUN_DIR`, `export` and
+//! `merge`, on run folders built here with the journal writer over the sample dataset.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use echo_workbench::bench::journal::{
+    AnswerQuestion, JOURNAL_FILE, JournalRecord, JournalWriter, RecordStatus, read_journal,
+};
+use echo_workbench::bench::manifest::{
+    DatasetRef, EndpointSummary, MANIFEST_FORMAT, RunManifest, Selection, Shard,
+};
+use echo_workbench::dataset::{MmadDataset, QuestionRef};
+use echo_workbench::echo::PipelineSettings;
+use serde_json::Value;
+
+fn bin() -> Command {
+    Command::cargo_bin("echo-workbench").unwrap()
+}
+
+fn sample_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/sample/mmad.json")
+}
+
+fn sample() -> MmadDataset {
+    MmadDataset::load(&sample_path()).unwrap()
+}
+
+/// What the synthetic model did with a question.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Outcome {
+    Correct,
+    Wrong,
+    /// A reply with no letter in it (stored raw, as MMAD does).
+    Invalid,
+    Error,
+}
+
+/// A fixed, well-mixed outcome per question (about 55% correct, 20% wrong, 10%
+/// invalid, 15% errors), so every test sees the same run.
+fn outcome(index: usize) -> Outcome {
+    match (index * 37 + 11) % 20 {
+        0..=10 => Outcome::Correct,
+        11..=14 => Outcome::Wrong,
+        15 | 16 => Outcome::Invalid,
+        _ => Outcome::Error,
+    }
+}
+
+fn record(q: &QuestionRef<'_>) -> JournalRecord {
+    let correct = q.question.answer.clone();
+    let other = q
+        .question
+        .options
+        .keys()
+        .find(|k| **k != correct)
+        .cloned()
+        .unwrap_or_else(|| "E".into());
+    let given = match outcome(q.index) {
+        Outcome::Correct => correct.clone(),
+        Outcome::Wrong => other,
+        Outcome::Invalid => "The image is unclear".into(),
+        Outcome::Error => {
+            return JournalRecord::failed(
+                q,
+                format!("HTTP 503 on try 3 (question {})", q.index),
+                3,
+                900,
+            );
+        }
+    };
+    JournalRecord {
+        image: q.key.to_string(),
+        question: AnswerQuestion::from_question(q.question),
+        question_type: q.question.qtype.as_str().to_string(),
+        correct_answer: correct.clone(),
+        gpt_answer: Some(given.clone()),
+        index: q.index,
+        turn: q.turn,
+        status: RecordStatus::Ok,
+        error: None,
+        raw: Some(format!("Answer: {given}")),
+        correct: Some(given == correct),
+        attempts: 1,
+        latency_ms: 40 + q.index as u64,
+        endpoint: "local".into(),
+        finished_at: "2026-11-22T08:30:00Z".into(),
+        traces: Vec::new(),
+    }
+}
+
+fn all_records() -> Vec<JournalRecord> {
+    sample().questions().map(|q| record(&q)).collect()
+}
+
+fn manifest(question_count: usize) -> RunManifest {
+    RunManifest {
+        format: MANIFEST_FORMAT,
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+        started_at: "2026-11-22T08:00:00Z".into(),
+        finished_at: Some("2026-11-22T09:00:00Z".into()),
+        dataset: DatasetRef {
+            path: "assets/sample/mmad.json".into(),
+            sha256: echo_workbench::util::fsx::sha256_file(&sample_path()).unwrap(),
+            root: "assets/sample".into(),
+        },
+        selection: Selection::default(),
+        shard: None,
+        question_count,
+        pipeline: PipelineSettings::default(),
+        template: "retrieved".into(),
+        memory: None,
+        knowledge: None,
+        condensed: None,
+        prompt_templates_hash: "p1".into(),
+        endpoints: vec![EndpointSummary {
+            name: "local".into(),
+            base_url: "http://127.0.0.1:8000/v1".into(),
+            model: "qwen2-vl-7b".into(),
+            api_key_env: Some("OPENAI_API_KEY".into()),
+            concurrency: 8,
+        }],
+        image_affinity: true,
+        note: "sample run".into(),
+    }
+}
+
+/// Writes a run folder; records go in in "finishing" order (a fixed shuffle), as a
+/// concurrent runner writes them.
+fn write_run(dir: &Path, manifest: &RunManifest, records: &[JournalRecord]) {
+    std::fs::create_dir_all(dir).unwrap();
+    manifest.save(&RunManifest::path_in(dir)).unwrap();
+    let mut shuffled: Vec<&JournalRecord> = records.iter().collect();
+    let n = shuffled.len();
+    for i in 0..n {
+        shuffled.swap(i, (i * 7919 + 13) % n);
+    }
+    let (mut w, _) = JournalWriter::open(&dir.join(JOURNAL_FILE)).unwrap();
+    for r in shuffled {
+        w.append(r).unwrap();
+    }
+}
+
+/// MMAD's answers list for the answered records, in dataset order, built here by
+/// hand (not by the exporter under test).
+fn answers_file(path: &Path, records: &[JournalRecord]) {
+    let mut ok: Vec<&JournalRecord> = records.iter().filter(|r| r.is_ok()).collect();
+    ok.sort_by_key(|r| r.index);
+    let list: Vec<Value> = ok
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "image": r.image,
+                "question": {"type": "text", "text": r.question.text, "options": r.question.options},
+                "question_type": r.question_type,
+                "correct_answer": r.correct_answer,
+                "gpt_answer": r.gpt_answer,
+            })
+        })
+        .collect();
+    std::fs::write(path, serde_json::to_string_pretty(&list).unwrap()).unwrap();
+}
+
+fn stdout_of(cmd: &mut Command) -> String {
+    let out = cmd.assert().success().get_output().stdout.clone();
+    String::from_utf8(out).unwrap()
+}
+
+fn stderr_of_failure(cmd: &mut Command) -> String {
+    let out = cmd.assert().failure().get_output().stderr.clone();
+    String::from_utf8(out).unwrap()
+}
+
+fn counts(records: &[JournalRecord]) -> (usize, usize) {
+    let ok = records.iter().filter(|r| r.is_ok()).count();
+    (ok, records.len() - ok)
+}
+
+#[test]
+fn score_of_a_run_folder_equals_score_of_its_answers_list() {
+    let tmp = tempfile::tempdir().unwrap();
+    let records = all_records();
+    let run = tmp.path().join("run");
+    write_run(&run, &manifest(210), &records);
+    let list = tmp.path().join("answers.json");
+    answers_file(&list, &records);
+
+    for flags in [
+        &[][..],
+        &["--mmad-compat", "--overkill-miss"][..],
+        &["--detection-metrics"][..],
+    ] {
+        let from_run = stdout_of(
+            bin()
+                .arg("score")
+                .arg(&run)
+                .args(flags)
+                .args(["--format", "csv"]),
+        );
+        let from_list = stdout_of(
+            bin()
+                .arg("score")
+                .arg(&list)
+                .args(flags)
+                .args(["--format", "csv"]),
+        );
+        assert_eq!(from_run, from_list, "flags {flags:?}");
+        assert!(from_run.starts_with(",Anomaly Detection,"), "{from_run}");
+    }
+    // The journal is out of order; without sorting, compat mode's skips would land
+    // on other answers and the table would differ from the answers list's.
+    let compat_json: Value = serde_json::from_str(&stdout_of(bin().arg("score").arg(&run).args([
+        "--mmad-compat",
+        "--format",
+        "json",
+    ])))
+    .unwrap();
+    assert!(compat_json["skipped"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn score_of_a_run_folder_reports_coverage_and_lists_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut records = all_records();
+    records.truncate(200); // 10 questions never answered
+    let run = tmp.path().join("run");
+    write_run(&run, &manifest(210), &records);
+    let (ok, errors) = counts(&records);
+    assert!(
+        errors > 20,
+        "the listing cap must be exercised ({errors} errors)"
+    );
+
+    let text = stdout_of(bin().arg("score").arg(&run));
+    assert!(
+        text.contains(&format!(
+            "coverage: {ok} answered, {errors} error(s), 10 missing of 210 question(s)"
+        )),
+        "{text}"
+    );
+    let first_error = records.iter().find(|r| !r.is_ok()).unwrap();
+    assert!(
+        text.contains(&format!(
+            "  #{} {}: HTTP 503 on try 3 (question {})",
+            first_error.index, first_error.image, first_error.index
+        )),
+        "{text}"
+    );
+    assert_eq!(text.matches("HTTP 503 on try 3").count(), 20);
+    assert!(
+        text.contains(&format!("  ... and {} more", errors - 20)),
+        "{text}"
+    );
+
+    let v: Value = serde_json::from_str(&stdout_of(
+        bin().arg("score").arg(&run).args(["--format", "json"]),
+    ))
+    .unwrap();
+    assert_eq!(v["coverage"]["answered"], ok);
+    assert_eq!(v["coverage"]["errors"], errors);
+    assert_eq!(v["coverage"]["missing"], 10);
+    assert_eq!(v["coverage"]["question_count"], 210);
+    assert_eq!(v["errors"].as_array().unwrap().len(), errors);
+    assert_eq!(v["errors"][0]["index"], first_error.index);
+
+    // CSV stays pure CSV: coverage goes to stderr.
+    let out = bin()
+        .arg("score")
+        .arg(&run)
+        .args(["--format", "csv"])
+        .assert()
+        .success();
+    let o = out.get_output();
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("coverage"));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("coverage: "));
+}
+
+#[test]
+fn score_takes_several_inputs_and_names_each() {
+    let tmp = tempfile::tempdir().unwrap();
+    let records = all_records();
+    let a = tmp.path().join("a");
+    let b = tmp.path().join("b");
+    write_run(&a, &manifest(210), &records);
+    write_run(&b, &manifest(210), &records[..100]);
+    let text = stdout_of(bin().arg("score").arg(&a).arg(&b));
+    assert!(text.contains(&format!("==> {} <==", a.display())), "{text}");
+    assert!(text.contains(&format!("==> {} <==", b.display())), "{text}");
+    assert!(text.contains("110 missing of 210"), "{text}");
+
+    let v: Value = serde_json::from_str(&stdout_of(
+        bin()
+            .arg("score")
+            .arg(&a)
+            .arg(&b)
+            .args(["--format", "json"]),
+    ))
+    .unwrap();
+    let list = v.as_array().unwrap();
+    assert_eq!(list.len(), 2);
+    assert_eq!(list[1]["path"], b.display().to_string());
+    assert_eq!(list[1]["coverage"]["missing"], 110);
+
+    let empty = tmp.path().join("not-a-run");
+    std::fs::create_dir_all(&empty).unwrap();
+    let err = stderr_of_failure(bin().arg("score").arg(&a).arg(&empty));
+    assert!(err.contains("not a run folder"), "{err}");
+    assert!(err.contains("not-a-run"), "{err}");
+}
+
+#[test]
+fn a_torn_last_line_is_tolerated_and_reported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let records = all_records();
+    let run = tmp.path().join("run");
+    write_run(&run, &manifest(210), &records[..50]);
+    let half = serde_json::to_string(&records[50]).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(run.join(JOURNAL_FILE))
+        .unwrap();
+    f.write_all(&half.as_bytes()[..half.len() / 2]).unwrap();
+    drop(f);
+    let (ok, errors) = counts(&records[..50]);
+    let text = stdout_of(bin().arg("score").arg(&run));
+    assert!(text.contains("torn"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "coverage: {ok} answered, {errors} error(s), 160 missing"
+        )),
+        "{text}"
+    );
+}
+
+#[test]
+fn export_rescored_by_score_equals_the_run_and_csv_is_byte_equal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let records = all_records();
+    let run = tmp.path().join("run");
+    write_run(&run, &manifest(210), &records);
+
+    let out = stdout_of(bin().arg("export").arg(&run));
+    let exports = run.join("exports");
+    for name in ["answers.json", "answers_accuracy.csv", "report.html"] {
+        assert!(exports.join(name).is_file(), "{name} missing; {out}");
+        assert!(out.contains(name), "{out}");
+    }
+    let (ok, _) = counts(&records);
+    let answers: Value =
+        serde_json::from_str(&std::fs::read_to_string(exports.join("answers.json")).unwrap())
+            .unwrap();
+    let answers = answers.as_array().unwrap();
+    assert_eq!(answers.len(), ok);
+    // Dataset order, although the journal was written shuffled.
+    let want: Vec<(&str, &str)> = records
+        .iter()
+        .filter(|r| r.is_ok())
+        .map(|r| (r.image.as_str(), r.question.text.as_str()))
+        .collect();
+    let got: Vec<(&str, &str)> = answers
+        .iter()
+        .map(|a| {
+            (
+                a["image"].as_str().unwrap(),
+                a["question"]["text"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(answers[0]["question"]["type"], "text");
+
+    let csv = std::fs::read_to_string(exports.join("answers_accuracy.csv")).unwrap();
+    let rescored = stdout_of(
+        bin()
+            .arg("score")
+            .arg(exports.join("answers.json"))
+            .args(["--format", "csv"]),
+    );
+    assert_eq!(csv, rescored);
+    let run_csv = stdout_of(bin().arg("score").arg(&run).args(["--format", "csv"]));
+    assert_eq!(csv, run_csv);
+
+    // Named files, compat scoring: only those files, same table as `score`.
+    let named_answers = tmp.path().join("mine.json");
+    let named_csv = tmp.path().join("mine_accuracy.csv");
+    bin()
+        .arg("export")
+        .arg(&run)
+        .arg("--mmad-answers")
+        .arg(&named_answers)
+        .arg("--csv")
+        .arg(&named_csv)
+        .args(["--mmad-compat", "--overkill-miss"])
+        .assert()
+        .success();
+    assert!(!tmp.path().join("report.html").exists());
+    let compat = stdout_of(bin().arg("score").arg(&named_answers).args([
+        "--mmad-compat",
+        "--overkill-miss",
+        "--format",
+        "csv",
+    ]));
+    assert_eq!(std::fs::read_to_string(&named_csv).unwrap(), compat);
+    assert!(
+        compat
+            .lines()
+            .next()
+            .unwrap()
+            .ends_with(",Average,Overkill,Miss")
+    );
+}
+
+#[test]
+fn html_report_is_self_contained_and_escapes_replies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut records = all_records();
+    let victim = records
+        .iter_mut()
+        .find(|r| r.is_ok() && r.correct == Some(false))
+        .unwrap();
+    victim.raw = Some("<script>alert('pwned')</script> B".into());
+    let victim_index = victim.index;
+    let run = tmp.path().join("run");
+    let mut m = manifest(210);
+    m.note = "R&D <ablation>".into();
+    write_run(&run, &m, &records);
+    let html_path = tmp.path().join("report.html");
+    bin()
+        .arg("export")
+        .arg(&run)
+        .arg("--html")
+        .arg(&html_path)
+        .assert()
+        .success();
+    let html = std::fs::read_to_string(&html_path).unwrap();
+    assert!(!html.contains("<script"), "markup from a reply got through");
+    assert!(html.contains("&lt;script&gt;alert(&#39;pwned&#39;)&lt;/script&gt; B"));
+    assert!(html.contains("<h1>R&amp;D &lt;ablation&gt;</h1>"));
+    assert!(html.contains(&format!("<summary>#{victim_index} · ")));
+    // No external resources.
+    assert!(!html.contains("<link") && !html.contains(" src="));
+    let wrong = records
+        .iter()
+        .filter(|r| r.is_ok() && r.correct == Some(false))
+        .count();
+    assert_eq!(html.matches("<details class=\"q\">").count(), wrong);
+    let (_, errors) = counts(&records);
+    assert!(html.contains(&format!("<h2>Errors ({errors})</h2>")));
+    assert!(html.contains("<tr class=\"avg\"><th>Average</th>"));
+    assert!(html.contains("$OPENAI_API_KEY"));
+    // The sample has object questions and the run used the echo preset.
+    assert!(html.contains("outside Echo's scope"));
+}
+
+/// Shard by image, the way a sharded run keeps an image's questions together.
+fn shard_of(image_position: usize) -> u32 {
+    (image_position % 3) as u32
+}
+
+#[test]
+fn merging_three_shards_gives_the_whole_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ds = sample();
+    let records = all_records();
+    let whole = tmp.path().join("whole");
+    write_run(&whole, &manifest(210), &records);
+
+    let image_position = |key: &str| ds.entries.get_index_of(key).unwrap();
+    let mut shard_dirs = Vec::new();
+    for s in 0..3u32 {
+        let part: Vec<JournalRecord> = records
+            .iter()
+            .filter(|r| shard_of(image_position(&r.image)) == s)
+            .cloned()
+            .collect();
+        let mut m = manifest(part.len());
+        m.shard = Some(Shard { index: s, count: 3 });
+        m.started_at = format!("2026-11-22T08:0{s}:00Z");
+        m.endpoints[0].base_url = format!("http://10.0.0.{s}:8000/v1");
+        let dir = tmp.path().join(format!("shard{s}"));
+        write_run(&dir, &m, &part);
+        shard_dirs.push(dir);
+    }
+    let merged = tmp.path().join("merged");
+    let out = stdout_of(
+        bin()
+            .arg("merge")
+            .args(&shard_dirs)
+            .arg("--out")
+            .arg(&merged),
+    );
+    assert!(out.contains("210 record(s)"), "{out}");
+
+    let merged_records = read_journal(&merged.join(JOURNAL_FILE)).unwrap().records;
+    assert_eq!(
+        merged_records, records,
+        "journal sorted by index, nothing lost"
+    );
+    let m = RunManifest::load(&RunManifest::path_in(&merged)).unwrap();
+    assert_eq!(m.shard, None);
+    assert_eq!(m.question_count, 210);
+    assert_eq!(m.started_at, "2026-11-22T08:00:00Z");
+    assert_eq!(m.fingerprint(), manifest(210).fingerprint());
+
+    for flags in [
+        &["--format", "json"][..],
+        &["--mmad-compat", "--format", "csv"][..],
+    ] {
+        assert_eq!(
+            stdout_of(bin().arg("score").arg(&merged).args(flags)),
+            stdout_of(bin().arg("score").arg(&whole).args(flags)),
+            "{flags:?}"
+        );
+    }
+
+    // An existing non-empty output is refused unless forced.
+    let err = stderr_of_failure(
+        bin()
+            .arg("merge")
+            .args(&shard_dirs)
+            .arg("--out")
+            .arg(&merged),
+    );
+    assert!(err.contains("--force"), "{err}");
+    bin()
+        .arg("merge")
+        .args(&shard_dirs)
+        .arg("--out")
+        .arg(&merged)
+        .arg("--force")
+        .assert()
+        .success();
+
+    // Two of three shards merge, and the gap is said.
+    let partial = tmp.path().join("partial");
+    let out = bin()
+        .arg("merge")
+        .args(&shard_dirs[..2])
+        .arg("--out")
+        .arg(&partial)
+        .assert()
+        .success();
+    assert!(
+        String::from_utf8_lossy(&out.get_output().stderr)
+            .contains("shard(s) 3 are not among the inputs")
+    );
+}
+
+#[test]
+fn merge_rejects_overlap_and_different_settings() {
+    let tmp = tempfile::tempdir().unwrap();
+    let records = all_records();
+    let a = tmp.path().join("a");
+    let b = tmp.path().join("b");
+    write_run(&a, &manifest(100), &records[..100]);
+    write_run(&b, &manifest(111), &records[99..]);
+    let err = stderr_of_failure(
+        bin()
+            .arg("merge")
+            .arg(&a)
+            .arg(&b)
+            .arg("--out")
+            .arg(tmp.path().join("o")),
+    );
+    assert!(
+        err.contains(&format!(
+            "question index 99 is recorded in both {} and {}",
+            a.display(),
+            b.display()
+        )),
+        "{err}"
+    );
+    assert!(!tmp.path().join("o").exists());
+
+    let c = tmp.path().join("c");
+    let mut other = manifest(110);
+    other.pipeline.preset = "mmad".into();
+    other.prompt_templates_hash = "p2".into();
+    write_run(&c, &other, &records[100..]);
+    let err = stderr_of_failure(
+        bin()
+            .arg("merge")
+            .arg(&a)
+            .arg(&c)
+            .arg("--out")
+            .arg(tmp.path().join("o")),
+    );
+    assert!(
+        err.contains(&format!(
+            "{} differs from {} in pipeline settings, prompt templates",
+            c.display(),
+            a.display()
+        )),
+        "{err}"
+    );
+
+    // The same shard twice.
+    let s0a = tmp.path().join("s0a");
+    let s0b = tmp.path().join("s0b");
+    let mut m = manifest(100);
+    m.shard = Some(Shard { index: 0, count: 2 });
+    write_run(&s0a, &m, &records[..100]);
+    m.question_count = 110;
+    write_run(&s0b, &m, &records[100..]);
+    let err = stderr_of_failure(
+        bin()
+            .arg("merge")
+            .arg(&s0a)
+            .arg(&s0b)
+            .arg("--out")
+            .arg(tmp.path().join("o")),
+    );
+    assert!(
+        err.contains(&format!(
+            "{} and {} are both shard 1 of 2",
+            s0a.display(),
+            s0b.display()
+        )),
+        "{err}"
+    );
+}
