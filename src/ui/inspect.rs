@@ -600,7 +600,7 @@ impl InspectState {
                 root: None,
             },
         };
-        let caption = format!("Query: {}", current.title());
+        let caption = current.title().to_string();
         self.compare.set_query(current.path.clone(), caption);
         let mask = match (&current.entry, &current.root, &current.key) {
             (Some(e), Some(root), Some(key)) => e.mask_file(root, key).ok().flatten(),
