@@ -232,3 +232,16 @@ fn a_broken_dataset_shows_its_error_in_the_ui() {
     );
     h.get_by_label_contains("Dataset: ");
 }
+
+/// Thumbnails started on the Inspect tab finish while another tab is shown, so the
+/// status bar never shows a job that is long done.
+#[test]
+fn work_started_on_inspect_finishes_behind_another_tab() {
+    let mut h = harness(sample_app());
+    wait_for(&mut h, "dataset", |a| a.dataset.is_some());
+    // The frame that drew the browser started its thumbnail decodes; leave at once.
+    assert!(h.state().inspect.busy(), "thumbnails are decoding");
+    h.state_mut().persisted.tab = Tab::Settings;
+    wait_for(&mut h, "inspect's background work", |a| !a.inspect.busy());
+    assert!(h.query_by_label("decode image").is_none());
+}

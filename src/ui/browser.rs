@@ -423,7 +423,9 @@ impl DatasetBrowser {
         response
     }
 
-    fn collect_thumbnails(&mut self, ctx: &egui::Context) {
+    /// Takes in finished thumbnail decodes; also called while another tab is shown,
+    /// so finished work never lingers as "busy".
+    pub fn collect_thumbnails(&mut self, ctx: &egui::Context) {
         let frame = self.frame;
         let mut still_running = Vec::with_capacity(self.jobs.len());
         for (key, mut job) in std::mem::take(&mut self.jobs) {

@@ -485,6 +485,13 @@ impl InspectState {
         self.image_error = None;
     }
 
+    /// Collects the widgets' finished decodes while another tab is on screen (the
+    /// tab's own drawing does it otherwise).
+    pub fn poll_hidden(&mut self, ctx: &egui::Context) {
+        self.browser.collect_thumbnails(ctx);
+        self.compare.poll(ctx);
+    }
+
     pub fn busy(&self) -> bool {
         self.retrieval_job.is_some()
             || self.size_job.is_some()

@@ -714,6 +714,9 @@ impl WorkbenchApp {
     pub fn frame_ui(&mut self, ui: &mut egui::Ui) {
         self.poll();
         let ctx = ui.ctx().clone();
+        if self.persisted.tab != Tab::Inspect {
+            self.inspect.poll_hidden(&ctx);
+        }
         self.shortcuts(&ctx);
         egui::Panel::top("top_bar").show(ui, |ui| self.top_bar(ui));
         if self.settings_error.is_some() || self.launch_notice.is_some() {
