@@ -332,42 +332,12 @@ pub fn csv_field(s: &str) -> String {
 
 /// The current time in UTC as RFC 3339 with seconds (`2026-05-01T12:00:00Z`).
 pub fn utc_now_rfc3339() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    rfc3339_from_unix(secs)
-}
-
-/// Formats seconds since 1970 in UTC. The date part is the proleptic Gregorian
-/// calendar computed from the day count (the "days from civil" inverse).
-pub fn rfc3339_from_unix(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}Z")
+    crate::util::time::now_seconds()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dates_match_known_instants() {
-        assert_eq!(rfc3339_from_unix(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339_from_unix(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339_from_unix(1_709_251_199), "2024-02-29T23:59:59Z");
-        assert_eq!(rfc3339_from_unix(4_102_444_800), "2100-01-01T00:00:00Z");
-        assert!(utc_now_rfc3339().starts_with("20"));
-    }
 
     #[test]
     fn round_trips_entries_and_loose_files() {

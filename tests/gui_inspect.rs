@@ -117,6 +117,14 @@ fn reference() -> LoadedReference {
 /// An app on a fresh workspace, with the sample memory loaded as the shell would.
 fn app(workspace: &Path) -> WorkbenchApp {
     let mut app = WorkbenchApp::with_workspace(Persisted::default(), workspace.to_path_buf());
+    // The shell builds a memory of its own at start; let it land first, so it cannot
+    // replace the test's memory half-way through a test.
+    let start = Instant::now();
+    while app.reference.is_none() && app.reference_service.error.is_none() {
+        assert!(start.elapsed() < Duration::from_secs(120), "the start-up memory");
+        app.poll();
+        std::thread::sleep(Duration::from_millis(5));
+    }
     app.reference = Some(reference());
     app.reference_generation += 1;
     app

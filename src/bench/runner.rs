@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -390,32 +390,7 @@ impl Dispatcher {
 
 /// The current time as RFC 3339 UTC with milliseconds, e.g. `2026-11-22T08:00:00.123Z`.
 pub fn rfc3339_now() -> String {
-    let since = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
-    rfc3339(since.as_secs(), since.subsec_millis())
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian date (valid for any date after 1970).
-fn rfc3339(secs: u64, millis: u32) -> String {
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    // Shift the epoch to 0000-03-01 so leap days fall at the end of a 400-year era.
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    crate::util::time::now_millis()
 }
 
 /// The base URL without any `user:password@` part.
@@ -1134,15 +1109,6 @@ mod tests {
         assert_eq!(d.pick(&key("b")), Some(1));
         d.release(0);
         assert_eq!(d.pick(&key("a")), Some(0));
-    }
-
-    #[test]
-    fn timestamps_are_rfc3339_utc() {
-        assert_eq!(rfc3339(0, 0), "1970-01-01T00:00:00.000Z");
-        // 2024-02-29 12:34:56 UTC, a leap day.
-        assert_eq!(rfc3339(1_709_210_096, 7), "2024-02-29T12:34:56.007Z");
-        assert_eq!(rfc3339(4_102_444_799, 999), "2099-12-31T23:59:59.999Z");
-        assert_eq!(rfc3339_now().len(), 24);
     }
 
     #[test]

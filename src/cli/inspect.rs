@@ -171,23 +171,8 @@ fn parse_extract(s: &str) -> Result<ExtractMode, String> {
 
 /// MMAD's type names, case-insensitively, or their two-letter initials.
 fn parse_type(s: &str) -> anyhow::Result<QuestionType> {
-    let t = s.trim();
-    for known in QuestionType::KNOWN {
-        let initials: String = known
-            .as_str()
-            .split(' ')
-            .filter_map(|w| w.chars().next())
-            .collect();
-        if known.as_str().eq_ignore_ascii_case(t) || initials.eq_ignore_ascii_case(t) {
-            return Ok(known);
-        }
-    }
-    bail!(
-        "unknown question type `{t}`: use one of {} (or their initials, e.g. AD)",
-        QuestionType::KNOWN
-            .map(|k| k.as_str().to_string())
-            .join(", ")
-    )
+    let name = echo_workbench::bench::select::parse_type_name(s)?;
+    Ok(QuestionType::parse(&name))
 }
 
 /// The MMAD entry an image belongs to, searching `mmad.json` upwards from it.

@@ -255,10 +255,7 @@ impl VersionStore {
 
 fn now_rfc3339() -> String {
     // Whole seconds read better in a history list.
-    let now = jiff::Timestamp::now();
-    jiff::Timestamp::from_second(now.as_second())
-        .unwrap_or(now)
-        .to_string()
+    crate::util::time::now_seconds()
 }
 
 #[cfg(test)]

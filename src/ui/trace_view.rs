@@ -438,6 +438,26 @@ pub fn badge(ui: &mut egui::Ui, text: &str, color: egui::Color32) {
         });
 }
 
+/// The correct/wrong badge, with the expected answer when wrong.
+fn correctness(ui: &mut egui::Ui, correct: Option<bool>, question: &Question) {
+    match correct {
+        Some(true) => badge(ui, "correct", ok_color(ui)),
+        Some(false) => {
+            badge(ui, "wrong", ui.visuals().error_fg_color);
+            let truth = &question.answer;
+            let text = question
+                .options
+                .get(truth)
+                .map(|t| format!(" ({t})"))
+                .unwrap_or_default();
+            ui.label(format!("expected {truth}{text}"));
+        }
+        None => {
+            ui.weak("no ground truth to compare with");
+        }
+    }
+}
+
 /// The final answer, prominently: letter, option text, correct or wrong.
 pub fn answer_banner(ui: &mut egui::Ui, run: &QuestionRun) {
     match &run.outcome {
@@ -448,23 +468,7 @@ pub fn answer_banner(ui: &mut egui::Ui, run: &QuestionRun) {
                         .heading()
                         .strong(),
                 );
-                match d.correct {
-                    Some(true) => badge(ui, "correct", ok_color(ui)),
-                    Some(false) => {
-                        badge(ui, "wrong", ui.visuals().error_fg_color);
-                        let truth = &run.question.answer;
-                        let text = run
-                            .question
-                            .options
-                            .get(truth)
-                            .map(|t| format!(" ({t})"))
-                            .unwrap_or_default();
-                        ui.label(format!("expected {truth}{text}"));
-                    }
-                    None => {
-                        ui.weak("no ground truth to compare with");
-                    }
-                }
+                correctness(ui, d.correct, &run.question);
             });
             if !d.in_scope {
                 ui.weak(
@@ -482,23 +486,7 @@ pub fn answer_banner(ui: &mut egui::Ui, run: &QuestionRun) {
                         .heading()
                         .strong(),
                 );
-                match r.correct {
-                    Some(true) => badge(ui, "correct", ok_color(ui)),
-                    Some(false) => {
-                        badge(ui, "wrong", ui.visuals().error_fg_color);
-                        let truth = &run.question.answer;
-                        let text = run
-                            .question
-                            .options
-                            .get(truth)
-                            .map(|t| format!(" ({t})"))
-                            .unwrap_or_default();
-                        ui.label(format!("expected {truth}{text}"));
-                    }
-                    None => {
-                        ui.weak("no ground truth to compare with");
-                    }
-                }
+                correctness(ui, r.correct, &run.question);
                 ui.weak(format!("{} ms", r.latency_ms));
             });
         }

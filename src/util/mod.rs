@@ -2,3 +2,4 @@
 
 pub mod fsx;
 pub mod pyjson;
+pub mod time;
