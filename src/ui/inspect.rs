@@ -36,6 +36,8 @@ pub struct InspectEnv<'a> {
     pub dataset_error: Option<&'a str>,
     pub reference: Option<&'a LoadedReference>,
     pub reference_generation: u64,
+    /// Why the reference memory failed to load or build, shown instead of the loading spinner.
+    pub reference_error: Option<&'a str>,
     pub settings: &'a Settings,
     pub knowledge: Option<&'a KnowledgeBase>,
     pub workspace: &'a Path,
@@ -954,6 +956,13 @@ impl InspectState {
     fn reference_strip(&mut self, ui: &mut egui::Ui, env: &InspectEnv<'_>) {
         ui.add_space(4.0);
         if env.reference.is_none() {
+            if let Some(e) = env.reference_error {
+                ui.colored_label(
+                    ui.visuals().error_fg_color,
+                    format!("Reference memory failed: {e} (fix it in Settings)"),
+                );
+                return;
+            }
             ui.horizontal(|ui| {
                 ui.spinner();
                 ui.label("Reference memory is loading… (see Settings for the memory in use)");

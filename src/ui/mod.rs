@@ -703,6 +703,7 @@ impl WorkbenchApp {
             dataset_error: self.dataset_error.as_deref(),
             reference: self.reference.as_ref(),
             reference_generation: self.reference_generation,
+            reference_error: self.reference_service.error.as_deref(),
             settings: &self.settings,
             knowledge: self.knowledge.as_ref(),
             workspace: &self.workspace,
