@@ -121,7 +121,10 @@ fn app(workspace: &Path) -> WorkbenchApp {
     // replace the test's memory half-way through a test.
     let start = Instant::now();
     while app.reference.is_none() && app.reference_service.error.is_none() {
-        assert!(start.elapsed() < Duration::from_secs(120), "the start-up memory");
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the start-up memory"
+        );
         app.poll();
         std::thread::sleep(Duration::from_millis(5));
     }

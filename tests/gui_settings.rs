@@ -265,7 +265,11 @@ fn build_now_saves_a_memory_that_the_next_start_loads() {
     let ws = tempfile::tempdir().unwrap();
     let mut h = harness(app_on(ws.path(), Tab::Settings));
     wait_for(&mut h, "the start-up memory", |a| a.reference.is_some());
-    h.get_by_label("Save it in the workspace as").click();
+    h.get_by_role_and_label(
+        egui::accesskit::Role::CheckBox,
+        "Save it in the workspace as",
+    )
+    .click();
     h.run_steps(1);
     h.get_by_label("Build now").click();
     h.run_steps(1);
@@ -318,6 +322,20 @@ fn a_missing_memory_folder_is_an_error_in_the_status_bar_and_settings() {
         h.get_all_by_label_contains("is not a reference memory")
             .count(),
         2
+    );
+    // The Inspect tab says why it has no reference, instead of waiting forever.
+    let mut inspect = Harness::builder()
+        .with_size([1440.0, 900.0])
+        .build_ui_state(
+            |ui, app: &mut WorkbenchApp| app.frame_ui(ui),
+            app_on(ws.path(), Tab::Inspect),
+        );
+    wait_for(&mut inspect, "the load", |a| !a.reference_service.busy());
+    inspect.get_by_label_contains("Reference memory failed: ");
+    assert!(
+        inspect
+            .query_by_label_contains("Reference memory is loading")
+            .is_none()
     );
 }
 

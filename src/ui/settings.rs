@@ -478,7 +478,7 @@ impl SettingsState {
                             .desired_width(260.0),
                     )
                     .labelled_by(label.id);
-                    egui::ComboBox::from_id_salt("served_models")
+                    let served = egui::ComboBox::from_id_salt("served_models")
                         .selected_text("Served models")
                         .width(130.0)
                         .show_ui(ui, |ui| {
@@ -489,6 +489,10 @@ impl SettingsState {
                                 ui.selectable_value(&mut e.model, m.clone(), m);
                             }
                         });
+                    // A combo box has no name of its own; screen readers and tests need one.
+                    served.response.widget_info(|| {
+                        egui::WidgetInfo::labeled(egui::WidgetType::ComboBox, true, "Served models")
+                    });
                     let listing = self.models_job.is_some();
                     if ui
                         .add_enabled(!listing, egui::Button::new("List models"))
@@ -841,11 +845,13 @@ impl SettingsState {
                     save_to,
                 });
             }
-            ui.checkbox(&mut self.save_memory, "Save it in the workspace as");
-            let name = ui.add_enabled(
-                self.save_memory,
-                egui::TextEdit::singleline(&mut self.memory_name).desired_width(140.0),
-            );
+            let save_label = ui.checkbox(&mut self.save_memory, "Save it in the workspace as");
+            let name = ui
+                .add_enabled(
+                    self.save_memory,
+                    egui::TextEdit::singleline(&mut self.memory_name).desired_width(140.0),
+                )
+                .labelled_by(save_label.id);
             if self.save_memory {
                 match services::memory_folder(env.workspace, &self.memory_name) {
                     Ok(folder) => {
