@@ -491,7 +491,7 @@ impl SettingsState {
                         });
                     // A combo box has no name of its own; screen readers and tests need one.
                     served.response.widget_info(|| {
-                        egui::WidgetInfo::labeled(egui::WidgetType::ComboBox, true, "Served models")
+                        egui::WidgetInfo::labeled(egui::Role::ComboBox, true, "Served models")
                     });
                     let listing = self.models_job.is_some();
                     if ui
