@@ -181,6 +181,36 @@ fn knowledge_edit_validates_as_you_type_and_saves_a_version() {
     h.get_by_label("History (1)").click();
     h.run_steps(2);
     h.get_by_label_contains("shorter bottle description");
+
+    // Someone edits the file outside the app: detected, never silently overwritten.
+    let outside = saved.replace(
+        "A clean bottle rim, seen from above.",
+        "Edited in another program.",
+    );
+    std::fs::write(&file, &outside).unwrap();
+    wait_for(&mut h, "the external change", |a| {
+        a.knowledge_view.external.is_some()
+    });
+    h.get_by_label("Keep mine and overwrite");
+    h.get_by_label("Reload from disk").click();
+    wait_for(&mut h, "the reload", |a| {
+        a.knowledge_view.external.is_none()
+    });
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), outside);
+
+    // Revert to v0001 makes a new version whose content is v0001's.
+    h.get_by_label("History (1)").click();
+    h.run_steps(2);
+    h.get_by_label("Revert to v0001").click();
+    h.run_steps(2);
+    if let Some(confirm) = h.query_by_label("Revert anyway") {
+        confirm.click();
+    }
+    wait_for(&mut h, "the revert", |a| {
+        a.knowledge_view.versions.len() == 2
+    });
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), saved);
+    assert_eq!(h.state().knowledge_view.versions[1].reverted_from, Some(1));
 }
 
 #[test]
