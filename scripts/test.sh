@@ -6,6 +6,9 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 ensure_build_tools
 
+# A CI clone builds once: incremental caches would only cost disk there.
+if [ "${CI:-}" = "true" ]; then export CARGO_INCREMENTAL=0; fi
+
 step() { printf '\n==> %s\n' "$*"; }
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -15,3 +18,5 @@ step "cargo test (with the GUI)"
 cargo test --all-targets --locked
 step "cargo test --no-default-features (core without egui)"
 cargo test --no-default-features --locked
+step "disk used by the build"
+du -sh "${CARGO_TARGET_DIR:-target}" 2>/dev/null || true
