@@ -268,9 +268,21 @@ fn a_broken_dataset_shows_its_error_in_the_ui() {
 #[test]
 fn work_started_on_inspect_finishes_behind_another_tab() {
     let mut h = harness(sample_app());
-    wait_for(&mut h, "dataset", |a| a.dataset.is_some());
-    // The frame that drew the browser started its thumbnail decodes; leave at once.
-    assert!(h.state().inspect.busy(), "thumbnails are decoding");
+    // Not `wait_for`, whose extra frame could already collect the decodes: work
+    // started while a frame draws the browser is collected no earlier than the next
+    // frame, so stopping at the first frame that leaves Inspect busy always sees it.
+    let start = Instant::now();
+    loop {
+        h.step();
+        if h.state().dataset.is_some() && h.state().inspect.busy() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "Inspect never started its thumbnail decodes"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     h.state_mut().persisted.tab = Tab::Settings;
     wait_for(&mut h, "inspect's background work", |a| !a.inspect.busy());
     assert!(h.query_by_label("decode image").is_none());
