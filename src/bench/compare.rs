@@ -171,7 +171,7 @@ fn is_right(r: &JournalRecord) -> bool {
 
 /// The last record of each index: a later line for the same question supersedes an
 /// earlier one (a retried question, a merged shard).
-fn latest_by_index(records: &[JournalRecord]) -> BTreeMap<usize, &JournalRecord> {
+pub(crate) fn latest_by_index(records: &[JournalRecord]) -> BTreeMap<usize, &JournalRecord> {
     records.iter().map(|r| (r.index, r)).collect()
 }
 

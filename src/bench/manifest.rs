@@ -33,6 +33,12 @@ pub struct Selection {
     /// MMAD type names; empty: all.
     pub types: Vec<String>,
     pub limit: Option<usize>,
+    /// Only these questions (dataset positions, as in the journal's `index`); empty:
+    /// all. A knowledge re-run asks exactly the questions of an earlier run that an
+    /// edit reaches. Left out of the file when empty, so the fingerprints of runs
+    /// made before the field existed do not change.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub indices: Vec<usize>,
 }
 
 /// `--shard I/N`: this run holds the images whose shard number is `index` (0-based).
@@ -261,6 +267,20 @@ mod tests {
             image_affinity: false,
             note: String::new(),
         }
+    }
+
+    #[test]
+    fn an_empty_index_list_leaves_older_fingerprints_alone() {
+        let plain = serde_json::to_string(&Selection::default()).unwrap();
+        assert!(!plain.contains("indices"), "{plain}");
+        let a = sample();
+        let mut picked = a.clone();
+        picked.selection.indices = vec![3, 5];
+        assert_ne!(a.fingerprint(), picked.fingerprint());
+        assert_eq!(a.differences(&picked), ["question selection"]);
+        let back: Selection =
+            serde_json::from_str(&serde_json::to_string(&picked.selection).unwrap()).unwrap();
+        assert_eq!(back.indices, [3, 5]);
     }
 
     #[test]

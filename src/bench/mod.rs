@@ -8,6 +8,7 @@ pub mod lock;
 pub mod manifest;
 pub mod merge;
 pub mod perf;
+pub mod rerun;
 pub mod run_folder;
 pub mod runner;
 pub mod runner_bench;

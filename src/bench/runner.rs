@@ -91,6 +91,18 @@ impl TemplateSource {
         }
     }
 
+    /// The source a manifest names (see [`TemplateSource::as_str`]).
+    pub fn parse(name: &str) -> Option<Self> {
+        [
+            TemplateSource::Retrieved,
+            TemplateSource::Similar,
+            TemplateSource::Random,
+            TemplateSource::None,
+        ]
+        .into_iter()
+        .find(|t| t.as_str() == name)
+    }
+
     /// `retrieved` when a memory is given, else MMAD's `similar_templates`.
     pub fn default_for(memory: bool) -> Self {
         if memory {
@@ -159,6 +171,52 @@ impl RunSpec {
             retry_errors: false,
             note: String::new(),
         }
+    }
+}
+
+impl RunSpec {
+    /// The spec that asks again what the run with manifest `m` asked, with the same
+    /// settings, into `out`. Endpoints are matched to `configured` by name (for
+    /// timeouts, retries and keys' variables); one no longer configured is rebuilt
+    /// from the manifest alone.
+    pub fn from_manifest(
+        m: &RunManifest,
+        configured: &[EndpointConfig],
+        out: impl Into<PathBuf>,
+    ) -> Result<RunSpec, RunError> {
+        let endpoints = m
+            .endpoints
+            .iter()
+            .map(|e| {
+                let base = configured
+                    .iter()
+                    .find(|s| s.name == e.name)
+                    .cloned()
+                    .unwrap_or_default();
+                EndpointConfig {
+                    name: e.name.clone(),
+                    base_url: e.base_url.clone(),
+                    model: e.model.clone(),
+                    api_key_env: e.api_key_env.clone(),
+                    max_in_flight: e.concurrency.max(1),
+                    ..base
+                }
+            })
+            .collect();
+        let mut spec = RunSpec::new(&m.dataset.path, &m.dataset.root, endpoints, out);
+        spec.selection = m.selection.clone();
+        spec.shard = m.shard;
+        spec.pipeline = m.pipeline.clone();
+        spec.template =
+            TemplateSource::parse(&m.template).ok_or_else(|| RunError::UnknownTemplate {
+                name: m.template.clone(),
+            })?;
+        spec.memory = m.memory.as_ref().map(|r| r.path.clone());
+        spec.knowledge = m.knowledge.as_ref().map(|r| r.path.clone());
+        spec.condensed = m.condensed.as_ref().map(|r| r.path.clone());
+        spec.image_affinity = m.image_affinity;
+        spec.note = m.note.clone();
+        Ok(spec)
     }
 }
 
@@ -316,6 +374,8 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+    #[error("the run's manifest names an unknown reference source `{name}`")]
+    UnknownTemplate { name: String },
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
 }

@@ -23,6 +23,8 @@ pub enum SelectError {
     UnknownCategory { name: String, known: String },
     #[error("unknown question type `{name}`: use one of {known}")]
     UnknownType { name: String, known: String },
+    #[error("the dataset has {count} questions, so it has no question number {index}")]
+    UnknownIndex { index: usize, count: usize },
     #[error("--limit must be at least 1")]
     ZeroLimit,
     #[error("the selection matches no question of the dataset")]
@@ -140,6 +142,13 @@ pub fn select<'a>(
             });
         }
     }
+    let indices: std::collections::HashSet<usize> = selection.indices.iter().copied().collect();
+    if let Some(&index) = selection.indices.iter().max() {
+        let count = dataset.questions().count();
+        if index >= count {
+            return Err(SelectError::UnknownIndex { index, count });
+        }
+    }
     if selection.limit == Some(0) {
         return Err(SelectError::ZeroLimit);
     }
@@ -150,6 +159,7 @@ pub fn select<'a>(
             wanted(&selection.datasets, dataset_of(q.key))
                 && wanted(&selection.categories, category_of(q.key))
                 && wanted(&selection.types, q.question.qtype.as_str())
+                && (indices.is_empty() || indices.contains(&q.index))
         })
         .take(selection.limit.unwrap_or(usize::MAX))
         .collect();
@@ -209,6 +219,49 @@ mod tests {
         )
         .unwrap();
         assert_eq!(indices(&limited), indices(&ad_chip)[..3]);
+    }
+
+    #[test]
+    fn indices_pick_exactly_those_questions_within_the_filters() {
+        let ds = sample();
+        let sel = Selection {
+            indices: vec![17, 3, 150, 4],
+            ..Selection::default()
+        };
+        assert_eq!(indices(&select(&ds, &sel, None).unwrap()), [3, 4, 17, 150]);
+        // The other filters still apply: a category without those questions is empty.
+        let chip = select(
+            &ds,
+            &Selection {
+                categories: vec!["chip".into()],
+                ..Selection::default()
+            },
+            None,
+        )
+        .unwrap();
+        let first_chip = chip[0].index;
+        let both = Selection {
+            categories: vec!["chip".into()],
+            indices: vec![first_chip, 209],
+            ..Selection::default()
+        };
+        let picked = indices(&select(&ds, &both, None).unwrap());
+        assert!(picked.contains(&first_chip), "{picked:?}");
+        assert!(
+            picked.iter().all(|i| chip.iter().any(|q| q.index == *i)),
+            "{picked:?}"
+        );
+        let e = select(
+            &ds,
+            &Selection {
+                indices: vec![210],
+                ..Selection::default()
+            },
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("210") && e.contains("no question number"), "{e}");
     }
 
     #[test]

@@ -205,6 +205,7 @@ fn spec_from(args: &RunArgs) -> anyhow::Result<RunSpec> {
         categories: args.categories.clone(),
         types,
         limit: args.limit,
+        ..Selection::default()
     };
     spec.shard = args.shard;
     spec.pipeline = PipelineSettings {

@@ -8,7 +8,7 @@ use indexmap::IndexMap;
 use serde::Serialize;
 
 use super::{KnowledgeBase, NORMAL_ENTRY};
-use crate::dataset::MmadDataset;
+use crate::dataset::{MmadDataset, QuestionType};
 use crate::echo::guide;
 use crate::echo::pipeline::PipelineContext;
 use crate::echo::plan::KnowledgeMode;
@@ -72,10 +72,8 @@ pub fn impact(
         if cat != category {
             continue;
         }
-        // The pipeline's own lookup decides which knowledge category serves the image.
-        match guide::find_category(kb, Some(ds).filter(|d| !d.is_empty()), cat) {
-            Some((key, _)) if key == knowledge_dataset => {}
-            _ => continue,
+        if !served_by(kb, knowledge_dataset, ds, cat) {
+            continue;
         }
         let qtype = q.question.qtype.as_str().to_string();
         let mode = *modes.entry(qtype.clone()).or_insert_with(|| {
@@ -91,11 +89,7 @@ pub fn impact(
             with_entry: entry.map(|_| 0),
         });
         row.questions += 1;
-        let reads_this_file = matches!(
-            mode,
-            Some(KnowledgeMode::Category | KnowledgeMode::Options | KnowledgeMode::Llm)
-        );
-        if !reads_this_file {
+        if !mode.is_some_and(reads_knowledge_file) {
             continue;
         }
         row.with_category += 1;
@@ -121,6 +115,44 @@ pub fn impact(
         entry: entry.map(str::to_string),
         per_type: per_type.into_values().collect(),
     }
+}
+
+/// True when a question about `image_key` of type `qtype` gets text of `category`
+/// (of `knowledge_dataset` in `kb`) in its prompt under `ctx`'s plan: the Knowledge
+/// Guide runs for the type in a mode that reads the knowledge file, and the guide's
+/// lookup serves the image from that category.
+pub fn prompt_reads_category(
+    ctx: &PipelineContext,
+    kb: &KnowledgeBase,
+    knowledge_dataset: &str,
+    category: &str,
+    image_key: &str,
+    qtype: &QuestionType,
+) -> bool {
+    let (ds, cat) = (
+        crate::dataset::dataset_of(image_key),
+        crate::dataset::category_of(image_key),
+    );
+    cat == category
+        && served_by(kb, knowledge_dataset, ds, cat)
+        && ctx.plan(qtype).knowledge.is_some_and(reads_knowledge_file)
+}
+
+/// Modes whose prompt text comes from the knowledge file (`condensed` reads its own
+/// file, `off` reads none).
+fn reads_knowledge_file(mode: KnowledgeMode) -> bool {
+    matches!(
+        mode,
+        KnowledgeMode::Category | KnowledgeMode::Options | KnowledgeMode::Llm
+    )
+}
+
+/// The pipeline's own lookup decides which knowledge category serves an image.
+fn served_by(kb: &KnowledgeBase, knowledge_dataset: &str, ds: &str, cat: &str) -> bool {
+    matches!(
+        guide::find_category(kb, Some(ds).filter(|d| !d.is_empty()), cat),
+        Some((key, _)) if key == knowledge_dataset
+    )
 }
 
 #[cfg(test)]

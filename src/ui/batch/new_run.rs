@@ -188,6 +188,7 @@ impl NewRunForm {
             categories: self.categories.iter().cloned().collect(),
             types: self.types.iter().cloned().collect(),
             limit,
+            ..Selection::default()
         })
     }
 
@@ -645,43 +646,7 @@ pub fn resume_spec(
     retry_errors: bool,
 ) -> anyhow::Result<RunSpec> {
     let m = RunManifest::load(&RunManifest::path_in(dir))?;
-    let endpoints: Vec<EndpointConfig> = m
-        .endpoints
-        .iter()
-        .map(|e| {
-            let base = cx
-                .settings
-                .endpoints
-                .iter()
-                .find(|s| s.name == e.name)
-                .cloned()
-                .unwrap_or_default();
-            EndpointConfig {
-                name: e.name.clone(),
-                base_url: e.base_url.clone(),
-                model: e.model.clone(),
-                api_key_env: e.api_key_env.clone(),
-                max_in_flight: e.concurrency.max(1),
-                ..base
-            }
-        })
-        .collect();
-    let mut spec = RunSpec::new(&m.dataset.path, &m.dataset.root, endpoints, dir);
-    spec.selection = m.selection.clone();
-    spec.shard = m.shard;
-    spec.pipeline = m.pipeline.clone();
-    spec.template = match m.template.as_str() {
-        "retrieved" => TemplateSource::Retrieved,
-        "similar" => TemplateSource::Similar,
-        "random" => TemplateSource::Random,
-        "none" => TemplateSource::None,
-        other => anyhow::bail!("{}: unknown reference source `{other}`", dir.display()),
-    };
-    spec.memory = m.memory.as_ref().map(|r| r.path.clone());
-    spec.knowledge = m.knowledge.as_ref().map(|r| r.path.clone());
-    spec.condensed = m.condensed.as_ref().map(|r| r.path.clone());
-    spec.image_affinity = m.image_affinity;
-    spec.note = m.note.clone();
+    let mut spec = RunSpec::from_manifest(&m, &cx.settings.endpoints, dir)?;
     spec.resume = true;
     spec.retry_errors = retry_errors;
     Ok(spec)
