@@ -44,10 +44,10 @@ pub enum RerunError {
     Pipeline {
         run: String,
         #[source]
-        source: PipelineError,
+        source: Box<PipelineError>,
     },
     #[error(transparent)]
-    Spec(#[from] RunError),
+    Spec(Box<RunError>),
 }
 
 /// The category whose knowledge was edited, and the file holding the edit.
@@ -108,7 +108,7 @@ pub fn plan_rerun(
     }
     let ctx = PipelineContext::new(m.pipeline.clone()).map_err(|source| RerunError::Pipeline {
         run: run.clone(),
-        source,
+        source: Box::new(source),
     })?;
     let latest = latest_by_index(baseline.records());
     let answered: HashSet<usize> = latest
@@ -150,7 +150,8 @@ pub fn plan_rerun(
     if plan.indices.is_empty() {
         return Ok(plan);
     }
-    let mut spec = RunSpec::from_manifest(m, configured, out)?;
+    let mut spec =
+        RunSpec::from_manifest(m, configured, out).map_err(|e| RerunError::Spec(Box::new(e)))?;
     spec.selection = Selection {
         indices: plan.indices.clone(),
         limit: None,

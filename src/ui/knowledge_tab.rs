@@ -9,6 +9,7 @@
 mod files;
 mod history;
 mod preview;
+mod rerun;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -26,6 +27,7 @@ use crate::knowledge::{
     DatasetFacts, EntryText, KnowledgeBase, NORMAL_ENTRY, Problem, Severity, ValidationOptions,
     approx_tokens,
 };
+use crate::mllm::EndpointConfig;
 use crate::vision::{DecodeLimits, decode_rgb8};
 
 /// How often the knowledge file is checked for changes made outside the app.
@@ -42,6 +44,8 @@ pub struct KnowledgeEnv<'a> {
     pub workspace: &'a Path,
     pub dataset: Option<&'a LoadedDataset>,
     pub pipeline: &'a PipelineSettings,
+    /// The configured endpoints (a re-run matches its baseline's to these by name).
+    pub endpoints: &'a [EndpointConfig],
 }
 
 /// Where the tree's selection is: a category, or one entry of it.
@@ -209,6 +213,9 @@ pub struct KnowledgeState {
     impact: Option<((Selection, u64), Impact)>,
     preview: preview::PreviewView,
     files: files::FilesView,
+    pub rerun: rerun::RerunView,
+    /// Asked of the app by this frame's drawing.
+    commands: Vec<Command>,
 }
 
 impl std::fmt::Debug for KnowledgeState {
@@ -234,6 +241,12 @@ impl KnowledgeState {
             || self.history.busy()
             || self.preview.busy()
             || self.files.busy()
+            || self.rerun.busy()
+    }
+
+    /// The status bar's row for a re-run going on.
+    pub fn activity(&self) -> Option<crate::ui::status::Activity> {
+        self.rerun.activity()
     }
 
     /// The draft has edits that are not saved.
@@ -247,7 +260,6 @@ impl KnowledgeState {
     }
 
     pub(super) fn ui(&mut self, ui: &mut egui::Ui, mut env: KnowledgeEnv<'_>) -> Vec<Command> {
-        let commands = Vec::new();
         let ctx = ui.ctx().clone();
         self.poll(&ctx, &mut env);
         if self.busy() {
@@ -269,7 +281,7 @@ impl KnowledgeState {
                     ui.spinner();
                 }
             });
-            return commands;
+            return std::mem::take(&mut self.commands);
         }
         egui::Panel::left("knowledge_tree")
             .resizable(true)
@@ -290,7 +302,7 @@ impl KnowledgeState {
             }
         });
         self.delete_dialog(ui.ctx());
-        commands
+        std::mem::take(&mut self.commands)
     }
 
     /// Collects background results and starts what the current state needs.
@@ -388,6 +400,7 @@ impl KnowledgeState {
         history::poll(self);
         preview::poll(self);
         files::poll(self);
+        rerun::poll(self);
     }
 
     fn start_load(&mut self, path: &Path) {
@@ -978,17 +991,20 @@ impl KnowledgeState {
             .id_salt("knowledge_editor")
             .auto_shrink([false, false])
             .show(ui, |ui| {
-                self.category_section(ui, &sel, env);
+                self.category_section(ui, &sel);
                 ui.separator();
                 if let Some(entry) = &sel.entry {
                     self.entry_section(ui, &sel, entry, env);
                 } else {
                     ui.label("Pick an entry of this category to edit its text.");
                 }
+                // Below the text: what an edit reaches, and measuring it on a run.
+                ui.separator();
+                self.impact_ui(ui, &sel, env);
             });
     }
 
-    fn category_section(&mut self, ui: &mut egui::Ui, sel: &Selection, env: &KnowledgeEnv<'_>) {
+    fn category_section(&mut self, ui: &mut egui::Ui, sel: &Selection) {
         let Some(doc) = &mut self.doc else { return };
         let cat_sel = sel.category();
         ui.horizontal_wrapped(|ui| {
@@ -1059,7 +1075,6 @@ impl KnowledgeState {
                 self.new_entry.clear();
             }
         });
-        self.impact_ui(ui, sel, env);
     }
 
     fn impact_ui(&mut self, ui: &mut egui::Ui, sel: &Selection, env: &KnowledgeEnv<'_>) {
@@ -1090,7 +1105,9 @@ impl KnowledgeState {
             );
             self.impact = Some((key, imp));
         }
-        let Some((_, imp)) = &self.impact else { return };
+        let Some((_, imp)) = self.impact.clone() else {
+            return;
+        };
         let heading = match &sel.entry {
             Some(e) => format!(
                 "Impact: {} of {} questions about {} get this category's knowledge (entry `{e}`: see the last column)",
@@ -1107,7 +1124,7 @@ impl KnowledgeState {
         };
         egui::CollapsingHeader::new(heading)
             .id_salt("impact")
-            .default_open(false)
+            .default_open(true)
             .show(ui, |ui| {
                 if imp.per_type.is_empty() {
                     ui.label("The loaded dataset has no questions about this category.");
@@ -1141,12 +1158,13 @@ impl KnowledgeState {
                 });
                 ui.label(
                     egui::RichText::new(format!(
-                        "From the pipeline's plan per question type (preset `{}`). Re-running a past run with these edits needs the batch runner, which this build does not have yet.",
+                        "From the pipeline's plan per question type (preset `{}`, as in Settings). A run records its own settings: the re-run below follows the chosen run's.",
                         env.pipeline.preset
                     ))
                     .small()
                     .weak(),
                 );
+                rerun::ui(self, ui, sel, env);
             });
     }
 

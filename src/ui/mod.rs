@@ -120,6 +120,8 @@ pub enum Command {
     CancelReference,
     /// Run the capability probe of an endpoint.
     TestEndpoint(Box<EndpointConfig>),
+    /// Show a run folder in Batch's current-run view.
+    OpenRun(PathBuf),
 }
 
 /// The Reference Extractor's memory with the embedder that made it; Inspect retrieves
@@ -266,6 +268,10 @@ impl WorkbenchApp {
     pub fn apply(&mut self, command: Command) {
         match command {
             Command::SwitchTab(tab) => self.persisted.tab = tab,
+            Command::OpenRun(dir) => {
+                self.batch.open_run(dir);
+                self.persisted.tab = Tab::Batch;
+            }
             Command::SelectImage(key) => {
                 self.persisted.selected_image = Some(key.clone());
                 self.inspect.select(key);
@@ -456,7 +462,7 @@ impl WorkbenchApp {
             self.endpoint_status(ui);
             ui.separator();
             ui.label(format!("Embedder: {}", self.settings.reference.embedder))
-                .on_hover_text("Turns images into vectors for the reference memory (Settings → Reference images)");
+                .on_hover_text("Turns images into vectors for the reference memory (Settings, Reference images)");
             ui.separator();
             self.memory_status(ui);
             ui.separator();
@@ -524,6 +530,7 @@ impl WorkbenchApp {
         out.extend(self.reference_service.activity());
         out.extend(self.probes.activities());
         out.extend(self.settings_view.activities());
+        out.extend(self.knowledge_view.activity());
         out
     }
 
@@ -748,6 +755,7 @@ impl WorkbenchApp {
                         workspace: &self.workspace,
                         dataset: self.dataset.as_ref(),
                         pipeline: &self.settings.pipeline,
+                        endpoints: &self.settings.endpoints,
                     },
                 );
                 self.commands.extend(cmds);

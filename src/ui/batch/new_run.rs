@@ -26,6 +26,7 @@ use crate::bench::select;
 use crate::dataset::{MmadDataset, category_of, dataset_of};
 use crate::echo::KnowledgeMode;
 use crate::echo::plan::ExpertTable;
+use crate::jobs::CancelToken;
 use crate::mllm::EndpointConfig;
 
 /// Seconds per question assumed for the estimate when no earlier run of the same
@@ -477,6 +478,11 @@ pub struct LiveRun {
 }
 
 impl LiveRun {
+    /// The token that pauses the run gracefully (what a status bar's Stop cancels).
+    pub fn stop_token(&self) -> CancelToken {
+        self.control.stop.clone()
+    }
+
     pub fn is_running(&self) -> bool {
         self.runner.as_ref().is_some_and(|h| !h.is_finished())
     }

@@ -243,7 +243,7 @@ pub fn ui(state: &mut KnowledgeState, ui: &mut egui::Ui, env: &KnowledgeEnv<'_>)
                             if let Some(ms) = matches.as_array() {
                                 for x in ms {
                                     ui.label(format!(
-                                        "{} \"{}\" → {}: {}",
+                                        "{} \"{}\" picks {}: {}",
                                         x["letter"].as_str().unwrap_or_default(),
                                         x["option"].as_str().unwrap_or_default(),
                                         x["entry"].as_str().unwrap_or_default(),

@@ -1,0 +1,387 @@
+//! The Knowledge tab as a curator uses it, driven through egui_kittest: measuring an
+//! edit on an earlier run, the diff of two versions and of a file changed outside the
+//! app, and the preview of what the Knowledge Guide selects, checked against the
+//! pipeline's own functions.
+#![cfg(feature = "gui")]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use echo_workbench::bench::runner::{RunControl, RunOutcome, RunSpec, run};
+use echo_workbench::config::Settings;
+use echo_workbench::dataset::{DatasetRoot, MmadDataset};
+use echo_workbench::echo::PipelineContext;
+use echo_workbench::echo::PipelineSettings;
+use echo_workbench::echo::guide::select_by_options;
+use echo_workbench::echo::plan::KnowledgeMode;
+use echo_workbench::knowledge::KnowledgeBase;
+use echo_workbench::knowledge::impact::impact;
+use echo_workbench::knowledge::preview::{ModeOutcome, preview_question};
+use echo_workbench::mllm::EndpointConfig;
+use echo_workbench::mllm::mock::{MockConfig, MockServer, Oracle, Responder, request_text};
+use echo_workbench::ui::{Persisted, Tab, WorkbenchApp};
+use eframe::egui;
+use egui::accesskit::Role;
+use egui_kittest::Harness;
+use egui_kittest::kittest::Queryable;
+
+/// The word the curator's edit adds; the mock model knows the answers only when a
+/// prompt carries it.
+const MARKER: &str = "concentric-burr";
+
+fn sample_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/sample")
+}
+
+fn harness(app: WorkbenchApp) -> Harness<'static, WorkbenchApp> {
+    Harness::builder()
+        .with_size([1440.0, 1800.0])
+        .build_ui_state(|ui, app: &mut WorkbenchApp| app.frame_ui(ui), app)
+}
+
+fn wait_for(
+    h: &mut Harness<'static, WorkbenchApp>,
+    what: &str,
+    done: impl Fn(&mut Harness<'static, WorkbenchApp>) -> bool,
+) {
+    let start = Instant::now();
+    while !done(h) {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "timed out waiting for {what}"
+        );
+        h.step();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    h.step();
+}
+
+fn wait_for_label(h: &mut Harness<'static, WorkbenchApp>, text: &str) {
+    wait_for(h, text, |h| h.query_by_label_contains(text).is_some());
+}
+
+/// A workspace whose settings point at a copy of the sample knowledge (so the test
+/// may edit it) and at `endpoint`.
+fn workspace(dir: &Path, endpoint: Option<EndpointConfig>) -> (PathBuf, PathBuf) {
+    let file = dir.join("domain_knowledge.json");
+    std::fs::copy(sample_dir().join("domain_knowledge.json"), &file).unwrap();
+    let mut settings = Settings {
+        knowledge: Some(file.clone()),
+        ..Settings::default()
+    };
+    if let Some(e) = endpoint {
+        settings.endpoints = vec![e];
+    }
+    let ws = dir.join("ws");
+    settings.save(&Settings::path_in(&ws)).unwrap();
+    (ws, file)
+}
+
+fn knowledge_app(ws: &Path) -> Harness<'static, WorkbenchApp> {
+    let persisted = Persisted {
+        tab: Tab::Knowledge,
+        ..Persisted::default()
+    };
+    let mut h = harness(WorkbenchApp::with_workspace(persisted, ws.to_path_buf()));
+    wait_for(&mut h, "knowledge and dataset", |h| {
+        h.state().knowledge.is_some() && h.state().dataset.is_some()
+    });
+    h.run_steps(2);
+    h
+}
+
+/// Replaces the text of a text field found by its label.
+fn retype(h: &mut Harness<'static, WorkbenchApp>, role: Role, label: &str, text: &str) {
+    h.get_by_role_and_label(role, label).focus();
+    h.step();
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
+    h.key_press(egui::Key::Backspace);
+    h.step();
+    h.get_by_role_and_label(role, label).type_text(text);
+    h.run_steps(2);
+}
+
+fn save_with_note(h: &mut Harness<'static, WorkbenchApp>, note: &str, versions: usize) {
+    retype(h, Role::TextInput, "Note", note);
+    h.get_by_label("Save").click();
+    wait_for(h, "the save", |h| {
+        h.state().knowledge_view.versions.len() == versions
+    });
+}
+
+fn marker_server(latency: Duration) -> MockServer {
+    let sample = sample_dir();
+    let dataset = MmadDataset::load(&sample.join("mmad.json")).unwrap();
+    let oracle = Responder::oracle(Oracle::from_mmad(
+        &dataset,
+        Some(&DatasetRoot::new(&sample)),
+    ));
+    let first = Responder::first_option();
+    MockServer::start(MockConfig {
+        latency,
+        responder: Responder::custom("knows washers once told about burrs", move |body| {
+            if request_text(body).contains(MARKER) {
+                oracle.answer(body)
+            } else {
+                first.answer(body)
+            }
+        }),
+        ..MockConfig::default()
+    })
+    .unwrap()
+}
+
+#[test]
+fn a_curator_fixes_a_description_and_measures_it_on_a_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = marker_server(Duration::from_millis(40));
+    let endpoint = EndpointConfig {
+        name: "mock".into(),
+        base_url: server.url(),
+        model: "mock-vl".into(),
+        max_in_flight: 4,
+        retry_base_ms: 1,
+        ..EndpointConfig::default()
+    };
+    let (ws, file) = workspace(dir.path(), Some(endpoint.clone()));
+    // The baseline: the whole sample under Echo's table, knowledge in category mode.
+    let sample = sample_dir();
+    let mut spec = RunSpec::new(
+        sample.join("mmad.json"),
+        &sample,
+        vec![endpoint],
+        ws.join("runs/20261122T080000-baseline"),
+    );
+    spec.pipeline = PipelineSettings {
+        preset: "echo".into(),
+        knowledge_mode: Some(KnowledgeMode::Category),
+        ..PipelineSettings::default()
+    };
+    spec.knowledge = Some(file.clone());
+    spec.note = "category knowledge".into();
+    let summary = run(&spec, &|_| {}, &RunControl::new()).unwrap();
+    assert_eq!(summary.outcome, RunOutcome::Finished);
+    let reached = {
+        let ctx = PipelineContext::new(spec.pipeline.clone()).unwrap();
+        let dataset = MmadDataset::load(&sample.join("mmad.json")).unwrap();
+        let kb = KnowledgeBase::load(&file).unwrap();
+        impact(&ctx, &dataset, &kb, "Sample", "washer", None).with_category()
+    };
+    assert!(reached > 0);
+
+    let mut h = knowledge_app(&ws);
+    // The first entry, washer's `good`, is open; the runs are listed below it.
+    h.get_by_label("Sample / washer");
+    wait_for_label(&mut h, "20261122T080000-baseline");
+    wait_for_label(
+        &mut h,
+        &format!("{reached} answered questions of `20261122T080000-baseline` about washer"),
+    );
+
+    // An edit: validation goes green, and the re-run waits for a save.
+    retype(
+        &mut h,
+        Role::MultilineTextInput,
+        "Description",
+        &format!("A flat metal ring; a {MARKER} on the inner rim is normal."),
+    );
+    h.get_by_label("No problems");
+    h.get_by_label_contains("Save first");
+    let button = format!("Re-run {reached} questions with the saved knowledge");
+    save_with_note(&mut h, "burrs on the rim are normal", 1);
+    wait_for(&mut h, "the plan for the saved version", |h| {
+        h.query_by_label_contains("Save first").is_none()
+            && h.query_by_label_contains("Working out").is_none()
+            && h.query_by_label(&button).is_some()
+    });
+    h.get_by_label(&button).click();
+    h.step();
+    if let Some(e) = h.query_by_label_contains("Cannot start") {
+        panic!("{e:?}");
+    }
+    assert!(h.state().knowledge_view.rerun.running());
+    // The status bar (drawn before the tab) shows the re-run from the next frame on.
+    h.step();
+    h.get_by_label_contains("re-run washer questions");
+    wait_for(&mut h, "the measurement", |h| {
+        h.state().knowledge_view.rerun.result.is_some()
+    });
+
+    let measured = match h.state().knowledge_view.rerun.result.as_ref().unwrap() {
+        Ok(m) => m,
+        Err(e) => panic!("the re-run was not measured: {e}"),
+    };
+    let effect = &measured.effect;
+    assert_eq!(effect.comparison.common, reached);
+    assert_eq!(effect.unanswered, 0);
+    assert!(
+        effect.subtasks.iter().all(|s| s.after == Some(100.0)),
+        "{:?}",
+        effect.subtasks
+    );
+    let better = effect.comparison.better;
+    let rerun_dir = measured.rerun_dir.clone();
+    assert!(rerun_dir.starts_with(ws.join("runs")));
+    // What the table shows is what was measured.
+    h.get_by_label_contains(&format!("Effect on {reached} questions about washer"));
+    h.get_by_label_contains(&format!("{better} answers became right, 0 became wrong"));
+    assert!(h.get_all_by_label("100.0%").count() >= effect.subtasks.len());
+    let average = effect
+        .subtasks
+        .iter()
+        .find(|s| s.subtask == "Average")
+        .unwrap();
+    h.get_by_label(&format!("{:+.1} points", average.delta().unwrap()));
+
+    // The re-run is a run like any other: open it in Batch.
+    let name = rerun_dir
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let open_label = format!("Open {name} in Batch");
+    h.get_by_label(&open_label).click();
+    h.run_steps(2);
+    assert_eq!(h.state().persisted.tab, Tab::Batch);
+}
+
+#[test]
+fn versions_and_an_outside_change_show_their_diffs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ws, file) = workspace(dir.path(), None);
+    let mut h = knowledge_app(&ws);
+    retype(
+        &mut h,
+        Role::MultilineTextInput,
+        "Description",
+        "A flat ring with a round hole.",
+    );
+    save_with_note(&mut h, "first wording", 1);
+    retype(
+        &mut h,
+        Role::MultilineTextInput,
+        "Description",
+        "A flat steel ring with a round hole.",
+    );
+    save_with_note(&mut h, "say the material", 2);
+
+    h.get_by_label("History (2)").click();
+    h.run_steps(2);
+    h.get_by_label("Changes in v0002").click();
+    wait_for_label(&mut h, "From v0001 (left) to v0002 (right): 1 change(s)");
+    h.get_by_label("changed entry Sample/washer/good");
+    // Both sides of the entry, word by word.
+    h.get_by_label_contains("A flat ring with a round hole.");
+    h.get_by_label_contains("A flat steel ring with a round hole.");
+
+    // Another program rewrites a defect entry: the banner's diff names it.
+    let mut kb = KnowledgeBase::load(&file).unwrap();
+    kb.datasets["Sample"]["washer"]["notch"] = "Notch\nA V-shaped cut in the outer edge.".into();
+    kb.save(&file).unwrap();
+    wait_for(&mut h, "the outside change", |h| {
+        h.state().knowledge_view.external.is_some()
+    });
+    h.get_by_label("Edit").click();
+    h.run_steps(2);
+    h.get_by_label("Show diff").click();
+    h.run_steps(2);
+    h.get_by_label("From your draft (left) to the file on disk (right):");
+    h.get_by_label("changed entry Sample/washer/notch");
+    h.get_by_label_contains("A V-shaped cut in the outer edge.");
+    assert_eq!(
+        h.get_all_by_label_contains("changed entry").count(),
+        1,
+        "the banner lists only the notch entry (the good entry is saved and unchanged)"
+    );
+}
+
+#[test]
+fn the_preview_shows_what_the_pipeline_selects_for_the_question() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ws, file) = workspace(dir.path(), None);
+    let mut h = knowledge_app(&ws);
+    h.get_by_label("washer (4)").click();
+    h.run_steps(2);
+    h.get_by_label("notch").click();
+    h.run_steps(2);
+    h.get_by_label("Preview").click();
+    wait_for_label(&mut h, "Mode options");
+    wait_for(&mut h, "the preview", |h| {
+        h.query_by_label_contains("Running the Knowledge Guide")
+            .is_none()
+    });
+
+    // The panel picks a notch image and its Defect Classification question.
+    let sample = sample_dir();
+    let dataset = MmadDataset::load(&sample.join("mmad.json")).unwrap();
+    let (key, entry) = dataset
+        .entries
+        .iter()
+        .find(|(k, _)| k.starts_with("Sample/washer/test/notch/"))
+        .unwrap();
+    let turn = entry
+        .conversation
+        .iter()
+        .position(|q| q.qtype.as_str() == "Defect Classification")
+        .unwrap();
+    let chosen = |h: &Harness<'static, WorkbenchApp>, combo: &str| {
+        format!("{:?}", h.get_by_role_and_label(Role::ComboBox, combo))
+    };
+    assert!(chosen(&h, "Image").contains(&format!("value: {key:?}")));
+    let question = format!("{}. Defect Classification: ", turn + 1);
+    assert!(
+        chosen(&h, "Question").contains(&question),
+        "{}",
+        chosen(&h, "Question")
+    );
+
+    // Every mode's block as the pipeline builds it from the file.
+    let kb = Arc::new(KnowledgeBase::load(&file).unwrap());
+    let settings = Settings::load(&Settings::path_in(&ws)).unwrap().pipeline;
+    let preview = preview_question(
+        &settings,
+        kb.clone(),
+        None,
+        &DatasetRoot::new(&sample),
+        key,
+        entry,
+        turn,
+    )
+    .unwrap();
+    let mut snippets = 0;
+    for m in &preview.modes {
+        if let ModeOutcome::Snippet { text, entries, .. } = &m.outcome {
+            // Two modes may pick the same entries; each block is shown.
+            assert!(
+                h.query_all_by_label(text.as_str()).count() >= 1,
+                "{}: {text}",
+                m.mode
+            );
+            let line = format!(
+                "Entries: {} · {} characters",
+                entries.join(", "),
+                text.chars().count()
+            );
+            assert!(h.query_all_by_label_contains(&line).count() >= 1, "{line}");
+            snippets += 1;
+        }
+    }
+    assert!(snippets >= 2, "category and options modes give blocks");
+    // Options mode keeps `good` plus the entries the options name, as the guide does.
+    let options = &entry.conversation[turn].options;
+    let picked = select_by_options(&kb.datasets["Sample"]["washer"], options).entries;
+    assert!(picked.iter().any(|e| e == "notch"), "{picked:?}");
+    let options_line = format!("Entries: {} ·", picked.join(", "));
+    assert!(
+        h.query_all_by_label_contains(&options_line).count() >= 1,
+        "{options_line}"
+    );
+    // ... and says which option picked which entry.
+    let letter = options
+        .iter()
+        .find(|(_, text)| text.to_lowercase().contains("notch"))
+        .map(|(l, _)| l.clone())
+        .unwrap();
+    h.get_by_label_contains(&format!("{letter} \"{}\" picks notch", options[&letter]));
+}
