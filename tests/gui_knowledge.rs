@@ -19,7 +19,7 @@ use echo_workbench::knowledge::KnowledgeBase;
 use echo_workbench::knowledge::impact::impact;
 use echo_workbench::knowledge::preview::{ModeOutcome, preview_question};
 use echo_workbench::mllm::EndpointConfig;
-use echo_workbench::mllm::mock::{MockConfig, MockServer, Oracle, Responder, request_text};
+use echo_workbench::mllm::mock::{MockConfig, MockServer, Oracle, Responder};
 use echo_workbench::ui::{Persisted, Tab, WorkbenchApp};
 use eframe::egui;
 use egui::accesskit::Role;
@@ -117,16 +117,9 @@ fn marker_server(latency: Duration) -> MockServer {
         &dataset,
         Some(&DatasetRoot::new(&sample)),
     ));
-    let first = Responder::first_option();
     MockServer::start(MockConfig {
         latency,
-        responder: Responder::custom("knows washers once told about burrs", move |body| {
-            if request_text(body).contains(MARKER) {
-                oracle.answer(body)
-            } else {
-                first.answer(body)
-            }
-        }),
+        responder: Responder::only_when(MARKER, oracle),
         ..MockConfig::default()
     })
     .unwrap()

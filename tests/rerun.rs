@@ -18,7 +18,7 @@ use echo_workbench::echo::plan::KnowledgeMode;
 use echo_workbench::knowledge::KnowledgeBase;
 use echo_workbench::knowledge::impact::impact;
 use echo_workbench::mllm::EndpointConfig;
-use echo_workbench::mllm::mock::{MockConfig, MockServer, Oracle, Responder, request_text};
+use echo_workbench::mllm::mock::{MockConfig, MockServer, Oracle, Responder};
 
 /// The word the curator's edit adds to the washer knowledge.
 const MARKER: &str = "concentric-burr";
@@ -34,15 +34,8 @@ fn marker_server() -> MockServer {
     let dataset = MmadDataset::load(&sample.join("mmad.json")).unwrap();
     let root = DatasetRoot::new(&sample);
     let oracle = Responder::oracle(Oracle::from_mmad(&dataset, Some(&root)));
-    let first = Responder::first_option();
     MockServer::start(MockConfig {
-        responder: Responder::custom("knows washers once told about burrs", move |body| {
-            if request_text(body).contains(MARKER) {
-                oracle.answer(body)
-            } else {
-                first.answer(body)
-            }
-        }),
+        responder: Responder::only_when(MARKER, oracle),
         ..MockConfig::default()
     })
     .unwrap()

@@ -34,6 +34,11 @@ pub struct MockServerArgs {
     /// apart by the query image's hash (default: the folder holding the mmad.json).
     #[arg(long)]
     root: Option<PathBuf>,
+    /// Answer by --answer only when the prompt contains this text, else with the first
+    /// option's letter: with `oracle:`, a stand-in model that gets better once the
+    /// knowledge mentions the word (to try measuring a knowledge edit without a GPU).
+    #[arg(long, value_name = "TEXT")]
+    only_when: Option<String>,
     /// Model names listed by GET /v1/models (any name is accepted in requests).
     #[arg(long = "model", default_values_t = vec!["mock-vl".to_string()])]
     models: Vec<String>,
@@ -99,6 +104,11 @@ pub fn run(args: &MockServerArgs) -> anyhow::Result<ExitCode> {
             }
             Responder::oracle(Oracle::from_mmad(&dataset, root.as_ref()))
         }
+    };
+    let responder = match &args.only_when {
+        Some(word) if !word.is_empty() => Responder::only_when(word.clone(), responder),
+        Some(_) => bail!("--only-when needs some text"),
+        None => responder,
     };
     let faults = if args.fail_rate > 0.0 {
         FaultPlan::random(vec![(Fault::Http500, args.fail_rate)], args.seed)

@@ -185,6 +185,26 @@ impl Responder {
         )
     }
 
+    /// `inner` when the prompt contains `word`, else the first option: a model that
+    /// knows the answers only once told something, to watch a knowledge edit work.
+    pub fn only_when(word: impl Into<String>, inner: Responder) -> Self {
+        let word = word.into();
+        let first = Responder::first_option();
+        Responder::custom(
+            format!(
+                "{} when the prompt says {word:?}, else the first option",
+                inner.name
+            ),
+            move |body| {
+                if request_text(body).contains(&word) {
+                    inner.answer(body)
+                } else {
+                    first.answer(body)
+                }
+            },
+        )
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }

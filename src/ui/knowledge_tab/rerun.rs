@@ -91,7 +91,6 @@ impl RerunView {
             cancel: Some(live.run.stop_token()),
         })
     }
-
 }
 
 pub fn poll(state: &mut KnowledgeState) {
