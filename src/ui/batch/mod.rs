@@ -29,8 +29,8 @@ pub use drill::DrillState;
 pub use model::{RunModel, RunPhase, SharedRun};
 pub(super) use new_run::start as start_live_run;
 pub use new_run::{LiveRun, NewRunForm};
+pub(super) use runs::run_folder_name;
 pub use runs::{RunRow, TRASH_DIR, runs_dir};
-pub(super) use runs::{run_folder_name, utc_stamp};
 
 pub struct ScoreResult {
     pub path: PathBuf,

@@ -430,7 +430,7 @@ impl NewRunForm {
         } else {
             self.name.trim().to_string()
         };
-        let folder = runs::run_folder_name(&runs::utc_stamp(std::time::SystemTime::now()), &name);
+        let folder = runs::run_folder_name(&crate::util::time::now_seconds(), &name);
         let out = runs::runs_dir(cx.workspace).join(folder);
         let mut spec = RunSpec::new(self.dataset_path.trim(), self.root.trim(), endpoints, out);
         spec.selection = selection;

@@ -200,37 +200,3 @@ mod tests {
         );
     }
 }
-
-/// The current time as `YYYYMMDDTHHMMSS` UTC, for new run folder names.
-pub fn utc_stamp(now: std::time::SystemTime) -> String {
-    let secs = now
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-#[cfg(test)]
-mod stamp_tests {
-    #[test]
-    fn utc_stamp_matches_known_dates() {
-        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_795_337_593);
-        assert_eq!(super::utc_stamp(t), "20261122T085313");
-        assert_eq!(super::utc_stamp(std::time::UNIX_EPOCH), "19700101T000000");
-    }
-}

@@ -15,7 +15,7 @@ use crate::bench::run_folder::{RunFolder, RunSummaryRow, list_runs};
 use crate::bench::score::{AVERAGE, ScoreOptions};
 use crate::jobs::Progress;
 use crate::ui::Command;
-use crate::ui::batch::{LiveRun, SharedRun, run_folder_name, runs_dir, start_live_run, utc_stamp};
+use crate::ui::batch::{LiveRun, SharedRun, run_folder_name, runs_dir, start_live_run};
 use crate::ui::jobs::Job;
 use crate::ui::status::Activity;
 
@@ -313,7 +313,7 @@ pub fn ui(state: &mut KnowledgeState, ui: &mut egui::Ui, sel: &Selection, env: &
                 view.start_error = None;
                 let mut spec = spec;
                 spec.out = runs_dir(env.workspace).join(run_folder_name(
-                    &utc_stamp(std::time::SystemTime::now()),
+                    &crate::util::time::now_seconds(),
                     &format!("rerun-{}", sel.category),
                 ));
                 match start_live_run(spec, ScoreOptions::default(), Some(ui.ctx().clone())) {
