@@ -123,6 +123,7 @@ fn manifest(question_count: usize) -> RunManifest {
         }],
         image_affinity: true,
         note: "sample run".into(),
+        forced_from: Vec::new(),
     }
 }
 

@@ -422,6 +422,9 @@ fn push_settings(h: &mut String, run: &RunFolder) {
         let _ = writeln!(h, "<tr><th>{}</th><td>{}</td></tr>", e(k), e(&v));
     };
     row("Note", m.note.clone());
+    if let Some(mixed) = m.mixed_settings_note() {
+        row("Mixed settings", mixed);
+    }
     row("Tool version", m.tool_version.clone());
     row("Started", m.started_at.clone());
     row(

@@ -104,6 +104,24 @@ pub struct RunManifest {
     /// A note for people (the GUI's run name, an ablation's purpose).
     #[serde(default)]
     pub note: String,
+    /// Settings this folder was forced to continue from, oldest first. Records made
+    /// before a forced resume answered under the earlier settings, so a run with
+    /// entries here mixes settings and says so wherever it is shown.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forced_from: Vec<ForcedResume>,
+}
+
+/// One `--force` resume under settings that differ from the folder's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ForcedResume {
+    /// When the forced resume started (RFC 3339 UTC).
+    pub at: String,
+    /// The earlier settings' fingerprint; `None` when their manifest was unreadable.
+    pub fingerprint: Option<String>,
+    /// What differed, named for a person (see [`RunManifest::differences`]).
+    pub differences: Vec<String>,
+    /// Journal records at that moment, all made under earlier settings.
+    pub records_before: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -161,6 +179,30 @@ impl RunManifest {
         };
         let bytes = serde_json::to_vec(&f).expect("manifest fields serialize");
         crate::util::fsx::sha256_bytes(&bytes)
+    }
+
+    /// For people, when the run mixes settings: each forced resume, when, after how
+    /// many records, and what differed. `None` for a run made under one set.
+    pub fn mixed_settings_note(&self) -> Option<String> {
+        if self.forced_from.is_empty() {
+            return None;
+        }
+        let each: Vec<String> = self
+            .forced_from
+            .iter()
+            .map(|f| {
+                format!(
+                    "at {} after {} record(s) ({})",
+                    f.at,
+                    f.records_before,
+                    f.differences.join(", ")
+                )
+            })
+            .collect();
+        Some(format!(
+            "this run mixes settings: it was forced to continue under new ones {}; records made before were answered under the earlier settings",
+            each.join("; ")
+        ))
     }
 
     /// The settings that differ from `other` in a way that changes answers, named for
@@ -266,6 +308,7 @@ mod tests {
             }],
             image_affinity: false,
             note: String::new(),
+            forced_from: Vec::new(),
         }
     }
 

@@ -195,6 +195,11 @@ pub fn merge_runs(inputs: &[RunFolder]) -> Result<Merged, MergeError> {
         }
     }
     manifest.note = notes.join(" + ");
+    // A shard forced onto other settings mixes them; the merged run says so too.
+    manifest.forced_from = inputs
+        .iter()
+        .flat_map(|r| r.manifest.forced_from.iter().cloned())
+        .collect();
 
     Ok(Merged {
         manifest,

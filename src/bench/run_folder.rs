@@ -320,6 +320,7 @@ pub(crate) mod tests {
             }],
             image_affinity: false,
             note: "unit".into(),
+            forced_from: Vec::new(),
         }
     }
 

@@ -33,8 +33,8 @@ use super::journal::{
 };
 use super::lock::{LockError, RunLock};
 use super::manifest::{
-    DatasetRef, EndpointSummary, KnowledgeRef, MANIFEST_FILE, MANIFEST_FORMAT, ManifestError,
-    MemoryRef, RunManifest, Selection, Shard,
+    DatasetRef, EndpointSummary, ForcedResume, KnowledgeRef, MANIFEST_FILE, MANIFEST_FORMAT,
+    ManifestError, MemoryRef, RunManifest, Selection, Shard,
 };
 use super::score::{AnswerRecord, ScoreOptions, score};
 use super::select::{SelectError, select};
@@ -737,6 +737,7 @@ fn prepare(spec: &RunSpec) -> Result<Prepared, RunError> {
             .collect(),
         image_affinity: spec.image_affinity,
         note: spec.note.clone(),
+        forced_from: Vec::new(),
     };
 
     let journal_path = spec.out.join(JOURNAL_FILE);
@@ -763,6 +764,15 @@ fn prepare(spec: &RunSpec) -> Result<Prepared, RunError> {
                         differences,
                     });
                 }
+                manifest.forced_from = old.forced_from.clone();
+                if !differences.is_empty() {
+                    manifest.forced_from.push(ForcedResume {
+                        at: rfc3339_now(),
+                        fingerprint: Some(old.fingerprint()),
+                        differences,
+                        records_before: existing.records.len(),
+                    });
+                }
                 manifest.started_at = old.started_at;
             }
             Err(e) if !spec.force => {
@@ -771,7 +781,12 @@ fn prepare(spec: &RunSpec) -> Result<Prepared, RunError> {
                     reason: e.to_string(),
                 });
             }
-            Err(_) => {}
+            Err(e) => manifest.forced_from.push(ForcedResume {
+                at: rfc3339_now(),
+                fingerprint: None,
+                differences: vec![format!("unreadable manifest ({e})")],
+                records_before: existing.records.len(),
+            }),
         }
     }
     let retrying = if spec.retry_errors && has_run {
@@ -1244,6 +1259,27 @@ mod tests {
         let summary = run(&spec, &|_| {}, &RunControl::new()).unwrap();
         assert_eq!((summary.already_done, summary.written), (12, 8));
         assert_eq!(server.chat_count() - before, 8);
+        // The forced resume is on record: the first 12 answers came under other settings.
+        let forced = RunManifest::load(&out.join(MANIFEST_FILE)).unwrap();
+        assert_eq!(forced.forced_from.len(), 1);
+        let f = &forced.forced_from[0];
+        assert_eq!(f.records_before, 12);
+        assert_eq!(f.differences, ["question selection"]);
+        assert_eq!(
+            f.fingerprint.as_deref(),
+            Some(manifest.fingerprint().as_str())
+        );
+        let note = forced.mixed_settings_note().unwrap();
+        assert!(
+            note.contains("after 12 record(s) (question selection)"),
+            "{note}"
+        );
+        // Resuming under the same settings again adds nothing to that history.
+        spec.force = false;
+        run(&spec, &|_| {}, &RunControl::new()).unwrap();
+        let again = RunManifest::load(&out.join(MANIFEST_FILE)).unwrap();
+        assert_eq!(again.forced_from, forced.forced_from);
+        assert!(manifest.mixed_settings_note().is_none());
     }
 
     #[test]

@@ -210,6 +210,9 @@ fn notes(args: &ScoreArgs, path: &Path, input: &Input, table: &ScoreTable) {
             say(format!(
                 "{prefix}coverage: {answered} answered, {errors} error(s), {missing} missing of {question_count} question(s)"
             ));
+            if let Some(mixed) = run.manifest.mixed_settings_note() {
+                say(format!("{prefix}warning: {mixed}"));
+            }
             if run.torn_last_line {
                 say(format!(
                     "{prefix}note: the journal's last line was torn (an interrupted write) and was ignored"

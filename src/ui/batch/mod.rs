@@ -421,6 +421,11 @@ impl BatchState {
                     ui.label(format!("\"{}\"", m.note));
                 }
                 ui.label(phase_text(&model.phase));
+                if let Some(mixed) = model.manifest.as_ref().and_then(|m| m.mixed_settings_note())
+                {
+                    ui.colored_label(ui.visuals().warn_fg_color, "mixed settings")
+                        .on_hover_text(mixed);
+                }
                 let live = current.live.as_ref();
                 match &model.phase {
                     RunPhase::Running => {
