@@ -141,6 +141,9 @@ pub struct RunSpec {
     /// Drop the journal's error records and ask those questions again (implies resume).
     pub retry_errors: bool,
     pub note: String,
+    /// Tests only: the question whose task panics, to check a run survives one.
+    #[cfg(test)]
+    panic_on: Option<usize>,
 }
 
 impl RunSpec {
@@ -170,6 +173,8 @@ impl RunSpec {
             force: false,
             retry_errors: false,
             note: String::new(),
+            #[cfg(test)]
+            panic_on: None,
         }
     }
 }
@@ -536,6 +541,8 @@ struct Shared {
     root: DatasetRoot,
     context: PipelineContext,
     endpoints: Vec<Endpoint>,
+    #[cfg(test)]
+    panic_on: Option<usize>,
 }
 
 /// A question waiting to be asked.
@@ -565,6 +572,10 @@ struct Finished {
 
 async fn ask(shared: Arc<Shared>, work: Work, e: usize, abandon: CancelToken) -> Finished {
     let start = Instant::now();
+    #[cfg(test)]
+    if shared.panic_on == Some(work.index) {
+        panic!("injected panic for question {}", work.index);
+    }
     let backend = CountingBackend {
         endpoint: &shared.endpoints[e],
         attempts: AtomicU32::new(0),
@@ -815,6 +826,8 @@ fn prepare(spec: &RunSpec) -> Result<Prepared, RunError> {
             root: DatasetRoot::new(spec.root.clone()),
             context,
             endpoints,
+            #[cfg(test)]
+            panic_on: spec.panic_on,
         }),
         manifest,
         manifest_path,
@@ -898,6 +911,19 @@ impl Tallies {
     fn accuracy(&self) -> Option<f64> {
         (self.answered > 0).then(|| self.correct as f64 / self.answered as f64)
     }
+}
+
+/// What a failed task says: the panic's message when it has one.
+fn panic_message(e: tokio::task::JoinError) -> String {
+    if !e.is_panic() {
+        return e.to_string();
+    }
+    let payload = e.into_panic();
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
 }
 
 fn record_for(shared: &Shared, f: Finished) -> Option<JournalRecord> {
@@ -996,6 +1022,8 @@ async fn execute(
     let mut dispatcher = Dispatcher::new(capacity, image_affinity);
     let mut pending: VecDeque<Work> = std::mem::take(&mut p.pending).into();
     let mut tasks = tokio::task::JoinSet::new();
+    // What each task asks, to record a question whose task panicked.
+    let mut in_flight: HashMap<tokio::task::Id, (Work, usize, Instant)> = HashMap::new();
     let abandon = control.abandon.clone();
     let mut written = 0usize;
     let mut last_progress = Instant::now();
@@ -1045,22 +1073,41 @@ async fn execute(
                     dispatcher.release(e);
                     break;
                 };
-                tasks.spawn(ask(p.shared.clone(), work, e, abandon.clone()));
+                let started = (work.clone(), e, Instant::now());
+                let handle = tasks.spawn(ask(p.shared.clone(), work, e, abandon.clone()));
+                in_flight.insert(handle.id(), started);
             }
         }
         if tasks.is_empty() && (pending.is_empty() || stopping) {
             break;
         }
         tokio::select! {
-            joined = tasks.join_next(), if !tasks.is_empty() => {
+            joined = tasks.join_next_with_id(), if !tasks.is_empty() => {
                 let Some(joined) = joined else { continue };
                 let finished = match joined {
-                    Ok(f) => f,
-                    // A panicking question must not take the run down; its slot is
-                    // lost for this session and a resume asks it again.
+                    Ok((id, f)) => {
+                        in_flight.remove(&id);
+                        f
+                    }
+                    // A panicking question must not take the run down: it is recorded
+                    // as an error (so --retry-errors asks it again) and its endpoint
+                    // slot is freed.
                     Err(e) => {
-                        tracing::error!("a question task failed: {e}");
-                        continue;
+                        let Some((work, endpoint, started)) = in_flight.remove(&e.id()) else {
+                            tracing::error!("a question task failed: {e}");
+                            continue;
+                        };
+                        tracing::error!("question {} failed inside the workbench: {e}", work.index);
+                        Finished {
+                            work,
+                            endpoint,
+                            outcome: Outcome::Failed {
+                                message: format!("internal error while answering: {}", panic_message(e)),
+                                traces: Vec::new(),
+                            },
+                            attempts: 1,
+                            latency: started.elapsed(),
+                        }
                     }
                 };
                 dispatcher.release(finished.endpoint);
@@ -1280,6 +1327,41 @@ mod tests {
         let again = RunManifest::load(&out.join(MANIFEST_FILE)).unwrap();
         assert_eq!(again.forced_from, forced.forced_from);
         assert!(manifest.mixed_settings_note().is_none());
+    }
+
+    #[test]
+    fn a_panicking_question_is_recorded_as_an_error_and_frees_its_slot() {
+        let server = MockServer::start(MockConfig::default()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("run");
+        let mut spec = sample_spec(&server, &out);
+        spec.selection.limit = Some(6);
+        // One slot: a slot lost with the panic would leave the run waiting forever.
+        spec.endpoints[0].max_in_flight = 1;
+        spec.panic_on = Some(2);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let s = spec.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(run(&s, &|_| {}, &RunControl::new()));
+        });
+        let summary = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the run ends after a panicking question")
+            .unwrap();
+        assert_eq!((summary.written, summary.errors), (6, 1));
+        let journal = read_journal(&out.join(JOURNAL_FILE)).unwrap();
+        let failed = journal.records.iter().find(|r| r.index == 2).unwrap();
+        assert_eq!(failed.status, RecordStatus::Error);
+        let message = failed.error.as_deref().unwrap();
+        assert!(
+            message.contains("internal error while answering: injected panic for question 2"),
+            "{message}"
+        );
+        // It is asked again like any error.
+        spec.panic_on = None;
+        spec.retry_errors = true;
+        let summary = run(&spec, &|_| {}, &RunControl::new()).unwrap();
+        assert_eq!((summary.written, summary.errors), (1, 0));
     }
 
     #[test]
