@@ -38,6 +38,9 @@ pub struct ScoreResult {
     pub journal_errors: usize,
 }
 
+/// Characters of a run's note shown in the runs table (the rest on hover).
+const NOTE_CHARS: usize = 40;
+
 /// The Batch tab's sub-views.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BatchView {
@@ -658,7 +661,14 @@ impl BatchState {
                                 }
                             });
                             let m = row.manifest.as_ref();
-                            ui.label(m.map_or("", |m| m.note.as_str()));
+                            let note = m.map_or("", |m| m.note.as_str());
+                            // Long notes (a re-run's) would push the scores off the table.
+                            if note.chars().count() > NOTE_CHARS {
+                                let short: String = note.chars().take(NOTE_CHARS - 1).collect();
+                                ui.label(format!("{short}…")).on_hover_text(note);
+                            } else {
+                                ui.label(note);
+                            }
                             ui.label(row.models());
                             ui.label(m.map_or(String::new(), |m| m.pipeline.preset.clone()));
                             ui.label(m.map_or(String::new(), |m| {
@@ -670,7 +680,10 @@ impl BatchState {
                             .on_hover_text(
                                 m.map_or(String::new(), |m| m.dataset.path.display().to_string()),
                             );
-                            ui.label(m.map_or("", |m| m.started_at.as_str()));
+                            // To the minute: the seconds and milliseconds are in the manifest.
+                            let started = m.map_or("", |m| m.started_at.as_str());
+                            ui.label(started.get(..16).unwrap_or(started).replace('T', " "))
+                                .on_hover_text(started);
                             ui.label(row.question_count().to_string());
                             ui.label(row.answered.to_string());
                             ui.label(row.errors.to_string());
