@@ -503,29 +503,20 @@ struct CountingBackend<'a> {
 impl ChatBackend for CountingBackend<'_> {
     fn chat<'a>(&'a self, req: &'a ChatRequest, cancel: &'a CancelToken) -> ChatFuture<'a> {
         Box::pin(async move {
-            match self.endpoint.client.chat(req, cancel).await {
-                Ok(reply) => {
-                    self.attempts.fetch_add(reply.attempts, Ordering::Relaxed);
-                    Ok(reply)
-                }
+            // Every HTTP attempt counts, including retries before a final failure.
+            match self
+                .endpoint
+                .client
+                .chat_counted(req, cancel, &self.attempts)
+                .await
+            {
+                Ok(reply) => Ok(reply),
                 Err(_) if cancel.is_cancelled() => {
                     Err(PipelineError::Cancelled { traces: Vec::new() })
                 }
-                Err(e) => {
-                    // The client gives up on a retryable failure only after its last
-                    // retry; other failures end the call at once (earlier retryable
-                    // failures of the same call are not visible here, so this is a
-                    // lower bound for them).
-                    let spent = if e.is_retryable() {
-                        self.endpoint.client.config().max_retries + 1
-                    } else {
-                        1
-                    };
-                    self.attempts.fetch_add(spent, Ordering::Relaxed);
-                    Err(PipelineError::Backend {
-                        message: e.to_string(),
-                    })
-                }
+                Err(e) => Err(PipelineError::Backend {
+                    message: e.to_string(),
+                }),
             }
         })
     }
@@ -1401,6 +1392,36 @@ mod tests {
         let mut indices: Vec<usize> = journal.records.iter().map(|r| r.index).collect();
         indices.sort_unstable();
         assert_eq!(indices, (0..10).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn attempts_count_every_http_try_of_a_question() {
+        // First question: 500, 500, then a 400 that ends it. Second: 503 then an answer.
+        let server = MockServer::start(MockConfig {
+            faults: FaultPlan::script(vec![
+                Fault::Status(500),
+                Fault::Status(500),
+                Fault::Status(400),
+                Fault::Status(503),
+            ]),
+            ..MockConfig::default()
+        })
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("run");
+        let mut spec = sample_spec(&server, &out);
+        spec.selection.limit = Some(3);
+        spec.endpoints[0].max_in_flight = 1;
+        spec.endpoints[0].max_retries = 4;
+        run(&spec, &|_| {}, &RunControl::new()).unwrap();
+        let journal = read_journal(&out.join(JOURNAL_FILE)).unwrap();
+        let attempts: Vec<(bool, u32)> = journal
+            .records
+            .iter()
+            .map(|r| (r.is_ok(), r.attempts))
+            .collect();
+        assert_eq!(attempts, [(false, 3), (true, 2), (true, 1)]);
+        assert_eq!(server.chat_count(), 6);
     }
 
     #[test]

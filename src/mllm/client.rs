@@ -1,6 +1,7 @@
 //! The client for one OpenAI-compatible endpoint.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use hyper::body::Bytes;
@@ -224,6 +225,17 @@ impl MllmClient {
         req: &ChatRequest,
         cancel: &CancelToken,
     ) -> Result<ChatReply, MllmError> {
+        self.chat_counted(req, cancel, &AtomicU32::new(0)).await
+    }
+
+    /// [`Self::chat`], adding every HTTP attempt to `attempts` as it is made, so a
+    /// caller knows what a failed call cost (a reply carries its own count).
+    pub async fn chat_counted(
+        &self,
+        req: &ChatRequest,
+        cancel: &CancelToken,
+        attempts: &AtomicU32,
+    ) -> Result<ChatReply, MllmError> {
         let sources: Vec<Source<'_>> = req
             .parts
             .iter()
@@ -232,7 +244,8 @@ impl MllmClient {
                 Part::Image(path) => Source::File(path),
             })
             .collect();
-        self.send(req.system.as_deref(), &sources, cancel).await
+        self.send(req.system.as_deref(), &sources, cancel, attempts)
+            .await
     }
 
     async fn send(
@@ -240,6 +253,7 @@ impl MllmClient {
         system: Option<&str>,
         sources: &[Source<'_>],
         cancel: &CancelToken,
+        made: &AtomicU32,
     ) -> Result<ChatReply, MllmError> {
         let start = Instant::now();
         let cfg = &self.inner.cfg;
@@ -272,6 +286,7 @@ impl MllmClient {
                 _ = wait_cancelled(cancel) => return Err(cancelled()),
                 p = self.inner.slots.acquire() => p.map_err(|_| cancelled())?,
             };
+            made.fetch_add(1, Ordering::Relaxed);
             let outcome = tokio::select! {
                 biased;
                 _ = wait_cancelled(cancel) => return Err(cancelled()),
@@ -393,7 +408,9 @@ impl MllmClient {
                 "Name the main colour of the first image and of the second image, in a few words.",
             ),
         ];
-        let result = self.send(None, &sources, &CancelToken::new()).await;
+        let result = self
+            .send(None, &sources, &CancelToken::new(), &AtomicU32::new(0))
+            .await;
         report.latency_ms = millis(start.elapsed());
         let listed = || {
             let mut names: Vec<&str> = report.models.iter().take(5).map(String::as_str).collect();
