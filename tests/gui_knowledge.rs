@@ -172,6 +172,9 @@ fn a_curator_fixes_a_description_and_measures_it_on_a_run() {
         &format!("{reached} answered questions of `20261122T080000-baseline` about washer"),
     );
 
+    // Nothing edited yet: the run read this very version, and the tab says so.
+    h.get_by_label_contains("The saved knowledge is the version this run read");
+
     // An edit: validation goes green, and the re-run waits for a save.
     retype(
         &mut h,
@@ -188,6 +191,7 @@ fn a_curator_fixes_a_description_and_measures_it_on_a_run() {
             && h.query_by_label_contains("Working out").is_none()
             && h.query_by_label(&button).is_some()
     });
+    assert!(h.query_by_label_contains("is the version this run read").is_none());
     h.get_by_label(&button).click();
     h.step();
     if let Some(e) = h.query_by_label_contains("Cannot start") {

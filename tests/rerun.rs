@@ -102,8 +102,18 @@ fn edit_washer(path: &Path) -> KnowledgeBase {
 #[test]
 fn a_rerun_asks_only_the_reached_questions_and_measures_the_edit() {
     let s = baseline(KnowledgeMode::Category);
-    let kb = edit_washer(&s.knowledge);
     let before = RunFolder::open(&s.baseline).unwrap();
+    // Unedited, the knowledge is the version the run read: the plan says so.
+    let unedited = KnowledgeBase::load(&s.knowledge).unwrap();
+    let same = EditedCategory {
+        knowledge: &unedited,
+        knowledge_path: &s.knowledge,
+        dataset: "Sample",
+        category: "washer",
+    };
+    let plan = plan_rerun(&before, same, &[], s.baseline.with_file_name("x")).unwrap();
+    assert!(plan.same_knowledge(&unedited) && !plan.reads_other_file);
+    let kb = edit_washer(&s.knowledge);
     let edited = EditedCategory {
         knowledge: &kb,
         knowledge_path: &s.knowledge,
@@ -112,6 +122,7 @@ fn a_rerun_asks_only_the_reached_questions_and_measures_the_edit() {
     };
     let out = s.baseline.with_file_name("rerun");
     let plan = plan_rerun(&before, edited, &[], out.clone()).unwrap();
+    assert!(!plan.same_knowledge(&kb) && !plan.reads_other_file);
 
     // Exactly the washer questions of the types whose prompts carry knowledge: the
     // same count the Knowledge tab's impact table shows for this category.

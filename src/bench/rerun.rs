@@ -13,7 +13,7 @@ use indexmap::IndexMap;
 
 use super::compare::{Comparison, compare, latest_by_index};
 use super::journal::JournalRecord;
-use super::manifest::Selection;
+use super::manifest::{KnowledgeRef, Selection};
 use super::run_folder::{RunFolder, RunFolderError};
 use super::runner::{RunError, RunSpec};
 use super::score::{AVERAGE, ScoreOptions, merged_question_type};
@@ -79,6 +79,20 @@ pub struct RerunPlan {
     pub errors_left_out: usize,
     /// The run to start; `None` when no question is reached.
     pub spec: Option<RunSpec>,
+    /// The knowledge the baseline read (its file and content hash).
+    pub baseline_knowledge: Option<KnowledgeRef>,
+    /// The baseline read another file than the edited one.
+    pub reads_other_file: bool,
+}
+
+impl RerunPlan {
+    /// The edited knowledge has the very content the baseline read: a re-run would
+    /// measure only how much the model's answers vary.
+    pub fn same_knowledge(&self, edited: &KnowledgeBase) -> bool {
+        self.baseline_knowledge
+            .as_ref()
+            .is_some_and(|k| k.version == edited.content_hash())
+    }
 }
 
 /// Works out which of the baseline's questions the edit reaches and the spec that
@@ -124,6 +138,11 @@ pub fn plan_rerun(
         unreached: 0,
         errors_left_out: 0,
         spec: None,
+        baseline_knowledge: m.knowledge.clone(),
+        reads_other_file: m.knowledge.as_ref().is_some_and(|k| {
+            let real = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+            real(&k.path) != real(edited.knowledge_path)
+        }),
     };
     for r in latest.values() {
         if crate::dataset::category_of(&r.image) != edited.category {

@@ -259,6 +259,23 @@ pub fn ui(state: &mut KnowledgeState, ui: &mut egui::Ui, sel: &Selection, env: &
     };
     let current = *shown_key == key;
     ui.label(plan_summary(plan, &sel.category));
+    if let Some(k) = &plan.baseline_knowledge {
+        if plan.same_knowledge(&doc.saved) {
+            ui.colored_label(
+                ui.visuals().warn_fg_color,
+                "The saved knowledge is the version this run read: a re-run now shows only how much the model's answers vary.",
+            );
+        } else if plan.reads_other_file {
+            ui.label(
+                egui::RichText::new(format!(
+                    "The run read {}; the re-run reads {}. Only this category's text reaches these questions.",
+                    k.path.display(),
+                    doc.path.display()
+                ))
+                .weak(),
+            );
+        }
+    }
     let running = view.live.as_ref().is_some_and(|l| l.run.is_running());
     let blocker = if doc.dirty {
         Some("Save first: the re-run reads the knowledge file on disk and records its version.")
