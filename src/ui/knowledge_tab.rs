@@ -1110,13 +1110,13 @@ impl KnowledgeState {
         };
         let heading = match &sel.entry {
             Some(e) => format!(
-                "Impact: {} of {} questions about {} get this category's knowledge (entry `{e}`: see the last column)",
+                "Impact with the current settings: {} of {} questions about {} get this category's knowledge (entry `{e}`: see the last column)",
                 imp.with_category(),
                 imp.questions(),
                 sel.category
             ),
             None => format!(
-                "Impact: {} of {} questions about {} get this category's knowledge",
+                "Impact with the current settings: {} of {} questions about {} get this category's knowledge",
                 imp.with_category(),
                 imp.questions(),
                 sel.category
