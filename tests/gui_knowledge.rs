@@ -191,7 +191,10 @@ fn a_curator_fixes_a_description_and_measures_it_on_a_run() {
             && h.query_by_label_contains("Working out").is_none()
             && h.query_by_label(&button).is_some()
     });
-    assert!(h.query_by_label_contains("is the version this run read").is_none());
+    assert!(
+        h.query_by_label_contains("is the version this run read")
+            .is_none()
+    );
     h.get_by_label(&button).click();
     h.step();
     if let Some(e) = h.query_by_label_contains("Cannot start") {
