@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use echo_workbench::bench::journal::{JOURNAL_FILE, JournalRecord, read_journal};
 use echo_workbench::bench::manifest::RunManifest;
 use echo_workbench::bench::score::{ScoreOptions, ScoreTable, score};
-use echo_workbench::mllm::mock::{Fault, FaultPlan, MockConfig, MockServer};
+use echo_workbench::dataset::{DatasetRoot, MmadDataset};
+use echo_workbench::mllm::mock::{Fault, FaultPlan, MockConfig, MockServer, Oracle, Responder};
 
 const SAMPLE_QUESTIONS: usize = 210;
 
@@ -22,10 +23,22 @@ fn repo(p: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
 }
 
+/// The sample's answer key, so that every question has its own right letter and an
+/// answer filed under the wrong question shows as a wrong answer.
+fn oracle() -> Responder {
+    static ORACLE: OnceLock<Oracle> = OnceLock::new();
+    let oracle = ORACLE.get_or_init(|| {
+        let dataset = MmadDataset::load(&repo("assets/sample/mmad.json")).unwrap();
+        Oracle::from_mmad(&dataset, Some(&DatasetRoot::new(repo("assets/sample"))))
+    });
+    Responder::oracle(oracle.clone())
+}
+
 fn server(latency_ms: u64, faults: FaultPlan) -> MockServer {
     MockServer::start(MockConfig {
         latency: Duration::from_millis(latency_ms),
         faults,
+        responder: oracle(),
         record_limit: 0,
         ..MockConfig::default()
     })
@@ -42,9 +55,11 @@ fn run_cmd(url: &str, out: &Path, extra: &[&str]) -> Command {
         .arg(repo("assets/sample/domain_knowledge.json"))
         .args(["--endpoint", url, "--model", "mock-vl", "--out"])
         .arg(out)
-        .args(["--progress-every-s", "60"])
         .args(extra)
         .stdin(Stdio::null());
+    if !extra.contains(&"--progress-every-s") {
+        cmd.args(["--progress-every-s", "60"]);
+    }
     cmd
 }
 
@@ -109,6 +124,12 @@ fn baseline() -> &'static Vec<JournalRecord> {
         let recs = records(&out);
         assert_exactly_once(&recs, &all_questions());
         assert!(recs.iter().all(JournalRecord::is_ok));
+        let wrong: Vec<usize> = recs
+            .iter()
+            .filter(|r| r.gpt_answer.as_deref() != Some(r.correct_answer.as_str()))
+            .map(|r| r.index)
+            .collect();
+        assert!(wrong.is_empty(), "the oracle got questions {wrong:?} wrong");
         recs
     })
 }
@@ -134,7 +155,16 @@ fn killed_at_random_moments_and_resumed_it_answers_each_question_once() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(rng.u64(150..700)));
+        // Kill once this run has recorded something, at a random moment after it.
+        let before = progress.last().copied().unwrap_or(0);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while journal_len(&out) <= before && Instant::now() < deadline {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(rng.u64(0..400)));
         // SIGKILL: no chance to clean up, the lock and the journal must cope.
         let _ = child.kill();
         child.wait().unwrap();
@@ -169,6 +199,150 @@ fn killed_at_random_moments_and_resumed_it_answers_each_question_once() {
     let recs = records(&out);
     assert_same_answers_as_baseline(&recs);
     assert_eq!(table(&recs), table(base));
+}
+
+/// Records in the journal so far (a torn last line not counted).
+fn journal_len(out: &Path) -> usize {
+    read_journal(&out.join(JOURNAL_FILE)).map_or(0, |c| c.records.len())
+}
+
+#[test]
+fn ctrl_c_keeps_the_answers_in_flight_and_exits_130() {
+    baseline();
+    let server = server(400, FaultPlan::none());
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let child = run_cmd(&server.url(), &out, &["--concurrency", "6"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while journal_len(&out) < 6 {
+        assert!(Instant::now() < deadline, "the run never got going");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Mid-wave: six requests are at the server.
+    std::thread::sleep(Duration::from_millis(200));
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(130));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("stopping: finishing the questions in flight"),
+        "{stderr}"
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("continue with --resume"), "{stdout}");
+    // Every request the server saw was answered and recorded: none were in flight
+    // when the run ended, none were dropped.
+    let recs = records(&out);
+    assert_eq!(
+        recs.len(),
+        server.chat_count(),
+        "answers in flight were lost"
+    );
+    assert!(
+        recs.len() < SAMPLE_QUESTIONS,
+        "the run was not stopped early"
+    );
+    assert!(recs.iter().all(JournalRecord::is_ok));
+    // And the stopped run finishes on resume, each question once.
+    run_to_end(&server_fast().url(), &out, &["--resume"]);
+    assert_same_answers_as_baseline(&records(&out));
+}
+
+fn server_fast() -> MockServer {
+    server(1, FaultPlan::none())
+}
+
+#[test]
+fn two_endpoints_share_the_run_and_image_affinity_keeps_an_image_on_one() {
+    baseline();
+    let (a, b) = (server(5, FaultPlan::none()), server(5, FaultPlan::none()));
+    let dir = tempfile::tempdir().unwrap();
+    let b_url = b.url();
+    for affinity in [false, true] {
+        let out = dir.path().join(format!("run-{affinity}"));
+        let mut flags = vec!["--endpoint", b_url.as_str(), "--concurrency", "3"];
+        if affinity {
+            flags.push("--image-affinity");
+        }
+        let (a0, b0) = (a.chat_count(), b.chat_count());
+        run_to_end(&a.url(), &out, &flags);
+        let recs = records(&out);
+        assert_same_answers_as_baseline(&recs);
+        let (sent_a, sent_b) = (a.chat_count() - a0, b.chat_count() - b0);
+        assert_eq!(sent_a + sent_b, SAMPLE_QUESTIONS);
+        assert!(
+            sent_a > 30 && sent_b > 30,
+            "one endpoint idled: {sent_a} vs {sent_b}"
+        );
+        let names: BTreeSet<&str> = recs.iter().map(|r| r.endpoint.as_str()).collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        let manifest = RunManifest::load(&out.join("manifest.json")).unwrap();
+        assert_eq!(manifest.endpoints.len(), 2);
+        let mut owner: HashMap<&str, &str> = HashMap::new();
+        let mut split = 0;
+        for r in &recs {
+            if *owner.entry(&r.image).or_insert(&r.endpoint) != r.endpoint {
+                split += 1;
+            }
+        }
+        if affinity {
+            assert_eq!(split, 0, "an image's questions went to both endpoints");
+        }
+    }
+}
+
+#[test]
+fn without_a_terminal_progress_comes_as_plain_lines() {
+    let server = server(20, FaultPlan::none());
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let output = run_cmd(
+        &server.url(),
+        &out,
+        &[
+            "--limit",
+            "40",
+            "--concurrency",
+            "2",
+            "--progress-every-s",
+            "0.1",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("run folder {}: 40 questions", out.display())),
+        "{stderr}"
+    );
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.contains(" done, ")).collect();
+    assert!(lines.len() >= 2, "{stderr}");
+    // `N/40 done, E errors, R questions/s, ETA T, accuracy A%, K in flight`
+    let progress = regex::Regex::new(
+        r"^\d+/40 done, 0 errors, \d+\.\d questions/s(, ETA \d+ s)?, accuracy 100\.0%, \d+ in flight$",
+    )
+    .unwrap();
+    for line in &lines {
+        assert!(progress.is_match(line), "{line}");
+    }
+    assert!(lines.iter().any(|l| l.contains(", ETA ")), "{stderr}");
+    // No terminal: no bar's control characters.
+    assert!(
+        !stderr.contains('\r') && !stderr.contains('\x1b'),
+        "{stderr}"
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("answered 40, errors 0"), "{stdout}");
+    assert!(stdout.contains("accuracy 100.00%"), "{stdout}");
 }
 
 #[test]

@@ -218,6 +218,27 @@ fn score_of_a_run_folder_equals_score_of_its_answers_list() {
     ])))
     .unwrap();
     assert!(compat_json["skipped"].as_u64().unwrap() > 0);
+    // The run's journal named directly scores as the folder does.
+    for flags in [&["--mmad-compat"][..], &[]] {
+        let csv = |path: &Path| {
+            stdout_of(
+                bin()
+                    .arg("score")
+                    .arg(path)
+                    .args(flags)
+                    .args(["--format", "csv"]),
+            )
+        };
+        assert_eq!(
+            csv(&run.join("journal.jsonl")),
+            csv(&run),
+            "flags {flags:?}"
+        );
+        // And a copy of it away from its manifest, read by the question indices.
+        let loose = run.with_file_name("loose-journal.jsonl");
+        std::fs::copy(run.join("journal.jsonl"), &loose).unwrap();
+        assert_eq!(csv(&loose), csv(&run), "flags {flags:?}");
+    }
 }
 
 #[test]
@@ -544,7 +565,7 @@ fn merging_three_shards_gives_the_whole_run() {
         .success();
     assert!(
         String::from_utf8_lossy(&out.get_output().stderr)
-            .contains("shard(s) 3 are not among the inputs")
+            .contains("note: no input holds --shard 2/3; those questions are not counted")
     );
 }
 
@@ -614,7 +635,7 @@ fn merge_rejects_overlap_and_different_settings() {
     );
     assert!(
         err.contains(&format!(
-            "{} and {} are both shard 1 of 2",
+            "{} and {} are both --shard 0/2",
             s0a.display(),
             s0b.display()
         )),

@@ -150,23 +150,6 @@ pub fn html_escape(s: &str) -> String {
     out
 }
 
-/// An endpoint URL without anything secret in it: no `user:password@`, no query
-/// string (some hosted APIs take the key as `?key=`), no fragment.
-pub fn url_without_secrets(url: &str) -> String {
-    let cut = url.find(['?', '#']).unwrap_or(url.len());
-    let mut url = url[..cut].to_owned();
-    if let Some(scheme_end) = url.find("://") {
-        let authority_start = scheme_end + 3;
-        let authority_end = url[authority_start..]
-            .find('/')
-            .map_or(url.len(), |i| authority_start + i);
-        if let Some(at) = url[authority_start..authority_end].rfind('@') {
-            url.replace_range(authority_start..authority_start + at + 1, "");
-        }
-    }
-    url
-}
-
 /// Columns whose higher value is worse (coloured on the inverted scale).
 const LOWER_IS_BETTER: [&str; 2] = ["Overkill", "Miss"];
 /// Columns the scorer adds after the subtasks; not subtasks themselves.
@@ -457,7 +440,7 @@ fn push_settings(h: &mut String, run: &RunFolder) {
     row(
         "Shard",
         m.shard.map_or("whole run".into(), |s| {
-            format!("{} of {}", s.index + 1, s.count)
+            format!("--shard {s} (shards are numbered from 0)")
         }),
     );
     row("Questions", m.question_count.to_string());
@@ -503,7 +486,7 @@ fn push_settings(h: &mut String, run: &RunFolder) {
             h,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             e(&ep.name),
-            e(&url_without_secrets(&ep.base_url)),
+            e(&crate::mllm::url_without_secrets(&ep.base_url)),
             e(&ep.model),
             e(&key),
             ep.concurrency
@@ -766,20 +749,6 @@ mod tests {
             "answers_1_shot_qwen_accuracy.csv"
         );
         assert_eq!(accuracy_csv_name("run"), "run_accuracy.csv");
-    }
-
-    #[test]
-    fn urls_lose_credentials_and_queries() {
-        assert_eq!(
-            url_without_secrets("https://user:pw@host.test:8443/v1?key=abc#x"),
-            "https://host.test:8443/v1"
-        );
-        assert_eq!(
-            url_without_secrets("http://127.0.0.1:8000/v1"),
-            "http://127.0.0.1:8000/v1"
-        );
-        // An @ in the path is not a credential.
-        assert_eq!(url_without_secrets("http://h/a@b"), "http://h/a@b");
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::bench::journal::{JOURNAL_FILE, JournalError, JournalRecord, JournalWriter};
+use crate::bench::lock::{LockError, RunLock};
 use crate::bench::manifest::{EndpointSummary, ManifestError, RunManifest, Shard};
 use crate::bench::run_folder::{RunFolder, RunFolderError};
 
@@ -18,6 +19,8 @@ pub enum MergeError {
     NoInputs,
     #[error(transparent)]
     Open(#[from] RunFolderError),
+    #[error(transparent)]
+    Busy(#[from] LockError),
     #[error(
         "these runs were made with different settings and cannot be merged: {}",
         describe_mismatches(.reference, .mismatches)
@@ -28,8 +31,7 @@ pub enum MergeError {
         mismatches: Vec<(PathBuf, Vec<String>)>,
     },
     #[error(
-        "{a} is shard {} of {} but {b} is shard {} of {}: shards of one run share the shard count",
-        .a_shard.index + 1, .a_shard.count, .b_shard.index + 1, .b_shard.count
+        "{a} is --shard {a_shard} but {b} is --shard {b_shard}: shards of one run share the shard count"
     )]
     ShardCount {
         a: PathBuf,
@@ -37,7 +39,7 @@ pub enum MergeError {
         b: PathBuf,
         b_shard: Shard,
     },
-    #[error("{a} and {b} are both shard {} of {}", .shard.index + 1, .shard.count)]
+    #[error("{a} and {b} are both --shard {shard}")]
     DuplicateShard {
         shard: Shard,
         a: PathBuf,
@@ -97,6 +99,8 @@ pub struct Merged {
     /// Shards of the shared shard count that no input holds (empty when unsharded or
     /// complete).
     pub missing_shards: Vec<u32>,
+    /// The inputs' shard count (`None` when none of them is a shard).
+    pub shard_count: Option<u32>,
     /// Inputs whose journal ended in a torn line (left out, as it never counted).
     pub torn_inputs: Vec<PathBuf>,
 }
@@ -205,6 +209,7 @@ pub fn merge_runs(inputs: &[RunFolder]) -> Result<Merged, MergeError> {
         manifest,
         records: by_index.into_values().map(|(_, r)| r.clone()).collect(),
         missing_shards,
+        shard_count: shard_count.map(|(_, s)| s.count),
         torn_inputs: inputs
             .iter()
             .filter(|r| r.torn_last_line)
@@ -231,6 +236,13 @@ pub fn merge_dirs(inputs: &[PathBuf], out: &Path, force: bool) -> Result<Merged,
     if inputs.is_empty() {
         return Err(MergeError::NoInputs);
     }
+    // A shard still being written would be merged half done: hold each input's lock
+    // (refused at once while a run holds it) until the merged folder is in place.
+    let _locks = inputs
+        .iter()
+        .filter(|p| p.is_dir())
+        .map(|p| RunLock::acquire(p))
+        .collect::<Result<Vec<_>, _>>()?;
     let runs = inputs
         .iter()
         .map(|p| RunFolder::open(p))
@@ -383,12 +395,15 @@ mod tests {
         let err = merge_runs(&[a.clone(), shard(0, 2, &[1], "t")])
             .unwrap_err()
             .to_string();
-        assert_eq!(err, "shard0 and shard0 are both shard 1 of 2");
+        assert_eq!(err, "shard0 and shard0 are both --shard 0/2");
 
         let err = merge_runs(&[a.clone(), shard(1, 3, &[1], "t")])
             .unwrap_err()
             .to_string();
-        assert!(err.contains("shard 2 of 3"), "{err}");
+        assert_eq!(
+            err,
+            "shard0 is --shard 0/2 but shard1 is --shard 1/3: shards of one run share the shard count"
+        );
 
         let err = merge_runs(&[a.clone(), shard(1, 2, &[1, 2], "t")])
             .unwrap_err()
@@ -457,6 +472,17 @@ mod tests {
         assert!(!out.join("stale.txt").exists());
         let err = merge_dirs(&inputs, &inputs[0], true).unwrap_err();
         assert!(matches!(err, MergeError::OutIsInput { .. }), "{err}");
+
+        // A shard that a run is still writing is not merged half done.
+        let busy = RunLock::acquire(&inputs[1]).unwrap();
+        let err = merge_dirs(&inputs, &tmp.path().join("while-busy"), false).unwrap_err();
+        assert!(matches!(err, MergeError::Busy(_)), "{err}");
+        assert!(
+            err.to_string().contains("is in use by another run"),
+            "{err}"
+        );
+        assert!(!tmp.path().join("while-busy").exists());
+        drop(busy);
 
         let empty = tmp.path().join("empty");
         std::fs::create_dir_all(&empty).unwrap();

@@ -458,16 +458,13 @@ pub fn rfc3339_now() -> String {
     crate::util::time::now_millis()
 }
 
-/// The base URL without any `user:password@` part.
+/// The base URL as the manifest records it: no credentials, no query (see [`crate::mllm::url_without_secrets`]).
 fn shown_url(url: &str) -> String {
-    match reqwest::Url::parse(url.trim()) {
-        Ok(mut u) => {
-            let _ = u.set_username("");
-            let _ = u.set_password(None);
-            u.to_string().trim_end_matches('/').to_string()
-        }
-        Err(_) => url.to_string(),
-    }
+    let url = url.trim();
+    let normalised = reqwest::Url::parse(url).map_or_else(|_| url.to_string(), |u| u.to_string());
+    crate::mllm::url_without_secrets(&normalised)
+        .trim_end_matches('/')
+        .to_string()
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -1229,6 +1226,10 @@ mod tests {
         assert_eq!(
             shown_url("http://user:secret@127.0.0.1:8000/v1/"),
             "http://127.0.0.1:8000/v1"
+        );
+        assert_eq!(
+            shown_url(" https://host.test/v1?key=abc "),
+            "https://host.test/v1"
         );
     }
 

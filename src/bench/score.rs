@@ -842,6 +842,11 @@ fn parse_journal(text: &str, path: &Path) -> Result<LoadedAnswers, ScoreError> {
         .filter(|(_, l)| !l.trim().is_empty())
         .collect();
     let last = lines.last().map(|(n, _)| *n);
+    // A concurrent run appends in finishing order. When every line carries our
+    // question `index`, the question's latest line counts and answers are scored in
+    // dataset order, as for the run folder; other journals are read in file order.
+    let mut indexed: Vec<(usize, usize, Option<AnswerRecord>, Option<FailedQuestion>)> = Vec::new();
+    let mut all_indexed = true;
     for (line, content) in lines {
         let value: Value = match serde_json::from_str(content) {
             Ok(v) => v,
@@ -858,12 +863,35 @@ fn parse_journal(text: &str, path: &Path) -> Result<LoadedAnswers, ScoreError> {
                 });
             }
         };
-        if value.get("status").and_then(Value::as_str) == Some("error") {
-            out.errors.push(failed_question(&value, line));
-            continue;
+        let index = value
+            .get("index")
+            .and_then(Value::as_u64)
+            .and_then(|i| usize::try_from(i).ok());
+        all_indexed &= index.is_some();
+        let (record, failed) = if value.get("status").and_then(Value::as_str) == Some("error") {
+            (None, Some(failed_question(&value, line)))
+        } else {
+            let record = record_from_value(value, path, EntryLocation::Line(line))?;
+            (Some(record), None)
+        };
+        indexed.push((index.unwrap_or(0), line, record, failed));
+    }
+    if all_indexed {
+        // Stable: for one index the later line sorts last and replaces the earlier.
+        indexed.sort_by_key(|(index, line, ..)| (*index, *line));
+        let mut latest: Vec<(usize, usize, Option<AnswerRecord>, Option<FailedQuestion>)> =
+            Vec::with_capacity(indexed.len());
+        for entry in indexed {
+            match latest.last_mut() {
+                Some(prev) if prev.0 == entry.0 => *prev = entry,
+                _ => latest.push(entry),
+            }
         }
-        out.records
-            .push(record_from_value(value, path, EntryLocation::Line(line))?);
+        indexed = latest;
+    }
+    for (_, _, record, failed) in indexed {
+        out.records.extend(record);
+        out.errors.extend(failed);
     }
     Ok(out)
 }
@@ -1502,6 +1530,43 @@ mod tests {
         );
         // Without a file extension, the content decides.
         assert_eq!(parse(text, false).unwrap(), loaded);
+    }
+
+    #[test]
+    fn an_indexed_journal_is_read_in_question_order_and_the_latest_line_counts() {
+        let line = |index: usize, image: &str, given: &str| {
+            format!(
+                r#"{{"index": {index}, "image": "VisA/c/test/{image}", "question_type": "Anomaly Detection", "correct_answer": "A", "gpt_answer": "{given}", "status": "ok"}}"#
+            )
+        };
+        let error = r#"{"index": 0, "image": "VisA/c/test/bad/0.JPG", "question_type": "Anomaly Detection", "status": "error", "error": "HTTP 500"}"#;
+        // Finishing order 2, 0 (an error), 1, then question 0 retried.
+        let text = [
+            line(2, "bad/2.JPG", "A"),
+            error.to_owned(),
+            line(1, "bad/1.JPG", "B"),
+            line(0, "bad/0.JPG", "A"),
+        ]
+        .join("\n");
+        let loaded = parse(&text, true).unwrap();
+        let images: Vec<&str> = loaded.records.iter().map(|r| r.image.as_str()).collect();
+        assert_eq!(
+            images,
+            [
+                "VisA/c/test/bad/0.JPG",
+                "VisA/c/test/bad/1.JPG",
+                "VisA/c/test/bad/2.JPG"
+            ]
+        );
+        assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+        // One line without an index: the file's own order is kept.
+        let mixed = format!(
+            "{text}\n{}",
+            r#"{"image": "VisA/c/test/good/9.JPG", "question_type": "Anomaly Detection", "correct_answer": "B", "gpt_answer": "B"}"#
+        );
+        let loaded = parse(&mixed, true).unwrap();
+        assert_eq!(loaded.records[0].image, "VisA/c/test/bad/2.JPG");
+        assert_eq!(loaded.errors.len(), 1);
     }
 
     #[test]

@@ -29,13 +29,14 @@ pub fn run(args: &MergeArgs) -> anyhow::Result<ExitCode> {
         merged.manifest.question_count
     );
     if !merged.missing_shards.is_empty() {
+        let count = merged.shard_count.unwrap_or_default();
         let names: Vec<String> = merged
             .missing_shards
             .iter()
-            .map(|i| (i + 1).to_string())
+            .map(|i| format!("--shard {i}/{count}"))
             .collect();
         eprintln!(
-            "note: shard(s) {} are not among the inputs; their questions are not counted",
+            "note: no input holds {}; those questions are not counted",
             names.join(", ")
         );
     }

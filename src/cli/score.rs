@@ -3,6 +3,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
+use echo_workbench::bench::journal::JOURNAL_FILE;
+use echo_workbench::bench::manifest::MANIFEST_FILE;
 use echo_workbench::bench::run_folder::{Coverage, RunFolder};
 use echo_workbench::bench::score::{self, LoadedAnswers, ScoreOptions, ScoreTable};
 use serde_json::Value;
@@ -65,8 +67,13 @@ enum Input {
 
 impl Input {
     fn load(path: &Path) -> anyhow::Result<Input> {
-        if path.is_dir() {
-            let run = RunFolder::open(path)?;
+        // A run's own journal is read with its manifest, so coverage and the
+        // list of errors come out as for the folder.
+        let run_dir = path.parent().filter(|dir| {
+            path.file_name() == Some(JOURNAL_FILE.as_ref()) && dir.join(MANIFEST_FILE).is_file()
+        });
+        if let Some(dir) = path.is_dir().then_some(path).or(run_dir) {
+            let run = RunFolder::open(dir)?;
             Ok(Input::Run(Box::new(run)))
         } else {
             Ok(Input::Answers(score::load_answers(path)?))

@@ -123,7 +123,7 @@ impl MllmClient {
             config(format!(
                 "endpoint `{}`: base_url `{}` is not a URL ({e}); expected something like http://localhost:8000/v1",
                 cfg.name,
-                shown(base)
+                super::url_without_secrets(base)
             ))
         })?;
         if !matches!(base_url.scheme(), "http" | "https") {
@@ -848,22 +848,9 @@ fn is_loopback(url: &Url) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-/// `url` without its `user:password@` part, which may hold a secret.
+/// `url` as messages show it: see [`super::url_without_secrets`].
 fn shown_url(url: &Url) -> String {
-    let mut url = url.clone();
-    let _ = url.set_username("");
-    let _ = url.set_password(None);
-    url.to_string()
-}
-
-/// As [`shown_url`] for text that did not parse as a URL: drop anything before `@`.
-fn shown(text: &str) -> String {
-    match (text.find("://"), text.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            format!("{}{}", &text[..scheme_end + 3], &text[at + 1..])
-        }
-        _ => text.to_string(),
-    }
+    super::url_without_secrets(url.as_str())
 }
 
 /// A tiny solid-colour PNG for the probe.

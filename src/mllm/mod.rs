@@ -25,6 +25,23 @@ pub use client::{MllmClient, ProbeReport};
 pub use encode::ImageCacheStats;
 pub use error::MllmError;
 
+/// An endpoint URL without anything secret in it: no `user:password@`, no query
+/// string (some hosted APIs take the key as `?key=`), no fragment.
+pub fn url_without_secrets(url: &str) -> String {
+    let cut = url.find(['?', '#']).unwrap_or(url.len());
+    let mut url = url[..cut].to_owned();
+    if let Some(scheme_end) = url.find("://") {
+        let authority_start = scheme_end + 3;
+        let authority_end = url[authority_start..]
+            .find('/')
+            .map_or(url.len(), |i| authority_start + i);
+        if let Some(at) = url[authority_start..authority_end].rfind('@') {
+            url.replace_range(authority_start..authority_start + at + 1, "");
+        }
+    }
+    url
+}
+
 /// One OpenAI-compatible endpoint, as stored in the settings file.
 ///
 /// The API key itself is never part of the settings: `api_key_env` names the
@@ -144,4 +161,23 @@ pub struct ChatReply {
     /// The exact JSON body sent, each image data URL replaced by
     /// `{"sha256", "bytes", "mime", "width", "height"}` of the bytes sent.
     pub request_summary: serde_json::Value,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_lose_credentials_and_queries() {
+        assert_eq!(
+            url_without_secrets("https://user:pw@host.test:8443/v1?key=abc#x"),
+            "https://host.test:8443/v1"
+        );
+        assert_eq!(
+            url_without_secrets("http://127.0.0.1:8000/v1"),
+            "http://127.0.0.1:8000/v1"
+        );
+        // An @ in the path is not a credential.
+        assert_eq!(url_without_secrets("http://h/a@b"), "http://h/a@b");
+    }
 }
