@@ -93,6 +93,11 @@ async fn request_shape_text_images_order_and_settings() {
     let bodies = server.requests();
     assert_eq!(bodies.len(), 1);
     let body = &bodies[0];
+    // Sent in pieces around the images, still as one ordinary request: its length
+    // is declared up front (not chunked), and it is the whole body.
+    let recorded = &server.recorded()[0];
+    let declared = recorded.content_length.expect("a Content-Length header");
+    assert_eq!(declared, serde_json::to_vec(body).unwrap().len() as u64);
     let keys: Vec<&String> = body.as_object().unwrap().keys().collect();
     assert_eq!(
         keys,

@@ -225,6 +225,96 @@ fn ms_per(d: Option<Duration>, n: usize) -> Value {
     })
 }
 
+/// The reference the runner is measured against on the same machine, in the same
+/// run: a client that does nothing per question but send. It posts one prepared
+/// request body (the same two images as base64 data URLs, the same text) `questions`
+/// times with `concurrency` requests open, through the same HTTP stack, to the same
+/// mock. What the runner achieves below this is its own cost; what this achieves
+/// below the bound is the machine's (moving the bytes, the mock's parsing).
+fn floor_client(
+    url: &str,
+    body: bytes::Bytes,
+    concurrency: usize,
+    questions: usize,
+) -> Result<(Duration, Option<Duration>, Option<Duration>), String> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let chat = format!("{url}/chat/completions");
+    rt.block_on(async move {
+        let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(concurrency));
+        let cpu0 = (process_cpu(), threads_cpu("mock-mllm"));
+        let start = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..questions {
+            let permit = gate
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|e| e.to_string())?;
+            let (client, chat, body) = (client.clone(), chat.clone(), body.clone());
+            tasks.spawn(async move {
+                let _permit = permit;
+                let reply = client
+                    .post(&chat)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await?;
+                reply.error_for_status()?.bytes().await.map(drop)
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+        }
+        let wall = start.elapsed();
+        let total = cpu0.0.zip(process_cpu()).map(|(a, b)| b.saturating_sub(a));
+        let mock = cpu0
+            .1
+            .zip(threads_cpu("mock-mllm"))
+            .map(|(a, b)| b.saturating_sub(a));
+        Ok((
+            wall,
+            total.zip(mock).map(|(t, m)| t.saturating_sub(m)),
+            mock,
+        ))
+    })
+}
+
+/// One request as the runner sends it for MMAD's 1-shot protocol: the template and
+/// the query as data URLs, then the question.
+fn floor_body(dir: &Path) -> std::io::Result<bytes::Bytes> {
+    use base64::Engine as _;
+    let url = |path: PathBuf| -> std::io::Result<String> {
+        let bytes = std::fs::read(path)?;
+        Ok(format!(
+            "data:image/png;base64,{}",
+            base64::engine::general_purpose::STANDARD.encode(bytes)
+        ))
+    };
+    let template = url(dir.join("Bench/part/train/good/000.png"))?;
+    let query = url(dir.join("Bench/part/test/crack/0001.png"))?;
+    let body = json!({
+        "model": "mock-vl",
+        "messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": template}},
+            {"type": "image_url", "image_url": {"url": query}},
+            {"type": "text", "text": "Here is a normal sample, then the query. What kind of defect is shown?\nA. Crack.\nB. Stain.\nC. Scratch.\nD. Hole.\nAnswer with the option's letter."},
+        ]}],
+        "max_tokens": 128,
+        "temperature": 0.0,
+    });
+    Ok(serde_json::to_vec(&body)
+        .map_err(std::io::Error::other)?
+        .into())
+}
+
 /// Runs every concurrency level and returns the figures as JSON.
 pub fn bench_runner(opts: &RunnerBenchOptions) -> Result<Value, RunError> {
     let io = |source: std::io::Error| RunError::DatasetRead {
@@ -258,6 +348,7 @@ pub fn bench_runner(opts: &RunnerBenchOptions) -> Result<Value, RunError> {
         ..MockConfig::default()
     })
     .map_err(io)?;
+    let floor_request = floor_body(&dir).map_err(io)?;
     let mut levels = Vec::new();
     for &c in &opts.concurrency {
         let questions = c * opts.waves.max(1);
@@ -293,6 +384,9 @@ pub fn bench_runner(opts: &RunnerBenchOptions) -> Result<Value, RunError> {
         let runner_cpu = total_cpu.zip(mock_cpu).map(|(t, m)| t.saturating_sub(m));
         let achieved = summary.written as f64 / wall.as_secs_f64();
         let bound = c as f64 / latency.as_secs_f64().max(1e-9);
+        let floor = floor_client(&server.url(), floor_request.clone(), c, questions)
+            .map_err(|e| io(std::io::Error::other(format!("reference client: {e}"))))?;
+        let floor_rate = questions as f64 / floor.0.as_secs_f64();
         levels.push(json!({
             "concurrency": c,
             "questions": summary.written,
@@ -306,6 +400,15 @@ pub fn bench_runner(opts: &RunnerBenchOptions) -> Result<Value, RunError> {
                 "mock_server": ms_per(mock_cpu, summary.written),
                 "runner": ms_per(runner_cpu, summary.written),
             },
+            "reference_client": {
+                "questions_per_s": floor_rate,
+                "ratio_to_bound": floor_rate / bound,
+                "cpu_ms_per_question": {
+                    "client": ms_per(floor.1, questions),
+                    "mock_server": ms_per(floor.2, questions),
+                },
+            },
+            "runner_vs_reference_client": achieved / floor_rate,
         }));
     }
     drop(server);
@@ -339,6 +442,10 @@ mod tests {
         assert_eq!(level["errors"], 0);
         let ratio = level["ratio"].as_f64().unwrap();
         assert!(ratio > 0.0 && ratio <= 1.05, "{ratio}");
+        let reference = level["reference_client"]["ratio_to_bound"]
+            .as_f64()
+            .unwrap();
+        assert!(reference > 0.0 && reference <= 1.05, "{reference}");
         if cfg!(target_os = "linux") {
             let cpu = &level["cpu_ms_per_question"];
             assert!(cpu["process"].as_f64().unwrap() >= cpu["runner"].as_f64().unwrap());

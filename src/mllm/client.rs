@@ -5,12 +5,13 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use hyper::body::Bytes;
-use reqwest::header::{CONTENT_TYPE, HeaderMap, RETRY_AFTER};
+use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, RETRY_AFTER};
 use reqwest::{Method, StatusCode, Url};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use tokio::sync::Semaphore;
 
+use super::body::RequestBody;
 use super::encode::{EncodeSettings, EncodedImage, ImageCache, ImageCacheStats};
 use super::error::image_limit_from_body;
 use super::retry::{backoff_delay, parse_retry_after};
@@ -271,11 +272,9 @@ impl MllmClient {
         };
         let request_summary = build_body(cfg, system, sources, &images, true);
         // Serialised once; every attempt sends the same shared bytes.
-        let body = body_bytes(cfg, system, sources, &images)
-            .map(Bytes::from)
-            .map_err(|e| MllmError::Config {
-                msg: format!("cannot serialise the request body: {e}"),
-            })?;
+        let body = request_body(cfg, system, sources, &images).map_err(|e| MllmError::Config {
+            msg: format!("cannot serialise the request body: {e}"),
+        })?;
         drop(images);
 
         let mut attempts = 0u32;
@@ -514,7 +513,11 @@ impl MllmClient {
         Ok(out)
     }
 
-    async fn attempt_chat(&self, body: Bytes, key: Option<&str>) -> Result<ParsedReply, Failure> {
+    async fn attempt_chat(
+        &self,
+        body: RequestBody,
+        key: Option<&str>,
+    ) -> Result<ParsedReply, Failure> {
         let url = &self.inner.chat_shown;
         let (status, headers, reply) = self
             .exchange(
@@ -548,7 +551,7 @@ impl MllmClient {
         method: Method,
         url: Url,
         shown: &str,
-        body: Option<Bytes>,
+        body: Option<RequestBody>,
         key: Option<&str>,
     ) -> Result<(StatusCode, HeaderMap, Vec<u8>), Failure> {
         let timeout = self.inner.timeout;
@@ -556,7 +559,10 @@ impl MllmClient {
         let work = async {
             let mut rb = self.inner.http.request(method, url);
             if let Some(body) = body {
-                rb = rb.header(CONTENT_TYPE, "application/json").body(body);
+                rb = rb
+                    .header(CONTENT_TYPE, "application/json")
+                    .header(CONTENT_LENGTH, body.len())
+                    .body(body.to_http());
             }
             if let Some(key) = key {
                 rb = rb.bearer_auth(key);
@@ -600,57 +606,64 @@ fn build_body(
         if summary {
             img.summary()
         } else {
-            Value::String(img.data_url.clone())
+            Value::String(String::from_utf8_lossy(&img.data_url).into_owned())
         }
     })
 }
 
 /// The request body as sent. Data URLs are megabytes of base64 that JSON never
-/// needs to escape, so they are copied into the serialised text in place of
-/// short placeholders instead of being cloned into a `Value` and scanned
-/// character by character by the serialiser (several milliseconds per request at
-/// MMAD's image sizes).
-fn body_bytes(
+/// needs to escape, so the body is the serialised text with short placeholders cut
+/// out and the cached data URLs put in their place as shared chunks: they are never
+/// cloned into a `Value`, scanned by the serialiser or copied into a buffer per
+/// request (see [`super::body`]).
+fn request_body(
     cfg: &EndpointConfig,
     system: Option<&str>,
     sources: &[Source<'_>],
     images: &[Arc<EncodedImage>],
-) -> serde_json::Result<Vec<u8>> {
+) -> serde_json::Result<RequestBody> {
+    let plain = || {
+        serde_json::to_vec(&build_body(cfg, system, sources, images, false)).map(RequestBody::from)
+    };
     // The encoder writes `data:<mime>;base64,` and then only the base64 alphabet,
     // which JSON never escapes; checking the header is enough (scanning megabytes of
     // base64 per request cost as much as the serialiser did).
-    let safe = |url: &str| {
-        url.split_once(',').is_some_and(|(head, _)| {
-            head.bytes()
-                .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+    let safe = |url: &[u8]| {
+        url.iter().position(|&b| b == b',').is_some_and(|comma| {
+            url[..comma]
+                .iter()
+                .all(|&b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
         })
     };
     if !images.iter().all(|img| safe(&img.data_url)) {
-        return serde_json::to_vec(&build_body(cfg, system, sources, images, false));
+        return plain();
     }
     // A per-request nonce keeps prompt text from ever matching a placeholder.
     let nonce = fastrand::u64(..);
     let placeholder = |i: usize| format!("echo-workbench-image-{nonce:016x}-{i}");
-    let skeleton = serde_json::to_vec(&build_body_with(cfg, system, sources, images, |i, _| {
-        Value::String(placeholder(i))
-    }))?;
-    let total: usize = images.iter().map(|img| img.data_url.len()).sum();
-    let mut out = Vec::with_capacity(skeleton.len() + total);
-    let mut rest = &skeleton[..];
+    let skeleton = Bytes::from(serde_json::to_vec(&build_body_with(
+        cfg,
+        system,
+        sources,
+        images,
+        |i, _| Value::String(placeholder(i)),
+    ))?);
+    let mut chunks = Vec::with_capacity(2 * images.len() + 1);
+    let mut from = 0;
     for (i, img) in images.iter().enumerate() {
         let needle = placeholder(i);
-        let Some(at) = rest
+        let Some(at) = skeleton[from..]
             .windows(needle.len())
             .position(|w| w == needle.as_bytes())
         else {
-            return serde_json::to_vec(&build_body(cfg, system, sources, images, false));
+            return plain();
         };
-        out.extend_from_slice(&rest[..at]);
-        out.extend_from_slice(img.data_url.as_bytes());
-        rest = &rest[at + needle.len()..];
+        chunks.push(skeleton.slice(from..from + at));
+        chunks.push(img.data_url.clone());
+        from += at + needle.len();
     }
-    out.extend_from_slice(rest);
-    Ok(out)
+    chunks.push(skeleton.slice(from..));
+    Ok(RequestBody::new(chunks))
 }
 
 fn build_body_with(
@@ -927,7 +940,9 @@ mod tests {
             Source::File(std::path::Path::new("a.png")),
         ];
         let images = [img.clone(), img];
-        let spliced = body_bytes(&cfg, Some("sys"), &sources, &images).unwrap();
+        let spliced = request_body(&cfg, Some("sys"), &sources, &images)
+            .unwrap()
+            .to_vec();
         let plain =
             serde_json::to_vec(&build_body(&cfg, Some("sys"), &sources, &images, false)).unwrap();
         assert_eq!(spliced, plain);

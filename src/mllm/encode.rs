@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use base64::Engine as _;
+use hyper::body::Bytes;
 use image::{DynamicImage, ImageFormat, imageops::FilterType};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -31,7 +32,8 @@ pub(crate) struct EncodeSettings {
 /// An image ready to send.
 #[derive(Debug)]
 pub(crate) struct EncodedImage {
-    pub data_url: String,
+    /// `data:<mime>;base64,...`, ASCII; shared by every request that sends it.
+    pub data_url: Bytes,
     /// Hex SHA-256 of the bytes sent (not of the base64 text).
     pub sha256: String,
     pub bytes: usize,
@@ -117,7 +119,7 @@ fn finish(bytes: Vec<u8>, mime: &'static str, width: u32, height: u32) -> Encode
     let mut data_url = format!("data:{mime};base64,");
     base64::engine::general_purpose::STANDARD.encode_string(&bytes, &mut data_url);
     EncodedImage {
-        data_url,
+        data_url: Bytes::from(data_url),
         sha256,
         bytes: bytes.len(),
         mime,
@@ -382,7 +384,10 @@ mod tests {
         assert_eq!(e.mime, "image/png");
         assert_eq!((e.width, e.height), (20, 10));
         assert_eq!(e.sha256, hex::encode(Sha256::digest(&bytes)));
-        let b64 = e.data_url.strip_prefix("data:image/png;base64,").unwrap();
+        let b64 = std::str::from_utf8(&e.data_url)
+            .unwrap()
+            .strip_prefix("data:image/png;base64,")
+            .unwrap();
         assert_eq!(
             base64::engine::general_purpose::STANDARD
                 .decode(b64)

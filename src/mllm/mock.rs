@@ -430,6 +430,8 @@ pub struct RecordedRequest {
     pub method: String,
     pub path: String,
     pub authorization: Option<String>,
+    /// The Content-Length header, when the request had one (a chunked one has not).
+    pub content_length: Option<u64>,
     /// The body, when it was JSON.
     pub body: Option<Value>,
     /// The status sent; `None` while pending, or when the connection was dropped.
@@ -686,6 +688,11 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Reply, Drop
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_ascii_lowercase);
+    let content_length = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
     let seq = state.seq.fetch_add(1, Ordering::SeqCst);
     let body = match Limited::new(req.into_body(), MAX_BODY_BYTES)
         .collect()
@@ -699,6 +706,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Reply, Drop
                 method: method.to_string(),
                 path: path.clone(),
                 authorization,
+                content_length,
                 body: None,
                 status: None,
                 fault: None,
@@ -718,6 +726,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Reply, Drop
         method: method.to_string(),
         path: path.clone(),
         authorization: authorization.clone(),
+        content_length,
         body: serde_json::from_slice(&body).ok(),
         status: None,
         fault: None,

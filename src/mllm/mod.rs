@@ -11,6 +11,7 @@
 //! [`mock::MockServer`] is a real local server speaking the same API, scriptable with
 //! faults, for tests, benchmarks and demos without a GPU.
 
+mod body;
 mod client;
 mod encode;
 mod error;
