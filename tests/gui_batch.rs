@@ -137,6 +137,84 @@ fn journal_indices(dir: &Path) -> Vec<usize> {
 }
 
 #[test]
+fn endpoint_choices_follow_settings_by_name_and_the_typed_limit_counts() {
+    let idle = oracle_server(1);
+    let used = oracle_server(1);
+    let ws = tempfile::tempdir().unwrap();
+    let settings = Settings {
+        endpoints: vec![
+            endpoint("first box", &idle.url(), 2),
+            endpoint("second box", &used.url(), 2),
+        ],
+        knowledge: Some(repo("assets/sample/domain_knowledge.json")),
+        ..Settings::default()
+    };
+    settings.save(&Settings::path_in(ws.path())).unwrap();
+    let app = WorkbenchApp::with_workspace(Persisted::default(), ws.path().to_path_buf());
+    let mut h = harness(app);
+    h.get_by_label("Batch").click();
+    h.run_steps(2);
+    wait_for(&mut h, "the dataset in the form", 20, |a| {
+        a.batch.form.facts.is_some()
+    });
+    // The active endpoint starts ticked; swap to the second one by their labels.
+    h.get_by_label_contains("first box (mock-vl").click();
+    h.get_by_label_contains("second box (mock-vl").click();
+    h.run_steps(1);
+    let ticked = |app: &WorkbenchApp| -> Vec<(String, bool)> {
+        let form = &app.batch.form;
+        form.endpoints
+            .iter()
+            .map(|c| (c.name.clone(), c.on))
+            .collect()
+    };
+    assert_eq!(
+        ticked(h.state()),
+        [("first box".into(), false), ("second box".into(), true)]
+    );
+    // Settings gains an endpoint in front and loses none: the tick stays on its box.
+    h.state_mut()
+        .settings
+        .endpoints
+        .insert(0, endpoint("new box", "http://127.0.0.1:9/v1", 1));
+    h.run_steps(2);
+    assert_eq!(
+        ticked(h.state()),
+        [
+            ("new box".into(), false),
+            ("first box".into(), false),
+            ("second box".into(), true)
+        ]
+    );
+    h.state_mut().settings.endpoints.remove(1);
+    h.run_steps(2);
+    assert_eq!(
+        ticked(h.state()),
+        [("new box".into(), false), ("second box".into(), true)]
+    );
+
+    h.get_by_label("Limit").focus();
+    h.run_steps(1);
+    h.get_by_label("Limit").type_text("7");
+    h.run_steps(2);
+    h.get_by_label_contains("7 questions. Estimate:");
+    h.get_by_label("Start run").click();
+    h.run_steps(1);
+    wait_for(&mut h, "the run to finish", 60, |a| {
+        phase_is(a, |p| *p == echo_workbench::ui::RunPhase::Finished)
+    });
+    assert_eq!(used.chat_count(), 7, "the ticked endpoint answered");
+    assert_eq!(
+        idle.chat_count(),
+        0,
+        "an unticked endpoint was sent questions"
+    );
+    let manifest = RunFolder::open(&run_dir(h.state())).unwrap().manifest;
+    let names: Vec<&str> = manifest.endpoints.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["second box"]);
+}
+
+#[test]
 fn a_run_fills_the_table_like_score_and_a_cell_opens_down_to_the_trace() {
     let server = oracle_server(2);
     let ws = workspace(&server.url(), 8);
@@ -595,10 +673,10 @@ fn two_runs_compare_and_a_changed_question_opens() {
     );
 }
 
-/// The longest `frame_ui` while a 1,000-question run streams in. Prints the figure;
-/// run with `--ignored --nocapture`.
+/// The longest `frame_ui` while a 1,000-question run streams in, printed with
+/// `--nocapture` (the README quotes a release build's figure). The bound only
+/// catches a frame that waits on work: a debug build draws ten times slower.
 #[test]
-#[ignore]
 fn longest_frame_during_a_1000_question_run() {
     struct Timed {
         app: WorkbenchApp,
@@ -732,14 +810,19 @@ fn longest_frame_during_a_1000_question_run() {
         m.last_score.as_secs_f64() * 1000.0
     );
     println!("frames over 30 ms (frame number, time): {:?}", t.slow);
-    // The oracle answers every retried question right.
+    // The oracle answers every question right.
     assert!(m.records.iter().all(|r| r.correct == Some(true)));
+    let bound = if cfg!(debug_assertions) { 1000 } else { 100 };
+    assert!(
+        during < Duration::from_millis(bound),
+        "a frame took {during:?} while answers arrived"
+    );
 }
 
-/// Scoring speed at MMAD's full size, to decide whether live re-scoring needs
-/// throttling. Run with `--ignored --nocapture`.
+/// Scoring at MMAD's full size stays far below the live view's re-score interval
+/// (250 ms), so re-scoring off the UI thread every interval keeps up. Printed with
+/// `--nocapture`.
 #[test]
-#[ignore]
 fn scoring_40k_records_takes() {
     let loaded = score::load_answers(&repo("tests/fixtures/facts_answers.json")).unwrap();
     let mut records = Vec::new();
@@ -754,4 +837,6 @@ fn scoring_40k_records_takes() {
         start.elapsed().as_secs_f64() * 1000.0
     );
     assert!(!table.values.is_empty());
+    let bound = if cfg!(debug_assertions) { 2000 } else { 100 };
+    assert!(start.elapsed() < Duration::from_millis(bound));
 }

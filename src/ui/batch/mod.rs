@@ -86,6 +86,15 @@ pub struct CurrentRun {
     pub live: Option<LiveRun>,
 }
 
+/// A table re-scored in the background after the scoring options changed.
+struct Rescored {
+    dir: PathBuf,
+    /// How many records it scored.
+    records: usize,
+    options: ScoreOptions,
+    table: ScoreTable,
+}
+
 pub struct BatchState {
     pub view: BatchView,
     // Score a file.
@@ -107,7 +116,7 @@ pub struct BatchState {
     // The current run.
     pub current: Option<CurrentRun>,
     open_job: Option<Job<RunModel>>,
-    rescore_job: Option<Job<(ScoreOptions, ScoreTable)>>,
+    rescore_job: Option<Job<Rescored>>,
     /// Scoring options of the current run's table.
     pub run_options: ScoreOptions,
     pub run_error: Option<String>,
@@ -278,11 +287,18 @@ impl BatchState {
         if let Some(result) = self.rescore_job.as_mut().and_then(Job::take) {
             self.rescore_job = None;
             match result {
-                Ok((options, table)) => {
+                Ok(done) => {
+                    // Only onto the run it was made for, and only if no answer
+                    // arrived meanwhile (the collector then scores with the new
+                    // options itself).
                     if let Some(c) = &self.current {
                         let mut m = c.shared.lock();
-                        m.options = options;
-                        m.table = table;
+                        if m.dir == done.dir
+                            && m.options == done.options
+                            && m.records.len() == done.records
+                        {
+                            m.table = done.table;
+                        }
                     }
                 }
                 Err(e) => self.run_error = Some(e),
@@ -493,7 +509,7 @@ impl BatchState {
             self.resume(dir, cx, Some(ui.ctx().clone()), retry);
             return;
         }
-        let model = shared.lock();
+        let mut model = shared.lock();
         egui::Panel::right("batch_drill")
             .resizable(true)
             .default_size(480.0)
@@ -517,10 +533,20 @@ impl BatchState {
                         {
                             self.run_options.mmad_compat = compat;
                             self.runs_loaded = false;
+                            // A live run's collector scores with these from its next
+                            // answer on; the job re-scores what is here now.
+                            model.options = self.run_options;
                             let records = model.records.clone();
                             let options = self.run_options;
+                            let dir = model.dir.clone();
                             self.rescore_job = Some(Job::spawn("re-score", move || {
-                                Ok((options, score::score(&model::answers_of(&records), options)))
+                                let table = score::score(&model::answers_of(&records), options);
+                                Ok(Rescored {
+                                    dir,
+                                    records: records.len(),
+                                    options,
+                                    table,
+                                })
                             }));
                         }
                         if self.rescore_job.is_some() {

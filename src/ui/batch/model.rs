@@ -214,8 +214,9 @@ pub fn collect(run: &SharedRun, events: Receiver<LiveEvent>, repaint: &(dyn Fn()
     let mut record_count = 0usize;
     let mut last_score: Option<Instant> = None;
     let mut dirty = false;
-    let options = run.lock().options;
     let rescore = |answers: &BTreeMap<usize, Option<AnswerRecord>>, record_count: usize| {
+        // Read each time: the user may switch the scoring while the run goes on.
+        let options = run.lock().options;
         let start = Instant::now();
         let ordered: Vec<AnswerRecord> = answers.values().flatten().cloned().collect();
         let table = score::score(&ordered, options);
@@ -381,5 +382,46 @@ mod tests {
         assert_eq!(m.errors(), 1);
         // Two abnormal AD answers, one right: 50% abnormal, no normal part.
         assert_eq!(m.table.get("VisA", "Anomaly Detection"), Some(25.0));
+    }
+
+    #[test]
+    fn scoring_options_changed_mid_run_are_used_from_then_on() {
+        let run = SharedRun::new(RunModel::new(
+            PathBuf::from("run"),
+            None,
+            ScoreOptions::default(),
+        ));
+        let (tx, rx) = mpsc::channel();
+        let shared = run.clone();
+        let handle = std::thread::spawn(move || collect(&shared, rx, &|| {}));
+        tx.send(LiveEvent::Started {
+            total: 4,
+            already_done: 0,
+        })
+        .unwrap();
+        // An answer that is no letter, then a right one: MMAD's compat mode skips
+        // the right one along with it.
+        for r in [
+            rec(0, "Defect Classification", Some("unclear")),
+            rec(1, "Defect Classification", Some("A")),
+        ] {
+            tx.send(LiveEvent::Record(Box::new(r))).unwrap();
+        }
+        // The user switches to MMAD-compatible scoring while the run goes on.
+        run.lock().options.mmad_compat = true;
+        tx.send(LiveEvent::Record(Box::new(rec(
+            2,
+            "Defect Classification",
+            Some("B"),
+        ))))
+        .unwrap();
+        tx.send(LiveEvent::Ended { finished: true }).unwrap();
+        drop(tx);
+        handle.join().unwrap();
+        let m = run.lock();
+        assert!(m.options.mmad_compat);
+        assert_eq!(m.table.skipped, 1, "scored without the compat skip");
+        // Only question 2 (wrong) is scored; default scoring would give 50%.
+        assert_eq!(m.table.get("VisA", "Defect Classification"), Some(0.0));
     }
 }

@@ -52,6 +52,17 @@ fn distinct<'a>(it: impl Iterator<Item = &'a str>) -> Vec<String> {
     out
 }
 
+/// One endpoint of the settings as the form offers it. Matched to the settings by
+/// name and URL, so adding, removing or reordering endpoints in Settings never moves
+/// a tick or a concurrency onto another endpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EndpointChoice {
+    pub name: String,
+    pub base_url: String,
+    pub on: bool,
+    pub concurrency: usize,
+}
+
 pub struct NewRunForm {
     initialized: bool,
     pub dataset_path: String,
@@ -67,8 +78,12 @@ pub struct NewRunForm {
     pub preset: String,
     pub template: TemplateSource,
     pub knowledge_mode: KnowledgeMode,
-    /// Per settings endpoint: used in this run, and its concurrency.
-    pub endpoints: Vec<(bool, usize)>,
+    /// Per settings endpoint, in the settings' order: used in this run, and its
+    /// concurrency (kept in step with Settings by [`Self::sync_endpoints`]).
+    pub endpoints: Vec<EndpointChoice>,
+    /// The settings' dataset file when the form last took it, to follow a change
+    /// made in Settings unless the form's own field was edited since.
+    settings_dataset: PathBuf,
     pub name: String,
     pub note: String,
     pub error: Option<String>,
@@ -94,6 +109,7 @@ impl Default for NewRunForm {
             template: TemplateSource::Similar,
             knowledge_mode: KnowledgeMode::default(),
             endpoints: Vec::new(),
+            settings_dataset: PathBuf::new(),
             name: String::new(),
             note: String::new(),
             error: None,
@@ -128,13 +144,24 @@ impl NewRunForm {
         }
     }
 
-    /// Fills the form from the settings the first time it is shown.
+    /// Fills the form from the settings the first time it is shown; afterwards
+    /// follows what Settings changes (endpoints always, the dataset file while the
+    /// form's own field still shows the settings' one).
     fn init(&mut self, cx: &BatchContext<'_>) {
+        let s = cx.settings;
+        self.sync_endpoints(s);
         if self.initialized {
+            let shown = PathBuf::from(self.dataset_path.trim());
+            if s.dataset.mmad_json != self.settings_dataset && shown == self.settings_dataset {
+                self.settings_dataset = s.dataset.mmad_json.clone();
+                self.dataset_path = s.dataset.mmad_json.display().to_string();
+                self.root = s.dataset.root.display().to_string();
+                self.load_facts();
+            }
             return;
         }
         self.initialized = true;
-        let s = cx.settings;
+        self.settings_dataset = s.dataset.mmad_json.clone();
         self.dataset_path = s.dataset.mmad_json.display().to_string();
         self.root = s.dataset.root.display().to_string();
         self.preset = s.pipeline.preset.clone();
@@ -147,13 +174,47 @@ impl NewRunForm {
                 vec![self.preset.clone()]
             }
         };
+        self.load_facts();
+    }
+
+    /// One choice per settings endpoint, in the settings' order: a known endpoint
+    /// keeps its choice, a new one starts ticked only if it is the active endpoint.
+    pub fn sync_endpoints(&mut self, s: &crate::config::Settings) {
+        let same = self.endpoints.len() == s.endpoints.len()
+            && self
+                .endpoints
+                .iter()
+                .zip(&s.endpoints)
+                .all(|(c, e)| c.name == e.name && c.base_url == e.base_url);
+        if same {
+            return;
+        }
+        let first_time = self.endpoints.is_empty();
+        let mut old = std::mem::take(&mut self.endpoints);
         self.endpoints = s
             .endpoints
             .iter()
             .enumerate()
-            .map(|(i, e)| (i == s.active_endpoint, e.max_in_flight.max(1)))
+            .map(|(i, e)| {
+                let known = old
+                    .iter()
+                    .position(|c| c.name == e.name && c.base_url == e.base_url)
+                    .or_else(|| old.iter().position(|c| c.name == e.name));
+                match known {
+                    Some(at) => {
+                        let mut c = old.swap_remove(at);
+                        c.base_url = e.base_url.clone();
+                        c
+                    }
+                    None => EndpointChoice {
+                        name: e.name.clone(),
+                        base_url: e.base_url.clone(),
+                        on: first_time && i == s.active_endpoint,
+                        concurrency: e.max_in_flight.max(1),
+                    },
+                }
+            })
             .collect();
-        self.load_facts();
     }
 
     fn load_facts(&mut self) {
@@ -217,9 +278,9 @@ impl NewRunForm {
             .endpoints
             .iter()
             .zip(&self.endpoints)
-            .filter(|(_, (on, _))| *on)
-            .map(|(e, (_, n))| EndpointConfig {
-                max_in_flight: (*n).max(1),
+            .filter(|(e, c)| c.on && c.name == e.name)
+            .map(|(e, c)| EndpointConfig {
+                max_in_flight: c.concurrency.max(1),
                 ..e.clone()
             })
             .collect()
@@ -338,11 +399,12 @@ impl NewRunForm {
                         if cx.settings.endpoints.is_empty() {
                             ui.colored_label(ui.visuals().warn_fg_color, "No endpoint in the settings: add one in Settings.");
                         }
-                        for (e, (on, n)) in cx.settings.endpoints.iter().zip(self.endpoints.iter_mut()) {
+                        for (e, c) in cx.settings.endpoints.iter().zip(self.endpoints.iter_mut()) {
                             ui.horizontal(|ui| {
-                                ui.checkbox(on, format!("{} ({}, {})", e.name, e.model, e.base_url));
+                                let shown = crate::mllm::url_without_secrets(&e.base_url);
+                                ui.checkbox(&mut c.on, format!("{} ({}, {shown})", e.name, e.model));
                                 let label = ui.label("concurrency");
-                                ui.add(egui::DragValue::new(n).range(1..=256)).labelled_by(label.id);
+                                ui.add(egui::DragValue::new(&mut c.concurrency).range(1..=256)).labelled_by(label.id);
                             });
                         }
                     });
