@@ -545,3 +545,135 @@ fn retry_errors_rewrites_the_journal_without_them_and_never_duplicates() {
     let retried: BTreeSet<usize> = after[kept_lines.len()..].iter().map(|r| r.index).collect();
     assert_eq!(retried, failed);
 }
+
+/// A workspace whose settings.toml names `url` as its active endpoint (second of
+/// two), the sample dataset and the sample's knowledge, as the app saves it.
+fn app_workspace(url: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = echo_workbench::config::Settings {
+        knowledge: Some(repo("assets/sample/domain_knowledge.json")),
+        ..Default::default()
+    };
+    settings.endpoints = vec![
+        echo_workbench::mllm::EndpointConfig {
+            name: "unused".into(),
+            base_url: "http://127.0.0.1:9/v1".into(),
+            ..Default::default()
+        },
+        echo_workbench::mllm::EndpointConfig {
+            name: "vision box".into(),
+            base_url: url.into(),
+            model: "served-vl".into(),
+            max_in_flight: 3,
+            ..Default::default()
+        },
+    ];
+    settings.active_endpoint = 1;
+    settings.pipeline.preset = "mmad".into();
+    settings
+        .save(&echo_workbench::config::Settings::path_in(dir.path()))
+        .unwrap();
+    dir
+}
+
+fn bare_cmd(args: &[&str]) -> Command {
+    let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("echo-workbench"));
+    cmd.args(args).stdin(Stdio::null());
+    cmd
+}
+
+#[test]
+fn run_probe_and_inspect_take_what_the_flags_leave_out_from_the_apps_settings() {
+    let server = server(1, FaultPlan::none());
+    let ws = app_workspace(&server.url());
+    let ws_arg = ws.path().to_str().unwrap();
+    let out = ws.path().join("run");
+    let output = bare_cmd(&["run", "--workspace", ws_arg, "--limit", "6", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("settings: "), "{stderr}");
+    let manifest = RunManifest::load(&out.join("manifest.json")).unwrap();
+    let e = &manifest.endpoints[..];
+    assert_eq!(e.len(), 1);
+    assert_eq!(
+        (e[0].name.as_str(), e[0].model.as_str(), e[0].concurrency),
+        ("vision box", "served-vl", 3)
+    );
+    assert_eq!(manifest.pipeline.preset, "mmad");
+    assert_eq!(
+        manifest.knowledge.unwrap().path,
+        repo("assets/sample/domain_knowledge.json")
+    );
+    assert_eq!(manifest.question_count, 6);
+    assert_eq!(server.chat_count(), 6);
+    // A flag still wins over the settings.
+    let out2 = ws.path().join("run2");
+    let output = bare_cmd(&[
+        "run",
+        "--workspace",
+        ws_arg,
+        "--limit",
+        "2",
+        "--preset",
+        "echo",
+        "--model",
+        "other",
+        "--out",
+    ])
+    .arg(&out2)
+    .output()
+    .unwrap();
+    assert!(output.status.success());
+    let manifest = RunManifest::load(&out2.join("manifest.json")).unwrap();
+    assert_eq!(manifest.pipeline.preset, "echo");
+    assert_eq!(manifest.endpoints[0].model, "other");
+
+    let probe = bare_cmd(&["probe", "--workspace", ws_arg])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&probe.stdout);
+    assert!(stdout.contains("two images: yes"), "{stdout}");
+
+    let before = server.chat_count();
+    let inspect = bare_cmd(&["inspect", "--workspace", ws_arg])
+        .arg(repo("assets/sample/Sample/washer/test/notch/001.png"))
+        .args(["--question", "Is there any defect in the object?"])
+        .output()
+        .unwrap();
+    assert!(
+        inspect.status.success(),
+        "{}",
+        String::from_utf8_lossy(&inspect.stderr)
+    );
+    assert_eq!(
+        server.chat_count(),
+        before + 1,
+        "inspect did not ask the settings' endpoint"
+    );
+
+    // Asked for, the settings must be there; without them the flags are required.
+    let missing = bare_cmd(&["probe", "--workspace"])
+        .arg(ws.path().join("nowhere"))
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no settings file at"));
+    let bare = bare_cmd(&["run", "--out"])
+        .arg(ws.path().join("r3"))
+        .output()
+        .unwrap();
+    assert_eq!(bare.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&bare.stderr)
+            .contains("--endpoint URL and --model M are required (or --workspace"),
+        "{}",
+        String::from_utf8_lossy(&bare.stderr)
+    );
+}

@@ -23,6 +23,7 @@ use echo_workbench::vision::spec::EmbedderSpec;
 use indexmap::IndexMap;
 use serde_json::{Value, json};
 
+use super::workspace::WorkspaceArg;
 use crate::TextOrJson;
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -65,18 +66,19 @@ pub struct InspectArgs {
     /// The correct letter, to mark the answer right or wrong.
     #[arg(long)]
     answer: Option<String>,
-    /// Base URL of an OpenAI-compatible API.
-    #[arg(long, default_value = "http://127.0.0.1:8000/v1")]
-    endpoint: String,
-    /// The model name the server expects.
-    #[arg(long, default_value = "default")]
-    model: String,
+    /// Base URL of an OpenAI-compatible API [default: http://127.0.0.1:8000/v1, or
+    /// the app's active endpoint with --workspace].
+    #[arg(long)]
+    endpoint: Option<String>,
+    /// The model name the server expects [default: default].
+    #[arg(long)]
+    model: Option<String>,
     /// Environment variable holding the API key (the key itself is never written anywhere).
     #[arg(long, value_name = "VAR")]
     api_key_env: Option<String>,
-    /// Seconds to wait for one reply.
-    #[arg(long, default_value_t = 120.0)]
-    timeout: f64,
+    /// Seconds to wait for one reply [default: 120].
+    #[arg(long)]
+    timeout: Option<f64>,
     /// Most tokens per reply (default: the client's).
     #[arg(long)]
     max_tokens: Option<u32>,
@@ -100,18 +102,18 @@ pub struct InspectArgs {
     /// Echo's condensed knowledge (default: the bundled knowledge/condensed.json).
     #[arg(long, value_name = "FILE")]
     condensed: Option<PathBuf>,
-    /// A preset of the experts table: echo, mmad, full (or one of your own).
-    #[arg(long, default_value = "echo")]
-    preset: String,
+    /// A preset of the experts table: echo, mmad, full (or one of your own) [default: echo].
+    #[arg(long)]
+    preset: Option<String>,
     /// category | condensed | options | llm | off (default: the preset's).
     #[arg(long, value_name = "MODE")]
     knowledge_mode: Option<KnowledgeMode>,
     /// inline | separate | off (default: the preset's).
     #[arg(long, value_name = "MODE")]
     reasoning: Option<ReasoningMode>,
-    /// global (Echo) | category (only the query's category).
-    #[arg(long, value_name = "SCOPE", default_value = "global")]
-    scope: ScopeMode,
+    /// global (Echo) | category (only the query's category) [default: global].
+    #[arg(long, value_name = "SCOPE")]
+    scope: Option<ScopeMode>,
     /// Memory candidates kept in the trace.
     #[arg(long, default_value_t = 3)]
     k: usize,
@@ -150,6 +152,8 @@ pub struct InspectArgs {
     plan: bool,
     #[arg(long, value_enum, default_value_t = TextOrJson::Text)]
     format: TextOrJson,
+    #[command(flatten)]
+    workspace: WorkspaceArg,
 }
 
 fn parse_option(s: &str) -> Result<(String, String), String> {
@@ -226,8 +230,18 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<ExitCode> {
     if !args.image.is_file() {
         bail!("cannot read {}: no such file", args.image.display());
     }
-    // Where the image comes from.
-    let found = find_entry(&args.image, args.mmad.as_deref())?;
+    let app = args.workspace.load()?;
+    let app_settings = app.as_ref().map(|a| &a.settings);
+    // Where the image comes from: a named mmad.json, else one met going up from the
+    // image, else the app's dataset.
+    let mut found = find_entry(&args.image, args.mmad.as_deref())?;
+    if found.is_none()
+        && args.mmad.is_none()
+        && let Some(s) = app_settings
+        && s.dataset.mmad_json.is_file()
+    {
+        found = find_entry(&args.image, Some(&s.dataset.mmad_json))?;
+    }
     let mut query = match &found {
         Some((root, key, dataset)) => Query::from_entry(root, key, &dataset.entries[key])?,
         None => Query::image(&args.image),
@@ -281,24 +295,37 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<ExitCode> {
         annotation: None,
     };
 
-    // Settings.
+    // Settings: the flags given, over the app's (with --workspace), over the defaults.
+    let base = app_settings.map(|s| s.pipeline.clone()).unwrap_or_default();
+    let switch = |flag: Option<OnOff>, app: Option<bool>| OnOff::get(flag).or(app);
     let mut settings = PipelineSettings {
-        preset: args.preset.clone(),
+        preset: args.preset.clone().unwrap_or(base.preset.clone()),
         switches: ExpertSwitches {
-            reference: OnOff::get(args.reference_expert),
-            knowledge: OnOff::get(args.knowledge_expert),
-            reasoning: OnOff::get(args.reasoning_expert),
+            reference: switch(args.reference_expert, base.switches.reference),
+            knowledge: switch(args.knowledge_expert, base.switches.knowledge),
+            reasoning: switch(args.reasoning_expert, base.switches.reasoning),
         },
-        scope: args.scope,
+        scope: args.scope.unwrap_or(base.scope),
         candidates: args.k.max(1),
-        knowledge_mode: args.knowledge_mode,
-        reasoning_mode: args.reasoning,
+        knowledge_mode: args.knowledge_mode.or(base.knowledge_mode),
+        reasoning_mode: args.reasoning.or(base.reasoning_mode),
         extract: args.extract,
-        experts_file: args.experts.clone(),
-        prompts_dir: args.prompts.clone(),
-        knowledge_cache_dir: args.knowledge_cache.clone(),
-        ..PipelineSettings::default()
+        experts_file: args.experts.clone().or(base.experts_file.clone()),
+        prompts_dir: args.prompts.clone().or(base.prompts_dir.clone()),
+        knowledge_cache_dir: args
+            .knowledge_cache
+            .clone()
+            .or(base.knowledge_cache_dir.clone()),
+        ..base
     };
+    let memory = args
+        .memory
+        .clone()
+        .or_else(|| app_settings.and_then(|s| s.reference.memory.clone()));
+    let knowledge = args
+        .knowledge
+        .clone()
+        .or_else(|| app_settings.and_then(|s| s.knowledge.clone()));
     if let Some(dd) = OnOff::get(args.dd_knowledge) {
         settings.type_switches.insert(
             QuestionType::DefectDescription.as_str().to_string(),
@@ -317,16 +344,17 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<ExitCode> {
     let has_templates = query.entry.as_ref().is_some_and(|e| {
         !e.entry.similar_templates.is_empty() || !e.entry.random_templates.is_empty()
     });
-    settings.reference = Some(match (&args.memory, args.template) {
+    settings.reference = Some(match (&memory, args.template) {
         (Some(_), _) => ReferenceKind::Memory,
         (None, Some(TemplateArg::Similar)) => ReferenceKind::Similar,
         (None, Some(TemplateArg::Random)) => ReferenceKind::Random,
         (None, Some(TemplateArg::None)) => ReferenceKind::None,
         (None, None) if has_templates => {
-            let preset_default =
-                echo_workbench::echo::plan::ExpertTable::load_or_bundled(args.experts.as_deref())?
-                    .preset(&args.preset)?
-                    .reference;
+            let preset_default = echo_workbench::echo::plan::ExpertTable::load_or_bundled(
+                settings.experts_file.as_deref(),
+            )?
+            .preset(&settings.preset)?
+            .reference;
             if preset_default == ReferenceKind::Random {
                 ReferenceKind::Random
             } else {
@@ -339,9 +367,9 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<ExitCode> {
     let ctx = load_context(
         settings,
         &ContextSources {
-            knowledge: args.knowledge.clone(),
+            knowledge,
             condensed: args.condensed.clone(),
-            memory: args.memory.clone(),
+            memory,
             embedder: args.embedder.clone(),
         },
     )?
@@ -353,14 +381,27 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
 
-    let mut cfg = EndpointConfig {
-        name: "inspect".into(),
-        base_url: args.endpoint.clone(),
-        model: args.model.clone(),
-        api_key_env: args.api_key_env.clone(),
-        timeout_s: args.timeout,
-        ..EndpointConfig::default()
+    let mut cfg = match (&args.endpoint, &app) {
+        (None, Some(app)) => app.active_endpoint()?,
+        (url, _) => EndpointConfig {
+            name: "inspect".into(),
+            base_url: url
+                .clone()
+                .unwrap_or_else(|| "http://127.0.0.1:8000/v1".into()),
+            model: "default".into(),
+            timeout_s: 120.0,
+            ..EndpointConfig::default()
+        },
     };
+    if let Some(m) = &args.model {
+        cfg.model = m.clone();
+    }
+    if let Some(k) = &args.api_key_env {
+        cfg.api_key_env = Some(k.clone());
+    }
+    if let Some(t) = args.timeout {
+        cfg.timeout_s = t;
+    }
     if let Some(n) = args.max_tokens {
         cfg.max_tokens = n;
     }

@@ -12,3 +12,4 @@ pub mod mock_server;
 pub mod probe;
 pub mod run;
 pub mod score;
+pub mod workspace;

@@ -2,37 +2,68 @@
 
 use std::process::ExitCode;
 
+use anyhow::{Context, bail};
 use clap::Args;
 use echo_workbench::mllm::{EndpointConfig, MllmClient};
 
+use super::workspace::WorkspaceArg;
 use crate::TextOrJson;
 
 #[derive(Args)]
 pub struct ProbeArgs {
-    /// Base URL of an OpenAI-compatible API, e.g. http://localhost:8000/v1.
+    /// Base URL of an OpenAI-compatible API, e.g. http://localhost:8000/v1 (with
+    /// --workspace and no --endpoint: the app's active endpoint).
     #[arg(long)]
-    endpoint: String,
+    endpoint: Option<String>,
     #[arg(long)]
-    model: String,
+    model: Option<String>,
     /// Name of the environment variable that holds the API key (the key itself is
     /// never accepted on the command line).
     #[arg(long)]
     api_key_env: Option<String>,
-    #[arg(long, default_value_t = 60.0)]
-    timeout_s: f64,
+    /// Seconds to wait for each request [default: 60].
+    #[arg(long)]
+    timeout_s: Option<f64>,
     #[arg(long, value_enum, default_value_t = TextOrJson::Text)]
     format: TextOrJson,
+    #[command(flatten)]
+    workspace: WorkspaceArg,
+}
+
+/// The endpoint to probe: the flags', or the app's active one with the flags given
+/// taking precedence.
+fn endpoint(args: &ProbeArgs) -> anyhow::Result<EndpointConfig> {
+    let mut cfg = match (&args.endpoint, args.workspace.load()?) {
+        (Some(url), _) => EndpointConfig {
+            base_url: url.clone(),
+            model: args
+                .model
+                .clone()
+                .context("--model is required with --endpoint")?,
+            timeout_s: 60.0,
+            ..EndpointConfig::default()
+        },
+        (None, Some(app)) => app.active_endpoint()?,
+        (None, None) => bail!(
+            "--endpoint URL and --model M are required (or --workspace, to probe the app's endpoint)"
+        ),
+    };
+    if let Some(m) = &args.model {
+        cfg.model = m.clone();
+    }
+    if let Some(k) = &args.api_key_env {
+        cfg.api_key_env = Some(k.clone());
+    }
+    if let Some(t) = args.timeout_s {
+        cfg.timeout_s = t;
+    }
+    // One answer is the finding: a retry would only hide what the server does.
+    cfg.max_retries = 0;
+    Ok(cfg)
 }
 
 pub fn run(args: &ProbeArgs) -> anyhow::Result<ExitCode> {
-    let client = MllmClient::new(EndpointConfig {
-        base_url: args.endpoint.clone(),
-        model: args.model.clone(),
-        api_key_env: args.api_key_env.clone(),
-        timeout_s: args.timeout_s,
-        max_retries: 0,
-        ..EndpointConfig::default()
-    })?;
+    let client = MllmClient::new(endpoint(args)?)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

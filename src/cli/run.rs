@@ -14,19 +14,20 @@ use echo_workbench::bench::runner::{
     self, RunControl, RunEvent, RunOutcome, RunProgress, RunSpec, RunSummary, TemplateSource,
 };
 use echo_workbench::bench::select::parse_type_name;
-use echo_workbench::echo::PipelineSettings;
 use echo_workbench::echo::plan::{KnowledgeMode, ReasoningMode, ScopeMode};
 use echo_workbench::mllm::EndpointConfig;
 use echo_workbench::vision::spec::EmbedderSpec;
+
+use super::workspace::{AppSettings, WorkspaceArg};
 
 /// The exit code of a run stopped by Ctrl-C (128 + SIGINT, as shells report it).
 const EXIT_INTERRUPTED: u8 = 130;
 
 #[derive(Args)]
 pub struct RunArgs {
-    /// The MMAD-format mmad.json to run.
+    /// The MMAD-format mmad.json to run (or the app's, with --workspace).
     #[arg(long, value_name = "MMAD_JSON")]
-    dataset: PathBuf,
+    dataset: Option<PathBuf>,
     /// The folder the dataset's image paths are relative to (default: the folder
     /// holding the mmad.json).
     #[arg(long, value_name = "DIR")]
@@ -34,35 +35,36 @@ pub struct RunArgs {
     /// The run folder (manifest.json, journal.jsonl).
     #[arg(long, value_name = "RUN_DIR")]
     out: PathBuf,
-    /// Base URL of an OpenAI-compatible API; repeat to spread the run over several.
-    #[arg(long = "endpoint", value_name = "URL", required = true)]
+    /// Base URL of an OpenAI-compatible API; repeat to spread the run over several
+    /// (with --workspace and no --endpoint: the app's active endpoint).
+    #[arg(long = "endpoint", value_name = "URL")]
     endpoints: Vec<String>,
     /// The model name the server expects: once for every endpoint, or once per
     /// --endpoint in the same order.
-    #[arg(long = "model", value_name = "M", required = true)]
+    #[arg(long = "model", value_name = "M")]
     models: Vec<String>,
     /// Environment variable holding the API key (once, or once per --endpoint); the
     /// key itself is never written anywhere.
     #[arg(long = "api-key-env", value_name = "VAR")]
     api_key_envs: Vec<String>,
-    /// Requests in flight per endpoint (once, or once per --endpoint).
-    #[arg(long = "concurrency", value_name = "N", default_values_t = vec![8])]
+    /// Requests in flight per endpoint (once, or once per --endpoint) [default: 8].
+    #[arg(long = "concurrency", value_name = "N")]
     concurrency: Vec<usize>,
-    /// Seconds to wait for one HTTP attempt.
-    #[arg(long, value_name = "S", default_value_t = 120.0)]
-    timeout_s: f64,
-    /// Further attempts after a connection failure, timeout, HTTP 429 or 5xx.
-    #[arg(long, default_value_t = 3)]
-    max_retries: u32,
-    /// Backoff scale between attempts, in milliseconds.
-    #[arg(long, default_value_t = 500)]
-    retry_base_ms: u64,
+    /// Seconds to wait for one HTTP attempt [default: 120].
+    #[arg(long, value_name = "S")]
+    timeout_s: Option<f64>,
+    /// Further attempts after a connection failure, timeout, HTTP 429 or 5xx [default: 3].
+    #[arg(long)]
+    max_retries: Option<u32>,
+    /// Backoff scale between attempts, in milliseconds [default: 500].
+    #[arg(long)]
+    retry_base_ms: Option<u64>,
     /// Most tokens per reply (default: the client's, MMAD's 128).
     #[arg(long)]
     max_tokens: Option<u32>,
-    /// A preset of the experts table: echo, mmad, full (or one of your own).
-    #[arg(long, default_value = "echo")]
-    preset: String,
+    /// A preset of the experts table: echo, mmad, full (or one of your own) [default: echo].
+    #[arg(long)]
+    preset: Option<String>,
     /// Where reference images come from (default: retrieved with --memory, else
     /// MMAD's similar_templates).
     #[arg(long, value_enum)]
@@ -85,9 +87,9 @@ pub struct RunArgs {
     /// inline | separate | off (default: the preset's).
     #[arg(long, value_name = "MODE")]
     reasoning: Option<ReasoningMode>,
-    /// Memory search scope: global (Echo) | category.
-    #[arg(long, value_name = "SCOPE", default_value = "global")]
-    scope: ScopeMode,
+    /// Memory search scope: global (Echo) | category [default: global].
+    #[arg(long, value_name = "SCOPE")]
+    scope: Option<ScopeMode>,
     /// Only these dataset folders (comma-separated or repeated), e.g. DS-MVTec,VisA.
     #[arg(long, value_delimiter = ',', value_name = "NAME")]
     datasets: Vec<String>,
@@ -121,6 +123,8 @@ pub struct RunArgs {
     /// Seconds between progress lines when stderr is not a terminal.
     #[arg(long, value_name = "S", default_value_t = 2.0)]
     progress_every_s: f64,
+    #[command(flatten)]
+    workspace: WorkspaceArg,
 }
 
 /// One value for all endpoints, or one per endpoint.
@@ -148,10 +152,23 @@ fn endpoint_name(url: &str, i: usize) -> String {
         .unwrap_or_else(|| format!("endpoint {}", i + 1))
 }
 
-fn spec_from(args: &RunArgs) -> anyhow::Result<RunSpec> {
+const DEFAULT_CONCURRENCY: usize = 8;
+const DEFAULT_TIMEOUT_S: f64 = 120.0;
+const DEFAULT_MAX_RETRIES: u32 = 3;
+const DEFAULT_RETRY_BASE_MS: u64 = 500;
+
+/// The endpoints named by --endpoint, with the flags' settings.
+fn endpoints_from_flags(args: &RunArgs) -> anyhow::Result<Vec<EndpointConfig>> {
     let n = args.endpoints.len();
+    if args.models.is_empty() {
+        bail!("--model is required with --endpoint (the model name the server expects)");
+    }
     let models = per_endpoint(&args.models, n, "--model")?;
-    let concurrency = per_endpoint(&args.concurrency, n, "--concurrency")?;
+    let concurrency = if args.concurrency.is_empty() {
+        vec![DEFAULT_CONCURRENCY; n]
+    } else {
+        per_endpoint(&args.concurrency, n, "--concurrency")?
+    };
     let keys: Vec<Option<String>> = if args.api_key_envs.is_empty() {
         vec![None; n]
     } else {
@@ -160,10 +177,7 @@ fn spec_from(args: &RunArgs) -> anyhow::Result<RunSpec> {
             .map(Some)
             .collect()
     };
-    if let Some(c) = concurrency.iter().find(|&&c| c == 0) {
-        bail!("--concurrency must be at least 1, not {c}");
-    }
-    let endpoints = args
+    Ok(args
         .endpoints
         .iter()
         .enumerate()
@@ -173,10 +187,10 @@ fn spec_from(args: &RunArgs) -> anyhow::Result<RunSpec> {
                 base_url: url.clone(),
                 model: models[i].clone(),
                 api_key_env: keys[i].clone(),
-                timeout_s: args.timeout_s,
+                timeout_s: args.timeout_s.unwrap_or(DEFAULT_TIMEOUT_S),
                 max_in_flight: concurrency[i],
-                max_retries: args.max_retries,
-                retry_base_ms: args.retry_base_ms,
+                max_retries: args.max_retries.unwrap_or(DEFAULT_MAX_RETRIES),
+                retry_base_ms: args.retry_base_ms.unwrap_or(DEFAULT_RETRY_BASE_MS),
                 ..EndpointConfig::default()
             };
             if let Some(t) = args.max_tokens {
@@ -184,22 +198,81 @@ fn spec_from(args: &RunArgs) -> anyhow::Result<RunSpec> {
             }
             cfg
         })
-        .collect();
-    let root = match &args.root {
-        Some(r) => r.clone(),
-        None => args
-            .dataset
-            .parent()
-            .map(|p| p.to_path_buf())
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or_else(|| PathBuf::from(".")),
+        .collect())
+}
+
+/// The app's active endpoint as its settings describe it, with any flag given
+/// taking precedence.
+fn endpoint_from_settings(args: &RunArgs, app: &AppSettings) -> anyhow::Result<EndpointConfig> {
+    let mut cfg = app.active_endpoint()?;
+    let one = |values: usize, flag: &str| {
+        if values > 1 {
+            bail!("{flag} was given {values} times for the one endpoint of the settings");
+        }
+        Ok(())
+    };
+    one(args.models.len(), "--model")?;
+    one(args.concurrency.len(), "--concurrency")?;
+    one(args.api_key_envs.len(), "--api-key-env")?;
+    if let Some(m) = args.models.first() {
+        cfg.model = m.clone();
+    }
+    if let Some(&c) = args.concurrency.first() {
+        cfg.max_in_flight = c;
+    }
+    if let Some(k) = args.api_key_envs.first() {
+        cfg.api_key_env = Some(k.clone());
+    }
+    cfg.timeout_s = args.timeout_s.unwrap_or(cfg.timeout_s);
+    cfg.max_retries = args.max_retries.unwrap_or(cfg.max_retries);
+    cfg.retry_base_ms = args.retry_base_ms.unwrap_or(cfg.retry_base_ms);
+    if let Some(t) = args.max_tokens {
+        cfg.max_tokens = t;
+    }
+    Ok(cfg)
+}
+
+fn spec_from(args: &RunArgs) -> anyhow::Result<RunSpec> {
+    let app = args.workspace.load()?;
+    let endpoints = match &app {
+        _ if !args.endpoints.is_empty() => endpoints_from_flags(args)?,
+        Some(app) => vec![endpoint_from_settings(args, app)?],
+        None => bail!(
+            "--endpoint URL and --model M are required (or --workspace, to use the app's endpoint)"
+        ),
+    };
+    if let Some(e) = endpoints.iter().find(|e| e.max_in_flight == 0) {
+        bail!(
+            "--concurrency must be at least 1, not 0 (endpoint {})",
+            e.name
+        );
+    }
+    let (dataset, root) = match (&args.dataset, &app) {
+        (Some(d), _) => {
+            let root = args.root.clone().unwrap_or_else(|| {
+                d.parent()
+                    .map(|p| p.to_path_buf())
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .unwrap_or_else(|| PathBuf::from("."))
+            });
+            (d.clone(), root)
+        }
+        (None, Some(app)) => (
+            app.settings.dataset.mmad_json.clone(),
+            args.root
+                .clone()
+                .unwrap_or_else(|| app.settings.dataset.root.clone()),
+        ),
+        (None, None) => {
+            bail!("--dataset MMAD_JSON is required (or --workspace, to use the app's dataset)")
+        }
     };
     let types = args
         .types
         .iter()
         .map(|t| parse_type_name(t))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut spec = RunSpec::new(&args.dataset, root, endpoints, &args.out);
+    let mut spec = RunSpec::new(&dataset, root, endpoints, &args.out);
     spec.selection = Selection {
         datasets: args.datasets.clone(),
         categories: args.categories.clone(),
@@ -208,19 +281,36 @@ fn spec_from(args: &RunArgs) -> anyhow::Result<RunSpec> {
         ..Selection::default()
     };
     spec.shard = args.shard;
-    spec.pipeline = PipelineSettings {
-        preset: args.preset.clone(),
-        scope: args.scope,
-        knowledge_mode: args.knowledge_mode,
-        reasoning_mode: args.reasoning,
-        ..PipelineSettings::default()
-    };
+    let mut pipeline = app
+        .as_ref()
+        .map(|a| a.settings.pipeline.clone())
+        .unwrap_or_default();
+    if let Some(p) = &args.preset {
+        pipeline.preset = p.clone();
+    }
+    if let Some(scope) = args.scope {
+        pipeline.scope = scope;
+    }
+    if args.knowledge_mode.is_some() {
+        pipeline.knowledge_mode = args.knowledge_mode;
+    }
+    if args.reasoning.is_some() {
+        pipeline.reasoning_mode = args.reasoning;
+    }
+    spec.pipeline = pipeline;
+    let settings = app.as_ref().map(|a| &a.settings);
+    spec.memory = args
+        .memory
+        .clone()
+        .or_else(|| settings.and_then(|s| s.reference.memory.clone()));
     spec.template = args
         .template
-        .unwrap_or(TemplateSource::default_for(args.memory.is_some()));
-    spec.memory = args.memory.clone();
+        .unwrap_or(TemplateSource::default_for(spec.memory.is_some()));
     spec.embedder = args.embedder.clone();
-    spec.knowledge = args.knowledge.clone();
+    spec.knowledge = args
+        .knowledge
+        .clone()
+        .or_else(|| settings.and_then(|s| s.knowledge.clone()));
     spec.condensed = args.condensed.clone();
     spec.image_affinity = args.image_affinity;
     spec.resume = args.resume || args.retry_errors;
