@@ -747,6 +747,9 @@ fn cancel_stops_a_run_all_and_marks_what_did_not_run() {
         })
     });
     h.get_by_label_contains("Running 1 of 6");
+    // The status bar names the work and offers its own Stop; the Cancel below is
+    // the card's.
+    h.get_by_label("ask the model (1 of 6)");
     let started = Instant::now();
     h.get_by_label("Cancel").click_accesskit();
     wait_for(&mut h, "the cancel", |a| !a.inspect.running());

@@ -77,7 +77,7 @@ fn shell_opens_on_the_sample_and_builds_the_reference_memory() {
     );
     assert!(app.reference_service.error.is_none());
     h.get_by_label_contains(&format!("Memory: {expected} images"));
-    h.get_by_label("Embedder: descriptor");
+    h.get_by_label("Embedder: descriptor-v1");
     h.get_by_label_contains("Endpoint: local vLLM");
     h.get_by_label("untested");
     // The vectors went to the workspace's embedding cache, for the next start.
@@ -389,4 +389,50 @@ fn help_overlay_lists_the_shortcuts() {
     h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::Num4);
     h.run_steps(2);
     assert_eq!(h.state().persisted.tab, Tab::Settings);
+}
+
+#[test]
+fn endpoints_are_added_and_removed_and_revert_survives_a_hand_edited_file() {
+    let ws = tempfile::tempdir().unwrap();
+    // One endpoint, and an active index that a hand edit left pointing past it.
+    let text = Settings::default()
+        .to_toml()
+        .replace("active_endpoint = 0", "active_endpoint = 3");
+    assert!(text.contains("active_endpoint = 3"));
+    std::fs::write(Settings::path_in(ws.path()), text).unwrap();
+    let mut h = harness(app_on(ws.path(), Tab::Settings));
+    h.run_steps(3);
+    h.get_by_label("Add endpoint").click();
+    h.run_steps(2);
+    assert_eq!(h.state().settings_view.draft.endpoints.len(), 2);
+    h.get_by_label("Remove endpoint").click();
+    h.run_steps(2);
+    assert_eq!(h.state().settings_view.draft.endpoints.len(), 1);
+    h.get_by_label("Add endpoint").click();
+    h.run_steps(2);
+    h.get_by_label("Revert").click();
+    h.run_steps(3);
+    let app = h.state();
+    assert_eq!(app.settings_view.draft.endpoints.len(), 1);
+    assert_eq!(app.settings_view.selected_endpoint, 0);
+}
+
+#[test]
+fn the_theme_switches_from_the_top_bar_and_is_remembered() {
+    let ws = tempfile::tempdir().unwrap();
+    let mut h = harness(app_on(ws.path(), Tab::Inspect));
+    h.run_steps(2);
+    assert!(h.state().persisted.dark_mode);
+    assert!((h.ctx.theme() == egui::Theme::Dark));
+    h.get_by_label("Light theme").click();
+    h.run_steps(3);
+    assert!(!h.state().persisted.dark_mode);
+    assert!(
+        !(h.ctx.theme() == egui::Theme::Dark),
+        "the visuals did not change"
+    );
+    h.get_by_label("Dark theme").click();
+    h.run_steps(3);
+    assert!(h.state().persisted.dark_mode);
+    assert!((h.ctx.theme() == egui::Theme::Dark));
 }

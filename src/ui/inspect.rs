@@ -504,6 +504,47 @@ impl InspectState {
             || self.verdicts.busy()
     }
 
+    /// What Inspect is doing in the background, for the status bar: a question run
+    /// with its progress and a Stop, and the image work by name.
+    pub fn activities(&self) -> Vec<crate::ui::status::Activity> {
+        use crate::jobs::Progress;
+        use crate::ui::status::Activity;
+        let mut out = Vec::new();
+        if let Some(run) = &self.active {
+            let total = run.slots.len().max(1);
+            out.push(Activity {
+                label: if total == 1 {
+                    "ask the model".into()
+                } else {
+                    format!("ask the model ({} of {total})", run.finished + 1)
+                },
+                progress: Some(Progress {
+                    stage: "questions",
+                    done: run.finished,
+                    total,
+                }),
+                cancel: Some(run.cancel.clone()),
+            });
+        }
+        let named = [
+            (self.retrieval_job.is_some(), "retrieve the reference"),
+            (
+                self.open_job.is_some() || self.size_job.is_some(),
+                "read the image",
+            ),
+            (self.compare.busy(), "decode images"),
+            (self.browser.busy(), "thumbnails"),
+            (self.verdicts.busy(), "verdicts"),
+        ];
+        out.extend(
+            named
+                .into_iter()
+                .filter(|(on, _)| *on)
+                .map(|(_, label)| Activity::named(label)),
+        );
+        out
+    }
+
     /// The path of the image being inspected.
     pub fn current_image(&self) -> Option<&Path> {
         self.current.as_ref().map(|c| c.path.as_path())

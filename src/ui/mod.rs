@@ -461,8 +461,15 @@ impl WorkbenchApp {
         ui.horizontal_wrapped(|ui| {
             self.endpoint_status(ui);
             ui.separator();
-            ui.label(format!("Embedder: {}", self.settings.reference.embedder))
-                .on_hover_text("Turns images into vectors for the reference memory (Settings, Reference images)");
+            // The memory in use answers with its own embedder, whatever the settings
+            // say until it is rebuilt or reloaded.
+            let embedder = self.reference.as_ref().map_or_else(
+                || self.settings.reference.embedder.clone(),
+                |r| r.embedder.id(),
+            );
+            ui.label(format!("Embedder: {embedder}")).on_hover_text(
+                "Turns images into vectors for the reference memory (Settings, Reference images)",
+            );
             ui.separator();
             self.memory_status(ui);
             ui.separator();
@@ -520,13 +527,13 @@ impl WorkbenchApp {
             self.dataset_job.as_ref().map(|j| j.name()),
             self.knowledge_job.as_ref().map(|j| j.name()),
             self.settings_save_job.as_ref().map(|j| j.name()),
-            self.inspect.busy().then_some("decode image"),
             self.batch.busy_label(),
         ]
         .into_iter()
         .flatten()
         .map(status::Activity::named)
         .collect();
+        out.extend(self.inspect.activities());
         out.extend(self.reference_service.activity());
         out.extend(self.probes.activities());
         out.extend(self.settings_view.activities());
@@ -817,6 +824,13 @@ const SHORTCUTS: &[(&str, &str)] = &[
     ("Ctrl+S", "Save the settings being edited"),
     ("Ctrl+Shift+D", "Switch between the dark and light theme"),
     ("Up / Down", "Previous / next image in the browser"),
+    ("Space", "Flicker mode: show the other image"),
+    (
+        "Wheel / drag",
+        "Zoom toward the pointer / pan, both images together",
+    ),
+    ("Double-click", "Fit both images to their panes"),
+    ("Enter", "In the Path field: open the typed image"),
 ];
 
 /// Green that reads on both themes, for "works".

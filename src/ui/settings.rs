@@ -119,6 +119,8 @@ pub struct SettingsState {
     pending_memory_folder: Option<PathBuf>,
     /// Said once a built memory was saved.
     memory_notice: Option<String>,
+    /// The Browse… dialog open now, if any.
+    picker: PathPicker,
 }
 
 impl SettingsState {
@@ -136,6 +138,7 @@ impl SettingsState {
             memory_name: "reference".into(),
             pending_memory_folder: None,
             memory_notice: None,
+            picker: PathPicker::default(),
         }
     }
 
@@ -172,6 +175,9 @@ impl SettingsState {
         {
             out.push(Activity::named(name));
         }
+        if self.picker.busy() {
+            out.push(Activity::named("file dialog"));
+        }
         out
     }
 
@@ -191,7 +197,10 @@ impl SettingsState {
     /// Drops the draft.
     pub fn revert(&mut self, saved: &Settings) {
         self.draft = saved.clone();
-        self.selected_endpoint = saved.active_endpoint;
+        // A hand-edited file may name an endpoint that is not there.
+        self.selected_endpoint = saved
+            .active_endpoint
+            .min(saved.endpoints.len().saturating_sub(1));
         self.memory_notice = None;
     }
 
@@ -342,7 +351,7 @@ impl SettingsState {
             }
         });
         ui.weak(format!(
-            "Stored in {}; the command line reads the same file.",
+            "Stored in {}; `echo-workbench run|inspect|probe --workspace` read the same file.",
             Settings::path_in(env.workspace).display()
         ));
         let error = ui.visuals().error_fg_color;
@@ -431,7 +440,10 @@ impl SettingsState {
         env: &SettingsEnv<'_>,
         commands: &mut Vec<Command>,
     ) {
-        let i = self.selected_endpoint;
+        let i = self
+            .selected_endpoint
+            .min(self.draft.endpoints.len().saturating_sub(1));
+        self.selected_endpoint = i;
         let models_key = {
             let e = &self.draft.endpoints[i];
             (e.base_url.trim().to_string(), e.api_key_env.clone())
@@ -669,6 +681,7 @@ impl SettingsState {
                     .show(ui, |ui| {
                         if path_row(
                             ui,
+                            &mut self.picker,
                             "CLIP folder",
                             &mut folder,
                             PathKind::Folder,
@@ -753,6 +766,7 @@ impl SettingsState {
                 Some(folder) => {
                     path_row(
                         ui,
+                        &mut self.picker,
                         "Memory folder",
                         folder,
                         PathKind::Folder,
@@ -762,7 +776,14 @@ impl SettingsState {
                 None => {
                     let mut root = reference.build_root.clone().unwrap_or_default();
                     let hint = format!("the dataset root: {}", self.draft.dataset.root.display());
-                    if path_row(ui, "Images folder", &mut root, PathKind::Folder, &hint) {
+                    if path_row(
+                        ui,
+                        &mut self.picker,
+                        "Images folder",
+                        &mut root,
+                        PathKind::Folder,
+                        &hint,
+                    ) {
                         reference.build_root = (!root.as_os_str().is_empty()).then_some(root);
                     }
                 }
@@ -915,6 +936,7 @@ impl SettingsState {
                         let d = &mut self.draft.dataset;
                         path_row(
                             ui,
+                            &mut self.picker,
                             "Dataset file (mmad.json)",
                             &mut d.mmad_json,
                             PathKind::Json,
@@ -922,6 +944,7 @@ impl SettingsState {
                         );
                         path_row(
                             ui,
+                            &mut self.picker,
                             "Dataset root folder",
                             &mut d.root,
                             PathKind::Folder,
@@ -934,7 +957,14 @@ impl SettingsState {
                         let mut kb = self.draft.knowledge.clone().unwrap_or_default();
                         let hint =
                             format!("bundled: {}", crate::bundled_knowledge_path().display());
-                        if path_row(ui, "Knowledge file", &mut kb, PathKind::Json, &hint) {
+                        if path_row(
+                            ui,
+                            &mut self.picker,
+                            "Knowledge file",
+                            &mut kb,
+                            PathKind::Json,
+                            &hint,
+                        ) {
                             self.draft.knowledge = (!kb.as_os_str().is_empty()).then_some(kb);
                         }
                         ui.label("");
@@ -993,6 +1023,7 @@ impl SettingsState {
                         let mut dir = self.draft.pipeline.prompts_dir.clone().unwrap_or_default();
                         if path_row(
                             ui,
+                            &mut self.picker,
                             "Prompt templates folder",
                             &mut dir,
                             PathKind::Folder,
@@ -1096,17 +1127,66 @@ enum PathKind {
     Json,
 }
 
+/// The file dialog of a Browse… button, open on its own thread so frames go on
+/// drawing while it is up; at most one at a time, for the field that opened it.
+#[derive(Default)]
+pub(super) struct PathPicker {
+    open: Option<(String, Job<Option<PathBuf>>)>,
+}
+
+impl PathPicker {
+    fn busy(&self) -> bool {
+        self.open.is_some()
+    }
+
+    /// The path picked for the field `label`, once its dialog has closed.
+    fn picked_for(&mut self, label: &str) -> Option<PathBuf> {
+        let (field, job) = self.open.as_mut()?;
+        if field != label {
+            return None;
+        }
+        let result = job.take()?;
+        self.open = None;
+        result.ok().flatten()
+    }
+
+    fn start(&mut self, label: &str, current: &Path, kind: PathKind) {
+        let start = current
+            .parent()
+            .filter(|_| kind == PathKind::Json)
+            .or(Some(current))
+            .filter(|p| p.is_dir())
+            .map(Path::to_path_buf);
+        let job = Job::spawn("file dialog", move || {
+            let mut dialog = rfd::FileDialog::new();
+            if let Some(dir) = start {
+                dialog = dialog.set_directory(dir);
+            }
+            Ok(match kind {
+                PathKind::Folder => dialog.pick_folder(),
+                PathKind::Json => dialog.add_filter("JSON", &["json"]).pick_file(),
+            })
+        });
+        self.open = Some((label.to_string(), job));
+    }
+}
+
 /// A labelled text field for a path with a Browse… button; true when it changed.
 /// Without a desktop portal the dialog returns nothing, so typing always works.
 fn path_row(
     ui: &mut egui::Ui,
+    picker: &mut PathPicker,
     label: &str,
     path: &mut PathBuf,
     kind: PathKind,
     hint: &str,
 ) -> bool {
-    let label = ui.label(label);
     let mut changed = false;
+    if let Some(p) = picker.picked_for(label) {
+        *path = p;
+        changed = true;
+    }
+    let label_response = ui.label(label);
     ui.horizontal(|ui| {
         let mut text = path.display().to_string();
         if ui
@@ -1115,30 +1195,17 @@ fn path_row(
                     .hint_text(hint)
                     .desired_width(360.0),
             )
-            .labelled_by(label.id)
+            .labelled_by(label_response.id)
             .changed()
         {
             *path = PathBuf::from(text.trim());
             changed = true;
         }
-        if ui.button("Browse…").clicked() {
-            let mut dialog = rfd::FileDialog::new();
-            if let Some(dir) = path
-                .parent()
-                .filter(|_| kind == PathKind::Json)
-                .or(Some(path.as_path()))
-                .filter(|p| !p.as_os_str().is_empty())
-            {
-                dialog = dialog.set_directory(dir);
-            }
-            let picked = match kind {
-                PathKind::Folder => dialog.pick_folder(),
-                PathKind::Json => dialog.add_filter("JSON", &["json"]).pick_file(),
-            };
-            if let Some(p) = picked {
-                *path = p;
-                changed = true;
-            }
+        let browse = ui
+            .add_enabled(!picker.busy(), egui::Button::new("Browse…"))
+            .on_disabled_hover_text("A file dialog is open");
+        if browse.clicked() {
+            picker.start(label, path, kind);
         }
     });
     ui.end_row();
