@@ -486,6 +486,19 @@ fn typed_and_dropped_paths_open_images() {
     });
     assert_eq!(h.state().inspect.selected, None);
     h.get_by_label("(not in the dataset)");
+    // The next start reopens the dropped file, not the dataset image before it.
+    assert_eq!(
+        h.state().persisted.open_file.as_deref(),
+        Some(loose.as_path())
+    );
+    let restarted =
+        WorkbenchApp::with_workspace(h.state().persisted.clone(), ws.path().to_path_buf());
+    let mut again = harness(restarted);
+    let expected = loose.clone();
+    wait_for(&mut again, "the dropped image after a restart", move |a| {
+        a.inspect.current_image() == Some(expected.as_path())
+    });
+    drop(again);
     h.get_by_label("Run question");
     let r = h.state().inspect.retrieval.as_ref().unwrap();
     assert_eq!(

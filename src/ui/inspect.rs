@@ -545,6 +545,21 @@ impl InspectState {
         out
     }
 
+    /// The image being inspected when it was opened from a file, not picked from
+    /// the dataset.
+    pub fn loose_file(&self) -> Option<&Path> {
+        self.current
+            .as_ref()
+            .filter(|c| c.key.is_none())
+            .map(|c| c.path.as_path())
+    }
+
+    /// True when a file (not a dataset image) is shown or about to be.
+    pub fn has_loose_file(&self) -> bool {
+        matches!(self.pending, Some(Pick::File(_)))
+            || (self.pending.is_none() && self.loose_file().is_some())
+    }
+
     /// The path of the image being inspected.
     pub fn current_image(&self) -> Option<&Path> {
         self.current.as_ref().map(|c| c.path.as_path())

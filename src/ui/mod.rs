@@ -69,6 +69,9 @@ pub struct Persisted {
     pub tab: Tab,
     pub dark_mode: bool,
     pub selected_image: Option<String>,
+    /// An image opened from a file (dialog, drop, typed path) rather than picked
+    /// from the dataset; reopened at the next start when it still exists.
+    pub open_file: Option<PathBuf>,
 }
 
 impl Default for Persisted {
@@ -77,6 +80,7 @@ impl Default for Persisted {
             tab: Tab::Inspect,
             dark_mode: true,
             selected_image: None,
+            open_file: None,
         }
     }
 }
@@ -225,8 +229,10 @@ impl WorkbenchApp {
         app.apply(Command::LoadKnowledge(app.settings.knowledge_path()));
         app.reference_service
             .follow_settings(&app.settings, &app.workspace);
-        if let Some(key) = app.persisted.selected_image.clone() {
-            app.inspect.select(key);
+        match (&app.persisted.open_file, &app.persisted.selected_image) {
+            (Some(file), _) if file.is_file() => app.inspect.open_file(file.clone()),
+            (_, Some(key)) => app.inspect.select(key.clone()),
+            _ => {}
         }
         app
     }
@@ -238,6 +244,7 @@ impl WorkbenchApp {
         }
         if let Some(key) = &options.image {
             persisted.selected_image = Some(key.clone());
+            persisted.open_file = None;
         }
         let workspace = options
             .workspace
@@ -274,6 +281,7 @@ impl WorkbenchApp {
             }
             Command::SelectImage(key) => {
                 self.persisted.selected_image = Some(key.clone());
+                self.persisted.open_file = None;
                 self.inspect.select(key);
             }
             Command::LoadDataset { path, root } => {
@@ -357,11 +365,12 @@ impl WorkbenchApp {
             match result {
                 Ok(loaded) => {
                     // Open on something to look at rather than an empty pane.
-                    let keep = self
-                        .inspect
-                        .selected
-                        .as_ref()
-                        .is_some_and(|k| loaded.dataset.entries.contains_key(k));
+                    let keep = self.inspect.has_loose_file()
+                        || self
+                            .inspect
+                            .selected
+                            .as_ref()
+                            .is_some_and(|k| loaded.dataset.entries.contains_key(k));
                     let first = loaded.dataset.entries.keys().next().cloned();
                     if let Some(key) = self.requested_image.take()
                         && !loaded.dataset.entries.contains_key(&key)
@@ -784,6 +793,18 @@ impl WorkbenchApp {
             }
         });
         self.help_window(&ctx);
+        // What Inspect shows is what the next start reopens, however it was opened.
+        if let Some(file) = self.inspect.loose_file() {
+            if self.persisted.open_file.as_deref() != Some(file) {
+                self.persisted.open_file = Some(file.to_path_buf());
+            }
+        } else if let Some(key) = &self.inspect.selected
+            && (self.persisted.selected_image.as_ref() != Some(key)
+                || self.persisted.open_file.is_some())
+        {
+            self.persisted.selected_image = Some(key.clone());
+            self.persisted.open_file = None;
+        }
         for command in std::mem::take(&mut self.commands) {
             if let Command::SetDarkMode(dark) = command {
                 ctx.set_theme(if dark {
