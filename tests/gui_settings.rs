@@ -436,3 +436,45 @@ fn the_theme_switches_from_the_top_bar_and_is_remembered() {
     assert!(h.state().persisted.dark_mode);
     assert!((h.ctx.theme() == egui::Theme::Dark));
 }
+
+#[test]
+fn switching_the_workspace_starts_over_on_its_settings_and_is_remembered() {
+    let first = tempfile::tempdir().unwrap();
+    let second = tempfile::tempdir().unwrap();
+    let other = Settings {
+        endpoints: vec![echo_workbench::mllm::EndpointConfig {
+            name: "other workspace's box".into(),
+            ..Default::default()
+        }],
+        ..Settings::default()
+    };
+    other.save(&Settings::path_in(second.path())).unwrap();
+    let mut h = harness(app_on(first.path(), Tab::Settings));
+    h.run_steps(2);
+    set_text(
+        &mut h,
+        "Another workspace folder",
+        &second.path().display().to_string(),
+    );
+    h.get_by_label("Switch to this workspace").click();
+    h.run_steps(3);
+    let app = h.state();
+    assert_eq!(app.workspace, second.path());
+    assert_eq!(app.persisted.workspace.as_deref(), Some(second.path()));
+    assert_eq!(app.settings.endpoints[0].name, "other workspace's box");
+    h.get_by_label_contains("Now using the workspace");
+    h.get_by_label_contains("Endpoint: other workspace's box");
+    // The next start opens there unless told otherwise.
+    let restarted = WorkbenchApp::launch(h.state().persisted.clone(), LaunchOptions::default());
+    if std::env::var_os("ECHO_WORKBENCH_HOME").is_none() {
+        assert_eq!(restarted.workspace, second.path());
+    }
+    let told = WorkbenchApp::launch(
+        h.state().persisted.clone(),
+        LaunchOptions {
+            workspace: Some(first.path().to_path_buf()),
+            ..LaunchOptions::default()
+        },
+    );
+    assert_eq!(told.workspace, first.path());
+}

@@ -72,6 +72,9 @@ pub struct Persisted {
     /// An image opened from a file (dialog, drop, typed path) rather than picked
     /// from the dataset; reopened at the next start when it still exists.
     pub open_file: Option<PathBuf>,
+    /// The workspace chosen in Settings; `--workspace` and `ECHO_WORKBENCH_HOME`
+    /// still take precedence at start.
+    pub workspace: Option<PathBuf>,
 }
 
 impl Default for Persisted {
@@ -81,6 +84,7 @@ impl Default for Persisted {
             dark_mode: true,
             selected_image: None,
             open_file: None,
+            workspace: None,
         }
     }
 }
@@ -126,6 +130,8 @@ pub enum Command {
     TestEndpoint(Box<EndpointConfig>),
     /// Show a run folder in Batch's current-run view.
     OpenRun(PathBuf),
+    /// Use another workspace folder from now on (and at the next start).
+    SwitchWorkspace(PathBuf),
 }
 
 /// The Reference Extractor's memory with the embedder that made it; Inspect retrieves
@@ -246,8 +252,13 @@ impl WorkbenchApp {
             persisted.selected_image = Some(key.clone());
             persisted.open_file = None;
         }
+        let from_env = std::env::var_os(crate::workspace::WORKSPACE_ENV)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from);
         let workspace = options
             .workspace
+            .or(from_env)
+            .or_else(|| persisted.workspace.clone())
             .unwrap_or_else(crate::workspace::default_dir);
         let mut app = WorkbenchApp::with_workspace(persisted, workspace);
         app.requested_image = options.image;
@@ -275,6 +286,7 @@ impl WorkbenchApp {
     pub fn apply(&mut self, command: Command) {
         match command {
             Command::SwitchTab(tab) => self.persisted.tab = tab,
+            Command::SwitchWorkspace(dir) => self.switch_workspace(dir),
             Command::OpenRun(dir) => {
                 self.batch.open_run(dir);
                 self.persisted.tab = Tab::Batch;
@@ -355,6 +367,33 @@ impl WorkbenchApp {
             .follow_settings(&self.settings, &self.workspace);
         // The file now holds good settings; the defaults banner no longer applies.
         self.settings_error = None;
+    }
+
+    /// Starts over on another workspace: its settings, caches, memories and runs.
+    /// Refused while a batch run writes into the current one.
+    fn switch_workspace(&mut self, dir: PathBuf) {
+        if self.batch.run_active() {
+            self.launch_notice = Some(
+                "A batch run is going on in this workspace: pause or cancel it before switching."
+                    .into(),
+            );
+            return;
+        }
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            self.launch_notice = Some(format!(
+                "Cannot use {} as the workspace: {e}",
+                dir.display()
+            ));
+            return;
+        }
+        let mut persisted = self.persisted.clone();
+        persisted.workspace = Some(dir.clone());
+        persisted.tab = Tab::Settings;
+        *self = WorkbenchApp::with_workspace(persisted, dir.clone());
+        self.launch_notice = Some(format!(
+            "Now using the workspace {} (also at the next start).",
+            dir.display()
+        ));
     }
 
     /// Collects finished background work. Results replace the old value only

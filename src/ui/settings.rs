@@ -121,6 +121,8 @@ pub struct SettingsState {
     memory_notice: Option<String>,
     /// The Browse… dialog open now, if any.
     picker: PathPicker,
+    /// The folder typed for "Switch to this workspace".
+    pub workspace_text: String,
 }
 
 impl SettingsState {
@@ -139,6 +141,7 @@ impl SettingsState {
             pending_memory_folder: None,
             memory_notice: None,
             picker: PathPicker::default(),
+            workspace_text: String::new(),
         }
     }
 
@@ -1059,8 +1062,9 @@ impl SettingsState {
         section(
             ui,
             "Workspace and appearance",
-            "The workspace folder holds this settings file, the embedding cache, saved memories \
-             and runs. To use another one, start with --workspace DIR or set ECHO_WORKBENCH_HOME.",
+            "The workspace folder holds this settings file, the embedding cache, saved memories, \
+             knowledge versions and runs. Switching starts over on the other folder's settings; \
+             --workspace DIR and ECHO_WORKBENCH_HOME still win at start.",
             |ui| {
                 ui.horizontal_wrapped(|ui| {
                     ui.label("Workspace folder:");
@@ -1071,6 +1075,30 @@ impl SettingsState {
                         .selectable(true),
                     );
                 });
+                egui::Grid::new("workspace_switch")
+                    .num_columns(2)
+                    .show(ui, |ui| {
+                        let mut dir = PathBuf::from(self.workspace_text.trim());
+                        if path_row(
+                            ui,
+                            &mut self.picker,
+                            "Another workspace folder",
+                            &mut dir,
+                            PathKind::Folder,
+                            "a folder (created if missing)",
+                        ) {
+                            self.workspace_text = dir.display().to_string();
+                        }
+                    });
+                let target = PathBuf::from(self.workspace_text.trim());
+                let can_switch = !target.as_os_str().is_empty() && target != env.workspace;
+                if ui
+                    .add_enabled(can_switch, egui::Button::new("Switch to this workspace"))
+                    .on_hover_text("Unsaved settings here are dropped")
+                    .clicked()
+                {
+                    commands.push(Command::SwitchWorkspace(target));
+                }
                 ui.horizontal(|ui| {
                     ui.label("Theme:");
                     let mut dark = env.dark_mode;
