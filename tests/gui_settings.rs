@@ -478,3 +478,39 @@ fn switching_the_workspace_starts_over_on_its_settings_and_is_remembered() {
     );
     assert_eq!(told.workspace, first.path());
 }
+
+#[test]
+fn a_clip_folder_is_checked_as_it_is_typed() {
+    let ws = tempfile::tempdir().unwrap();
+    let mut h = harness(app_on(ws.path(), Tab::Settings));
+    h.state_mut().settings_view.draft.reference.embedder =
+        format!("clip:{}", ws.path().join("no such model").display());
+    h.run_steps(2);
+    let start = Instant::now();
+    while h.query_by_label_contains("no such model").is_none()
+        || h.query_by_label_contains("Problem: ").is_none()
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no problem shown"
+        );
+        h.step();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny_clip/full_p16_s32");
+    set_text(&mut h, "CLIP folder", &model.display().to_string());
+    let start = Instant::now();
+    while h.query_by_label_contains("16-d embeddings").is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the folder was not checked"
+        );
+        h.step();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    h.get_by_label_contains(&format!("OK: {}: 32x32 images", model.display()));
+    assert_eq!(
+        h.state().settings_view.draft.reference.embedder,
+        format!("clip:{}", model.display())
+    );
+}

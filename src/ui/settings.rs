@@ -109,6 +109,9 @@ pub struct SettingsState {
     models_job: Option<(ServerKey, TrackedJob<Vec<String>>)>,
     /// Embedder checks run only on request (CLIP loads its weights).
     embedder: Check<String>,
+    /// A CLIP checkpoint's files, checked as the folder or name is typed (headers
+    /// only).
+    clip_files: Check<String>,
     dataset: Check<(PathBuf, PathBuf)>,
     knowledge: Check<PathBuf>,
     prompts: Check<(Option<PathBuf>, Option<PathBuf>, String), PromptsCheck>,
@@ -133,6 +136,7 @@ impl SettingsState {
             served_models: Vec::new(),
             models_job: None,
             embedder: Check::default(),
+            clip_files: Check::default(),
             dataset: Check::default(),
             knowledge: Check::default(),
             prompts: Check::default(),
@@ -152,6 +156,7 @@ impl SettingsState {
             self.served_models.push((key, result));
         }
         self.embedder.poll();
+        self.clip_files.poll();
         self.dataset.poll();
         self.knowledge.poll();
         self.prompts.poll();
@@ -169,6 +174,7 @@ impl SettingsState {
         let mut out: Vec<Activity> = self.models_job.iter().map(|(_, j)| j.activity()).collect();
         for name in [
             self.embedder.name(),
+            self.clip_files.name(),
             self.dataset.name(),
             self.knowledge.name(),
             self.prompts.name(),
@@ -282,6 +288,12 @@ impl SettingsState {
     /// UI thread; a changed path is checked once the previous check is done).
     fn start_checks(&mut self) {
         let d = &self.draft;
+        if let Ok(EmbedderSpec::Clip(source)) = d.reference.embedder.parse::<EmbedderSpec>() {
+            self.clip_files
+                .want("check CLIP files", &d.reference.embedder, move |_| {
+                    Ok(source.check_files()?)
+                });
+        }
         let key = (d.dataset.mmad_json.clone(), d.dataset.root.clone());
         self.dataset.want("check dataset", &key, |(path, root)| {
             check_dataset(&path, &root)
@@ -712,6 +724,9 @@ impl SettingsState {
             }
         }
         let spec = self.draft.reference.embedder.clone();
+        if spec.starts_with("clip:") {
+            check_status(ui, self.clip_files.for_key(&spec), self.clip_files.busy());
+        }
         ui.horizontal(|ui| {
             let valid = spec.parse::<EmbedderSpec>().is_ok();
             let checking = self.embedder.busy();

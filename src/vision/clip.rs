@@ -83,6 +83,33 @@ impl ClipSource {
     }
 }
 
+impl ClipSource {
+    /// Checks a checkpoint without loading it: the folder resolves, `config.json`
+    /// reads, and `model.safetensors` holds every tensor the config needs with the
+    /// right shapes (its header only: no hashing, no copying). Fast enough to run as
+    /// a path is typed; says what it found.
+    pub fn check_files(&self) -> Result<String, ClipError> {
+        let folder = self.resolve()?;
+        let config_path = folder.join(CONFIG_FILE);
+        let config = ClipModelConfig::from_hf_json(&read_json(&config_path)?, &config_path)?;
+        let weights = folder.join(WEIGHTS_FILE);
+        // SAFETY: as in `ClipEmbedder::load_with`; only the header is read here.
+        let tensors = unsafe { candle_core::safetensors::MmapedSafetensors::new(&weights) }
+            .context(|| format!("cannot open {} as safetensors", weights.display()))?;
+        verify_tensors(&tensors, &config, &weights)?;
+        let v = &config.vision;
+        Ok(format!(
+            "{}: {}x{} images, patch {}, {} layers, {}-d embeddings",
+            folder.display(),
+            v.image_size,
+            v.image_size,
+            v.patch_size,
+            v.num_hidden_layers,
+            v.projection_dim
+        ))
+    }
+}
+
 impl fmt::Display for ClipSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -1430,6 +1457,27 @@ mod tests {
             assert!((norm - 1.0).abs() < 1e-5);
         }
         assert!(embedder.embed_batch(&[]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn check_files_reads_headers_only_and_names_what_is_wrong() {
+        let good = fixtures().join("full_p16_s32");
+        let found = ClipSource::Folder(good.clone()).check_files().unwrap();
+        assert!(found.contains("32x32 images, patch 16"), "{found}");
+        assert!(found.ends_with("16-d embeddings"), "{found}");
+        let tmp = tempfile::tempdir().unwrap();
+        let err = ClipSource::Folder(tmp.path().to_path_buf())
+            .check_files()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("config.json"), "{err}");
+        std::fs::copy(good.join(CONFIG_FILE), tmp.path().join(CONFIG_FILE)).unwrap();
+        std::fs::write(tmp.path().join(WEIGHTS_FILE), b"not safetensors").unwrap();
+        let err = ClipSource::Folder(tmp.path().to_path_buf())
+            .check_files()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("model.safetensors"), "{err}");
     }
 
     #[test]
