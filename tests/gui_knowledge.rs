@@ -94,8 +94,9 @@ fn knowledge_app(ws: &Path) -> Harness<'static, WorkbenchApp> {
 /// Replaces the text of a text field found by its label.
 fn retype(h: &mut Harness<'static, WorkbenchApp>, role: Role, label: &str, text: &str) {
     h.get_by_role_and_label(role, label).focus();
-    h.step();
+    h.run_steps(2);
     h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
+    h.step();
     h.key_press(egui::Key::Backspace);
     h.step();
     h.get_by_role_and_label(role, label).type_text(text);
@@ -384,4 +385,144 @@ fn the_preview_shows_what_the_pipeline_selects_for_the_question() {
         .map(|(l, _)| l.clone())
         .unwrap();
     h.get_by_label_contains(&format!("{letter} \"{}\" picks notch", options[&letter]));
+}
+
+/// The draft's entry names of a category, in order.
+fn entries_of(h: &Harness<'static, WorkbenchApp>, category: &str) -> Vec<String> {
+    h.state()
+        .knowledge_view
+        .doc
+        .as_ref()
+        .unwrap()
+        .draft
+        .datasets["Sample"]
+        .get(category)
+        .map(|c| c.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn entries_and_categories_are_added_renamed_and_deleted_found_and_exported() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ws, file) = workspace(dir.path(), None);
+    let original = std::fs::read(&file).unwrap();
+    let mut h = knowledge_app(&ws);
+
+    // A new entry for a defect the dataset does not have: an empty description and
+    // an entry nothing refers to, both listed; the problem opens the entry.
+    h.get_by_label("washer (4)").click();
+    h.run_steps(2);
+    retype(&mut h, Role::TextInput, "New entry", "dent");
+    h.get_by_label("Add entry").click();
+    h.run_steps(3);
+    assert_eq!(
+        entries_of(&h, "washer"),
+        ["good", "scratch", "notch", "stain", "dent"]
+    );
+    // Select something else first (washer's `good` in the tree), so that the
+    // problem's click is what opens `dent`.
+    h.get_all_by_label("good").next().unwrap().click();
+    h.run_steps(2);
+    assert_eq!(
+        h.state()
+            .knowledge_view
+            .selected
+            .as_ref()
+            .unwrap()
+            .entry
+            .as_deref(),
+        Some("good")
+    );
+    h.get_by_label("error: washer/dent: title but no description")
+        .click();
+    h.get_by_label_contains("warning: washer/dent: ");
+    h.run_steps(2);
+    let sel = h.state().knowledge_view.selected.clone().unwrap();
+    assert_eq!(sel.entry.as_deref(), Some("dent"));
+
+    h.get_by_label("Rename entry").click();
+    h.run_steps(2);
+    retype(&mut h, Role::TextInput, "New name", "dent_mark");
+    h.get_by_label("Apply").click();
+    h.run_steps(2);
+    assert_eq!(entries_of(&h, "washer")[4], "dent_mark");
+    h.get_by_label("Delete entry…").click();
+    h.run_steps(2);
+    h.get_by_label("Delete").click();
+    h.run_steps(2);
+    assert_eq!(
+        entries_of(&h, "washer"),
+        ["good", "scratch", "notch", "stain"]
+    );
+
+    // A category: added with its `good` entry, renamed, deleted.
+    h.get_by_label("Add a category").click();
+    h.run_steps(2);
+    retype(&mut h, Role::TextInput, "Name", "bolt");
+    h.get_by_label("Add category").click();
+    h.run_steps(3);
+    assert_eq!(entries_of(&h, "bolt"), ["good"]);
+    h.get_by_label("Rename category").click();
+    h.run_steps(2);
+    retype(&mut h, Role::TextInput, "New name", "screw");
+    h.get_by_label("Apply").click();
+    h.run_steps(2);
+    assert!(entries_of(&h, "bolt").is_empty());
+    assert_eq!(entries_of(&h, "screw"), ["good"]);
+    h.get_by_label("Delete category…").click();
+    h.run_steps(2);
+    h.get_by_label("Delete").click();
+    h.run_steps(3);
+    assert!(entries_of(&h, "screw").is_empty());
+    assert!(
+        !h.state().knowledge_view.doc.as_ref().unwrap().dirty,
+        "back to the file"
+    );
+
+    // Search across all knowledge: the hit opens its entry.
+    retype(&mut h, Role::TextInput, "Search", "rust-like");
+    h.get_by_label("1 match");
+    h.get_by_label("Sample/washer/stain").click();
+    h.run_steps(2);
+    let sel = h.state().knowledge_view.selected.clone().unwrap();
+    assert_eq!(
+        (sel.category.as_str(), sel.entry.as_deref()),
+        ("washer", Some("stain"))
+    );
+    retype(&mut h, Role::TextInput, "Search", "");
+
+    // Export MMAD's JSON (byte for byte, the draft being the file), Markdown per
+    // category, and import the export back.
+    h.get_by_label("Import / export").click();
+    h.run_steps(2);
+    let exported = dir.path().join("out/domain_knowledge.json");
+    std::fs::create_dir_all(exported.parent().unwrap()).unwrap();
+    retype(
+        &mut h,
+        Role::TextInput,
+        "Export to",
+        &exported.display().to_string(),
+    );
+    h.get_by_label("Export JSON").click();
+    wait_for_label(&mut h, "Exported to");
+    assert_eq!(std::fs::read(&exported).unwrap(), original);
+    let md = dir.path().join("review");
+    retype(
+        &mut h,
+        Role::TextInput,
+        "Markdown folder",
+        &md.display().to_string(),
+    );
+    h.get_by_label("Export Markdown").click();
+    wait_for_label(&mut h, "Wrote 3 Markdown file(s)");
+    let washer = std::fs::read_to_string(md.join("Sample/washer.md")).unwrap();
+    assert!(washer.contains("rust-like"), "{washer}");
+    retype(
+        &mut h,
+        Role::TextInput,
+        "Import from",
+        &exported.display().to_string(),
+    );
+    h.get_by_label("Import").click();
+    wait_for_label(&mut h, "Imported 3 categories, 12 entries");
 }

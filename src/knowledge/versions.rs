@@ -205,7 +205,6 @@ impl VersionStore {
                 Err(source) => return Err(VersionError::Write { path: p, source }),
             }
         };
-        kb.save(path)?;
         let version = VersionInfo {
             number,
             file,
@@ -215,22 +214,33 @@ impl VersionStore {
             saved_to: path.to_path_buf(),
             reverted_from,
         };
+        // The index before the file: a saved file whose version is missing from the
+        // index would be content no run could name. Should the file then fail, the
+        // index is put back and the new version file removed.
+        let previous = versions.clone();
         versions.push(version.clone());
+        self.write_index(versions)?;
+        if let Err(e) = kb.save(path) {
+            let _ = self.write_index(previous);
+            let _ = std::fs::remove_file(self.dir.join(&version.file));
+            return Err(e.into());
+        }
+        Ok(Saved {
+            version,
+            file_hash: sha256_bytes(text.as_bytes()),
+        })
+    }
+
+    fn write_index(&self, versions: Vec<VersionInfo>) -> Result<(), VersionError> {
         let index = serde_json::to_string_pretty(&Index { versions }).map_err(|e| {
             VersionError::BadIndex {
                 path: self.index_path(),
                 message: e.to_string(),
             }
         })?;
-        atomic_write(&self.index_path(), index.as_bytes()).map_err(|source| {
-            VersionError::Write {
-                path: self.index_path(),
-                source,
-            }
-        })?;
-        Ok(Saved {
-            version,
-            file_hash: sha256_bytes(text.as_bytes()),
+        atomic_write(&self.index_path(), index.as_bytes()).map_err(|source| VersionError::Write {
+            path: self.index_path(),
+            source,
         })
     }
 
@@ -268,6 +278,35 @@ mod tests {
             Path::new("k.json"),
         )
         .unwrap()
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_written_leaves_no_version_behind() {
+        let ws = tempfile::tempdir().unwrap();
+        let file = ws.path().join("domain_knowledge.json");
+        let store = VersionStore::in_workspace(ws.path());
+        store
+            .save(&kb("first"), &file, "first", None, None)
+            .unwrap();
+        // A folder where the file should go: the write fails after the version file
+        // and the index were written, and both are taken back.
+        let blocked = ws.path().join("blocked.json");
+        std::fs::create_dir_all(blocked.join("x")).unwrap();
+        let err = store.save(&kb("second"), &blocked, "second", None, None);
+        assert!(err.is_err());
+        let list = store.list().unwrap();
+        assert_eq!(list.len(), 1, "{list:?}");
+        let files = std::fs::read_dir(store.dir())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with("0002-")
+            })
+            .count();
+        assert_eq!(files, 0, "the version file of the failed save is left");
     }
 
     #[test]

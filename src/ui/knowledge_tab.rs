@@ -99,7 +99,9 @@ pub struct Doc {
     pub file_hash: String,
     /// [`KnowledgeBase::content_hash`] of `saved`: the version in use.
     pub saved_content_hash: String,
-    /// Bumped on every edit.
+    /// A revision number unique across every draft of this process: bumped on every
+    /// edit, and new for a draft loaded, reloaded or reverted, so that what was
+    /// computed from an earlier draft (the preview) never passes for this one.
     pub rev: u64,
     pub dirty: bool,
 }
@@ -112,15 +114,20 @@ impl Doc {
             draft: kb.clone(),
             saved: kb,
             file_hash,
-            rev: 0,
+            rev: next_revision(),
             dirty: false,
         }
     }
 
     fn edited(&mut self) {
-        self.rev += 1;
+        self.rev = next_revision();
         self.dirty = self.draft.to_json_string() != self.saved.to_json_string();
     }
+}
+
+fn next_revision() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// The file changed on disk since it was loaded or saved.
@@ -200,7 +207,7 @@ pub struct KnowledgeState {
     pub external: Option<ExternalChange>,
     // The editor.
     edit: Option<EntryEdit>,
-    thumbs: HashMap<String, Thumb>,
+    thumbs: HashMap<PathBuf, Thumb>,
     confirm_delete: Option<Selection>,
     rename: Option<(Selection, String)>,
     new_entry: String,
@@ -710,8 +717,15 @@ impl KnowledgeState {
                         "The knowledge file was changed outside the app since it was loaded. Saving will not overwrite it unless you choose to.",
                     ),
                 };
+                let unsaved = self.doc.as_ref().is_some_and(|d| d.dirty);
                 ui.horizontal(|ui| {
-                    if ext.disk.is_some() && ui.button("Reload from disk").clicked() {
+                    // Reloading replaces the draft: with edits in it, the button says so.
+                    let reload_label = if unsaved {
+                        "Reload from disk, dropping my edits"
+                    } else {
+                        "Reload from disk"
+                    };
+                    if ext.disk.is_some() && ui.button(reload_label).clicked() {
                         reload = true;
                     }
                     if ui.button("Keep mine and overwrite").clicked() {
@@ -770,12 +784,12 @@ impl KnowledgeState {
         let reveal = self.reveal.take();
         let mut select = None;
         if !self.search.trim().is_empty() {
-            let hits = search(&doc.draft, &self.search, 200);
-            ui.label(format!(
-                "{} match{}",
-                hits.len(),
-                if hits.len() == 1 { "" } else { "es" }
-            ));
+            let (hits, total) = search(&doc.draft, &self.search, SEARCH_LISTED);
+            let mut count = format!("{total} match{}", if total == 1 { "" } else { "es" });
+            if total > hits.len() {
+                count.push_str(&format!(" (the first {} listed)", hits.len()));
+            }
+            ui.label(count);
             egui::ScrollArea::vertical()
                 .auto_shrink([false, false])
                 .show(ui, |ui| {
@@ -1397,7 +1411,7 @@ fn example_keys(facts: Option<&DatasetFacts>, sel: &Selection, entry: &str) -> V
 
 fn examples_ui(
     ui: &mut egui::Ui,
-    thumbs: &mut HashMap<String, Thumb>,
+    thumbs: &mut HashMap<PathBuf, Thumb>,
     dataset: Option<&LoadedDataset>,
     keys: &[String],
     entry: &str,
@@ -1419,17 +1433,22 @@ fn examples_ui(
     });
     ui.horizontal_wrapped(|ui| {
         for key in keys {
-            let thumb = thumbs
-                .entry(key.clone())
-                .or_insert_with(|| match d.root.resolve(key) {
-                    Ok(path) => Thumb::Loading(Job::spawn("decode example", move || {
-                        let img = decode_rgb8(&path, DecodeLimits::default())?;
-                        let small = image::imageops::thumbnail(&img, THUMB_PX, THUMB_PX);
-                        let size = [small.width() as usize, small.height() as usize];
-                        Ok((small.into_raw(), size))
-                    })),
-                    Err(e) => Thumb::Failed(e.to_string()),
-                });
+            // By file, not by key: another dataset (or root) may use the same keys.
+            let path = match d.root.resolve(key) {
+                Ok(path) => path,
+                Err(e) => {
+                    ui.colored_label(ui.visuals().error_fg_color, format!("{key}: {e}"));
+                    continue;
+                }
+            };
+            let thumb = thumbs.entry(path.clone()).or_insert_with(|| {
+                Thumb::Loading(Job::spawn("decode example", move || {
+                    let img = decode_rgb8(&path, DecodeLimits::default())?;
+                    let small = image::imageops::thumbnail(&img, THUMB_PX, THUMB_PX);
+                    let size = [small.width() as usize, small.height() as usize];
+                    Ok((small.into_raw(), size))
+                }))
+            });
             match thumb {
                 Thumb::Ready(tex) => {
                     let [w, h] = tex.size();
@@ -1546,10 +1565,15 @@ struct SearchHit {
     context: String,
 }
 
-/// Case-insensitive matches in entry names and texts, with a little context.
-fn search(kb: &KnowledgeBase, needle: &str, limit: usize) -> Vec<SearchHit> {
+/// Search hits listed at most; the count says how many there are in all.
+const SEARCH_LISTED: usize = 200;
+
+/// Entries whose text or name holds `needle` (case-insensitively), the first
+/// `limit` of them, and how many there are in all.
+fn search(kb: &KnowledgeBase, needle: &str, limit: usize) -> (Vec<SearchHit>, usize) {
     let needle = needle.trim().to_lowercase();
     let mut out = Vec::new();
+    let mut total = 0;
     for (ds, cats) in &kb.datasets {
         for (cat, entries) in cats {
             for name in ordered_names(entries) {
@@ -1564,17 +1588,17 @@ fn search(kb: &KnowledgeBase, needle: &str, limit: usize) -> Vec<SearchHit> {
                 } else {
                     continue;
                 };
-                out.push(SearchHit {
-                    at: Selection::entry(ds, cat, name),
-                    context,
-                });
-                if out.len() >= limit {
-                    return out;
+                total += 1;
+                if out.len() < limit {
+                    out.push(SearchHit {
+                        at: Selection::entry(ds, cat, name),
+                        context,
+                    });
                 }
             }
         }
     }
-    out
+    (out, total)
 }
 
 fn snippet_around(text: &str, lower: &str, pos: usize, len: usize) -> String {
@@ -1597,4 +1621,35 @@ fn snippet_around(text: &str, lower: &str, pos: usize, len: usize) -> String {
         body.trim(),
         if end < text.len() { "…" } else { "" }
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_draft_gets_a_revision_of_its_own() {
+        let path = crate::bundled_knowledge_path();
+        let kb = KnowledgeBase::load(&path).unwrap();
+        // The same content loaded twice (a reload, a revert) is not the same draft:
+        // a preview made for the first must not pass for the second.
+        let first = Doc::new(path.clone(), kb.clone(), "h".into());
+        let mut second = Doc::new(path, kb, "h".into());
+        assert_ne!(first.rev, second.rev);
+        let before = second.rev;
+        second.edited();
+        assert!(second.rev > before);
+        assert_ne!(second.rev, first.rev);
+    }
+
+    #[test]
+    fn search_counts_every_hit_and_lists_the_first() {
+        let kb = KnowledgeBase::load(&crate::bundled_knowledge_path()).unwrap();
+        let (all, total) = search(&kb, "the", usize::MAX);
+        assert_eq!(all.len(), total);
+        assert!(total > 5, "{total}");
+        let (some, same_total) = search(&kb, "the", 5);
+        assert_eq!(some.len(), 5);
+        assert_eq!(same_total, total);
+    }
 }

@@ -19,13 +19,18 @@ pub struct FilesView {
     pub import_path: String,
     pub export_path: String,
     pub markdown_dir: String,
+    /// The file the suggested paths were made for: they are suggested once, so a
+    /// field the user empties stays empty.
+    suggested_for: Option<PathBuf>,
+    /// The Browse… dialog open now, and the field it fills.
+    dialog: Option<(&'static str, Job<Option<PathBuf>>)>,
     job: Option<Job<FileOutcome>>,
     pub message: Option<(bool, String)>,
 }
 
 impl FilesView {
     pub fn busy(&self) -> bool {
-        self.job.is_some()
+        self.job.is_some() || self.dialog.is_some()
     }
 }
 
@@ -52,23 +57,34 @@ pub fn poll(state: &mut KnowledgeState) {
     }
 }
 
+/// A path field with a Browse… button whose dialog runs on its own thread (frames
+/// go on drawing); the picked path lands in the field it was opened for.
 fn path_row(
     ui: &mut egui::Ui,
-    label: &str,
+    dialog: &mut Option<(&'static str, Job<Option<PathBuf>>)>,
+    label: &'static str,
     value: &mut String,
-    pick: impl FnOnce() -> Option<PathBuf>,
+    pick: impl FnOnce() -> Option<PathBuf> + Send + 'static,
 ) {
+    if let Some((field, job)) = dialog
+        && *field == label
+        && let Some(result) = job.take()
+    {
+        if let Ok(Some(p)) = result {
+            *value = p.display().to_string();
+        }
+        *dialog = None;
+    }
     ui.horizontal(|ui| {
         let l = ui.label(label);
         ui.add(egui::TextEdit::singleline(value).desired_width(420.0))
             .labelled_by(l.id);
         if ui
-            .button("Browse…")
+            .add_enabled(dialog.is_none(), egui::Button::new("Browse…"))
             .on_hover_text(format!("Choose: {label}"))
             .clicked()
-            && let Some(p) = pick()
         {
-            *value = p.display().to_string();
+            *dialog = Some((label, Job::spawn("file dialog", move || Ok(pick()))));
         }
     });
 }
@@ -77,14 +93,13 @@ pub fn ui(state: &mut KnowledgeState, ui: &mut egui::Ui, _env: &KnowledgeEnv<'_>
     let Some(doc) = &state.doc else { return };
     let busy = state.files.job.is_some();
     let v = &mut state.files;
-    if v.export_path.is_empty() {
+    if v.suggested_for.as_ref() != Some(&doc.path) {
+        v.suggested_for = Some(doc.path.clone());
         v.export_path = doc
             .path
             .with_file_name("domain_knowledge.export.json")
             .display()
             .to_string();
-    }
-    if v.markdown_dir.is_empty() {
         v.markdown_dir = doc
             .path
             .with_file_name("knowledge-review")
@@ -93,7 +108,7 @@ pub fn ui(state: &mut KnowledgeState, ui: &mut egui::Ui, _env: &KnowledgeEnv<'_>
     }
     ui.heading("Import MMAD domain_knowledge.json");
     ui.label("Replaces the draft with the file's content (its layout is kept). Nothing is written until you Save.");
-    path_row(ui, "Import from", &mut v.import_path, || {
+    path_row(ui, &mut v.dialog, "Import from", &mut v.import_path, || {
         rfd::FileDialog::new()
             .add_filter("JSON", &["json"])
             .pick_file()
@@ -114,7 +129,7 @@ pub fn ui(state: &mut KnowledgeState, ui: &mut egui::Ui, _env: &KnowledgeEnv<'_>
     ui.add_space(10.0);
     ui.heading("Export MMAD domain_knowledge.json");
     ui.label("Writes the draft as shown (unsaved edits included) in the file's own layout; an unedited file exports byte for byte.");
-    path_row(ui, "Export to", &mut v.export_path, || {
+    path_row(ui, &mut v.dialog, "Export to", &mut v.export_path, || {
         rfd::FileDialog::new()
             .add_filter("JSON", &["json"])
             .set_file_name("domain_knowledge.json")
@@ -141,9 +156,13 @@ pub fn ui(state: &mut KnowledgeState, ui: &mut egui::Ui, _env: &KnowledgeEnv<'_>
     ui.add_space(10.0);
     ui.heading("Export Markdown for review");
     ui.label("One file per category (<folder>/<dataset>/<category>.md): each product's texts go to whoever knows that product, and a change shows up as a change to one file.");
-    path_row(ui, "Markdown folder", &mut v.markdown_dir, || {
-        rfd::FileDialog::new().pick_folder()
-    });
+    path_row(
+        ui,
+        &mut v.dialog,
+        "Markdown folder",
+        &mut v.markdown_dir,
+        || rfd::FileDialog::new().pick_folder(),
+    );
     let dir = PathBuf::from(v.markdown_dir.trim());
     if ui
         .add_enabled(
