@@ -23,7 +23,7 @@ use echo_workbench::vision::spec::EmbedderSpec;
 use indexmap::IndexMap;
 use serde_json::{Value, json};
 
-use super::workspace::WorkspaceArg;
+use super::workspace::{WorkspaceArg, override_endpoint};
 use crate::TextOrJson;
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -393,15 +393,12 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<ExitCode> {
             ..EndpointConfig::default()
         },
     };
-    if let Some(m) = &args.model {
-        cfg.model = m.clone();
-    }
-    if let Some(k) = &args.api_key_env {
-        cfg.api_key_env = Some(k.clone());
-    }
-    if let Some(t) = args.timeout {
-        cfg.timeout_s = t;
-    }
+    override_endpoint(
+        &mut cfg,
+        args.model.as_ref(),
+        args.api_key_env.as_ref(),
+        args.timeout,
+    );
     if let Some(n) = args.max_tokens {
         cfg.max_tokens = n;
     }

@@ -6,7 +6,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use echo_workbench::mllm::{EndpointConfig, MllmClient};
 
-use super::workspace::WorkspaceArg;
+use super::workspace::{WorkspaceArg, override_endpoint};
 use crate::TextOrJson;
 
 #[derive(Args)]
@@ -48,15 +48,12 @@ fn endpoint(args: &ProbeArgs) -> anyhow::Result<EndpointConfig> {
             "--endpoint URL and --model M are required (or --workspace, to probe the app's endpoint)"
         ),
     };
-    if let Some(m) = &args.model {
-        cfg.model = m.clone();
-    }
-    if let Some(k) = &args.api_key_env {
-        cfg.api_key_env = Some(k.clone());
-    }
-    if let Some(t) = args.timeout_s {
-        cfg.timeout_s = t;
-    }
+    override_endpoint(
+        &mut cfg,
+        args.model.as_ref(),
+        args.api_key_env.as_ref(),
+        args.timeout_s,
+    );
     // One answer is the finding: a retry would only hide what the server does.
     cfg.max_retries = 0;
     Ok(cfg)

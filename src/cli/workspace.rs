@@ -61,3 +61,21 @@ impl AppSettings {
             .with_context(|| format!("{} lists no endpoint", self.path.display()))
     }
 }
+
+/// Endpoint flags a command was given, over whatever endpoint it starts from.
+pub fn override_endpoint(
+    cfg: &mut EndpointConfig,
+    model: Option<&String>,
+    api_key_env: Option<&String>,
+    timeout_s: Option<f64>,
+) {
+    if let Some(m) = model {
+        cfg.model = m.clone();
+    }
+    if let Some(k) = api_key_env {
+        cfg.api_key_env = Some(k.clone());
+    }
+    if let Some(t) = timeout_s {
+        cfg.timeout_s = t;
+    }
+}

@@ -350,8 +350,15 @@ mod tests {
         assert_eq!(m.table.get("VisA", "Defect Classification"), Some(100.0));
     }
 
-    #[test]
-    fn the_collector_applies_events_and_leaves_a_final_table() {
+    /// A run model with its collector thread going, told that `total` questions
+    /// started.
+    fn collecting(
+        total: usize,
+    ) -> (
+        SharedRun,
+        mpsc::Sender<LiveEvent>,
+        std::thread::JoinHandle<()>,
+    ) {
         let run = SharedRun::new(RunModel::new(
             PathBuf::from("run"),
             None,
@@ -361,10 +368,16 @@ mod tests {
         let shared = run.clone();
         let handle = std::thread::spawn(move || collect(&shared, rx, &|| {}));
         tx.send(LiveEvent::Started {
-            total: 3,
+            total,
             already_done: 0,
         })
         .unwrap();
+        (run, tx, handle)
+    }
+
+    #[test]
+    fn the_collector_applies_events_and_leaves_a_final_table() {
+        let (run, tx, handle) = collecting(3);
         for r in [
             rec(0, "Anomaly Detection", Some("A")),
             rec(1, "Anomaly Detection", Some("B")),
@@ -386,19 +399,7 @@ mod tests {
 
     #[test]
     fn scoring_options_changed_mid_run_are_used_from_then_on() {
-        let run = SharedRun::new(RunModel::new(
-            PathBuf::from("run"),
-            None,
-            ScoreOptions::default(),
-        ));
-        let (tx, rx) = mpsc::channel();
-        let shared = run.clone();
-        let handle = std::thread::spawn(move || collect(&shared, rx, &|| {}));
-        tx.send(LiveEvent::Started {
-            total: 4,
-            already_done: 0,
-        })
-        .unwrap();
+        let (run, tx, handle) = collecting(4);
         // An answer that is no letter, then a right one: MMAD's compat mode skips
         // the right one along with it.
         for r in [
