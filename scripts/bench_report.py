@@ -50,15 +50,18 @@ def main():
         print(f"\nBatch runner against the mock server at {r['latency_ms']} ms, "
               f"{img['width']} x {img['height']} PNG (mean {img['mean_bytes'] / 1e6:.2f} MB), "
               f"{r['images_per_request']} images per request")
-        print("\n| concurrency | questions | questions/s | bound | ratio | CPU ms/question: runner | mock |")
-        print("|---|---|---|---|---|---|---|")
-        fmt = lambda v: "-" if v is None else f"{v:.2f}"
+        print("\n| concurrency | runner questions/s | bound | runner / bound | reference questions/s "
+              "| reference / bound | runner / reference | runner CPU ms/question | mock CPU ms/question |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        fmt = lambda v: "-" if v is None else f"{v:.1f}"
         for lv in r["levels"]:
             cpu = lv["cpu_ms_per_question"]
-            print(f"| {lv['concurrency']} | {lv['questions']} | {lv['questions_per_s']:.1f} | "
-                  f"{lv['bound_questions_per_s']:.0f} | {lv['ratio']:.2f} | {fmt(cpu['runner'])} | "
+            ref = lv["reference_client"]
+            print(f"| {lv['concurrency']} | {lv['questions_per_s']:.1f} | "
+                  f"{lv['bound_questions_per_s']:.0f} | {lv['ratio']:.2f} | "
+                  f"{ref['questions_per_s']:.1f} | {ref['ratio_to_bound']:.2f} | "
+                  f"{lv['runner_vs_reference_client']:.2f} | {fmt(cpu['runner'])} | "
                   f"{fmt(cpu['mock_server'])} |")
-
 
 if __name__ == "__main__":
     main()
