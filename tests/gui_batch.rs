@@ -484,6 +484,48 @@ fn closing_the_app_stops_the_run_and_the_runs_browser_resumes_it() {
 }
 
 #[test]
+fn wrong_only_lists_exactly_the_wrong_answers() {
+    // Always the first option: right where the answer is A, wrong elsewhere.
+    let server = MockServer::start(MockConfig {
+        responder: Responder::first_option(),
+        record_limit: 0,
+        ..MockConfig::default()
+    })
+    .unwrap();
+    let ws = workspace(&server.url(), 4);
+    let mut h = harness(WorkbenchApp::with_workspace(
+        Persisted::default(),
+        ws.path().to_path_buf(),
+    ));
+    start_from_form(&mut h, "first-option", Some(30));
+    wait_for(&mut h, "the run to end", 60, |a| {
+        phase_is(a, |p| *p == echo_workbench::ui::RunPhase::Finished) && !a.batch.run_active()
+    });
+    h.get_by_label_contains("Sample / Average:").click();
+    h.run_steps(2);
+    assert_eq!(h.state().batch.drill.listed.len(), 30);
+    h.get_by_label("wrong only").click();
+    h.run_steps(2);
+    let app = h.state();
+    let m = app.batch.current.as_ref().unwrap().shared.lock();
+    let wrong: BTreeSet<usize> = m
+        .records
+        .iter()
+        .filter(|r| r.gpt_answer.as_deref() != Some(r.correct_answer.as_str()))
+        .map(|r| r.index)
+        .collect();
+    let listed: BTreeSet<usize> = app
+        .batch
+        .drill
+        .listed
+        .iter()
+        .map(|&i| m.records[i].index)
+        .collect();
+    assert!(!wrong.is_empty() && wrong.len() < 30, "{wrong:?}");
+    assert_eq!(listed, wrong);
+}
+
+#[test]
 fn errors_are_counted_and_retry_errors_answers_them() {
     let dataset = MmadDataset::load(&repo("assets/sample/mmad.json")).unwrap();
     let root = DatasetRoot::new(repo("assets/sample"));
@@ -533,6 +575,31 @@ fn errors_are_counted_and_retry_errors_answers_them() {
             .table,
         RunFolder::open(&dir).unwrap().score(options)
     );
+
+    // The row's Average cell lists all 12; "errors only" the 3 errors; "wrong only"
+    // every question not answered right (the errors, the oracle being right).
+    h.get_by_label_contains("Sample / Average:").click();
+    h.run_steps(2);
+    assert_eq!(h.state().batch.drill.listed.len(), 12);
+    h.get_by_label("errors only").click();
+    h.run_steps(2);
+    let listed_errors = |app: &WorkbenchApp| {
+        let m = app.batch.current.as_ref().unwrap().shared.lock();
+        app.batch
+            .drill
+            .listed
+            .iter()
+            .filter(|&&i| !m.records[i].is_ok())
+            .count()
+    };
+    assert_eq!(h.state().batch.drill.listed.len(), 3);
+    assert_eq!(listed_errors(h.state()), 3);
+    h.get_by_label("errors only").click();
+    h.get_by_label("wrong only").click();
+    h.run_steps(2);
+    assert_eq!(h.state().batch.drill.listed.len(), 3);
+    h.get_by_label("wrong only").click();
+    h.run_steps(1);
 
     h.get_by_label("Retry errors").click();
     h.run_steps(1);
