@@ -68,6 +68,14 @@ fn harness(app: WorkbenchApp) -> Harness<'static, WorkbenchApp> {
         .build_ui_state(|ui, app: &mut WorkbenchApp| app.frame_ui(ui), app)
 }
 
+/// The app in workspace `ws`, as a fresh start would open it.
+fn app_harness(ws: &tempfile::TempDir) -> Harness<'static, WorkbenchApp> {
+    harness(WorkbenchApp::with_workspace(
+        Persisted::default(),
+        ws.path().to_path_buf(),
+    ))
+}
+
 fn wait_for(
     h: &mut Harness<'static, WorkbenchApp>,
     what: &str,
@@ -91,6 +99,23 @@ fn phase_is(app: &WorkbenchApp, f: impl Fn(&echo_workbench::ui::RunPhase) -> boo
         .current
         .as_ref()
         .is_some_and(|c| f(&c.shared.lock().phase))
+}
+
+/// Steps until the current run has finished, its runner has let go and the
+/// collector's last re-score has landed (the table shows every record).
+fn wait_finished(h: &mut Harness<'static, WorkbenchApp>, what: &str, secs: u64) {
+    wait_for(h, what, secs, |a| {
+        phase_is(a, |p| *p == echo_workbench::ui::RunPhase::Finished)
+            && !a.batch.run_active()
+            && a.batch.current.as_ref().is_some_and(|c| {
+                let m = c.shared.lock();
+                m.scored_records == m.records.len()
+            })
+    });
+    // egui's Grid sizes its columns from the frame before: when the last re-score
+    // widens a cell, the table settles one frame later, and a click (made at a
+    // widget's position) must not land on the cell beside it.
+    h.run_steps(2);
 }
 
 fn run_dir(app: &WorkbenchApp) -> PathBuf {
@@ -218,20 +243,10 @@ fn endpoint_choices_follow_settings_by_name_and_the_typed_limit_counts() {
 fn a_run_fills_the_table_like_score_and_a_cell_opens_down_to_the_trace() {
     let server = oracle_server(2);
     let ws = workspace(&server.url(), 8);
-    let mut h = harness(WorkbenchApp::with_workspace(
-        Persisted::default(),
-        ws.path().to_path_buf(),
-    ));
+    let mut h = app_harness(&ws);
     start_from_form(&mut h, "full sample", None);
     assert!(h.state().batch.run_active() || phase_is(h.state(), |p| !p.is_active()));
-    wait_for(&mut h, "the run to finish", 120, |a| {
-        phase_is(a, |p| *p == echo_workbench::ui::RunPhase::Finished) && !a.batch.run_active()
-    });
-    // Let the collector's last re-score land.
-    wait_for(&mut h, "the final table", 10, |a| {
-        let m = a.batch.current.as_ref().unwrap().shared.lock();
-        m.scored_records == m.records.len()
-    });
+    wait_finished(&mut h, "the run to finish", 120);
     let dir = run_dir(h.state());
     assert!(dir.starts_with(ws.path().join("runs")), "{}", dir.display());
     assert!(
@@ -357,12 +372,11 @@ fn a_run_fills_the_table_like_score_and_a_cell_opens_down_to_the_trace() {
 
 #[test]
 fn pause_keeps_answers_and_resume_finishes_without_duplicates() {
-    let server = oracle_server(40);
+    // Slow enough that a loaded CI machine cannot finish 60 answers before the click
+    // on Pause lands (the run would end Finished, not Paused).
+    let server = oracle_server(150);
     let ws = workspace(&server.url(), 2);
-    let mut h = harness(WorkbenchApp::with_workspace(
-        Persisted::default(),
-        ws.path().to_path_buf(),
-    ));
+    let mut h = app_harness(&ws);
     start_from_form(&mut h, "pause", Some(60));
     wait_for(&mut h, "some answers", 60, |a| {
         a.batch
@@ -388,9 +402,7 @@ fn pause_keeps_answers_and_resume_finishes_without_duplicates() {
 
     h.get_by_label("Resume").click();
     h.run_steps(1);
-    wait_for(&mut h, "the resumed run to finish", 120, |a| {
-        phase_is(a, |p| *p == echo_workbench::ui::RunPhase::Finished) && !a.batch.run_active()
-    });
+    wait_finished(&mut h, "the resumed run to finish", 120);
     let all = journal_indices(&dir);
     let distinct: BTreeSet<usize> = all.iter().copied().collect();
     assert_eq!(all.len(), distinct.len(), "an index was recorded twice");
@@ -406,10 +418,7 @@ fn pause_keeps_answers_and_resume_finishes_without_duplicates() {
 fn cancel_stops_at_once_and_the_folder_stays_resumable() {
     let server = oracle_server(200);
     let ws = workspace(&server.url(), 2);
-    let mut h = harness(WorkbenchApp::with_workspace(
-        Persisted::default(),
-        ws.path().to_path_buf(),
-    ));
+    let mut h = app_harness(&ws);
     start_from_form(&mut h, "cancel", Some(30));
     wait_for(&mut h, "some answers", 60, |a| {
         a.batch
@@ -433,12 +442,9 @@ fn cancel_stops_at_once_and_the_folder_stays_resumable() {
 
 #[test]
 fn closing_the_app_stops_the_run_and_the_runs_browser_resumes_it() {
-    let server = oracle_server(40);
+    let server = oracle_server(150);
     let ws = workspace(&server.url(), 2);
-    let mut h = harness(WorkbenchApp::with_workspace(
-        Persisted::default(),
-        ws.path().to_path_buf(),
-    ));
+    let mut h = app_harness(&ws);
     start_from_form(&mut h, "closed", Some(40));
     wait_for(&mut h, "some answers", 60, |a| {
         a.batch
@@ -461,10 +467,7 @@ fn closing_the_app_stops_the_run_and_the_runs_browser_resumes_it() {
     assert!((4..40).contains(&stopped), "{stopped} answers at close");
 
     // Next session: the runs browser offers Resume for the unfinished run.
-    let mut h = harness(WorkbenchApp::with_workspace(
-        Persisted::default(),
-        ws.path().to_path_buf(),
-    ));
+    let mut h = app_harness(&ws);
     h.get_by_label("Batch").click();
     h.run_steps(2);
     h.get_by_label("Runs").click();
@@ -474,9 +477,7 @@ fn closing_the_app_stops_the_run_and_the_runs_browser_resumes_it() {
     assert_eq!(row.answered, stopped);
     h.get_by_label(&format!("Resume {name}")).click();
     h.run_steps(1);
-    wait_for(&mut h, "the resumed run to finish", 120, |a| {
-        phase_is(a, |p| *p == echo_workbench::ui::RunPhase::Finished) && !a.batch.run_active()
-    });
+    wait_finished(&mut h, "the resumed run to finish", 120);
     let all = journal_indices(&dir);
     let distinct: BTreeSet<usize> = all.iter().copied().collect();
     assert_eq!(all.len(), distinct.len(), "an index was recorded twice");
@@ -493,14 +494,9 @@ fn wrong_only_lists_exactly_the_wrong_answers() {
     })
     .unwrap();
     let ws = workspace(&server.url(), 4);
-    let mut h = harness(WorkbenchApp::with_workspace(
-        Persisted::default(),
-        ws.path().to_path_buf(),
-    ));
+    let mut h = app_harness(&ws);
     start_from_form(&mut h, "first-option", Some(30));
-    wait_for(&mut h, "the run to end", 60, |a| {
-        phase_is(a, |p| *p == echo_workbench::ui::RunPhase::Finished) && !a.batch.run_active()
-    });
+    wait_finished(&mut h, "the run to end", 60);
     h.get_by_label_contains("Sample / Average:").click();
     h.run_steps(2);
     assert_eq!(h.state().batch.drill.listed.len(), 30);
@@ -538,14 +534,9 @@ fn errors_are_counted_and_retry_errors_answers_them() {
     })
     .unwrap();
     let ws = workspace(&server.url(), 1);
-    let mut h = harness(WorkbenchApp::with_workspace(
-        Persisted::default(),
-        ws.path().to_path_buf(),
-    ));
+    let mut h = app_harness(&ws);
     start_from_form(&mut h, "faults", Some(12));
-    wait_for(&mut h, "the run to end", 60, |a| {
-        phase_is(a, |p| *p == echo_workbench::ui::RunPhase::Finished) && !a.batch.run_active()
-    });
+    wait_finished(&mut h, "the run to end", 60);
     let errors = h
         .state()
         .batch
@@ -560,10 +551,6 @@ fn errors_are_counted_and_retry_errors_answers_them() {
     // Errors are not answers: the table scores the 9 answered questions.
     let dir = run_dir(h.state());
     let options = h.state().batch.run_options;
-    wait_for(&mut h, "the final table", 10, |a| {
-        let m = a.batch.current.as_ref().unwrap().shared.lock();
-        m.scored_records == m.records.len()
-    });
     assert_eq!(
         h.state()
             .batch
@@ -603,13 +590,7 @@ fn errors_are_counted_and_retry_errors_answers_them() {
 
     h.get_by_label("Retry errors").click();
     h.run_steps(1);
-    wait_for(&mut h, "the retry to finish", 60, |a| {
-        phase_is(a, |p| *p == echo_workbench::ui::RunPhase::Finished) && !a.batch.run_active()
-    });
-    wait_for(&mut h, "the final table", 10, |a| {
-        let m = a.batch.current.as_ref().unwrap().shared.lock();
-        m.scored_records == m.records.len()
-    });
+    wait_finished(&mut h, "the retry to finish", 60);
     let m = h.state().batch.current.as_ref().unwrap().shared.lock();
     assert_eq!(m.errors(), 0);
     assert_eq!(m.records.len(), 12, "one record per question");
@@ -657,10 +638,7 @@ fn two_runs_compare_and_a_changed_question_opens() {
         "always A",
     );
 
-    let mut h = harness(WorkbenchApp::with_workspace(
-        Persisted::default(),
-        ws.path().to_path_buf(),
-    ));
+    let mut h = app_harness(&ws);
     h.get_by_label("Batch").click();
     h.run_steps(2);
     h.get_by_label("Runs").click();
