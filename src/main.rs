@@ -168,7 +168,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", echo_workbench::util::error::chain(e.as_ref()));
             ExitCode::from(2)
         }
     }

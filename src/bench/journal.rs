@@ -247,13 +247,16 @@ impl JournalWriter {
             path: path.to_owned(),
             source,
         };
-        let mut file = OpenOptions::new()
-            .create(true)
-            .read(true)
-            .write(true)
-            .truncate(false)
-            .open(path)
-            .map_err(write_err)?;
+        // Never through a symlink: a planted link must not get its target cut.
+        let mut file = crate::util::fsx::open_regular_for_write(
+            path,
+            OpenOptions::new()
+                .create(true)
+                .read(true)
+                .write(true)
+                .truncate(false),
+        )
+        .map_err(write_err)?;
         let len = file.metadata().map_err(write_err)?.len();
         if len != contents.complete_len {
             file.set_len(contents.complete_len).map_err(write_err)?;

@@ -40,13 +40,17 @@ impl RunLock {
         };
         std::fs::create_dir_all(run_dir).map_err(io)?;
         let path = run_dir.join(LOCK_FILE);
-        let mut file = OpenOptions::new()
-            .create(true)
-            .read(true)
-            .write(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(io)?;
+        // A `.lock` planted as a symlink (or a FIFO) must never get its target
+        // truncated below: refuse anything that is not a regular file.
+        let mut file = crate::util::fsx::open_regular_for_write(
+            &path,
+            OpenOptions::new()
+                .create(true)
+                .read(true)
+                .write(true)
+                .truncate(false),
+        )
+        .map_err(io)?;
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
@@ -98,5 +102,19 @@ mod tests {
         drop(first);
         let again = RunLock::acquire(&run).unwrap();
         assert!(again.path().ends_with(LOCK_FILE));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_lock_planted_as_a_symlink_is_refused_and_its_target_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("notes.txt");
+        std::fs::write(&victim, b"keep me").unwrap();
+        let run = dir.path().join("run");
+        std::fs::create_dir(&run).unwrap();
+        std::os::unix::fs::symlink(&victim, run.join(LOCK_FILE)).unwrap();
+        let err = RunLock::acquire(&run).unwrap_err().to_string();
+        assert!(err.contains("symlink"), "{err}");
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
     }
 }

@@ -467,20 +467,6 @@ fn shown_url(url: &str) -> String {
         .to_string()
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let part = s.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = s.source();
-    }
-    text
-}
-
 /// One endpoint's client with what records and traces call it.
 struct Endpoint {
     client: MllmClient,
@@ -594,7 +580,7 @@ async fn ask(shared: Arc<Shared>, work: Work, e: usize, abandon: CancelToken) ->
                     Err(PipelineError::Cancelled { .. }) => Outcome::Abandoned,
                     Err(_) if abandon.is_cancelled() => Outcome::Abandoned,
                     Err(err) => Outcome::Failed {
-                        message: error_chain(&err),
+                        message: crate::util::error::chain(&err),
                         traces: err.traces().to_vec(),
                     },
                 }

@@ -44,13 +44,15 @@ impl EmbeddingCache {
         };
         std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
         let header = format!("echo-embedding-cache v1 {dim} {embedder_id}\n");
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| err(e.to_string()))?;
+        let mut file = crate::util::fsx::open_regular_for_write(
+            &path,
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false),
+        )
+        .map_err(|e| err(e.to_string()))?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)
             .map_err(|e| err(e.to_string()))?;

@@ -784,7 +784,7 @@ fn parse_models(body: &[u8]) -> Result<Vec<String>, String> {
 
 fn classify(e: reqwest::Error, url: &str, timeout: Duration) -> MllmError {
     let (timed_out, connect) = (e.is_timeout(), e.is_connect());
-    let detail = error_chain(&e.without_url());
+    let detail = crate::util::error::chain(&e.without_url());
     if timed_out {
         MllmError::Timeout {
             url: url.to_string(),
@@ -801,21 +801,6 @@ fn classify(e: reqwest::Error, url: &str, timeout: Duration) -> MllmError {
             detail,
         }
     }
-}
-
-/// An error and its causes as one line, skipping causes already quoted.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
 }
 
 /// The first characters of a body, on one line.

@@ -1409,21 +1409,6 @@ fn retrieve(
     })
 }
 
-/// One error with its causes, as one sentence.
-fn error_chain(e: &PipelineError) -> String {
-    let mut s = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !s.contains(&text) {
-            s.push_str(": ");
-            s.push_str(&text);
-        }
-        source = cause.source();
-    }
-    s
-}
-
 /// The background side of a run: sets up the pipeline once, then answers the
 /// questions one after another, reporting every event.
 fn run_questions(
@@ -1450,8 +1435,8 @@ fn run_questions(
             .active_endpoint()
             .cloned()
             .ok_or("no model endpoint is configured: add one in Settings")?;
-        let mut ctx =
-            PipelineContext::new(request.settings.pipeline.clone()).map_err(|e| error_chain(&e))?;
+        let mut ctx = PipelineContext::new(request.settings.pipeline.clone())
+            .map_err(|e| crate::util::error::chain(&e))?;
         if let Some(kb) = &request.knowledge {
             ctx = ctx.with_knowledge(kb.clone());
         }
@@ -1468,9 +1453,9 @@ fn run_questions(
         if let Some(r) = &request.reference {
             ctx = ctx
                 .with_memory(r.memory.clone(), r.embedder.clone())
-                .map_err(|e| error_chain(&e))?;
+                .map_err(|e| crate::util::error::chain(&e))?;
         }
-        let backend = MllmBackend::new(endpoint).map_err(|e| error_chain(&e))?;
+        let backend = MllmBackend::new(endpoint).map_err(|e| crate::util::error::chain(&e))?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -1500,7 +1485,7 @@ fn run_questions(
         let outcome = match result {
             Ok(d) => Outcome::Answered(Box::new(d)),
             Err(PipelineError::Cancelled { .. }) => Outcome::Cancelled,
-            Err(e) => Outcome::Failed(error_chain(&e)),
+            Err(e) => Outcome::Failed(crate::util::error::chain(&e)),
         };
         send(RunMessage::Finished(slot, outcome));
     }

@@ -16,7 +16,7 @@ impl<T: Send + 'static> Job<T> {
         let promise = Promise::spawn_thread(name, move || {
             match std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)) {
                 Ok(Ok(v)) => Ok(v),
-                Ok(Err(e)) => Err(format!("{e:#}")),
+                Ok(Err(e)) => Err(crate::util::error::chain(e.as_ref())),
                 Err(_) => Err(format!("{name} failed unexpectedly (internal error)")),
             }
         });

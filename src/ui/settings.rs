@@ -1446,6 +1446,6 @@ fn check_prompts(
             parts.join(", ")
         ))
     })()
-    .map_err(|e| format!("{e:#}"));
+    .map_err(|e| crate::util::error::chain(e.as_ref()));
     Ok(PromptsCheck { presets, status })
 }

@@ -1,15 +1,27 @@
 //! File-system helpers: every file we replace goes through a temporary file and a
-//! rename, so a crash or a full disk never leaves a half-written file behind.
+//! rename, so a crash or a full disk never leaves a half-written file behind; every
+//! rename that publishes something is followed by an fsync of its folder, so a power
+//! cut cannot undo it; and files we append to or lock are opened without following
+//! symlinks, so a planted link cannot redirect our writes.
 
-use std::io::Write;
-use std::path::Path;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 
-/// Replaces `path` with `bytes` atomically (same-directory temp file, fsync, rename).
+/// How many symlinks `write_target` follows before it calls the chain a loop
+/// (the same bound Linux puts on path resolution).
+const MAX_LINK_HOPS: usize = 40;
+
+/// Replaces `path` with `bytes` atomically (same-directory temp file, fsync, rename,
+/// fsync of the folder).
+///
+/// When `path` is a symlink the file it points to is replaced and the link is kept:
+/// a user who linked their settings or knowledge file into a dotfiles repository
+/// gets that file updated, never a plain file silently put in the link's place.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
+    let path = write_target(path)?;
+    let path = path.as_path();
+    let dir = parent_or_dot(path);
     std::fs::create_dir_all(dir)?;
     let mut builder = tempfile::Builder::new();
     builder.prefix(".echo-tmp-");
@@ -17,6 +29,9 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     // old one had, or get an ordinary file's mode (0644 less the umask) when new.
     match std::fs::metadata(path) {
         Ok(meta) => {
+            if !meta.is_file() {
+                return Err(not_regular(path, &meta));
+            }
             builder.permissions(meta.permissions());
         }
         Err(_) => {
@@ -31,13 +46,181 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
+    sync_dir(dir)
+}
+
+/// The file a write to `path` should replace: `path` itself, or, when it is a symlink,
+/// the end of its chain of links (which need not exist yet).
+pub fn write_target(path: &Path) -> std::io::Result<PathBuf> {
+    let mut current = path.to_path_buf();
+    for _ in 0..MAX_LINK_HOPS {
+        match std::fs::symlink_metadata(&current) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                let link = std::fs::read_link(&current)?;
+                current = if link.is_absolute() {
+                    link
+                } else {
+                    parent_or_dot(&current).join(link)
+                };
+            }
+            _ => return Ok(current),
+        }
+    }
+    Err(std::io::Error::other(format!(
+        "{} is a chain of more than {MAX_LINK_HOPS} symlinks (a loop?)",
+        path.display()
+    )))
+}
+
+/// Flushes a folder's entries (a rename or create inside it) to disk. Without it a
+/// power cut can bring back the old name after a rename we already reported done.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        File::open(dir)?.sync_all()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        Ok(())
+    }
+}
+
+/// Renames `from` to `to` and makes both folders' entries durable.
+pub fn rename_durable(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::rename(from, to)?;
+    let (a, b) = (parent_or_dot(from), parent_or_dot(to));
+    sync_dir(b)?;
+    if a != b {
+        sync_dir(a)?;
+    }
     Ok(())
+}
+
+/// Opens (creating if absent) a file we lock, append to or rewrite in place, without
+/// following a symlink at its last component, and refuses anything but a regular
+/// file. A `.lock` or journal planted as a link to another file must never get that
+/// file truncated or written.
+pub fn open_regular_for_write(path: &Path, options: &OpenOptions) -> std::io::Result<File> {
+    if let Ok(meta) = std::fs::symlink_metadata(path)
+        && !meta.is_file()
+    {
+        return Err(not_regular(path, &meta));
+    }
+    let mut options = options.clone();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        // O_NOFOLLOW closes the gap between the check above and the open;
+        // O_NONBLOCK keeps a FIFO swapped in at that moment from hanging us.
+        options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+    }
+    let file = options.open(path).map_err(|e| {
+        if is_symlink_refusal(&e) {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{} is a symlink; refusing to follow it", path.display()),
+            )
+        } else {
+            e
+        }
+    })?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(not_regular(path, &meta));
+    }
+    Ok(file)
+}
+
+/// Opens a file for reading only if it is a regular file (symlinks to one are fine:
+/// datasets are often linked into place). Devices, FIFOs and folders are refused
+/// before a byte is read, so `/dev/zero` cannot fill memory and a FIFO cannot hang us.
+pub fn open_regular_for_read(path: &Path) -> std::io::Result<File> {
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        return Err(not_regular(path, &meta));
+    }
+    let mut options = OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = options.open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(not_regular(path, &meta));
+    }
+    Ok(file)
+}
+
+/// Reads a regular file of at most `limit` bytes. The size is checked from metadata
+/// before reading and the read itself stops one byte past the limit, so a file that
+/// grows while we read is refused too, never buffered whole.
+pub fn read_limited(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    let file = open_regular_for_read(path)?;
+    let len = file.metadata()?.len();
+    if len > limit {
+        return Err(too_large(path, len, limit));
+    }
+    let mut bytes = Vec::with_capacity(len as usize);
+    file.take(limit + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(too_large(path, bytes.len() as u64, limit));
+    }
+    Ok(bytes)
+}
+
+fn too_large(path: &Path, len: u64, limit: u64) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        format!(
+            "{} is {len} bytes, over the limit of {limit} bytes",
+            path.display()
+        ),
+    )
+}
+
+fn not_regular(path: &Path, meta: &std::fs::Metadata) -> std::io::Error {
+    let ft = meta.file_type();
+    let what = if ft.is_dir() {
+        "a folder"
+    } else if ft.is_symlink() {
+        "a symlink"
+    } else {
+        "not a regular file (a device, FIFO or socket)"
+    };
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidInput,
+        format!("{} is {what}; refusing to use it", path.display()),
+    )
+}
+
+fn is_symlink_refusal(e: &std::io::Error) -> bool {
+    #[cfg(unix)]
+    {
+        // Linux answers O_NOFOLLOW on a link with ELOOP; the BSDs with EMLINK.
+        matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::EMLINK))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = e;
+        false
+    }
+}
+
+fn parent_or_dot(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
 }
 
 /// SHA-256 of a file's contents as lower-case hex, streamed so large files use little memory.
 pub fn sha256_file(path: &Path) -> std::io::Result<String> {
     use sha2::{Digest, Sha256};
-    let mut file = std::fs::File::open(path)?;
+    let mut file = open_regular_for_read(path)?;
     let mut hasher = Sha256::new();
     std::io::copy(&mut file, &mut hasher)?;
     Ok(hex::encode(hasher.finalize()))
@@ -72,6 +255,82 @@ mod tests {
         atomic_write(&script, b"#!/bin/sh\necho hi\n").unwrap();
         let mode = std::fs::metadata(&script).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o750);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn writing_through_a_symlink_replaces_its_target_and_keeps_the_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("dotfiles/settings.toml");
+        std::fs::create_dir_all(real.parent().unwrap()).unwrap();
+        std::fs::write(&real, b"old").unwrap();
+        let link = dir.path().join("settings.toml");
+        std::os::unix::fs::symlink("dotfiles/settings.toml", &link).unwrap();
+        atomic_write(&link, b"new").unwrap();
+        assert!(
+            std::fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(std::fs::read(&real).unwrap(), b"new");
+        // A dangling link gets its target created.
+        let dangling = dir.path().join("k.json");
+        std::os::unix::fs::symlink("dotfiles/k.json", &dangling).unwrap();
+        atomic_write(&dangling, b"{}").unwrap();
+        assert_eq!(
+            std::fs::read(dir.path().join("dotfiles/k.json")).unwrap(),
+            b"{}"
+        );
+        // A loop is an error, not a hang.
+        let a = dir.path().join("a");
+        let b = dir.path().join("b");
+        std::os::unix::fs::symlink(&b, &a).unwrap();
+        std::os::unix::fs::symlink(&a, &b).unwrap();
+        assert!(atomic_write(&a, b"x").is_err());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn files_we_write_in_place_are_never_reached_through_a_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("thesis.tex");
+        std::fs::write(&victim, b"precious").unwrap();
+        let lock = dir.path().join(".lock");
+        std::os::unix::fs::symlink(&victim, &lock).unwrap();
+        let mut opts = OpenOptions::new();
+        opts.create(true).read(true).write(true).truncate(false);
+        let err = open_regular_for_write(&lock, &opts).unwrap_err();
+        assert!(err.to_string().contains("symlink"), "{err}");
+        let mut truncating = OpenOptions::new();
+        truncating.create(true).write(true).truncate(true);
+        assert!(open_regular_for_write(&lock, &truncating).is_err());
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        // A folder in a file's place is refused too; a plain file opens.
+        let sub = dir.path().join("journal.jsonl");
+        std::fs::create_dir(&sub).unwrap();
+        assert!(open_regular_for_write(&sub, &opts).is_err());
+        assert!(open_regular_for_write(&dir.path().join("new.jsonl"), &opts).is_ok());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn devices_and_fifos_are_refused_before_any_read() {
+        let err = read_limited(Path::new("/dev/zero"), 1 << 20).unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("pipe.png");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path; mkfifo touches nothing else.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        // Would block forever if we opened it for reading.
+        assert!(read_limited(&fifo, 1 << 20).is_err());
+        assert!(sha256_file(&fifo).is_err());
+        let big = dir.path().join("big.bin");
+        std::fs::write(&big, vec![0u8; 4096]).unwrap();
+        let err = read_limited(&big, 4095).unwrap_err();
+        assert!(err.to_string().contains("over the limit"), "{err}");
+        assert_eq!(read_limited(&big, 4096).unwrap().len(), 4096);
     }
 
     #[test]

@@ -372,7 +372,7 @@ impl BatchState {
                     self.run_error = None;
                     self.runs_loaded = false;
                 }
-                Err(e) => self.form.error = Some(format!("{e:#}")),
+                Err(e) => self.form.error = Some(crate::util::error::chain(e.as_ref())),
             }
         }
     }
@@ -403,7 +403,13 @@ impl BatchState {
                 self.view = BatchView::Run;
                 self.run_error = None;
             }
-            Err(e) => self.run_error = Some(format!("Cannot resume {}: {e:#}", dir.display())),
+            Err(e) => {
+                self.run_error = Some(format!(
+                    "Cannot resume {}: {}",
+                    dir.display(),
+                    crate::util::error::chain(e.as_ref())
+                ))
+            }
         }
     }
 

@@ -343,7 +343,7 @@ pub fn ui(state: &mut KnowledgeState, ui: &mut egui::Ui, sel: &Selection, env: &
                             category: sel.category.clone(),
                         });
                     }
-                    Err(e) => view.start_error = Some(format!("Cannot start the re-run: {e:#}")),
+                    Err(e) => view.start_error = Some(format!("Cannot start the re-run: {}", crate::util::error::chain(e.as_ref()))),
                 }
             }
         });
