@@ -153,3 +153,57 @@ fn preview_equals_the_pipelines_selection_in_every_mode() {
     }
     assert!(checked >= 12, "{checked}");
 }
+
+/// A knowledge file or settings file that is a symlink (into a dotfiles repository,
+/// say) gets its target updated; the link stays a link.
+#[cfg(unix)]
+#[test]
+fn saving_through_a_symlink_writes_the_links_target() {
+    use echo_workbench::config::Settings;
+    let ws = tempfile::tempdir().unwrap();
+    let shared = ws.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    let real = shared.join("domain_knowledge.json");
+    std::fs::copy(repo().join("assets/sample/domain_knowledge.json"), &real).unwrap();
+    let link = ws.path().join("domain_knowledge.json");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let mut kb = KnowledgeBase::load(&link).unwrap();
+    let (ds, cats) = kb.datasets.iter_mut().next().unwrap();
+    let ds = ds.clone();
+    let (cat, entries) = cats.iter_mut().next().unwrap();
+    let cat = cat.clone();
+    let (_, text) = entries.iter_mut().next().unwrap();
+    text.push_str(" Edited through the link.");
+    VersionStore::in_workspace(ws.path())
+        .save(&kb, &link, "through a link", None, None)
+        .unwrap();
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    let reread = KnowledgeBase::load(&real).unwrap();
+    let first = reread.datasets[&ds][&cat].values().next().unwrap();
+    assert!(first.ends_with("Edited through the link."), "{first}");
+
+    let real_settings = shared.join("settings.toml");
+    std::fs::write(&real_settings, Settings::default().to_toml()).unwrap();
+    let settings_link = ws.path().join("settings.toml");
+    std::os::unix::fs::symlink(&real_settings, &settings_link).unwrap();
+    let mut settings = Settings::load(&settings_link).unwrap();
+    settings.active_endpoint = 0;
+    settings.endpoints[0].model = "through-the-link".into();
+    settings.save(&settings_link).unwrap();
+    assert!(
+        std::fs::symlink_metadata(&settings_link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert!(
+        std::fs::read_to_string(&real_settings)
+            .unwrap()
+            .contains("through-the-link")
+    );
+}

@@ -69,7 +69,8 @@ pub struct VersionInfo {
 
 impl VersionInfo {
     pub fn hash8(&self) -> &str {
-        &self.content_hash[..self.content_hash.len().min(8)]
+        // Checked to be hex when the index is read; stay panic-free regardless.
+        self.content_hash.get(..8).unwrap_or(&self.content_hash)
     }
 }
 
@@ -85,6 +86,18 @@ pub fn file_hash(path: &Path) -> Result<String, VersionError> {
         source,
     })?;
     Ok(sha256_bytes(&bytes))
+}
+
+/// A version file is named by us as `NNNN-hash8.json`; an index entry that names
+/// anything but a plain file name in the versions folder is refused.
+fn check_version_file_name(name: &str) -> Result<(), String> {
+    crate::dataset::paths::check_relative(name).map_err(|e| format!("file {e}"))?;
+    if name.contains(['/', '\\']) || name == "." || name == INDEX_FILE {
+        return Err(format!(
+            "file `{name}` is not a version file name (a plain `NNNN-hash.json` in the versions folder)"
+        ));
+    }
+    Ok(())
 }
 
 /// What a save produced.
@@ -130,6 +143,22 @@ impl VersionStore {
             path: path.clone(),
             message: e.to_string(),
         })?;
+        // The index is a file anyone can edit: a version's `file` must name a file
+        // inside the versions folder, or a "version" could load any file on disk.
+        for v in &index.versions {
+            let bad = |message: String| VersionError::BadIndex {
+                path: path.clone(),
+                message: format!("version {}: {message}", v.number),
+            };
+            check_version_file_name(&v.file).map_err(bad)?;
+            if v.content_hash.len() != 64 || !v.content_hash.bytes().all(|b| b.is_ascii_hexdigit())
+            {
+                return Err(bad(format!(
+                    "content_hash `{}` is not a SHA-256 in hex",
+                    v.content_hash
+                )));
+            }
+        }
         Ok(index.versions)
     }
 
@@ -198,6 +227,7 @@ impl VersionStore {
                     use std::io::Write;
                     f.write_all(text.as_bytes())
                         .and_then(|_| f.sync_all())
+                        .and_then(|_| crate::util::fsx::sync_dir(&self.dir))
                         .map_err(|source| VersionError::Write { path: p, source })?;
                     break name;
                 }
@@ -278,6 +308,37 @@ mod tests {
             Path::new("k.json"),
         )
         .unwrap()
+    }
+
+    #[test]
+    fn an_index_naming_a_file_outside_the_versions_folder_is_refused() {
+        let ws = tempfile::tempdir().unwrap();
+        let secret = ws.path().join("secret.json");
+        std::fs::write(&secret, r#"{"D": {"c": {"good": "private"}}}"#).unwrap();
+        let store = VersionStore::in_workspace(ws.path());
+        let file = ws.path().join("domain_knowledge.json");
+        store
+            .save(&kb("first"), &file, "first", None, None)
+            .unwrap();
+        let index_path = store.dir().join(INDEX_FILE);
+        let good = std::fs::read_to_string(&index_path).unwrap();
+        let first_file = store.list().unwrap()[0].file.clone();
+        for evil in [
+            "../../secret.json".to_string(),
+            secret.display().to_string(),
+            "sub/0001-x.json".to_string(),
+            "0001\0.json".to_string(),
+        ] {
+            let json_evil = serde_json::to_string(&evil).unwrap();
+            let text = good.replace(&format!("\"{first_file}\""), &json_evil);
+            std::fs::write(&index_path, &text).unwrap();
+            let err = store.load(1).unwrap_err().to_string();
+            assert!(
+                err.contains("index.json") && err.contains("version 1"),
+                "{evil}: {err}"
+            );
+            assert!(!err.contains("private"), "{err}");
+        }
     }
 
     #[test]

@@ -186,6 +186,9 @@ pub struct KnowledgeState {
     /// A selection made outside the tree, to unfold there on the next frame.
     reveal: Option<Selection>,
     pub search: String,
+    /// The hits of `search` on the draft of one revision: searching every entry on
+    /// every frame made typing lag on a large knowledge file.
+    search_hits: Option<SearchMemo>,
     pub view: View,
     // Validation, re-run whenever the draft, the budget or the dataset changes.
     pub options: ValidationOptions,
@@ -217,7 +220,9 @@ pub struct KnowledgeState {
     ctx: Option<(PipelineSettings, Arc<PipelineContext>)>,
     ctx_job: Option<(PipelineSettings, Job<PipelineContext>)>,
     ctx_error: Option<String>,
-    impact: Option<((Selection, u64), Impact)>,
+    /// Computed once per selection, draft revision and dataset (by its file and its
+    /// number of images), not on every frame.
+    impact: Option<((Selection, u64, PathBuf, usize), Arc<Impact>)>,
     preview: preview::PreviewView,
     files: files::FilesView,
     pub rerun: rerun::RerunView,
@@ -784,7 +789,8 @@ impl KnowledgeState {
         let reveal = self.reveal.take();
         let mut select = None;
         if !self.search.trim().is_empty() {
-            let (hits, total) = search(&doc.draft, &self.search, SEARCH_LISTED);
+            let memo = memoised_search(&mut self.search_hits, doc, &self.search);
+            let (hits, total) = (&memo.hits, memo.total);
             let mut count = format!("{total} match{}", if total == 1 { "" } else { "es" });
             if total > hits.len() {
                 count.push_str(&format!(" (the first {} listed)", hits.len()));
@@ -793,13 +799,13 @@ impl KnowledgeState {
             egui::ScrollArea::vertical()
                 .auto_shrink([false, false])
                 .show(ui, |ui| {
-                    for hit in hits {
+                    for hit in hits.iter() {
                         let sel = self.selected.as_ref() == Some(&hit.at);
                         let r =
                             ui.selectable_label(sel, egui::RichText::new(hit.at.label()).strong());
                         ui.label(egui::RichText::new(&hit.context).small().weak());
                         if r.clicked() {
-                            select = Some(hit.at);
+                            select = Some(hit.at.clone());
                         }
                     }
                 });
@@ -1107,7 +1113,12 @@ impl KnowledgeState {
             };
             return;
         };
-        let key = (sel.clone(), doc.rev);
+        let key = (
+            sel.clone(),
+            doc.rev,
+            d.dataset.source.clone(),
+            d.dataset.entries.len(),
+        );
         if self.impact.as_ref().map(|(k, _)| k) != Some(&key) {
             let imp = impact(
                 ctx,
@@ -1117,9 +1128,9 @@ impl KnowledgeState {
                 &sel.category,
                 sel.entry.as_deref(),
             );
-            self.impact = Some((key, imp));
+            self.impact = Some((key, Arc::new(imp)));
         }
-        let Some((_, imp)) = self.impact.clone() else {
+        let Some(imp) = self.impact.as_ref().map(|(_, imp)| Arc::clone(imp)) else {
             return;
         };
         let heading = match &sel.entry {
@@ -1565,6 +1576,38 @@ struct SearchHit {
     context: String,
 }
 
+/// The hits for one needle on one draft revision.
+struct SearchMemo {
+    needle: String,
+    rev: u64,
+    hits: Arc<Vec<SearchHit>>,
+    total: usize,
+}
+
+/// The search hits for `needle` on `doc`'s draft, computed once per needle and
+/// revision.
+fn memoised_search<'m>(
+    memo: &'m mut Option<SearchMemo>,
+    doc: &Doc,
+    needle: &str,
+) -> &'m SearchMemo {
+    let stale = memo
+        .as_ref()
+        .is_none_or(|m| m.rev != doc.rev || m.needle != needle);
+    if stale {
+        *memo = None;
+    }
+    memo.get_or_insert_with(|| {
+        let (hits, total) = search(&doc.draft, needle, SEARCH_LISTED);
+        SearchMemo {
+            needle: needle.to_string(),
+            rev: doc.rev,
+            hits: Arc::new(hits),
+            total,
+        }
+    })
+}
+
 /// Search hits listed at most; the count says how many there are in all.
 const SEARCH_LISTED: usize = 200;
 
@@ -1651,5 +1694,23 @@ mod tests {
         let (some, same_total) = search(&kb, "the", 5);
         assert_eq!(some.len(), 5);
         assert_eq!(same_total, total);
+    }
+
+    #[test]
+    fn search_runs_once_per_needle_and_draft_revision() {
+        let kb = KnowledgeBase::load(&crate::bundled_knowledge_path()).unwrap();
+        let mut doc = Doc::new("k.json".into(), kb, String::new());
+        let mut memo = None;
+        let first = Arc::clone(&memoised_search(&mut memo, &doc, "the").hits);
+        // Another frame, nothing changed: the very same hits, not a new search.
+        let again = Arc::clone(&memoised_search(&mut memo, &doc, "the").hits);
+        assert!(Arc::ptr_eq(&first, &again));
+        // A new needle or an edit searches again.
+        let other = Arc::clone(&memoised_search(&mut memo, &doc, "scratch").hits);
+        assert!(!Arc::ptr_eq(&first, &other));
+        doc.edited();
+        let after_edit = Arc::clone(&memoised_search(&mut memo, &doc, "scratch").hits);
+        assert!(!Arc::ptr_eq(&other, &after_edit));
+        assert_eq!(other.len(), after_edit.len());
     }
 }
