@@ -222,7 +222,7 @@ pub struct KnowledgeState {
     ctx_error: Option<String>,
     /// Computed once per selection, draft revision and dataset (by its file and its
     /// number of images), not on every frame.
-    impact: Option<((Selection, u64, PathBuf, usize), Arc<Impact>)>,
+    impact: Option<(ImpactKey, Arc<Impact>)>,
     preview: preview::PreviewView,
     files: files::FilesView,
     pub rerun: rerun::RerunView,
@@ -1575,6 +1575,10 @@ struct SearchHit {
     at: Selection,
     context: String,
 }
+
+/// What an impact count depends on: the selection, the draft's revision and the
+/// dataset (its file and number of images).
+type ImpactKey = (Selection, u64, PathBuf, usize);
 
 /// The hits for one needle on one draft revision.
 struct SearchMemo {
