@@ -84,11 +84,11 @@ enum Mutation {
 fn mutation() -> impl Strategy<Value = Mutation> {
     let at = any::<usize>();
     prop_oneof![
-        (at.clone(), 0u8..8).prop_map(|(at, bit)| Mutation::Flip { at, bit }),
-        (at.clone(), any::<u8>()).prop_map(|(at, byte)| Mutation::Set { at, byte }),
-        (at.clone(), 1usize..64).prop_map(|(at, len)| Mutation::Delete { at, len }),
-        (at.clone(), 0..TOKENS.len()).prop_map(|(at, token)| Mutation::Insert { at, token }),
-        (at.clone(), 1usize..256, any::<usize>()).prop_map(|(at, len, to)| Mutation::Duplicate {
+        (at, 0u8..8).prop_map(|(at, bit)| Mutation::Flip { at, bit }),
+        (at, any::<u8>()).prop_map(|(at, byte)| Mutation::Set { at, byte }),
+        (at, 1usize..64).prop_map(|(at, len)| Mutation::Delete { at, len }),
+        (at, 0..TOKENS.len()).prop_map(|(at, token)| Mutation::Insert { at, token }),
+        (at, 1usize..256, any::<usize>()).prop_map(|(at, len, to)| Mutation::Duplicate {
             at,
             len,
             to
