@@ -140,6 +140,38 @@ fn score_table_is_readable_and_bad_files_fail_clearly() {
         .stderr(predicate::str::contains("missing.json"));
 }
 
+/// An error names its cause once: `cannot read X: No such file`, not the cause
+/// repeated after itself.
+#[test]
+fn errors_name_their_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.json");
+    let out = bin()
+        .arg("score")
+        .arg(&missing)
+        .assert()
+        .code(2)
+        .get_output()
+        .stderr
+        .clone();
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.contains("missing.json"), "{text}");
+    let cause = std::io::Error::from(std::io::ErrorKind::NotFound).to_string();
+    let os = "(os error 2)";
+    assert_eq!(text.matches(os).count(), 1, "{text}");
+    assert!(text.matches(&cause).count() <= 1, "{text}");
+    let out = bin()
+        .args(["knowledge", "validate"])
+        .arg(dir.path())
+        .assert()
+        .failure()
+        .get_output()
+        .stderr
+        .clone();
+    let text = String::from_utf8_lossy(&out);
+    assert_eq!(text.matches("(os error").count(), 1, "{text}");
+}
+
 #[test]
 fn dataset_stats_on_the_sample() {
     let v = json_out(
