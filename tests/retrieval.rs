@@ -164,3 +164,100 @@ fn bad_inputs_fail_with_one_clear_sentence() {
         .failure()
         .stderr(predicate::str::contains("cannot tell the category"));
 }
+
+/// Every file under `dir` with its bytes, to prove a refused build kept them all.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((p.clone(), std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn build_into(dir: &Path, out: &Path, index: &str) -> assert_cmd::assert::Assert {
+    bin()
+        .args(["memory", "build", "--root"])
+        .arg(repo("assets/sample"))
+        .args(["--index", index, "--out"])
+        .arg(out)
+        .arg("--cache")
+        .arg(dir.join("cache"))
+        .assert()
+}
+
+#[test]
+fn memory_build_replaces_only_an_absent_or_empty_folder_or_an_old_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    // A folder of the user's: refused before any embedding, every file kept.
+    let thesis = dir.path().join("thesis");
+    std::fs::create_dir_all(thesis.join("figures")).unwrap();
+    std::fs::write(thesis.join("thesis.tex"), "\\chapter{Results}").unwrap();
+    std::fs::write(thesis.join("figures/plot.png"), [1u8, 2, 3]).unwrap();
+    let before = snapshot(&thesis);
+    build_into(dir.path(), &thesis, "hnsw")
+        .failure()
+        .stderr(predicate::str::contains("refusing to write a memory to"))
+        .stderr(predicate::str::contains("`thesis.tex`"));
+    assert_eq!(snapshot(&thesis), before);
+    assert!(
+        !dir.path().join("cache").exists(),
+        "the destination is checked before anything is embedded"
+    );
+    // A file in the way is refused too.
+    let file = dir.path().join("notes.txt");
+    std::fs::write(&file, "mine").unwrap();
+    build_into(dir.path(), &file, "hnsw")
+        .failure()
+        .stderr(predicate::str::contains("it is a file"));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "mine");
+
+    // An empty folder is filled; an old memory is replaced.
+    let memory = dir.path().join("mem");
+    std::fs::create_dir(&memory).unwrap();
+    build_into(dir.path(), &memory, "exact")
+        .success()
+        .stdout(predicate::str::contains("24 images"));
+    let index_of = |m: &Path| -> String {
+        let v: Value =
+            serde_json::from_str(&std::fs::read_to_string(m.join("manifest.json")).unwrap())
+                .unwrap();
+        v["index"].as_str().unwrap().to_string()
+    };
+    assert_eq!(index_of(&memory), "exact");
+    build_into(dir.path(), &memory, "hnsw")
+        .success()
+        .stdout(predicate::str::contains("24 images"));
+    assert_eq!(index_of(&memory), "hnsw");
+    let v = retrieve(
+        &memory,
+        &repo("assets/sample/Sample/washer/test/good/000.png"),
+        &[],
+    );
+    assert_eq!(v["results"].as_array().unwrap().len(), 1);
+    // No staging or old folder is left beside it.
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["cache", "mem", "notes.txt", "thesis"]);
+
+    // A memory the user added a file to is theirs now: refused, file kept.
+    std::fs::write(memory.join("README.md"), "which images").unwrap();
+    build_into(dir.path(), &memory, "hnsw")
+        .failure()
+        .stderr(predicate::str::contains("`README.md`"));
+    assert_eq!(
+        std::fs::read_to_string(memory.join("README.md")).unwrap(),
+        "which images"
+    );
+}

@@ -82,6 +82,8 @@ pub struct BuildArgs {
 }
 
 pub fn build(args: &BuildArgs) -> anyhow::Result<ExitCode> {
+    // Refuse a destination that is not ours to replace before hours of embedding.
+    ReferenceMemory::check_destination(&args.out)?;
     let images = collect_images(&args.root, args.images.as_deref())?;
     let embedder = args.embedder.load()?;
     let cache_dir = (!args.no_cache).then(|| {

@@ -268,6 +268,43 @@ impl HnswIndex {
         graph.set_searching_mode(true);
         Ok(HnswIndex { params, graph })
     }
+
+    /// Checks that the graph holds exactly the points `0..n`, each once, each of
+    /// dimension `dim`: a search can then only return ids that name an item.
+    pub fn check_points(&self, n: usize, dim: usize) -> Result<(), String> {
+        let counted = self.graph.get_nb_point();
+        if counted != n {
+            return Err(format!("the graph holds {counted} points for {n} items"));
+        }
+        let indexation = self.graph.get_point_indexation();
+        let mut seen = vec![false; n];
+        let mut found = 0usize;
+        // hnsw_rs keeps each point in exactly one layer, its top one.
+        let walked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            for layer in 0..MAX_LAYER {
+                for point in indexation.get_layer_iterator(layer) {
+                    let id = point.get_origin_id();
+                    let len = point.get_v().len();
+                    if len != dim {
+                        return Err(format!("point {id} has {len} values, not {dim}"));
+                    }
+                    match seen.get_mut(id) {
+                        Some(s) if !*s => *s = true,
+                        Some(_) => return Err(format!("point {id} appears twice")),
+                        None => return Err(format!("point {id} names no item (of {n})")),
+                    }
+                    found += 1;
+                }
+            }
+            Ok(())
+        }));
+        match walked {
+            Ok(Ok(())) if found == n => Ok(()),
+            Ok(Ok(())) => Err(format!("the graph's layers hold {found} points for {n} items")),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err("its layers are inconsistent".into()),
+        }
+    }
 }
 
 impl VectorIndex for HnswIndex {

@@ -187,6 +187,10 @@ fn make_reference(
             })
         }
         ReferencePlan::Build { root, embedder } => {
+            if let Some(dir) = &save_to {
+                // Refuse a folder that is not ours to replace before embedding anything.
+                ReferenceMemory::check_destination(dir)?;
+            }
             let spec: EmbedderSpec = embedder.parse()?;
             let images = collect_images(&root, None)?;
             let model = load_embedder(&embedder)?;

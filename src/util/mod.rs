@@ -1,5 +1,6 @@
 //! Small, dependency-light helpers shared by the core modules.
 
+pub mod dirswap;
 pub mod error;
 pub mod fsx;
 pub mod pyjson;
