@@ -261,3 +261,24 @@ fn memory_build_replaces_only_an_absent_or_empty_folder_or_an_old_memory() {
         "which images"
     );
 }
+
+#[cfg(unix)]
+#[test]
+fn embedding_a_device_or_a_fifo_is_a_clear_error_not_a_hang() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("camera.png");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    for image in [Path::new("/dev/zero"), fifo.as_path()] {
+        bin()
+            .arg("embed")
+            .arg(image)
+            .timeout(std::time::Duration::from_secs(30))
+            .assert()
+            .failure()
+            .stderr(predicate::str::contains("not a regular file"));
+    }
+}

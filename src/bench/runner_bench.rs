@@ -292,7 +292,11 @@ fn floor_client(
 fn floor_body(dir: &Path) -> std::io::Result<bytes::Bytes> {
     use base64::Engine as _;
     let url = |path: PathBuf| -> std::io::Result<String> {
-        let bytes = std::fs::read(path)?;
+        let bytes = crate::vision::decode::read_image_file(
+            &path,
+            crate::vision::DecodeLimits::default().max_file_bytes,
+        )
+        .map_err(std::io::Error::other)?;
         Ok(format!(
             "data:image/png;base64,{}",
             base64::engine::general_purpose::STANDARD.encode(bytes)

@@ -185,7 +185,9 @@ pub fn build_memory(
             .par_iter()
             .map(|img| {
                 let path = root.join(&img.rel_path);
-                let bytes = std::fs::read(&path).map_err(|e| e.to_string())?;
+                let bytes =
+                    crate::vision::decode::read_image_file(&path, options.limits.max_file_bytes)
+                        .map_err(|e| e.to_string())?;
                 let sha = crate::util::fsx::sha256_bytes(&bytes);
                 let cached = cache
                     .as_ref()

@@ -295,10 +295,12 @@ impl ImageCache {
     ) -> Result<Arc<EncodedImage>, MllmError> {
         let _permit = self.encoder_slot(&path).await?;
         run_blocking(path, move |p| {
-            let bytes = std::fs::read(p).map_err(|e| MllmError::Image {
-                path: p.to_path_buf(),
-                msg: format!("cannot read image {}: {e}", p.display()),
-            })?;
+            let bytes =
+                crate::vision::decode::read_image_file(p, DecodeLimits::default().max_file_bytes)
+                    .map_err(|e| MllmError::Image {
+                        path: p.to_path_buf(),
+                        msg: e.to_string(),
+                    })?;
             encode_image(&bytes, p, settings)
         })
         .await

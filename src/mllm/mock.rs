@@ -258,7 +258,11 @@ impl Oracle {
                 keys.par_iter()
                     .filter_map(|&key| {
                         let path = root.resolve(key).ok()?;
-                        let bytes = std::fs::read(path).ok()?;
+                        let bytes = crate::vision::decode::read_image_file(
+                            &path,
+                            DecodeLimits::default().max_file_bytes,
+                        )
+                        .ok()?;
                         Some((key, hex::encode(Sha256::digest(&bytes))))
                     })
                     .collect()

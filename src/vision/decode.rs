@@ -61,11 +61,38 @@ pub enum DecodeError {
 /// Decodes `path` to RGB8 within `limits`. Grayscale, alpha and 16-bit inputs are
 /// converted (alpha is dropped, 16-bit is scaled to 8-bit).
 pub fn decode_rgb8(path: &Path, limits: DecodeLimits) -> Result<RgbImage, DecodeError> {
-    let bytes = std::fs::read(path).map_err(|source| DecodeError::Io {
+    let bytes = read_image_file(path, limits.max_file_bytes)?;
+    decode_rgb8_bytes(&bytes, path, limits)
+}
+
+/// Reads an image file's bytes; every image the crate reads from disk comes through
+/// here. The type and size are checked from metadata before a byte is read (a device
+/// such as `/dev/zero` or a FIFO is refused, never read or waited on), and the read
+/// stops one byte past `max_bytes`, so a file that grows meanwhile is refused too.
+pub fn read_image_file(path: &Path, max_bytes: u64) -> Result<Vec<u8>, DecodeError> {
+    use std::io::Read;
+    let io = |source| DecodeError::Io {
         path: path.to_path_buf(),
         source,
-    })?;
-    decode_rgb8_bytes(&bytes, path, limits)
+    };
+    let too_large = |bytes| DecodeError::FileTooLarge {
+        path: path.to_path_buf(),
+        bytes,
+        limit: max_bytes,
+    };
+    let file = crate::util::fsx::open_regular_for_read(path).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    if len > max_bytes {
+        return Err(too_large(len));
+    }
+    let mut bytes = Vec::with_capacity(len as usize);
+    file.take(max_bytes.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok(bytes)
 }
 
 /// As [`decode_rgb8`], from bytes already in memory; `path` only names them in errors.
@@ -229,6 +256,56 @@ mod tests {
         };
         assert!(matches!(
             decode_rgb8_bytes(&bytes, Path::new("t.png"), small),
+            Err(DecodeError::FileTooLarge { .. })
+        ));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn devices_and_fifos_are_refused_without_reading_or_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("camera.png");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path; mkfifo touches nothing else.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        // Off the test thread, so a regression fails the test instead of hanging it.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let zero = decode_rgb8(Path::new("/dev/zero"), DecodeLimits::default());
+            let pipe = decode_rgb8(&fifo, DecodeLimits::default());
+            let _ = tx.send((zero.map(|_| ()), pipe.map(|_| ())));
+        });
+        let (zero, pipe) = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("reading /dev/zero or a FIFO must fail at once, not read or wait");
+        for (what, result) in [("/dev/zero", zero), ("camera.png", pipe)] {
+            let err = result.unwrap_err();
+            assert!(matches!(err, DecodeError::Io { .. }), "{what}: {err}");
+            let text = err.to_string();
+            assert!(
+                text.contains(what) && text.contains("not a regular file"),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn files_over_the_limit_are_refused_from_their_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.png");
+        std::fs::write(&path, vec![0u8; 4096]).unwrap();
+        let err = read_image_file(&path, 4095).unwrap_err();
+        assert!(
+            matches!(err, DecodeError::FileTooLarge { bytes: 4096, limit: 4095, .. }),
+            "{err}"
+        );
+        assert_eq!(read_image_file(&path, 4096).unwrap().len(), 4096);
+        let small = DecodeLimits {
+            max_file_bytes: 100,
+            ..DecodeLimits::default()
+        };
+        assert!(matches!(
+            decode_rgb8(&path, small),
             Err(DecodeError::FileTooLarge { .. })
         ));
     }
