@@ -2,7 +2,7 @@
 //! with, either in a reference memory (Echo) or among MMAD's template lists.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -196,7 +196,16 @@ pub(crate) async fn find(
                 "images": images,
             });
             let (memory, embedder, image) = (memory.clone(), embedder.clone(), query.image.clone());
-            let work = move || search(&memory, embedder.as_ref(), &image, k, &scope);
+            // Waiting here holds no thread; the permit then travels with the blocking
+            // work, so it is released when the decode ends even if this future is dropped.
+            let slot = search_slots()
+                .acquire_owned()
+                .await
+                .map_err(|_| fail("the reference search pool is closed".into()))?;
+            let work = move || {
+                let _slot = slot;
+                search(&memory, embedder.as_ref(), &image, k, &scope)
+            };
             let (hits, notes) = match tokio::runtime::Handle::try_current() {
                 Ok(handle) => handle
                     .spawn_blocking(work)
@@ -225,6 +234,21 @@ pub(crate) async fn find(
             ))
         }
     }
+}
+
+/// How many query decodes + embeddings may run at once: one per core. Each holds a
+/// decoded image (about 200 MB for a 64 MP one) and keeps a core busy, so more at
+/// once than cores would only raise peak memory with `--concurrency`, never speed.
+pub(crate) fn search_slot_count() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Shared by every pipeline in the process, so several runs together stay bounded too.
+fn search_slots() -> Arc<tokio::sync::Semaphore> {
+    static SLOTS: OnceLock<Arc<tokio::sync::Semaphore>> = OnceLock::new();
+    SLOTS
+        .get_or_init(|| Arc::new(tokio::sync::Semaphore::new(search_slot_count())))
+        .clone()
 }
 
 /// Embeds the query and searches; blocking (decode + embed), run off the async threads.
@@ -267,4 +291,98 @@ fn search(
     }
     out.truncate(k);
     Ok((out, notes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::{HnswParams, IndexKind, MemoryItem, MemoryParts};
+    use crate::vision::EmbedError;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Records how many embeddings run at the same moment.
+    #[derive(Default)]
+    struct Counting {
+        now: AtomicUsize,
+        peak: AtomicUsize,
+    }
+
+    impl ImageEmbedder for Counting {
+        fn id(&self) -> String {
+            "counting-test".into()
+        }
+        fn dim(&self) -> usize {
+            2
+        }
+        fn embed_batch(&self, images: &[image::RgbImage]) -> Result<Vec<Vec<f32>>, EmbedError> {
+            let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+            self.peak.fetch_max(now, Ordering::SeqCst);
+            std::thread::sleep(std::time::Duration::from_millis(15));
+            self.now.fetch_sub(1, Ordering::SeqCst);
+            Ok(images.iter().map(|_| vec![1.0, 0.0]).collect())
+        }
+    }
+
+    #[test]
+    fn memory_searches_in_flight_never_exceed_one_per_core() {
+        let dir = tempfile::tempdir().unwrap();
+        let query = dir.path().join("query.png");
+        image::RgbImage::from_pixel(4, 4, image::Rgb([9, 9, 9]))
+            .save(&query)
+            .unwrap();
+        let item = |name: &str| MemoryItem {
+            path: name.into(),
+            dataset: "D".into(),
+            category: "c".into(),
+            sha256: String::new(),
+        };
+        let memory = ReferenceMemory::new(
+            MemoryParts {
+                embedder: "counting-test".into(),
+                embedder_spec: String::new(),
+                dim: 2,
+                root: dir.path().to_path_buf(),
+                items: vec![item("a.png"), item("b.png")],
+                vectors: vec![1.0, 0.0, 0.0, 1.0],
+                thumbs: None,
+            },
+            IndexKind::Exact,
+            HnswParams::default(),
+        )
+        .unwrap();
+        let embedder = Arc::new(Counting::default());
+        let source = ReferenceSource::Memory {
+            memory: Arc::new(memory),
+            embedder: embedder.clone(),
+            scope: ScopeMode::Global,
+            k: 1,
+        };
+        let calls = 8 * search_slot_count() + 8;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .enable_all()
+            .build()
+            .unwrap();
+        let found = runtime.block_on(async {
+            let tasks: Vec<_> = (0..calls)
+                .map(|_| {
+                    let (source, query) = (source.clone(), Query::image(&query));
+                    tokio::spawn(async move { find(&source, &query, 1).await })
+                })
+                .collect();
+            let mut found = Vec::new();
+            for t in tasks {
+                found.push(t.await.unwrap().unwrap().1);
+            }
+            found
+        });
+        assert_eq!(found.len(), calls);
+        assert!(found.iter().all(|f| f.candidates[0].rel_path == "a.png"));
+        let peak = embedder.peak.load(Ordering::SeqCst);
+        assert!(
+            (1..=search_slot_count()).contains(&peak),
+            "{peak} searches at once with {} slots",
+            search_slot_count()
+        );
+    }
 }
