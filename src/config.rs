@@ -116,16 +116,19 @@ impl Settings {
 
     /// Reads a settings file; a missing file gives the defaults.
     pub fn load(path: &Path) -> Result<Settings, ConfigError> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Settings::default()),
-            Err(source) => {
-                return Err(ConfigError::Read {
-                    path: path.to_owned(),
-                    source,
-                });
-            }
-        };
+        let text =
+            match crate::util::fsx::read_text_limited(path, crate::util::fsx::TEXT_FILE_LIMIT) {
+                Ok(t) => t,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Ok(Settings::default());
+                }
+                Err(source) => {
+                    return Err(ConfigError::Read {
+                        path: path.to_owned(),
+                        source,
+                    });
+                }
+            };
         Self::from_toml(&text, path)
     }
 

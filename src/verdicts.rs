@@ -151,18 +151,19 @@ impl VerdictStore {
 
     /// Reads `path`; a missing file is an empty store.
     pub fn load(path: &Path) -> Result<Self, VerdictError> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(VerdictStore::empty(path));
-            }
-            Err(source) => {
-                return Err(VerdictError::Read {
-                    path: path.to_owned(),
-                    source,
-                });
-            }
-        };
+        let text =
+            match crate::util::fsx::read_text_limited(path, crate::util::fsx::TEXT_FILE_LIMIT) {
+                Ok(t) => t,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Ok(VerdictStore::empty(path));
+                }
+                Err(source) => {
+                    return Err(VerdictError::Read {
+                        path: path.to_owned(),
+                        source,
+                    });
+                }
+            };
         let parse = |message: String| VerdictError::Parse {
             path: path.to_owned(),
             message,

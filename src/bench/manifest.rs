@@ -251,10 +251,11 @@ impl RunManifest {
     }
 
     pub fn load(path: &Path) -> Result<RunManifest, ManifestError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text = crate::util::fsx::read_text_limited(path, crate::util::fsx::TEXT_FILE_LIMIT)
+            .map_err(|source| ManifestError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
         serde_json::from_str(&text).map_err(|e| ManifestError::Parse {
             path: path.to_owned(),
             message: e.to_string(),

@@ -754,10 +754,12 @@ pub struct LoadedAnswers {
 /// A `.jsonl` extension means a journal; otherwise the content decides (see
 /// [`parse_answers`]).
 pub fn load_answers(path: &Path) -> Result<LoadedAnswers, ScoreError> {
-    let bytes = std::fs::read(path).map_err(|source| ScoreError::Io {
-        path: path.to_owned(),
-        source,
-    })?;
+    let bytes = crate::util::fsx::read_limited(path, crate::util::fsx::TEXT_FILE_LIMIT).map_err(
+        |source| ScoreError::Io {
+            path: path.to_owned(),
+            source,
+        },
+    )?;
     let text = String::from_utf8_lossy(&bytes);
     let format = path
         .extension()

@@ -206,10 +206,11 @@ pub struct QuestionRef<'a> {
 
 impl MmadDataset {
     pub fn load(path: &Path) -> Result<MmadDataset, DatasetError> {
-        let text = std::fs::read_to_string(path).map_err(|source| DatasetError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = crate::util::fsx::read_text_limited(path, crate::util::fsx::TEXT_FILE_LIMIT)
+            .map_err(|source| DatasetError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
         MmadDataset::from_json_str(&text, path)
     }
 
@@ -428,6 +429,26 @@ fn strip_position(msg: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn a_device_as_mmad_json_is_an_error_not_an_out_of_memory() {
+        // Off the test thread, so a regression fails the test instead of eating memory
+        // until the machine gives up.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let loaded = MmadDataset::load(Path::new("/dev/zero"));
+            let _ = tx.send(loaded.map(|_| ()).map_err(|e| e.to_string()));
+        });
+        let err = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("reading /dev/zero as mmad.json must fail at once")
+            .unwrap_err();
+        assert!(
+            err.starts_with("cannot read /dev/zero") && err.contains("not a regular file"),
+            "{err}"
+        );
+    }
 
     const SAMPLE: &str = r#"{
     "DS-MVTec/bottle/image/broken_large/000.png": {

@@ -326,7 +326,8 @@ impl KnowledgeCache {
             return Some(hit.clone());
         }
         let path = self.file(key)?;
-        let text = std::fs::read_to_string(path).ok()?;
+        let text =
+            crate::util::fsx::read_text_limited(&path, crate::util::fsx::TEXT_FILE_LIMIT).ok()?;
         let sel: CachedSelection = serde_json::from_str(&text).ok()?;
         if sel.key != key {
             return None;

@@ -232,10 +232,11 @@ impl ExpertTable {
 
     /// Reads a user's table.
     pub fn load(path: &Path) -> Result<ExpertTable, PlanError> {
-        let text = std::fs::read_to_string(path).map_err(|source| PlanError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = crate::util::fsx::read_text_limited(path, crate::util::fsx::TEXT_FILE_LIMIT)
+            .map_err(|source| PlanError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
         ExpertTable::from_toml_str(&text, &path.display().to_string())
     }
 

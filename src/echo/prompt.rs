@@ -457,7 +457,9 @@ impl PromptSet {
                         &format!("{len} bytes, more than a template can sensibly hold"),
                     ));
                 }
-                let text = std::fs::read_to_string(&path).map_err(|e| io(&path, &e))?;
+                let text =
+                    crate::util::fsx::read_text_limited(&path, crate::util::fsx::TEXT_FILE_LIMIT)
+                        .map_err(|e| io(&path, &e))?;
                 let t = Template::parse(name, stem, &text, &path.display().to_string())?;
                 templates.insert(stem.to_string(), t);
             }

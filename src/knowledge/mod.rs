@@ -78,10 +78,11 @@ pub struct KnowledgeBase {
 
 impl KnowledgeBase {
     pub fn load(path: &Path) -> Result<KnowledgeBase, KnowledgeError> {
-        let text = std::fs::read_to_string(path).map_err(|source| KnowledgeError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = crate::util::fsx::read_text_limited(path, crate::util::fsx::TEXT_FILE_LIMIT)
+            .map_err(|source| KnowledgeError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
         KnowledgeBase::from_json_str(&text, path)
     }
 

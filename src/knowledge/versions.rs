@@ -81,10 +81,12 @@ struct Index {
 
 /// The hash the change detection compares: SHA-256 of the file's bytes.
 pub fn file_hash(path: &Path) -> Result<String, VersionError> {
-    let bytes = std::fs::read(path).map_err(|source| VersionError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes = crate::util::fsx::read_limited(path, crate::util::fsx::TEXT_FILE_LIMIT).map_err(
+        |source| VersionError::Read {
+            path: path.to_path_buf(),
+            source,
+        },
+    )?;
     Ok(sha256_bytes(&bytes))
 }
 
@@ -134,11 +136,12 @@ impl VersionStore {
     /// Every version, oldest first; an absent index means none yet.
     pub fn list(&self) -> Result<Vec<VersionInfo>, VersionError> {
         let path = self.index_path();
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(source) => return Err(VersionError::Read { path, source }),
-        };
+        let text =
+            match crate::util::fsx::read_text_limited(&path, crate::util::fsx::TEXT_FILE_LIMIT) {
+                Ok(t) => t,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+                Err(source) => return Err(VersionError::Read { path, source }),
+            };
         let index: Index = serde_json::from_str(&text).map_err(|e| VersionError::BadIndex {
             path: path.clone(),
             message: e.to_string(),

@@ -300,7 +300,9 @@ impl HnswIndex {
         }));
         match walked {
             Ok(Ok(())) if found == n => Ok(()),
-            Ok(Ok(())) => Err(format!("the graph's layers hold {found} points for {n} items")),
+            Ok(Ok(())) => Err(format!(
+                "the graph's layers hold {found} points for {n} items"
+            )),
             Ok(Err(e)) => Err(e),
             Err(_) => Err("its layers are inconsistent".into()),
         }

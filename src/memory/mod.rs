@@ -401,8 +401,7 @@ impl ReferenceMemory {
             return Err(refuse("it is a file, not a folder".into()));
         }
         let mut names = Vec::new();
-        let entries =
-            std::fs::read_dir(dir).map_err(|e| refuse(format!("cannot list it: {e}")))?;
+        let entries = std::fs::read_dir(dir).map_err(|e| refuse(format!("cannot list it: {e}")))?;
         for entry in entries {
             let entry = entry.map_err(|e| refuse(format!("cannot list it: {e}")))?;
             names.push(entry.file_name().to_string_lossy().into_owned());
@@ -677,8 +676,11 @@ impl ReferenceMemory {
                 // Every graph file must be named, each once, and nothing else: an
                 // unlisted file would be trusted unchecked, a listed path elsewhere
                 // would be read from outside the memory.
-                let mut names: Vec<&str> =
-                    manifest.graph_sha256.iter().map(|(n, _)| n.as_str()).collect();
+                let mut names: Vec<&str> = manifest
+                    .graph_sha256
+                    .iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect();
                 names.sort_unstable();
                 if names != HNSW_FILES {
                     return Err(corrupt(format!(
@@ -700,7 +702,9 @@ impl ReferenceMemory {
                 // item (a panic at query time) or the wrong image.
                 graph
                     .check_points(manifest.items.len(), manifest.dim)
-                    .map_err(|e| corrupt(format!("the HNSW graph does not match the items: {e}")))?;
+                    .map_err(|e| {
+                        corrupt(format!("the HNSW graph does not match the items: {e}"))
+                    })?;
                 Some(graph)
             }
         };
@@ -968,12 +972,23 @@ mod tests {
         let other = dir.path().join("other");
         std::fs::create_dir(&other).unwrap();
         std::fs::write(other.join("manifest.json"), r#"{"format": "a run"}"#).unwrap();
-        assert!(check(&other).unwrap_err().to_string().contains("describes `a run`"));
+        assert!(
+            check(&other)
+                .unwrap_err()
+                .to_string()
+                .contains("describes `a run`")
+        );
         std::fs::write(empty.join("notes.md"), "mine").unwrap();
         let err = check(&empty).unwrap_err().to_string();
-        assert!(err.contains("also holds 1 entry") && err.contains("`notes.md`"), "{err}");
+        assert!(
+            err.contains("also holds 1 entry") && err.contains("`notes.md`"),
+            "{err}"
+        );
         assert!(m.save(&empty).is_err());
-        assert_eq!(std::fs::read_to_string(empty.join("notes.md")).unwrap(), "mine");
+        assert_eq!(
+            std::fs::read_to_string(empty.join("notes.md")).unwrap(),
+            "mine"
+        );
         let file = dir.path().join("file");
         std::fs::write(&file, "x").unwrap();
         assert!(check(&file).unwrap_err().to_string().contains("is a file"));

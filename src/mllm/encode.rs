@@ -298,9 +298,9 @@ impl ImageCache {
             let bytes =
                 crate::vision::decode::read_image_file(p, DecodeLimits::default().max_file_bytes)
                     .map_err(|e| MllmError::Image {
-                        path: p.to_path_buf(),
-                        msg: e.to_string(),
-                    })?;
+                    path: p.to_path_buf(),
+                    msg: e.to_string(),
+                })?;
             encode_image(&bytes, p, settings)
         })
         .await

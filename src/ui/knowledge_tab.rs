@@ -147,8 +147,8 @@ struct Loaded {
 }
 
 fn read_knowledge(path: &Path) -> anyhow::Result<Loaded> {
-    let bytes =
-        std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let bytes = crate::util::fsx::read_limited(path, crate::util::fsx::TEXT_FILE_LIMIT)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
     let text = String::from_utf8(bytes.clone())
         .map_err(|_| anyhow::anyhow!("{}: not UTF-8 text", path.display()))?;
     Ok(Loaded {

@@ -172,6 +172,25 @@ pub fn read_limited(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// The most we read of one text file a user hands us (mmad.json, answers, knowledge,
+/// settings, tables, manifests): far above any real one (MMAD's mmad.json is about
+/// 30 MB), low enough that `/dev/zero` or a mistaken huge file is an error, not an OOM.
+pub const TEXT_FILE_LIMIT: u64 = 256 << 20;
+
+/// Reads a UTF-8 text file through [`read_limited`]: regular files only, at most
+/// `limit` bytes. Errors keep their kind (a missing file is still `NotFound`).
+pub fn read_text_limited(path: &Path, limit: u64) -> std::io::Result<String> {
+    String::from_utf8(read_limited(path, limit)?).map_err(|e| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "not UTF-8 text (invalid byte at offset {})",
+                e.utf8_error().valid_up_to()
+            ),
+        )
+    })
+}
+
 fn too_large(path: &Path, len: u64, limit: u64) -> std::io::Error {
     std::io::Error::new(
         std::io::ErrorKind::InvalidData,
@@ -331,6 +350,25 @@ mod tests {
         let err = read_limited(&big, 4095).unwrap_err();
         assert!(err.to_string().contains("over the limit"), "{err}");
         assert_eq!(read_limited(&big, 4096).unwrap().len(), 4096);
+    }
+
+    #[test]
+    fn text_is_read_through_a_limit_and_keeps_error_kinds() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("mmad.json");
+        std::fs::write(&p, "{\"é\": 1}").unwrap();
+        assert_eq!(read_text_limited(&p, 100).unwrap(), "{\"é\": 1}");
+        let err = read_text_limited(&p, 5).unwrap_err();
+        assert!(
+            err.to_string().contains("over the limit of 5 bytes"),
+            "{err}"
+        );
+        std::fs::write(&p, b"{\"a\": \xff}").unwrap();
+        let err = read_text_limited(&p, 100).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+        assert!(err.to_string().contains("not UTF-8 text"), "{err}");
+        let missing = read_text_limited(&dir.path().join("none.toml"), 100).unwrap_err();
+        assert_eq!(missing.kind(), std::io::ErrorKind::NotFound);
     }
 
     #[test]

@@ -296,7 +296,14 @@ mod tests {
         std::fs::write(&path, vec![0u8; 4096]).unwrap();
         let err = read_image_file(&path, 4095).unwrap_err();
         assert!(
-            matches!(err, DecodeError::FileTooLarge { bytes: 4096, limit: 4095, .. }),
+            matches!(
+                err,
+                DecodeError::FileTooLarge {
+                    bytes: 4096,
+                    limit: 4095,
+                    ..
+                }
+            ),
             "{err}"
         );
         assert_eq!(read_image_file(&path, 4096).unwrap().len(), 4096);
