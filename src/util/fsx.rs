@@ -180,7 +180,8 @@ pub const TEXT_FILE_LIMIT: u64 = 256 << 20;
 /// Reads a UTF-8 text file through [`read_limited`]: regular files only, at most
 /// `limit` bytes. Errors keep their kind (a missing file is still `NotFound`).
 pub fn read_text_limited(path: &Path, limit: u64) -> std::io::Result<String> {
-    String::from_utf8(read_limited(path, limit)?).map_err(|e| {
+    let bytes = read_limited(path, limit).map_err(|e| without_path(path, e))?;
+    String::from_utf8(bytes).map_err(|e| {
         std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             format!(
@@ -189,6 +190,20 @@ pub fn read_text_limited(path: &Path, limit: u64) -> std::io::Result<String> {
             ),
         )
     })
+}
+
+/// `e` without the leading path this module's own errors start with, for callers that
+/// name the path themselves (as with std's errors): "cannot read X: is a folder; ...",
+/// not "cannot read X: X is a folder; ...".
+pub fn without_path(path: &Path, e: std::io::Error) -> std::io::Error {
+    if e.raw_os_error().is_some() {
+        return e;
+    }
+    let text = e.to_string();
+    match text.strip_prefix(&format!("{} ", path.display())) {
+        Some(rest) => std::io::Error::new(e.kind(), rest.to_string()),
+        None => e,
+    }
 }
 
 fn too_large(path: &Path, len: u64, limit: u64) -> std::io::Error {
@@ -367,6 +382,9 @@ mod tests {
         let err = read_text_limited(&p, 100).unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
         assert!(err.to_string().contains("not UTF-8 text"), "{err}");
+        // The caller names the path; the error does not repeat it.
+        let err = read_text_limited(dir.path(), 100).unwrap_err().to_string();
+        assert_eq!(err, "is a folder; refusing to use it");
         let missing = read_text_limited(&dir.path().join("none.toml"), 100).unwrap_err();
         assert_eq!(missing.kind(), std::io::ErrorKind::NotFound);
     }

@@ -80,7 +80,8 @@ pub fn read_image_file(path: &Path, max_bytes: u64) -> Result<Vec<u8>, DecodeErr
         bytes,
         limit: max_bytes,
     };
-    let file = crate::util::fsx::open_regular_for_read(path).map_err(io)?;
+    let file = crate::util::fsx::open_regular_for_read(path)
+        .map_err(|e| io(crate::util::fsx::without_path(path, e)))?;
     let len = file.metadata().map_err(io)?.len();
     if len > max_bytes {
         return Err(too_large(len));
