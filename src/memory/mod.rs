@@ -504,10 +504,13 @@ impl ReferenceMemory {
                 Ok(())
             }
             Err(e) => {
-                let _ = std::fs::remove_dir_all(&staged);
+                // Once swapped, the old memory is the only other copy: keep it.
+                if !e.swapped {
+                    let _ = std::fs::remove_dir_all(&staged);
+                }
                 Err(MemoryError::Write {
                     path: dir.to_path_buf(),
-                    source: e,
+                    source: e.source,
                 })
             }
         }

@@ -9,38 +9,74 @@ use std::path::{Path, PathBuf};
 
 use super::fsx::{rename_durable, sync_dir};
 
+/// Why a swap failed, and whether it happened anyway.
+#[derive(Debug, thiserror::Error)]
+#[error("{source}")]
+pub struct SwapError {
+    #[source]
+    pub source: std::io::Error,
+    /// `dest` already holds the staged folder and only flushing the folders to disk
+    /// failed: nothing may be deleted then, the old folder is the only other copy.
+    pub swapped: bool,
+}
+
+impl SwapError {
+    fn before(source: std::io::Error) -> Self {
+        SwapError {
+            source,
+            swapped: false,
+        }
+    }
+
+    fn after(source: std::io::Error) -> Self {
+        SwapError {
+            source,
+            swapped: true,
+        }
+    }
+}
+
 /// Publishes the folder `staged` at `dest` (both in the same file system; `staged`
 /// is normally a sibling). Returns where the previous `dest` now lives, for the
 /// caller to remove, or `None` when `dest` did not exist. Both folders' entries
-/// are flushed to disk before this returns.
-pub fn swap_in_dir(staged: &Path, dest: &Path) -> std::io::Result<Option<PathBuf>> {
+/// are flushed to disk before this returns. On an error with `swapped` false,
+/// `staged` and `dest` are as they were.
+pub fn swap_in_dir(staged: &Path, dest: &Path) -> Result<Option<PathBuf>, SwapError> {
     match std::fs::symlink_metadata(dest) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            rename_durable(staged, dest)?;
+            std::fs::rename(staged, dest).map_err(SwapError::before)?;
+            sync_parents(staged, dest).map_err(SwapError::after)?;
             return Ok(None);
         }
-        Err(e) => return Err(e),
+        Err(e) => return Err(SwapError::before(e)),
         Ok(_) => {}
     }
     match exchange(staged, dest) {
         Ok(()) => {
-            sync_parents(staged, dest)?;
+            sync_parents(staged, dest).map_err(SwapError::after)?;
             Ok(Some(staged.to_path_buf()))
         }
         Err(e) if cannot_exchange(&e) => swap_aside(staged, dest).map(Some),
-        Err(e) => Err(e),
+        Err(e) => Err(SwapError::before(e)),
     }
 }
 
 /// The portable way: `dest` -> aside, `staged` -> `dest`, undone if the second fails.
-fn swap_aside(staged: &Path, dest: &Path) -> std::io::Result<PathBuf> {
-    let aside = aside_name(dest)?;
-    rename_durable(dest, &aside)?;
-    if let Err(e) = rename_durable(staged, dest) {
+fn swap_aside(staged: &Path, dest: &Path) -> Result<PathBuf, SwapError> {
+    let aside = aside_name(dest).map_err(SwapError::before)?;
+    rename_durable(dest, &aside).map_err(|e| {
+        // Renamed but not flushed counts as moved: put it back while we can.
+        if std::fs::symlink_metadata(dest).is_err() {
+            let _ = std::fs::rename(&aside, dest);
+        }
+        SwapError::before(e)
+    })?;
+    if let Err(e) = std::fs::rename(staged, dest) {
         // Put the old folder back so the caller still has what it had.
         let _ = rename_durable(&aside, dest);
-        return Err(e);
+        return Err(SwapError::before(e));
     }
+    sync_parents(staged, dest).map_err(SwapError::after)?;
     Ok(aside)
 }
 
