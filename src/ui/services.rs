@@ -418,3 +418,38 @@ pub fn memory_folder(workspace: &Path, name: &str) -> Result<PathBuf, String> {
     }
     Ok(workspace.join("memories").join(name))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_build_saved_over_a_users_folder_is_refused_before_embedding() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("my-notes");
+        std::fs::create_dir(&folder).unwrap();
+        std::fs::write(folder.join("notes.md"), "mine").unwrap();
+        let cache = dir.path().join("cache");
+        let plan = ReferencePlan::Build {
+            root: Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/sample"),
+            embedder: "descriptor".into(),
+        };
+        let result = make_reference(
+            plan,
+            &cache,
+            Some(folder.clone()),
+            &SharedProgress::default(),
+            &CancelToken::new(),
+        );
+        let err = format!("{:#}", result.err().expect("the folder is not a memory"));
+        assert!(
+            err.contains("refusing to write a memory to") && err.contains("`notes.md`"),
+            "{err}"
+        );
+        assert!(!cache.exists(), "nothing was embedded");
+        assert_eq!(
+            std::fs::read_to_string(folder.join("notes.md")).unwrap(),
+            "mine"
+        );
+    }
+}
