@@ -229,8 +229,14 @@ pub fn merge_runs(inputs: &[RunFolder]) -> Result<Merged, MergeError> {
 
 /// RFC 3339 times sort as text once the fraction is padded: `10:00:00Z` must come
 /// after `10:00:00.5Z`'s second, not before it.
+/// The times come from manifests a person may have edited, so the cut is moved back
+/// to a character boundary rather than trusted to fall on one.
 fn timestamp_key(t: &str) -> (String, String) {
-    let (secs, rest) = t.split_at(t.len().min(19));
+    let cut = (0..=t.len().min(19))
+        .rev()
+        .find(|&i| t.is_char_boundary(i))
+        .unwrap_or(0);
+    let (secs, rest) = t.split_at(cut);
     let fraction: String = rest
         .strip_prefix('.')
         .map(|f| f.chars().take_while(char::is_ascii_digit).collect())
@@ -430,6 +436,22 @@ mod tests {
         assert_eq!(m.endpoints.len(), 3);
         assert_eq!(m.fingerprint(), runs[0].manifest.fingerprint());
         assert!(merged.missing_shards.is_empty());
+    }
+
+    #[test]
+    fn times_that_are_not_ascii_merge_without_a_panic() {
+        // The 19th byte falls inside `é` (bytes 18..20) and inside `日`.
+        let a = shard(0, 2, &[0], "2026-11-22T08:00:0é5Z");
+        let mut b = shard(1, 2, &[1], "2026-11-22T08:00:日");
+        b.manifest.finished_at = Some("ünïcödé-finish-time".into());
+        let merged = merge_runs(&[a, b]).unwrap();
+        assert_eq!(merged.manifest.started_at, "2026-11-22T08:00:日");
+        assert_eq!(
+            merged.manifest.finished_at.as_deref(),
+            Some("ünïcödé-finish-time")
+        );
+        assert_eq!(timestamp_key("é").0, "é");
+        assert_eq!(timestamp_key("").0, "");
     }
 
     #[test]
