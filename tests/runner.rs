@@ -680,3 +680,65 @@ fn run_probe_and_inspect_take_what_the_flags_leave_out_from_the_apps_settings() 
         String::from_utf8_lossy(&bare.stderr)
     );
 }
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A failure with a message, not a panic (Rust's panics exit with 101).
+fn assert_refused(output: &Output) -> String {
+    let err = stderr(output);
+    assert!(!output.status.success(), "succeeded: {err}");
+    assert_ne!(output.status.code(), Some(101), "panicked: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
+#[cfg(unix)]
+#[test]
+fn a_dataset_and_knowledge_under_a_non_utf8_name_run_resume_and_score() {
+    use std::os::unix::ffi::OsStrExt;
+    let server = server(1, FaultPlan::none());
+    let dir = tempfile::tempdir().unwrap();
+    let odd = dir.path().join(std::ffi::OsStr::from_bytes(b"caf\xe9 data"));
+    std::fs::create_dir_all(&odd).unwrap();
+    let dataset = odd.join("mmad.json");
+    std::fs::copy(repo("assets/sample/mmad.json"), &dataset).unwrap();
+    let knowledge = odd.join(std::ffi::OsStr::from_bytes(b"kn\xf6wledge.json"));
+    std::fs::copy(repo("assets/sample/domain_knowledge.json"), &knowledge).unwrap();
+    let out = dir.path().join("run");
+    let run = |extra: &[&str]| {
+        let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("echo-workbench"));
+        cmd.arg("run")
+            .arg("--dataset")
+            .arg(&dataset)
+            .arg("--root")
+            .arg(repo("assets/sample"))
+            .arg("--knowledge")
+            .arg(&knowledge)
+            .args(["--endpoint", &server.url(), "--model", "mock-vl"])
+            .args(["--progress-every-s", "60", "--out"])
+            .arg(&out)
+            .args(extra)
+            .stdin(Stdio::null());
+        cmd.output().unwrap()
+    };
+    let output = run(&["--limit", "3"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = std::fs::read_to_string(out.join("manifest.json")).unwrap();
+    assert!(text.contains("\"unix_bytes_hex\""), "{text}");
+    let manifest = RunManifest::load(&out.join("manifest.json")).unwrap();
+    assert_eq!(manifest.dataset.path, dataset.canonicalize().unwrap());
+    assert_eq!(
+        manifest.knowledge.unwrap().path,
+        knowledge.canonicalize().unwrap()
+    );
+    assert_eq!(records(&out).len(), 3);
+    // The manifest reads back as the same settings, so the run resumes (with
+    // nothing left to ask) instead of calling them different.
+    let output = run(&["--limit", "3", "--resume"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_exactly_once(&records(&out), &(0..3).collect());
+    let score = bare_cmd(&["score"]).arg(&out).output().unwrap();
+    assert!(score.status.success(), "{}", stderr(&score));
+}

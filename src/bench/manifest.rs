@@ -17,9 +17,11 @@ pub const MANIFEST_FORMAT: u32 = 1;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DatasetRef {
+    #[serde(with = "crate::util::serde_path")]
     pub path: PathBuf,
     /// SHA-256 of the mmad.json bytes.
     pub sha256: String,
+    #[serde(with = "crate::util::serde_path")]
     pub root: PathBuf,
 }
 
@@ -61,6 +63,7 @@ pub struct EndpointSummary {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KnowledgeRef {
+    #[serde(with = "crate::util::serde_path")]
     pub path: PathBuf,
     /// The knowledge base's content hash (the version in use).
     pub version: String,
@@ -68,6 +71,7 @@ pub struct KnowledgeRef {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MemoryRef {
+    #[serde(with = "crate::util::serde_path")]
     pub path: PathBuf,
     pub embedder: String,
     pub items: usize,
@@ -177,6 +181,8 @@ impl RunManifest {
             prompt_templates_hash: &self.prompt_templates_hash,
             models,
         };
+        // Strings, numbers and paths (stored losslessly, see `util::serde_path`):
+        // nothing here can fail to serialise.
         let bytes = serde_json::to_vec(&f).expect("manifest fields serialize");
         crate::util::fsx::sha256_bytes(&bytes)
     }
@@ -263,7 +269,10 @@ impl RunManifest {
 
     /// Atomic: a reader sees the old manifest or the new one, never half of one.
     pub fn save(&self, path: &Path) -> Result<(), ManifestError> {
-        let mut bytes = serde_json::to_vec_pretty(self).expect("manifest serializes");
+        let mut bytes = serde_json::to_vec_pretty(self).map_err(|e| ManifestError::Write {
+            path: path.to_owned(),
+            source: std::io::Error::other(e),
+        })?;
         bytes.push(b'\n');
         crate::util::fsx::atomic_write(path, &bytes).map_err(|source| ManifestError::Write {
             path: path.to_owned(),

@@ -3,4 +3,5 @@
 pub mod error;
 pub mod fsx;
 pub mod pyjson;
+pub mod serde_path;
 pub mod time;
