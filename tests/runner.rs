@@ -742,3 +742,52 @@ fn a_dataset_and_knowledge_under_a_non_utf8_name_run_resume_and_score() {
     let score = bare_cmd(&["score"]).arg(&out).output().unwrap();
     assert!(score.status.success(), "{}", stderr(&score));
 }
+
+#[test]
+fn an_absurd_concurrency_is_refused_naming_the_flag_or_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let output = run_cmd(
+        "http://127.0.0.1:9/v1",
+        &out,
+        &["--concurrency", "4000000000000000000"],
+    )
+    .output()
+    .unwrap();
+    let err = assert_refused(&output);
+    assert!(
+        err.contains("--concurrency") && err.contains("between 1 and 1024"),
+        "{err}"
+    );
+    assert!(!out.exists(), "nothing is created for a refused run");
+
+    // The same number in the app's settings file.
+    let ws = app_workspace("http://127.0.0.1:9/v1");
+    let settings_path = echo_workbench::config::Settings::path_in(ws.path());
+    let mut settings = echo_workbench::config::Settings::load(&settings_path).unwrap();
+    settings.endpoints[1].max_in_flight = 4_000_000_000_000_000_000;
+    settings.save(&settings_path).unwrap();
+    let output = bare_cmd(&["run", "--workspace"])
+        .arg(ws.path())
+        .args(["--limit", "2", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = assert_refused(&output);
+    assert!(
+        err.contains("max_in_flight = 4000000000000000000")
+            && err.contains("settings.toml")
+            && err.contains("between 1 and 1024"),
+        "{err}"
+    );
+    assert!(!out.exists());
+    // Commands that ask one endpoint refuse it too.
+    let output = bare_cmd(&["inspect", "--workspace"])
+        .arg(ws.path())
+        .arg(repo("assets/sample/Sample/washer/test/notch/001.png"))
+        .args(["--question", "Is there any defect in the object?"])
+        .output()
+        .unwrap();
+    let err = assert_refused(&output);
+    assert!(err.contains("max_in_flight"), "{err}");
+}

@@ -637,23 +637,8 @@ fn prepare(spec: &RunSpec) -> Result<Prepared, RunError> {
         })
         .collect();
 
-    // Taken before the slow part of the setup (a CLIP memory loads for seconds), so
-    // a second run on a busy folder is refused at once; everything that reads or
-    // writes the folder happens with it held.
-    let lock = RunLock::acquire(&spec.out)?;
-
-    let mut settings = spec.pipeline.clone();
-    settings.reference = Some(spec.template.reference_kind());
-    let loaded = load_context(
-        settings,
-        &ContextSources {
-            knowledge: spec.knowledge.clone(),
-            condensed: spec.condensed.clone(),
-            memory: spec.memory.clone(),
-            embedder: spec.embedder.clone(),
-        },
-    )?;
-
+    // Endpoint settings are checked before the folder is created or locked, so a
+    // bad `max_in_flight` or URL leaves nothing behind.
     let mut endpoints = Vec::with_capacity(spec.endpoints.len());
     let mut names: HashSet<String> = HashSet::new();
     for (i, cfg) in spec.endpoints.iter().enumerate() {
@@ -676,6 +661,23 @@ fn prepare(spec: &RunSpec) -> Result<Prepared, RunError> {
             name,
         });
     }
+
+    // Taken before the slow part of the setup (a CLIP memory loads for seconds), so
+    // a second run on a busy folder is refused at once; everything that reads or
+    // writes the folder happens with it held.
+    let lock = RunLock::acquire(&spec.out)?;
+
+    let mut settings = spec.pipeline.clone();
+    settings.reference = Some(spec.template.reference_kind());
+    let loaded = load_context(
+        settings,
+        &ContextSources {
+            knowledge: spec.knowledge.clone(),
+            condensed: spec.condensed.clone(),
+            memory: spec.memory.clone(),
+            embedder: spec.embedder.clone(),
+        },
+    )?;
 
     let absolute = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
     let context = loaded.context;
