@@ -487,6 +487,9 @@ mod tests {
         let back = VerdictStore::load(&path).unwrap();
         assert_eq!(back, store);
         assert_eq!(back.get(&entry).unwrap().path, odd.join("000.png"));
-        assert_eq!(back.get(&ImageId::file(&loose)).unwrap().verdict, Verdict::Ok);
+        assert_eq!(
+            back.get(&ImageId::file(&loose)).unwrap().verdict,
+            Verdict::Ok
+        );
     }
 }

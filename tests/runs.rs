@@ -653,7 +653,12 @@ fn merge_force_replaces_only_run_folders_that_no_run_is_writing() {
     write_run(&b, &manifest(110), &records[100..]);
     let merge = |out: &Path| {
         let mut cmd = bin();
-        cmd.arg("merge").arg(&a).arg(&b).arg("--out").arg(out).arg("--force");
+        cmd.arg("merge")
+            .arg(&a)
+            .arg(&b)
+            .arg("--out")
+            .arg(out)
+            .arg("--force");
         cmd
     };
 
@@ -678,5 +683,8 @@ fn merge_force_replaces_only_run_folders_that_no_run_is_writing() {
 
     // Once free, a run folder is replaced by the merge.
     stdout_of(&mut merge(&live));
-    assert_eq!(read_journal(&live.join(JOURNAL_FILE)).unwrap().records, records);
+    assert_eq!(
+        read_journal(&live.join(JOURNAL_FILE)).unwrap().records,
+        records
+    );
 }

@@ -607,7 +607,10 @@ mod tests {
         let err = merge_dirs(&inputs, &out, true).unwrap_err();
         assert!(matches!(err, MergeError::Busy(_)), "{err}");
         assert!(err.to_string().contains("in use by another run"), "{err}");
-        assert_eq!(std::fs::read(out.join(JOURNAL_FILE)).unwrap(), journal_before);
+        assert_eq!(
+            std::fs::read(out.join(JOURNAL_FILE)).unwrap(),
+            journal_before
+        );
         drop(writing);
         // Once the run lets go, the same merge replaces it.
         merge_dirs(&inputs, &out, true).unwrap();
@@ -644,11 +647,23 @@ mod tests {
         std::fs::write(stub.join("old-export.csv"), "x").unwrap();
         merge_dirs(&inputs, &stub, true).unwrap();
         assert!(!stub.join("old-export.csv").exists());
-        assert_eq!(read_journal(&stub.join(JOURNAL_FILE)).unwrap().records.len(), 3);
+        assert_eq!(
+            read_journal(&stub.join(JOURNAL_FILE))
+                .unwrap()
+                .records
+                .len(),
+            3
+        );
         // Nothing hidden is left beside it.
         let hidden = std::fs::read_dir(tmp.path())
             .unwrap()
-            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with('.'))
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with('.')
+            })
             .count();
         assert_eq!(hidden, 0);
     }
@@ -665,7 +680,12 @@ mod tests {
         std::os::unix::fs::symlink(&target, &link).unwrap();
         let err = merge_dirs(&inputs, &link, true).unwrap_err();
         assert!(matches!(err, MergeError::OutIsSymlink { .. }), "{err}");
-        assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        assert!(
+            std::fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
         assert_eq!(std::fs::read(target.join("notes.txt")).unwrap(), b"mine");
     }
 }

@@ -183,7 +183,11 @@ mod tests {
         assert!(json.contains(r#"{"unix_bytes_hex":"2f646174612f636166e92f6d6d61642e6a736f6e"}"#));
         assert_eq!(serde_json::from_str::<Holder>(&json).unwrap(), h);
         let toml_text = toml::to_string(&h).unwrap();
-        assert_eq!(toml::from_str::<Holder>(&toml_text).unwrap(), h, "{toml_text}");
+        assert_eq!(
+            toml::from_str::<Holder>(&toml_text).unwrap(),
+            h,
+            "{toml_text}"
+        );
     }
 
     #[test]
