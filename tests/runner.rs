@@ -700,7 +700,9 @@ fn a_dataset_and_knowledge_under_a_non_utf8_name_run_resume_and_score() {
     use std::os::unix::ffi::OsStrExt;
     let server = server(1, FaultPlan::none());
     let dir = tempfile::tempdir().unwrap();
-    let odd = dir.path().join(std::ffi::OsStr::from_bytes(b"caf\xe9 data"));
+    let odd = dir
+        .path()
+        .join(std::ffi::OsStr::from_bytes(b"caf\xe9 data"));
     std::fs::create_dir_all(&odd).unwrap();
     let dataset = odd.join("mmad.json");
     std::fs::copy(repo("assets/sample/mmad.json"), &dataset).unwrap();
@@ -790,4 +792,63 @@ fn an_absurd_concurrency_is_refused_naming_the_flag_or_the_setting() {
         .unwrap();
     let err = assert_refused(&output);
     assert!(err.contains("max_in_flight"), "{err}");
+}
+
+#[cfg(unix)]
+#[test]
+fn a_symlinked_journal_or_manifest_is_refused_and_what_it_points_at_kept() {
+    let server = server(1, FaultPlan::none());
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    run_to_end(&server.url(), &out, &["--limit", "4"]);
+
+    // The journal, linked to a file of the user's that happens to hold an error record.
+    let mut recs = records(&out);
+    recs[1].status = echo_workbench::bench::journal::RecordStatus::Error;
+    recs[1].gpt_answer = None;
+    recs[1].error = Some("HTTP 500".into());
+    let mut text = String::new();
+    for r in &recs {
+        text.push_str(&serde_json::to_string(r).unwrap());
+        text.push('\n');
+    }
+    let victim = dir.path().join("precious.jsonl");
+    std::fs::write(&victim, &text).unwrap();
+    std::fs::remove_file(out.join(JOURNAL_FILE)).unwrap();
+    std::os::unix::fs::symlink(&victim, out.join(JOURNAL_FILE)).unwrap();
+    for flags in [
+        &["--limit", "4", "--resume"][..],
+        &["--limit", "4", "--retry-errors"][..],
+        &["--limit", "4", "--resume", "--retry-errors"][..],
+    ] {
+        let output = run_cmd(&server.url(), &out, flags).output().unwrap();
+        let err = assert_refused(&output);
+        assert!(err.contains("symlink"), "{flags:?}: {err}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), text, "{flags:?}");
+        assert!(
+            std::fs::symlink_metadata(out.join(JOURNAL_FILE))
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+    }
+
+    // The manifest, linked to a copy kept elsewhere.
+    std::fs::remove_file(out.join(JOURNAL_FILE)).unwrap();
+    std::fs::write(out.join(JOURNAL_FILE), &text).unwrap();
+    let kept = dir.path().join("kept-manifest.json");
+    std::fs::rename(out.join("manifest.json"), &kept).unwrap();
+    std::os::unix::fs::symlink(&kept, out.join("manifest.json")).unwrap();
+    let before = std::fs::read(&kept).unwrap();
+    let output = run_cmd(&server.url(), &out, &["--limit", "4", "--retry-errors"])
+        .output()
+        .unwrap();
+    let err = assert_refused(&output);
+    assert!(err.contains("symlink"), "{err}");
+    assert_eq!(std::fs::read(&kept).unwrap(), before);
+    // Nothing in the folder was rewritten either.
+    assert_eq!(
+        std::fs::read_to_string(out.join(JOURNAL_FILE)).unwrap(),
+        text
+    );
 }

@@ -268,15 +268,19 @@ impl RunManifest {
     }
 
     /// Atomic: a reader sees the old manifest or the new one, never half of one.
+    /// A symlink in the manifest's place is refused, never written through: a run
+    /// folder holds no links of ours, so one there was planted.
     pub fn save(&self, path: &Path) -> Result<(), ManifestError> {
         let mut bytes = serde_json::to_vec_pretty(self).map_err(|e| ManifestError::Write {
             path: path.to_owned(),
             source: std::io::Error::other(e),
         })?;
         bytes.push(b'\n');
-        crate::util::fsx::atomic_write(path, &bytes).map_err(|source| ManifestError::Write {
-            path: path.to_owned(),
-            source,
+        crate::util::fsx::atomic_write_no_follow(path, &bytes).map_err(|source| {
+            ManifestError::Write {
+                path: path.to_owned(),
+                source,
+            }
         })
     }
 }

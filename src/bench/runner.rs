@@ -379,6 +379,12 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+    #[error("run folder {}: {source}", dir.display())]
+    NotARunFile {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("the run's manifest names an unknown reference source `{name}`")]
     UnknownTemplate { name: String },
     #[error("cannot start the async runtime: {0}")]
@@ -729,6 +735,14 @@ fn prepare(spec: &RunSpec) -> Result<Prepared, RunError> {
 
     let journal_path = spec.out.join(JOURNAL_FILE);
     let manifest_path = spec.out.join(MANIFEST_FILE);
+    // Checked before anything is read or rewritten: a journal or manifest that is a
+    // symlink (or a FIFO, a folder) is not ours, and whatever it points at is kept.
+    for path in [&journal_path, &manifest_path] {
+        crate::util::fsx::refuse_non_regular(path).map_err(|source| RunError::NotARunFile {
+            dir: spec.out.clone(),
+            source,
+        })?;
+    }
     let existing = read_journal(&journal_path)?;
     let has_run = !existing.records.is_empty();
     let continuing = spec.resume || spec.retry_errors;
@@ -850,7 +864,9 @@ fn drop_error_records(path: &Path) -> Result<usize, RunError> {
             kept.extend_from_slice(line);
         }
     }
-    crate::util::fsx::atomic_write(path, &kept).map_err(read_err)?;
+    // Published by rename with the folder fsynced, and never through a link: a
+    // journal symlinked to another file must not get that file rewritten.
+    crate::util::fsx::atomic_write_no_follow(path, &kept).map_err(read_err)?;
     Ok(errors)
 }
 
