@@ -6,7 +6,7 @@
 //! only joins shards of one fingerprint. Endpoint URLs, concurrency and times are not
 //! part of it: moving a run to another server of the same model is fine.
 
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -138,6 +138,11 @@ pub enum ManifestError {
     },
     #[error("the run manifest {path} is not valid: {message}")]
     Parse { path: PathBuf, message: String },
+    #[error(
+        "the run manifest names the {what} {}, which is not an absolute path free of `..` and NUL as a run records it; it is not followed",
+        path.display()
+    )]
+    BadPath { what: &'static str, path: PathBuf },
     #[error("cannot write the run manifest {path}: {source}")]
     Write {
         path: PathBuf,
@@ -254,6 +259,37 @@ impl RunManifest {
         };
         check("models", models(self) == models(other));
         out
+    }
+
+    /// The files a run read are recorded as absolute paths (canonical when they
+    /// existed). A manifest naming anything else was edited or not written by a run,
+    /// and what it names is refused before a new run reads it or sends from it.
+    pub fn check_paths(&self) -> Result<(), ManifestError> {
+        let mut named: Vec<(&'static str, &Path)> = vec![
+            ("dataset file", &self.dataset.path),
+            ("dataset root", &self.dataset.root),
+        ];
+        if let Some(m) = &self.memory {
+            named.push(("reference memory", &m.path));
+        }
+        if let Some(k) = &self.knowledge {
+            named.push(("knowledge file", &k.path));
+        }
+        if let Some(k) = &self.condensed {
+            named.push(("condensed knowledge file", &k.path));
+        }
+        for (what, path) in named {
+            let plain = path.is_absolute()
+                && !path.components().any(|c| c == Component::ParentDir)
+                && !path.as_os_str().as_encoded_bytes().contains(&0);
+            if !plain {
+                return Err(ManifestError::BadPath {
+                    what,
+                    path: path.to_owned(),
+                });
+            }
+        }
+        Ok(())
     }
 
     pub fn load(path: &Path) -> Result<RunManifest, ManifestError> {

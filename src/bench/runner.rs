@@ -189,6 +189,7 @@ impl RunSpec {
         configured: &[EndpointConfig],
         out: impl Into<PathBuf>,
     ) -> Result<RunSpec, RunError> {
+        m.check_paths()?;
         let endpoints = m
             .endpoints
             .iter()
