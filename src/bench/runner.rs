@@ -1119,6 +1119,10 @@ async fn execute(
                 }
             }
             _ = ticker.tick() => {
+                if let Err(e) = p.writer.sync_if_due() {
+                    failure = Some(e.into());
+                    break;
+                }
                 if last_progress.elapsed() >= PROGRESS_EVERY {
                     last_progress = Instant::now();
                     events(RunEvent::Progress(progress(&tallies, written, dispatcher.in_flight())));
@@ -1135,10 +1139,14 @@ async fn execute(
     } else {
         0
     };
-    p.writer.sync()?;
+    // Whatever ended the loop (all done, stop, abandon, a failed write), what was
+    // recorded goes to disk before anything is reported; a failure is reported as
+    // itself, not as the sync that may fail after it.
+    let synced = p.writer.sync();
     if let Some(e) = failure {
         return Err(e);
     }
+    synced?;
     let outcome = if tallies.done >= p.total && pending.is_empty() && !abandoned {
         RunOutcome::Finished
     } else if abandoned {
