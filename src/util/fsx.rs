@@ -40,6 +40,14 @@ pub fn refuse_non_regular(path: &Path) -> std::io::Result<()> {
     }
 }
 
+/// Refuses a symlink or anything but a folder at `dir`; absent is fine.
+pub fn refuse_non_regular_dir(dir: &Path) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(dir) {
+        Ok(meta) if !meta.is_dir() => Err(not_regular(dir, &meta)),
+        _ => Ok(()),
+    }
+}
+
 fn replace_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = parent_or_dot(path);
     std::fs::create_dir_all(dir)?;
@@ -208,6 +216,8 @@ fn not_regular(path: &Path, meta: &std::fs::Metadata) -> std::io::Error {
         "a folder"
     } else if ft.is_symlink() {
         "a symlink"
+    } else if ft.is_file() {
+        "a file, not a folder"
     } else {
         "not a regular file (a device, FIFO or socket)"
     };
