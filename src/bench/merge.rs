@@ -52,7 +52,7 @@ pub enum MergeError {
         a: PathBuf,
         b: PathBuf,
     },
-    #[error("the output {path} is one of the inputs; merge into a new folder")]
+    #[error("the output {path} is one of the inputs or holds one; merge into a new folder")]
     OutIsInput { path: PathBuf },
     #[error(
         "the output {path} already exists and is not an empty folder (use --force to replace it)"
@@ -289,7 +289,11 @@ pub fn merge_dirs(inputs: &[PathBuf], out: &Path, force: bool) -> Result<Merged,
         }
         let canonical_out = out.canonicalize().map_err(write_err(out))?;
         for input in inputs {
-            if input.canonicalize().ok().as_ref() == Some(&canonical_out) {
+            // Replacing a folder that holds an input would delete that input too.
+            let inside = input
+                .canonicalize()
+                .is_ok_and(|input| input.starts_with(&canonical_out));
+            if inside {
                 return Err(MergeError::OutIsInput {
                     path: out.to_owned(),
                 });
@@ -676,6 +680,14 @@ mod tests {
         let target = tmp.path().join("target");
         merge_dirs(&inputs, &target, false).unwrap();
         std::fs::write(target.join("notes.txt"), "mine").unwrap();
+        // A folder holding an input is never replaced (the input would go with it),
+        // even one that reads as a run folder.
+        shard(0, 2, &[0], "t")
+            .manifest
+            .save(&RunManifest::path_in(tmp.path()))
+            .unwrap();
+        let err = merge_dirs(&inputs, tmp.path(), true).unwrap_err();
+        assert!(matches!(err, MergeError::OutIsInput { .. }), "{err}");
         let link = tmp.path().join("link");
         std::os::unix::fs::symlink(&target, &link).unwrap();
         let err = merge_dirs(&inputs, &link, true).unwrap_err();
