@@ -1450,10 +1450,13 @@ mod tests {
         let spec = sample_spec(&server, &out);
 
         // Stop as soon as the run starts: the 4 questions already sent are kept.
+        // Once only: a second progress line before the slow replies arrive (a busy
+        // machine) would otherwise interrupt again, which abandons them.
         let control = RunControl::new();
         let events = |e: RunEvent| {
             if let RunEvent::Progress(p) = e
                 && p.in_flight > 0
+                && !control.stop.is_cancelled()
             {
                 control.interrupt();
             }
