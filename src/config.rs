@@ -36,8 +36,10 @@ pub enum ConfigError {
 #[serde(default)]
 pub struct DatasetSettings {
     /// An MMAD-style `mmad.json`.
+    #[serde(with = "crate::util::serde_path")]
     pub mmad_json: PathBuf,
     /// The folder its image keys are relative to.
+    #[serde(with = "crate::util::serde_path")]
     pub root: PathBuf,
 }
 
@@ -61,9 +63,11 @@ pub struct ReferenceSettings {
     pub embedder: String,
     /// A memory folder built with `memory build`; `None` builds one in memory from the
     /// dataset's normal images when it is first needed.
+    #[serde(with = "crate::util::serde_path::option")]
     pub memory: Option<PathBuf>,
     /// The folder whose defect-free images the in-memory build embeds (MMAD root
     /// layout `*/*/train/good/*`, or one MVTec-style dataset); `None`: the dataset root.
+    #[serde(with = "crate::util::serde_path::option")]
     pub build_root: Option<PathBuf>,
     /// How many references the top-k strip and the trace keep.
     pub top_k: usize,
@@ -86,6 +90,7 @@ impl Default for ReferenceSettings {
 pub struct Settings {
     pub dataset: DatasetSettings,
     /// The knowledge base (default: the bundled one).
+    #[serde(with = "crate::util::serde_path::option")]
     pub knowledge: Option<PathBuf>,
     /// Endpoints in the order the user listed them; runs may use several.
     pub endpoints: Vec<EndpointConfig>,
@@ -153,7 +158,9 @@ impl Settings {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(write_err)?;
         }
-        crate::util::fsx::atomic_write(path, self.to_toml().as_bytes()).map_err(write_err)
+        // Not `to_toml`: a value TOML cannot hold must be an error here, never a panic.
+        let text = toml::to_string_pretty(self).map_err(|e| write_err(std::io::Error::other(e)))?;
+        crate::util::fsx::atomic_write(path, text.as_bytes()).map_err(write_err)
     }
 
     /// The endpoint Inspect asks, if any is configured.
@@ -231,5 +238,27 @@ mod tests {
     fn no_key_is_ever_part_of_the_file() {
         let text = Settings::default().to_toml();
         assert!(!text.to_lowercase().contains("api_key ="), "{text}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn paths_under_a_non_utf8_name_are_saved_and_read_back_exactly() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let odd = dir.path().join(std::ffi::OsStr::from_bytes(b"caf\xe9"));
+        let mut s = Settings::default();
+        s.dataset.mmad_json = odd.join("mmad.json");
+        s.dataset.root = odd.clone();
+        s.knowledge = Some(odd.join(std::ffi::OsStr::from_bytes(b"k\xf6.json")));
+        s.reference.memory = Some(odd.join("memory"));
+        s.pipeline.prompts_dir = Some(odd.join("prompts"));
+        let path = Settings::path_in(dir.path());
+        s.save(&path).unwrap();
+        assert_eq!(Settings::load(&path).unwrap(), s);
+        // Plain paths stay plain strings, as files written before read.
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("unix_bytes_hex"), "{text}");
+        let plain = Settings::default().to_toml();
+        assert!(!plain.contains("unix_bytes_hex"), "{plain}");
     }
 }

@@ -109,10 +109,15 @@ pub struct VerdictRecord {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileRow {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::util::serde_path::option"
+    )]
     dataset: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     key: Option<String>,
+    #[serde(with = "crate::util::serde_path")]
     path: PathBuf,
     verdict: Verdict,
     #[serde(default)]
@@ -464,5 +469,28 @@ mod tests {
         let out = dir.path().join("out/verdicts.csv");
         store.export_csv(&out).unwrap();
         assert_eq!(std::fs::read_to_string(&out).unwrap(), csv);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn images_under_a_non_utf8_name_are_saved_and_read_back_exactly() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let odd = dir.path().join(std::ffi::OsStr::from_bytes(b"caf\xe9"));
+        let dataset = odd.join("mmad.json");
+        let loose = odd.join(std::ffi::OsStr::from_bytes(b"\xff.png"));
+        let path = VerdictStore::path_in(dir.path());
+        let mut store = VerdictStore::empty(&path);
+        let entry = ImageId::entry(&dataset, "DS/cat/test/x/000.png");
+        store.set(entry.clone(), &odd.join("000.png"), Verdict::Defect, "burr");
+        store.set(ImageId::file(&loose), &loose, Verdict::Ok, "");
+        store.save().unwrap();
+        let back = VerdictStore::load(&path).unwrap();
+        assert_eq!(back, store);
+        assert_eq!(back.get(&entry).unwrap().path, odd.join("000.png"));
+        assert_eq!(
+            back.get(&ImageId::file(&loose)).unwrap().verdict,
+            Verdict::Ok
+        );
     }
 }

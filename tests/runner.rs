@@ -680,3 +680,178 @@ fn run_probe_and_inspect_take_what_the_flags_leave_out_from_the_apps_settings() 
         String::from_utf8_lossy(&bare.stderr)
     );
 }
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A failure with a message, not a panic (Rust's panics exit with 101).
+fn assert_refused(output: &Output) -> String {
+    let err = stderr(output);
+    assert!(!output.status.success(), "succeeded: {err}");
+    assert_ne!(output.status.code(), Some(101), "panicked: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
+#[cfg(unix)]
+#[test]
+fn a_dataset_and_knowledge_under_a_non_utf8_name_run_resume_and_score() {
+    use std::os::unix::ffi::OsStrExt;
+    let server = server(1, FaultPlan::none());
+    let dir = tempfile::tempdir().unwrap();
+    let odd = dir
+        .path()
+        .join(std::ffi::OsStr::from_bytes(b"caf\xe9 data"));
+    std::fs::create_dir_all(&odd).unwrap();
+    let dataset = odd.join("mmad.json");
+    std::fs::copy(repo("assets/sample/mmad.json"), &dataset).unwrap();
+    let knowledge = odd.join(std::ffi::OsStr::from_bytes(b"kn\xf6wledge.json"));
+    std::fs::copy(repo("assets/sample/domain_knowledge.json"), &knowledge).unwrap();
+    let out = dir.path().join("run");
+    let run = |extra: &[&str]| {
+        let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("echo-workbench"));
+        cmd.arg("run")
+            .arg("--dataset")
+            .arg(&dataset)
+            .arg("--root")
+            .arg(repo("assets/sample"))
+            .arg("--knowledge")
+            .arg(&knowledge)
+            .args(["--endpoint", &server.url(), "--model", "mock-vl"])
+            .args(["--progress-every-s", "60", "--out"])
+            .arg(&out)
+            .args(extra)
+            .stdin(Stdio::null());
+        cmd.output().unwrap()
+    };
+    let output = run(&["--limit", "3"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = std::fs::read_to_string(out.join("manifest.json")).unwrap();
+    assert!(text.contains("\"unix_bytes_hex\""), "{text}");
+    let manifest = RunManifest::load(&out.join("manifest.json")).unwrap();
+    assert_eq!(manifest.dataset.path, dataset.canonicalize().unwrap());
+    assert_eq!(
+        manifest.knowledge.unwrap().path,
+        knowledge.canonicalize().unwrap()
+    );
+    assert_eq!(records(&out).len(), 3);
+    // The manifest reads back as the same settings, so the run resumes (with
+    // nothing left to ask) instead of calling them different.
+    let output = run(&["--limit", "3", "--resume"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_exactly_once(&records(&out), &(0..3).collect());
+    let score = bare_cmd(&["score"]).arg(&out).output().unwrap();
+    assert!(score.status.success(), "{}", stderr(&score));
+}
+
+#[test]
+fn an_absurd_concurrency_is_refused_naming_the_flag_or_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let output = run_cmd(
+        "http://127.0.0.1:9/v1",
+        &out,
+        &["--concurrency", "4000000000000000000"],
+    )
+    .output()
+    .unwrap();
+    let err = assert_refused(&output);
+    assert!(
+        err.contains("--concurrency") && err.contains("between 1 and 1024"),
+        "{err}"
+    );
+    assert!(!out.exists(), "nothing is created for a refused run");
+
+    // The same number in the app's settings file.
+    let ws = app_workspace("http://127.0.0.1:9/v1");
+    let settings_path = echo_workbench::config::Settings::path_in(ws.path());
+    let mut settings = echo_workbench::config::Settings::load(&settings_path).unwrap();
+    settings.endpoints[1].max_in_flight = 4_000_000_000_000_000_000;
+    settings.save(&settings_path).unwrap();
+    let output = bare_cmd(&["run", "--workspace"])
+        .arg(ws.path())
+        .args(["--limit", "2", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = assert_refused(&output);
+    assert!(
+        err.contains("max_in_flight = 4000000000000000000")
+            && err.contains("settings.toml")
+            && err.contains("between 1 and 1024"),
+        "{err}"
+    );
+    assert!(!out.exists());
+    // Commands that ask one endpoint refuse it too.
+    let output = bare_cmd(&["inspect", "--workspace"])
+        .arg(ws.path())
+        .arg(repo("assets/sample/Sample/washer/test/notch/001.png"))
+        .args(["--question", "Is there any defect in the object?"])
+        .output()
+        .unwrap();
+    let err = assert_refused(&output);
+    assert!(err.contains("max_in_flight"), "{err}");
+}
+
+#[cfg(unix)]
+#[test]
+fn a_symlinked_journal_or_manifest_is_refused_and_what_it_points_at_kept() {
+    let server = server(1, FaultPlan::none());
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    run_to_end(&server.url(), &out, &["--limit", "4"]);
+
+    // The journal, linked to a file of the user's that happens to hold an error record.
+    let mut recs = records(&out);
+    recs[1].status = echo_workbench::bench::journal::RecordStatus::Error;
+    recs[1].gpt_answer = None;
+    recs[1].error = Some("HTTP 500".into());
+    let mut text = String::new();
+    for r in &recs {
+        text.push_str(&serde_json::to_string(r).unwrap());
+        text.push('\n');
+    }
+    let victim = dir.path().join("precious.jsonl");
+    std::fs::write(&victim, &text).unwrap();
+    std::fs::remove_file(out.join(JOURNAL_FILE)).unwrap();
+    std::os::unix::fs::symlink(&victim, out.join(JOURNAL_FILE)).unwrap();
+    for flags in [
+        &["--limit", "4", "--resume"][..],
+        &["--limit", "4", "--retry-errors"][..],
+        &["--limit", "4", "--resume", "--retry-errors"][..],
+    ] {
+        let output = run_cmd(&server.url(), &out, flags).output().unwrap();
+        let err = assert_refused(&output);
+        assert!(err.contains("symlink"), "{flags:?}: {err}");
+        assert!(
+            std::fs::read_to_string(&victim).unwrap() == text,
+            "{flags:?}: the file the journal links to was rewritten"
+        );
+        assert!(
+            std::fs::symlink_metadata(out.join(JOURNAL_FILE))
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+    }
+
+    // The manifest, linked to a copy kept elsewhere.
+    std::fs::remove_file(out.join(JOURNAL_FILE)).unwrap();
+    std::fs::write(out.join(JOURNAL_FILE), &text).unwrap();
+    let kept = dir.path().join("kept-manifest.json");
+    std::fs::rename(out.join("manifest.json"), &kept).unwrap();
+    std::os::unix::fs::symlink(&kept, out.join("manifest.json")).unwrap();
+    let before = std::fs::read(&kept).unwrap();
+    let output = run_cmd(&server.url(), &out, &["--limit", "4", "--retry-errors"])
+        .output()
+        .unwrap();
+    let err = assert_refused(&output);
+    assert!(err.contains("symlink"), "{err}");
+    assert_eq!(std::fs::read(&kept).unwrap(), before);
+    // Nothing in the folder was rewritten either.
+    assert_eq!(
+        std::fs::read_to_string(out.join(JOURNAL_FILE)).unwrap(),
+        text
+    );
+}

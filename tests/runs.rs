@@ -642,3 +642,49 @@ fn merge_rejects_overlap_and_different_settings() {
         "{err}"
     );
 }
+
+#[test]
+fn merge_force_replaces_only_run_folders_that_no_run_is_writing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let records = all_records();
+    let a = tmp.path().join("a");
+    let b = tmp.path().join("b");
+    write_run(&a, &manifest(100), &records[..100]);
+    write_run(&b, &manifest(110), &records[100..]);
+    let merge = |out: &Path| {
+        let mut cmd = bin();
+        cmd.arg("merge")
+            .arg(&a)
+            .arg(&b)
+            .arg("--out")
+            .arg(out)
+            .arg("--force");
+        cmd
+    };
+
+    // A folder of other files is not a run: refused, every file kept.
+    let thesis = tmp.path().join("thesis");
+    std::fs::create_dir_all(&thesis).unwrap();
+    std::fs::write(thesis.join("main.tex"), "precious").unwrap();
+    let err = stderr_of_failure(&mut merge(&thesis));
+    assert!(err.contains("is not a run folder"), "{err}");
+    assert_eq!(std::fs::read(thesis.join("main.tex")).unwrap(), b"precious");
+    assert_eq!(std::fs::read_dir(&thesis).unwrap().count(), 1);
+
+    // A run folder that a run holds is not replaced under it.
+    let live = tmp.path().join("live");
+    write_run(&live, &manifest(10), &records[..10]);
+    let journal = std::fs::read(live.join(JOURNAL_FILE)).unwrap();
+    let lock = echo_workbench::bench::lock::RunLock::acquire(&live).unwrap();
+    let err = stderr_of_failure(&mut merge(&live));
+    assert!(err.contains("is in use by another run"), "{err}");
+    assert_eq!(std::fs::read(live.join(JOURNAL_FILE)).unwrap(), journal);
+    drop(lock);
+
+    // Once free, a run folder is replaced by the merge.
+    stdout_of(&mut merge(&live));
+    assert_eq!(
+        read_journal(&live.join(JOURNAL_FILE)).unwrap().records,
+        records
+    );
+}

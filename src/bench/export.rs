@@ -111,11 +111,21 @@ pub fn write_exports(
 ) -> Result<Vec<PathBuf>, ExportError> {
     let table = run.score(options);
     let mut written = Vec::new();
+    let exports = run.exports_dir();
     let mut put = |path: &Path, bytes: &[u8]| {
-        crate::util::fsx::atomic_write(path, bytes).map_err(|source| ExportError::Write {
+        let write_err = |source| ExportError::Write {
             path: path.to_owned(),
             source,
-        })?;
+        };
+        // A file the user named is theirs to have linked anywhere; inside the run's
+        // own exports folder nothing of ours is a link, so a link there (or the
+        // folder itself as one) was planted and is refused, not written through.
+        if path.starts_with(&exports) {
+            crate::util::fsx::refuse_non_regular_dir(&exports).map_err(write_err)?;
+            crate::util::fsx::atomic_write_no_follow(path, bytes).map_err(write_err)?;
+        } else {
+            crate::util::fsx::atomic_write(path, bytes).map_err(write_err)?;
+        }
         written.push(path.to_owned());
         Ok::<_, ExportError>(())
     };
@@ -837,6 +847,87 @@ mod tests {
         assert_eq!(
             std::fs::read_to_string(dir.path().join("t_accuracy.csv")).unwrap(),
             run.score(ScoreOptions::default()).to_csv()
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_runs_exports_folder_is_never_written_through_a_link() {
+        let tmp = tempfile::tempdir().unwrap();
+        let run_dir = tmp.path().join("run");
+        std::fs::create_dir_all(&run_dir).unwrap();
+        let sample = sample_run();
+        let run = RunFolder::from_parts(
+            run_dir.clone(),
+            sample.manifest.clone(),
+            sample.records().to_vec(),
+        );
+        let mine = tmp.path().join("mine");
+        std::fs::create_dir_all(&mine).unwrap();
+        std::fs::write(mine.join(ANSWERS_FILE), "my own answers").unwrap();
+        let targets = ExportTargets::all_in(&run.exports_dir());
+
+        // The exports folder planted as a link to a folder of the user's.
+        std::os::unix::fs::symlink(&mine, run.exports_dir()).unwrap();
+        let err = write_exports(
+            &run,
+            &targets,
+            ScoreOptions::default(),
+            ReportLimits::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("symlink"), "{err}");
+        assert_eq!(
+            std::fs::read_to_string(mine.join(ANSWERS_FILE)).unwrap(),
+            "my own answers"
+        );
+        assert_eq!(std::fs::read_dir(&mine).unwrap().count(), 1);
+
+        // One export file planted as a link.
+        std::fs::remove_file(run.exports_dir()).unwrap();
+        std::fs::create_dir_all(run.exports_dir()).unwrap();
+        std::os::unix::fs::symlink(
+            mine.join(ANSWERS_FILE),
+            run.exports_dir().join(ANSWERS_FILE),
+        )
+        .unwrap();
+        let err = write_exports(
+            &run,
+            &targets,
+            ScoreOptions::default(),
+            ReportLimits::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("symlink"), "{err}");
+        assert_eq!(
+            std::fs::read_to_string(mine.join(ANSWERS_FILE)).unwrap(),
+            "my own answers"
+        );
+
+        // A file the user names elsewhere may be a link: its target is written.
+        let linked = tmp.path().join("linked.json");
+        std::os::unix::fs::symlink(mine.join(ANSWERS_FILE), &linked).unwrap();
+        let named = ExportTargets {
+            mmad_answers: Some(linked.clone()),
+            ..ExportTargets::default()
+        };
+        write_exports(
+            &run,
+            &named,
+            ScoreOptions::default(),
+            ReportLimits::default(),
+        )
+        .unwrap();
+        assert!(
+            std::fs::read_to_string(mine.join(ANSWERS_FILE))
+                .unwrap()
+                .starts_with('[')
+        );
+        assert!(
+            std::fs::symlink_metadata(&linked)
+                .unwrap()
+                .file_type()
+                .is_symlink()
         );
     }
 }

@@ -6,7 +6,7 @@
 //! only joins shards of one fingerprint. Endpoint URLs, concurrency and times are not
 //! part of it: moving a run to another server of the same model is fine.
 
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -17,9 +17,11 @@ pub const MANIFEST_FORMAT: u32 = 1;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DatasetRef {
+    #[serde(with = "crate::util::serde_path")]
     pub path: PathBuf,
     /// SHA-256 of the mmad.json bytes.
     pub sha256: String,
+    #[serde(with = "crate::util::serde_path")]
     pub root: PathBuf,
 }
 
@@ -61,6 +63,7 @@ pub struct EndpointSummary {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KnowledgeRef {
+    #[serde(with = "crate::util::serde_path")]
     pub path: PathBuf,
     /// The knowledge base's content hash (the version in use).
     pub version: String,
@@ -68,6 +71,7 @@ pub struct KnowledgeRef {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MemoryRef {
+    #[serde(with = "crate::util::serde_path")]
     pub path: PathBuf,
     pub embedder: String,
     pub items: usize,
@@ -134,6 +138,11 @@ pub enum ManifestError {
     },
     #[error("the run manifest {path} is not valid: {message}")]
     Parse { path: PathBuf, message: String },
+    #[error(
+        "the run manifest names the {what} {}, which is not an absolute path free of `..` and NUL as a run records it; it is not followed",
+        path.display()
+    )]
+    BadPath { what: &'static str, path: PathBuf },
     #[error("cannot write the run manifest {path}: {source}")]
     Write {
         path: PathBuf,
@@ -177,6 +186,8 @@ impl RunManifest {
             prompt_templates_hash: &self.prompt_templates_hash,
             models,
         };
+        // Strings, numbers and paths (stored losslessly, see `util::serde_path`):
+        // nothing here can fail to serialise.
         let bytes = serde_json::to_vec(&f).expect("manifest fields serialize");
         crate::util::fsx::sha256_bytes(&bytes)
     }
@@ -250,6 +261,37 @@ impl RunManifest {
         out
     }
 
+    /// The files a run read are recorded as absolute paths (canonical when they
+    /// existed). A manifest naming anything else was edited or not written by a run,
+    /// and what it names is refused before a new run reads it or sends from it.
+    pub fn check_paths(&self) -> Result<(), ManifestError> {
+        let mut named: Vec<(&'static str, &Path)> = vec![
+            ("dataset file", &self.dataset.path),
+            ("dataset root", &self.dataset.root),
+        ];
+        if let Some(m) = &self.memory {
+            named.push(("reference memory", &m.path));
+        }
+        if let Some(k) = &self.knowledge {
+            named.push(("knowledge file", &k.path));
+        }
+        if let Some(k) = &self.condensed {
+            named.push(("condensed knowledge file", &k.path));
+        }
+        for (what, path) in named {
+            let plain = path.is_absolute()
+                && !path.components().any(|c| c == Component::ParentDir)
+                && !path.as_os_str().as_encoded_bytes().contains(&0);
+            if !plain {
+                return Err(ManifestError::BadPath {
+                    what,
+                    path: path.to_owned(),
+                });
+            }
+        }
+        Ok(())
+    }
+
     pub fn load(path: &Path) -> Result<RunManifest, ManifestError> {
         let text = crate::util::fsx::read_text_limited(path, crate::util::fsx::TEXT_FILE_LIMIT)
             .map_err(|source| ManifestError::Read {
@@ -263,12 +305,19 @@ impl RunManifest {
     }
 
     /// Atomic: a reader sees the old manifest or the new one, never half of one.
+    /// A symlink in the manifest's place is refused, never written through: a run
+    /// folder holds no links of ours, so one there was planted.
     pub fn save(&self, path: &Path) -> Result<(), ManifestError> {
-        let mut bytes = serde_json::to_vec_pretty(self).expect("manifest serializes");
-        bytes.push(b'\n');
-        crate::util::fsx::atomic_write(path, &bytes).map_err(|source| ManifestError::Write {
+        let mut bytes = serde_json::to_vec_pretty(self).map_err(|e| ManifestError::Write {
             path: path.to_owned(),
-            source,
+            source: std::io::Error::other(e),
+        })?;
+        bytes.push(b'\n');
+        crate::util::fsx::atomic_write_no_follow(path, &bytes).map_err(|source| {
+            ManifestError::Write {
+                path: path.to_owned(),
+                source,
+            }
         })
     }
 }

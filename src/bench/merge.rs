@@ -9,9 +9,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::bench::journal::{JOURNAL_FILE, JournalError, JournalRecord, JournalWriter};
-use crate::bench::lock::{LockError, RunLock};
+use crate::bench::lock::{LOCK_FILE, LockError, RunLock};
 use crate::bench::manifest::{EndpointSummary, ManifestError, RunManifest, Shard};
 use crate::bench::run_folder::{RunFolder, RunFolderError};
+use crate::util::fsx::sync_dir;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MergeError {
@@ -51,7 +52,7 @@ pub enum MergeError {
         a: PathBuf,
         b: PathBuf,
     },
-    #[error("the output {path} is one of the inputs; merge into a new folder")]
+    #[error("the output {path} is one of the inputs or holds one; merge into a new folder")]
     OutIsInput { path: PathBuf },
     #[error(
         "the output {path} already exists and is not an empty folder (use --force to replace it)"
@@ -59,6 +60,14 @@ pub enum MergeError {
     OutNotEmpty { path: PathBuf },
     #[error("the output {path} exists and is not a folder")]
     OutNotAFolder { path: PathBuf },
+    #[error(
+        "the output {path} is a symlink; refusing to replace it (give the folder it points to, or a new one)"
+    )]
+    OutIsSymlink { path: PathBuf },
+    #[error(
+        "the output {path} holds files but is not a run folder (no readable manifest.json: {reason}); --force only replaces an empty folder or a run folder, so it was left untouched"
+    )]
+    OutNotARun { path: PathBuf, reason: String },
     #[error(transparent)]
     Manifest(#[from] ManifestError),
     #[error(transparent)]
@@ -220,8 +229,14 @@ pub fn merge_runs(inputs: &[RunFolder]) -> Result<Merged, MergeError> {
 
 /// RFC 3339 times sort as text once the fraction is padded: `10:00:00Z` must come
 /// after `10:00:00.5Z`'s second, not before it.
+/// The times come from manifests a person may have edited, so the cut is moved back
+/// to a character boundary rather than trusted to fall on one.
 fn timestamp_key(t: &str) -> (String, String) {
-    let (secs, rest) = t.split_at(t.len().min(19));
+    let cut = (0..=t.len().min(19))
+        .rev()
+        .find(|&i| t.is_char_boundary(i))
+        .unwrap_or(0);
+    let (secs, rest) = t.split_at(cut);
     let fraction: String = rest
         .strip_prefix('.')
         .map(|f| f.chars().take_while(char::is_ascii_digit).collect())
@@ -253,30 +268,45 @@ pub fn merge_dirs(inputs: &[PathBuf], out: &Path, force: bool) -> Result<Merged,
         let path = path.to_owned();
         move |source| MergeError::Write { path, source }
     };
-    let out_exists = out.exists();
-    if out_exists {
-        if !out.is_dir() {
+    // A symlink would be renamed aside and deleted below, leaving its target
+    // dangling from wherever else it is linked; `exists()` alone also follows it.
+    let out_meta = match std::fs::symlink_metadata(out) {
+        Ok(meta) => Some(meta),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(write_err(out)(e)),
+    };
+    let mut out_lock = None;
+    if let Some(meta) = &out_meta {
+        if meta.file_type().is_symlink() {
+            return Err(MergeError::OutIsSymlink {
+                path: out.to_owned(),
+            });
+        }
+        if !meta.is_dir() {
             return Err(MergeError::OutNotAFolder {
                 path: out.to_owned(),
             });
         }
         let canonical_out = out.canonicalize().map_err(write_err(out))?;
         for input in inputs {
-            if input.canonicalize().ok().as_ref() == Some(&canonical_out) {
+            // Replacing a folder that holds an input would delete that input too.
+            let inside = input
+                .canonicalize()
+                .is_ok_and(|input| input.starts_with(&canonical_out));
+            if inside {
                 return Err(MergeError::OutIsInput {
                     path: out.to_owned(),
                 });
             }
         }
-        let empty = std::fs::read_dir(out)
-            .map_err(write_err(out))?
-            .next()
-            .is_none();
-        if !empty && !force {
-            return Err(MergeError::OutNotEmpty {
-                path: out.to_owned(),
-            });
-        }
+        // Looked at before locking, so that a folder we will not replace never even
+        // gets a `.lock` file from us...
+        check_replaceable(out, force)?;
+        // ...and again once locked: a run writing into `out` would go on writing into
+        // a folder we delete, so its lock is held (refused at once while a run holds
+        // it) until the swap is done, and no run can add files after this look.
+        out_lock = Some(RunLock::acquire(out)?);
+        check_replaceable(out, force)?;
     }
 
     let parent = match out.parent() {
@@ -288,6 +318,8 @@ pub fn merge_dirs(inputs: &[PathBuf], out: &Path, force: bool) -> Result<Merged,
         .prefix(".merge-tmp-")
         .tempdir_in(&parent)
         .map_err(write_err(&parent))?;
+    // Locked from birth, so the merged folder is never open to a run until we are done.
+    let _staging_lock = RunLock::acquire(staging.path())?;
     merged
         .manifest
         .save(&RunManifest::path_in(staging.path()))?;
@@ -297,8 +329,10 @@ pub fn merge_dirs(inputs: &[PathBuf], out: &Path, force: bool) -> Result<Merged,
     }
     writer.sync()?;
     drop(writer);
+    // The journal's entry must be durable before the folder is published under `out`.
+    sync_dir(staging.path()).map_err(write_err(staging.path()))?;
 
-    if out_exists {
+    if out_meta.is_some() {
         // Move the old folder aside first so that a failure leaves it recoverable;
         // it is deleted only once the new one is in place.
         let old = tempfile::Builder::new()
@@ -314,13 +348,51 @@ pub fn merge_dirs(inputs: &[PathBuf], out: &Path, force: bool) -> Result<Merged,
                 source,
             });
         }
+        sync_dir(&parent).map_err(write_err(&parent))?;
+        drop(out_lock);
         drop(old);
     } else {
         std::fs::rename(staging.path(), out).map_err(write_err(out))?;
+        sync_dir(&parent).map_err(write_err(&parent))?;
     }
     // The staging folder is now `out`; nothing is left to clean up.
     let _ = staging.keep();
     Ok(merged)
+}
+
+/// An existing output may be replaced when it is empty, or, with `force`, when it
+/// is a run folder (its manifest reads as one): never a folder of other files.
+fn check_replaceable(out: &Path, force: bool) -> Result<(), MergeError> {
+    let empty = holds_only_a_lock(out).map_err(|source| MergeError::Write {
+        path: out.to_owned(),
+        source,
+    })?;
+    if empty {
+        return Ok(());
+    }
+    if !force {
+        return Err(MergeError::OutNotEmpty {
+            path: out.to_owned(),
+        });
+    }
+    match RunManifest::load(&RunManifest::path_in(out)) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(MergeError::OutNotARun {
+            path: out.to_owned(),
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// Whether a folder is empty but for a `.lock` (which a run leaves behind, and which
+/// taking the folder's lock creates).
+fn holds_only_a_lock(dir: &Path) -> std::io::Result<bool> {
+    for entry in std::fs::read_dir(dir)? {
+        if entry?.file_name() != LOCK_FILE {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -368,6 +440,22 @@ mod tests {
         assert_eq!(m.endpoints.len(), 3);
         assert_eq!(m.fingerprint(), runs[0].manifest.fingerprint());
         assert!(merged.missing_shards.is_empty());
+    }
+
+    #[test]
+    fn times_that_are_not_ascii_merge_without_a_panic() {
+        // The 19th byte falls inside `é` (bytes 18..20) and inside `日`.
+        let a = shard(0, 2, &[0], "2026-11-22T08:00:0é5Z");
+        let mut b = shard(1, 2, &[1], "2026-11-22T08:00:日");
+        b.manifest.finished_at = Some("ünïcödé-finish-time".into());
+        let merged = merge_runs(&[a, b]).unwrap();
+        assert_eq!(merged.manifest.started_at, "2026-11-22T08:00:日");
+        assert_eq!(
+            merged.manifest.finished_at.as_deref(),
+            Some("ünïcödé-finish-time")
+        );
+        assert_eq!(timestamp_key("é").0, "é");
+        assert_eq!(timestamp_key("").0, "");
     }
 
     #[test]
@@ -488,5 +576,128 @@ mod tests {
         std::fs::create_dir_all(&empty).unwrap();
         merge_dirs(&inputs, &empty, false).unwrap();
         assert!(empty.join(JOURNAL_FILE).is_file());
+    }
+
+    /// Two shards written as run folders under `root`, as `merge` reads them.
+    fn shard_dirs(root: &Path) -> Vec<PathBuf> {
+        let mut inputs = Vec::new();
+        for (i, run) in [
+            shard(0, 2, &[0, 2], "2026-11-22T08:00:00Z"),
+            shard(1, 2, &[1], "2026-11-22T08:00:00Z"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let dir = root.join(format!("in{i}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            run.manifest.save(&RunManifest::path_in(&dir)).unwrap();
+            let (mut w, _) = JournalWriter::open(&dir.join(JOURNAL_FILE)).unwrap();
+            for r in run.records() {
+                w.append(r).unwrap();
+            }
+            inputs.push(dir);
+        }
+        inputs
+    }
+
+    #[test]
+    fn force_never_replaces_a_folder_a_run_is_writing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let inputs = shard_dirs(tmp.path());
+        let out = tmp.path().join("live");
+        merge_dirs(&inputs, &out, false).unwrap();
+        let journal_before = std::fs::read(out.join(JOURNAL_FILE)).unwrap();
+        let writing = RunLock::acquire(&out).unwrap();
+        let err = merge_dirs(&inputs, &out, true).unwrap_err();
+        assert!(matches!(err, MergeError::Busy(_)), "{err}");
+        assert!(err.to_string().contains("in use by another run"), "{err}");
+        assert_eq!(
+            std::fs::read(out.join(JOURNAL_FILE)).unwrap(),
+            journal_before
+        );
+        drop(writing);
+        // Once the run lets go, the same merge replaces it.
+        merge_dirs(&inputs, &out, true).unwrap();
+    }
+
+    #[test]
+    fn force_replaces_only_a_run_folder_or_an_empty_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let inputs = shard_dirs(tmp.path());
+        let thesis = tmp.path().join("thesis");
+        std::fs::create_dir_all(thesis.join("figures")).unwrap();
+        std::fs::write(thesis.join("main.tex"), "precious").unwrap();
+        std::fs::write(thesis.join("figures/a.png"), "png").unwrap();
+        let err = merge_dirs(&inputs, &thesis, true).unwrap_err();
+        assert!(matches!(err, MergeError::OutNotARun { .. }), "{err}");
+        assert!(err.to_string().contains("not a run folder"), "{err}");
+        let mut names: Vec<_> = std::fs::read_dir(&thesis)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        // Not even a `.lock` of ours was left in it.
+        assert_eq!(names, ["figures", "main.tex"]);
+        assert_eq!(std::fs::read(thesis.join("main.tex")).unwrap(), b"precious");
+
+        // A folder holding only a `.lock` (a run that failed before writing) is empty.
+        let stub = tmp.path().join("stub");
+        std::fs::create_dir_all(&stub).unwrap();
+        std::fs::write(stub.join(LOCK_FILE), "1\n").unwrap();
+        merge_dirs(&inputs, &stub, false).unwrap();
+        assert!(stub.join(JOURNAL_FILE).is_file());
+
+        // A run folder is replaced whole, whatever else it held.
+        std::fs::write(stub.join("old-export.csv"), "x").unwrap();
+        merge_dirs(&inputs, &stub, true).unwrap();
+        assert!(!stub.join("old-export.csv").exists());
+        assert_eq!(
+            read_journal(&stub.join(JOURNAL_FILE))
+                .unwrap()
+                .records
+                .len(),
+            3
+        );
+        // Nothing hidden is left beside it.
+        let hidden = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with('.')
+            })
+            .count();
+        assert_eq!(hidden, 0);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_symlinked_output_is_refused_and_its_target_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let inputs = shard_dirs(tmp.path());
+        let target = tmp.path().join("target");
+        merge_dirs(&inputs, &target, false).unwrap();
+        std::fs::write(target.join("notes.txt"), "mine").unwrap();
+        // A folder holding an input is never replaced (the input would go with it),
+        // even one that reads as a run folder.
+        shard(0, 2, &[0], "t")
+            .manifest
+            .save(&RunManifest::path_in(tmp.path()))
+            .unwrap();
+        let err = merge_dirs(&inputs, tmp.path(), true).unwrap_err();
+        assert!(matches!(err, MergeError::OutIsInput { .. }), "{err}");
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let err = merge_dirs(&inputs, &link, true).unwrap_err();
+        assert!(matches!(err, MergeError::OutIsSymlink { .. }), "{err}");
+        assert!(
+            std::fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(std::fs::read(target.join("notes.txt")).unwrap(), b"mine");
     }
 }

@@ -13,7 +13,7 @@ use indexmap::IndexMap;
 
 use super::compare::{Comparison, compare, latest_by_index};
 use super::journal::JournalRecord;
-use super::manifest::{KnowledgeRef, Selection};
+use super::manifest::{KnowledgeRef, ManifestError, Selection};
 use super::run_folder::{RunFolder, RunFolderError};
 use super::runner::{RunError, RunSpec};
 use super::score::{AVERAGE, ScoreOptions, merged_question_type};
@@ -48,6 +48,12 @@ pub enum RerunError {
     },
     #[error(transparent)]
     Spec(Box<RunError>),
+    #[error("run `{run}`: {source}")]
+    Manifest {
+        run: String,
+        #[source]
+        source: ManifestError,
+    },
 }
 
 /// The category whose knowledge was edited, and the file holding the edit.
@@ -107,6 +113,11 @@ pub fn plan_rerun(
 ) -> Result<RerunPlan, RerunError> {
     let m = &baseline.manifest;
     let run = baseline.name();
+    // Before the dataset file it names is even hashed.
+    m.check_paths().map_err(|source| RerunError::Manifest {
+        run: run.clone(),
+        source,
+    })?;
     let sha = crate::util::fsx::sha256_file(&m.dataset.path).map_err(|source| {
         RerunError::DatasetRead {
             run: run.clone(),
@@ -275,5 +286,74 @@ pub fn measure_effect(
         subtasks,
         comparison,
         unanswered,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::run_folder::tests::{manifest, record, write_run};
+
+    const AD: &str = "Anomaly Detection";
+
+    #[test]
+    fn a_run_whose_records_name_images_outside_the_root_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        for (i, image) in [
+            "../../etc/passwd",
+            "Sample/washer/../../../../etc/passwd",
+            "/etc/passwd",
+            "Sample/washer/a\0.png",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let dir = tmp.path().join(format!("run{i}"));
+            let records = [
+                record(0, "Sample/washer/test/good/000.png", AD, "B", Some("B")),
+                record(1, image, AD, "A", Some("A")),
+            ];
+            write_run(&dir, &manifest(2), &records);
+            let err = RunFolder::open(&dir).unwrap_err();
+            assert!(
+                matches!(err, RunFolderError::BadImage { index: 1, .. }),
+                "{err}"
+            );
+            let text = err.to_string();
+            assert!(
+                text.contains("journal.jsonl: the record of question 1: path `"),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_manifest_naming_files_by_escaping_paths_is_refused_before_any_is_read() {
+        let kb = KnowledgeBase::default();
+        let edited = EditedCategory {
+            knowledge: &kb,
+            knowledge_path: Path::new("k.json"),
+            dataset: "Sample",
+            category: "washer",
+        };
+        let mut m = manifest(1);
+        m.dataset.path = "/data/mmad/../../etc/passwd".into();
+        m.dataset.root = "/data/mmad".into();
+        let run = RunFolder::from_parts("baseline".into(), m.clone(), Vec::new());
+        let err = plan_rerun(&run, edited, &[], "out".into()).unwrap_err();
+        assert!(matches!(err, RerunError::Manifest { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .contains("run `baseline`: the run manifest names the dataset file /data/mmad/../../etc/passwd"),
+            "{err}"
+        );
+        // A relative path would be read against whatever folder the app runs in.
+        m.dataset.path = "/data/mmad/mmad.json".into();
+        m.knowledge = Some(KnowledgeRef {
+            path: "k.json".into(),
+            version: "v".into(),
+        });
+        let err = RunSpec::from_manifest(&m, &[], "out").unwrap_err();
+        assert!(err.to_string().contains("knowledge file k.json"), "{err}");
     }
 }

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use crate::bench::journal::{JOURNAL_FILE, JournalError, JournalRecord, read_journal};
 use crate::bench::manifest::{MANIFEST_FILE, ManifestError, RunManifest, Shard};
 use crate::bench::score::{self, AVERAGE, AnswerRecord, ScoreOptions, ScoreTable};
+use crate::dataset::paths::{PathError, check_relative};
 
 /// Where `export` writes when no file is named.
 pub const EXPORTS_DIR: &str = "exports";
@@ -26,6 +27,15 @@ pub enum RunFolderError {
     Manifest(#[from] ManifestError),
     #[error(transparent)]
     Journal(#[from] JournalError),
+    /// A record naming an image outside the dataset root: no run writes one, and
+    /// whatever shows or re-asks the record would read that file.
+    #[error("{}: the record of question {index}: {source}", journal.display())]
+    BadImage {
+        journal: PathBuf,
+        index: usize,
+        #[source]
+        source: PathError,
+    },
     #[error("cannot list the runs folder {path}: {source}")]
     List {
         path: PathBuf,
@@ -76,7 +86,15 @@ impl RunFolder {
             });
         }
         let manifest = RunManifest::load(&manifest_path)?;
-        let journal = read_journal(&dir.join(JOURNAL_FILE))?;
+        let journal_path = dir.join(JOURNAL_FILE);
+        let journal = read_journal(&journal_path)?;
+        for record in &journal.records {
+            check_relative(&record.image).map_err(|source| RunFolderError::BadImage {
+                journal: journal_path.clone(),
+                index: record.index,
+                source,
+            })?;
+        }
         let lines = journal.records.len();
         let mut by_index: BTreeMap<usize, JournalRecord> = BTreeMap::new();
         for record in journal.records {
@@ -360,7 +378,7 @@ pub(crate) mod tests {
         }
     }
 
-    fn write_run(dir: &Path, m: &RunManifest, records: &[JournalRecord]) {
+    pub(crate) fn write_run(dir: &Path, m: &RunManifest, records: &[JournalRecord]) {
         std::fs::create_dir_all(dir).unwrap();
         m.save(&RunManifest::path_in(dir)).unwrap();
         let (mut w, _) = JournalWriter::open(&dir.join(JOURNAL_FILE)).unwrap();

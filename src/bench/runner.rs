@@ -189,6 +189,7 @@ impl RunSpec {
         configured: &[EndpointConfig],
         out: impl Into<PathBuf>,
     ) -> Result<RunSpec, RunError> {
+        m.check_paths()?;
         let endpoints = m
             .endpoints
             .iter()
@@ -376,6 +377,12 @@ pub enum RunError {
     #[error("cannot rewrite the journal {} without its error records: {source}", path.display())]
     Rewrite {
         path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("run folder {}: {source}", dir.display())]
+    NotARunFile {
+        dir: PathBuf,
         #[source]
         source: std::io::Error,
     },
@@ -637,23 +644,8 @@ fn prepare(spec: &RunSpec) -> Result<Prepared, RunError> {
         })
         .collect();
 
-    // Taken before the slow part of the setup (a CLIP memory loads for seconds), so
-    // a second run on a busy folder is refused at once; everything that reads or
-    // writes the folder happens with it held.
-    let lock = RunLock::acquire(&spec.out)?;
-
-    let mut settings = spec.pipeline.clone();
-    settings.reference = Some(spec.template.reference_kind());
-    let loaded = load_context(
-        settings,
-        &ContextSources {
-            knowledge: spec.knowledge.clone(),
-            condensed: spec.condensed.clone(),
-            memory: spec.memory.clone(),
-            embedder: spec.embedder.clone(),
-        },
-    )?;
-
+    // Endpoint settings are checked before the folder is created or locked, so a
+    // bad `max_in_flight` or URL leaves nothing behind.
     let mut endpoints = Vec::with_capacity(spec.endpoints.len());
     let mut names: HashSet<String> = HashSet::new();
     for (i, cfg) in spec.endpoints.iter().enumerate() {
@@ -676,6 +668,23 @@ fn prepare(spec: &RunSpec) -> Result<Prepared, RunError> {
             name,
         });
     }
+
+    // Taken before the slow part of the setup (a CLIP memory loads for seconds), so
+    // a second run on a busy folder is refused at once; everything that reads or
+    // writes the folder happens with it held.
+    let lock = RunLock::acquire(&spec.out)?;
+
+    let mut settings = spec.pipeline.clone();
+    settings.reference = Some(spec.template.reference_kind());
+    let loaded = load_context(
+        settings,
+        &ContextSources {
+            knowledge: spec.knowledge.clone(),
+            condensed: spec.condensed.clone(),
+            memory: spec.memory.clone(),
+            embedder: spec.embedder.clone(),
+        },
+    )?;
 
     let absolute = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
     let context = loaded.context;
@@ -727,6 +736,14 @@ fn prepare(spec: &RunSpec) -> Result<Prepared, RunError> {
 
     let journal_path = spec.out.join(JOURNAL_FILE);
     let manifest_path = spec.out.join(MANIFEST_FILE);
+    // Checked before anything is read or rewritten: a journal or manifest that is a
+    // symlink (or a FIFO, a folder) is not ours, and whatever it points at is kept.
+    for path in [&journal_path, &manifest_path] {
+        crate::util::fsx::refuse_non_regular(path).map_err(|source| RunError::NotARunFile {
+            dir: spec.out.clone(),
+            source,
+        })?;
+    }
     let existing = read_journal(&journal_path)?;
     let has_run = !existing.records.is_empty();
     let continuing = spec.resume || spec.retry_errors;
@@ -848,7 +865,9 @@ fn drop_error_records(path: &Path) -> Result<usize, RunError> {
             kept.extend_from_slice(line);
         }
     }
-    crate::util::fsx::atomic_write(path, &kept).map_err(read_err)?;
+    // Published by rename with the folder fsynced, and never through a link: a
+    // journal symlinked to another file must not get that file rewritten.
+    crate::util::fsx::atomic_write_no_follow(path, &kept).map_err(read_err)?;
     Ok(errors)
 }
 
@@ -1100,6 +1119,10 @@ async fn execute(
                 }
             }
             _ = ticker.tick() => {
+                if let Err(e) = p.writer.sync_if_due() {
+                    failure = Some(e.into());
+                    break;
+                }
                 if last_progress.elapsed() >= PROGRESS_EVERY {
                     last_progress = Instant::now();
                     events(RunEvent::Progress(progress(&tallies, written, dispatcher.in_flight())));
@@ -1116,10 +1139,14 @@ async fn execute(
     } else {
         0
     };
-    p.writer.sync()?;
+    // Whatever ended the loop (all done, stop, abandon, a failed write), what was
+    // recorded goes to disk before anything is reported; a failure is reported as
+    // itself, not as the sync that may fail after it.
+    let synced = p.writer.sync();
     if let Some(e) = failure {
         return Err(e);
     }
+    synced?;
     let outcome = if tallies.done >= p.total && pending.is_empty() && !abandoned {
         RunOutcome::Finished
     } else if abandoned {
@@ -1423,10 +1450,13 @@ mod tests {
         let spec = sample_spec(&server, &out);
 
         // Stop as soon as the run starts: the 4 questions already sent are kept.
+        // Once only: a second progress line before the slow replies arrive (a busy
+        // machine) would otherwise interrupt again, which abandons them.
         let control = RunControl::new();
         let events = |e: RunEvent| {
             if let RunEvent::Progress(p) = e
                 && p.in_flight > 0
+                && !control.stop.is_cancelled()
             {
                 control.interrupt();
             }

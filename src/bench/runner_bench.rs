@@ -355,7 +355,7 @@ pub fn bench_runner(opts: &RunnerBenchOptions) -> Result<Value, RunError> {
     let floor_request = floor_body(&dir).map_err(io)?;
     let mut levels = Vec::new();
     for &c in &opts.concurrency {
-        let questions = c * opts.waves.max(1);
+        let questions = c.saturating_mul(opts.waves.max(1));
         let endpoint = EndpointConfig {
             name: "mock".into(),
             base_url: server.url(),

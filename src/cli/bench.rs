@@ -27,7 +27,7 @@ pub struct RunnerArgs {
     /// The mock server's delay before every answer, in milliseconds.
     #[arg(long, default_value_t = 200)]
     latency_ms: u64,
-    #[arg(long, value_delimiter = ',', default_value = "8,32,128")]
+    #[arg(long, value_delimiter = ',', default_value = "8,32,128", value_parser = super::parse_concurrency)]
     concurrency: Vec<usize>,
     /// Questions per level = concurrency x waves.
     #[arg(long, default_value_t = 10)]

@@ -13,3 +13,16 @@ pub mod probe;
 pub mod run;
 pub mod score;
 pub mod workspace;
+
+/// `--concurrency N`: refused outside 1..=MAX_IN_FLIGHT by clap, so the message names
+/// the flag and the value before anything is created.
+pub fn parse_concurrency(text: &str) -> Result<usize, String> {
+    let max = echo_workbench::mllm::MAX_IN_FLIGHT;
+    match text.trim().parse::<u128>() {
+        Ok(n) if (1..=max as u128).contains(&n) => Ok(n as usize),
+        Ok(n) => Err(format!(
+            "requests in flight per endpoint must be between 1 and {max}, not {n}"
+        )),
+        Err(e) => Err(format!("not a whole number ({e})")),
+    }
+}

@@ -48,7 +48,7 @@ pub struct RunArgs {
     #[arg(long = "api-key-env", value_name = "VAR")]
     api_key_envs: Vec<String>,
     /// Requests in flight per endpoint (once, or once per --endpoint) [default: 8].
-    #[arg(long = "concurrency", value_name = "N")]
+    #[arg(long = "concurrency", value_name = "N", value_parser = super::parse_concurrency)]
     concurrency: Vec<usize>,
     /// Seconds to wait for one HTTP attempt [default: 120].
     #[arg(long, value_name = "S")]
@@ -241,10 +241,20 @@ fn spec_from(args: &RunArgs) -> anyhow::Result<RunSpec> {
             "--endpoint URL and --model M are required (or --workspace, to use the app's endpoint)"
         ),
     };
-    if let Some(e) = endpoints.iter().find(|e| e.max_in_flight == 0) {
+    let max = echo_workbench::mllm::MAX_IN_FLIGHT;
+    if let Some(e) = endpoints
+        .iter()
+        .find(|e| !(1..=max).contains(&e.max_in_flight))
+    {
+        // Flags are refused by their parser, so this value came from the settings.
+        let from = app
+            .as_ref()
+            .map(|a| format!(" in {}", a.path.display()))
+            .unwrap_or_default();
         bail!(
-            "--concurrency must be at least 1, not 0 (endpoint {})",
-            e.name
+            "endpoint `{}` has max_in_flight = {}{from}; it must be between 1 and {max} (set it there, or pass --concurrency N)",
+            e.name,
+            e.max_in_flight
         );
     }
     let (dataset, root) = match (&args.dataset, &app) {

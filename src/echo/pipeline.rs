@@ -56,10 +56,13 @@ pub struct PipelineSettings {
     pub reasoning_mode: Option<ReasoningMode>,
     pub extract: ExtractMode,
     /// A user's experts table (default: the bundled one).
+    #[serde(with = "crate::util::serde_path::option")]
     pub experts_file: Option<PathBuf>,
     /// A folder of prompt sets overriding the bundled ones file by file.
+    #[serde(with = "crate::util::serde_path::option")]
     pub prompts_dir: Option<PathBuf>,
     /// Where model-selected knowledge is cached across runs (default: memory only).
+    #[serde(with = "crate::util::serde_path::option")]
     pub knowledge_cache_dir: Option<PathBuf>,
     /// Stop at the first failing expert instead of answering without it.
     pub strict: bool,

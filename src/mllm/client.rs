@@ -143,10 +143,12 @@ impl MllmClient {
                 cfg.name, cfg.timeout_s
             )));
         }
-        if cfg.max_in_flight == 0 {
+        if !(1..=super::MAX_IN_FLIGHT).contains(&cfg.max_in_flight) {
             return Err(config(format!(
-                "endpoint `{}`: max_in_flight must be at least 1",
-                cfg.name
+                "endpoint `{}`: max_in_flight must be between 1 and {}, not {}",
+                cfg.name,
+                super::MAX_IN_FLIGHT,
+                cfg.max_in_flight
             )));
         }
         if let Some(q) = cfg.jpeg_quality
@@ -993,6 +995,12 @@ mod tests {
         assert!(bad(|c| c.base_url = "not a url".into()).contains("not a URL"));
         assert!(bad(|c| c.model = " ".into()).contains("no model"));
         assert!(bad(|c| c.max_in_flight = 0).contains("max_in_flight"));
+        // Past what the semaphore can hold: refused, not a panic.
+        assert!(
+            bad(|c| c.max_in_flight = 4_000_000_000_000_000_000)
+                .contains("max_in_flight must be between 1 and 1024, not 4000000000000000000")
+        );
+        assert!(bad(|c| c.max_in_flight = usize::MAX).contains("max_in_flight"));
         assert!(bad(|c| c.timeout_s = f64::NAN).contains("timeout_s"));
         assert!(bad(|c| c.jpeg_quality = Some(0)).contains("jpeg_quality"));
         assert!(

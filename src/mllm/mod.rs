@@ -48,6 +48,12 @@ pub fn url_without_secrets(url: &str) -> String {
 /// The API key itself is never part of the settings: `api_key_env` names the
 /// environment variable that holds it, read at request time, so the key is never
 /// written to disk, logged or shown.
+/// The most requests one endpoint may have open at once. Far above what any server
+/// serves in parallel, and far below where the semaphore behind it gives out
+/// (`Semaphore::MAX_PERMITS`, where a larger count panics): a typo such as
+/// `--concurrency 4000000000000000000` is refused with a message instead.
+pub const MAX_IN_FLIGHT: usize = 1024;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct EndpointConfig {
@@ -63,7 +69,8 @@ pub struct EndpointConfig {
     pub api_key_env: Option<String>,
     /// Limit for one HTTP attempt (connect, send, full reply), in seconds.
     pub timeout_s: f64,
-    /// Requests this client keeps open at once; more wait their turn.
+    /// Requests this client keeps open at once; more wait their turn (1 to
+    /// [`MAX_IN_FLIGHT`]).
     pub max_in_flight: usize,
     /// MMAD and Echo decode greedily, hence 0.
     pub temperature: f64,

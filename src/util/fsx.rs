@@ -19,8 +19,36 @@ const MAX_LINK_HOPS: usize = 40;
 /// a user who linked their settings or knowledge file into a dotfiles repository
 /// gets that file updated, never a plain file silently put in the link's place.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let path = write_target(path)?;
-    let path = path.as_path();
+    replace_file(&write_target(path)?, bytes)
+}
+
+/// [`atomic_write`] for a file inside a folder the tool owns (a run's manifest, a
+/// journal rewritten without its errors): nothing we put there is a link, so a
+/// symlink in the file's place was planted, and is refused rather than followed to
+/// overwrite whatever it points at. A link swapped in after the check is replaced
+/// by the rename itself, never written through.
+pub fn atomic_write_no_follow(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    refuse_non_regular(path)?;
+    replace_file(path, bytes)
+}
+
+/// Refuses a symlink or anything but a regular file at `path`; absent is fine.
+pub fn refuse_non_regular(path: &Path) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if !meta.is_file() => Err(not_regular(path, &meta)),
+        _ => Ok(()),
+    }
+}
+
+/// Refuses a symlink or anything but a folder at `dir`; absent is fine.
+pub fn refuse_non_regular_dir(dir: &Path) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(dir) {
+        Ok(meta) if !meta.is_dir() => Err(not_regular(dir, &meta)),
+        _ => Ok(()),
+    }
+}
+
+fn replace_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = parent_or_dot(path);
     std::fs::create_dir_all(dir)?;
     let mut builder = tempfile::Builder::new();
@@ -222,6 +250,8 @@ fn not_regular(path: &Path, meta: &std::fs::Metadata) -> std::io::Error {
         "a folder"
     } else if ft.is_symlink() {
         "a symlink"
+    } else if ft.is_file() {
+        "a file, not a folder"
     } else {
         "not a regular file (a device, FIFO or socket)"
     };

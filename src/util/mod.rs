@@ -4,4 +4,5 @@ pub mod dirswap;
 pub mod error;
 pub mod fsx;
 pub mod pyjson;
+pub mod serde_path;
 pub mod time;

@@ -446,7 +446,10 @@ pub fn question_detail(
                 ui.weak("This record has no traces.");
             }
             // The same cards as the Inspect tab, filled from the journal.
-            let image = root.map_or_else(|| PathBuf::from(&r.image), |root| root.join(&r.image));
+            // Shown, never opened; still only ever a path under the root.
+            let image = root
+                .and_then(|root| DatasetRoot::new(root).resolve(&r.image).ok())
+                .unwrap_or_else(|| PathBuf::from(&r.image));
             let run = QuestionRun::from_record(r, image);
             let id = ui.make_persistent_id(("recorded", r.index));
             trace_view::run_ui(ui, &run, id);

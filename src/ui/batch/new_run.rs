@@ -420,7 +420,11 @@ impl NewRunForm {
                 });
             ui.separator();
             let endpoints = self.chosen_endpoints(cx);
-            let concurrency: usize = endpoints.iter().map(|e| e.max_in_flight).sum();
+            // Saturating: a hand-edited settings file may hold any count here, and
+            // the runner, not this estimate, is where it is refused.
+            let concurrency = endpoints
+                .iter()
+                .fold(0usize, |sum, e| sum.saturating_add(e.max_in_flight));
             let count = self.question_count();
             let mut ready = !run_going && !endpoints.is_empty();
             match &count {
