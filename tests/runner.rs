@@ -349,8 +349,9 @@ fn without_a_terminal_progress_comes_as_plain_lines() {
 }
 
 #[test]
-fn faults_at_thirty_percent_end_in_the_same_answers() {
-    baseline();
+fn faults_at_thirty_percent_are_all_answered_after_one_retry_pass() {
+    const LIMIT: usize = 80;
+    const MAX_RETRIES: u32 = 4;
     let faults = FaultPlan::random(
         vec![
             (Fault::Http500, 0.075),
@@ -368,40 +369,59 @@ fn faults_at_thirty_percent_end_in_the_same_answers() {
     let server = server(2, faults);
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
+    let max_retries = MAX_RETRIES.to_string();
+    let limit = LIMIT.to_string();
     let flags = [
+        "--limit",
+        &limit,
         "--concurrency",
-        "16",
+        "8",
         "--timeout-s",
-        "0.4",
+        "1",
         "--max-retries",
-        "4",
+        &max_retries,
         "--retry-base-ms",
         "2",
     ];
     run_to_end(&server.url(), &out, &flags);
     let first = records(&out);
-    assert_exactly_once(&first, &all_questions());
-    // Garbage is not retried (a 200 that is not a completion): those are errors.
-    let errors: Vec<&JournalRecord> = first.iter().filter(|r| !r.is_ok()).collect();
-    assert!(!errors.is_empty(), "30% faults and not one error record");
-    assert!(
-        errors
-            .iter()
-            .all(|r| r.error.is_some() && r.gpt_answer.is_none())
-    );
-    // Retries show in the records of questions that got through.
+    let selection: BTreeSet<usize> = (0..LIMIT).collect();
+    assert_exactly_once(&first, &selection);
+    // Every try is counted in some record: the server saw exactly those requests
+    // (one model call per question under the echo preset's plain prompt).
+    let tries: u32 = first.iter().map(|r| r.attempts).sum();
+    assert_eq!(tries as usize, server.chat_count());
+    // A question fails only once every try allowed failed: a gateway's HTML 200
+    // is retried like a 5xx, not an error on the first sight of it.
+    for r in first.iter().filter(|r| !r.is_ok()) {
+        assert_eq!(
+            r.attempts,
+            MAX_RETRIES + 1,
+            "question {} gave up early: {:?}",
+            r.index,
+            r.error
+        );
+    }
     assert!(first.iter().any(|r| r.is_ok() && r.attempts > 1));
 
-    let mut retry_flags = flags.to_vec();
-    retry_flags.push("--retry-errors");
-    for _ in 0..10 {
-        if records(&out).iter().all(JournalRecord::is_ok) {
-            break;
-        }
+    if first.iter().any(|r| !r.is_ok()) {
+        let mut retry_flags = flags.to_vec();
+        retry_flags.extend(["--resume", "--retry-errors"]);
         run_to_end(&server.url(), &out, &retry_flags);
-        assert_exactly_once(&records(&out), &all_questions());
     }
-    assert_same_answers_as_baseline(&records(&out));
+    let last = records(&out);
+    assert_exactly_once(&last, &selection);
+    let unanswered: Vec<(usize, Option<&String>)> = last
+        .iter()
+        .filter(|r| !r.is_ok())
+        .map(|r| (r.index, r.error.as_ref()))
+        .collect();
+    assert!(unanswered.is_empty(), "{unanswered:?}");
+    // The oracle knows every answer: faults must not have mixed any up.
+    assert!(
+        last.iter()
+            .all(|r| r.gpt_answer.as_deref() == Some(r.correct_answer.as_str()))
+    );
 }
 
 #[test]

@@ -53,7 +53,8 @@ pub struct RunArgs {
     /// Seconds to wait for one HTTP attempt [default: 120].
     #[arg(long, value_name = "S")]
     timeout_s: Option<f64>,
-    /// Further attempts after a connection failure, timeout, HTTP 429 or 5xx [default: 3].
+    /// Further attempts after a connection failure, timeout, HTTP 429 or 5xx, or a 200
+    /// whose body is not JSON [default: 3].
     #[arg(long)]
     max_retries: Option<u32>,
     /// Backoff scale between attempts, in milliseconds [default: 500].

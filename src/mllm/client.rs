@@ -219,8 +219,9 @@ impl MllmClient {
     /// Sends one chat request and returns the model's text.
     ///
     /// Waits for a free slot (at most `max_in_flight` requests at once), retries
-    /// connection failures, timeouts, 429 and 5xx with backoff, and gives up within
-    /// about 20 ms of `cancel` being set, whatever it was waiting for.
+    /// connection failures, timeouts, 429, 5xx and 200s that are not JSON with
+    /// backoff, and gives up within about 20 ms of `cancel` being set, whatever it
+    /// was waiting for.
     pub async fn chat(
         &self,
         req: &ChatRequest,
@@ -707,8 +708,11 @@ pub(crate) fn parse_reply(body: &[u8], url: &str) -> Result<ParsedReply, MllmErr
         detail,
         body_head: body_head(body),
     };
-    let v: Value =
-        serde_json::from_slice(body).map_err(|e| bad(format!("the body is not JSON: {e}")))?;
+    let v: Value = serde_json::from_slice(body).map_err(|e| MllmError::NotJson {
+        url: url.to_string(),
+        detail: e.to_string(),
+        body_head: body_head(body),
+    })?;
     let Some(choices) = v.get("choices").and_then(Value::as_array) else {
         let detail = match v.get("error") {
             Some(err) => format!(
@@ -879,7 +883,8 @@ mod tests {
         assert_eq!(r.reasoning.as_deref(), Some("r"));
 
         let err = parse_reply(b"<html>502 Bad Gateway</html>", "http://h/v1").unwrap_err();
-        assert!(matches!(err, MllmError::BadReply { .. }));
+        assert!(matches!(err, MllmError::NotJson { .. }));
+        assert!(err.is_retryable());
         assert!(
             err.to_string().contains("<html>502 Bad Gateway</html>"),
             "{err}"
