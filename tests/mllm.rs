@@ -429,10 +429,7 @@ async fn a_200_that_is_not_json_is_retried_like_a_5xx_and_every_try_counts() {
     assert!(err.to_string().contains("\"content\":\"\""), "{err}");
     assert_eq!(server.chat_count(), 5);
     // Past a gateway page to an answer, both tries in the reply's count.
-    let reply = client
-        .chat(&question(), &CancelToken::new())
-        .await
-        .unwrap();
+    let reply = client.chat(&question(), &CancelToken::new()).await.unwrap();
     assert_eq!(reply.attempts, 2);
     assert_eq!(server.chat_count(), 7);
 }

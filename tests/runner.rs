@@ -700,3 +700,114 @@ fn run_probe_and_inspect_take_what_the_flags_leave_out_from_the_apps_settings() 
         String::from_utf8_lossy(&bare.stderr)
     );
 }
+
+/// The bundled sample's knowledge base with `drop` left out, written into `dir`.
+fn knowledge_without(dir: &Path, drop: &str) -> PathBuf {
+    let text = std::fs::read_to_string(repo("assets/sample/domain_knowledge.json")).unwrap();
+    let mut kb: serde_json::Value = serde_json::from_str(&text).unwrap();
+    kb["Sample"].as_object_mut().unwrap().remove(drop).unwrap();
+    let path = dir.join(format!("without-{drop}.json"));
+    std::fs::write(&path, serde_json::to_vec_pretty(&kb).unwrap()).unwrap();
+    path
+}
+
+#[test]
+fn knowledge_missing_for_a_category_is_refused_before_asking_unless_allowed() {
+    let server = server(1, FaultPlan::none());
+    let dir = tempfile::tempdir().unwrap();
+    // Echo's preset reads the condensed file for Defect Classification and
+    // Description; this one has no `chip`, the knowledge base (the sample's) has.
+    let condensed = knowledge_without(dir.path(), "chip");
+    let condensed_arg = condensed.to_str().unwrap();
+    let out = dir.path().join("run");
+    let refused = run_cmd(&server.url(), &out, &["--condensed", condensed_arg])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("18 of the 210 questions to ask would run without an input"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "the condensed knowledge has no category `chip` (dataset `Sample`) (condensed mode reads it): 18 questions (Defect Classification, Defect Description)"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("--condensed FILE")
+            && stderr.contains("--knowledge-mode category (the knowledge base has this category)")
+            && stderr.contains("--allow-missing-knowledge"),
+        "{stderr}"
+    );
+    assert_eq!(server.chat_count(), 0, "a refused run asks nothing");
+    assert!(
+        !out.join(JOURNAL_FILE).exists() && !out.join("manifest.json").exists(),
+        "a refused run writes nothing"
+    );
+
+    // Allowed: it runs, and the manifest, the summary and the report say how many
+    // questions ran without.
+    let output = run_to_end(
+        &server.url(),
+        &out,
+        &["--condensed", condensed_arg, "--allow-missing-knowledge"],
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("18 questions of 210 without an input their plan reads"),
+        "{stdout}"
+    );
+    assert_exactly_once(&records(&out), &all_questions());
+    let manifest = RunManifest::load(&out.join("manifest.json")).unwrap();
+    let missing = manifest.missing_inputs.as_ref().unwrap();
+    assert_eq!(missing.questions, 18);
+    assert_eq!(missing.gaps.len(), 1);
+    assert_eq!(missing.gaps[0].category, "chip");
+    // Those are exactly the questions whose trace says the knowledge failed.
+    let failed_knowledge: BTreeSet<usize> = records(&out)
+        .iter()
+        .filter(|r| {
+            r.traces.iter().any(|t| {
+                t.name == echo_workbench::echo::ExpertName::KnowledgeGuide
+                    && matches!(t.status, echo_workbench::echo::ExpertStatus::Failed { .. })
+            })
+        })
+        .map(|r| r.index)
+        .collect();
+    assert_eq!(failed_knowledge.len(), 18);
+    let report = dir.path().join("report.html");
+    let export = bare_cmd(&["export"])
+        .arg(&out)
+        .arg("--html")
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert!(
+        export.status.success(),
+        "{}",
+        String::from_utf8_lossy(&export.stderr)
+    );
+    let html = std::fs::read_to_string(&report).unwrap();
+    assert!(
+        html.contains("18 of 210 questions ran without an input their plan reads"),
+        "the report does not say it"
+    );
+    // The flag the refusal named fixes it: no refusal, nothing recorded as missing.
+    let fixed = dir.path().join("fixed");
+    run_to_end(
+        &server.url(),
+        &fixed,
+        &[
+            "--condensed",
+            condensed_arg,
+            "--knowledge-mode",
+            "category",
+            "--limit",
+            "30",
+        ],
+    );
+    let manifest = RunManifest::load(&fixed.join("manifest.json")).unwrap();
+    assert!(manifest.missing_inputs.is_none());
+}
