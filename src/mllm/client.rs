@@ -164,6 +164,12 @@ impl MllmClient {
                     cfg.name
                 )));
             }
+            if cfg.remove_keys.iter().any(|k| k == reserved) {
+                return Err(config(format!(
+                    "endpoint `{}`: remove_keys may not remove `{reserved}` (every request needs it)",
+                    cfg.name
+                )));
+            }
         }
         let join = |tail: &str| {
             Url::parse(&format!("{base}/{tail}"))
@@ -697,7 +703,7 @@ fn build_body_with(
     for (k, v) in &cfg.extra_body {
         body.insert(k.clone(), v.clone());
     }
-    body.retain(|_, v| !v.is_null());
+    body.retain(|k, v| !v.is_null() && !cfg.remove_keys.contains(k));
     Value::Object(body)
 }
 
@@ -1114,6 +1120,47 @@ mod tests {
         assert_eq!(
             body["messages"][1]["content"],
             json!([{"type": "text", "text": "hello"}])
+        );
+    }
+
+    #[test]
+    fn the_max_completion_tokens_hint_is_toml_that_does_what_it_says() {
+        // The hint's settings parse as an endpoint's TOML table...
+        let cfg: EndpointConfig =
+            toml::from_str(super::super::error::MAX_COMPLETION_TOKENS_TOML).unwrap();
+        let body = build_body(&cfg, None, &[Source::Text("hi")], &[], false);
+        let keys: Vec<&String> = body.as_object().unwrap().keys().collect();
+        assert_eq!(
+            keys,
+            ["model", "messages", "temperature", "max_completion_tokens"]
+        );
+        assert_eq!(body["max_completion_tokens"], json!(128));
+        // ...the hint shown for such an API quotes them...
+        let err = MllmError::Http {
+            url: "u".into(),
+            status: 400,
+            body_head: "Unsupported parameter: 'max_tokens'. Use 'max_completion_tokens' instead."
+                .into(),
+        };
+        let hint = err.hint().unwrap();
+        for line in super::super::error::MAX_COMPLETION_TOKENS_TOML.lines() {
+            assert!(hint.contains(line), "{hint}");
+        }
+        // ...and they survive being saved: a null, which TOML cannot write, would not.
+        let saved = toml::to_string(&cfg).unwrap();
+        assert_eq!(toml::from_str::<EndpointConfig>(&saved).unwrap(), cfg);
+        let mut with_null = cfg.clone();
+        with_null
+            .extra_body
+            .insert("max_tokens".into(), Value::Null);
+        assert!(toml::to_string(&with_null).is_err());
+        // Nothing a request needs can be removed.
+        let mut bad = EndpointConfig::default();
+        bad.remove_keys.push("messages".into());
+        let err = MllmClient::new(bad).unwrap_err().to_string();
+        assert!(
+            err.contains("remove_keys may not remove `messages`"),
+            "{err}"
         );
     }
 

@@ -189,6 +189,17 @@ impl MllmError {
     }
 }
 
+/// The endpoint settings (as settings.toml writes them) for an API that rejects
+/// `max_tokens` and wants `max_completion_tokens`: what the hint tells people to
+/// write, checked by a test to parse and to do what the hint says.
+#[cfg(test)]
+pub(crate) const MAX_COMPLETION_TOKENS_TOML: &str =
+    "remove_keys = [\"max_tokens\"]\nextra_body = { max_completion_tokens = 128 }";
+
+/// TOML has no null, so the hint names the key to leave out rather than a null
+/// value; the lines are [`MAX_COMPLETION_TOKENS_TOML`]'s, one after the other.
+const MAX_COMPLETION_TOKENS_HINT: &str = "this API wants max_completion_tokens instead of max_tokens: in the endpoint's settings (settings.toml) set remove_keys = [\"max_tokens\"] and extra_body = { max_completion_tokens = 128 }";
+
 fn http_hint(status: u16, body: &str) -> Option<&'static str> {
     let lower = body.to_ascii_lowercase();
     if let Some(n) = image_limit_from_body(body) {
@@ -206,9 +217,7 @@ fn http_hint(status: u16, body: &str) -> Option<&'static str> {
         );
     }
     if lower.contains("max_completion_tokens") {
-        return Some(
-            "this API wants max_completion_tokens: set extra_body to {\"max_tokens\": null, \"max_completion_tokens\": 128}",
-        );
+        return Some(MAX_COMPLETION_TOKENS_HINT);
     }
     match status {
         401 | 403 => Some(
