@@ -301,6 +301,67 @@ fn the_form_shows_questions_without_knowledge_and_starts_only_when_allowed() {
 }
 
 #[test]
+fn browse_opens_the_dataset_dialog_off_the_ui_thread_and_reads_the_pick() {
+    let server = oracle_server(1);
+    let ws = workspace(&server.url(), 2);
+    let mut h = app_harness(&ws);
+    h.get_by_label("Batch").click();
+    h.run_steps(2);
+    wait_for(&mut h, "the dataset in the form", 20, |a| {
+        a.batch.form.facts.is_some()
+    });
+    // A dialog the user keeps open until told; it notes the thread it runs on.
+    let (close, closed) = std::sync::mpsc::channel::<Option<PathBuf>>();
+    let closed = std::sync::Mutex::new(closed);
+    let ran_on = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let noted = ran_on.clone();
+    h.state_mut().batch.form.pick_dataset = std::sync::Arc::new(move |_start| {
+        *noted.lock().unwrap() = Some(std::thread::current().id());
+        closed
+            .lock()
+            .unwrap()
+            .recv_timeout(Duration::from_secs(10))
+            .ok()
+            .flatten()
+    });
+    h.get_by_label("Browse...").click();
+    let clicked = Instant::now();
+    h.run_steps(5);
+    assert!(
+        clicked.elapsed() < Duration::from_secs(3),
+        "the open dialog held up the frames"
+    );
+    assert!(h.state().batch.form.browsing());
+    assert!(h.get_by_label("Browse...").accesskit_node().is_disabled());
+    wait_for(&mut h, "the dialog to open", 10, |_| {
+        ran_on.lock().unwrap().is_some()
+    });
+    assert_ne!(
+        ran_on.lock().unwrap().unwrap(),
+        std::thread::current().id(),
+        "the dialog ran on the UI thread"
+    );
+    // The user picks a dataset elsewhere: the form reads it and its root follows.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let picked = elsewhere.path().join("mmad.json");
+    std::fs::copy(repo("assets/sample/mmad.json"), &picked).unwrap();
+    close.send(Some(picked.clone())).unwrap();
+    wait_for(&mut h, "the picked dataset", 20, |a| {
+        let form = &a.batch.form;
+        !form.browsing() && form.facts.as_ref().is_some_and(|f| f.path == picked)
+    });
+    assert_eq!(PathBuf::from(&h.state().batch.form.root), elsewhere.path());
+    // Cancelled (or no dialog here): the form says how to go on.
+    h.state_mut().batch.form.pick_dataset = std::sync::Arc::new(|_| None);
+    h.get_by_label("Browse...").click();
+    h.run_steps(1);
+    wait_for(&mut h, "the dialog to close", 10, |a| {
+        !a.batch.form.browsing()
+    });
+    h.get_by_label_contains("No file chosen (or no file dialog is available here)");
+}
+
+#[test]
 fn a_run_fills_the_table_like_score_and_a_cell_opens_down_to_the_trace() {
     let server = oracle_server(2);
     let ws = workspace(&server.url(), 8);

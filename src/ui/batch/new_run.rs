@@ -98,6 +98,27 @@ pub struct NewRunForm {
     inputs: Option<(InputsKey, Result<InputCheck, String>)>,
     /// The user chose to ask questions that lack an input (for the check shown).
     pub allow_missing_inputs: bool,
+    /// The dataset file dialog, open on a thread of its own: the native dialog
+    /// blocks its caller until closed, and the app must keep drawing meanwhile.
+    browse_job: Option<Job<Option<PathBuf>>>,
+    /// Why Browse gave no file, shown by the field.
+    pub browse_note: Option<String>,
+    /// What Browse opens (the native dialog; tests script it).
+    pub pick_dataset: DatasetPicker,
+}
+
+/// Picks a dataset file, given the folder to start in; `None` when the user
+/// cancelled or no dialog can open. Called off the UI thread.
+pub type DatasetPicker = Arc<dyn Fn(Option<PathBuf>) -> Option<PathBuf> + Send + Sync>;
+
+fn native_dataset_picker() -> DatasetPicker {
+    Arc::new(|start| {
+        let mut dialog = rfd::FileDialog::new().add_filter("mmad.json", &["json"]);
+        if let Some(dir) = start {
+            dialog = dialog.set_directory(dir);
+        }
+        dialog.pick_file()
+    })
 }
 
 /// What the input check depends on: a change of any of it checks again.
@@ -152,6 +173,9 @@ impl Default for NewRunForm {
             inputs_job: None,
             inputs: None,
             allow_missing_inputs: false,
+            browse_job: None,
+            browse_note: None,
+            pick_dataset: native_dataset_picker(),
         }
     }
 }
@@ -163,10 +187,44 @@ impl NewRunForm {
     }
 
     pub fn busy(&self) -> bool {
-        self.facts_job.is_some() || self.inputs_job.is_some()
+        self.facts_job.is_some() || self.inputs_job.is_some() || self.browse_job.is_some()
+    }
+
+    /// The dataset file dialog is open.
+    pub fn browsing(&self) -> bool {
+        self.browse_job.is_some()
+    }
+
+    fn browse(&mut self) {
+        let start = Path::new(self.dataset_path.trim())
+            .parent()
+            .filter(|p| p.is_dir())
+            .map(Path::to_path_buf);
+        let pick = self.pick_dataset.clone();
+        self.browse_note = None;
+        self.browse_job = Some(Job::spawn("file dialog", move || Ok(pick(start))));
     }
 
     pub fn poll(&mut self) {
+        if let Some(result) = self.browse_job.as_mut().and_then(Job::take) {
+            self.browse_job = None;
+            match result {
+                Ok(Some(p)) => {
+                    self.dataset_path = p.display().to_string();
+                    if let Some(parent) = p.parent() {
+                        self.root = parent.display().to_string();
+                    }
+                    self.load_facts();
+                }
+                Ok(None) => {
+                    self.browse_note = Some(
+                        "No file chosen (or no file dialog is available here): type the dataset file's path and press Read."
+                            .into(),
+                    )
+                }
+                Err(e) => self.browse_note = Some(e),
+            }
+        }
         if let Some((key, job)) = &mut self.inputs_job
             && let Some(r) = job.take()
         {
@@ -365,14 +423,8 @@ impl NewRunForm {
                         let r = ui
                             .add(egui::TextEdit::singleline(&mut self.dataset_path).desired_width(520.0))
                             .labelled_by(label.id);
-                        if ui.button("Browse...").clicked()
-                            && let Some(p) = rfd::FileDialog::new().add_filter("mmad.json", &["json"]).pick_file()
-                        {
-                            self.dataset_path = p.display().to_string();
-                            if let Some(parent) = p.parent() {
-                                self.root = parent.display().to_string();
-                            }
-                            self.load_facts();
+                        if ui.add_enabled(self.browse_job.is_none(), egui::Button::new("Browse...")).clicked() {
+                            self.browse();
                         }
                         if r.lost_focus() || ui.button("Read").clicked() {
                             let changed = self
@@ -383,11 +435,16 @@ impl NewRunForm {
                                 self.load_facts();
                             }
                         }
-                        if self.facts_job.is_some() {
+                        if self.facts_job.is_some() || self.browse_job.is_some() {
                             ui.spinner();
                         }
                     });
                     ui.end_row();
+                    if let Some(note) = &self.browse_note {
+                        ui.label("");
+                        ui.weak(note.as_str());
+                        ui.end_row();
+                    }
                     let label = ui.label("Image root");
                     ui.add(egui::TextEdit::singleline(&mut self.root).desired_width(520.0))
                         .labelled_by(label.id)
