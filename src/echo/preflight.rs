@@ -249,6 +249,36 @@ impl InputCheck {
         check
     }
 
+    /// The checks of disjoint sets of questions (a run's shards) as one: gaps of
+    /// the same input, dataset and category add up. `None` when none lacks any.
+    pub fn combined<'a>(checks: impl IntoIterator<Item = &'a InputCheck>) -> Option<InputCheck> {
+        let mut out = InputCheck::default();
+        for check in checks {
+            out.questions += check.questions;
+            for gap in &check.gaps {
+                match out.gaps.iter_mut().find(|g| {
+                    g.missing == gap.missing
+                        && g.dataset == gap.dataset
+                        && g.category == gap.category
+                }) {
+                    Some(g) => {
+                        g.questions += gap.questions;
+                        g.indices.extend(&gap.indices);
+                        for t in &gap.types {
+                            if !g.types.contains(t) {
+                                g.types.push(t.clone());
+                            }
+                        }
+                        g.types.sort();
+                    }
+                    None => out.gaps.push(gap.clone()),
+                }
+            }
+        }
+        out.gaps.sort_by_key(|g| std::cmp::Reverse(g.questions));
+        (!out.gaps.is_empty()).then_some(out)
+    }
+
     /// Lines for a refusal on the command line, one per gap.
     pub fn cli_report(&self) -> String {
         self.gaps
