@@ -124,6 +124,7 @@ fn native_dataset_picker() -> DatasetPicker {
 /// What the input check depends on: a change of any of it checks again.
 #[derive(Debug, Clone, PartialEq)]
 struct InputsKey {
+    /// The file the dataset was read from (not the field, which may be ahead of it).
     dataset: PathBuf,
     root: PathBuf,
     selection: Selection,
@@ -134,9 +135,9 @@ struct InputsKey {
 }
 
 impl InputsKey {
-    fn of(spec: &RunSpec) -> InputsKey {
+    fn of(spec: &RunSpec, facts: &DatasetFacts) -> InputsKey {
         InputsKey {
-            dataset: spec.dataset_path.clone(),
+            dataset: facts.path.clone(),
             root: spec.root.clone(),
             selection: spec.selection.clone(),
             pipeline: spec.pipeline.clone(),
@@ -251,6 +252,8 @@ impl NewRunForm {
                     self.facts = Some(Arc::new(f));
                     self.facts_error = None;
                     self.count = None;
+                    // The file may have changed under the same name: check again.
+                    self.inputs = None;
                 }
                 Err(e) => {
                     self.facts = None;
@@ -607,7 +610,7 @@ impl NewRunForm {
         let (Some(facts), Ok(spec)) = (self.facts.clone(), self.spec(cx, Vec::new())) else {
             return true;
         };
-        let key = InputsKey::of(&spec);
+        let key = InputsKey::of(&spec, &facts);
         let current = self.inputs.as_ref().filter(|(k, _)| *k == key);
         let checking = self.inputs_job.as_ref().is_some_and(|(k, _)| *k == key);
         let Some((_, result)) = current else {
