@@ -387,10 +387,15 @@ fn faults_at_thirty_percent_are_all_answered_after_one_retry_pass() {
     let first = records(&out);
     let selection: BTreeSet<usize> = (0..LIMIT).collect();
     assert_exactly_once(&first, &selection);
-    // Every try is counted in some record: the server saw exactly those requests
-    // (one model call per question under the echo preset's plain prompt).
+    // Every try is counted in some record: at least every request the server saw
+    // (one model call per question under the echo preset). A try that timed out
+    // before the server read it counts too, so under load there may be more.
     let tries: u32 = first.iter().map(|r| r.attempts).sum();
-    assert_eq!(tries as usize, server.chat_count());
+    assert!(
+        tries as usize >= server.chat_count(),
+        "{tries} tries recorded, {} requests served",
+        server.chat_count()
+    );
     // A question fails only once every try allowed failed: a gateway's HTML 200
     // is retried like a 5xx, not an error on the first sight of it.
     for r in first.iter().filter(|r| !r.is_ok()) {
