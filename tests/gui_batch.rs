@@ -18,7 +18,7 @@ use echo_workbench::mllm::EndpointConfig;
 use echo_workbench::mllm::mock::{Fault, FaultPlan, MockConfig, MockServer, Oracle, Responder};
 use echo_workbench::ui::{Persisted, Tab, WorkbenchApp};
 use egui_kittest::Harness;
-use egui_kittest::kittest::Queryable;
+use egui_kittest::kittest::{NodeT, Queryable};
 
 const SAMPLE_QUESTIONS: usize = 210;
 
@@ -148,6 +148,7 @@ fn start_from_form(h: &mut Harness<'static, WorkbenchApp>, name: &str, limit: Op
     } else {
         h.get_by_label_contains(&format!("{SAMPLE_QUESTIONS} questions. Estimate:"));
     }
+    wait_for(h, "the input check", 20, |a| a.batch.form.inputs_checked());
     h.get_by_label("Start run").click();
     h.run_steps(1);
 }
@@ -223,6 +224,9 @@ fn endpoint_choices_follow_settings_by_name_and_the_typed_limit_counts() {
     h.get_by_label("Limit").type_text("7");
     h.run_steps(2);
     h.get_by_label_contains("7 questions. Estimate:");
+    wait_for(&mut h, "the input check", 20, |a| {
+        a.batch.form.inputs_checked()
+    });
     h.get_by_label("Start run").click();
     h.run_steps(1);
     wait_for(&mut h, "the run to finish", 60, |a| {
@@ -237,6 +241,124 @@ fn endpoint_choices_follow_settings_by_name_and_the_typed_limit_counts() {
     let manifest = RunFolder::open(&run_dir(h.state())).unwrap().manifest;
     let names: Vec<&str> = manifest.endpoints.iter().map(|e| e.name.as_str()).collect();
     assert_eq!(names, ["second box"]);
+}
+
+#[test]
+fn the_form_shows_questions_without_knowledge_and_starts_only_when_allowed() {
+    let server = oracle_server(1);
+    let ws = tempfile::tempdir().unwrap();
+    // A knowledge base without `chip`, read by the whole-category mode.
+    let text = std::fs::read_to_string(repo("assets/sample/domain_knowledge.json")).unwrap();
+    let mut kb: serde_json::Value = serde_json::from_str(&text).unwrap();
+    kb["Sample"]
+        .as_object_mut()
+        .unwrap()
+        .remove("chip")
+        .unwrap();
+    let knowledge = ws.path().join("knowledge-without-chip.json");
+    std::fs::write(&knowledge, serde_json::to_vec(&kb).unwrap()).unwrap();
+    let settings = Settings {
+        endpoints: vec![endpoint("mock", &server.url(), 4)],
+        knowledge: Some(knowledge),
+        ..Settings::default()
+    };
+    settings.save(&Settings::path_in(ws.path())).unwrap();
+    let mut h = app_harness(&ws);
+    h.get_by_label("Batch").click();
+    h.run_steps(2);
+    wait_for(&mut h, "the dataset in the form", 20, |a| {
+        a.batch.form.facts.is_some()
+    });
+    h.get_by_label("whole category (MMAD)").click();
+    h.run_steps(2);
+    wait_for(&mut h, "the input check", 20, |a| {
+        a.batch.form.inputs_checked()
+    });
+    h.get_by_label_contains("18 questions would run without an input their plan reads");
+    h.get_by_label_contains(
+        "the knowledge base has no category `chip` (dataset `Sample`) (category mode reads it): 18 questions (Defect Classification, Defect Description)",
+    );
+    assert!(
+        h.get_by_label("Start run").accesskit_node().is_disabled(),
+        "Start must wait for the user's consent"
+    );
+    h.get_by_label("Start run").click();
+    h.run_steps(2);
+    assert!(h.state().batch.current.is_none(), "a run started anyway");
+    assert_eq!(server.chat_count(), 0);
+
+    h.get_by_label("Ask them anyway (the run records how many ran without)")
+        .click();
+    h.run_steps(2);
+    assert!(!h.get_by_label("Start run").accesskit_node().is_disabled());
+    h.get_by_label("Start run").click();
+    h.run_steps(1);
+    wait_finished(&mut h, "the allowed run", 60);
+    let manifest = RunFolder::open(&run_dir(h.state())).unwrap().manifest;
+    assert_eq!(manifest.missing_inputs.map(|c| c.questions), Some(18));
+    // The Batch tab says so beside the run.
+    h.get_by_label("18 questions ran without their inputs");
+}
+
+#[test]
+fn browse_opens_the_dataset_dialog_off_the_ui_thread_and_reads_the_pick() {
+    let server = oracle_server(1);
+    let ws = workspace(&server.url(), 2);
+    let mut h = app_harness(&ws);
+    h.get_by_label("Batch").click();
+    h.run_steps(2);
+    wait_for(&mut h, "the dataset in the form", 20, |a| {
+        a.batch.form.facts.is_some()
+    });
+    // A dialog the user keeps open until told; it notes the thread it runs on.
+    let (close, closed) = std::sync::mpsc::channel::<Option<PathBuf>>();
+    let closed = std::sync::Mutex::new(closed);
+    let ran_on = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let noted = ran_on.clone();
+    h.state_mut().batch.form.pick_dataset = std::sync::Arc::new(move |_start| {
+        *noted.lock().unwrap() = Some(std::thread::current().id());
+        closed
+            .lock()
+            .unwrap()
+            .recv_timeout(Duration::from_secs(10))
+            .ok()
+            .flatten()
+    });
+    h.get_by_label("Browse...").click();
+    let clicked = Instant::now();
+    h.run_steps(5);
+    assert!(
+        clicked.elapsed() < Duration::from_secs(3),
+        "the open dialog held up the frames"
+    );
+    assert!(h.state().batch.form.browsing());
+    assert!(h.get_by_label("Browse...").accesskit_node().is_disabled());
+    wait_for(&mut h, "the dialog to open", 10, |_| {
+        ran_on.lock().unwrap().is_some()
+    });
+    assert_ne!(
+        ran_on.lock().unwrap().unwrap(),
+        std::thread::current().id(),
+        "the dialog ran on the UI thread"
+    );
+    // The user picks a dataset elsewhere: the form reads it and its root follows.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let picked = elsewhere.path().join("mmad.json");
+    std::fs::copy(repo("assets/sample/mmad.json"), &picked).unwrap();
+    close.send(Some(picked.clone())).unwrap();
+    wait_for(&mut h, "the picked dataset", 20, |a| {
+        let form = &a.batch.form;
+        !form.browsing() && form.facts.as_ref().is_some_and(|f| f.path == picked)
+    });
+    assert_eq!(PathBuf::from(&h.state().batch.form.root), elsewhere.path());
+    // Cancelled (or no dialog here): the form says how to go on.
+    h.state_mut().batch.form.pick_dataset = std::sync::Arc::new(|_| None);
+    h.get_by_label("Browse...").click();
+    h.run_steps(1);
+    wait_for(&mut h, "the dialog to close", 10, |a| {
+        !a.batch.form.browsing()
+    });
+    h.get_by_label_contains("No file chosen (or no file dialog is available here)");
 }
 
 #[test]
@@ -807,6 +929,11 @@ fn longest_frame_during_a_1000_question_run() {
     }
     h.step();
     h.get_by_label_contains("1000 questions. Estimate:");
+    while !h.state().app.batch.form.inputs_checked() {
+        assert!(start.elapsed() < Duration::from_secs(30));
+        h.step();
+    }
+    h.step();
     h.get_by_label("Start run").click();
     h.step();
     // Watch the table, with a cell's list open, while answers stream in.

@@ -320,3 +320,47 @@ fn plan_shows_the_experts_without_calling_a_model() {
             "--template needs the image to be an entry",
         ));
 }
+
+#[test]
+fn a_question_without_its_knowledge_is_refused_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    // A condensed file without `washer`, the scratch image's category.
+    let text = std::fs::read_to_string(repo("assets/sample/domain_knowledge.json")).unwrap();
+    let mut kb: Value = serde_json::from_str(&text).unwrap();
+    kb["Sample"]
+        .as_object_mut()
+        .unwrap()
+        .remove("washer")
+        .unwrap();
+    let condensed = dir.path().join("condensed.json");
+    std::fs::write(&condensed, kb.to_string()).unwrap();
+    let (url, bodies) = serve("A");
+    let ask = || {
+        let mut cmd = bin();
+        cmd.arg("inspect")
+            .arg(repo(SCRATCH))
+            .args(["--question", "What kind of defect does the washer have?"])
+            .args(["--endpoint", &url, "--model", "test", "--condensed"])
+            .arg(&condensed);
+        cmd
+    };
+    ask()
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "the condensed knowledge has no category `washer` (dataset `Sample`) (condensed mode reads it): 1 question (Defect Classification)",
+        ))
+        .stderr(predicate::str::contains("--knowledge-mode category"))
+        .stderr(predicate::str::contains("--allow-missing-knowledge"));
+    assert!(
+        bodies.lock().unwrap().is_empty(),
+        "a refused question was sent"
+    );
+    ask()
+        .arg("--allow-missing-knowledge")
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("warning: asking without an input"))
+        .stdout(predicate::str::contains("[2] Knowledge Guide: FAILED"));
+    assert_eq!(bodies.lock().unwrap().len(), 1);
+}

@@ -392,30 +392,46 @@ async fn cancellation_ends_a_hanging_request_promptly() {
 }
 
 #[tokio::test]
-async fn garbage_and_empty_replies_are_clear_errors() {
+async fn a_200_that_is_not_json_is_retried_like_a_5xx_and_every_try_counts() {
     let server = mock(MockConfig {
-        faults: FaultPlan::script([Fault::Garbage, Fault::EmptyContent]),
+        faults: FaultPlan::script([
+            Fault::Garbage,
+            Fault::Garbage,
+            Fault::Garbage,
+            Fault::Garbage,
+            Fault::EmptyContent,
+            Fault::Garbage,
+        ]),
         ..MockConfig::default()
     });
+    // 1 attempt + max_retries 2, all answered by a "gateway" page.
     let client = client(&server.url());
+    let tries = std::sync::atomic::AtomicU32::new(0);
     let err = client
-        .chat(&question(), &CancelToken::new())
+        .chat_counted(&question(), &CancelToken::new(), &tries)
         .await
         .unwrap_err();
-    assert!(matches!(err, MllmError::BadReply { .. }), "{err}");
+    assert!(matches!(err, MllmError::NotJson { .. }), "{err}");
     let msg = err.to_string();
     assert!(
         msg.contains("not JSON") && msg.contains("<html><body><h1>mock gateway"),
         "{msg}"
     );
     assert!(msg.contains(&server.url()), "{msg}");
+    assert_eq!(server.chat_count(), 3, "bounded by max_retries");
+    assert_eq!(tries.load(std::sync::atomic::Ordering::Relaxed), 3);
+    // Past a gateway page to an empty completion: that one is not retried.
     let err = client
         .chat(&question(), &CancelToken::new())
         .await
         .unwrap_err();
     assert!(matches!(err, MllmError::NoContent { .. }), "{err}");
     assert!(err.to_string().contains("\"content\":\"\""), "{err}");
-    assert_eq!(server.chat_count(), 2, "neither is retried");
+    assert_eq!(server.chat_count(), 5);
+    // Past a gateway page to an answer, both tries in the reply's count.
+    let reply = client.chat(&question(), &CancelToken::new()).await.unwrap();
+    assert_eq!(reply.attempts, 2);
+    assert_eq!(server.chat_count(), 7);
 }
 
 #[tokio::test]

@@ -124,6 +124,7 @@ fn manifest(question_count: usize) -> RunManifest {
         image_affinity: true,
         note: "sample run".into(),
         forced_from: Vec::new(),
+        missing_inputs: None,
     }
 }
 

@@ -418,6 +418,9 @@ fn push_settings(h: &mut String, run: &RunFolder) {
     if let Some(mixed) = m.mixed_settings_note() {
         row("Mixed settings", mixed);
     }
+    if let Some(missing) = m.missing_inputs_note() {
+        row("Missing inputs", missing);
+    }
     row("Tool version", m.tool_version.clone());
     row("Started", m.started_at.clone());
     row(

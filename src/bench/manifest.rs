@@ -11,6 +11,7 @@ use std::path::{Component, Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::echo::PipelineSettings;
+use crate::echo::preflight::InputCheck;
 
 pub const MANIFEST_FILE: &str = "manifest.json";
 pub const MANIFEST_FORMAT: u32 = 1;
@@ -113,6 +114,11 @@ pub struct RunManifest {
     /// entries here mixes settings and says so wherever it is shown.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub forced_from: Vec<ForcedResume>,
+    /// Selected questions whose plan reads an input that was not there (knowledge
+    /// for their category, memory images, template files), asked anyway because
+    /// the user allowed it. `None`: every question had its inputs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missing_inputs: Option<InputCheck>,
 }
 
 /// One `--force` resume under settings that differ from the folder's.
@@ -190,6 +196,23 @@ impl RunManifest {
         // nothing here can fail to serialise.
         let bytes = serde_json::to_vec(&f).expect("manifest fields serialize");
         crate::util::fsx::sha256_bytes(&bytes)
+    }
+
+    /// For people, when questions were asked without an input their plan reads:
+    /// how many, and what was missing for which category. `None` when none were.
+    pub fn missing_inputs_note(&self) -> Option<String> {
+        let check = self.missing_inputs.as_ref().filter(|c| c.questions > 0)?;
+        let each: Vec<String> = check
+            .gaps
+            .iter()
+            .map(|g| format!("{} ({} questions)", g.what(), g.questions))
+            .collect();
+        Some(format!(
+            "{} of {} questions ran without an input their plan reads: {}",
+            check.questions,
+            self.question_count,
+            each.join("; ")
+        ))
     }
 
     /// For people, when the run mixes settings: each forced resume, when, after how
@@ -359,6 +382,7 @@ mod tests {
             image_affinity: false,
             note: String::new(),
             forced_from: Vec::new(),
+            missing_inputs: None,
         }
     }
 

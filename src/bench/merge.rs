@@ -213,6 +213,13 @@ pub fn merge_runs(inputs: &[RunFolder]) -> Result<Merged, MergeError> {
         .iter()
         .flat_map(|r| r.manifest.forced_from.iter().cloned())
         .collect();
+    // Each shard counted its own questions without their inputs; the whole run
+    // holds them all.
+    manifest.missing_inputs = crate::echo::preflight::InputCheck::combined(
+        inputs
+            .iter()
+            .filter_map(|r| r.manifest.missing_inputs.as_ref()),
+    );
 
     Ok(Merged {
         manifest,
@@ -456,6 +463,57 @@ mod tests {
         );
         assert_eq!(timestamp_key("é").0, "é");
         assert_eq!(timestamp_key("").0, "");
+    }
+
+    #[test]
+    fn questions_without_their_inputs_add_up_over_shards() {
+        use crate::echo::preflight::{Fix, InputCheck, InputGap, KnowledgeSource, MissingInput};
+        let gap = |category: &str, questions: usize, qtype: &str| InputGap {
+            missing: MissingInput::Knowledge {
+                source: KnowledgeSource::Condensed,
+                mode: crate::echo::KnowledgeMode::Condensed,
+                loaded: true,
+            },
+            dataset: Some("GoodsAD".into()),
+            category: category.into(),
+            questions,
+            types: vec![qtype.into()],
+            fixes: vec![Fix::CondensedFile],
+            indices: Vec::new(),
+        };
+        let mut runs = [
+            shard(0, 3, &[0, 3], "2026-11-22T08:00:00Z"),
+            shard(1, 3, &[1, 4], "2026-11-22T08:00:00Z"),
+            shard(2, 3, &[2, 5], "2026-11-22T08:00:00Z"),
+        ];
+        runs[0].manifest.missing_inputs = Some(InputCheck {
+            questions: 2,
+            gaps: vec![gap("drink_bottle", 2, "Defect Classification")],
+        });
+        runs[2].manifest.missing_inputs = Some(InputCheck {
+            questions: 3,
+            gaps: vec![
+                gap("drink_bottle", 1, "Defect Description"),
+                gap("food_box", 2, "Defect Classification"),
+            ],
+        });
+        let merged = merge_runs(&runs).unwrap().manifest.missing_inputs.unwrap();
+        assert_eq!(merged.questions, 5);
+        assert_eq!(merged.gaps.len(), 2);
+        let bottle = &merged.gaps[0];
+        assert_eq!(
+            (bottle.category.as_str(), bottle.questions),
+            ("drink_bottle", 3)
+        );
+        assert_eq!(
+            bottle.types,
+            ["Defect Classification", "Defect Description"]
+        );
+        // No shard lacking anything: the merged run lacks nothing either.
+        for r in &mut runs {
+            r.manifest.missing_inputs = None;
+        }
+        assert!(merge_runs(&runs).unwrap().manifest.missing_inputs.is_none());
     }
 
     #[test]

@@ -339,6 +339,7 @@ pub(crate) mod tests {
             image_affinity: false,
             note: "unit".into(),
             forced_from: Vec::new(),
+            missing_inputs: None,
         }
     }
 

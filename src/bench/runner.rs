@@ -43,6 +43,7 @@ use crate::dataset::{DatasetRoot, MmadDataset, QuestionRef};
 use crate::echo::backend::{ChatBackend, ChatFuture};
 use crate::echo::pipeline::{PipelineError, Query};
 use crate::echo::plan::ReferenceKind;
+use crate::echo::preflight::{InputCheck, QuestionInputs, check_inputs};
 use crate::echo::setup::{ContextSources, SetupError, load_context};
 use crate::echo::{PipelineContext, PipelineSettings, answer};
 use crate::jobs::CancelToken;
@@ -140,6 +141,10 @@ pub struct RunSpec {
     pub force: bool,
     /// Drop the journal's error records and ask those questions again (implies resume).
     pub retry_errors: bool,
+    /// Ask questions whose plan reads an input that is not there (knowledge for
+    /// their category, memory images of it, template files) instead of refusing;
+    /// the manifest and the summary then say how many.
+    pub allow_missing_inputs: bool,
     pub note: String,
     /// Tests only: the question whose task panics, to check a run survives one.
     #[cfg(test)]
@@ -172,6 +177,7 @@ impl RunSpec {
             resume: false,
             force: false,
             retry_errors: false,
+            allow_missing_inputs: false,
             note: String::new(),
             #[cfg(test)]
             panic_on: None,
@@ -221,6 +227,9 @@ impl RunSpec {
         spec.knowledge = m.knowledge.as_ref().map(|r| r.path.clone());
         spec.condensed = m.condensed.as_ref().map(|r| r.path.clone());
         spec.image_affinity = m.image_affinity;
+        // The run was started knowing some questions lack inputs: going on with it
+        // is the same choice.
+        spec.allow_missing_inputs = m.missing_inputs.is_some();
         spec.note = m.note.clone();
         Ok(spec)
     }
@@ -318,6 +327,10 @@ pub struct RunSummary {
     pub elapsed_s: f64,
     /// `written / elapsed_s`.
     pub questions_per_s: f64,
+    /// Questions of the selection asked without an input their plan reads
+    /// (allowed by [`RunSpec::allow_missing_inputs`]; see the manifest's
+    /// `missing_inputs`).
+    pub without_inputs: usize,
 }
 
 impl RunSummary {
@@ -390,6 +403,11 @@ pub enum RunError {
     UnknownTemplate { name: String },
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
+    #[error(
+        "{} of the {to_ask} questions to ask would run without an input their plan reads:\n{}\nnothing was asked; fix the inputs, or pass --allow-missing-knowledge to ask them anyway (the run then records how many ran without)",
+        check.questions, check.cli_report()
+    )]
+    MissingInputs { check: InputCheck, to_ask: usize },
 }
 
 impl From<SetupError> for RunError {
@@ -732,6 +750,7 @@ fn prepare(spec: &RunSpec) -> Result<Prepared, RunError> {
         image_affinity: spec.image_affinity,
         note: spec.note.clone(),
         forced_from: Vec::new(),
+        missing_inputs: None,
     };
 
     let journal_path = spec.out.join(JOURNAL_FILE);
@@ -791,6 +810,30 @@ fn prepare(spec: &RunSpec) -> Result<Prepared, RunError> {
             }),
         }
     }
+    // Before anything is written: a refusal leaves the folder as it was.
+    let input_check = check_selection(&dataset, &selected, &context, &spec.root);
+    if !input_check.is_complete() {
+        let asked_again = |r: &JournalRecord| spec.retry_errors && !r.is_ok();
+        let recorded: HashSet<usize> = existing
+            .records
+            .iter()
+            .filter(|r| !asked_again(r))
+            .map(|r| r.index)
+            .collect();
+        let to_ask: HashSet<usize> = selected
+            .iter()
+            .map(|w| w.index)
+            .filter(|i| !recorded.contains(i))
+            .collect();
+        let lacking = input_check.restricted_to(&to_ask);
+        if !lacking.is_complete() && !spec.allow_missing_inputs {
+            return Err(RunError::MissingInputs {
+                check: lacking,
+                to_ask: to_ask.len(),
+            });
+        }
+        manifest.missing_inputs = Some(input_check);
+    }
     let retrying = if spec.retry_errors && has_run {
         drop_error_records(&journal_path)?
     } else {
@@ -829,6 +872,91 @@ fn prepare(spec: &RunSpec) -> Result<Prepared, RunError> {
         previous,
         retrying,
     })
+}
+
+/// What [`run`] would find missing before asking anything (see [`check_inputs`]),
+/// for a form to show before its Start: the spec's selection of `dataset`, with
+/// the spec's knowledge files and, under category scope, its memory's categories.
+/// Loads no embedder, so it is cheap enough to run on every change of the form.
+pub fn check_spec_inputs(spec: &RunSpec, dataset: &MmadDataset) -> Result<InputCheck, RunError> {
+    let selected: Vec<Work> = select(dataset, &spec.selection, spec.shard)?
+        .iter()
+        .map(|q| Work {
+            index: q.index,
+            key: Arc::from(q.key),
+            turn: q.turn,
+        })
+        .collect();
+    let mut settings = spec.pipeline.clone();
+    settings.reference = Some(spec.template.reference_kind());
+    let loaded = load_context(
+        settings,
+        &ContextSources {
+            knowledge: spec.knowledge.clone(),
+            condensed: spec.condensed.clone(),
+            memory: None,
+            embedder: None,
+        },
+    )?;
+    let memory_categories = match &spec.memory {
+        None => None,
+        Some(dir) if spec.pipeline.scope == crate::echo::ScopeMode::Category => {
+            let memory =
+                crate::memory::ReferenceMemory::load(dir).map_err(|source| SetupError::Memory {
+                    path: dir.clone(),
+                    source,
+                })?;
+            Some(
+                memory
+                    .categories()
+                    .into_iter()
+                    .map(str::to_string)
+                    .collect(),
+            )
+        }
+        // Global scope reads every image: only the memory's presence matters.
+        Some(_) => Some(HashSet::new()),
+    };
+    let root = DatasetRoot::new(spec.root.clone());
+    Ok(check_inputs(
+        &loaded.context,
+        &memory_categories,
+        Some(&root),
+        question_inputs(dataset, &selected),
+    ))
+}
+
+fn question_inputs<'a>(
+    dataset: &'a MmadDataset,
+    selected: &'a [Work],
+) -> impl Iterator<Item = QuestionInputs<'a>> {
+    selected.iter().filter_map(|w| {
+        let (key, entry) = dataset.entries.get_key_value(&*w.key)?;
+        let question = entry.conversation.get(w.turn)?;
+        Some(QuestionInputs {
+            index: w.index,
+            qtype: &question.qtype,
+            dataset: Some(crate::dataset::dataset_of(key)).filter(|d| !d.is_empty()),
+            category: Some(crate::dataset::category_of(key)).filter(|c| !c.is_empty()),
+            entry: Some((key.as_str(), entry)),
+        })
+    })
+}
+
+/// Every selected question's plan inputs (see [`check_inputs`]).
+fn check_selection(
+    dataset: &MmadDataset,
+    selected: &[Work],
+    context: &PipelineContext,
+    root: &Path,
+) -> InputCheck {
+    let root = DatasetRoot::new(root.to_path_buf());
+    check_inputs(
+        context,
+        &context.memory_categories(),
+        Some(&root),
+        question_inputs(dataset, selected),
+    )
 }
 
 /// Rewrites the journal without its error records, atomically (a crash leaves the
@@ -1183,6 +1311,11 @@ async fn execute(
         } else {
             0.0
         },
+        without_inputs: p
+            .manifest
+            .missing_inputs
+            .as_ref()
+            .map_or(0, |c| c.questions),
     };
     events(RunEvent::Finished(summary.clone()));
     Ok(summary)

@@ -13,6 +13,7 @@ use echo_workbench::echo::pipeline::{PipelineEvent, Query};
 use echo_workbench::echo::plan::{
     ExpertSwitches, KnowledgeMode, Plan, ReasoningMode, ReferenceKind, ScopeMode,
 };
+use echo_workbench::echo::preflight::{QuestionInputs, check_inputs};
 use echo_workbench::echo::setup::{ContextSources, load_context};
 use echo_workbench::echo::{
     ExpertStatus, ExpertTrace, ExtractMode, MllmBackend, PipelineSettings, classify_question,
@@ -150,6 +151,10 @@ pub struct InspectArgs {
     /// Show which experts would run, then stop (no model call).
     #[arg(long)]
     plan: bool,
+    /// Ask even though the plan reads knowledge (or memory images, or template files)
+    /// that is not there for this image's category.
+    #[arg(long)]
+    allow_missing_knowledge: bool,
     #[arg(long, value_enum, default_value_t = TextOrJson::Text)]
     format: TextOrJson,
     #[command(flatten)]
@@ -379,6 +384,31 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<ExitCode> {
     if args.plan {
         print_plan(&plan, &type_source, args.format)?;
         return Ok(ExitCode::SUCCESS);
+    }
+
+    let check = check_inputs(
+        &ctx,
+        &ctx.memory_categories(),
+        query.entry.as_ref().map(|e| &e.root),
+        [QuestionInputs {
+            index: 0,
+            qtype: &question.qtype,
+            dataset: query.dataset.as_deref(),
+            category: query.category.as_deref(),
+            entry: query.entry.as_ref().map(|e| (e.key.as_str(), &e.entry)),
+        }],
+    );
+    if !check.is_complete() {
+        if !args.allow_missing_knowledge {
+            bail!(
+                "this question would run without an input its plan reads:\n{}\nnothing was asked; fix the inputs, or pass --allow-missing-knowledge to ask anyway",
+                check.cli_report()
+            );
+        }
+        eprintln!(
+            "warning: asking without an input the plan reads (allowed by --allow-missing-knowledge):\n{}",
+            check.cli_report()
+        );
     }
 
     let mut cfg = match (&args.endpoint, &app) {

@@ -53,7 +53,8 @@ pub struct RunArgs {
     /// Seconds to wait for one HTTP attempt [default: 120].
     #[arg(long, value_name = "S")]
     timeout_s: Option<f64>,
-    /// Further attempts after a connection failure, timeout, HTTP 429 or 5xx [default: 3].
+    /// Further attempts after a connection failure, timeout, HTTP 429 or 5xx, or a 200
+    /// whose body is not JSON [default: 3].
     #[arg(long)]
     max_retries: Option<u32>,
     /// Backoff scale between attempts, in milliseconds [default: 500].
@@ -117,6 +118,11 @@ pub struct RunArgs {
     /// Ask the questions recorded as errors again (implies --resume).
     #[arg(long)]
     retry_errors: bool,
+    /// Ask questions whose plan reads knowledge (or memory images, or template files)
+    /// that is not there, instead of refusing the run; the manifest and the summary
+    /// say how many.
+    #[arg(long)]
+    allow_missing_knowledge: bool,
     /// A note stored in the manifest (the run's purpose).
     #[arg(long, default_value = "")]
     note: String,
@@ -326,6 +332,7 @@ fn spec_from(args: &RunArgs) -> anyhow::Result<RunSpec> {
     spec.resume = args.resume || args.retry_errors;
     spec.force = args.force;
     spec.retry_errors = args.retry_errors;
+    spec.allow_missing_inputs = args.allow_missing_knowledge;
     spec.note = args.note.clone();
     Ok(spec)
 }
@@ -453,6 +460,13 @@ fn print_summary(s: &RunSummary) {
         "{accuracy}, elapsed {:.1} s, {:.2} questions/s",
         s.elapsed_s, s.questions_per_s
     );
+    if s.without_inputs > 0 {
+        println!(
+            "{} of {} without an input their plan reads (allowed by --allow-missing-knowledge; the manifest's missing_inputs lists them by category)",
+            questions(s.without_inputs),
+            s.total
+        );
+    }
     match s.outcome {
         RunOutcome::Finished if s.errors > 0 => println!(
             "{} failed after retries; ask them again with --retry-errors",

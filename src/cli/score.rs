@@ -220,6 +220,9 @@ fn notes(args: &ScoreArgs, path: &Path, input: &Input, table: &ScoreTable) {
             if let Some(mixed) = run.manifest.mixed_settings_note() {
                 say(format!("{prefix}warning: {mixed}"));
             }
+            if let Some(missing) = run.manifest.missing_inputs_note() {
+                say(format!("{prefix}warning: {missing}"));
+            }
             if run.torn_last_line {
                 say(format!(
                     "{prefix}note: the journal's last line was torn (an interrupted write) and was ignored"

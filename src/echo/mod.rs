@@ -12,6 +12,7 @@ pub mod classify;
 pub mod guide;
 pub mod pipeline;
 pub mod plan;
+pub mod preflight;
 pub mod prompt;
 pub mod reference;
 pub mod request;

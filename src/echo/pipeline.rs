@@ -330,6 +330,25 @@ impl PipelineContext {
         self.prompts.get(name)
     }
 
+    /// The knowledge file a mode reads, when one is loaded.
+    pub fn knowledge_source(
+        &self,
+        source: super::preflight::KnowledgeSource,
+    ) -> Option<&KnowledgeBase> {
+        match source {
+            super::preflight::KnowledgeSource::Condensed => self.condensed.as_ref(),
+            super::preflight::KnowledgeSource::Base => self.knowledge.as_ref(),
+        }
+        .map(|(kb, _)| kb.as_ref())
+    }
+
+    /// The categories of the loaded reference memory (`None` without one).
+    pub fn memory_categories(&self) -> super::preflight::MemoryCategories {
+        self.memory
+            .as_ref()
+            .map(|(m, _)| m.categories().into_iter().map(str::to_string).collect())
+    }
+
     pub fn knowledge_cache(&self) -> &KnowledgeCache {
         &self.cache
     }

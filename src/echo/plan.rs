@@ -41,7 +41,9 @@ pub enum ReferenceKind {
 }
 
 /// How the Knowledge Guide chooses the knowledge text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum KnowledgeMode {
     /// MMAD's knowledge run: every entry of the category, `good` included.

@@ -166,6 +166,12 @@ impl MllmClient {
                     cfg.name
                 )));
             }
+            if cfg.remove_keys.iter().any(|k| k == reserved) {
+                return Err(config(format!(
+                    "endpoint `{}`: remove_keys may not remove `{reserved}` (every request needs it)",
+                    cfg.name
+                )));
+            }
         }
         let join = |tail: &str| {
             Url::parse(&format!("{base}/{tail}"))
@@ -221,8 +227,9 @@ impl MllmClient {
     /// Sends one chat request and returns the model's text.
     ///
     /// Waits for a free slot (at most `max_in_flight` requests at once), retries
-    /// connection failures, timeouts, 429 and 5xx with backoff, and gives up within
-    /// about 20 ms of `cancel` being set, whatever it was waiting for.
+    /// connection failures, timeouts, 429, 5xx and 200s that are not JSON with
+    /// backoff, and gives up within about 20 ms of `cancel` being set, whatever it
+    /// was waiting for.
     pub async fn chat(
         &self,
         req: &ChatRequest,
@@ -698,7 +705,7 @@ fn build_body_with(
     for (k, v) in &cfg.extra_body {
         body.insert(k.clone(), v.clone());
     }
-    body.retain(|_, v| !v.is_null());
+    body.retain(|k, v| !v.is_null() && !cfg.remove_keys.contains(k));
     Value::Object(body)
 }
 
@@ -709,8 +716,11 @@ pub(crate) fn parse_reply(body: &[u8], url: &str) -> Result<ParsedReply, MllmErr
         detail,
         body_head: body_head(body),
     };
-    let v: Value =
-        serde_json::from_slice(body).map_err(|e| bad(format!("the body is not JSON: {e}")))?;
+    let v: Value = serde_json::from_slice(body).map_err(|e| MllmError::NotJson {
+        url: url.to_string(),
+        detail: e.to_string(),
+        body_head: body_head(body),
+    })?;
     let Some(choices) = v.get("choices").and_then(Value::as_array) else {
         let detail = match v.get("error") {
             Some(err) => format!(
@@ -881,7 +891,8 @@ mod tests {
         assert_eq!(r.reasoning.as_deref(), Some("r"));
 
         let err = parse_reply(b"<html>502 Bad Gateway</html>", "http://h/v1").unwrap_err();
-        assert!(matches!(err, MllmError::BadReply { .. }));
+        assert!(matches!(err, MllmError::NotJson { .. }));
+        assert!(err.is_retryable());
         assert!(
             err.to_string().contains("<html>502 Bad Gateway</html>"),
             "{err}"
@@ -898,6 +909,136 @@ mod tests {
             let err = parse_reply(empty, "u").unwrap_err();
             assert!(matches!(err, MllmError::NoContent { .. }), "{err}");
         }
+    }
+
+    /// Whatever a server (or something posing as one) sends, reading the reply
+    /// returns a reply with text or an error: never a panic. 10,000 inputs from a
+    /// fixed seed (`ECHO_FUZZ_SEED=N` explores others): a third random bytes, the
+    /// rest a real completion mutated one to eight times.
+    #[test]
+    fn replies_survive_random_and_mutated_bytes() {
+        use proptest::prelude::*;
+        use proptest::test_runner::{Config, RngSeed, TestRunner};
+
+        const SEEDS: &[&[u8]] = &[
+            br#"{"id":"c1","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"B","reasoning_content":"the scratch is on the rim"},"finish_reason":"stop"}],"usage":{"prompt_tokens":812,"completion_tokens":1}}"#,
+            br#"{"choices":[{"message":{"content":[{"type":"text","text":"Answer: "},{"type":"output_text","text":"C"},{"type":"image_url","image_url":{"url":"x"}}],"reasoning":"r"},"finish_reason":"length"}]}"#,
+            br#"{"error":{"message":"At most 1 image(s) may be provided in one request.","type":"BadRequestError","code":400}}"#,
+            b"<html><body><h1>502 Bad Gateway</h1></body></html>",
+            br#"{"choices":[]}"#,
+            br#"{"choices":[{"message":{"content":null,"reasoning_content":"..."},"finish_reason":"length"}]}"#,
+        ];
+        const TOKENS: &[&[u8]] = &[
+            b"\"",
+            b"{",
+            b"}",
+            b"[",
+            b"]",
+            b":",
+            b",",
+            b"null",
+            b"\\u0000",
+            b"\\ud800",
+            b"\xff\xfe",
+            b"\xe2\x82",
+            b"1e999",
+            b"choices",
+            b"message",
+            b"content",
+            b"\0",
+            b"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[",
+        ];
+        #[derive(Debug, Clone)]
+        enum Mutation {
+            Set(usize, u8),
+            Delete(usize, usize),
+            Insert(usize, usize),
+            Duplicate(usize, usize, usize),
+            Truncate(usize),
+        }
+        let mutation = prop_oneof![
+            (any::<usize>(), any::<u8>()).prop_map(|(at, b)| Mutation::Set(at, b)),
+            (any::<usize>(), 1usize..32).prop_map(|(at, n)| Mutation::Delete(at, n)),
+            (any::<usize>(), 0..TOKENS.len()).prop_map(|(at, t)| Mutation::Insert(at, t)),
+            (any::<usize>(), 1usize..128, any::<usize>())
+                .prop_map(|(at, n, to)| Mutation::Duplicate(at, n, to)),
+            any::<usize>().prop_map(Mutation::Truncate),
+        ];
+        let mutated =
+            (0..SEEDS.len(), proptest::collection::vec(mutation, 1..8)).prop_map(|(seed, ms)| {
+                let mut b = SEEDS[seed].to_vec();
+                for m in ms {
+                    let n = b.len().max(1);
+                    match m {
+                        Mutation::Set(at, byte) => {
+                            if !b.is_empty() {
+                                b[at % n] = byte;
+                            }
+                        }
+                        Mutation::Delete(at, len) => {
+                            let start = at % n;
+                            let end = (start + len).min(b.len());
+                            if start < end {
+                                b.drain(start..end);
+                            }
+                        }
+                        Mutation::Insert(at, t) => {
+                            let at = at % (b.len() + 1);
+                            b.splice(at..at, TOKENS[t].iter().copied());
+                        }
+                        Mutation::Duplicate(at, len, to) => {
+                            let start = at % n;
+                            let end = (start + len).min(b.len());
+                            let span = b.get(start..end).unwrap_or_default().to_vec();
+                            let to = to % (b.len() + 1);
+                            b.splice(to..to, span);
+                        }
+                        Mutation::Truncate(at) => b.truncate(at % n),
+                    }
+                }
+                b
+            });
+        let inputs = prop_oneof![
+            1 => proptest::collection::vec(any::<u8>(), 0..512),
+            2 => mutated,
+        ];
+        let mut runner = TestRunner::new(Config {
+            cases: 10_000,
+            failure_persistence: None,
+            max_shrink_iters: 2_000,
+            rng_seed: RngSeed::Fixed(
+                std::env::var("ECHO_FUZZ_SEED")
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0x0ec4_0b0c),
+            ),
+            ..Config::default()
+        });
+        let (replies, retryable) = (std::cell::Cell::new(0u32), std::cell::Cell::new(0u32));
+        runner
+            .run(&inputs, |body| {
+                match parse_reply(&body, "http://h/v1/chat/completions") {
+                    Ok(r) => {
+                        prop_assert!(!r.text.trim().is_empty(), "a reply without text");
+                        replies.set(replies.get() + 1);
+                    }
+                    Err(e) => {
+                        let msg = e.to_string();
+                        prop_assert!(msg.contains("http://h/v1"), "{msg}");
+                        // A quoted body is cut at 200 characters, never the whole reply.
+                        prop_assert!(msg.chars().count() < 600, "{msg}");
+                        if e.is_retryable() {
+                            retryable.set(retryable.get() + 1);
+                        }
+                    }
+                }
+                Ok(())
+            })
+            .unwrap();
+        // The mutations kept some replies readable and broke others' JSON: both
+        // paths were exercised.
+        let (replies, retryable) = (replies.get(), retryable.get());
+        assert!(replies > 50 && retryable > 1000, "{replies} {retryable}");
     }
 
     #[test]
@@ -981,6 +1122,47 @@ mod tests {
         assert_eq!(
             body["messages"][1]["content"],
             json!([{"type": "text", "text": "hello"}])
+        );
+    }
+
+    #[test]
+    fn the_max_completion_tokens_hint_is_toml_that_does_what_it_says() {
+        // The hint's settings parse as an endpoint's TOML table...
+        let cfg: EndpointConfig =
+            toml::from_str(super::super::error::MAX_COMPLETION_TOKENS_TOML).unwrap();
+        let body = build_body(&cfg, None, &[Source::Text("hi")], &[], false);
+        let keys: Vec<&String> = body.as_object().unwrap().keys().collect();
+        assert_eq!(
+            keys,
+            ["model", "messages", "temperature", "max_completion_tokens"]
+        );
+        assert_eq!(body["max_completion_tokens"], json!(128));
+        // ...the hint shown for such an API quotes them...
+        let err = MllmError::Http {
+            url: "u".into(),
+            status: 400,
+            body_head: "Unsupported parameter: 'max_tokens'. Use 'max_completion_tokens' instead."
+                .into(),
+        };
+        let hint = err.hint().unwrap();
+        for line in super::super::error::MAX_COMPLETION_TOKENS_TOML.lines() {
+            assert!(hint.contains(line), "{hint}");
+        }
+        // ...and they survive being saved: a null, which TOML cannot write, would not.
+        let saved = toml::to_string(&cfg).unwrap();
+        assert_eq!(toml::from_str::<EndpointConfig>(&saved).unwrap(), cfg);
+        let mut with_null = cfg.clone();
+        with_null
+            .extra_body
+            .insert("max_tokens".into(), Value::Null);
+        assert!(toml::to_string(&with_null).is_err());
+        // Nothing a request needs can be removed.
+        let mut bad = EndpointConfig::default();
+        bad.remove_keys.push("messages".into());
+        let err = MllmClient::new(bad).unwrap_err().to_string();
+        assert!(
+            err.contains("remove_keys may not remove `messages`"),
+            "{err}"
         );
     }
 

@@ -27,6 +27,14 @@ pub enum MllmError {
     },
     #[error("the connection to {url} failed before a full reply arrived: {detail}")]
     Transport { url: String, detail: String },
+    /// A 200 whose body does not parse: typically a proxy's or gateway's HTML page
+    /// sent in the model's place, which the next attempt may well get past.
+    #[error("{url} answered HTTP 200 with a body that is not JSON ({detail}): {body_head}")]
+    NotJson {
+        url: String,
+        detail: String,
+        body_head: String,
+    },
     #[error("{url} sent a reply that is not an OpenAI chat completion ({detail}): {body_head}")]
     BadReply {
         url: String,
@@ -74,13 +82,15 @@ pub(crate) fn cannot_take_images(body: &str) -> bool {
 
 impl MllmError {
     /// Whether another attempt may succeed: connection failures, timeouts, rate
-    /// limits and server errors. A 4xx other than 429 means the request itself is
+    /// limits, server errors and 200s that are not JSON (a proxy answering for a
+    /// busy or restarting model). A 4xx other than 429 means the request itself is
     /// wrong, and sending it again would fail the same way.
     pub fn is_retryable(&self) -> bool {
         match self {
-            MllmError::Connect { .. } | MllmError::Timeout { .. } | MllmError::Transport { .. } => {
-                true
-            }
+            MllmError::Connect { .. }
+            | MllmError::Timeout { .. }
+            | MllmError::Transport { .. }
+            | MllmError::NotJson { .. } => true,
             // llama-server reports a model without image support as a 500: asking
             // again cannot help.
             MllmError::Http {
@@ -111,6 +121,9 @@ impl MllmError {
             MllmError::Http {
                 status, body_head, ..
             } => http_hint(*status, body_head),
+            MllmError::NotJson { .. } => Some(
+                "something between the workbench and the model (a proxy or gateway) answered instead of it; such replies are retried, and if every reply is like this, check base_url: it should be the API root, usually ending in /v1",
+            ),
             MllmError::BadReply { .. } => Some(
                 "this does not look like an OpenAI-compatible API: base_url should be the API root, usually ending in /v1",
             ),
@@ -150,6 +163,15 @@ impl MllmError {
                 detail: r(detail),
                 body_head: r(body_head),
             },
+            MllmError::NotJson {
+                url,
+                detail,
+                body_head,
+            } => MllmError::NotJson {
+                url,
+                detail: r(detail),
+                body_head: r(body_head),
+            },
             MllmError::NoContent { url, body_head } => MllmError::NoContent {
                 url,
                 body_head: r(body_head),
@@ -166,6 +188,17 @@ impl MllmError {
         }
     }
 }
+
+/// The endpoint settings (as settings.toml writes them) for an API that rejects
+/// `max_tokens` and wants `max_completion_tokens`: what the hint tells people to
+/// write, checked by a test to parse and to do what the hint says.
+#[cfg(test)]
+pub(crate) const MAX_COMPLETION_TOKENS_TOML: &str =
+    "remove_keys = [\"max_tokens\"]\nextra_body = { max_completion_tokens = 128 }";
+
+/// TOML has no null, so the hint names the key to leave out rather than a null
+/// value; the lines are [`MAX_COMPLETION_TOKENS_TOML`]'s, one after the other.
+const MAX_COMPLETION_TOKENS_HINT: &str = "this API wants max_completion_tokens instead of max_tokens: in the endpoint's settings (settings.toml) set remove_keys = [\"max_tokens\"] and extra_body = { max_completion_tokens = 128 }";
 
 fn http_hint(status: u16, body: &str) -> Option<&'static str> {
     let lower = body.to_ascii_lowercase();
@@ -184,9 +217,7 @@ fn http_hint(status: u16, body: &str) -> Option<&'static str> {
         );
     }
     if lower.contains("max_completion_tokens") {
-        return Some(
-            "this API wants max_completion_tokens: set extra_body to {\"max_tokens\": null, \"max_completion_tokens\": 128}",
-        );
+        return Some(MAX_COMPLETION_TOKENS_HINT);
     }
     match status {
         401 | 403 => Some(

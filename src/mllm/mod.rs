@@ -76,10 +76,16 @@ pub struct EndpointConfig {
     pub temperature: f64,
     /// MMAD generates up to 128 new tokens.
     pub max_tokens: u32,
-    /// Merged into the request body last, overriding keys of the same name; a `null`
-    /// value removes a key (e.g. `{"max_tokens": null, "max_completion_tokens": 128}`
-    /// for APIs that reject `max_tokens`). `model` and `messages` cannot be set here.
+    /// Merged into the request body last, overriding keys of the same name (e.g.
+    /// `{"max_completion_tokens": 128}`). A JSON `null` removes a key, but TOML has
+    /// no null: in settings.toml use `remove_keys`. `model` and `messages` cannot be
+    /// set here.
     pub extra_body: serde_json::Map<String, serde_json::Value>,
+    /// Keys left out of the request body, after `extra_body` is merged: e.g.
+    /// `["max_tokens"]` for APIs that reject it (OpenAI's newer models want
+    /// `max_completion_tokens`). `model` and `messages` cannot be removed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub remove_keys: Vec<String>,
     /// Downscale images whose longer side exceeds this (keeping the aspect ratio).
     pub image_max_side: Option<u32>,
     /// Send images re-encoded as JPEG at this quality (1-100). `None` sends them
@@ -87,7 +93,7 @@ pub struct EndpointConfig {
     /// bytes, anything else as PNG.
     pub jpeg_quality: Option<u8>,
     /// Further attempts after the first, for connection failures, timeouts, HTTP 429
-    /// and 5xx. Other errors are never retried.
+    /// and 5xx, and 200s whose body is not JSON. Other errors are never retried.
     pub max_retries: u32,
     /// Backoff scale: before retry `n` the client waits a random time in
     /// `[0, retry_base_ms * 2^(n-1)]` (capped at 30 s), or what `Retry-After` says.
@@ -106,6 +112,7 @@ impl Default for EndpointConfig {
             temperature: 0.0,
             max_tokens: 128,
             extra_body: serde_json::Map::new(),
+            remove_keys: Vec::new(),
             image_max_side: None,
             jpeg_quality: None,
             max_retries: 3,

@@ -595,7 +595,7 @@ impl SettingsState {
                 ui.add(egui::DragValue::new(&mut e.max_retries).range(0..=10))
                     .labelled_by(label.id)
                     .on_hover_text(
-                        "Further attempts after connection failures, timeouts, 429 and 5xx",
+                        "Further attempts after connection failures, timeouts, 429, 5xx and 200s that are not JSON",
                     );
                 ui.end_row();
             });

@@ -451,6 +451,16 @@ impl BatchState {
                     ui.colored_label(ui.visuals().warn_fg_color, "mixed settings")
                         .on_hover_text(mixed);
                 }
+                if let Some(m) = &model.manifest
+                    && let Some(missing) = m.missing_inputs_note()
+                {
+                    let n = m.missing_inputs.as_ref().map_or(0, |c| c.questions);
+                    ui.colored_label(
+                        ui.visuals().warn_fg_color,
+                        format!("{n} questions ran without their inputs"),
+                    )
+                    .on_hover_text(missing);
+                }
                 let live = current.live.as_ref();
                 match &model.phase {
                     RunPhase::Running => {

@@ -20,12 +20,15 @@ use super::runs::{self, RunRow};
 use crate::bench::export::{ExportTargets, ReportLimits, write_exports};
 use crate::bench::manifest::{RunManifest, Selection};
 use crate::bench::run_folder::RunFolder;
-use crate::bench::runner::{RunControl, RunEvent, RunOutcome, RunSpec, TemplateSource};
+use crate::bench::runner::{
+    RunControl, RunEvent, RunOutcome, RunSpec, TemplateSource, check_spec_inputs,
+};
 use crate::bench::score::ScoreOptions;
 use crate::bench::select;
 use crate::dataset::{MmadDataset, category_of, dataset_of};
 use crate::echo::KnowledgeMode;
 use crate::echo::plan::ExpertTable;
+use crate::echo::preflight::InputCheck;
 use crate::jobs::CancelToken;
 use crate::mllm::EndpointConfig;
 
@@ -89,6 +92,60 @@ pub struct NewRunForm {
     pub error: Option<String>,
     /// The selection's question count, cached with the selection it was counted for.
     count: Option<(Selection, Result<usize, String>)>,
+    /// The check of every selected question's plan inputs, for the form as it was
+    /// when the check started (see [`InputsKey`]).
+    inputs_job: Option<(InputsKey, Job<InputCheck>)>,
+    inputs: Option<(InputsKey, Result<InputCheck, String>)>,
+    /// The user chose to ask questions that lack an input (for the check shown).
+    pub allow_missing_inputs: bool,
+    /// The dataset file dialog, open on a thread of its own: the native dialog
+    /// blocks its caller until closed, and the app must keep drawing meanwhile.
+    browse_job: Option<Job<Option<PathBuf>>>,
+    /// Why Browse gave no file, shown by the field.
+    pub browse_note: Option<String>,
+    /// What Browse opens (the native dialog; tests script it).
+    pub pick_dataset: DatasetPicker,
+}
+
+/// Picks a dataset file, given the folder to start in; `None` when the user
+/// cancelled or no dialog can open. Called off the UI thread.
+pub type DatasetPicker = Arc<dyn Fn(Option<PathBuf>) -> Option<PathBuf> + Send + Sync>;
+
+fn native_dataset_picker() -> DatasetPicker {
+    Arc::new(|start| {
+        let mut dialog = rfd::FileDialog::new().add_filter("mmad.json", &["json"]);
+        if let Some(dir) = start {
+            dialog = dialog.set_directory(dir);
+        }
+        dialog.pick_file()
+    })
+}
+
+/// What the input check depends on: a change of any of it checks again.
+#[derive(Debug, Clone, PartialEq)]
+struct InputsKey {
+    /// The file the dataset was read from (not the field, which may be ahead of it).
+    dataset: PathBuf,
+    root: PathBuf,
+    selection: Selection,
+    pipeline: crate::echo::PipelineSettings,
+    template: TemplateSource,
+    memory: Option<PathBuf>,
+    knowledge: Option<PathBuf>,
+}
+
+impl InputsKey {
+    fn of(spec: &RunSpec, facts: &DatasetFacts) -> InputsKey {
+        InputsKey {
+            dataset: facts.path.clone(),
+            root: spec.root.clone(),
+            selection: spec.selection.clone(),
+            pipeline: spec.pipeline.clone(),
+            template: spec.template,
+            memory: spec.memory.clone(),
+            knowledge: spec.knowledge.clone(),
+        }
+    }
 }
 
 impl Default for NewRunForm {
@@ -114,16 +171,76 @@ impl Default for NewRunForm {
             note: String::new(),
             error: None,
             count: None,
+            inputs_job: None,
+            inputs: None,
+            allow_missing_inputs: false,
+            browse_job: None,
+            browse_note: None,
+            pick_dataset: native_dataset_picker(),
         }
     }
 }
 
 impl NewRunForm {
+    /// The input check for the form as it was last drawn has finished.
+    pub fn inputs_checked(&self) -> bool {
+        self.inputs_job.is_none() && self.inputs.is_some()
+    }
+
     pub fn busy(&self) -> bool {
-        self.facts_job.is_some()
+        self.facts_job.is_some() || self.inputs_job.is_some() || self.browse_job.is_some()
+    }
+
+    /// The dataset file dialog is open.
+    pub fn browsing(&self) -> bool {
+        self.browse_job.is_some()
+    }
+
+    fn browse(&mut self) {
+        let start = Path::new(self.dataset_path.trim())
+            .parent()
+            .filter(|p| p.is_dir())
+            .map(Path::to_path_buf);
+        let pick = self.pick_dataset.clone();
+        self.browse_note = None;
+        self.browse_job = Some(Job::spawn("file dialog", move || Ok(pick(start))));
     }
 
     pub fn poll(&mut self) {
+        if let Some(result) = self.browse_job.as_mut().and_then(Job::take) {
+            self.browse_job = None;
+            match result {
+                Ok(Some(p)) => {
+                    self.dataset_path = p.display().to_string();
+                    if let Some(parent) = p.parent() {
+                        self.root = parent.display().to_string();
+                    }
+                    self.load_facts();
+                }
+                Ok(None) => {
+                    self.browse_note = Some(
+                        "No file chosen (or no file dialog is available here): type the dataset file's path and press Read."
+                            .into(),
+                    )
+                }
+                Err(e) => self.browse_note = Some(e),
+            }
+        }
+        if let Some((key, job)) = &mut self.inputs_job
+            && let Some(r) = job.take()
+        {
+            let key = key.clone();
+            self.inputs_job = None;
+            let changed = self
+                .inputs
+                .as_ref()
+                .is_none_or(|(_, old)| old.as_ref().ok() != r.as_ref().ok());
+            if changed {
+                // Consent was given for the questions shown, not for others.
+                self.allow_missing_inputs = false;
+            }
+            self.inputs = Some((key, r));
+        }
         if let Some(r) = self.facts_job.as_mut().and_then(Job::take) {
             self.facts_job = None;
             match r {
@@ -135,6 +252,8 @@ impl NewRunForm {
                     self.facts = Some(Arc::new(f));
                     self.facts_error = None;
                     self.count = None;
+                    // The file may have changed under the same name: check again.
+                    self.inputs = None;
                 }
                 Err(e) => {
                     self.facts = None;
@@ -307,14 +426,8 @@ impl NewRunForm {
                         let r = ui
                             .add(egui::TextEdit::singleline(&mut self.dataset_path).desired_width(520.0))
                             .labelled_by(label.id);
-                        if ui.button("Browse...").clicked()
-                            && let Some(p) = rfd::FileDialog::new().add_filter("mmad.json", &["json"]).pick_file()
-                        {
-                            self.dataset_path = p.display().to_string();
-                            if let Some(parent) = p.parent() {
-                                self.root = parent.display().to_string();
-                            }
-                            self.load_facts();
+                        if ui.add_enabled(self.browse_job.is_none(), egui::Button::new("Browse...")).clicked() {
+                            self.browse();
                         }
                         if r.lost_focus() || ui.button("Read").clicked() {
                             let changed = self
@@ -325,11 +438,16 @@ impl NewRunForm {
                                 self.load_facts();
                             }
                         }
-                        if self.facts_job.is_some() {
+                        if self.facts_job.is_some() || self.browse_job.is_some() {
                             ui.spinner();
                         }
                     });
                     ui.end_row();
+                    if let Some(note) = &self.browse_note {
+                        ui.label("");
+                        ui.weak(note.as_str());
+                        ui.end_row();
+                    }
                     let label = ui.label("Image root");
                     ui.add(egui::TextEdit::singleline(&mut self.root).desired_width(520.0))
                         .labelled_by(label.id)
@@ -466,6 +584,9 @@ impl NewRunForm {
                     "Retrieved references need a reference memory: choose one in Settings, or pick similar, random or none.",
                 );
             }
+            if matches!(count, Some(Ok(_))) && !self.inputs_ui(ui, cx) {
+                ready = false;
+            }
             if run_going {
                 ui.colored_label(ui.visuals().warn_fg_color, "A run is going: pause or cancel it to start another.");
             }
@@ -483,6 +604,65 @@ impl NewRunForm {
             }
         });
         start
+    }
+
+    /// Checks (in the background) that every selected question has the inputs its
+    /// plan reads, and shows the result; false while Start must wait: the check
+    /// is still going, or it found questions without and the user has not allowed
+    /// asking them.
+    fn inputs_ui(&mut self, ui: &mut egui::Ui, cx: &BatchContext<'_>) -> bool {
+        let (Some(facts), Ok(spec)) = (self.facts.clone(), self.spec(cx, Vec::new())) else {
+            return true;
+        };
+        let key = InputsKey::of(&spec, &facts);
+        let current = self.inputs.as_ref().filter(|(k, _)| *k == key);
+        let checking = self.inputs_job.as_ref().is_some_and(|(k, _)| *k == key);
+        let Some((_, result)) = current else {
+            if !checking {
+                self.inputs_job = Some((
+                    key,
+                    Job::spawn("check the run's inputs", move || {
+                        Ok(check_spec_inputs(&spec, &facts.dataset)?)
+                    }),
+                ));
+            }
+            ui.horizontal(|ui| {
+                ui.spinner();
+                ui.label("Checking that every question has its knowledge and references...");
+            });
+            return false;
+        };
+        match result {
+            Err(e) => {
+                ui.colored_label(
+                    ui.visuals().error_fg_color,
+                    format!("Cannot check the run's inputs: {e}"),
+                );
+                false
+            }
+            Ok(check) if check.is_complete() => {
+                ui.weak("Every selected question has the knowledge and references its plan reads.");
+                true
+            }
+            Ok(check) => {
+                let warn = ui.visuals().warn_fg_color;
+                ui.colored_label(
+                    warn,
+                    format!(
+                        "{} questions would run without an input their plan reads:",
+                        check.questions
+                    ),
+                );
+                for gap in &check.gaps {
+                    ui.colored_label(warn, format!("  - {}", gap.settings_line()));
+                }
+                ui.checkbox(
+                    &mut self.allow_missing_inputs,
+                    "Ask them anyway (the run records how many ran without)",
+                );
+                self.allow_missing_inputs
+            }
+        }
     }
 
     fn spec(
@@ -506,6 +686,7 @@ impl NewRunForm {
         spec.template = self.template;
         spec.memory = cx.settings.reference.memory.clone();
         spec.knowledge = cx.settings.knowledge.clone();
+        spec.allow_missing_inputs = self.allow_missing_inputs;
         spec.note = if self.note.trim().is_empty() {
             name
         } else {
