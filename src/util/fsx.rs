@@ -19,6 +19,15 @@ const MAX_LINK_HOPS: usize = 40;
 /// a user who linked their settings or knowledge file into a dotfiles repository
 /// gets that file updated, never a plain file silently put in the link's place.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    atomic_write_with(path, |f| f.write_all(bytes))
+}
+
+/// [`atomic_write`] for content produced piece by piece (a rewritten journal), so
+/// it never has to be held in memory whole.
+pub fn atomic_write_with(
+    path: &Path,
+    write: impl FnOnce(&mut File) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let path = write_target(path)?;
     let path = path.as_path();
     let dir = parent_or_dot(path);
@@ -43,7 +52,7 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         }
     }
     let mut tmp = builder.tempfile_in(dir)?;
-    tmp.write_all(bytes)?;
+    write(tmp.as_file_mut())?;
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
     sync_dir(dir)
