@@ -319,8 +319,24 @@ pub fn collect(run: &SharedRun, events: Receiver<LiveEvent>, repaint: &(dyn Fn()
     if dirty {
         rescore(&answers, record_count);
     }
+    {
+        // Every way the runner returns sends Ended or Failed first; a channel that
+        // closed without either means its thread died (a panic). The run is not
+        // going on, and what it wrote stays in its journal, so it is a failed run
+        // that Resume continues, not one shown as running forever.
+        let mut m = run.lock();
+        if m.phase.is_active() {
+            m.phase = RunPhase::Failed(RUNNER_DIED.into());
+            m.progress.in_flight = 0;
+            m.progress.questions_per_s = 0.0;
+            m.progress.eta_s = None;
+        }
+    }
     repaint();
 }
+
+/// What a run whose runner thread died says.
+pub const RUNNER_DIED: &str = "the runner stopped unexpectedly (an internal error) without finishing; what it recorded is kept, and Resume continues the run";
 
 #[cfg(test)]
 mod tests {
@@ -397,6 +413,47 @@ mod tests {
         })
         .unwrap();
         (run, tx, handle)
+    }
+
+    #[test]
+    fn a_runner_that_dies_without_a_word_is_a_failed_run_not_a_running_one() {
+        let (run, tx, handle) = collecting(3);
+        tx.send(LiveEvent::Record(Box::new(rec(
+            0,
+            "Anomaly Detection",
+            Some("A"),
+        ))))
+        .unwrap();
+        // The runner thread panics: its sender is dropped with no Ended or Failed.
+        let runner = std::thread::spawn(move || {
+            let _tx = tx;
+            panic!("runner bug");
+        });
+        assert!(runner.join().is_err());
+        handle.join().unwrap();
+        let m = run.lock();
+        assert_eq!(m.phase, RunPhase::Failed(RUNNER_DIED.into()));
+        assert!(!m.phase.is_active());
+        assert_eq!(m.progress.in_flight, 0);
+        // What it recorded is kept (and scored), so Resume continues from there.
+        assert_eq!(m.records.len(), 1);
+        assert_eq!(m.scored_records, 1);
+    }
+
+    #[test]
+    fn a_stop_that_ends_in_a_dead_runner_is_failed_too_and_an_ended_run_stays_ended() {
+        let (run, tx, handle) = collecting(2);
+        // Pause was asked (the UI sets Stopping), then the runner died.
+        run.lock().phase = RunPhase::Stopping;
+        drop(tx);
+        handle.join().unwrap();
+        assert_eq!(run.lock().phase, RunPhase::Failed(RUNNER_DIED.into()));
+
+        let (run, tx, handle) = collecting(2);
+        tx.send(LiveEvent::Ended { finished: false }).unwrap();
+        drop(tx);
+        handle.join().unwrap();
+        assert_eq!(run.lock().phase, RunPhase::Paused);
     }
 
     #[test]
