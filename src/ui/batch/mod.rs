@@ -103,6 +103,8 @@ pub struct BatchState {
     pub result: Option<ScoreResult>,
     pub error: Option<String>,
     job: Option<Job<ScoreResult>>,
+    /// The Browse file dialog, open on its own thread so the UI keeps drawing.
+    browse_job: Option<Job<Option<PathBuf>>>,
     // Runs.
     pub runs: Vec<RunRow>,
     pub runs_error: Option<String>,
@@ -136,6 +138,7 @@ impl Default for BatchState {
             result: None,
             error: None,
             job: None,
+            browse_job: None,
             runs: Vec::new(),
             runs_error: None,
             runs_job: None,
@@ -163,6 +166,7 @@ impl BatchState {
     /// Short background work is under way (the status bar shows a spinner).
     pub fn busy(&self) -> bool {
         self.job.is_some()
+            || self.browse_job.is_some()
             || self.runs_job.is_some()
             || self.runs_action.is_some()
             || self.open_job.is_some()
@@ -254,6 +258,14 @@ impl BatchState {
                     self.result = Some(r);
                     self.error = None;
                 }
+                Err(e) => self.error = Some(e),
+            }
+        }
+        if let Some(result) = self.browse_job.as_mut().and_then(Job::take) {
+            self.browse_job = None;
+            match result {
+                Ok(Some(p)) => self.path_text = p.display().to_string(),
+                Ok(None) => {}
                 Err(e) => self.error = Some(e),
             }
         }
@@ -782,12 +794,15 @@ impl BatchState {
             let label = ui.label("Answers file");
             ui.add(egui::TextEdit::singleline(&mut self.path_text).desired_width(480.0))
                 .labelled_by(label.id);
-            if ui.button("Browse...").clicked()
-                && let Some(p) = rfd::FileDialog::new()
-                    .add_filter("Answers", &["json", "jsonl"])
-                    .pick_file()
+            if ui
+                .add_enabled(self.browse_job.is_none(), egui::Button::new("Browse..."))
+                .clicked()
             {
-                self.path_text = p.display().to_string();
+                self.browse_job = Some(Job::spawn("file dialog", || {
+                    Ok(rfd::FileDialog::new()
+                        .add_filter("Answers", &["json", "jsonl"])
+                        .pick_file())
+                }));
             }
         });
         ui.horizontal(|ui| {
