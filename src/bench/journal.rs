@@ -330,7 +330,10 @@ pub fn scan_lines<R: BufRead, E>(
         let terminated = buf.last() == Some(&b'\n');
         let mut text = buf.trim_ascii();
         if number == 1 {
-            text = text.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(text).trim_ascii();
+            text = text
+                .strip_prefix(b"\xEF\xBB\xBF")
+                .unwrap_or(text)
+                .trim_ascii();
         }
         let len = n as u64;
         if !terminated {
@@ -490,7 +493,10 @@ pub fn read_record_at(path: &Path, at: RecordLocation) -> Result<JournalRecord, 
     let mut file = crate::util::fsx::open_regular_for_read(path).map_err(read_err)?;
     file.seek(SeekFrom::Start(offset)).map_err(read_err)?;
     let mut bytes = Vec::with_capacity(len as usize);
-    (&mut file).take(len).read_to_end(&mut bytes).map_err(read_err)?;
+    (&mut file)
+        .take(len)
+        .read_to_end(&mut bytes)
+        .map_err(read_err)?;
     if bytes.len() as u64 != len || bytes.last() != Some(&b'\n') {
         return Err(read_err(std::io::Error::new(
             std::io::ErrorKind::UnexpectedEof,
@@ -707,7 +713,13 @@ mod tests {
         .unwrap();
         // The rows leave the traces out; the record read at its place has them.
         assert!(rows.iter().all(|r| r.traces.is_empty()));
-        assert_eq!(rows[2], JournalRecord { traces: Vec::new(), ..with_trace(2) });
+        assert_eq!(
+            rows[2],
+            JournalRecord {
+                traces: Vec::new(),
+                ..with_trace(2)
+            }
+        );
         assert_eq!(read_record_at(&path, places[2]).unwrap(), with_trace(2));
         assert_eq!(locate_record(&path, 1).unwrap(), Some(places[1]));
         assert_eq!(locate_record(&path, 7).unwrap(), None);
@@ -739,7 +751,12 @@ mod tests {
         let scan = scan_lines(
             text.as_bytes(),
             |l| {
-                seen.push((l.number, l.offset, l.len, String::from_utf8_lossy(l.text).into_owned()));
+                seen.push((
+                    l.number,
+                    l.offset,
+                    l.len,
+                    String::from_utf8_lossy(l.text).into_owned(),
+                ));
                 Ok::<(), std::io::Error>(())
             },
             |e| e,

@@ -92,15 +92,23 @@ fn io_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Jou
 
 /// A journal record of question `index` whose traces bring the line to about
 /// `record_bytes`: a prompt and a reply, as an expert's trace holds them.
-fn bench_record(index: usize, key: &str, qtype: &str, answer: &str, record_bytes: usize) -> JournalRecord {
+fn bench_record(
+    index: usize,
+    key: &str,
+    qtype: &str,
+    answer: &str,
+    record_bytes: usize,
+) -> JournalRecord {
     let failed = index % ERROR_EVERY == ERROR_EVERY - 1;
     // Mostly right, some wrong, so the score has something to compute.
     let given = if index % 7 == 3 { "D" } else { answer };
     let mut trace = ExpertTrace::skipped(ExpertName::DecisionMaker, "generated");
+    // The rest of an answered record (question, options, reply, times) is about
+    // 560 bytes; 1 in 33 records is a short error line.
     let filler: String = "The part shows a thin dark line near the lower edge; "
         .chars()
         .cycle()
-        .take(record_bytes.saturating_sub(900))
+        .take(record_bytes.saturating_sub(560))
         .collect();
     trace.input = json!({"prompt": filler, "images": [key]});
     trace.output = json!({"reply": format!("Answer: {given}. The visible line is consistent with a crack."), "letter": given});
@@ -142,7 +150,10 @@ fn bench_record(index: usize, key: &str, qtype: &str, answer: &str, record_bytes
 /// Generates the dataset, one run folder with a complete journal and its summary,
 /// and `runs - 1` more that share the journal (hard links where the file system has
 /// them). Returns the first run's folder and the runs folder.
-fn generate(dir: &Path, opts: &JournalBenchOptions) -> Result<(PathBuf, PathBuf), JournalBenchError> {
+fn generate(
+    dir: &Path,
+    opts: &JournalBenchOptions,
+) -> Result<(PathBuf, PathBuf), JournalBenchError> {
     let images = opts.questions.div_ceil(5).max(1);
     let mmad = super::runner_bench::write_bench_mmad(dir, images)
         .map_err(io_err("write the dataset in", dir))?;
@@ -170,12 +181,10 @@ fn generate(dir: &Path, opts: &JournalBenchOptions) -> Result<(PathBuf, PathBuf)
 
     // Whatever the stopped run recorded is replaced by a complete journal.
     let journal = first.join(JOURNAL_FILE);
-    let dataset = crate::dataset::MmadDataset::load(&mmad).map_err(|e| {
-        JournalBenchError::Io {
-            what: "read the generated dataset",
-            path: mmad.clone(),
-            source: std::io::Error::other(e.to_string()),
-        }
+    let dataset = crate::dataset::MmadDataset::load(&mmad).map_err(|e| JournalBenchError::Io {
+        what: "read the generated dataset",
+        path: mmad.clone(),
+        source: std::io::Error::other(e.to_string()),
     })?;
     std::fs::remove_file(&journal)
         .or_else(|e| {
@@ -227,7 +236,8 @@ pub fn bench_journal(opts: &JournalBenchOptions, exe: &Path) -> Result<Value, Jo
             d.clone()
         }
         None => {
-            tmp = tempfile::tempdir().map_err(io_err("create a folder in", &std::env::temp_dir()))?;
+            tmp =
+                tempfile::tempdir().map_err(io_err("create a folder in", &std::env::temp_dir()))?;
             tmp.path().to_path_buf()
         }
     };
@@ -320,7 +330,11 @@ pub fn bench_journal(opts: &JournalBenchOptions, exe: &Path) -> Result<Value, Jo
     }))
 }
 
-fn resume_in_child(exe: &Path, run_dir: &Path, retry_errors: bool) -> Result<Value, JournalBenchError> {
+fn resume_in_child(
+    exe: &Path,
+    run_dir: &Path,
+    retry_errors: bool,
+) -> Result<Value, JournalBenchError> {
     let mut cmd = std::process::Command::new(exe);
     cmd.args(["bench", "journal-resume", "--run"]).arg(run_dir);
     if retry_errors {
@@ -413,7 +427,10 @@ mod tests {
         }
         // The copies' summaries were fresh: none was rebuilt, so none was rewritten.
         let summary = std::fs::read(first.join(SUMMARY_FILE)).unwrap();
-        assert_eq!(std::fs::read(runs_dir.join("run-02").join(SUMMARY_FILE)).unwrap(), summary);
+        assert_eq!(
+            std::fs::read(runs_dir.join("run-02").join(SUMMARY_FILE)).unwrap(),
+            summary
+        );
     }
 
     #[test]

@@ -265,7 +265,10 @@ mod tests {
                 "compat {compat}"
             );
         }
-        assert_eq!(s.mean_latency_s(), Some((5 + 3000 + 5) as f64 / 1000.0 / 3.0));
+        assert_eq!(
+            s.mean_latency_s(),
+            Some((5 + 3000 + 5) as f64 / 1000.0 / 3.0)
+        );
         // Saved beside the journal, and read back as is while the journal is unchanged.
         assert_eq!(load_fresh(dir.path()).unwrap(), Some(s));
     }

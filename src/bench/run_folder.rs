@@ -480,11 +480,27 @@ pub(crate) mod tests {
         let cases: [(&str, String, Option<usize>); 4] = [
             // A complete record whose newline was never written: the write did not
             // finish, so it does not count (resume asks it again).
-            ("unterminated", format!("{}\n{}", whole(&first), whole(&last)), Some(1)),
-            ("cut short", format!("{}\n{}", whole(&first), &whole(&last)[..40]), Some(1)),
-            ("terminated", format!("{}\n{}\n", whole(&first), whole(&last)), Some(2)),
+            (
+                "unterminated",
+                format!("{}\n{}", whole(&first), whole(&last)),
+                Some(1),
+            ),
+            (
+                "cut short",
+                format!("{}\n{}", whole(&first), &whole(&last)[..40]),
+                Some(1),
+            ),
+            (
+                "terminated",
+                format!("{}\n{}\n", whole(&first), whole(&last)),
+                Some(2),
+            ),
             // A whole line that does not parse is damage, for both.
-            ("bad whole line", format!("{}\n{{\"image\": 3}}\n", whole(&first)), None),
+            (
+                "bad whole line",
+                format!("{}\n{{\"image\": 3}}\n", whole(&first)),
+                None,
+            ),
         ];
         for (name, text, expected) in cases {
             let dir = tempfile::tempdir().unwrap();

@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::journal::{
-    AnswerQuestion, JOURNAL_FILE, JournalError, JournalRecord, JournalWriter, RecordStatus,
-    RecordRow, read_journal_with,
+    AnswerQuestion, JOURNAL_FILE, JournalError, JournalRecord, JournalWriter, RecordRow,
+    RecordStatus, read_journal_with,
 };
 use super::lock::{LockError, RunLock};
 use super::manifest::{

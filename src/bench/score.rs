@@ -808,8 +808,9 @@ pub fn parse_answers(
     });
     match format {
         AnswerFormat::List => parse_list(text, path),
-        AnswerFormat::Journal => parse_journal(text.as_bytes(), path)
-            .map_err(|e| not_answers(text, path).unwrap_or(e)),
+        AnswerFormat::Journal => {
+            parse_journal(text.as_bytes(), path).map_err(|e| not_answers(text, path).unwrap_or(e))
+        }
     }
 }
 
@@ -817,9 +818,8 @@ pub fn parse_answers(
 /// all (a journal's lines each hold a whole object, so its first line would parse).
 fn not_answers(text: &str, path: &Path) -> Option<ScoreError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    if text.trim().lines().nth(1).is_none() {
-        return None;
-    }
+    // One line is a journal of one record, whatever it holds.
+    text.trim().lines().nth(1)?;
     let value = serde_json::from_str::<Value>(text).ok()?;
     (!value.is_array()).then(|| ScoreError::NotAnswers {
         path: path.to_owned(),
@@ -886,8 +886,7 @@ fn parse_journal<R: std::io::BufRead>(reader: R, path: &Path) -> Result<LoadedAn
                 .and_then(Value::as_u64)
                 .and_then(|i| usize::try_from(i).ok());
             all_indexed &= index.is_some();
-            let (record, failed) = if value.get("status").and_then(Value::as_str) == Some("error")
-            {
+            let (record, failed) = if value.get("status").and_then(Value::as_str) == Some("error") {
                 (None, Some(failed_question(&value, line)))
             } else {
                 let record = record_from_value(value, path, EntryLocation::Line(line))?;

@@ -3,8 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::bench::manifest::RunManifest;
 use crate::bench::journal_summary;
+use crate::bench::manifest::RunManifest;
 use crate::bench::run_folder::open_manifest;
 use crate::bench::score::ScoreOptions;
 
