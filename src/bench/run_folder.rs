@@ -285,8 +285,11 @@ pub fn list_runs(runs_dir: &Path) -> Result<Vec<RunSummaryRow>, RunFolderError> 
         }
     }
     folders.sort();
+    // In parallel: a run whose summary is missing or stale is rebuilt from its
+    // journal (seconds for a large one), and each is independent of the others.
+    use rayon::prelude::*;
     Ok(folders
-        .into_iter()
+        .into_par_iter()
         .map(|folder| match RunSummaryRow::read(&folder) {
             Ok(row) => row,
             Err(e) => RunSummaryRow::broken(folder, &e),

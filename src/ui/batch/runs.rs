@@ -104,7 +104,10 @@ pub fn list(runs_dir: &Path, options: ScoreOptions) -> anyhow::Result<Vec<RunRow
     }
     dirs.sort();
     dirs.reverse();
-    Ok(dirs.iter().map(|d| read_row(d, options)).collect())
+    // In parallel: a run whose summary is missing or stale is rebuilt from its
+    // journal (seconds for a large one), and each is independent of the others.
+    use rayon::prelude::*;
+    Ok(dirs.par_iter().map(|d| read_row(d, options)).collect())
 }
 
 /// Moves a run folder into `<runs>/.trash/`, under a free name; returns where it went.
