@@ -36,4 +36,7 @@ python3 scripts/bench_clip_torch.py "$DATA/clip" > "$OUT/clip_torch.json"
 echo "== batch runner: mock server at 200 ms, 1024 x 1024 PNG questions, concurrency 8/32/128"
 "$BIN" bench runner --latency-ms 200 --concurrency 8,32,128 > "$OUT/runner.json"
 
+echo "== journals at scale: 40,000 questions with ~4 KB traces; resume memory, 50-run list, one trace"
+"$BIN" bench journal --questions 40000 --record-bytes 4096 --runs 50 > "$OUT/journal.json"
+
 python3 scripts/bench_report.py "$OUT"

@@ -62,6 +62,25 @@ def main():
                   f"{ref['questions_per_s']:.1f} | {ref['ratio_to_bound']:.2f} | "
                   f"{lv['runner_vs_reference_client']:.2f} | {fmt(cpu['runner'])} | "
                   f"{fmt(cpu['mock_server'])} |")
+    j = load(d, "journal.json")
+    if j:
+        mb = lambda v: "-" if v is None else f"{v:.0f} MB"
+        print(f"\nJournals: {j['questions']:,} questions, {j['journal_bytes'] / 1e6:.0f} MB journal "
+              f"({j['bytes_per_record']:.0f} bytes a record)")
+        print("\n| measurement | figure |")
+        print("|---|---|")
+        for key, label in (("resume", "resume"), ("resume_retry_errors", "resume --retry-errors")):
+            r = j[key]
+            print(f"| {label}: peak RSS | {mb(r['peak_rss_mb'])} |")
+            print(f"| {label}: time | {r['seconds']:.2f} s |")
+        rl = j["runs_list"]
+        print(f"| Runs list, {rl['runs']} runs (summaries fresh) | {rl['seconds'] * 1000:.1f} ms |")
+        print(f"| one summary rebuilt from its journal | {rl['summary_rebuild_s']:.2f} s |")
+        print(f"| open the run (records without traces, line places) | {j['open_run']['seconds']:.2f} s |")
+        oq = j["open_question"]
+        print(f"| open one question's trace (mean / max of {oq['reads']}) | "
+              f"{oq['mean_ms']:.2f} / {oq['max_ms']:.2f} ms |")
+        print(f"| the same with no known place (index-only scan) | {oq['without_location_ms']:.0f} ms |")
 
 if __name__ == "__main__":
     main()

@@ -16,11 +16,12 @@
 //! read a journal as they read an answers file, followed by what we know besides.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use indexmap::IndexMap;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::dataset::{Question, QuestionRef};
@@ -146,6 +147,109 @@ impl JournalRecord {
     }
 }
 
+/// A journal line without its prompts, replies and traces: what resume, the Runs
+/// list and scoring read. Parsing into it skips the rest of the line without
+/// storing it, so a 4 KB record costs about a hundred bytes.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct RecordRow {
+    pub index: usize,
+    pub status: RecordStatus,
+    #[serde(default)]
+    pub correct: Option<bool>,
+    pub image: String,
+    pub question_type: String,
+    pub correct_answer: String,
+    pub gpt_answer: Option<String>,
+    #[serde(default)]
+    pub latency_ms: u64,
+}
+
+impl RecordRow {
+    pub fn is_ok(&self) -> bool {
+        self.status == RecordStatus::Ok
+    }
+
+    /// The row as scoring reads it (the same as [`JournalRecord::to_answer`]).
+    pub fn to_answer(&self) -> crate::bench::score::AnswerRecord {
+        crate::bench::score::AnswerRecord {
+            image: self.image.clone(),
+            question_type: self.question_type.clone(),
+            correct_answer: self.correct_answer.clone().into(),
+            gpt_answer: self
+                .gpt_answer
+                .clone()
+                .map_or(serde_json::Value::Null, Into::into),
+        }
+    }
+}
+
+/// A journal record read without its traces (what a table of questions shows):
+/// parsing into it skips the traces, most of a record's bytes, without storing
+/// them; they are fetched per question with [`read_record_at`].
+#[derive(Deserialize)]
+pub struct RecordWithoutTraces {
+    image: String,
+    question: AnswerQuestion,
+    question_type: String,
+    correct_answer: String,
+    gpt_answer: Option<String>,
+    index: usize,
+    turn: usize,
+    status: RecordStatus,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    raw: Option<String>,
+    #[serde(default)]
+    correct: Option<bool>,
+    attempts: u32,
+    latency_ms: u64,
+    #[serde(default)]
+    endpoint: String,
+    #[serde(default)]
+    finished_at: String,
+}
+
+impl From<RecordWithoutTraces> for JournalRecord {
+    fn from(r: RecordWithoutTraces) -> Self {
+        JournalRecord {
+            image: r.image,
+            question: r.question,
+            question_type: r.question_type,
+            correct_answer: r.correct_answer,
+            gpt_answer: r.gpt_answer,
+            index: r.index,
+            turn: r.turn,
+            status: r.status,
+            error: r.error,
+            raw: r.raw,
+            correct: r.correct,
+            attempts: r.attempts,
+            latency_ms: r.latency_ms,
+            endpoint: r.endpoint,
+            finished_at: r.finished_at,
+            traces: Vec::new(),
+        }
+    }
+}
+
+/// Where one record's line is in its journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordLocation {
+    pub offset: u64,
+    /// Newline included.
+    pub len: u64,
+}
+
+impl JournalLine<'_> {
+    pub fn location(&self) -> RecordLocation {
+        RecordLocation {
+            offset: self.offset,
+            len: self.len,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
     #[error("cannot read the journal {path}: {source}")]
@@ -166,6 +270,12 @@ pub enum JournalError {
         line: usize,
         message: String,
     },
+    #[error("{path}, byte {offset}: not a journal record: {message}")]
+    BadRecordAt {
+        path: PathBuf,
+        offset: u64,
+        message: String,
+    },
 }
 
 /// A journal as read back.
@@ -179,72 +289,257 @@ pub struct JournalContents {
     pub torn_last_line: bool,
 }
 
-/// Reads a journal; a missing file is an empty journal. A malformed line that is not
-/// the last one is an error: it means the file was damaged, not interrupted.
+/// Longest journal line read. A record with its traces is a few KB; anything near
+/// this is not a journal, and reading it on would only exhaust memory.
+pub const MAX_LINE_BYTES: usize = 256 << 20;
+
+/// One complete line of a journal, as [`scan_lines`] hands it out.
+#[derive(Debug, Clone, Copy)]
+pub struct JournalLine<'a> {
+    /// 1-based line number (blank lines count).
+    pub number: usize,
+    /// Byte offset of the line's first byte in the file.
+    pub offset: u64,
+    /// Bytes of the line including its newline (what to read back to get it again).
+    pub len: u64,
+    /// The line without its newline and surrounding whitespace (and without a
+    /// byte order mark on line 1).
+    pub text: &'a [u8],
+}
+
+/// What a scan learned besides the lines themselves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JournalScan {
+    /// Byte length of the complete lines (where the next append belongs).
+    pub complete_len: u64,
+    /// The last line had no newline: a write cut short. It was not handed out.
+    pub torn_last_line: bool,
+    /// Non-blank complete lines handed out.
+    pub lines: usize,
+}
+
+/// The one rule every journal reader follows (resume, run folders, the Runs list,
+/// `score FILE.jsonl`): a line counts once its newline is written. The writer puts
+/// the newline last in the same write, so a last line without one is a write cut
+/// short and is left out (reported as `torn_last_line`) even when its bytes happen
+/// to parse; blank lines are skipped. Lines stream through one reused buffer, so
+/// memory does not grow with the journal.
+///
+/// `each` gets every complete non-blank line and decides what a bad one means.
+pub fn scan_lines<R: BufRead, E>(
+    mut reader: R,
+    mut each: impl FnMut(JournalLine<'_>) -> Result<(), E>,
+    read_err: impl Fn(std::io::Error) -> E,
+) -> Result<JournalScan, E> {
+    let mut scan = JournalScan::default();
+    let mut buf = Vec::new();
+    let mut offset = 0u64;
+    let mut number = 0usize;
+    loop {
+        buf.clear();
+        let n = read_line_limited(&mut reader, &mut buf, number + 1).map_err(&read_err)?;
+        if n == 0 {
+            break;
+        }
+        number += 1;
+        let terminated = buf.last() == Some(&b'\n');
+        let mut text = buf.trim_ascii();
+        if number == 1 {
+            text = text
+                .strip_prefix(b"\xEF\xBB\xBF")
+                .unwrap_or(text)
+                .trim_ascii();
+        }
+        let len = n as u64;
+        if !terminated {
+            // Only the last read can end without a newline.
+            scan.torn_last_line = !text.is_empty();
+            break;
+        }
+        if !text.is_empty() {
+            scan.lines += 1;
+            each(JournalLine {
+                number,
+                offset,
+                len,
+                text,
+            })?;
+        }
+        offset += len;
+        scan.complete_len = offset;
+    }
+    Ok(scan)
+}
+
+/// `read_until(b'\n')` that refuses a line longer than [`MAX_LINE_BYTES`].
+fn read_line_limited<R: BufRead>(
+    reader: &mut R,
+    buf: &mut Vec<u8>,
+    number: usize,
+) -> std::io::Result<usize> {
+    let mut total = 0usize;
+    loop {
+        let (done, used) = {
+            let available = match reader.fill_buf() {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if available.is_empty() {
+                return Ok(total);
+            }
+            match available.iter().position(|&b| b == b'\n') {
+                Some(i) => {
+                    buf.extend_from_slice(&available[..=i]);
+                    (true, i + 1)
+                }
+                None => {
+                    buf.extend_from_slice(available);
+                    (false, available.len())
+                }
+            }
+        };
+        reader.consume(used);
+        total += used;
+        if total > MAX_LINE_BYTES {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("line {number} is longer than {MAX_LINE_BYTES} bytes"),
+            ));
+        }
+        if done {
+            return Ok(total);
+        }
+    }
+}
+
+/// Opens a journal for a streaming read; `None` when there is none yet. Symlinks
+/// are followed (a journal may be linked in) but only a regular file is read, so a
+/// FIFO or device named `journal.jsonl` cannot hang or flood the reader.
+pub fn open_journal(path: &Path) -> Result<Option<BufReader<File>>, JournalError> {
+    match crate::util::fsx::open_regular_for_read(path) {
+        Ok(f) => Ok(Some(BufReader::with_capacity(1 << 16, f))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(JournalError::Read {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// Streams a journal, parsing each complete line as `T` (a record, or a few of its
+/// fields: serde skips the rest without keeping it). A missing file is an empty
+/// journal; a line that does not parse is damage, an error naming it.
+pub fn read_journal_with<T: DeserializeOwned>(
+    path: &Path,
+    each: impl FnMut(JournalLine<'_>, T),
+) -> Result<JournalScan, JournalError> {
+    match open_journal(path)? {
+        Some(reader) => parse_journal_with(reader, path, each),
+        None => Ok(JournalScan::default()),
+    }
+}
+
+/// [`read_journal_with`] over any reader; `path` is only used in messages.
+pub fn parse_journal_with<R: BufRead, T: DeserializeOwned>(
+    reader: R,
+    path: &Path,
+    mut each: impl FnMut(JournalLine<'_>, T),
+) -> Result<JournalScan, JournalError> {
+    scan_lines(
+        reader,
+        |line| match serde_json::from_slice::<T>(line.text) {
+            Ok(value) => {
+                each(line, value);
+                Ok(())
+            }
+            Err(e) => Err(JournalError::BadLine {
+                path: path.to_owned(),
+                line: line.number,
+                message: e.to_string(),
+            }),
+        },
+        |source| JournalError::Read {
+            path: path.to_owned(),
+            source,
+        },
+    )
+}
+
+/// Reads a journal whole; a missing file is an empty journal. A malformed line that
+/// is not the last one is an error: it means the file was damaged, not interrupted.
+/// Holds every record with its traces: use [`read_journal_with`] where a few fields
+/// are enough.
 pub fn read_journal(path: &Path) -> Result<JournalContents, JournalError> {
-    let mut bytes = Vec::new();
-    match File::open(path) {
-        Ok(mut f) => f
-            .read_to_end(&mut bytes)
-            .map_err(|source| JournalError::Read {
-                path: path.to_owned(),
-                source,
-            })?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(JournalContents::default());
-        }
-        Err(source) => {
-            return Err(JournalError::Read {
-                path: path.to_owned(),
-                source,
-            });
-        }
-    };
-    parse_journal_bytes(&bytes, path)
+    let mut records = Vec::new();
+    let scan = read_journal_with(path, |_, r: JournalRecord| records.push(r))?;
+    Ok(JournalContents {
+        records,
+        complete_len: scan.complete_len,
+        torn_last_line: scan.torn_last_line,
+    })
 }
 
 /// [`read_journal`] on bytes in memory; `path` is only used in messages.
 pub fn parse_journal_bytes(bytes: &[u8], path: &Path) -> Result<JournalContents, JournalError> {
-    let mut out = JournalContents::default();
-    let mut offset = 0usize;
-    let mut line_no = 0usize;
-    while offset < bytes.len() {
-        line_no += 1;
-        let rest = &bytes[offset..];
-        let (line, next, terminated) = match rest.iter().position(|&b| b == b'\n') {
-            Some(i) => (&rest[..i], offset + i + 1, true),
-            None => (rest, bytes.len(), false),
-        };
-        let trimmed = line.trim_ascii();
-        if trimmed.is_empty() {
-            if terminated {
-                out.complete_len = next as u64;
-            }
-            offset = next;
-            continue;
-        }
-        match serde_json::from_slice::<JournalRecord>(trimmed) {
-            Ok(record) if terminated => {
-                out.records.push(record);
-                out.complete_len = next as u64;
-            }
-            // A record without its newline was still being written when the run
-            // stopped: the write did not finish, so it does not count.
-            Ok(_) => out.torn_last_line = true,
-            // The newline is the last byte of every write, so only an unterminated
-            // line can be a write cut short; anything else is damage.
-            Err(_) if !terminated => out.torn_last_line = true,
-            Err(e) => {
-                return Err(JournalError::BadLine {
-                    path: path.to_owned(),
-                    line: line_no,
-                    message: e.to_string(),
-                });
-            }
-        }
-        offset = next;
+    let mut records = Vec::new();
+    let scan = parse_journal_with(bytes, path, |_, r: JournalRecord| records.push(r))?;
+    Ok(JournalContents {
+        records,
+        complete_len: scan.complete_len,
+        torn_last_line: scan.torn_last_line,
+    })
+}
+
+/// Reads the one line at `offset` (`len` bytes, newline included) and parses it:
+/// how a question's full record is fetched without reading the rest of the journal.
+pub fn read_record_at(path: &Path, at: RecordLocation) -> Result<JournalRecord, JournalError> {
+    let RecordLocation { offset, len } = at;
+    let read_err = |source| JournalError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    if len > MAX_LINE_BYTES as u64 + 1 {
+        return Err(read_err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("a record of {len} bytes at byte {offset} is longer than any journal line"),
+        )));
     }
-    Ok(out)
+    let mut file = crate::util::fsx::open_regular_for_read(path).map_err(read_err)?;
+    file.seek(SeekFrom::Start(offset)).map_err(read_err)?;
+    let mut bytes = Vec::with_capacity(len as usize);
+    (&mut file)
+        .take(len)
+        .read_to_end(&mut bytes)
+        .map_err(read_err)?;
+    if bytes.len() as u64 != len || bytes.last() != Some(&b'\n') {
+        return Err(read_err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("no whole record at byte {offset}: the journal changed since it was read"),
+        )));
+    }
+    serde_json::from_slice(bytes.trim_ascii()).map_err(|e| JournalError::BadRecordAt {
+        path: path.to_owned(),
+        offset,
+        message: e.to_string(),
+    })
+}
+
+/// Where the latest record of question `index` is, by one streaming pass that
+/// parses only each line's `index` (for a record whose place is not known yet, such
+/// as one a live run just wrote).
+pub fn locate_record(path: &Path, index: usize) -> Result<Option<RecordLocation>, JournalError> {
+    #[derive(Deserialize)]
+    struct IndexOnly {
+        index: usize,
+    }
+    let mut found = None;
+    read_journal_with(path, |line, row: IndexOnly| {
+        if row.index == index {
+            found = Some(line.location());
+        }
+    })?;
+    Ok(found)
 }
 
 /// Appends records to a journal, one whole line per write, flushed before returning
@@ -261,9 +556,17 @@ pub struct JournalWriter {
 
 impl JournalWriter {
     /// Opens (or creates) the journal for appending, first cutting off a torn last
-    /// line so the next record starts on a line of its own.
-    pub fn open(path: &Path) -> Result<(Self, JournalContents), JournalError> {
-        let contents = read_journal(path)?;
+    /// line so the next record starts on a line of its own. The journal is checked
+    /// line by line (damage in the middle is an error) without keeping any record.
+    pub fn open(path: &Path) -> Result<(Self, JournalScan), JournalError> {
+        let scan = read_journal_with(path, |_, _: serde::de::IgnoredAny| {})?;
+        Ok((Self::open_scanned(path, scan.complete_len)?, scan))
+    }
+
+    /// Opens the journal for appending after the caller has scanned it (holding the
+    /// run lock, so it cannot have changed): everything past `complete_len`, a torn
+    /// last line, is cut off.
+    pub fn open_scanned(path: &Path, complete_len: u64) -> Result<Self, JournalError> {
         let write_err = |source| JournalError::Write {
             path: path.to_owned(),
             source,
@@ -279,20 +582,17 @@ impl JournalWriter {
         )
         .map_err(write_err)?;
         let len = file.metadata().map_err(write_err)?.len();
-        if len != contents.complete_len {
-            file.set_len(contents.complete_len).map_err(write_err)?;
+        if len != complete_len {
+            file.set_len(complete_len).map_err(write_err)?;
         }
         file.seek(SeekFrom::End(0)).map_err(write_err)?;
-        Ok((
-            JournalWriter {
-                path: path.to_owned(),
-                file,
-                unsynced: 0,
-                last_sync: Instant::now(),
-                syncs: 0,
-            },
-            contents,
-        ))
+        Ok(JournalWriter {
+            path: path.to_owned(),
+            file,
+            unsynced: 0,
+            last_sync: Instant::now(),
+            syncs: 0,
+        })
     }
 
     /// Writes one record as a single line and flushes it to the OS; fsyncs when
@@ -390,7 +690,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(JOURNAL_FILE);
         let (mut w, before) = JournalWriter::open(&path).unwrap();
-        assert!(before.records.is_empty());
+        assert_eq!(before, JournalScan::default());
         w.append(&record(0, RecordStatus::Ok)).unwrap();
         w.append(&record(1, RecordStatus::Error)).unwrap();
         drop(w);
@@ -441,6 +741,102 @@ mod tests {
         assert!(got.records.is_empty());
         assert!(got.torn_last_line);
         assert_eq!(got.complete_len, 0);
+    }
+
+    fn with_trace(index: usize) -> JournalRecord {
+        let mut r = record(index, RecordStatus::Ok);
+        let mut trace = ExpertTrace::skipped(crate::echo::ExpertName::DecisionMaker, "test");
+        trace.input = serde_json::json!({"prompt": format!("prompt of question {index}")});
+        r.traces = vec![trace];
+        r
+    }
+
+    #[test]
+    fn one_record_is_read_at_its_place_without_reading_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(JOURNAL_FILE);
+        let (mut w, _) = JournalWriter::open(&path).unwrap();
+        for i in 0..3 {
+            w.append(&with_trace(i)).unwrap();
+        }
+        drop(w);
+        let mut places = Vec::new();
+        let mut rows = Vec::new();
+        read_journal_with(&path, |line, r: RecordWithoutTraces| {
+            places.push(line.location());
+            rows.push(JournalRecord::from(r));
+        })
+        .unwrap();
+        // The rows leave the traces out; the record read at its place has them.
+        assert!(rows.iter().all(|r| r.traces.is_empty()));
+        assert_eq!(
+            rows[2],
+            JournalRecord {
+                traces: Vec::new(),
+                ..with_trace(2)
+            }
+        );
+        assert_eq!(read_record_at(&path, places[2]).unwrap(), with_trace(2));
+        assert_eq!(locate_record(&path, 1).unwrap(), Some(places[1]));
+        assert_eq!(locate_record(&path, 7).unwrap(), None);
+
+        // Damage the first line in place: a whole-journal read now fails, but the
+        // third record is still read, since nothing else is.
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[..10].copy_from_slice(b"##########");
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(read_journal(&path).is_err());
+        assert_eq!(read_record_at(&path, places[2]).unwrap(), with_trace(2));
+        // A place that is not a whole line (the journal changed) is an error.
+        let inside = RecordLocation {
+            offset: places[2].offset + 1,
+            len: places[2].len - 1,
+        };
+        assert!(read_record_at(&path, inside).is_err());
+        let past = RecordLocation {
+            offset: bytes.len() as u64,
+            len: 10,
+        };
+        assert!(read_record_at(&path, past).is_err());
+    }
+
+    #[test]
+    fn lines_stream_with_their_places_and_the_rule_for_the_last_one() {
+        let text = "\u{feff}{\"a\":1}\r\n\n  \n{\"a\":2}\n{\"a\":3}";
+        let mut seen = Vec::new();
+        let scan = scan_lines(
+            text.as_bytes(),
+            |l| {
+                seen.push((
+                    l.number,
+                    l.offset,
+                    l.len,
+                    String::from_utf8_lossy(l.text).into_owned(),
+                ));
+                Ok::<(), std::io::Error>(())
+            },
+            |e| e,
+        )
+        .unwrap();
+        assert_eq!(
+            seen,
+            [
+                (1, 0, 12, "{\"a\":1}".to_owned()),
+                (4, 16, 8, "{\"a\":2}".to_owned()),
+            ]
+        );
+        assert_eq!(
+            scan,
+            JournalScan {
+                complete_len: 24,
+                torn_last_line: true,
+                lines: 2
+            }
+        );
+        // Trailing blanks without a newline are not a torn line.
+        let scan = scan_lines("{}\n  ".as_bytes(), |_| Ok::<(), ()>(()), |_| ()).unwrap();
+        assert!(!scan.torn_last_line);
+        assert_eq!(scan.complete_len, 3);
     }
 
     #[test]

@@ -4,6 +4,8 @@
 pub mod compare;
 pub mod export;
 pub mod journal;
+pub mod journal_bench;
+pub mod journal_summary;
 pub mod lock;
 pub mod manifest;
 pub mod merge;

@@ -10,8 +10,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::bench::journal::{JOURNAL_FILE, JournalError, JournalRecord, read_journal};
+use crate::bench::journal_summary;
 use crate::bench::manifest::{MANIFEST_FILE, ManifestError, RunManifest, Shard};
-use crate::bench::score::{self, AVERAGE, AnswerRecord, ScoreOptions, ScoreTable};
+use crate::bench::score::{self, AnswerRecord, ScoreOptions, ScoreTable};
 use crate::dataset::paths::{PathError, check_relative};
 
 /// Where `export` writes when no file is named.
@@ -74,18 +75,7 @@ impl RunFolder {
     /// Reads `dir/manifest.json` and `dir/journal.jsonl` (a missing journal is a run
     /// that has not recorded anything yet).
     pub fn open(dir: &Path) -> Result<RunFolder, RunFolderError> {
-        if !dir.is_dir() {
-            return Err(RunFolderError::NotAFolder {
-                path: dir.to_owned(),
-            });
-        }
-        let manifest_path = RunManifest::path_in(dir);
-        if !manifest_path.exists() {
-            return Err(RunFolderError::NoManifest {
-                path: dir.to_owned(),
-            });
-        }
-        let manifest = RunManifest::load(&manifest_path)?;
+        let manifest = open_manifest(dir)?;
         let journal_path = dir.join(JOURNAL_FILE);
         let journal = read_journal(&journal_path)?;
         for record in &journal.records {
@@ -200,6 +190,23 @@ impl RunFolder {
     }
 }
 
+/// The manifest of the run folder `dir`, with errors that say which of folder and
+/// manifest is missing.
+pub fn open_manifest(dir: &Path) -> Result<RunManifest, RunFolderError> {
+    if !dir.is_dir() {
+        return Err(RunFolderError::NotAFolder {
+            path: dir.to_owned(),
+        });
+    }
+    let manifest_path = RunManifest::path_in(dir);
+    if !manifest_path.exists() {
+        return Err(RunFolderError::NoManifest {
+            path: dir.to_owned(),
+        });
+    }
+    Ok(RunManifest::load(&manifest_path)?)
+}
+
 fn folder_name(dir: &Path) -> String {
     dir.file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -227,26 +234,31 @@ pub struct RunSummaryRow {
 }
 
 impl RunSummaryRow {
-    fn of(run: &RunFolder) -> Self {
-        let coverage = run.coverage();
-        let accuracy = run
-            .score(ScoreOptions::default())
-            .get(AVERAGE, AVERAGE)
-            .filter(|v| !v.is_nan());
-        RunSummaryRow {
-            folder: run.dir.clone(),
-            name: run.name(),
-            note: run.manifest.note.clone(),
-            models: run.models(),
-            started_at: Some(run.manifest.started_at.clone()),
-            finished_at: run.manifest.finished_at.clone(),
-            shard: run.manifest.shard,
-            question_count: coverage.question_count,
-            answered: coverage.answered,
-            errors: coverage.errors,
-            accuracy,
-            error: None,
+    /// Reads the folder's manifest and its journal's summary (never the journal
+    /// itself unless the summary is missing or stale).
+    fn read(folder: &Path) -> Result<Self, RunFolderError> {
+        let manifest = open_manifest(folder)?;
+        let summary = journal_summary::summary(folder)?;
+        let mut models: Vec<String> = Vec::new();
+        for e in &manifest.endpoints {
+            if !models.contains(&e.model) {
+                models.push(e.model.clone());
+            }
         }
+        Ok(RunSummaryRow {
+            folder: folder.to_owned(),
+            name: folder_name(folder),
+            note: manifest.note,
+            models,
+            started_at: Some(manifest.started_at),
+            finished_at: manifest.finished_at,
+            shard: manifest.shard,
+            question_count: manifest.question_count,
+            answered: summary.answered,
+            errors: summary.errors,
+            accuracy: summary.average(false),
+            error: None,
+        })
     }
 
     fn broken(folder: PathBuf, error: &RunFolderError) -> Self {
@@ -291,10 +303,13 @@ pub fn list_runs(runs_dir: &Path) -> Result<Vec<RunSummaryRow>, RunFolderError> 
         }
     }
     folders.sort();
+    // In parallel: a run whose summary is missing or stale is rebuilt from its
+    // journal (seconds for a large one), and each is independent of the others.
+    use rayon::prelude::*;
     Ok(folders
-        .into_iter()
-        .map(|folder| match RunFolder::open(&folder) {
-            Ok(run) => RunSummaryRow::of(&run),
+        .into_par_iter()
+        .map(|folder| match RunSummaryRow::read(&folder) {
+            Ok(row) => row,
             Err(e) => RunSummaryRow::broken(folder, &e),
         })
         .collect())
@@ -475,6 +490,63 @@ pub(crate) mod tests {
         assert!(run.torn_last_line);
         assert_eq!(run.coverage().answered, 1);
         assert_eq!(run.coverage().missing, 2);
+    }
+
+    /// `score FILE.jsonl` and the run folder read a journal through one reader, so
+    /// they agree on its last line whatever state the writer left it in.
+    #[test]
+    fn score_of_the_journal_file_and_of_the_run_folder_agree_on_the_last_line() {
+        let whole = |r: &JournalRecord| serde_json::to_string(r).unwrap();
+        let first = record(0, GOOD, AD, "B", Some("B"));
+        let last = record(1, BAD, AD, "A", Some("A"));
+        let cases: [(&str, String, Option<usize>); 4] = [
+            // A complete record whose newline was never written: the write did not
+            // finish, so it does not count (resume asks it again).
+            (
+                "unterminated",
+                format!("{}\n{}", whole(&first), whole(&last)),
+                Some(1),
+            ),
+            (
+                "cut short",
+                format!("{}\n{}", whole(&first), &whole(&last)[..40]),
+                Some(1),
+            ),
+            (
+                "terminated",
+                format!("{}\n{}\n", whole(&first), whole(&last)),
+                Some(2),
+            ),
+            // A whole line that does not parse is damage, for both.
+            (
+                "bad whole line",
+                format!("{}\n{{\"image\": 3}}\n", whole(&first)),
+                None,
+            ),
+        ];
+        for (name, text, expected) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            write_run(dir.path(), &manifest(2), &[]);
+            let journal = dir.path().join(JOURNAL_FILE);
+            std::fs::write(&journal, &text).unwrap();
+            let folder = RunFolder::open(dir.path());
+            let file = score::load_answers(&journal);
+            match expected {
+                Some(n) => {
+                    let folder = folder.unwrap();
+                    let file = file.unwrap();
+                    assert_eq!(folder.answers().len(), n, "{name}: run folder");
+                    assert_eq!(file.records.len(), n, "{name}: score FILE.jsonl");
+                    assert_eq!(file.records, folder.answers(), "{name}");
+                    assert_eq!(folder.torn_last_line, n == 1, "{name}");
+                    assert_eq!(file.torn_last_line, n == 1, "{name}");
+                }
+                None => {
+                    assert!(folder.unwrap_err().to_string().contains("line 2"), "{name}");
+                    assert!(file.unwrap_err().to_string().contains("line 2"), "{name}");
+                }
+            }
+        }
     }
 
     #[test]

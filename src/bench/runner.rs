@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::journal::{
-    AnswerQuestion, JOURNAL_FILE, JournalError, JournalRecord, JournalWriter, RecordStatus,
-    parse_journal_bytes, read_journal,
+    AnswerQuestion, JOURNAL_FILE, JournalError, JournalRecord, JournalWriter, RecordRow,
+    RecordStatus, read_journal_with,
 };
 use super::lock::{LockError, RunLock};
 use super::manifest::{
@@ -631,8 +631,9 @@ struct Prepared {
     /// Selected questions without a record, in file order.
     pending: Vec<Work>,
     total: usize,
-    /// Records of the selection found in the journal, by index.
-    previous: BTreeMap<usize, JournalRecord>,
+    /// What the journal says of the selection's questions, by index (the latest
+    /// line of each wins).
+    previous: BTreeMap<usize, RecordRow>,
     retrying: usize,
 }
 
@@ -763,13 +764,27 @@ fn prepare(spec: &RunSpec) -> Result<Prepared, RunError> {
             source,
         })?;
     }
-    let existing = read_journal(&journal_path)?;
-    let has_run = !existing.records.is_empty();
+    // One streaming pass: a 40,000-question journal with traces is hundreds of MB,
+    // and resume needs only each line's question, status and answer fields.
+    let selected_indices: HashSet<usize> = selected.iter().map(|w| w.index).collect();
+    let mut previous: BTreeMap<usize, RecordRow> = BTreeMap::new();
+    let mut error_lines: Vec<(u64, u64)> = Vec::new();
+    let existing = read_journal_with(&journal_path, |line, row: RecordRow| {
+        let is_error = row.status == RecordStatus::Error;
+        if is_error {
+            error_lines.push((line.offset, line.len));
+        }
+        // Retrying drops every error line below, so they cannot count as done.
+        if selected_indices.contains(&row.index) && !(is_error && spec.retry_errors) {
+            previous.insert(row.index, row);
+        }
+    })?;
+    let has_run = existing.lines > 0;
     let continuing = spec.resume || spec.retry_errors;
     if has_run && !continuing {
         return Err(RunError::AlreadyStarted {
             dir: spec.out.clone(),
-            records: existing.records.len(),
+            records: existing.lines,
         });
     }
     if has_run {
@@ -791,7 +806,7 @@ fn prepare(spec: &RunSpec) -> Result<Prepared, RunError> {
                         at: rfc3339_now(),
                         fingerprint: Some(old.fingerprint()),
                         differences,
-                        records_before: existing.records.len(),
+                        records_before: existing.lines,
                     });
                 }
                 manifest.started_at = old.started_at;
@@ -806,24 +821,18 @@ fn prepare(spec: &RunSpec) -> Result<Prepared, RunError> {
                 at: rfc3339_now(),
                 fingerprint: None,
                 differences: vec![format!("unreadable manifest ({e})")],
-                records_before: existing.records.len(),
+                records_before: existing.lines,
             }),
         }
     }
     // Before anything is written: a refusal leaves the folder as it was.
     let input_check = check_selection(&dataset, &selected, &context, &spec.root);
     if !input_check.is_complete() {
-        let asked_again = |r: &JournalRecord| spec.retry_errors && !r.is_ok();
-        let recorded: HashSet<usize> = existing
-            .records
-            .iter()
-            .filter(|r| !asked_again(r))
-            .map(|r| r.index)
-            .collect();
+        // `previous` holds what is recorded and will not be asked again.
         let to_ask: HashSet<usize> = selected
             .iter()
             .map(|w| w.index)
-            .filter(|i| !recorded.contains(i))
+            .filter(|i| !previous.contains_key(i))
             .collect();
         let lacking = input_check.restricted_to(&to_ask);
         if !lacking.is_complete() && !spec.allow_missing_inputs {
@@ -834,20 +843,18 @@ fn prepare(spec: &RunSpec) -> Result<Prepared, RunError> {
         }
         manifest.missing_inputs = Some(input_check);
     }
+    let mut complete_len = existing.complete_len;
     let retrying = if spec.retry_errors && has_run {
-        drop_error_records(&journal_path)?
+        if !error_lines.is_empty() || existing.torn_last_line {
+            complete_len = drop_lines(&journal_path, existing.complete_len, &error_lines)?;
+        }
+        error_lines.len()
     } else {
         0
     };
 
-    let (writer, contents) = JournalWriter::open(&journal_path)?;
-    let selected_indices: HashSet<usize> = selected.iter().map(|w| w.index).collect();
-    let mut previous = BTreeMap::new();
-    for r in contents.records {
-        if selected_indices.contains(&r.index) {
-            previous.entry(r.index).or_insert(r);
-        }
-    }
+    // The lock is held, so the journal is as scanned (or as just rewritten).
+    let writer = JournalWriter::open_scanned(&journal_path, complete_len)?;
     let total = selected.len();
     let pending = selected
         .into_iter()
@@ -959,49 +966,45 @@ fn check_selection(
     )
 }
 
-/// Rewrites the journal without its error records, atomically (a crash leaves the
-/// old journal or the new one), so a retried question never has two lines. A torn
-/// last line is dropped with them. Returns how many records were dropped.
-fn drop_error_records(path: &Path) -> Result<usize, RunError> {
-    let read_err = |source| RunError::Rewrite {
+/// Rewrites the journal without the lines at `drop` (offset, length: its error
+/// records, found by the resume scan) and without anything past `complete_len` (a
+/// torn last line), atomically: a crash leaves the old journal or the new one, so a
+/// retried question never has two lines. The copy streams; nothing is parsed again.
+/// Returns the new journal's length.
+fn drop_lines(path: &Path, complete_len: u64, drop: &[(u64, u64)]) -> Result<u64, RunError> {
+    use std::io::{Read, Write};
+    let rewrite_err = |source| RunError::Rewrite {
         path: path.to_path_buf(),
         source,
     };
-    let bytes = std::fs::read(path).map_err(read_err)?;
-    // Validates the whole file first: damage in the middle is an error, not data to drop.
-    let contents = parse_journal_bytes(&bytes, path)?;
-    let errors = contents
-        .records
-        .iter()
-        .filter(|r| r.status == RecordStatus::Error)
-        .count();
-    if errors == 0 && !contents.torn_last_line {
-        return Ok(0);
-    }
-    let complete = &bytes[..contents.complete_len as usize];
-    let mut kept = Vec::with_capacity(complete.len());
-    for line in complete.split_inclusive(|&b| b == b'\n') {
-        let trimmed = line.trim_ascii();
-        if trimmed.is_empty() {
-            continue;
-        }
-        // Each line parsed above; only the status decides.
-        let is_error = serde_json::from_slice::<StatusOnly>(trimmed)
-            .map(|s| s.status == RecordStatus::Error)
-            .unwrap_or(false);
-        if !is_error {
-            kept.extend_from_slice(line);
-        }
-    }
+    let mut source = crate::util::fsx::open_regular_for_read(path).map_err(rewrite_err)?;
+    let mut written = 0u64;
     // Published by rename with the folder fsynced, and never through a link: a
     // journal symlinked to another file must not get that file rewritten.
-    crate::util::fsx::atomic_write_no_follow(path, &kept).map_err(read_err)?;
-    Ok(errors)
-}
-
-#[derive(Deserialize)]
-struct StatusOnly {
-    status: RecordStatus,
+    crate::util::fsx::atomic_write_no_follow_with(path, |out| {
+        let mut out = std::io::BufWriter::with_capacity(1 << 16, out);
+        let mut position = 0u64;
+        let mut keep = |from: u64, to: u64, source: &mut std::fs::File| -> std::io::Result<()> {
+            let n = std::io::copy(&mut source.take(to - from), &mut out)?;
+            if n != to - from {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the journal got shorter while it was rewritten",
+                ));
+            }
+            written += n;
+            Ok(())
+        };
+        for &(offset, len) in drop {
+            keep(position, offset, &mut source)?;
+            std::io::copy(&mut (&mut source).take(len), &mut std::io::sink())?;
+            position = offset + len;
+        }
+        keep(position, complete_len, &mut source)?;
+        out.flush()
+    })
+    .map_err(rewrite_err)?;
+    Ok(written)
 }
 
 /// Counts over the selection's records, earlier sessions included.
@@ -1017,13 +1020,27 @@ struct Tallies {
 
 impl Tallies {
     fn add(&mut self, r: &JournalRecord) {
+        self.add_outcome(r.index, r.is_ok(), r.correct, || r.to_answer());
+    }
+
+    fn add_previous(&mut self, r: &RecordRow) {
+        self.add_outcome(r.index, r.is_ok(), r.correct, || r.to_answer());
+    }
+
+    fn add_outcome(
+        &mut self,
+        index: usize,
+        ok: bool,
+        correct: Option<bool>,
+        answer: impl FnOnce() -> AnswerRecord,
+    ) {
         self.done += 1;
-        if r.is_ok() {
+        if ok {
             self.answered += 1;
-            if r.correct == Some(true) {
+            if correct == Some(true) {
                 self.correct += 1;
             }
-            self.scored.insert(r.index, r.to_answer());
+            self.scored.insert(index, answer());
         } else {
             self.errors += 1;
         }
@@ -1124,7 +1141,7 @@ async fn execute(
     let start = Instant::now();
     let mut tallies = Tallies::default();
     for r in p.previous.values() {
-        tallies.add(r);
+        tallies.add_previous(r);
     }
     let already_done = tallies.done;
     events(RunEvent::Started {
@@ -1271,6 +1288,11 @@ async fn execute(
     // recorded goes to disk before anything is reported; a failure is reported as
     // itself, not as the sync that may fail after it.
     let synced = p.writer.sync();
+    // Run lists read this instead of the journal. It is a cache, rebuilt whenever it
+    // is missing or stale, so failing to write it does not fail the run.
+    if let Err(e) = super::journal_summary::write_summary(&run_dir) {
+        tracing::warn!("{}", crate::util::error::chain(&e));
+    }
     if let Some(e) = failure {
         return Err(e);
     }
@@ -1326,6 +1348,7 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
+    use crate::bench::journal::read_journal;
     use crate::mllm::mock::{Fault, FaultPlan, MockConfig, MockServer};
 
     fn key(s: &str) -> Arc<str> {

@@ -107,6 +107,16 @@ pub fn write_bench_dataset(dir: &Path, images: usize, size: u32) -> std::io::Res
             .save(path)
             .map_err(std::io::Error::other)
     })?;
+    write_bench_mmad(dir, images)
+}
+
+/// The mmad.json of [`write_bench_dataset`] alone (`images` entries of five
+/// questions each), for measurements that never open the images.
+pub fn write_bench_mmad(dir: &Path, images: usize) -> std::io::Result<PathBuf> {
+    let key = |i: usize| {
+        let folder = if i.is_multiple_of(3) { "good" } else { "crack" };
+        format!("Bench/part/test/{folder}/{i:04}.png")
+    };
     let question = |text: &str, answer: &str, options: &[&str], kind: &str| {
         let options: serde_json::Map<String, Value> = options
             .iter()

@@ -683,7 +683,7 @@ pub enum ScoreError {
         column: usize,
         reason: String,
     },
-    /// A journal line other than the last does not parse.
+    /// A complete journal line (one that ends in a newline) does not parse.
     #[error("{}: line {line}, column {column}: invalid JSON: {reason}", path.display())]
     JournalLine {
         path: PathBuf,
@@ -751,22 +751,41 @@ pub struct LoadedAnswers {
 
 /// Read an MMAD answers JSON (a list) or a `.jsonl` run journal.
 ///
-/// A `.jsonl` extension means a journal; otherwise the content decides (see
+/// A `.jsonl` extension means a journal, streamed line by line through the reader
+/// run folders use ([`crate::bench::journal::scan_lines`]), so both agree on every
+/// line, a torn last one included; otherwise the content decides (see
 /// [`parse_answers`]).
 pub fn load_answers(path: &Path) -> Result<LoadedAnswers, ScoreError> {
-    let bytes = crate::util::fsx::read_limited(path, crate::util::fsx::TEXT_FILE_LIMIT).map_err(
-        |source| ScoreError::Io {
-            path: path.to_owned(),
-            source,
-        },
-    )?;
-    let text = String::from_utf8_lossy(&bytes);
-    let format = path
+    let io_err = |source| ScoreError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let journal = path
         .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("jsonl"))
-        .then_some(AnswerFormat::Journal);
-    parse_answers(&text, path, format)
+        .is_some_and(|e| e.eq_ignore_ascii_case("jsonl"));
+    if journal {
+        let file = crate::util::fsx::open_regular_for_read(path).map_err(io_err)?;
+        let reader = std::io::BufReader::with_capacity(1 << 16, file);
+        return parse_journal(reader, path).map_err(|e| {
+            // Only on failure: a pretty-printed JSON document named `.jsonl` is
+            // worth naming as what it is rather than as a bad line 1.
+            match std::fs::metadata(path) {
+                Ok(m) if m.len() <= LARGEST_DOCUMENT_CHECKED => std::fs::read(path)
+                    .ok()
+                    .and_then(|b| not_answers(&String::from_utf8_lossy(&b), path))
+                    .unwrap_or(e),
+                _ => e,
+            }
+        });
+    }
+    let bytes =
+        crate::util::fsx::read_limited(path, crate::util::fsx::TEXT_FILE_LIMIT).map_err(io_err)?;
+    let text = String::from_utf8_lossy(&bytes);
+    parse_answers(&text, path, None)
 }
+
+/// Largest `.jsonl` file re-read whole to explain a parse failure.
+const LARGEST_DOCUMENT_CHECKED: u64 = 64 << 20;
 
 /// [`load_answers`] on text already in memory; `path` is only used in messages.
 ///
@@ -786,18 +805,22 @@ pub fn parse_answers(
     match format {
         AnswerFormat::List => parse_list(text, path),
         AnswerFormat::Journal => {
-            if text.trim().lines().nth(1).is_some()
-                && let Ok(value) = serde_json::from_str::<Value>(text)
-                && !value.is_array()
-            {
-                return Err(ScoreError::NotAnswers {
-                    path: path.to_owned(),
-                    found: json_kind(&value),
-                });
-            }
-            parse_journal(text, path)
+            parse_journal(text.as_bytes(), path).map_err(|e| not_answers(text, path).unwrap_or(e))
         }
     }
+}
+
+/// A multi-line JSON document that is one value but not a list: not answers at
+/// all (a journal's lines each hold a whole object, so its first line would parse).
+fn not_answers(text: &str, path: &Path) -> Option<ScoreError> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    // One line is a journal of one record, whatever it holds.
+    text.trim().lines().nth(1)?;
+    let value = serde_json::from_str::<Value>(text).ok()?;
+    (!value.is_array()).then(|| ScoreError::NotAnswers {
+        path: path.to_owned(),
+        found: json_kind(&value),
+    })
 }
 
 fn parse_list(text: &str, path: &Path) -> Result<LoadedAnswers, ScoreError> {
@@ -830,54 +853,50 @@ fn parse_list(text: &str, path: &Path) -> Result<LoadedAnswers, ScoreError> {
     Ok(out)
 }
 
-fn parse_journal(text: &str, path: &Path) -> Result<LoadedAnswers, ScoreError> {
+fn parse_journal<R: std::io::BufRead>(reader: R, path: &Path) -> Result<LoadedAnswers, ScoreError> {
     let mut out = LoadedAnswers {
         format: AnswerFormat::Journal,
         records: Vec::new(),
         errors: Vec::new(),
         torn_last_line: false,
     };
-    let lines: Vec<(usize, &str)> = text
-        .lines()
-        .enumerate()
-        .map(|(i, l)| (i + 1, l))
-        .filter(|(_, l)| !l.trim().is_empty())
-        .collect();
-    let last = lines.last().map(|(n, _)| *n);
     // A concurrent run appends in finishing order. When every line carries our
     // question `index`, the question's latest line counts and answers are scored in
     // dataset order, as for the run folder; other journals are read in file order.
     let mut indexed: Vec<(usize, usize, Option<AnswerRecord>, Option<FailedQuestion>)> = Vec::new();
     let mut all_indexed = true;
-    for (line, content) in lines {
-        let value: Value = match serde_json::from_str(content) {
-            Ok(v) => v,
-            Err(_) if Some(line) == last => {
-                out.torn_last_line = true;
-                break;
-            }
-            Err(e) => {
-                return Err(ScoreError::JournalLine {
+    let scan = crate::bench::journal::scan_lines(
+        reader,
+        |journal_line| {
+            let line = journal_line.number;
+            let content = String::from_utf8_lossy(journal_line.text);
+            let value: Value =
+                serde_json::from_str(&content).map_err(|e| ScoreError::JournalLine {
                     path: path.to_owned(),
                     line,
                     column: e.column(),
                     reason: json_error_reason(&e),
-                });
-            }
-        };
-        let index = value
-            .get("index")
-            .and_then(Value::as_u64)
-            .and_then(|i| usize::try_from(i).ok());
-        all_indexed &= index.is_some();
-        let (record, failed) = if value.get("status").and_then(Value::as_str) == Some("error") {
-            (None, Some(failed_question(&value, line)))
-        } else {
-            let record = record_from_value(value, path, EntryLocation::Line(line))?;
-            (Some(record), None)
-        };
-        indexed.push((index.unwrap_or(0), line, record, failed));
-    }
+                })?;
+            let index = value
+                .get("index")
+                .and_then(Value::as_u64)
+                .and_then(|i| usize::try_from(i).ok());
+            all_indexed &= index.is_some();
+            let (record, failed) = if value.get("status").and_then(Value::as_str) == Some("error") {
+                (None, Some(failed_question(&value, line)))
+            } else {
+                let record = record_from_value(value, path, EntryLocation::Line(line))?;
+                (Some(record), None)
+            };
+            indexed.push((index.unwrap_or(0), line, record, failed));
+            Ok(())
+        },
+        |source| ScoreError::Io {
+            path: path.to_owned(),
+            source,
+        },
+    )?;
+    out.torn_last_line = scan.torn_last_line;
     if all_indexed {
         // Stable: for one index the later line sorts last and replaces the earlier.
         indexed.sort_by_key(|(index, line, ..)| (*index, *line));
@@ -1550,6 +1569,8 @@ mod tests {
             line(0, "bad/0.JPG", "A"),
         ]
         .join("\n");
+        // Every line ends in a newline: one without is a write cut short.
+        let text = format!("{text}\n");
         let loaded = parse(&text, true).unwrap();
         let images: Vec<&str> = loaded.records.iter().map(|r| r.image.as_str()).collect();
         assert_eq!(
@@ -1563,7 +1584,7 @@ mod tests {
         assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
         // One line without an index: the file's own order is kept.
         let mixed = format!(
-            "{text}\n{}",
+            "{text}{}\n",
             r#"{"image": "VisA/c/test/good/9.JPG", "question_type": "Anomaly Detection", "correct_answer": "B", "gpt_answer": "B"}"#
         );
         let loaded = parse(&mixed, true).unwrap();

@@ -20,6 +20,35 @@ pub enum BenchCommand {
     /// Batch-runner throughput against the in-process mock server at a fixed latency,
     /// as a fraction of concurrency / latency, and the runner's CPU per question.
     Runner(RunnerArgs),
+    /// Journals at scale: resume peak memory, the Runs list over many runs and opening
+    /// one question's trace, on a generated run of 40,000 questions with ~4 KB traces.
+    Journal(JournalArgs),
+    /// The resume that `bench journal` measures, in a process of its own.
+    #[command(hide = true)]
+    JournalResume(JournalResumeArgs),
+}
+
+#[derive(Args)]
+pub struct JournalArgs {
+    #[arg(long, default_value_t = 40_000)]
+    questions: usize,
+    /// Approximate bytes of one journal line, traces included.
+    #[arg(long, default_value_t = 4096)]
+    record_bytes: usize,
+    /// Run folders in the list.
+    #[arg(long, default_value_t = 50)]
+    runs: usize,
+    /// Where the generated run folders go (default: a temporary folder, removed after).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct JournalResumeArgs {
+    #[arg(long)]
+    run: PathBuf,
+    #[arg(long)]
+    retry_errors: bool,
 }
 
 #[derive(Args)]
@@ -136,6 +165,29 @@ pub fn run(cmd: &BenchCommand) -> anyhow::Result<ExitCode> {
                 },
             )?;
             println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        BenchCommand::Journal(a) => {
+            use echo_workbench::bench::journal_bench::{JournalBenchOptions, bench_journal};
+            eprintln!(
+                "generating a run of {} questions ({} bytes a record) in {} folders ...",
+                a.questions, a.record_bytes, a.runs
+            );
+            let exe = std::env::current_exe()?;
+            let out = bench_journal(
+                &JournalBenchOptions {
+                    questions: a.questions,
+                    record_bytes: a.record_bytes,
+                    runs: a.runs.max(1),
+                    dir: a.dir.clone(),
+                    ..JournalBenchOptions::default()
+                },
+                &exe,
+            )?;
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        BenchCommand::JournalResume(a) => {
+            let out = echo_workbench::bench::journal_bench::resume_child(&a.run, a.retry_errors)?;
+            println!("{}", serde_json::to_string(&out)?);
         }
         BenchCommand::Clip(a) => {
             let out = echo_workbench::vision::clip_bench::bench_clip(&a.model, &a.batch, a.runs)?;

@@ -193,8 +193,10 @@ fn notes(args: &ScoreArgs, path: &Path, input: &Input, table: &ScoreTable) {
                 }
             }
             if loaded.torn_last_line {
+                // Files written by hand or by other tools often lack the final newline;
+                // say how to get that line counted.
                 eprintln!(
-                    "{prefix}note: the journal's last line was torn (an interrupted write) and was ignored"
+                    "{prefix}note: the journal's last line has no newline, so it is taken as torn (an interrupted write) and ignored, as a run folder reads it; if that line is complete, end the file with a newline"
                 );
             }
         }

@@ -19,7 +19,16 @@ const MAX_LINK_HOPS: usize = 40;
 /// a user who linked their settings or knowledge file into a dotfiles repository
 /// gets that file updated, never a plain file silently put in the link's place.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    replace_file(&write_target(path)?, bytes)
+    replace_file_with(&write_target(path)?, |f| f.write_all(bytes))
+}
+
+/// [`atomic_write`] for content produced piece by piece, so it never has to be held
+/// in memory whole.
+pub fn atomic_write_with(
+    path: &Path,
+    write: impl FnOnce(&mut File) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    replace_file_with(&write_target(path)?, write)
 }
 
 /// [`atomic_write`] for a file inside a folder the tool owns (a run's manifest, a
@@ -28,8 +37,17 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// overwrite whatever it points at. A link swapped in after the check is replaced
 /// by the rename itself, never written through.
 pub fn atomic_write_no_follow(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    atomic_write_no_follow_with(path, |f| f.write_all(bytes))
+}
+
+/// [`atomic_write_no_follow`] for content produced piece by piece (a journal
+/// rewritten by `--retry-errors`, streamed rather than held whole).
+pub fn atomic_write_no_follow_with(
+    path: &Path,
+    write: impl FnOnce(&mut File) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     refuse_non_regular(path)?;
-    replace_file(path, bytes)
+    replace_file_with(path, write)
 }
 
 /// Refuses a symlink or anything but a regular file at `path`; absent is fine.
@@ -48,7 +66,10 @@ pub fn refuse_non_regular_dir(dir: &Path) -> std::io::Result<()> {
     }
 }
 
-fn replace_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+fn replace_file_with(
+    path: &Path,
+    write: impl FnOnce(&mut File) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let dir = parent_or_dot(path);
     std::fs::create_dir_all(dir)?;
     let mut builder = tempfile::Builder::new();
@@ -71,7 +92,7 @@ fn replace_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         }
     }
     let mut tmp = builder.tempfile_in(dir)?;
-    tmp.write_all(bytes)?;
+    write(tmp.as_file_mut())?;
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
     sync_dir(dir)

@@ -230,7 +230,7 @@ impl CompareState {
                 self.open = None;
             } else if let Some(b) = switch {
                 let dir = if b { &res.b.dir } else { &res.a.dir };
-                self.open = Some((OpenQuestion::open(dir, index), b));
+                self.open = Some((OpenQuestion::open(dir, index, None), b));
             }
             return;
         }
@@ -291,7 +291,7 @@ impl CompareState {
                     });
             });
         if let Some(index) = open {
-            self.open = Some((OpenQuestion::open(&res.b.dir, index), true));
+            self.open = Some((OpenQuestion::open(&res.b.dir, index, None), true));
         }
     }
 }

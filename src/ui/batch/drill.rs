@@ -11,7 +11,7 @@ use super::super::trace_view::{self, QuestionRun};
 use super::super::{Command, Tab};
 use super::model::RunModel;
 use crate::bench::compare::cell_contains;
-use crate::bench::journal::{self, JournalRecord};
+use crate::bench::journal::{self, JournalRecord, RecordLocation};
 use crate::bench::score;
 use crate::dataset::DatasetRoot;
 use crate::vision::{DecodeLimits, decode_rgb8};
@@ -169,19 +169,27 @@ pub struct OpenQuestion {
 }
 
 impl OpenQuestion {
-    pub fn open(run_dir: &Path, index: usize) -> Self {
+    /// Reads question `index`'s full record: the one line at `location` when the
+    /// run was loaded (so a 40,000-question journal is not read for one trace),
+    /// otherwise by a scan that parses only each line's index.
+    pub fn open(run_dir: &Path, index: usize, location: Option<RecordLocation>) -> Self {
         let path = run_dir.join(journal::JOURNAL_FILE);
         OpenQuestion {
             index,
             full: None,
             job: Some(Job::spawn("read trace", move || {
-                let contents = journal::read_journal(&path)?;
-                contents
-                    .records
-                    .into_iter()
-                    .rev()
-                    .find(|r| r.index == index)
-                    .ok_or_else(|| anyhow::anyhow!("question {index} is not in {}", path.display()))
+                // A place that no longer holds the question's record (a retry
+                // rewrote the journal since it was read) falls back to the scan.
+                let at_place = location
+                    .and_then(|at| journal::read_record_at(&path, at).ok())
+                    .filter(|r| r.index == index);
+                if let Some(record) = at_place {
+                    return Ok(record);
+                }
+                let at = journal::locate_record(&path, index)?.ok_or_else(|| {
+                    anyhow::anyhow!("question {index} is not in {}", path.display())
+                })?;
+                Ok(journal::read_record_at(&path, at)?)
             })),
         }
     }
@@ -366,7 +374,11 @@ impl DrillState {
                         })
                         .inner;
                     if clicked {
-                        self.open = Some(OpenQuestion::open(&model.dir, r.index));
+                        self.open = Some(OpenQuestion::open(
+                            &model.dir,
+                            r.index,
+                            model.location(r.index),
+                        ));
                     }
                 }
             });

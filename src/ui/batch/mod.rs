@@ -103,6 +103,10 @@ pub struct BatchState {
     pub result: Option<ScoreResult>,
     pub error: Option<String>,
     job: Option<Job<ScoreResult>>,
+    /// The Browse file dialog, open on its own thread so the UI keeps drawing.
+    browse_job: Option<Job<Option<PathBuf>>>,
+    /// What Browse opens: the OS file dialog (tests put a stand-in here).
+    pick_answers_file: fn() -> Option<PathBuf>,
     // Runs.
     pub runs: Vec<RunRow>,
     pub runs_error: Option<String>,
@@ -136,6 +140,12 @@ impl Default for BatchState {
             result: None,
             error: None,
             job: None,
+            browse_job: None,
+            pick_answers_file: || {
+                rfd::FileDialog::new()
+                    .add_filter("Answers", &["json", "jsonl"])
+                    .pick_file()
+            },
             runs: Vec::new(),
             runs_error: None,
             runs_job: None,
@@ -163,6 +173,7 @@ impl BatchState {
     /// Short background work is under way (the status bar shows a spinner).
     pub fn busy(&self) -> bool {
         self.job.is_some()
+            || self.browse_job.is_some()
             || self.runs_job.is_some()
             || self.runs_action.is_some()
             || self.open_job.is_some()
@@ -254,6 +265,14 @@ impl BatchState {
                     self.result = Some(r);
                     self.error = None;
                 }
+                Err(e) => self.error = Some(e),
+            }
+        }
+        if let Some(result) = self.browse_job.as_mut().and_then(Job::take) {
+            self.browse_job = None;
+            match result {
+                Ok(Some(p)) => self.path_text = p.display().to_string(),
+                Ok(None) => {}
                 Err(e) => self.error = Some(e),
             }
         }
@@ -792,12 +811,12 @@ impl BatchState {
             let label = ui.label("Answers file");
             ui.add(egui::TextEdit::singleline(&mut self.path_text).desired_width(480.0))
                 .labelled_by(label.id);
-            if ui.button("Browse...").clicked()
-                && let Some(p) = rfd::FileDialog::new()
-                    .add_filter("Answers", &["json", "jsonl"])
-                    .pick_file()
+            if ui
+                .add_enabled(self.browse_job.is_none(), egui::Button::new("Browse..."))
+                .clicked()
             {
-                self.path_text = p.display().to_string();
+                let pick = self.pick_answers_file;
+                self.browse_job = Some(Job::spawn("file dialog", move || Ok(pick())));
             }
         });
         ui.horizontal(|ui| {
@@ -933,4 +952,52 @@ pub fn score_grid(ui: &mut egui::Ui, table: &ScoreTable) {
                 }
             });
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use egui_kittest::Harness;
+    use egui_kittest::kittest::Queryable;
+
+    /// A file dialog the user takes a while to answer.
+    fn slow_dialog() -> Option<PathBuf> {
+        std::thread::sleep(Duration::from_millis(1500));
+        Some(PathBuf::from("answers.jsonl"))
+    }
+
+    #[test]
+    fn browse_keeps_the_ui_drawing_while_the_dialog_is_open() {
+        let state = BatchState {
+            pick_answers_file: slow_dialog,
+            ..BatchState::default()
+        };
+        let mut h = Harness::builder().with_size([900.0, 400.0]).build_ui_state(
+            |ui, s: &mut BatchState| {
+                s.poll();
+                let mut commands = Vec::new();
+                s.score_file_ui(ui, &mut commands);
+            },
+            state,
+        );
+        h.run_steps(1);
+        h.get_by_label("Browse...").click();
+        let clicked = std::time::Instant::now();
+        h.run_steps(2);
+        // The frames after the click were drawn while the dialog was still open.
+        assert!(
+            clicked.elapsed() < Duration::from_millis(1000),
+            "the UI waited {:?} for the dialog",
+            clicked.elapsed()
+        );
+        assert!(h.state().browse_job.is_some());
+        assert!(h.state().busy());
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while h.state().path_text.is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+            h.run_steps(1);
+        }
+        assert_eq!(h.state().path_text, "answers.jsonl");
+        assert!(h.state().browse_job.is_none());
+    }
 }

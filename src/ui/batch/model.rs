@@ -10,9 +10,11 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::bench::journal::JournalRecord;
+use crate::bench::journal::{
+    JOURNAL_FILE, JournalRecord, RecordLocation, RecordWithoutTraces, read_journal_with,
+};
 use crate::bench::manifest::RunManifest;
-use crate::bench::run_folder::RunFolder;
+use crate::bench::run_folder::open_manifest;
 use crate::bench::score::{self, AnswerRecord, ScoreOptions, ScoreTable};
 
 /// How often a live run's table is re-scored at most. Scoring 40k records takes
@@ -77,6 +79,9 @@ pub struct RunModel {
     /// Where each question's record is in `records` (one record per question: a
     /// later one, e.g. a retried error, replaces the earlier in place).
     positions: HashMap<usize, usize>,
+    /// Where each loaded question's record is in the journal, so opening it reads
+    /// that one line. Records a live run sends have none (found by a scan instead).
+    locations: HashMap<usize, RecordLocation>,
     /// Bumped by every added or replaced record, so views know to refresh.
     pub generation: u64,
     pub table: ScoreTable,
@@ -99,6 +104,7 @@ impl RunModel {
             manifest,
             records: Vec::new(),
             positions: HashMap::new(),
+            locations: HashMap::new(),
             generation: 0,
             table: score::score(&[], options),
             options,
@@ -114,17 +120,28 @@ impl RunModel {
     }
 
     /// Reads a run folder (its latest record per question, in dataset order) and
-    /// scores it as the CLI does.
+    /// scores it as the CLI does. The journal streams through once; each record is
+    /// kept without its traces, with where its line is for opening it later.
     pub fn load(dir: &Path, options: ScoreOptions) -> anyhow::Result<RunModel> {
-        let run = RunFolder::open(dir)?;
-        let mut model = RunModel::new(dir.to_path_buf(), Some(run.manifest.clone()), options);
-        if run.torn_last_line {
+        let manifest = open_manifest(dir)?;
+        let mut model = RunModel::new(dir.to_path_buf(), Some(manifest), options);
+        let mut latest: BTreeMap<usize, (JournalRecord, RecordLocation)> = BTreeMap::new();
+        let scan = read_journal_with(
+            &dir.join(JOURNAL_FILE),
+            |line, record: RecordWithoutTraces| {
+                let record = JournalRecord::from(record);
+                latest.insert(record.index, (record, line.location()));
+            },
+        )?;
+        if scan.torn_last_line {
             model.notes.push(
                 "the journal's last line was cut short (the run was killed while writing); it is left out and will be asked again on resume".into(),
             );
         }
-        for r in run.records() {
-            model.push(r.clone());
+        for (record, location) in latest.into_values() {
+            let index = record.index;
+            model.push(record);
+            model.locations.insert(index, location);
         }
         model.rescore_now();
         model.progress.done = model.records.len();
@@ -132,11 +149,18 @@ impl RunModel {
         Ok(model)
     }
 
+    /// Where question `index`'s record is in the journal, when known.
+    pub fn location(&self, index: usize) -> Option<RecordLocation> {
+        self.locations.get(&index).copied()
+    }
+
     /// Adds a record (without its traces), replacing an earlier one of the same
     /// question.
     pub fn push(&mut self, mut record: JournalRecord) {
         record.traces = Vec::new();
         self.generation += 1;
+        // A newer record than the one loaded: its line is elsewhere.
+        self.locations.remove(&record.index);
         match self.positions.get(&record.index) {
             Some(&pos) => self.records[pos] = record,
             None => {
@@ -295,8 +319,24 @@ pub fn collect(run: &SharedRun, events: Receiver<LiveEvent>, repaint: &(dyn Fn()
     if dirty {
         rescore(&answers, record_count);
     }
+    {
+        // Every way the runner returns sends Ended or Failed first; a channel that
+        // closed without either means its thread died (a panic). The run is not
+        // going on, and what it wrote stays in its journal, so it is a failed run
+        // that Resume continues, not one shown as running forever.
+        let mut m = run.lock();
+        if m.phase.is_active() {
+            m.phase = RunPhase::Failed(RUNNER_DIED.into());
+            m.progress.in_flight = 0;
+            m.progress.questions_per_s = 0.0;
+            m.progress.eta_s = None;
+        }
+    }
     repaint();
 }
+
+/// What a run whose runner thread died says.
+pub const RUNNER_DIED: &str = "the runner stopped unexpectedly (an internal error) without finishing; what it recorded is kept, and Resume continues the run";
 
 #[cfg(test)]
 mod tests {
@@ -373,6 +413,47 @@ mod tests {
         })
         .unwrap();
         (run, tx, handle)
+    }
+
+    #[test]
+    fn a_runner_that_dies_without_a_word_is_a_failed_run_not_a_running_one() {
+        let (run, tx, handle) = collecting(3);
+        tx.send(LiveEvent::Record(Box::new(rec(
+            0,
+            "Anomaly Detection",
+            Some("A"),
+        ))))
+        .unwrap();
+        // The runner thread panics: its sender is dropped with no Ended or Failed.
+        let runner = std::thread::spawn(move || {
+            let _tx = tx;
+            panic!("runner bug");
+        });
+        assert!(runner.join().is_err());
+        handle.join().unwrap();
+        let m = run.lock();
+        assert_eq!(m.phase, RunPhase::Failed(RUNNER_DIED.into()));
+        assert!(!m.phase.is_active());
+        assert_eq!(m.progress.in_flight, 0);
+        // What it recorded is kept (and scored), so Resume continues from there.
+        assert_eq!(m.records.len(), 1);
+        assert_eq!(m.scored_records, 1);
+    }
+
+    #[test]
+    fn a_stop_that_ends_in_a_dead_runner_is_failed_too_and_an_ended_run_stays_ended() {
+        let (run, tx, handle) = collecting(2);
+        // Pause was asked (the UI sets Stopping), then the runner died.
+        run.lock().phase = RunPhase::Stopping;
+        drop(tx);
+        handle.join().unwrap();
+        assert_eq!(run.lock().phase, RunPhase::Failed(RUNNER_DIED.into()));
+
+        let (run, tx, handle) = collecting(2);
+        tx.send(LiveEvent::Ended { finished: false }).unwrap();
+        drop(tx);
+        handle.join().unwrap();
+        assert_eq!(run.lock().phase, RunPhase::Paused);
     }
 
     #[test]

@@ -3,9 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::bench::journal_summary;
 use crate::bench::manifest::RunManifest;
-use crate::bench::run_folder::RunFolder;
-use crate::bench::score::{self, ScoreOptions};
+use crate::bench::run_folder::open_manifest;
+use crate::bench::score::ScoreOptions;
 
 /// Runs live here inside the workspace.
 pub const RUNS_DIR: &str = "runs";
@@ -67,21 +68,16 @@ fn read_row(dir: &Path, options: ScoreOptions) -> RunRow {
         mean_latency_s: None,
         error: None,
     };
-    match RunFolder::open(dir) {
-        Ok(run) => {
-            let coverage = run.coverage();
-            row.answered = coverage.answered;
-            row.errors = coverage.errors;
-            let ok = run.ok_count();
-            if ok > 0 {
-                let ms: u64 = run.ok_records().map(|r| r.latency_ms).sum();
-                row.mean_latency_s = Some(ms as f64 / 1000.0 / ok as f64);
-            }
-            row.accuracy = run
-                .score(options)
-                .get(score::AVERAGE, score::AVERAGE)
-                .filter(|v| v.is_finite());
-            row.manifest = Some(run.manifest);
+    // The manifest and the journal's summary: a list of 50 runs of 40,000 questions
+    // must not read their journals (hundreds of MB each) every time it is shown.
+    let read = open_manifest(dir).and_then(|m| Ok((m, journal_summary::summary(dir)?)));
+    match read {
+        Ok((manifest, summary)) => {
+            row.answered = summary.answered;
+            row.errors = summary.errors;
+            row.mean_latency_s = summary.mean_latency_s();
+            row.accuracy = summary.average(options.mmad_compat);
+            row.manifest = Some(manifest);
         }
         Err(e) => row.error = Some(e.to_string()),
     }
@@ -108,7 +104,10 @@ pub fn list(runs_dir: &Path, options: ScoreOptions) -> anyhow::Result<Vec<RunRow
     }
     dirs.sort();
     dirs.reverse();
-    Ok(dirs.iter().map(|d| read_row(d, options)).collect())
+    // In parallel: a run whose summary is missing or stale is rebuilt from its
+    // journal (seconds for a large one), and each is independent of the others.
+    use rayon::prelude::*;
+    Ok(dirs.par_iter().map(|d| read_row(d, options)).collect())
 }
 
 /// Moves a run folder into `<runs>/.trash/`, under a free name; returns where it went.
