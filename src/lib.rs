@@ -7,6 +7,7 @@
 
 pub mod bench;
 pub mod config;
+pub mod curate;
 pub mod dataset;
 pub mod echo;
 pub mod jobs;
@@ -20,6 +21,9 @@ pub mod workspace;
 
 #[cfg(feature = "gui")]
 pub mod ui;
+
+#[cfg(test)]
+mod architecture_test;
 
 /// Where the repository's bundled files live (sample dataset, knowledge, prompts).
 ///

@@ -62,7 +62,7 @@ enum Command {
 struct GuiArgs {
     /// Open on this tab instead of the last one used.
     #[arg(long, value_enum)]
-    tab: Option<GuiTab>,
+    tab: Option<echo_workbench::ui::Tab>,
     /// Open this dataset image (its key in mmad.json, e.g. MVTec-AD/bottle/test/good/000.png).
     #[arg(long, value_name = "KEY")]
     image: Option<String>,
@@ -73,25 +73,10 @@ struct GuiArgs {
 }
 
 #[cfg(feature = "gui")]
-#[derive(Clone, Copy, ValueEnum)]
-enum GuiTab {
-    Inspect,
-    Batch,
-    Knowledge,
-    Settings,
-}
-
-#[cfg(feature = "gui")]
 impl From<GuiArgs> for echo_workbench::ui::LaunchOptions {
     fn from(args: GuiArgs) -> Self {
-        use echo_workbench::ui::Tab;
         echo_workbench::ui::LaunchOptions {
-            tab: args.tab.map(|t| match t {
-                GuiTab::Inspect => Tab::Inspect,
-                GuiTab::Batch => Tab::Batch,
-                GuiTab::Knowledge => Tab::Knowledge,
-                GuiTab::Settings => Tab::Settings,
-            }),
+            tab: args.tab,
             image: args.image,
             workspace: args.workspace,
         }

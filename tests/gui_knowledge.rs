@@ -10,14 +10,14 @@ use std::time::{Duration, Instant};
 
 use echo_workbench::bench::runner::{RunControl, RunOutcome, RunSpec, run};
 use echo_workbench::config::Settings;
+use echo_workbench::curate::impact::impact;
+use echo_workbench::curate::preview::{ModeOutcome, preview_question};
 use echo_workbench::dataset::{DatasetRoot, MmadDataset};
 use echo_workbench::echo::PipelineContext;
 use echo_workbench::echo::PipelineSettings;
-use echo_workbench::echo::guide::select_by_options;
 use echo_workbench::echo::plan::KnowledgeMode;
 use echo_workbench::knowledge::KnowledgeBase;
-use echo_workbench::knowledge::impact::impact;
-use echo_workbench::knowledge::preview::{ModeOutcome, preview_question};
+use echo_workbench::knowledge::options::select_by_options;
 use echo_workbench::mllm::EndpointConfig;
 use echo_workbench::mllm::mock::{MockConfig, MockServer, Oracle, Responder};
 use echo_workbench::ui::{Persisted, Tab, WorkbenchApp};

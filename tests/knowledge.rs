@@ -4,14 +4,15 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use echo_workbench::curate::preview::{ModeOutcome, outcome_of, preview_question};
 use echo_workbench::dataset::{DatasetRoot, MmadDataset};
 use echo_workbench::echo::backend::ScriptedBackend;
-use echo_workbench::echo::pipeline::{PipelineSettings, Query, answer};
+use echo_workbench::echo::pipeline::{PipelineSettings, answer};
 use echo_workbench::echo::plan::{KnowledgeMode, ReferenceKind};
+use echo_workbench::echo::query::Query;
 use echo_workbench::echo::{ExpertName, PipelineContext};
 use echo_workbench::jobs::CancelToken;
 use echo_workbench::knowledge::KnowledgeBase;
-use echo_workbench::knowledge::preview::{ModeOutcome, outcome_of, preview_question};
 use echo_workbench::knowledge::versions::VersionStore;
 
 fn repo() -> &'static Path {

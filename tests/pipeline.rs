@@ -8,10 +8,11 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use echo_workbench::dataset::{DatasetRoot, MmadDataset, Question, QuestionType};
 use echo_workbench::echo::backend::{RecordedPart, RecordedRequest};
-use echo_workbench::echo::pipeline::{PipelineEvent, Query};
+use echo_workbench::echo::pipeline::PipelineEvent;
 use echo_workbench::echo::plan::{
     ExpertSwitches, KnowledgeMode, ReasoningMode, ReferenceKind, ScopeMode,
 };
+use echo_workbench::echo::query::Query;
 use echo_workbench::echo::{
     Decision, ExpertName, ExpertStatus, ExtractMethod, PipelineContext, PipelineError,
     PipelineSettings, ScriptedBackend, answer,

@@ -11,12 +11,12 @@ use echo_workbench::bench::rerun::{EditedCategory, RerunError, measure_effect, p
 use echo_workbench::bench::run_folder::RunFolder;
 use echo_workbench::bench::runner::{RunControl, RunOutcome, RunSpec, run};
 use echo_workbench::bench::score::{AVERAGE, ScoreOptions};
+use echo_workbench::curate::impact::impact;
 use echo_workbench::dataset::{DatasetRoot, MmadDataset};
 use echo_workbench::echo::PipelineContext;
 use echo_workbench::echo::PipelineSettings;
 use echo_workbench::echo::plan::KnowledgeMode;
 use echo_workbench::knowledge::KnowledgeBase;
-use echo_workbench::knowledge::impact::impact;
 use echo_workbench::mllm::EndpointConfig;
 use echo_workbench::mllm::mock::{MockConfig, MockServer, Oracle, Responder};
 

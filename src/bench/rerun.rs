@@ -17,11 +17,11 @@ use super::manifest::{KnowledgeRef, ManifestError, Selection};
 use super::run_folder::{RunFolder, RunFolderError};
 use super::runner::{RunError, RunSpec};
 use super::score::{AVERAGE, ScoreOptions, merged_question_type};
+use crate::curate::impact::prompt_reads_category;
 use crate::dataset::QuestionType;
 use crate::echo::PipelineContext;
-use crate::echo::pipeline::PipelineError;
+use crate::echo::error::PipelineError;
 use crate::knowledge::KnowledgeBase;
-use crate::knowledge::impact::prompt_reads_category;
 use crate::mllm::EndpointConfig;
 
 #[derive(Debug, thiserror::Error)]

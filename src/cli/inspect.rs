@@ -9,11 +9,12 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::Args;
 use echo_workbench::dataset::{DatasetRoot, MmadDataset, Question, QuestionType};
-use echo_workbench::echo::pipeline::{PipelineEvent, Query};
+use echo_workbench::echo::pipeline::PipelineEvent;
 use echo_workbench::echo::plan::{
     ExpertSwitches, KnowledgeMode, Plan, ReasoningMode, ReferenceKind, ScopeMode,
 };
 use echo_workbench::echo::preflight::{QuestionInputs, check_inputs};
+use echo_workbench::echo::query::Query;
 use echo_workbench::echo::setup::{ContextSources, load_context};
 use echo_workbench::echo::{
     ExpertStatus, ExpertTrace, ExtractMode, MllmBackend, PipelineSettings, classify_question,

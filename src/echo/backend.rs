@@ -10,7 +10,7 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 
-use super::pipeline::PipelineError;
+use super::error::PipelineError;
 use crate::jobs::CancelToken;
 use crate::mllm::{ChatReply, ChatRequest, EndpointConfig, MllmClient, Part};
 

@@ -9,11 +9,13 @@ pub use extract::{ExtractMethod, ExtractMode, Extraction, extract_answer};
 
 pub mod backend;
 pub mod classify;
+pub mod error;
 pub mod guide;
 pub mod pipeline;
 pub mod plan;
 pub mod preflight;
 pub mod prompt;
+pub mod query;
 pub mod reference;
 pub mod request;
 pub mod setup;
@@ -21,10 +23,10 @@ pub mod trace;
 
 pub use backend::{ChatBackend, MllmBackend, ScriptedBackend};
 pub use classify::classify_question;
-pub use pipeline::{
-    Decision, PipelineContext, PipelineError, PipelineEvent, PipelineSettings, Query, answer,
-};
+pub use error::PipelineError;
+pub use pipeline::{Decision, PipelineContext, PipelineEvent, PipelineSettings, answer};
 pub use plan::{
     ExpertSwitches, ExpertTable, KnowledgeMode, Plan, ReasoningMode, ReferenceKind, ScopeMode,
 };
+pub use query::{Query, QueryEntry};
 pub use trace::{ExpertName, ExpertStatus, ExpertTrace};

@@ -15,17 +15,19 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::backend::ChatBackend;
+use super::error::PipelineError;
 use super::extract::{ExtractMethod, ExtractMode, extract_answer};
 use super::guide::{self, CachedSelection, KnowledgeCache};
 use super::plan::{
-    ExpertSwitches, ExpertTable, KnowledgeMode, Plan, PlanError, PlanInputs, ReasoningMode,
-    ReferenceKind, ScopeMode,
+    ExpertSwitches, ExpertTable, KnowledgeMode, KnowledgeSource, Plan, PlanError, PlanInputs,
+    ReasoningMode, ReferenceKind, ScopeMode,
 };
 use super::prompt::{PromptSet, TemplateError, Vars, human_name, names};
+use super::query::Query;
 use super::reference::{self, ReferenceSource};
 use super::request::build_request;
 use super::trace::{ExpertName, ExpertStatus, ExpertTrace};
-use crate::dataset::{DatasetRoot, ImageEntry, PathError, Question, QuestionType};
+use crate::dataset::{Question, QuestionType};
 use crate::jobs::CancelToken;
 use crate::knowledge::{KnowledgeBase, NORMAL_ENTRY};
 use crate::memory::ReferenceMemory;
@@ -86,108 +88,6 @@ impl Default for PipelineSettings {
             knowledge_cache_dir: None,
             strict: false,
         }
-    }
-}
-
-/// Why the pipeline could not answer.
-#[derive(Debug, thiserror::Error)]
-pub enum PipelineError {
-    /// The model call failed; the message is the client's own sentence.
-    #[error("{message}")]
-    Backend { message: String },
-    #[error("the question was cancelled")]
-    Cancelled { traces: Vec<ExpertTrace> },
-    /// An expert failed and the pipeline stopped (always for the Decision Maker).
-    #[error("the {expert} failed")]
-    Expert {
-        expert: ExpertName,
-        traces: Vec<ExpertTrace>,
-        #[source]
-        source: Box<PipelineError>,
-    },
-    #[error("no reference: {message}")]
-    Reference { message: String },
-    #[error("no knowledge: {message}")]
-    Knowledge { message: String },
-    #[error("the model returned an empty reply")]
-    EmptyReply,
-    /// An expert's own failure, as its trace recorded it (strict runs stop on it).
-    #[error("{message}")]
-    Failed { message: String },
-    #[error(transparent)]
-    Plan(#[from] PlanError),
-    #[error(transparent)]
-    Template(#[from] TemplateError),
-    #[error("the reference memory does not fit the embedder: {0}")]
-    Memory(#[source] crate::memory::MemoryError),
-}
-
-impl PipelineError {
-    /// The traces recorded before the failure (empty for setup errors).
-    pub fn traces(&self) -> &[ExpertTrace] {
-        match self {
-            PipelineError::Cancelled { traces } | PipelineError::Expert { traces, .. } => traces,
-            _ => &[],
-        }
-    }
-
-    fn is_cancel(&self) -> bool {
-        matches!(self, PipelineError::Cancelled { .. })
-    }
-}
-
-/// The query image and what is known about it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Query {
-    pub image: PathBuf,
-    /// The dataset folder (`DS-MVTec`, `VisA`, ...), for knowledge lookup.
-    pub dataset: Option<String>,
-    pub category: Option<String>,
-    /// Set when the image is an MMAD entry (its template lists become usable).
-    pub entry: Option<QueryEntry>,
-}
-
-/// An MMAD entry: key, record and the root its paths are relative to.
-#[derive(Debug, Clone, PartialEq)]
-pub struct QueryEntry {
-    pub key: String,
-    pub entry: ImageEntry,
-    pub root: DatasetRoot,
-}
-
-impl Query {
-    /// A loose image; dataset and category are read from an MMAD/MVTec-style path
-    /// (`.../<dataset>/<category>/test/...`) when it has one.
-    pub fn image(path: impl Into<PathBuf>) -> Query {
-        let image = path.into();
-        let category = crate::dataset::category_from_path(&image);
-        let dataset = category
-            .as_ref()
-            .and_then(|_| crate::dataset::dataset_from_path(&image));
-        Query {
-            image,
-            dataset,
-            category,
-            entry: None,
-        }
-    }
-
-    /// An entry of an MMAD dataset.
-    pub fn from_entry(
-        root: &DatasetRoot,
-        key: &str,
-        entry: &ImageEntry,
-    ) -> Result<Query, PathError> {
-        Ok(Query {
-            image: root.resolve(key)?,
-            dataset: Some(crate::dataset::dataset_of(key).to_string()).filter(|s| !s.is_empty()),
-            category: Some(crate::dataset::category_of(key).to_string()).filter(|s| !s.is_empty()),
-            entry: Some(QueryEntry {
-                key: key.to_string(),
-                entry: entry.clone(),
-                root: root.clone(),
-            }),
-        })
     }
 }
 
@@ -331,19 +231,16 @@ impl PipelineContext {
     }
 
     /// The knowledge file a mode reads, when one is loaded.
-    pub fn knowledge_source(
-        &self,
-        source: super::preflight::KnowledgeSource,
-    ) -> Option<&KnowledgeBase> {
+    pub fn knowledge_source(&self, source: KnowledgeSource) -> Option<&KnowledgeBase> {
         match source {
-            super::preflight::KnowledgeSource::Condensed => self.condensed.as_ref(),
-            super::preflight::KnowledgeSource::Base => self.knowledge.as_ref(),
+            KnowledgeSource::Condensed => self.condensed.as_ref(),
+            KnowledgeSource::Base => self.knowledge.as_ref(),
         }
         .map(|(kb, _)| kb.as_ref())
     }
 
     /// The categories of the loaded reference memory (`None` without one).
-    pub fn memory_categories(&self) -> super::preflight::MemoryCategories {
+    pub fn memory_categories(&self) -> Option<std::collections::HashSet<String>> {
         self.memory
             .as_ref()
             .map(|(m, _)| m.categories().into_iter().map(str::to_string).collect())
@@ -908,7 +805,7 @@ async fn knowledge_guide(
             (names::KNOWLEDGE_CONDENSED, names, Value::Null, 0)
         }
         KnowledgeMode::Options => {
-            let sel = guide::select_by_options(entries, &question.options);
+            let sel = crate::knowledge::options::select_by_options(entries, &question.options);
             let picked = entries.iter().filter(|(n, _)| sel.entries.contains(n));
             v.set("entries", guide::join_texts(picked));
             let extra = json!({"matches": sel.matches, "fallback_all": sel.fallback_all});

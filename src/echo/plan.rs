@@ -490,6 +490,33 @@ pub fn resolve(
     }
 }
 
+/// Which file a knowledge mode reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KnowledgeSource {
+    /// Echo's condensed file (`condensed` mode).
+    Condensed,
+    /// The full knowledge base (`category`, `options` and `llm` modes).
+    Base,
+}
+
+impl KnowledgeSource {
+    pub fn for_mode(mode: KnowledgeMode) -> KnowledgeSource {
+        if mode == KnowledgeMode::Condensed {
+            KnowledgeSource::Condensed
+        } else {
+            KnowledgeSource::Base
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            KnowledgeSource::Condensed => "condensed knowledge",
+            KnowledgeSource::Base => "knowledge base",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,32 +19,7 @@ use super::plan::{KnowledgeMode, ReferenceKind, ScopeMode};
 use crate::dataset::{DatasetRoot, ImageEntry, QuestionType};
 use crate::knowledge::KnowledgeBase;
 
-/// Which file a knowledge mode reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum KnowledgeSource {
-    /// Echo's condensed file (`condensed` mode).
-    Condensed,
-    /// The full knowledge base (`category`, `options` and `llm` modes).
-    Base,
-}
-
-impl KnowledgeSource {
-    pub fn for_mode(mode: KnowledgeMode) -> KnowledgeSource {
-        if mode == KnowledgeMode::Condensed {
-            KnowledgeSource::Condensed
-        } else {
-            KnowledgeSource::Base
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            KnowledgeSource::Condensed => "condensed knowledge",
-            KnowledgeSource::Base => "knowledge base",
-        }
-    }
-}
+pub use super::plan::KnowledgeSource;
 
 /// What a group of questions would run without.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -7,8 +7,9 @@ use std::sync::{Arc, OnceLock};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::pipeline::{PipelineError, Query};
+use super::error::PipelineError;
 use super::plan::ScopeMode;
+use super::query::Query;
 use crate::memory::{ReferenceMemory, Scope};
 use crate::vision::{DecodeLimits, ImageEmbedder, decode_rgb8, descriptor};
 

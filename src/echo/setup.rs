@@ -6,7 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::pipeline::{PipelineContext, PipelineError, PipelineSettings};
+use super::error::PipelineError;
+use super::pipeline::{PipelineContext, PipelineSettings};
 use crate::knowledge::{KnowledgeBase, KnowledgeError};
 use crate::memory::{MemoryError, ReferenceMemory};
 use crate::vision::ImageEmbedder;

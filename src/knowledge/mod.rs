@@ -3,9 +3,8 @@
 
 pub mod diff;
 pub mod facts;
-pub mod impact;
 pub mod markdown;
-pub mod preview;
+pub mod options;
 mod validate;
 pub mod versions;
 

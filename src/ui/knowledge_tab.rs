@@ -20,8 +20,8 @@ use eframe::egui;
 
 use super::jobs::Job;
 use super::{Command, LoadedDataset};
+use crate::curate::impact::{Impact, impact};
 use crate::echo::pipeline::{PipelineContext, PipelineSettings};
-use crate::knowledge::impact::{Impact, impact};
 use crate::knowledge::versions::{self, VersionInfo, VersionStore};
 use crate::knowledge::{
     DatasetFacts, EntryText, KnowledgeBase, NORMAL_ENTRY, Problem, Severity, ValidationOptions,

@@ -36,8 +36,19 @@ pub use settings::SettingsState;
 
 pub const APP_NAME: &str = "Echo Workbench";
 
-/// The four workspaces of the app.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+/// The four workspaces of the app. The one list of tabs: the top bar, the Ctrl+N
+/// shortcuts, the help overlay and `echo-workbench gui --tab` all read it.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
 pub enum Tab {
     #[default]
     Inspect,
@@ -48,6 +59,14 @@ pub enum Tab {
 
 impl Tab {
     pub const ALL: [Tab; 4] = [Tab::Inspect, Tab::Batch, Tab::Knowledge, Tab::Settings];
+    /// Ctrl+<key> opens the tab at the same place in [`Tab::ALL`]; a tab added there
+    /// does not compile until it has a key here.
+    const KEYS: [egui::Key; Tab::ALL.len()] = [
+        egui::Key::Num1,
+        egui::Key::Num2,
+        egui::Key::Num3,
+        egui::Key::Num4,
+    ];
 
     pub fn label(self) -> &'static str {
         match self {
@@ -708,6 +727,11 @@ impl WorkbenchApp {
             .anchor(egui::Align2::CENTER_CENTER, egui::Vec2::ZERO)
             .show(ctx, |ui| {
                 egui::Grid::new("shortcuts").striped(true).show(ui, |ui| {
+                    for (tab, key) in Tab::ALL.iter().zip(Tab::KEYS) {
+                        ui.monospace(format!("Ctrl+{}", key.symbol_or_name()));
+                        ui.label(format!("{} tab", tab.label()));
+                        ui.end_row();
+                    }
                     for (keys, what) in SHORTCUTS {
                         ui.monospace(*keys);
                         ui.label(*what);
@@ -723,15 +747,10 @@ impl WorkbenchApp {
 
     fn shortcuts(&mut self, ctx: &egui::Context) {
         let (help, close, tab, save, theme) = ctx.input(|i| {
-            let tab = [
-                egui::Key::Num1,
-                egui::Key::Num2,
-                egui::Key::Num3,
-                egui::Key::Num4,
-            ]
-            .iter()
-            .position(|k| i.modifiers.command && i.key_pressed(*k))
-            .map(|n| Tab::ALL[n]);
+            let tab = Tab::KEYS
+                .iter()
+                .position(|k| i.modifiers.command && i.key_pressed(*k))
+                .map(|n| Tab::ALL[n]);
             (
                 i.key_pressed(egui::Key::F1),
                 i.key_pressed(egui::Key::Escape),
@@ -880,7 +899,6 @@ impl eframe::App for WorkbenchApp {
 /// Keys and what they do, as the help overlay (F1) lists them.
 const SHORTCUTS: &[(&str, &str)] = &[
     ("F1", "Show or hide this help (Esc closes it)"),
-    ("Ctrl+1 .. Ctrl+4", "Inspect, Batch, Knowledge, Settings"),
     ("Ctrl+S", "Save the settings being edited"),
     ("Ctrl+Shift+D", "Switch between the dark and light theme"),
     ("Up / Down", "Previous / next image in the browser"),

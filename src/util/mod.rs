@@ -3,6 +3,8 @@
 pub mod dirswap;
 pub mod error;
 pub mod fsx;
+pub mod jsonl;
+pub mod pyfloat;
 pub mod pyjson;
 pub mod serde_path;
 pub mod time;

@@ -111,7 +111,7 @@ fn write_value(out: &mut String, value: &Value, style: JsonStyle, level: usize) 
 
 fn write_number(out: &mut String, n: &serde_json::Number) {
     if let Some(f) = n.as_f64().filter(|_| n.is_f64()) {
-        out.push_str(&crate::bench::score::py_float_repr(f));
+        out.push_str(&super::pyfloat::py_float_repr(f));
     } else {
         out.push_str(&n.to_string());
     }

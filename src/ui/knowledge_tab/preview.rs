@@ -6,9 +6,9 @@ use std::sync::Arc;
 use eframe::egui;
 
 use super::{KnowledgeEnv, KnowledgeState};
+use crate::curate::preview::{ModeOutcome, Preview, preview_question};
 use crate::echo::pipeline::PipelineSettings;
 use crate::knowledge::KnowledgeBase;
-use crate::knowledge::preview::{ModeOutcome, Preview, preview_question};
 use crate::ui::jobs::Job;
 
 /// What a preview was computed from; a change recomputes it.

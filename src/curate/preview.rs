@@ -11,13 +11,15 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::KnowledgeBase;
 use crate::dataset::{DatasetRoot, ImageEntry};
 use crate::echo::backend::ScriptedBackend;
-use crate::echo::pipeline::{PipelineContext, PipelineError, PipelineSettings, Query};
+use crate::echo::error::PipelineError;
+use crate::echo::pipeline::{PipelineContext, PipelineSettings};
 use crate::echo::plan::{ExpertSwitches, KnowledgeMode};
+use crate::echo::query::Query;
 use crate::echo::trace::{ExpertName, ExpertStatus, ExpertTrace};
 use crate::jobs::CancelToken;
+use crate::knowledge::KnowledgeBase;
 
 /// The modes a preview shows, in the order the pipeline documents them.
 pub const PREVIEW_MODES: [KnowledgeMode; 4] = [

@@ -7,11 +7,11 @@
 use indexmap::IndexMap;
 use serde::Serialize;
 
-use super::{KnowledgeBase, NORMAL_ENTRY};
 use crate::dataset::{MmadDataset, QuestionType};
 use crate::echo::guide;
 use crate::echo::pipeline::PipelineContext;
 use crate::echo::plan::KnowledgeMode;
+use crate::knowledge::{KnowledgeBase, NORMAL_ENTRY};
 
 /// The reach for one question type.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -97,7 +97,7 @@ pub fn impact(
             let included = match mode {
                 Some(KnowledgeMode::Options) => entries.is_some_and(|e| {
                     name == NORMAL_ENTRY
-                        || guide::select_by_options(e, &q.question.options)
+                        || crate::knowledge::options::select_by_options(e, &q.question.options)
                             .entries
                             .iter()
                             .any(|n| n == name)

@@ -1,0 +1,54 @@
+//! Why the pipeline could not answer. Its own file so that the experts (the
+//! Reference Extractor, the chat backend) and the pipeline that sequences them all
+//! name it without importing each other.
+
+use super::plan::PlanError;
+use super::prompt::TemplateError;
+use super::trace::{ExpertName, ExpertTrace};
+
+/// Why the pipeline could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// The model call failed; the message is the client's own sentence.
+    #[error("{message}")]
+    Backend { message: String },
+    #[error("the question was cancelled")]
+    Cancelled { traces: Vec<ExpertTrace> },
+    /// An expert failed and the pipeline stopped (always for the Decision Maker).
+    #[error("the {expert} failed")]
+    Expert {
+        expert: ExpertName,
+        traces: Vec<ExpertTrace>,
+        #[source]
+        source: Box<PipelineError>,
+    },
+    #[error("no reference: {message}")]
+    Reference { message: String },
+    #[error("no knowledge: {message}")]
+    Knowledge { message: String },
+    #[error("the model returned an empty reply")]
+    EmptyReply,
+    /// An expert's own failure, as its trace recorded it (strict runs stop on it).
+    #[error("{message}")]
+    Failed { message: String },
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+    #[error("the reference memory does not fit the embedder: {0}")]
+    Memory(#[source] crate::memory::MemoryError),
+}
+
+impl PipelineError {
+    /// The traces recorded before the failure (empty for setup errors).
+    pub fn traces(&self) -> &[ExpertTrace] {
+        match self {
+            PipelineError::Cancelled { traces } | PipelineError::Expert { traces, .. } => traces,
+            _ => &[],
+        }
+    }
+
+    pub(crate) fn is_cancel(&self) -> bool {
+        matches!(self, PipelineError::Cancelled { .. })
+    }
+}
