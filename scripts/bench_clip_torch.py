@@ -16,7 +16,7 @@
    `torch.set_num_threads(N)` (default: all cores): warm-up, then the median of
    `--runs` runs. Prints one JSON object.
 
-The Rust side is `echo_workbench::vision::clip_bench::bench_clip` on the same
+The Rust side is `echo_workbench::perf::clip::bench_clip` on the same
 folder; compare images/s only between runs on the same machine and load.
 
 Usage: python3 scripts/bench_clip_torch.py MODEL_DIR [--threads N] [--runs R]

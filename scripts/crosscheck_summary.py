@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Run MMAD's own scorer on answer files, to cross-check Echo Workbench's scoring.
 
-Our Rust scorer (src/bench/score.rs) reimplements MMAD's
+Our Rust scorer (src/score.rs) reimplements MMAD's
 `evaluation/examples/helper/summary.py::caculate_accuracy_mmad`. This script loads
 that function from YOUR checkout of MMAD (it is not copied here), neutralises its
 plotting, and runs it, so that the CSV it writes can be compared with ours.

@@ -1,11 +1,10 @@
 //! Echo Workbench: industrial visual inspection with multimodal LLMs.
 //!
 //! The library is everything but the window: MMAD formats ([`dataset`]), the
-//! knowledge base ([`knowledge`]), answer extraction ([`echo`]) and MMAD scoring
-//! ([`bench`]). The GUI lives in [`ui`] behind the default `gui` feature and only
+//! knowledge base ([`knowledge`]), the Echo pipeline ([`echo`]), run folders
+//! ([`runs`]) and MMAD scoring ([`score`]). The GUI lives in [`ui`] behind the default `gui` feature and only
 //! draws state and sends commands; all work happens here.
 
-pub mod bench;
 pub mod config;
 pub mod curate;
 pub mod dataset;
@@ -14,6 +13,9 @@ pub mod jobs;
 pub mod knowledge;
 pub mod memory;
 pub mod mllm;
+pub mod perf;
+pub mod runs;
+pub mod score;
 pub mod util;
 pub mod verdicts;
 pub mod vision;

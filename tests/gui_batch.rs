@@ -8,14 +8,14 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use echo_workbench::bench::journal::{JOURNAL_FILE, read_journal};
-use echo_workbench::bench::run_folder::RunFolder;
-use echo_workbench::bench::runner::{RunControl, RunSpec};
-use echo_workbench::bench::score;
 use echo_workbench::config::Settings;
 use echo_workbench::dataset::{DatasetRoot, MmadDataset};
 use echo_workbench::mllm::EndpointConfig;
 use echo_workbench::mllm::mock::{Fault, FaultPlan, MockConfig, MockServer, Oracle, Responder};
+use echo_workbench::runs::journal::{JOURNAL_FILE, read_journal};
+use echo_workbench::runs::run_folder::RunFolder;
+use echo_workbench::runs::runner::{RunControl, RunSpec};
+use echo_workbench::score;
 use echo_workbench::ui::{Persisted, Tab, WorkbenchApp};
 use egui_kittest::Harness;
 use egui_kittest::kittest::{NodeT, Queryable};
@@ -734,7 +734,7 @@ fn make_run(dir: &Path, url: &str, note: &str) {
     spec.knowledge = Some(repo("assets/sample/domain_knowledge.json"));
     spec.selection.limit = Some(80);
     spec.note = note.into();
-    let summary = echo_workbench::bench::runner::run(&spec, &|_| {}, &RunControl::new()).unwrap();
+    let summary = echo_workbench::runs::runner::run(&spec, &|_| {}, &RunControl::new()).unwrap();
     assert!(summary.is_complete());
 }
 

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use echo_workbench::bench::runner::{RunControl, RunOutcome, RunSpec, run};
 use echo_workbench::config::Settings;
 use echo_workbench::curate::impact::impact;
 use echo_workbench::curate::preview::{ModeOutcome, preview_question};
@@ -20,6 +19,7 @@ use echo_workbench::knowledge::KnowledgeBase;
 use echo_workbench::knowledge::options::select_by_options;
 use echo_workbench::mllm::EndpointConfig;
 use echo_workbench::mllm::mock::{MockConfig, MockServer, Oracle, Responder};
+use echo_workbench::runs::runner::{RunControl, RunOutcome, RunSpec, run};
 use echo_workbench::ui::{Persisted, Tab, WorkbenchApp};
 use eframe::egui;
 use egui::accesskit::Role;

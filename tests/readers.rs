@@ -14,15 +14,15 @@ use indexmap::IndexMap;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestRunner};
 
-use echo_workbench::bench::journal::parse_journal_bytes;
-use echo_workbench::bench::manifest::RunManifest;
-use echo_workbench::bench::score::{AnswerFormat, parse_answers};
 use echo_workbench::config::Settings;
 use echo_workbench::dataset::MmadDataset;
 use echo_workbench::echo::{ExtractMode, extract_answer};
 use echo_workbench::knowledge::KnowledgeBase;
 use echo_workbench::knowledge::versions::VersionStore;
 use echo_workbench::memory::{ReferenceMemory, Scope};
+use echo_workbench::runs::journal::parse_journal_bytes;
+use echo_workbench::runs::manifest::RunManifest;
+use echo_workbench::score::{AnswerFormat, parse_answers};
 
 /// Inputs per reader; the issue asks for at least 10,000.
 const CASES: u32 = 10_000;

@@ -7,10 +7,6 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use echo_workbench::bench::rerun::{EditedCategory, RerunError, measure_effect, plan_rerun};
-use echo_workbench::bench::run_folder::RunFolder;
-use echo_workbench::bench::runner::{RunControl, RunOutcome, RunSpec, run};
-use echo_workbench::bench::score::{AVERAGE, ScoreOptions};
 use echo_workbench::curate::impact::impact;
 use echo_workbench::dataset::{DatasetRoot, MmadDataset};
 use echo_workbench::echo::PipelineContext;
@@ -19,6 +15,10 @@ use echo_workbench::echo::plan::KnowledgeMode;
 use echo_workbench::knowledge::KnowledgeBase;
 use echo_workbench::mllm::EndpointConfig;
 use echo_workbench::mllm::mock::{MockConfig, MockServer, Oracle, Responder};
+use echo_workbench::runs::rerun::{EditedCategory, RerunError, measure_effect, plan_rerun};
+use echo_workbench::runs::run_folder::RunFolder;
+use echo_workbench::runs::runner::{RunControl, RunOutcome, RunSpec, run};
+use echo_workbench::score::{AVERAGE, ScoreOptions};
 
 /// The word the curator's edit adds to the washer knowledge.
 const MARKER: &str = "concentric-burr";

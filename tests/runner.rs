@@ -11,11 +11,11 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use echo_workbench::bench::journal::{JOURNAL_FILE, JournalRecord, read_journal};
-use echo_workbench::bench::manifest::RunManifest;
-use echo_workbench::bench::score::{ScoreOptions, ScoreTable, score};
 use echo_workbench::dataset::{DatasetRoot, MmadDataset};
 use echo_workbench::mllm::mock::{Fault, FaultPlan, MockConfig, MockServer, Oracle, Responder};
+use echo_workbench::runs::journal::{JOURNAL_FILE, JournalRecord, read_journal};
+use echo_workbench::runs::manifest::RunManifest;
+use echo_workbench::score::{ScoreOptions, ScoreTable, score};
 
 const SAMPLE_QUESTIONS: usize = 210;
 
@@ -829,7 +829,7 @@ fn a_symlinked_journal_or_manifest_is_refused_and_what_it_points_at_kept() {
 
     // The journal, linked to a file of the user's that happens to hold an error record.
     let mut recs = records(&out);
-    recs[1].status = echo_workbench::bench::journal::RecordStatus::Error;
+    recs[1].status = echo_workbench::runs::journal::RecordStatus::Error;
     recs[1].gpt_answer = None;
     recs[1].error = Some("HTTP 500".into());
     let mut text = String::new();

@@ -5,14 +5,14 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
-use echo_workbench::bench::journal::{
-    AnswerQuestion, JOURNAL_FILE, JournalRecord, JournalWriter, RecordStatus, read_journal,
-};
-use echo_workbench::bench::manifest::{
-    DatasetRef, EndpointSummary, MANIFEST_FORMAT, RunManifest, Selection, Shard,
-};
 use echo_workbench::dataset::{MmadDataset, QuestionRef};
 use echo_workbench::echo::PipelineSettings;
+use echo_workbench::runs::journal::{
+    AnswerQuestion, JOURNAL_FILE, JournalRecord, JournalWriter, RecordStatus, read_journal,
+};
+use echo_workbench::runs::manifest::{
+    DatasetRef, EndpointSummary, MANIFEST_FORMAT, RunManifest, Selection, Shard,
+};
 use serde_json::Value;
 
 fn bin() -> Command {
@@ -676,7 +676,7 @@ fn merge_force_replaces_only_run_folders_that_no_run_is_writing() {
     let live = tmp.path().join("live");
     write_run(&live, &manifest(10), &records[..10]);
     let journal = std::fs::read(live.join(JOURNAL_FILE)).unwrap();
-    let lock = echo_workbench::bench::lock::RunLock::acquire(&live).unwrap();
+    let lock = echo_workbench::runs::lock::RunLock::acquire(&live).unwrap();
     let err = stderr_of_failure(&mut merge(&live));
     assert!(err.contains("is in use by another run"), "{err}");
     assert_eq!(std::fs::read(live.join(JOURNAL_FILE)).unwrap(), journal);

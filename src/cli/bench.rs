@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use echo_workbench::bench::perf::{self, VectorData};
 use echo_workbench::memory::HnswParams;
+use echo_workbench::perf::index::{self, VectorData};
 use echo_workbench::vision::spec::EmbedderSpec;
 
 #[derive(Subcommand)]
@@ -120,18 +120,18 @@ pub struct MemoryBuildArgs {
 pub fn run(cmd: &BenchCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         BenchCommand::Hnsw(a) => {
-            let (base, queries) = perf::make_vectors(a.data, a.n, a.queries, a.dim, a.seed);
+            let (base, queries) = index::make_vectors(a.data, a.n, a.queries, a.dim, a.seed);
             if let Some(dir) = &a.write_data {
                 std::fs::create_dir_all(dir)?;
-                perf::write_f32(&dir.join("base.f32"), &base)?;
-                perf::write_f32(&dir.join("queries.f32"), &queries)?;
+                index::write_f32(&dir.join("base.f32"), &base)?;
+                index::write_f32(&dir.join("queries.f32"), &queries)?;
             }
             let params = HnswParams {
                 m: a.m,
                 ef_construction: a.ef_construction,
                 ef_search: a.ef_search.first().copied().unwrap_or(16),
             };
-            let mut out = perf::bench_hnsw(&base, &queries, a.dim, params, &a.ef_search)?;
+            let mut out = index::bench_hnsw(&base, &queries, a.dim, params, &a.ef_search)?;
             out["data"] = serde_json::to_value(a.data)?;
             println!("{}", serde_json::to_string_pretty(&out)?);
         }
@@ -145,9 +145,10 @@ pub fn run(cmd: &BenchCommand) -> anyhow::Result<ExitCode> {
                 }
             };
             eprintln!("drawing {} images of {}x{} ...", a.images, a.size, a.size);
-            perf::write_bench_images(&dir, a.images, a.size)?;
+            index::write_bench_images(&dir, a.images, a.size)?;
             let embedder = a.embedder.load()?;
-            let out = perf::bench_memory_build(&dir, embedder.as_ref(), a.embedder.wants_thumbs())?;
+            let out =
+                index::bench_memory_build(&dir, embedder.as_ref(), a.embedder.wants_thumbs())?;
             println!("{}", serde_json::to_string_pretty(&out)?);
         }
         BenchCommand::Runner(a) => {
@@ -155,8 +156,8 @@ pub fn run(cmd: &BenchCommand) -> anyhow::Result<ExitCode> {
                 "generating {}x{} images, then runs at concurrency {:?} ...",
                 a.size, a.size, a.concurrency
             );
-            let out = echo_workbench::bench::runner_bench::bench_runner(
-                &echo_workbench::bench::runner_bench::RunnerBenchOptions {
+            let out = echo_workbench::perf::runner::bench_runner(
+                &echo_workbench::perf::runner::RunnerBenchOptions {
                     latency_ms: a.latency_ms,
                     concurrency: a.concurrency.clone(),
                     waves: a.waves,
@@ -167,7 +168,7 @@ pub fn run(cmd: &BenchCommand) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&out)?);
         }
         BenchCommand::Journal(a) => {
-            use echo_workbench::bench::journal_bench::{JournalBenchOptions, bench_journal};
+            use echo_workbench::perf::journal::{JournalBenchOptions, bench_journal};
             eprintln!(
                 "generating a run of {} questions ({} bytes a record) in {} folders ...",
                 a.questions, a.record_bytes, a.runs
@@ -186,11 +187,11 @@ pub fn run(cmd: &BenchCommand) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&out)?);
         }
         BenchCommand::JournalResume(a) => {
-            let out = echo_workbench::bench::journal_bench::resume_child(&a.run, a.retry_errors)?;
+            let out = echo_workbench::perf::journal::resume_child(&a.run, a.retry_errors)?;
             println!("{}", serde_json::to_string(&out)?);
         }
         BenchCommand::Clip(a) => {
-            let out = echo_workbench::vision::clip_bench::bench_clip(&a.model, &a.batch, a.runs)?;
+            let out = echo_workbench::perf::clip::bench_clip(&a.model, &a.batch, a.runs)?;
             println!("{}", serde_json::to_string_pretty(&out)?);
         }
     }

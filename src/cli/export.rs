@@ -2,8 +2,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use echo_workbench::bench::export::{self, ExportTargets, ReportLimits};
-use echo_workbench::bench::run_folder::RunFolder;
+use echo_workbench::runs::export::{self, ExportTargets, ReportLimits};
+use echo_workbench::runs::run_folder::RunFolder;
 
 use crate::cli::score::ScoringArgs;
 

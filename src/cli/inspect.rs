@@ -181,7 +181,7 @@ fn parse_extract(s: &str) -> Result<ExtractMode, String> {
 
 /// MMAD's type names, case-insensitively, or their two-letter initials.
 fn parse_type(s: &str) -> anyhow::Result<QuestionType> {
-    let name = echo_workbench::bench::select::parse_type_name(s)?;
+    let name = echo_workbench::runs::select::parse_type_name(s)?;
     Ok(QuestionType::parse(&name))
 }
 

@@ -2,7 +2,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use echo_workbench::bench::merge;
+use echo_workbench::runs::merge;
 
 #[derive(Args)]
 pub struct MergeArgs {

@@ -9,13 +9,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use clap::Args;
-use echo_workbench::bench::manifest::{Selection, Shard};
-use echo_workbench::bench::runner::{
-    self, RunControl, RunEvent, RunOutcome, RunProgress, RunSpec, RunSummary, TemplateSource,
-};
-use echo_workbench::bench::select::parse_type_name;
 use echo_workbench::echo::plan::{KnowledgeMode, ReasoningMode, ScopeMode};
 use echo_workbench::mllm::EndpointConfig;
+use echo_workbench::runs::manifest::{Selection, Shard};
+use echo_workbench::runs::runner::{
+    self, RunControl, RunEvent, RunOutcome, RunProgress, RunSpec, RunSummary, TemplateSource,
+};
+use echo_workbench::runs::select::parse_type_name;
 use echo_workbench::vision::spec::EmbedderSpec;
 
 use super::workspace::{AppSettings, WorkspaceArg};

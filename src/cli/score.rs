@@ -3,10 +3,10 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use echo_workbench::bench::journal::JOURNAL_FILE;
-use echo_workbench::bench::manifest::MANIFEST_FILE;
-use echo_workbench::bench::run_folder::{Coverage, RunFolder};
-use echo_workbench::bench::score::{self, LoadedAnswers, ScoreOptions, ScoreTable};
+use echo_workbench::runs::journal::JOURNAL_FILE;
+use echo_workbench::runs::manifest::MANIFEST_FILE;
+use echo_workbench::runs::run_folder::{Coverage, RunFolder};
+use echo_workbench::score::{self, LoadedAnswers, ScoreOptions, ScoreTable};
 use serde_json::Value;
 
 #[derive(Args)]

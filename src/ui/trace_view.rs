@@ -86,7 +86,7 @@ impl QuestionRun {
 
     /// A finished question as a run journal recorded it: its traces fill the cards,
     /// an error line becomes a failed outcome with the recorded reason.
-    pub fn from_record(record: &crate::bench::journal::JournalRecord, image: PathBuf) -> Self {
+    pub fn from_record(record: &crate::runs::journal::JournalRecord, image: PathBuf) -> Self {
         let question = Question {
             text: record.question.text.clone(),
             answer: record.correct_answer.clone(),
@@ -776,8 +776,8 @@ mod tests {
     use super::*;
     use indexmap::IndexMap;
 
-    fn record(error: Option<&str>) -> crate::bench::journal::JournalRecord {
-        use crate::bench::journal::{AnswerQuestion, JournalRecord, RecordStatus};
+    fn record(error: Option<&str>) -> crate::runs::journal::JournalRecord {
+        use crate::runs::journal::{AnswerQuestion, JournalRecord, RecordStatus};
         let q = question();
         JournalRecord {
             image: "Sample/washer/test/notch/001.png".into(),

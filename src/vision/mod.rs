@@ -2,7 +2,6 @@
 //! reference memory.
 
 pub mod clip;
-pub mod clip_bench;
 pub mod decode;
 pub mod descriptor;
 pub mod diff;

@@ -5,7 +5,7 @@
 use eframe::egui;
 use egui_plot::{Bar, BarChart, Plot};
 
-use crate::bench::score::{self, ScoreTable};
+use crate::score::{self, ScoreTable};
 
 /// A published set of per-dataset, per-subtask accuracies.
 pub struct PublishedSet {
@@ -246,7 +246,7 @@ pub fn subtask_chart(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::score::{AnswerRecord, ScoreOptions, score};
+    use crate::score::{AnswerRecord, ScoreOptions, score};
 
     fn answer(image: &str, qtype: &str) -> AnswerRecord {
         AnswerRecord {

@@ -12,8 +12,8 @@ use super::drill::{OpenQuestion, ThumbCache, question_detail};
 use super::model::RunModel;
 use super::runs::RunRow;
 use super::table;
-use crate::bench::compare::{self, ChangeKind, Comparison};
-use crate::bench::score::ScoreOptions;
+use crate::runs::compare::{self, ChangeKind, Comparison};
+use crate::score::ScoreOptions;
 
 pub struct Compared {
     pub a: RunModel,

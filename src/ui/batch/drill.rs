@@ -10,10 +10,10 @@ use super::super::jobs::Job;
 use super::super::trace_view::{self, QuestionRun};
 use super::super::{Command, Tab};
 use super::model::RunModel;
-use crate::bench::compare::cell_contains;
-use crate::bench::journal::{self, JournalRecord, RecordLocation};
-use crate::bench::score;
 use crate::dataset::DatasetRoot;
+use crate::runs::compare::cell_contains;
+use crate::runs::journal::{self, JournalRecord, RecordLocation};
+use crate::score;
 use crate::vision::{DecodeLimits, decode_rgb8};
 
 /// Thumbnails kept decoded; older ones are dropped (and decoded again if needed).

@@ -21,8 +21,8 @@ use eframe::egui;
 
 use super::Command;
 use super::jobs::Job;
-use crate::bench::score::{self, ScoreOptions, ScoreTable};
 use crate::config::Settings;
+use crate::score::{self, ScoreOptions, ScoreTable};
 
 pub use compare_view::CompareState;
 pub use drill::DrillState;
@@ -874,7 +874,7 @@ fn phase_text(phase: &RunPhase) -> &'static str {
     }
 }
 
-fn manifest_line(m: &crate::bench::manifest::RunManifest) -> String {
+fn manifest_line(m: &crate::runs::manifest::RunManifest) -> String {
     let models: Vec<&str> = m.endpoints.iter().map(|e| e.model.as_str()).collect();
     format!(
         "preset {}, references {}, model {}, dataset {}, {} questions, started {}",

@@ -10,12 +10,12 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::bench::journal::{
+use crate::runs::journal::{
     JOURNAL_FILE, JournalRecord, RecordLocation, RecordWithoutTraces, read_journal_with,
 };
-use crate::bench::manifest::RunManifest;
-use crate::bench::run_folder::open_manifest;
-use crate::bench::score::{self, AnswerRecord, ScoreOptions, ScoreTable};
+use crate::runs::manifest::RunManifest;
+use crate::runs::run_folder::open_manifest;
+use crate::score::{self, AnswerRecord, ScoreOptions, ScoreTable};
 
 /// How often a live run's table is re-scored at most. Scoring 40k records takes
 /// milliseconds, but a run delivers answers far faster than anyone reads a table.
@@ -341,7 +341,7 @@ pub const RUNNER_DIED: &str = "the runner stopped unexpectedly (an internal erro
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::journal::{AnswerQuestion, RecordStatus};
+    use crate::runs::journal::{AnswerQuestion, RecordStatus};
     use indexmap::IndexMap;
     use std::sync::mpsc;
 

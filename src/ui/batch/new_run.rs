@@ -1,6 +1,6 @@
 //! The New run form and a run going on in the background.
 //!
-//! The runner ([`crate::bench::runner::run`]) blocks and owns its own async
+//! The runner ([`crate::runs::runner::run`]) blocks and owns its own async
 //! runtime, so it gets a thread; its events go through a channel to the collector
 //! thread of [`super::model::collect`], which keeps the shared [`RunModel`] current.
 
@@ -17,20 +17,20 @@ use super::super::jobs::Job;
 use super::BatchContext;
 use super::model::{LiveEvent, LiveProgress, RunModel, RunPhase, SharedRun, collect};
 use super::runs::{self, RunRow};
-use crate::bench::export::{ExportTargets, ReportLimits, write_exports};
-use crate::bench::manifest::{RunManifest, Selection};
-use crate::bench::run_folder::RunFolder;
-use crate::bench::runner::{
-    RunControl, RunEvent, RunOutcome, RunSpec, TemplateSource, check_spec_inputs,
-};
-use crate::bench::score::ScoreOptions;
-use crate::bench::select;
 use crate::dataset::{MmadDataset, category_of, dataset_of};
 use crate::echo::KnowledgeMode;
 use crate::echo::plan::ExpertTable;
 use crate::echo::preflight::InputCheck;
 use crate::jobs::CancelToken;
 use crate::mllm::EndpointConfig;
+use crate::runs::export::{ExportTargets, ReportLimits, write_exports};
+use crate::runs::manifest::{RunManifest, Selection};
+use crate::runs::run_folder::RunFolder;
+use crate::runs::runner::{
+    RunControl, RunEvent, RunOutcome, RunSpec, TemplateSource, check_spec_inputs,
+};
+use crate::runs::select;
+use crate::score::ScoreOptions;
 
 /// Seconds per question assumed for the estimate when no earlier run of the same
 /// model has measured it (a 7B vision model on one GPU, two images per question).
@@ -866,7 +866,7 @@ pub fn start(
                         shared.lock().manifest = Some(m);
                     }
                 };
-                match crate::bench::runner::run(&spec, &events, &control) {
+                match crate::runs::runner::run(&spec, &events, &control) {
                     Ok(_) => {}
                     Err(e) => {
                         let _ = tx.send(LiveEvent::Failed(e.to_string()));

@@ -3,10 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::bench::journal_summary;
-use crate::bench::manifest::RunManifest;
-use crate::bench::run_folder::open_manifest;
-use crate::bench::score::ScoreOptions;
+use crate::runs::journal_summary;
+use crate::runs::manifest::RunManifest;
+use crate::runs::run_folder::open_manifest;
+use crate::score::ScoreOptions;
 
 /// Runs live here inside the workspace.
 pub const RUNS_DIR: &str = "runs";

@@ -3,8 +3,8 @@
 
 use eframe::egui;
 
-use crate::bench::compare::TableDiff;
-use crate::bench::score::{self, ScoreTable};
+use crate::runs::compare::TableDiff;
+use crate::score::{self, ScoreTable};
 
 const CELL_SIZE: egui::Vec2 = egui::vec2(86.0, 24.0);
 const HEADER_WIDTH: f32 = 100.0;

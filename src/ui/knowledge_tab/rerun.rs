@@ -10,10 +10,10 @@ use std::path::PathBuf;
 use eframe::egui;
 
 use super::{KnowledgeEnv, KnowledgeState, Selection};
-use crate::bench::rerun::{EditedCategory, RerunEffect, RerunPlan, measure_effect, plan_rerun};
-use crate::bench::run_folder::{RunFolder, RunSummaryRow, list_runs};
-use crate::bench::score::{AVERAGE, ScoreOptions};
 use crate::jobs::Progress;
+use crate::runs::rerun::{EditedCategory, RerunEffect, RerunPlan, measure_effect, plan_rerun};
+use crate::runs::run_folder::{RunFolder, RunSummaryRow, list_runs};
+use crate::score::{AVERAGE, ScoreOptions};
 use crate::ui::Command;
 use crate::ui::batch::{LiveRun, SharedRun, run_folder_name, runs_dir, start_live_run};
 use crate::ui::jobs::Job;

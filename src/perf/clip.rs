@@ -13,8 +13,8 @@ use base64::Engine as _;
 use candle_core::Device;
 use serde_json::{Value, json};
 
-use super::clip::{ClipEmbedder, ClipError, ClipOptions, ClipSource, default_device};
-use super::embed::ImageEmbedder;
+use crate::vision::clip::{ClipEmbedder, ClipError, ClipOptions, ClipSource, default_device};
+use crate::vision::embed::ImageEmbedder;
 
 /// Benchmarks the default options (f32) on [`default_device`]: for each batch
 /// size, one warm-up pass, then the median of `runs` passes.

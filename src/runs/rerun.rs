@@ -16,13 +16,13 @@ use super::journal::JournalRecord;
 use super::manifest::{KnowledgeRef, ManifestError, Selection};
 use super::run_folder::{RunFolder, RunFolderError};
 use super::runner::{RunError, RunSpec};
-use super::score::{AVERAGE, ScoreOptions, merged_question_type};
 use crate::curate::impact::prompt_reads_category;
 use crate::dataset::QuestionType;
 use crate::echo::PipelineContext;
 use crate::echo::error::PipelineError;
 use crate::knowledge::KnowledgeBase;
 use crate::mllm::EndpointConfig;
+use crate::score::{AVERAGE, ScoreOptions, merged_question_type};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RerunError {
@@ -292,7 +292,7 @@ pub fn measure_effect(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::run_folder::tests::{manifest, record, write_run};
+    use crate::runs::run_folder::tests::{manifest, record, write_run};
 
     const AD: &str = "Anomaly Detection";
 

@@ -14,8 +14,8 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::bench::journal::{JOURNAL_FILE, JournalError, RecordRow, read_journal_with};
-use crate::bench::score::{self, AVERAGE, AnswerRecord, ScoreOptions};
+use crate::runs::journal::{JOURNAL_FILE, JournalError, RecordRow, read_journal_with};
+use crate::score::{self, AVERAGE, AnswerRecord, ScoreOptions};
 
 /// The summary's file name inside a run folder.
 pub const SUMMARY_FILE: &str = "summary.json";
@@ -54,7 +54,7 @@ impl JournalStamp {
 }
 
 /// What a run list needs of a journal. Counts are over questions (the latest
-/// record of each, as [`crate::bench::run_folder::RunFolder`] reads them).
+/// record of each, as [`crate::runs::run_folder::RunFolder`] reads them).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JournalSummary {
     pub format: u32,
@@ -211,18 +211,18 @@ pub fn summary(run_dir: &Path) -> Result<JournalSummary, JournalError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::journal::JournalWriter;
-    use crate::bench::run_folder::RunFolder;
-    use crate::bench::run_folder::tests::{manifest, record};
+    use crate::runs::journal::JournalWriter;
+    use crate::runs::run_folder::RunFolder;
+    use crate::runs::run_folder::tests::{manifest, record};
     use std::io::Write;
 
     const GOOD: &str = "VisA/candle/test/good/0000.JPG";
     const BAD: &str = "VisA/candle/test/bad/000.JPG";
     const AD: &str = "Anomaly Detection";
 
-    fn write_run(dir: &Path, records: &[crate::bench::journal::JournalRecord]) {
+    fn write_run(dir: &Path, records: &[crate::runs::journal::JournalRecord]) {
         manifest(4)
-            .save(&crate::bench::manifest::RunManifest::path_in(dir))
+            .save(&crate::runs::manifest::RunManifest::path_in(dir))
             .unwrap();
         let (mut w, _) = JournalWriter::open(&dir.join(JOURNAL_FILE)).unwrap();
         for r in records {

@@ -4,7 +4,7 @@
 //! at most `c / latency` questions per second; the runner's job is to keep it at
 //! that bound. The benchmark runs generated MMAD-style questions (1024 x 1024 PNG
 //! queries, each sent with a template image, as MMAD's 1-shot protocol does)
-//! through [`super::runner::run`] against the in-process mock server, and reports
+//! through [`crate::runs::runner::run`] against the in-process mock server, and reports
 //! the achieved rate as a fraction of the bound, per concurrency.
 //!
 //! CPU: `getrusage(RUSAGE_SELF)` counts the whole process, mock server included.
@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::runner::{RunControl, RunError, RunEvent, RunSpec, TemplateSource, run};
 use crate::mllm::EndpointConfig;
 use crate::mllm::mock::{MockConfig, MockServer};
+use crate::runs::runner::{RunControl, RunError, RunEvent, RunSpec, TemplateSource, run};
 
 /// Questions asked about each generated image (MMAD averages about 4.7).
 const QUESTIONS_PER_IMAGE: usize = 5;

@@ -8,10 +8,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::bench::journal::{JOURNAL_FILE, JournalError, JournalRecord, JournalWriter};
-use crate::bench::lock::{LOCK_FILE, LockError, RunLock};
-use crate::bench::manifest::{EndpointSummary, ManifestError, RunManifest, Shard};
-use crate::bench::run_folder::{RunFolder, RunFolderError};
+use crate::runs::journal::{JOURNAL_FILE, JournalError, JournalRecord, JournalWriter};
+use crate::runs::lock::{LOCK_FILE, LockError, RunLock};
+use crate::runs::manifest::{EndpointSummary, ManifestError, RunManifest, Shard};
+use crate::runs::run_folder::{RunFolder, RunFolderError};
 use crate::util::fsx::sync_dir;
 
 #[derive(Debug, thiserror::Error)]
@@ -405,8 +405,8 @@ fn holds_only_a_lock(dir: &Path) -> std::io::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::journal::read_journal;
-    use crate::bench::run_folder::tests::{manifest, record};
+    use crate::runs::journal::read_journal;
+    use crate::runs::run_folder::tests::{manifest, record};
 
     const GOOD: &str = "VisA/candle/test/good/0000.JPG";
     const AD: &str = "Anomaly Detection";

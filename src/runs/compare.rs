@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 
 use indexmap::IndexSet;
 
-use crate::bench::journal::JournalRecord;
-use crate::bench::score::{self, ScoreOptions, ScoreTable};
+use crate::runs::journal::JournalRecord;
+use crate::score::{self, ScoreOptions, ScoreTable};
 
 /// Columns `score` appends after the subtasks.
 const SUMMARY_COLUMNS: [&str; 6] = [
@@ -240,7 +240,7 @@ pub fn compare(a: &[JournalRecord], b: &[JournalRecord], options: ScoreOptions) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::journal::{AnswerQuestion, RecordStatus};
+    use crate::runs::journal::{AnswerQuestion, RecordStatus};
     use indexmap::IndexMap;
 
     fn rec(

@@ -134,16 +134,29 @@ impl JournalRecord {
     }
 
     /// The record as scoring reads it.
-    pub fn to_answer(&self) -> crate::bench::score::AnswerRecord {
-        crate::bench::score::AnswerRecord {
-            image: self.image.clone(),
-            question_type: self.question_type.clone(),
-            correct_answer: self.correct_answer.clone().into(),
-            gpt_answer: self
-                .gpt_answer
-                .clone()
-                .map_or(serde_json::Value::Null, Into::into),
-        }
+    pub fn to_answer(&self) -> crate::score::AnswerRecord {
+        answer_record(
+            &self.image,
+            &self.question_type,
+            &self.correct_answer,
+            self.gpt_answer.as_deref(),
+        )
+    }
+}
+
+/// A journal line's answer fields as scoring reads them (a missing answer is
+/// JSON null, as in MMAD's answers files).
+fn answer_record(
+    image: &str,
+    question_type: &str,
+    correct_answer: &str,
+    gpt_answer: Option<&str>,
+) -> crate::score::AnswerRecord {
+    crate::score::AnswerRecord {
+        image: image.to_owned(),
+        question_type: question_type.to_owned(),
+        correct_answer: correct_answer.into(),
+        gpt_answer: gpt_answer.map_or(serde_json::Value::Null, Into::into),
     }
 }
 
@@ -170,16 +183,13 @@ impl RecordRow {
     }
 
     /// The row as scoring reads it (the same as [`JournalRecord::to_answer`]).
-    pub fn to_answer(&self) -> crate::bench::score::AnswerRecord {
-        crate::bench::score::AnswerRecord {
-            image: self.image.clone(),
-            question_type: self.question_type.clone(),
-            correct_answer: self.correct_answer.clone().into(),
-            gpt_answer: self
-                .gpt_answer
-                .clone()
-                .map_or(serde_json::Value::Null, Into::into),
-        }
+    pub fn to_answer(&self) -> crate::score::AnswerRecord {
+        answer_record(
+            &self.image,
+            &self.question_type,
+            &self.correct_answer,
+            self.gpt_answer.as_deref(),
+        )
     }
 }
 
@@ -564,7 +574,7 @@ mod tests {
         );
         assert!(!back.torn_last_line);
         // MMAD's field names are on every line, so `score` reads the journal too.
-        let scored = crate::bench::score::load_answers(&path).unwrap();
+        let scored = crate::score::load_answers(&path).unwrap();
         assert_eq!(scored.records.len(), 1);
         assert_eq!(scored.errors.len(), 1);
     }

@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::bench::journal::JournalRecord;
-use crate::bench::run_folder::RunFolder;
-use crate::bench::score::{AVERAGE, OBJECT_ANALYSIS, ScoreOptions, ScoreTable};
 use crate::echo::trace::ExpertStatus;
+use crate::runs::journal::JournalRecord;
+use crate::runs::run_folder::RunFolder;
+use crate::score::{AVERAGE, OBJECT_ANALYSIS, ScoreOptions, ScoreTable};
 use crate::util::pyjson::{self, JsonStyle};
 
 /// File names `export` uses inside `RUN_DIR/exports/` when none are given.
@@ -680,8 +680,8 @@ fn without_inline_images(value: &Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::run_folder::tests::{manifest, record};
     use crate::echo::trace::{ExpertName, ExpertTrace};
+    use crate::runs::run_folder::tests::{manifest, record};
 
     const GOOD: &str = "VisA/candle/test/good/0000.JPG";
     const BAD: &str = "VisA/candle/test/bad/000.JPG";
@@ -746,10 +746,10 @@ mod tests {
         assert_eq!(list[2]["gpt_answer"], "B");
         assert_eq!(list[2]["question"]["options"]["A"], "Yes.");
         // Scoring the export equals scoring the run.
-        let loaded = crate::bench::score::parse_answers(&text, Path::new("a.json"), None).unwrap();
+        let loaded = crate::score::parse_answers(&text, Path::new("a.json"), None).unwrap();
         let opts = ScoreOptions::default();
         assert_eq!(
-            crate::bench::score::score(&loaded.records, opts).to_csv(),
+            crate::score::score(&loaded.records, opts).to_csv(),
             run.score(opts).to_csv()
         );
     }

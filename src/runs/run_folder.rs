@@ -9,11 +9,11 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::bench::journal::{JOURNAL_FILE, JournalError, JournalRecord, read_journal};
-use crate::bench::journal_summary;
-use crate::bench::manifest::{MANIFEST_FILE, ManifestError, RunManifest, Shard};
-use crate::bench::score::{self, AnswerRecord, ScoreOptions, ScoreTable};
 use crate::dataset::paths::{PathError, check_relative};
+use crate::runs::journal::{JOURNAL_FILE, JournalError, JournalRecord, read_journal};
+use crate::runs::journal_summary;
+use crate::runs::manifest::{MANIFEST_FILE, ManifestError, RunManifest, Shard};
+use crate::score::{self, AnswerRecord, ScoreOptions, ScoreTable};
 
 /// Where `export` writes when no file is named.
 pub const EXPORTS_DIR: &str = "exports";
@@ -318,9 +318,9 @@ pub fn list_runs(runs_dir: &Path) -> Result<Vec<RunSummaryRow>, RunFolderError> 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::bench::journal::{AnswerQuestion, JournalWriter, RecordStatus};
-    use crate::bench::manifest::{DatasetRef, EndpointSummary, MANIFEST_FORMAT, Selection};
     use crate::echo::PipelineSettings;
+    use crate::runs::journal::{AnswerQuestion, JournalWriter, RecordStatus};
+    use crate::runs::manifest::{DatasetRef, EndpointSummary, MANIFEST_FORMAT, Selection};
     use indexmap::IndexMap;
     use std::io::Write;
 

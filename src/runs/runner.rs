@@ -36,7 +36,6 @@ use super::manifest::{
     DatasetRef, EndpointSummary, ForcedResume, KnowledgeRef, MANIFEST_FILE, MANIFEST_FORMAT,
     ManifestError, MemoryRef, RunManifest, Selection, Shard,
 };
-use super::score::{AnswerRecord, ScoreOptions, score};
 use super::select::{SelectError, select};
 use crate::dataset::mmad::DatasetError;
 use crate::dataset::{DatasetRoot, MmadDataset, QuestionRef};
@@ -49,6 +48,7 @@ use crate::echo::setup::{ContextSources, SetupError, load_context};
 use crate::echo::{PipelineContext, PipelineSettings, answer};
 use crate::jobs::CancelToken;
 use crate::mllm::{ChatRequest, EndpointConfig, MllmClient};
+use crate::score::{AnswerRecord, ScoreOptions, score};
 use crate::vision::spec::EmbedderSpec;
 
 /// How often the run loop looks at its stop tokens and reports progress.
@@ -1349,8 +1349,8 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
-    use crate::bench::journal::read_journal;
     use crate::mllm::mock::{Fault, FaultPlan, MockConfig, MockServer};
+    use crate::runs::journal::read_journal;
 
     fn key(s: &str) -> Arc<str> {
         Arc::from(s)

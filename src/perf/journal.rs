@@ -3,13 +3,13 @@
 //! user waits on it.
 //!
 //! - Resume: peak resident memory (VmHWM) and time of a child process that resumes
-//!   the run through [`super::runner::run`] as the Batch tab's Resume does (settings
+//!   the run through [`crate::runs::runner::run`] as the Batch tab's Resume does (settings
 //!   from the manifest). Every question has a record, so the child reads the
 //!   journal, finds nothing to ask and ends; with `--retry-errors` it also rewrites
 //!   the journal without its error records and asks those again (the endpoint is
 //!   closed, so they fail at once). A child process, so the parent's own memory
 //!   (generation, the other measurements) is not counted.
-//! - Runs list: [`super::run_folder::list_runs`] over `runs` copies of the run, each
+//! - Runs list: [`crate::runs::run_folder::list_runs`] over `runs` copies of the run, each
 //!   with its summary; and one summary rebuilt from its journal (a run finished by
 //!   an older version, or a journal changed behind the summary's back).
 //! - Opening one question: reading its record (traces included) at the place a
@@ -22,16 +22,16 @@ use std::time::Instant;
 use indexmap::IndexMap;
 use serde_json::{Value, json};
 
-use super::journal::{
+use crate::echo::trace::{ExpertName, ExpertTrace};
+use crate::mllm::EndpointConfig;
+use crate::runs::journal::{
     AnswerQuestion, JOURNAL_FILE, JournalError, JournalRecord, JournalWriter, RecordLocation,
     RecordStatus, RecordWithoutTraces, locate_record, read_journal_with, read_record_at,
 };
-use super::journal_summary::{self, SUMMARY_FILE, SummaryError};
-use super::manifest::RunManifest;
-use super::run_folder::{RunFolderError, list_runs};
-use super::runner::{RunControl, RunError, RunSpec, TemplateSource, run};
-use crate::echo::trace::{ExpertName, ExpertTrace};
-use crate::mllm::EndpointConfig;
+use crate::runs::journal_summary::{self, SUMMARY_FILE, SummaryError};
+use crate::runs::manifest::RunManifest;
+use crate::runs::run_folder::{RunFolderError, list_runs};
+use crate::runs::runner::{RunControl, RunError, RunSpec, TemplateSource, run};
 
 /// Where nothing listens: the generated run's endpoint. Nothing is asked unless
 /// errors are retried, and then the refusal is immediate.
@@ -155,7 +155,7 @@ fn generate(
     opts: &JournalBenchOptions,
 ) -> Result<(PathBuf, PathBuf), JournalBenchError> {
     let images = opts.questions.div_ceil(5).max(1);
-    let mmad = super::runner_bench::write_bench_mmad(dir, images)
+    let mmad = super::runner::write_bench_mmad(dir, images)
         .map_err(io_err("write the dataset in", dir))?;
     let runs_dir = dir.join("runs");
     let first = runs_dir.join("run-00");
@@ -212,7 +212,7 @@ fn generate(
     for n in 1..opts.runs {
         let other = runs_dir.join(format!("run-{n:02}"));
         std::fs::create_dir_all(&other).map_err(io_err("create", &other))?;
-        for name in [super::manifest::MANIFEST_FILE, SUMMARY_FILE] {
+        for name in [crate::runs::manifest::MANIFEST_FILE, SUMMARY_FILE] {
             std::fs::copy(first.join(name), other.join(name))
                 .map_err(io_err("copy into", &other))?;
         }
@@ -410,7 +410,7 @@ mod tests {
             dir: Some(dir.path().to_owned()),
         };
         let (first, runs_dir) = generate(dir.path(), &opts).unwrap();
-        let folder = crate::bench::run_folder::RunFolder::open(&first).unwrap();
+        let folder = crate::runs::run_folder::RunFolder::open(&first).unwrap();
         assert_eq!(folder.records().len(), 60);
         assert_eq!(folder.manifest.question_count, 60);
         let errors = folder.error_count();

@@ -1,0 +1,17 @@
+//! Run folders and everything that makes or reads them: the batch runner, the
+//! journal and its summary, the manifest, the lock, selection and shards, merging,
+//! re-running a knowledge edit, comparing two runs, and the exports a run leaves
+//! for others (which read a run folder, so they live here rather than in
+//! [`crate::score`], which knows nothing of runs).
+
+pub mod compare;
+pub mod export;
+pub mod journal;
+pub mod journal_summary;
+pub mod lock;
+pub mod manifest;
+pub mod merge;
+pub mod rerun;
+pub mod run_folder;
+pub mod runner;
+pub mod select;
