@@ -5,6 +5,7 @@
 //! [`crate::score`], which knows nothing of runs).
 
 pub mod compare;
+pub mod dispatch;
 pub mod export;
 pub mod journal;
 pub mod journal_summary;
@@ -15,3 +16,4 @@ pub mod rerun;
 pub mod run_folder;
 pub mod runner;
 pub mod select;
+pub mod spec;
