@@ -383,6 +383,11 @@ fn help_overlay_lists_the_shortcuts() {
     assert!(h.state().show_help);
     h.get_by_label("Keyboard shortcuts");
     h.get_by_label("Save the settings being edited");
+    // One row per tab, read from the tab list itself, with the key that opens it.
+    for (n, tab) in Tab::ALL.iter().enumerate() {
+        h.get_by_label(&format!("Ctrl+{}", n + 1));
+        h.get_by_label(&format!("{} tab", tab.label()));
+    }
     h.key_press(egui::Key::Escape);
     h.run_steps(2);
     assert!(!h.state().show_help);
