@@ -412,7 +412,7 @@ impl ReferenceMemory {
         names.sort();
         if !names.iter().any(|n| n == "manifest.json") {
             return Err(refuse(format!(
-                "it holds {} that are not a reference memory (no manifest.json): {}",
+                "it is not a reference memory (no manifest.json) and holds {}: {}",
                 plural(names.len(), "entry", "entries"),
                 sample(&names)
             )));
@@ -962,7 +962,7 @@ mod tests {
         let err = m.save(&data).unwrap_err().to_string();
         assert!(
             err.contains("refusing to write a memory to")
-                && err.contains("2 entries that are not a reference memory")
+                && err.contains("not a reference memory (no manifest.json) and holds 2 entries")
                 && err.contains("`bottle`, `mmad.json`"),
             "{err}"
         );
