@@ -132,6 +132,8 @@ struct InputsKey {
     template: TemplateSource,
     memory: Option<PathBuf>,
     knowledge: Option<PathBuf>,
+    condensed: Option<PathBuf>,
+    shard: Option<crate::runs::manifest::Shard>,
 }
 
 impl InputsKey {
@@ -144,6 +146,8 @@ impl InputsKey {
             template: spec.template,
             memory: spec.memory.clone(),
             knowledge: spec.knowledge.clone(),
+            condensed: spec.condensed.clone(),
+            shard: spec.shard,
         }
     }
 }
