@@ -24,6 +24,9 @@ struct Cli {
 enum Command {
     /// Score MMAD answers (answers JSON list, run journal .jsonl, or run folder) with MMAD's metric.
     Score(cli::score::ScoreArgs),
+    /// Compare two runs: each cell's difference with a 95% interval, the questions
+    /// that flipped, and McNemar's exact test.
+    Compare(cli::compare::CompareArgs),
     /// Export a run: MMAD's answers JSON, MMAD's accuracy CSV and an HTML report.
     Export(cli::export::ExportArgs),
     /// Merge the shards of one run into one run folder.
@@ -123,6 +126,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Score(args)) => cli::score::run(&args),
+        Some(Command::Compare(args)) => cli::compare::run(&args),
         Some(Command::Export(args)) => cli::export::run(&args),
         Some(Command::Merge(args)) => cli::merge::run(&args),
         Some(Command::Embed(args)) => cli::memory::embed(&args),

@@ -689,3 +689,136 @@ fn merge_force_replaces_only_run_folders_that_no_run_is_writing() {
         records
     );
 }
+
+#[test]
+fn score_json_carries_seeded_intervals_around_every_cell() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    write_run(&run, &manifest(210), &all_records());
+    let score = |extra: &[&str]| -> Value {
+        let out = stdout_of(
+            bin()
+                .arg("score")
+                .arg(&run)
+                .args(["--format", "json"])
+                .args(extra),
+        );
+        serde_json::from_str(&out).unwrap()
+    };
+    let v = score(&[]);
+    assert_eq!(v["bootstrap"]["resamples"], 1000);
+    assert_eq!(v["bootstrap"]["unit"], "image");
+    let rows = v["index"].as_array().unwrap();
+    let columns = v["columns"].as_array().unwrap();
+    for row in rows {
+        for column in columns {
+            let (row, column) = (row.as_str().unwrap(), column.as_str().unwrap());
+            let value = v["table"][row][column].as_f64().unwrap();
+            let ci = &v["ci"][row][column];
+            let (lo, hi) = (ci[0].as_f64().unwrap(), ci[1].as_f64().unwrap());
+            assert!(lo <= hi, "{row}/{column}: {ci}");
+            // A percentile interval need not contain the estimate exactly at the
+            // edges of [0, 100], but it must be near it.
+            assert!(
+                lo <= value + 1e-9 || value == 0.0,
+                "{row}/{column} {value} {ci}"
+            );
+            assert!(
+                value <= hi + 1e-9 || value == 100.0,
+                "{row}/{column} {value} {ci}"
+            );
+        }
+    }
+    // Seeded: the same call gives the same intervals, another seed others.
+    assert_eq!(score(&[])["ci"], v["ci"]);
+    assert_ne!(score(&["--ci-seed", "3"])["ci"], v["ci"]);
+    let off = score(&["--ci-resamples", "0"]);
+    assert!(off.get("ci").is_none() && off.get("bootstrap").is_none());
+    assert_eq!(off["table"], v["table"]);
+}
+
+#[test]
+fn compare_reports_differences_flips_and_mcnemar() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a_records = all_records();
+    // B fixes every wrong answer to a Defect Classification question and breaks one
+    // right Anomaly Detection answer.
+    let mut fixed = 0;
+    let mut broken = 0;
+    let b_records: Vec<JournalRecord> = a_records
+        .iter()
+        .map(|r| {
+            let mut r = r.clone();
+            let letter = r.gpt_answer.clone().unwrap_or_default();
+            let wrong_letter = r.is_ok() && letter.len() == 1 && letter != r.correct_answer;
+            if r.question_type == "Defect Classification" && wrong_letter {
+                r.gpt_answer = Some(r.correct_answer.clone());
+                r.correct = Some(true);
+                fixed += 1;
+            } else if r.question_type == "Anomaly Detection"
+                && r.correct == Some(true)
+                && broken == 0
+            {
+                let other = r.question.options.keys().find(|k| **k != r.correct_answer);
+                r.gpt_answer = other.cloned();
+                r.correct = Some(false);
+                broken += 1;
+            }
+            r
+        })
+        .collect();
+    assert!(
+        fixed >= 3,
+        "the sample has wrong Defect Classification answers"
+    );
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    write_run(&a, &manifest(210), &a_records);
+    write_run(&b, &manifest(210), &b_records);
+    let out = stdout_of(
+        bin()
+            .arg("compare")
+            .arg(&a)
+            .arg(&b)
+            .args(["--format", "json"]),
+    );
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["flips"]["wrong_to_right"], fixed);
+    assert_eq!(v["flips"]["right_to_wrong"], 1);
+    let both =
+        v["flips"]["both_right"].as_u64().unwrap() + v["flips"]["both_wrong"].as_u64().unwrap();
+    // Answered with a letter by both: the records that are neither errors nor invalid.
+    let lettered = a_records
+        .iter()
+        .filter(|r| r.is_ok() && r.gpt_answer.as_deref().is_some_and(|g| g.len() == 1))
+        .count() as u64;
+    assert_eq!(both + fixed as u64 + 1, lettered);
+    // Exact McNemar on (1, fixed), n = fixed + 1: 2 * (C(n, 0) + C(n, 1)) / 2^n.
+    let n = fixed as i32 + 1;
+    let want = (2.0 * (1.0 + n as f64) / 2f64.powi(n)).min(1.0);
+    let p = v["mcnemar"]["p"].as_f64().unwrap();
+    assert!((p - want).abs() < 1e-12, "{p} vs {want}");
+    let dc = v["mcnemar"]["per_column"]["Defect Classification"]
+        .as_f64()
+        .unwrap();
+    assert!((dc - 2.0 / 2f64.powi(fixed as i32)).abs() < 1e-12);
+    // Each cell: delta = b - a, its interval around it.
+    let cell = &v["cells"]["Sample"]["Defect Classification"];
+    let d = cell["delta"].as_f64().unwrap();
+    assert!((d - (cell["b"].as_f64().unwrap() - cell["a"].as_f64().unwrap())).abs() < 1e-12);
+    assert!(d > 0.0);
+    let (lo, hi) = (
+        cell["ci"][0].as_f64().unwrap(),
+        cell["ci"][1].as_f64().unwrap(),
+    );
+    assert!(lo <= d && d <= hi && lo >= 0.0, "{cell}");
+    assert_eq!(v["cells"]["Sample"]["Object Classification"]["delta"], 0.0);
+    assert_eq!(v["changes"].as_array().unwrap().len(), fixed + 1);
+
+    let text = stdout_of(bin().arg("compare").arg(&a).arg(&b));
+    assert!(text.contains("McNemar"), "{text}");
+    assert!(text.contains("R->W"), "{text}");
+    assert!(
+        text.contains("(better)") && text.contains("(worse)"),
+        "{text}"
+    );
+}

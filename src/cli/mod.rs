@@ -2,6 +2,7 @@
 //! that `main` prints as one sentence.
 
 pub mod bench;
+pub mod compare;
 pub mod dataset;
 pub mod export;
 pub mod inspect;

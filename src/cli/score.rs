@@ -6,7 +6,8 @@ use clap::{Args, ValueEnum};
 use echo_workbench::runs::journal::JOURNAL_FILE;
 use echo_workbench::runs::manifest::MANIFEST_FILE;
 use echo_workbench::runs::run_folder::{Coverage, RunFolder};
-use echo_workbench::score::{self, LoadedAnswers, ScoreOptions, ScoreTable};
+use echo_workbench::score::interval::{self, BootstrapOptions, CellIntervals};
+use echo_workbench::score::{self, AnswerRecord, LoadedAnswers, ScoreOptions, ScoreTable};
 use serde_json::Value;
 
 #[derive(Args)]
@@ -17,8 +18,48 @@ pub struct ScoreArgs {
     files: Vec<PathBuf>,
     #[command(flatten)]
     scoring: ScoringArgs,
+    #[command(flatten)]
+    intervals: IntervalArgs,
+    /// Print each cell's 95% interval under the table (text format; JSON always has them).
+    #[arg(long)]
+    show_intervals: bool,
     #[arg(long, value_enum, default_value_t = ScoreFormat::Table)]
     format: ScoreFormat,
+}
+
+/// How the 95% intervals are drawn; shared by `score` and `compare`.
+#[derive(Args, Clone, Copy)]
+pub struct IntervalArgs {
+    /// Bootstrap resamples behind each 95% interval (resampled by image within each
+    /// dataset); 0 leaves the intervals out.
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    ci_resamples: usize,
+    /// Seed of the resamples: the same answers and seed give the same intervals.
+    #[arg(long, default_value_t = 0, value_name = "SEED")]
+    ci_seed: u64,
+}
+
+impl IntervalArgs {
+    /// `None` when the intervals are switched off.
+    pub fn options(self) -> Option<BootstrapOptions> {
+        (self.ci_resamples > 0).then_some(BootstrapOptions {
+            resamples: self.ci_resamples,
+            seed: self.ci_seed,
+            ..BootstrapOptions::default()
+        })
+    }
+}
+
+/// How the intervals were drawn, beside them in JSON output.
+pub fn bootstrap_json(boot: &BootstrapOptions) -> Value {
+    serde_json::json!({
+        "resamples": boot.resamples,
+        "seed": boot.seed,
+        "level": boot.level,
+        "unit": "image",
+        "strata": "dataset",
+        "method": "percentile",
+    })
 }
 
 /// How to score; shared by `score` and `export` so both compute the same table.
@@ -52,8 +93,9 @@ enum ScoreFormat {
     Table,
     /// MMAD's `_accuracy.csv` layout.
     Csv,
-    /// {"columns", "index", "table", "invalid", "skipped"}; run folders add
-    /// "coverage" and "errors"; several inputs give a list of these with "path".
+    /// {"columns", "index", "table", "invalid", "skipped", "ci", "bootstrap"}; run
+    /// folders add "coverage" and "errors"; several inputs give a list of these with
+    /// "path".
     Json,
 }
 
@@ -93,13 +135,24 @@ pub fn run(args: &ScoreArgs) -> anyhow::Result<ExitCode> {
 
     let mut json_list = Vec::new();
     for (n, (path, input)) in inputs.iter().enumerate() {
-        let table = match input {
-            Input::Answers(loaded) => score::score(&loaded.records, options),
-            Input::Run(run) => run.score(options),
+        let answers: std::borrow::Cow<[AnswerRecord]> = match input {
+            Input::Answers(loaded) => (&loaded.records[..]).into(),
+            Input::Run(run) => run.answers().into(),
         };
+        let table = score::score(&answers, options);
+        let wants_intervals = args.format == ScoreFormat::Json || args.show_intervals;
+        let intervals = args
+            .intervals
+            .options()
+            .filter(|_| wants_intervals)
+            .map(|boot| interval::cell_intervals(&answers, &table, options, boot));
         match args.format {
             ScoreFormat::Json => {
                 let mut v = table.to_json();
+                if let Some(ci) = &intervals {
+                    v["ci"] = ci.to_json();
+                    v["bootstrap"] = bootstrap_json(&ci.options);
+                }
                 if let Input::Run(run) = input {
                     add_run_json(&mut v, run)?;
                 }
@@ -122,6 +175,9 @@ pub fn run(args: &ScoreArgs) -> anyhow::Result<ExitCode> {
                 } else {
                     print!("{}", table.to_text());
                 }
+                if let Some(ci) = intervals.as_ref().filter(|_| args.show_intervals) {
+                    print_intervals(ci, args.format == ScoreFormat::Csv);
+                }
             }
         }
         notes(args, path, input, &table);
@@ -130,6 +186,65 @@ pub fn run(args: &ScoreArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&json_list)?);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The intervals as a second table (text: `lo-hi` with one decimal; CSV: to stderr,
+/// so the CSV on stdout stays MMAD's layout).
+fn print_intervals(ci: &CellIntervals, to_stderr: bool) {
+    let out = interval_text(ci);
+    if to_stderr {
+        eprint!("{out}");
+    } else {
+        print!("{out}");
+    }
+}
+
+fn interval_text(ci: &CellIntervals) -> String {
+    let cell = |b: Option<(f64, f64)>| match b {
+        Some((lo, hi)) => format!("{lo:.1}-{hi:.1}"),
+        None => "-".to_owned(),
+    };
+    let name_width = ci
+        .index
+        .iter()
+        .map(|s| s.chars().count())
+        .max()
+        .unwrap_or(0);
+    let cells: Vec<Vec<String>> = ci
+        .bounds
+        .iter()
+        .map(|row| row.iter().map(|b| cell(*b)).collect())
+        .collect();
+    let widths: Vec<usize> = ci
+        .columns
+        .iter()
+        .enumerate()
+        .map(|(c, name)| {
+            cells
+                .iter()
+                .map(|r| r[c].chars().count())
+                .chain([name.chars().count()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = format!(
+        "\n95% intervals (bootstrap over images within each dataset, {} resamples, seed {}):\n",
+        ci.options.resamples, ci.options.seed
+    );
+    out += &format!("{:name_width$}", "");
+    for (name, w) in ci.columns.iter().zip(&widths) {
+        out += &format!("  {name:>w$}");
+    }
+    out.push('\n');
+    for (name, row) in ci.index.iter().zip(&cells) {
+        out += &format!("{name:name_width$}");
+        for (v, w) in row.iter().zip(&widths) {
+            out += &format!("  {v:>w$}");
+        }
+        out.push('\n');
+    }
+    out
 }
 
 fn add_run_json(v: &mut Value, run: &RunFolder) -> anyhow::Result<()> {

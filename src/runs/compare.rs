@@ -8,10 +8,12 @@
 
 use std::collections::BTreeMap;
 
-use indexmap::IndexSet;
+use indexmap::{IndexMap, IndexSet};
+use serde::Serialize;
 
 use crate::runs::journal::JournalRecord;
-use crate::score::{self, ScoreOptions, ScoreTable};
+use crate::score::interval::{self, BootstrapOptions};
+use crate::score::{self, AnswerRecord, ScoreOptions, ScoreTable};
 
 /// Columns `score` appends after the subtasks.
 const SUMMARY_COLUMNS: [&str; 6] = [
@@ -125,6 +127,38 @@ pub struct AnswerChange {
     pub kind: ChangeKind,
 }
 
+/// How the questions both runs answered with a letter MMAD counts moved from A to B:
+/// the 2x2 table McNemar's test reads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Flips {
+    pub right_to_wrong: usize,
+    pub wrong_to_right: usize,
+    pub both_right: usize,
+    pub both_wrong: usize,
+}
+
+impl Flips {
+    fn add(&mut self, a_right: bool, b_right: bool) {
+        match (a_right, b_right) {
+            (true, false) => self.right_to_wrong += 1,
+            (false, true) => self.wrong_to_right += 1,
+            (true, true) => self.both_right += 1,
+            (false, false) => self.both_wrong += 1,
+        }
+    }
+
+    /// Questions counted.
+    pub fn total(&self) -> usize {
+        self.right_to_wrong + self.wrong_to_right + self.both_right + self.both_wrong
+    }
+
+    /// McNemar's exact two-sided p-value: how likely this many or more lopsided
+    /// flips are if the two runs were equally good.
+    pub fn mcnemar_p(&self) -> f64 {
+        score::stats::mcnemar_exact(self.right_to_wrong, self.wrong_to_right)
+    }
+}
+
 /// Everything a comparison view shows.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Comparison {
@@ -139,6 +173,12 @@ pub struct Comparison {
     pub only_in_b: usize,
     /// Indices whose image or turn differ between the runs (different dataset files).
     pub mismatched: Vec<usize>,
+    /// Over the questions both runs answered with a letter MMAD counts (an error or
+    /// an unreadable answer in either run leaves the question out, as the score
+    /// table leaves it out).
+    pub flips: Flips,
+    /// The same per subtask column, in A's column order, then B's new ones.
+    pub flips_by_column: IndexMap<String, Flips>,
 }
 
 /// Whether the question of `r` is one of those behind the score table's cell
@@ -167,6 +207,40 @@ fn is_right(r: &JournalRecord) -> bool {
         && r.gpt_answer
             .as_deref()
             .is_some_and(|g| score::VALID_LETTERS.contains(&g) && g == r.correct_answer)
+}
+
+/// Whether a record is an answer MMAD's table counts: answered, with letters.
+fn counts_for_mmad(r: &JournalRecord) -> bool {
+    r.is_ok()
+        && r.gpt_answer
+            .as_deref()
+            .is_some_and(|g| score::VALID_LETTERS.contains(&g))
+        && score::VALID_LETTERS.contains(&r.correct_answer.as_str())
+}
+
+fn is_summary_column(c: &str) -> bool {
+    SUMMARY_COLUMNS.contains(&c)
+}
+
+/// 95% intervals of `B - A` for every cell both runs' tables have: the paired
+/// bootstrap over images (see [`crate::score::interval`]) on the answers each run's
+/// table counts.
+pub fn delta_intervals(
+    a: &[JournalRecord],
+    b: &[JournalRecord],
+    options: ScoreOptions,
+    boot: BootstrapOptions,
+) -> IndexMap<(String, String), (f64, f64)> {
+    let answers = |records: &[JournalRecord]| -> Vec<AnswerRecord> {
+        records
+            .iter()
+            .filter(|r| r.is_ok())
+            .map(JournalRecord::to_answer)
+            .collect()
+    };
+    let (a, b) = (answers(a), answers(b));
+    let (ta, tb) = (score::score(&a, options), score::score(&b, options));
+    interval::paired_intervals((&a, &ta), (&b, &tb), options, boot)
 }
 
 /// The last record of each index: a later line for the same question supersedes an
@@ -198,7 +272,12 @@ pub fn compare(a: &[JournalRecord], b: &[JournalRecord], options: ScoreOptions) 
         only_in_a: a_by.keys().filter(|i| !b_by.contains_key(i)).count(),
         only_in_b: b_by.keys().filter(|i| !a_by.contains_key(i)).count(),
         mismatched: Vec::new(),
+        flips: Flips::default(),
+        flips_by_column: IndexMap::new(),
     };
+    for column in out.table.columns.iter().filter(|c| !is_summary_column(c)) {
+        out.flips_by_column.insert(column.clone(), Flips::default());
+    }
     for (&index, ra) in &a_by {
         let Some(rb) = b_by.get(&index) else {
             continue;
@@ -208,6 +287,15 @@ pub fn compare(a: &[JournalRecord], b: &[JournalRecord], options: ScoreOptions) 
             continue;
         }
         out.common += 1;
+        if counts_for_mmad(ra) && counts_for_mmad(rb) {
+            let (a_right, b_right) = (is_right(ra), is_right(rb));
+            out.flips.add(a_right, b_right);
+            let column = score::merged_question_type(&ra.question_type);
+            out.flips_by_column
+                .entry(column.to_owned())
+                .or_default()
+                .add(a_right, b_right);
+        }
         let a_answer = ra.is_ok().then(|| ra.gpt_answer.clone()).flatten();
         let b_answer = rb.is_ok().then(|| rb.gpt_answer.clone()).flatten();
         if a_answer == b_answer && ra.is_ok() == rb.is_ok() {
@@ -285,6 +373,85 @@ mod tests {
     const GOOD: &str = "VisA/candle/test/good/0000.JPG";
     const BAD: &str = "VisA/candle/test/bad/0000.JPG";
     const MV: &str = "DS-MVTec/bottle/image/good/000.png";
+
+    #[test]
+    fn flips_count_only_questions_both_runs_answered_with_a_letter() {
+        let a = vec![
+            rec(0, GOOD, "Anomaly Detection", "B", Some("B")), // right -> wrong
+            rec(1, BAD, "Anomaly Detection", "A", Some("B")),  // wrong -> right
+            rec(2, BAD, "Defect Classification", "C", Some("A")), // wrong -> wrong
+            rec(3, BAD, "Defect Localization", "A", Some("A")), // right -> right
+            rec(4, BAD, "Defect Description", "A", None),      // error in A: out
+            rec(5, BAD, "Defect Analysis", "A", Some("B")),    // error in B: out
+            rec(6, BAD, "Defect Analysis", "A", Some("A")),    // unreadable in B: out
+        ];
+        let mut b = vec![
+            rec(0, GOOD, "Anomaly Detection", "B", Some("A")),
+            rec(1, BAD, "Anomaly Detection", "A", Some("A")),
+            rec(2, BAD, "Defect Classification", "C", Some("B")),
+            rec(3, BAD, "Defect Localization", "A", Some("A")),
+            rec(4, BAD, "Defect Description", "A", Some("A")),
+            rec(5, BAD, "Defect Analysis", "A", None),
+            rec(6, BAD, "Defect Analysis", "A", Some("a lead")),
+        ];
+        b[6].correct = Some(false);
+        let c = compare(&a, &b, ScoreOptions::default());
+        let want = Flips {
+            right_to_wrong: 1,
+            wrong_to_right: 1,
+            both_right: 1,
+            both_wrong: 1,
+        };
+        assert_eq!(c.flips, want);
+        assert_eq!(c.flips.total(), 4);
+        assert_eq!(c.flips.mcnemar_p(), 1.0);
+        let ad = c.flips_by_column["Anomaly Detection"];
+        assert_eq!(
+            (ad.right_to_wrong, ad.wrong_to_right, ad.total()),
+            (1, 1, 2)
+        );
+        assert_eq!(c.flips_by_column["Defect Classification"].both_wrong, 1);
+        assert_eq!(c.flips_by_column["Defect Localization"].both_right, 1);
+        // Subtasks with no question both runs answered are listed, empty.
+        assert_eq!(c.flips_by_column["Defect Description"].total(), 0);
+        assert!(!c.flips_by_column.contains_key("Average"));
+    }
+
+    #[test]
+    fn the_difference_interval_surrounds_the_difference() {
+        // 300 questions on 300 images; B fixes 30 of A's wrong answers.
+        let mut a = Vec::new();
+        let mut b = Vec::new();
+        for i in 0..300 {
+            let image = format!("VisA/candle/test/bad/{i:04}.JPG");
+            let right_in_a = i % 2 == 0;
+            let right_in_b = right_in_a || i % 20 == 1;
+            let given = |right: bool| Some(if right { "A" } else { "B" });
+            a.push(rec(
+                i,
+                &image,
+                "Defect Classification",
+                "A",
+                given(right_in_a),
+            ));
+            b.push(rec(
+                i,
+                &image,
+                "Defect Classification",
+                "A",
+                given(right_in_b),
+            ));
+        }
+        let d = delta_intervals(&a, &b, ScoreOptions::default(), BootstrapOptions::default());
+        let (lo, hi) = d[&("VisA".to_string(), "Defect Classification".to_string())];
+        // B - A = 15 / 300 = +5 points, and B never does worse: no resample below 0.
+        assert!(lo >= 0.0 && lo < 5.0 && 5.0 < hi, "{lo} {hi}");
+        let c = compare(&a, &b, ScoreOptions::default());
+        assert_eq!(c.flips.wrong_to_right, 15);
+        assert_eq!(c.flips.right_to_wrong, 0);
+        // 15 one-sided flips: p = 2 / 2^15.
+        assert_eq!(c.flips.mcnemar_p(), 2.0 / 32768.0);
+    }
 
     #[test]
     fn changes_are_classified_and_counted() {
