@@ -445,7 +445,7 @@ mod tests {
         let d = delta_intervals(&a, &b, ScoreOptions::default(), BootstrapOptions::default());
         let (lo, hi) = d[&("VisA".to_string(), "Defect Classification".to_string())];
         // B - A = 15 / 300 = +5 points, and B never does worse: no resample below 0.
-        assert!(lo >= 0.0 && lo < 5.0 && 5.0 < hi, "{lo} {hi}");
+        assert!((0.0..5.0).contains(&lo) && 5.0 < hi, "{lo} {hi}");
         let c = compare(&a, &b, ScoreOptions::default());
         assert_eq!(c.flips.wrong_to_right, 15);
         assert_eq!(c.flips.right_to_wrong, 0);

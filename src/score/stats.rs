@@ -83,8 +83,8 @@ mod tests {
         let mut choose: u128 = 1;
         let mut sum: u128 = 0;
         for i in 0..=k {
-            if i > 0 {
-                choose = choose * (n as u128 - i + 1) / i;
+            if let Some(step) = (choose * (n as u128 - i + 1)).checked_div(i) {
+                choose = step;
             }
             sum += choose;
         }
