@@ -10,6 +10,7 @@ use serde_json::Value;
 use crate::echo::trace::ExpertStatus;
 use crate::runs::journal::JournalRecord;
 use crate::runs::run_folder::RunFolder;
+use crate::score::interval::{BootstrapOptions, cell_intervals};
 use crate::score::{AVERAGE, OBJECT_ANALYSIS, ScoreOptions, ScoreTable};
 use crate::util::pyjson::{self, JsonStyle};
 
@@ -247,6 +248,7 @@ pub fn html_report(
 
     push_coverage(&mut h, run, table, options);
     push_score_table(&mut h, table);
+    push_intervals(&mut h, run, table, options);
     let object_columns = table
         .columns
         .iter()
@@ -332,6 +334,38 @@ fn push_score_table(h: &mut String, table: &ScoreTable) {
         h.push_str("</tr>\n");
     }
     h.push_str("</table>\n<p class=\"sub\">Cells coloured on a fixed scale: red 0 to green 100 (Overkill and Miss reversed).</p>\n");
+}
+
+/// Each cell's 95% interval (bootstrap over images), so a reader sees how far a
+/// number can be trusted before comparing it with another.
+fn push_intervals(h: &mut String, run: &RunFolder, table: &ScoreTable, options: ScoreOptions) {
+    if table.index.is_empty() {
+        return;
+    }
+    let boot = BootstrapOptions::default();
+    let ci = cell_intervals(&run.answers(), table, options, boot);
+    h.push_str("<h3>95% intervals</h3>\n<table class=\"score\">\n<tr><th></th>");
+    for c in &ci.columns {
+        let _ = write!(h, "<th>{}</th>", html_escape(c));
+    }
+    h.push_str("</tr>\n");
+    for (name, row) in ci.index.iter().zip(&ci.bounds) {
+        let _ = write!(h, "<tr><th>{}</th>", html_escape(name));
+        for b in row {
+            match b {
+                Some((lo, hi)) => {
+                    let _ = write!(h, "<td class=\"num\">{lo:.1}&ndash;{hi:.1}</td>");
+                }
+                None => h.push_str("<td class=\"num\">-</td>"),
+            }
+        }
+        h.push_str("</tr>\n");
+    }
+    let _ = writeln!(
+        h,
+        "</table>\n<p class=\"sub\">Percentile bootstrap: {} resamples of the images within each dataset (an image's questions together), seed {}. Two runs differ reliably only where <code>echo-workbench compare</code> says so.</p>",
+        boot.resamples, boot.seed
+    );
 }
 
 /// One group of horizontal bars per subtask, one bar per dataset and the average.
@@ -795,6 +829,17 @@ mod tests {
         assert_eq!(html.matches("<details class=\"q\">").count(), 1);
         assert_eq!(html.matches("<details class=\"trace\">").count(), 1);
         assert!(html.contains("<svg"));
+        // Every cell's interval, computed as `score` computes it.
+        let ci = cell_intervals(
+            &run.answers(),
+            &run.score(opts),
+            opts,
+            BootstrapOptions::default(),
+        );
+        assert!(html.contains("<h3>95% intervals</h3>"));
+        let (lo, hi) = ci.get("Average", "Average").unwrap();
+        assert!(html.contains(&format!("<td class=\"num\">{lo:.1}&ndash;{hi:.1}</td>")));
+        assert!(html.contains("1000 resamples"));
         // Only anomaly subtasks here: no out-of-scope note.
         assert!(!html.contains("outside Echo's scope"));
         // Overkill and Miss are coloured on the reversed scale.
