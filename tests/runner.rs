@@ -535,6 +535,102 @@ fn shards_partition_the_unsharded_selection_by_image() {
     assert_eq!(union, whole);
 }
 
+/// `--shard auto` as a job scheduler starts it: four processes, each with only its
+/// scheduler's variables (two as Slurm array tasks, two as Kubernetes Indexed Job
+/// pods), then `merge`: the merged run answers and scores as the unsharded one.
+#[test]
+fn four_scheduled_shards_merge_into_the_unsharded_run() {
+    let server = server(1, FaultPlan::none());
+    let dir = tempfile::tempdir().unwrap();
+    let whole_dir = dir.path().join("whole");
+    run_to_end(&server.url(), &whole_dir, &[]);
+
+    let scheduler_vars = [
+        "SLURM_ARRAY_TASK_ID",
+        "SLURM_ARRAY_TASK_MIN",
+        "SLURM_ARRAY_TASK_COUNT",
+        "SLURM_ARRAY_JOB_ID",
+        "SLURMD_NODENAME",
+        "JOB_COMPLETION_INDEX",
+        "ECHO_SHARD_COUNT",
+    ];
+    let mut children = Vec::new();
+    let mut shard_dirs = Vec::new();
+    for task in 0..4u32 {
+        let out = dir.path().join(format!("shard-{task}"));
+        let mut cmd = run_cmd(&server.url(), &out, &["--shard", "auto"]);
+        for var in scheduler_vars {
+            cmd.env_remove(var);
+        }
+        if task < 2 {
+            // sbatch --array=1-4: tasks 1 and 2 of a job array starting at 1.
+            cmd.env("SLURM_ARRAY_TASK_ID", (task + 1).to_string())
+                .env("SLURM_ARRAY_TASK_MIN", "1")
+                .env("SLURM_ARRAY_TASK_COUNT", "4")
+                .env("SLURM_ARRAY_JOB_ID", "4242")
+                .env("SLURMD_NODENAME", format!("node{task}"));
+        } else {
+            cmd.env("JOB_COMPLETION_INDEX", task.to_string())
+                .env("ECHO_SHARD_COUNT", "4")
+                .env("HOSTNAME", format!("mmad-{task}-pod"));
+        }
+        children.push(
+            cmd.stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        shard_dirs.push(out);
+    }
+    for child in children {
+        let output = child.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    for (task, out) in shard_dirs.iter().enumerate() {
+        let manifest = RunManifest::load(&out.join("manifest.json")).unwrap();
+        let shard = manifest.shard.unwrap();
+        assert_eq!((shard.index, shard.count), (task as u32, 4));
+        let placement = manifest.placement.unwrap();
+        if task < 2 {
+            assert_eq!(placement.scheduler, "slurm");
+            assert_eq!(placement.host, format!("node{task}"));
+            assert_eq!(placement.job.as_deref(), Some("4242"));
+        } else {
+            assert_eq!(placement.scheduler, "kubernetes");
+            assert_eq!(placement.host, format!("mmad-{task}-pod"));
+        }
+    }
+
+    let merged = dir.path().join("merged");
+    let status = Command::new(assert_cmd::cargo::cargo_bin("echo-workbench"))
+        .arg("merge")
+        .args(&shard_dirs)
+        .arg("--out")
+        .arg(&merged)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let whole = records(&whole_dir);
+    let joined = records(&merged);
+    assert_exactly_once(&joined, &(0..SAMPLE_QUESTIONS).collect());
+    assert_eq!(answers(&joined), answers(&whole));
+    // In dataset order, as `score` reads a run folder (journals are in finish order).
+    let score_csv = |out: &Path| {
+        echo_workbench::runs::run_folder::RunFolder::open(out)
+            .unwrap()
+            .score(ScoreOptions::default())
+            .to_csv()
+    };
+    assert_eq!(score_csv(&merged), score_csv(&whole_dir));
+    let merged_manifest = RunManifest::load(&merged.join("manifest.json")).unwrap();
+    assert_eq!(merged_manifest.shard, None);
+}
+
 #[test]
 fn retry_errors_rewrites_the_journal_without_them_and_never_duplicates() {
     let failing = server(1, FaultPlan::script(vec![Fault::Status(400); 12]));

@@ -125,6 +125,7 @@ fn manifest(question_count: usize) -> RunManifest {
         note: "sample run".into(),
         forced_from: Vec::new(),
         missing_inputs: None,
+        placement: None,
     }
 }
 

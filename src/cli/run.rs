@@ -23,6 +23,25 @@ use super::workspace::{AppSettings, WorkspaceArg};
 /// The exit code of a run stopped by Ctrl-C (128 + SIGINT, as shells report it).
 const EXIT_INTERRUPTED: u8 = 130;
 
+/// `--shard I/N` or `--shard auto`.
+#[derive(Debug, Clone, Copy)]
+pub enum ShardArg {
+    Fixed(Shard),
+    Auto,
+}
+
+impl std::str::FromStr for ShardArg {
+    type Err = echo_workbench::runs::select::SelectError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.trim().eq_ignore_ascii_case("auto") {
+            Ok(ShardArg::Auto)
+        } else {
+            s.parse().map(ShardArg::Fixed)
+        }
+    }
+}
+
 #[derive(Args)]
 pub struct RunArgs {
     /// The MMAD-format mmad.json to run (or the app's, with --workspace).
@@ -103,9 +122,14 @@ pub struct RunArgs {
     /// The first N selected questions, in file order.
     #[arg(long, value_name = "N")]
     limit: Option<usize>,
-    /// Run one of N shards of the selected images (0-based), e.g. 0/4.
-    #[arg(long, value_name = "I/N")]
-    shard: Option<Shard>,
+    /// Run one of N shards of the selected images (0-based), e.g. 0/4; `auto` takes
+    /// it from a Slurm job array or a Kubernetes Indexed Job.
+    #[arg(long, value_name = "I/N|auto")]
+    shard: Option<ShardArg>,
+    /// The shard count for `--shard auto` under Kubernetes (the Job's completions;
+    /// or set ECHO_SHARD_COUNT).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    shard_count: Option<u32>,
     /// Send every question about one image to the same endpoint.
     #[arg(long)]
     image_affinity: bool,
@@ -296,7 +320,21 @@ fn spec_from(args: &RunArgs) -> anyhow::Result<RunSpec> {
         limit: args.limit,
         ..Selection::default()
     };
-    spec.shard = args.shard;
+    match args.shard {
+        Some(ShardArg::Fixed(shard)) => spec.shard = Some(shard),
+        Some(ShardArg::Auto) => {
+            let env = |name: &str| std::env::var(name).ok();
+            let (shard, placement) =
+                echo_workbench::runs::scheduler::shard_from_environment(&env, args.shard_count)?;
+            eprintln!(
+                "shard {shard} from {} on {}",
+                placement.scheduler, placement.host
+            );
+            spec.shard = Some(shard);
+            spec.placement = Some(placement);
+        }
+        None => {}
+    }
     let mut pipeline = app
         .as_ref()
         .map(|a| a.settings.pipeline.clone())

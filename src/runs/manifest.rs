@@ -51,6 +51,20 @@ pub struct Shard {
     pub count: u32,
 }
 
+/// Where a shard ran, when it took its shard from a job scheduler (`--shard auto`):
+/// enough to find the job's own logs when a shard misbehaves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placement {
+    /// The machine's host name.
+    pub host: String,
+    /// `slurm` or `kubernetes`.
+    pub scheduler: String,
+    /// The scheduler's job id (Slurm's `SLURM_ARRAY_JOB_ID`, Kubernetes' pod name),
+    /// when it gives one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
+}
+
 /// An endpoint as recorded: never its key, only the variable's name.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EndpointSummary {
@@ -119,6 +133,10 @@ pub struct RunManifest {
     /// the user allowed it. `None`: every question had its inputs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub missing_inputs: Option<InputCheck>,
+    /// Host and scheduler of a shard that took its shard from the environment.
+    /// Not part of the fingerprint: shards of one run run on many machines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<Placement>,
 }
 
 /// One `--force` resume under settings that differ from the folder's.
@@ -383,6 +401,7 @@ mod tests {
             note: String::new(),
             forced_from: Vec::new(),
             missing_inputs: None,
+            placement: None,
         }
     }
 

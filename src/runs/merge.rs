@@ -176,6 +176,8 @@ pub fn merge_runs(inputs: &[RunFolder]) -> Result<Merged, MergeError> {
 
     let mut manifest = first.manifest.clone();
     manifest.shard = None;
+    // Where each shard ran stays in its own folder; the merged run ran nowhere.
+    manifest.placement = None;
     manifest.question_count = inputs.iter().map(|r| r.manifest.question_count).sum();
     manifest.started_at = inputs
         .iter()

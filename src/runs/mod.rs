@@ -15,5 +15,6 @@ pub mod merge;
 pub mod rerun;
 pub mod run_folder;
 pub mod runner;
+pub mod scheduler;
 pub mod select;
 pub mod spec;

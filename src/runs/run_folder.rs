@@ -355,6 +355,7 @@ pub(crate) mod tests {
             note: "unit".into(),
             forced_from: Vec::new(),
             missing_inputs: None,
+            placement: None,
         }
     }
 

@@ -333,6 +333,7 @@ fn prepare(spec: &RunSpec) -> Result<Prepared, RunError> {
         note: spec.note.clone(),
         forced_from: Vec::new(),
         missing_inputs: None,
+        placement: spec.placement.clone(),
     };
 
     let journal_path = spec.out.join(JOURNAL_FILE);

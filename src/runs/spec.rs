@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::journal::{JournalError, JournalRecord};
 use super::lock::LockError;
-use super::manifest::{ManifestError, RunManifest, Selection, Shard};
+use super::manifest::{ManifestError, Placement, RunManifest, Selection, Shard};
 use super::select::SelectError;
 use crate::dataset::mmad::DatasetError;
 use crate::echo::PipelineSettings;
@@ -84,6 +84,8 @@ pub struct RunSpec {
     pub root: PathBuf,
     pub selection: Selection,
     pub shard: Option<Shard>,
+    /// Host and scheduler when the shard came from the environment (`--shard auto`).
+    pub placement: Option<Placement>,
     pub pipeline: PipelineSettings,
     pub template: TemplateSource,
     pub memory: Option<PathBuf>,
@@ -127,6 +129,7 @@ impl RunSpec {
             root: root.into(),
             selection: Selection::default(),
             shard: None,
+            placement: None,
             pipeline: PipelineSettings::default(),
             template: TemplateSource::Similar,
             memory: None,
