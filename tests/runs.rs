@@ -823,3 +823,58 @@ fn compare_reports_differences_flips_and_mcnemar() {
         "{text}"
     );
 }
+
+#[test]
+fn slices_add_up_to_the_tables_overkill_and_miss() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    write_run(&run, &manifest(210), &all_records());
+    let out = stdout_of(bin().arg("score").arg(&run).args([
+        "--slices",
+        "--overkill-miss",
+        "--ci-resamples",
+        "0",
+        "--format",
+        "json",
+    ]));
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let slices = v["slices"].as_object().unwrap();
+    assert!(slices.len() >= 3, "{slices:?}");
+    // The sample is one dataset: pooling its categories gives the table's row.
+    let (mut normal, mut normal_right, mut abnormal, mut abnormal_right) = (0, 0, 0, 0);
+    for s in slices.values() {
+        normal += s["normal"]["total"].as_u64().unwrap();
+        normal_right += s["normal"]["correct"].as_u64().unwrap();
+        abnormal += s["abnormal"]["total"].as_u64().unwrap();
+        abnormal_right += s["abnormal"]["correct"].as_u64().unwrap();
+        if s["normal"]["total"].as_u64().unwrap() > 0 {
+            let want = (1.0
+                - s["normal"]["correct"].as_f64().unwrap()
+                    / s["normal"]["total"].as_f64().unwrap())
+                * 100.0;
+            assert!((s["overkill"].as_f64().unwrap() - want).abs() < 1e-9);
+        }
+    }
+    let overkill = (1.0 - normal_right as f64 / normal as f64) * 100.0;
+    let miss = (1.0 - abnormal_right as f64 / abnormal as f64) * 100.0;
+    assert!((v["table"]["Sample"]["Overkill"].as_f64().unwrap() - overkill).abs() < 1e-9);
+    assert!((v["table"]["Sample"]["Miss"].as_f64().unwrap() - miss).abs() < 1e-9);
+    // Every answered Defect Classification question is in one confusion cell.
+    let cells: u64 = slices
+        .values()
+        .flat_map(|s| s["confusion"].as_object().unwrap().values())
+        .flat_map(|row| row.as_object().unwrap().values())
+        .map(|n| n.as_u64().unwrap())
+        .sum();
+    let answered_dc = all_records()
+        .iter()
+        .filter(|r| r.is_ok() && r.question_type == "Defect Classification")
+        .count() as u64;
+    assert_eq!(cells, answered_dc);
+
+    let text = stdout_of(bin().arg("score").arg(&run).arg("--slices"));
+    assert!(
+        text.contains("Overkill %") && text.contains("(true -> chosen"),
+        "{text}"
+    );
+}

@@ -6,8 +6,10 @@ use clap::{Args, ValueEnum};
 use echo_workbench::runs::journal::JOURNAL_FILE;
 use echo_workbench::runs::manifest::MANIFEST_FILE;
 use echo_workbench::runs::run_folder::{Coverage, RunFolder};
+use echo_workbench::runs::slices::{CategorySlice, category_slices};
 use echo_workbench::score::interval::{self, BootstrapOptions, CellIntervals};
 use echo_workbench::score::{self, AnswerRecord, LoadedAnswers, ScoreOptions, ScoreTable};
+use indexmap::IndexMap;
 use serde_json::Value;
 
 #[derive(Args)]
@@ -23,6 +25,10 @@ pub struct ScoreArgs {
     /// Print each cell's 95% interval under the table (text format; JSON always has them).
     #[arg(long)]
     show_intervals: bool,
+    /// Per category: Overkill, Miss and the Defect Classification confusion matrix
+    /// (run folders and their journals; JSON adds "slices").
+    #[arg(long)]
+    slices: bool,
     #[arg(long, value_enum, default_value_t = ScoreFormat::Table)]
     format: ScoreFormat,
 }
@@ -155,6 +161,9 @@ pub fn run(args: &ScoreArgs) -> anyhow::Result<ExitCode> {
                 }
                 if let Input::Run(run) = input {
                     add_run_json(&mut v, run)?;
+                    if args.slices {
+                        v["slices"] = slices_json(&category_slices(run.records()));
+                    }
                 }
                 if several {
                     v["path"] = Value::String(path.display().to_string());
@@ -178,6 +187,20 @@ pub fn run(args: &ScoreArgs) -> anyhow::Result<ExitCode> {
                 if let Some(ci) = intervals.as_ref().filter(|_| args.show_intervals) {
                     print_intervals(ci, args.format == ScoreFormat::Csv);
                 }
+                if args.slices {
+                    let text = match input {
+                        Input::Run(run) => slices_text(&category_slices(run.records())),
+                        Input::Answers(_) => {
+                            "\nslices need a run folder (an answers list keeps no option texts)\n"
+                                .into()
+                        }
+                    };
+                    if args.format == ScoreFormat::Csv {
+                        eprint!("{text}");
+                    } else {
+                        print!("{text}");
+                    }
+                }
             }
         }
         notes(args, path, input, &table);
@@ -186,6 +209,69 @@ pub fn run(args: &ScoreArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&json_list)?);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn slices_json(slices: &IndexMap<String, CategorySlice>) -> Value {
+    let per: serde_json::Map<String, Value> = slices
+        .iter()
+        .map(|(category, s)| {
+            (
+                category.clone(),
+                serde_json::json!({
+                    "overkill": s.overkill(),
+                    "miss": s.miss(),
+                    "normal": s.normal,
+                    "abnormal": s.abnormal,
+                    "confusion": s.confusion,
+                }),
+            )
+        })
+        .collect();
+    Value::Object(per)
+}
+
+fn slices_text(slices: &IndexMap<String, CategorySlice>) -> String {
+    let pct = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"));
+    let width = slices
+        .keys()
+        .map(|k| k.chars().count())
+        .max()
+        .unwrap_or(8)
+        .max(8);
+    let mut out = format!(
+        "\nPer category{:pad$}  normal  Overkill %  defective  Miss %  DC right\n",
+        "",
+        pad = width.saturating_sub(12)
+    );
+    for (category, s) in slices {
+        let dc = s.classification();
+        out += &format!(
+            "{category:width$}  {:>6}  {:>10}  {:>9}  {:>6}  {:>8}\n",
+            s.normal.total,
+            pct(s.overkill()),
+            s.abnormal.total,
+            pct(s.miss()),
+            format!("{}/{}", dc.correct, dc.total),
+        );
+    }
+    for (category, s) in slices {
+        let dc = s.classification();
+        if dc.total == dc.correct {
+            continue;
+        }
+        out += &format!("\nDefect Classification, {category} (true -> chosen: questions)\n");
+        for (truth, row) in &s.confusion {
+            let picks: Vec<String> = row
+                .iter()
+                .map(|(chosen, n)| {
+                    let mark = if chosen == truth { " (right)" } else { "" };
+                    format!("{chosen}{mark}: {n}")
+                })
+                .collect();
+            out += &format!("  {truth} -> {}\n", picks.join(", "));
+        }
+    }
+    out
 }
 
 /// The intervals as a second table (text: `lo-hi` with one decimal; CSV: to stderr,

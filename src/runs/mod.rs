@@ -17,4 +17,5 @@ pub mod run_folder;
 pub mod runner;
 pub mod scheduler;
 pub mod select;
+pub mod slices;
 pub mod spec;

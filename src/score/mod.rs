@@ -141,7 +141,8 @@ pub struct Tally {
 }
 
 impl Tally {
-    fn add(&mut self, correct: bool) {
+    /// Counts one more question.
+    pub fn add(&mut self, correct: bool) {
         self.total += 1;
         self.correct += usize::from(correct);
     }
