@@ -792,6 +792,18 @@ fn two_runs_compare_and_a_changed_question_opens() {
     assert!(delta < 0.0, "{delta}");
     h.get_by_label_contains(&format!("{} worse", c.worse));
     h.get_by_label_contains(&format!("Average / Average: B - A {delta:+.1}"));
+    // Always answering A is worse beyond chance: the interval of the Average
+    // difference stays below 0, and McNemar says so in words.
+    let compared = h.state().batch.compare.result.as_ref().unwrap();
+    let (lo, hi) = compared.deltas[&("Average".to_string(), "Average".to_string())];
+    assert!(lo <= delta && delta <= hi && hi < 0.0, "{lo} {delta} {hi}");
+    assert_eq!(c.flips.wrong_to_right, 0);
+    assert!(c.flips.right_to_wrong > 0);
+    h.get_by_label_contains(&format!(
+        "{} questions flipped right to wrong, 0 wrong to right: McNemar p =",
+        c.flips.right_to_wrong
+    ));
+    h.get_by_label_contains("(the runs differ beyond chance)");
 
     let first = c.changes[0].clone();
     h.get_by_label(&format!("Open #{}", first.index)).click();

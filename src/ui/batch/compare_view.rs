@@ -12,13 +12,18 @@ use super::drill::{OpenQuestion, ThumbCache, question_detail};
 use super::model::RunModel;
 use super::runs::RunRow;
 use super::table;
-use crate::runs::compare::{self, ChangeKind, Comparison};
+use indexmap::IndexMap;
+
+use crate::runs::compare::{self, ChangeKind, Comparison, Flips};
 use crate::score::ScoreOptions;
+use crate::score::interval::BootstrapOptions;
 
 pub struct Compared {
     pub a: RunModel,
     pub b: RunModel,
     pub comparison: Comparison,
+    /// 95% intervals of B - A per (row, column): the paired bootstrap over images.
+    pub deltas: IndexMap<(String, String), (f64, f64)>,
 }
 
 #[derive(Default)]
@@ -55,7 +60,18 @@ impl CompareState {
             let a = RunModel::load(&a, options)?;
             let b = RunModel::load(&b, options)?;
             let comparison = compare::compare(&a.records, &b.records, options);
-            Ok(Compared { a, b, comparison })
+            let deltas = compare::delta_intervals(
+                &a.records,
+                &b.records,
+                options,
+                BootstrapOptions::default(),
+            );
+            Ok(Compared {
+                a,
+                b,
+                comparison,
+                deltas,
+            })
         }));
         self.open = None;
         self.cell = None;
@@ -173,8 +189,8 @@ impl CompareState {
                 ui.label(format!("Runs differ in: {}", diff.join(", ")));
             }
         }
-        ui.strong("B - A per cell (click a cell to list its changed questions)");
-        if let Some(cell) = table::diff_table(ui, "compare_table", &c.table) {
+        ui.strong("B - A per cell (* beyond resampling noise; click a cell to list its changed questions)");
+        if let Some(cell) = table::diff_table(ui, "compare_table", &c.table, &res.deltas) {
             self.cell = if self.cell.as_ref() == Some(&cell) {
                 None
             } else {
@@ -182,6 +198,7 @@ impl CompareState {
             };
             self.open = None;
         }
+        significance(ui, c, &res.deltas);
         ui.separator();
         if let Some((open, show_b)) = &mut self.open {
             let index = open.index;
@@ -293,5 +310,80 @@ impl CompareState {
         if let Some(index) = open {
             self.open = Some((OpenQuestion::open(&res.b.dir, index, None), true));
         }
+    }
+}
+
+/// "Is B really different?": the verdict on the Average in one sentence, then the flip
+/// matrix and McNemar's exact test per subtask.
+fn significance(
+    ui: &mut egui::Ui,
+    c: &Comparison,
+    deltas: &IndexMap<(String, String), (f64, f64)>,
+) {
+    let average = crate::score::AVERAGE;
+    let delta = c.table.delta_by_name(average, average);
+    let interval = deltas.get(&(average.to_owned(), average.to_owned()));
+    let p = c.flips.mcnemar_p();
+    let mut sentence = match (delta, interval) {
+        (Some(d), Some((lo, hi))) => {
+            format!("Average B - A: {d:+.1} points, 95% interval {lo:+.1} to {hi:+.1}; ")
+        }
+        (Some(d), None) => format!("Average B - A: {d:+.1} points; "),
+        _ => String::new(),
+    };
+    sentence += &format!(
+        "{} questions flipped right to wrong, {} wrong to right: McNemar p = {}",
+        c.flips.right_to_wrong,
+        c.flips.wrong_to_right,
+        p_text(p)
+    );
+    sentence += if p < 0.05 {
+        " (the runs differ beyond chance)"
+    } else {
+        " (no difference beyond chance)"
+    };
+    ui.label(sentence);
+    egui::CollapsingHeader::new("Flips and McNemar per subtask")
+        .id_salt("flips")
+        .show(ui, |ui| {
+            egui::Grid::new("flips_grid")
+                .striped(true)
+                .num_columns(6)
+                .show(ui, |ui| {
+                    for h in [
+                        "Subtask",
+                        "Right to wrong",
+                        "Wrong to right",
+                        "Both right",
+                        "Both wrong",
+                        "McNemar p",
+                    ] {
+                        ui.strong(h);
+                    }
+                    ui.end_row();
+                    let rows = std::iter::once(("All subtasks", &c.flips))
+                        .chain(c.flips_by_column.iter().map(|(k, f)| (k.as_str(), f)));
+                    for (name, f) in rows {
+                        flips_row(ui, name, f);
+                    }
+                });
+        });
+}
+
+fn flips_row(ui: &mut egui::Ui, name: &str, f: &Flips) {
+    ui.label(name);
+    ui.label(f.right_to_wrong.to_string());
+    ui.label(f.wrong_to_right.to_string());
+    ui.label(f.both_right.to_string());
+    ui.label(f.both_wrong.to_string());
+    ui.label(p_text(f.mcnemar_p()));
+    ui.end_row();
+}
+
+fn p_text(p: f64) -> String {
+    if p >= 0.001 {
+        format!("{p:.3}")
+    } else {
+        format!("{p:.1e}")
     }
 }

@@ -3,6 +3,8 @@
 
 use eframe::egui;
 
+use indexmap::IndexMap;
+
 use crate::runs::compare::TableDiff;
 use crate::score::{self, ScoreTable};
 
@@ -184,7 +186,14 @@ pub fn legend(ui: &mut egui::Ui) {
 }
 
 /// B - A per cell; returns the cell clicked.
-pub fn diff_table(ui: &mut egui::Ui, id: &str, diff: &TableDiff) -> Option<(String, String)> {
+/// `intervals`: the 95% interval of B - A per (row, column), where computed; a cell
+/// whose interval leaves out 0 is marked `*` (a change beyond resampling noise).
+pub fn diff_table(
+    ui: &mut egui::Ui,
+    id: &str,
+    diff: &TableDiff,
+    intervals: &IndexMap<(String, String), (f64, f64)>,
+) -> Option<(String, String)> {
     let mut clicked = None;
     egui::ScrollArea::horizontal().id_salt(id).show(ui, |ui| {
         egui::Grid::new(id)
@@ -199,13 +208,24 @@ pub fn diff_table(ui: &mut egui::Ui, id: &str, diff: &TableDiff) -> Option<(Stri
                 for (r, row) in diff.rows.iter().enumerate() {
                     header(ui, row, HEADER_WIDTH);
                     for (c, column) in diff.columns.iter().enumerate() {
+                        let interval = intervals.get(&(row.clone(), column.clone()));
+                        let beyond_noise = interval.is_some_and(|&(lo, hi)| lo > 0.0 || hi < 0.0);
                         let (fill, text) = match diff.delta(r, c) {
                             Some(d) => {
                                 let d_shown = if lower_is_better(column) { -d } else { d };
-                                (delta_color(d_shown), format!("{d:+.1}"))
+                                let mark = if beyond_noise { "*" } else { "" };
+                                (delta_color(d_shown), format!("{d:+.1}{mark}"))
                             }
                             None => (egui::Color32::from_gray(90), "n/a".into()),
                         };
+                        let interval_line = interval.map_or(String::new(), |(lo, hi)| {
+                            let verdict = if beyond_noise {
+                                "leaves out 0: a change beyond resampling noise"
+                            } else {
+                                "includes 0: could be noise"
+                            };
+                            format!("\n95% interval of B - A: {lo:+.1} to {hi:+.1} ({verdict})")
+                        });
                         let a = diff.a[r][c].map_or("none".into(), |v| format!("{v:.1}"));
                         let b = diff.b[r][c].map_or("none".into(), |v| format!("{v:.1}"));
                         let resp = cell(
@@ -218,7 +238,7 @@ pub fn diff_table(ui: &mut egui::Ui, id: &str, diff: &TableDiff) -> Option<(Stri
                         );
                         if resp
                             .on_hover_text(format!(
-                                "{row} / {column}\nA: {a}\nB: {b}\nB - A: {text}"
+                                "{row} / {column}\nA: {a}\nB: {b}\nB - A: {text}{interval_line}"
                             ))
                             .clicked()
                         {
