@@ -644,6 +644,54 @@ fn wrong_only_lists_exactly_the_wrong_answers() {
 }
 
 #[test]
+fn intervals_and_category_slices_show_what_score_computes() {
+    let server = MockServer::start(MockConfig {
+        responder: Responder::first_option(),
+        record_limit: 0,
+        ..MockConfig::default()
+    })
+    .unwrap();
+    let ws = workspace(&server.url(), 4);
+    let mut h = app_harness(&ws);
+    start_from_form(&mut h, "first-option", Some(60));
+    wait_finished(&mut h, "the run to end", 60);
+    h.get_by_label("95% intervals and per-category slices")
+        .click();
+    wait_for(&mut h, "the intervals", 60, |a| {
+        a.batch.precision.last.is_some()
+    });
+    let dir = run_dir(h.state());
+    let run = RunFolder::open(&dir).unwrap();
+    let options = h.state().batch.run_options;
+    let table = score::score(&run.answers(), options);
+    let want = score::interval::cell_intervals(
+        &run.answers(),
+        &table,
+        options,
+        score::interval::BootstrapOptions::default(),
+    );
+    let shown = &h.state().batch.precision.last.as_ref().unwrap().intervals;
+    assert_eq!(shown, &want, "the app's intervals are the CLI's");
+    let (lo, hi) = want.get("Average", "Average").unwrap();
+    // One dataset: its row and the Average row hold the same interval.
+    assert!(h.query_all_by_label(&format!("{lo:.1}-{hi:.1}")).count() >= 2);
+    h.get_by_label("Per category");
+    let slices = echo_workbench::runs::slices::category_slices(run.records());
+    for category in slices.keys() {
+        h.get_by_label(category);
+    }
+    // Always the first option: Defect Classification is mostly wrong, so each
+    // category with such questions has its confusion matrix.
+    let with_dc = slices.values().filter(|s| !s.confusion.is_empty()).count();
+    assert!(with_dc > 0);
+    assert_eq!(
+        h.query_all_by_label_contains("Defect Classification confusion: ")
+            .count(),
+        with_dc
+    );
+}
+
+#[test]
 fn errors_are_counted_and_retry_errors_answers_them() {
     let dataset = MmadDataset::load(&repo("assets/sample/mmad.json")).unwrap();
     let root = DatasetRoot::new(repo("assets/sample"));

@@ -11,6 +11,7 @@ mod compare_view;
 mod drill;
 mod model;
 mod new_run;
+mod precision;
 mod runs;
 mod table;
 
@@ -129,6 +130,8 @@ pub struct BatchState {
     pub published: Option<usize>,
     pub form: NewRunForm,
     pub compare: CompareState,
+    /// The current run's intervals and per-category slices.
+    pub precision: precision::PrecisionState,
 }
 
 impl Default for BatchState {
@@ -165,6 +168,7 @@ impl Default for BatchState {
             published: Some(0),
             form: NewRunForm::default(),
             compare: CompareState::default(),
+            precision: Default::default(),
         }
     }
 }
@@ -180,6 +184,7 @@ impl BatchState {
             || self.rescore_job.is_some()
             || self.drill.busy()
             || self.compare.busy()
+            || self.precision.busy()
             || self.form.busy()
             || self.run_active()
     }
@@ -258,6 +263,7 @@ impl BatchState {
     }
 
     pub(super) fn poll(&mut self) {
+        self.precision.poll();
         if let Some(result) = self.job.as_mut().and_then(Job::take) {
             self.job = None;
             match result {
@@ -614,6 +620,7 @@ impl BatchState {
                         self.drill.select_cell(r, c);
                     }
                     table::legend(ui);
+                    self.precision.ui(ui, &model);
                     ui.separator();
                     ui.strong("Accuracy per subtask");
                     chart::subtask_chart(ui, "run_chart", &model.table, &mut self.published);
