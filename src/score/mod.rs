@@ -33,6 +33,7 @@ use crate::util::pyfloat::py_float_repr;
 mod answers;
 mod frame;
 pub mod interval;
+pub mod published;
 pub mod stats;
 
 pub use answers::{

@@ -3,63 +3,10 @@
 //! and subtask. Published numbers are only drawn; they never enter a run's scores.
 
 use eframe::egui;
-use egui_plot::{Bar, BarChart, Plot};
+use egui_plot::{Bar, BarChart, HLine, Plot};
 
+use crate::score::published::{PUBLISHED, PublishedSet};
 use crate::score::{self, ScoreTable};
-
-/// A published set of per-dataset, per-subtask accuracies.
-pub struct PublishedSet {
-    pub label: &'static str,
-    /// (dataset row as MMAD names it, subtask column, value).
-    pub cells: &'static [(&'static str, &'static str, f64)],
-}
-
-const AD: &str = "Anomaly Detection";
-const DC: &str = "Defect Classification";
-const DL: &str = "Defect Localization";
-const DD: &str = "Defect Description";
-const DA: &str = "Defect Analysis";
-const MV: &str = "DS-MVTec";
-const VISA: &str = "VisA";
-
-/// The Echo paper's tables (MMAD's DS-MVTec and VisA, five anomaly subtasks) and
-/// MMAD's own Qwen2-VL-7B 1-shot Anomaly Detection cells.
-pub const PUBLISHED: [PublishedSet; 3] = [
-    PublishedSet {
-        label: "Qwen2-VL-7B + Echo (Echo paper)",
-        cells: &[
-            (MV, AD, 89.65),
-            (MV, DC, 72.86),
-            (MV, DL, 76.11),
-            (MV, DD, 85.57),
-            (MV, DA, 93.20),
-            (VISA, AD, 76.79),
-            (VISA, DC, 62.35),
-            (VISA, DL, 63.41),
-            (VISA, DD, 74.03),
-            (VISA, DA, 79.11),
-        ],
-    },
-    PublishedSet {
-        label: "Qwen2-VL-7B without Echo (Echo paper)",
-        cells: &[
-            (MV, AD, 82.26),
-            (MV, DC, 68.46),
-            (MV, DL, 76.11),
-            (MV, DD, 82.19),
-            (MV, DA, 92.28),
-            (VISA, AD, 73.00),
-            (VISA, DC, 57.06),
-            (VISA, DL, 63.41),
-            (VISA, DD, 74.71),
-            (VISA, DA, 77.82),
-        ],
-    },
-    PublishedSet {
-        label: "Qwen2-VL-7B 1-shot (MMAD paper)",
-        cells: &[(MV, AD, 85.45), (VISA, AD, 71.94)],
-    },
-];
 
 /// Summary columns that are not subtasks.
 fn is_subtask(column: &str) -> bool {
@@ -130,11 +77,15 @@ pub fn subtask_chart(
     }
     let set = published.map(|i| &PUBLISHED[i]);
     let reference = set.map(|s| covered(table, s)).unwrap_or_default();
-    let ref_rows: Vec<&str> = datasets
+    let mut ref_rows: Vec<&str> = datasets
         .iter()
         .copied()
         .filter(|d| reference.iter().any(|(r, _, _)| r == d))
         .collect();
+    // Figures over all of MMAD sit beside every dataset's bars as one more series.
+    if reference.iter().any(|(r, _, _)| *r == score::AVERAGE) {
+        ref_rows.push(score::AVERAGE);
+    }
     let series = datasets.len() + ref_rows.len();
     let group = 0.8;
     let width = group / series as f64;
@@ -163,10 +114,17 @@ pub fn subtask_chart(
     if let Some(set) = set {
         for (j, dataset) in ref_rows.iter().enumerate() {
             let k = datasets.len() + j;
-            let color =
-                PALETTE[datasets.iter().position(|d| d == dataset).unwrap_or(0) % PALETTE.len()];
+            let color = match datasets.iter().position(|d| d == dataset) {
+                Some(k) => PALETTE[k % PALETTE.len()],
+                None => egui::Color32::from_gray(160),
+            };
+            let shown_row = if *dataset == score::AVERAGE {
+                "all of MMAD"
+            } else {
+                dataset
+            };
             legend.push((
-                format!("published (paper): {}, {dataset}", set.label),
+                format!("published (paper): {}, {shown_row}", set.label),
                 color,
                 true,
             ));
@@ -191,6 +149,17 @@ pub fn subtask_chart(
                     .color(color.gamma_multiply(0.4)),
             );
         }
+    }
+    let average_line = set.and_then(|s| s.average);
+    if let (Some(set), Some(average)) = (set, average_line) {
+        legend.push((
+            format!(
+                "published: {}, average {average:.2} (dashed line)",
+                set.label
+            ),
+            egui::Color32::from_gray(170),
+            true,
+        ));
     }
     let names: Vec<String> = subtasks
         .iter()
@@ -235,11 +204,29 @@ pub fn subtask_chart(
             for chart in charts {
                 plot.bar_chart(chart);
             }
+            if let Some(average) = average_line {
+                plot.hline(
+                    HLine::new(format!("published average {average:.2}"), average)
+                        .color(egui::Color32::from_gray(170))
+                        .style(egui_plot::LineStyle::dashed_loose()),
+                );
+            }
         });
-    if set.is_some() && reference.is_empty() {
-        ui.weak("The selected published figures cover DS-MVTec and VisA only; this run has none of their cells.");
-    } else if set.is_some() {
-        ui.weak("Outlined bars: published (paper) figures for reference; they are not part of this run's scores.");
+    match set {
+        Some(s) if reference.is_empty() && s.average.is_none() => {
+            ui.weak("The selected published figures cover DS-MVTec and VisA only; this run has none of their cells.");
+        }
+        Some(s) => {
+            let mut note = String::from("Outlined bars");
+            if let Some(average) = s.average {
+                note += &format!(
+                    " and the dashed line (the average over MMAD's seven subtasks, {average:.2}; compare it with this run's Average column)"
+                );
+            }
+            note += ": published figures for reference; they are not part of this run's scores.";
+            ui.weak(note);
+        }
+        None => {}
     }
 }
 
@@ -248,6 +235,10 @@ mod tests {
     use super::*;
     use crate::score::{AnswerRecord, ScoreOptions, score};
 
+    const AD: &str = "Anomaly Detection";
+    const DC: &str = "Defect Classification";
+    const VISA: &str = "VisA";
+
     fn answer(image: &str, qtype: &str) -> AnswerRecord {
         AnswerRecord {
             image: image.into(),
@@ -255,6 +246,29 @@ mod tests {
             correct_answer: "A".into(),
             gpt_answer: "A".into(),
         }
+    }
+
+    #[test]
+    fn figures_over_all_of_mmad_are_shown_beside_any_run() {
+        // A run on our own sample shares no dataset with the papers, but the human
+        // expert's figures are over all of MMAD: they sit on the Average row.
+        let table = score(
+            &[
+                answer("Sample/washer/test/good/000.png", AD),
+                answer("Sample/washer/test/bad/000.png", DC),
+            ],
+            ScoreOptions::default(),
+        );
+        let expert = PUBLISHED
+            .iter()
+            .find(|s| s.label.starts_with("Human expert"))
+            .unwrap();
+        let shown = covered(&table, expert);
+        assert_eq!(
+            shown.iter().map(|(r, c, _)| (*r, *c)).collect::<Vec<_>>(),
+            [(score::AVERAGE, AD), (score::AVERAGE, DC)]
+        );
+        assert_eq!(expert.average, Some(86.65));
     }
 
     #[test]
