@@ -641,6 +641,45 @@ fn wrong_only_lists_exactly_the_wrong_answers() {
         .collect();
     assert!(!wrong.is_empty() && wrong.len() < 30, "{wrong:?}");
     assert_eq!(listed, wrong);
+    let categories = app.batch.drill.category_counts.clone();
+    assert_eq!(
+        categories.iter().map(|(_, n)| n).sum::<usize>(),
+        wrong.len(),
+        "the category counts add up to the list"
+    );
+    drop(m);
+
+    // Narrow the wrong answers to one category, then to one defect type in it.
+    let (category, n) = categories[0].clone();
+    h.get_by_label("Category").click();
+    h.run_steps(2);
+    h.get_by_label(&format!("{category} ({n})")).click();
+    h.run_steps(2);
+    let app = h.state();
+    let m = app.batch.current.as_ref().unwrap().shared.lock();
+    let images: Vec<&str> = app
+        .batch
+        .drill
+        .listed
+        .iter()
+        .map(|&i| m.records[i].image.as_str())
+        .collect();
+    assert_eq!(images.len(), n);
+    assert!(
+        images
+            .iter()
+            .all(|k| k.split('/').nth(1) == Some(category.as_str()))
+    );
+    let defects = app.batch.drill.defect_counts.clone();
+    assert_eq!(defects.iter().map(|(_, n)| n).sum::<usize>(), n);
+    drop(m);
+    let (defect, d) = defects[0].clone();
+    h.get_by_label("Defect type").click();
+    h.run_steps(2);
+    h.get_by_label(&format!("{defect} ({d})")).click();
+    h.run_steps(2);
+    assert_eq!(h.state().batch.drill.listed.len(), d);
+    h.get_by_label(&format!("{d} question(s)"));
 }
 
 #[test]

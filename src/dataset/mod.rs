@@ -30,6 +30,18 @@ pub fn category_of(key: &str) -> &str {
     key.split('/').nth(1).unwrap_or("")
 }
 
+/// The defect type of a root-relative key: the folder holding the image
+/// (`DS-MVTec/bottle/image/broken_large/000.png` -> `broken_large`; `good` for normal
+/// images in MMAD's layout), or `""` for a key with fewer than three components.
+pub fn defect_type_of(key: &str) -> &str {
+    let mut parts = key.rsplit('/');
+    parts.next();
+    match parts.next() {
+        Some(folder) if key.split('/').count() >= 3 => folder,
+        _ => "",
+    }
+}
+
 /// The path's components and the position of its split folder (`train`, `test`,
 /// or DS-MVTec's `image`), the anchor of the MMAD and MVTec layouts.
 fn layout_split(path: &std::path::Path) -> Option<(Vec<String>, usize)> {
@@ -59,6 +71,17 @@ pub fn dataset_from_path(path: &std::path::Path) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn defect_types_are_the_folder_holding_the_image() {
+        assert_eq!(
+            defect_type_of("DS-MVTec/bottle/image/broken_large/000.png"),
+            "broken_large"
+        );
+        assert_eq!(defect_type_of("VisA/candle/test/good/0000.JPG"), "good");
+        assert_eq!(defect_type_of("a/b.png"), "");
+        assert_eq!(defect_type_of("x.png"), "");
+    }
 
     #[test]
     fn category_from_layouts() {

@@ -10,7 +10,7 @@ use super::super::jobs::Job;
 use super::super::trace_view::{self, QuestionRun};
 use super::super::{Command, Tab};
 use super::model::RunModel;
-use crate::dataset::DatasetRoot;
+use crate::dataset::{DatasetRoot, category_of, defect_type_of};
 use crate::runs::compare::cell_contains;
 use crate::runs::journal::{self, JournalRecord, RecordLocation};
 use crate::score;
@@ -206,15 +206,42 @@ impl OpenQuestion {
     }
 }
 
+/// What the list was computed for: cell, filters and the records' generation.
+type ListKey = (
+    String,
+    String,
+    bool,
+    bool,
+    Option<String>,
+    Option<String>,
+    u64,
+);
+
+/// Counts per value, in order of first appearance.
+fn counts<'a>(values: impl Iterator<Item = &'a str>) -> Vec<(String, usize)> {
+    let mut out: indexmap::IndexMap<&str, usize> = indexmap::IndexMap::new();
+    for v in values {
+        *out.entry(v).or_default() += 1;
+    }
+    out.into_iter().map(|(k, n)| (k.to_owned(), n)).collect()
+}
+
 /// The drill-down of one table cell.
 #[derive(Default)]
 pub struct DrillState {
     pub cell: Option<(String, String)>,
     pub wrong_only: bool,
     pub errors_only: bool,
+    /// Only this category / defect type (the cell gives dataset and question type).
+    pub category: Option<String>,
+    pub defect: Option<String>,
+    /// Questions per category and per defect type under the other filters, in
+    /// order of first appearance: what each choice would list.
+    pub category_counts: Vec<(String, usize)>,
+    pub defect_counts: Vec<(String, usize)>,
     /// Positions in the model's records of the listed questions.
     pub listed: Vec<usize>,
-    listed_for: Option<(String, String, bool, bool, u64)>,
+    listed_for: Option<ListKey>,
     pub open: Option<OpenQuestion>,
     pub thumbs: ThumbCache,
 }
@@ -223,6 +250,8 @@ impl DrillState {
     pub fn select_cell(&mut self, row: String, column: String) {
         self.cell = Some((row, column));
         self.open = None;
+        self.category = None;
+        self.defect = None;
     }
 
     pub fn busy(&self) -> bool {
@@ -247,12 +276,14 @@ impl DrillState {
             column.clone(),
             self.wrong_only,
             self.errors_only,
+            self.category.clone(),
+            self.defect.clone(),
             model.generation,
         );
         if self.listed_for.as_ref() == Some(&key) {
             return;
         }
-        self.listed = model
+        let mut base: Vec<usize> = model
             .records
             .iter()
             .enumerate()
@@ -261,7 +292,33 @@ impl DrillState {
             .filter(|(_, r)| !self.wrong_only || outcome(r) != "right")
             .map(|(i, _)| i)
             .collect();
-        self.listed.sort_by_key(|&i| model.records[i].index);
+        base.sort_by_key(|&i| model.records[i].index);
+        let image = |i: &usize| model.records[*i].image.as_str();
+        let in_category = |i: &usize| {
+            self.category
+                .as_deref()
+                .is_none_or(|c| category_of(image(i)) == c)
+        };
+        let in_defect = |i: &usize| {
+            self.defect
+                .as_deref()
+                .is_none_or(|d| defect_type_of(image(i)) == d)
+        };
+        self.category_counts = counts(
+            base.iter()
+                .filter(|i| in_defect(i))
+                .map(|i| category_of(image(i))),
+        );
+        self.defect_counts = counts(
+            base.iter()
+                .filter(|i| in_category(i))
+                .map(|i| defect_type_of(image(i))),
+        );
+        self.listed = base
+            .iter()
+            .copied()
+            .filter(|i| in_category(i) && in_defect(i))
+            .collect();
         self.listed_for = Some(key);
     }
 
@@ -332,6 +389,10 @@ impl DrillState {
             ui.checkbox(&mut self.errors_only, "errors only");
             ui.label(format!("{} question(s)", self.listed.len()));
         });
+        ui.horizontal(|ui| {
+            facet(ui, "Category", &mut self.category, &self.category_counts);
+            facet(ui, "Defect type", &mut self.defect, &self.defect_counts);
+        });
         ui.separator();
         let row_height = 64.0;
         let listed = self.listed.clone();
@@ -383,6 +444,29 @@ impl DrillState {
                 }
             });
     }
+}
+
+/// A filter choice with how many questions each value holds.
+fn facet(ui: &mut egui::Ui, name: &str, chosen: &mut Option<String>, counts: &[(String, usize)]) {
+    let label = ui.label(name);
+    let all: usize = counts.iter().map(|(_, n)| n).sum();
+    let shown = match chosen {
+        Some(c) => {
+            let n = counts.iter().find(|(v, _)| v == c).map_or(0, |(_, n)| *n);
+            format!("{c} ({n})")
+        }
+        None => format!("all ({all})"),
+    };
+    egui::ComboBox::from_id_salt(("facet", name))
+        .selected_text(shown)
+        .show_ui(ui, |ui| {
+            ui.selectable_value(chosen, None, format!("all ({all})"));
+            for (value, n) in counts {
+                ui.selectable_value(chosen, Some(value.clone()), format!("{value} ({n})"));
+            }
+        })
+        .response
+        .labelled_by(label.id);
 }
 
 /// One question in full: image, question, answers, and each expert's trace.
