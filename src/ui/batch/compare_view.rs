@@ -10,8 +10,8 @@ use super::super::jobs::Job;
 use super::BatchContext;
 use super::drill::{OpenQuestion, ThumbCache, question_detail};
 use super::model::RunModel;
-use super::runs::RunRow;
 use super::table;
+use crate::runs::catalog::RunRow;
 use crate::runs::compare::{self, ChangeKind, Comparison};
 use crate::score::ScoreOptions;
 

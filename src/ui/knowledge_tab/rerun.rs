@@ -11,11 +11,12 @@ use eframe::egui;
 
 use super::{KnowledgeEnv, KnowledgeState, Selection};
 use crate::jobs::Progress;
+use crate::runs::catalog::{run_folder_name, runs_dir};
 use crate::runs::rerun::{EditedCategory, RerunEffect, RerunPlan, measure_effect, plan_rerun};
 use crate::runs::run_folder::{RunFolder, RunSummaryRow, list_runs};
 use crate::score::{AVERAGE, ScoreOptions};
 use crate::ui::Command;
-use crate::ui::batch::{LiveRun, SharedRun, run_folder_name, runs_dir, start_live_run};
+use crate::ui::batch::{LiveRun, SharedRun, start_live_run};
 use crate::ui::jobs::Job;
 use crate::ui::status::Activity;
 
