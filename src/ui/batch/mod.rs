@@ -227,7 +227,7 @@ impl BatchState {
         let dir = runs_dir(workspace);
         let options = self.list_options();
         self.runs_job = Some(Job::spawn("list runs", move || {
-            catalog::list(&dir, options)
+            Ok(catalog::list(&dir, options)?)
         }));
         self.runs_loaded = true;
     }
