@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Generate the tiny random-weight CLIP fixtures used by `src/vision/clip.rs` tests.
+"""Generate the tiny random-weight CLIP fixtures used by the `src/vision/clip/` tests.
 
 Writes, under `tests/fixtures/tiny_clip/` (relative to the repository root):
 

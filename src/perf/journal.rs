@@ -9,7 +9,7 @@
 //!   the journal without its error records and asks those again (the endpoint is
 //!   closed, so they fail at once). A child process, so the parent's own memory
 //!   (generation, the other measurements) is not counted.
-//! - Runs list: [`crate::runs::run_folder::list_runs`] over `runs` copies of the run, each
+//! - Runs list: [`crate::runs::catalog::list`] over `runs` copies of the run, each
 //!   with its summary; and one summary rebuilt from its journal (a run finished by
 //!   an older version, or a journal changed behind the summary's back).
 //! - Opening one question: reading its record (traces included) at the place a
@@ -24,14 +24,16 @@ use serde_json::{Value, json};
 
 use crate::echo::trace::{ExpertName, ExpertTrace};
 use crate::mllm::EndpointConfig;
+use crate::runs::catalog;
 use crate::runs::journal::{
     AnswerQuestion, JOURNAL_FILE, JournalError, JournalRecord, JournalWriter, RecordLocation,
     RecordStatus, RecordWithoutTraces, locate_record, read_journal_with, read_record_at,
 };
 use crate::runs::journal_summary::{self, SUMMARY_FILE, SummaryError};
 use crate::runs::manifest::RunManifest;
-use crate::runs::run_folder::{RunFolderError, list_runs};
+use crate::runs::run_folder::RunFolderError;
 use crate::runs::runner::{RunControl, RunError, RunSpec, TemplateSource, run};
+use crate::score::ScoreOptions;
 
 /// Where nothing listens: the generated run's endpoint. Nothing is asked unless
 /// errors are retried, and then the refusal is immediate.
@@ -251,7 +253,7 @@ pub fn bench_journal(opts: &JournalBenchOptions, exe: &Path) -> Result<Value, Jo
 
     // The Runs list, every summary fresh.
     let start = Instant::now();
-    let rows = list_runs(&runs_dir)?;
+    let rows = catalog::list(&runs_dir, ScoreOptions::default())?;
     let list_s = start.elapsed().as_secs_f64();
     if let Some(broken) = rows.iter().find(|r| r.error.is_some()) {
         return Err(JournalBenchError::Child(format!(
@@ -260,8 +262,8 @@ pub fn bench_journal(opts: &JournalBenchOptions, exe: &Path) -> Result<Value, Jo
             broken.error.as_deref().unwrap_or_default()
         )));
     }
-    // One summary rebuilt from the journal.
-    let last = rows.last().map_or(first.clone(), |r| r.folder.clone());
+    // One summary rebuilt from the journal (the list is newest first).
+    let last = rows.first().map_or(first.clone(), |r| r.dir.clone());
     std::fs::remove_file(last.join(SUMMARY_FILE)).map_err(io_err("remove", &last))?;
     let start = Instant::now();
     let rebuilt = journal_summary::summary(&last)?;
@@ -419,7 +421,7 @@ mod tests {
         let per_line = bytes as f64 / 60.0;
         assert!((1500.0..2600.0).contains(&per_line), "{per_line}");
 
-        let rows = list_runs(&runs_dir).unwrap();
+        let rows = catalog::list(&runs_dir, ScoreOptions::default()).unwrap();
         assert_eq!(rows.len(), 3);
         for row in &rows {
             assert_eq!(row.error, None);

@@ -1,9 +1,11 @@
 //! Run folders and everything that makes or reads them: the batch runner, the
-//! journal and its summary, the manifest, the lock, selection and shards, merging,
+//! journal and its summary, the manifest, the lock, the catalog of a workspace's
+//! runs (listing, folder names, the trash), selection and shards, merging,
 //! re-running a knowledge edit, comparing two runs, and the exports a run leaves
 //! for others (which read a run folder, so they live here rather than in
 //! [`crate::score`], which knows nothing of runs).
 
+pub mod catalog;
 pub mod compare;
 pub mod dispatch;
 pub mod export;

@@ -1,6 +1,7 @@
 //! Reading a run folder back: its manifest, its journal, what it covers and how it
-//! scores. The CLI (`score`, `export`, `merge`) and the GUI's run list read runs
-//! through this, never by parsing the files themselves.
+//! scores. The CLI (`score`, `export`, `merge`) and the runs catalog
+//! ([`crate::runs::catalog`]) read runs through this, never by parsing the files
+//! themselves.
 //!
 //! A journal may hold more than one record for a question (a resumed run that retried
 //! failures appends a new record after the old one); the later record wins, since it
@@ -11,8 +12,7 @@ use std::path::{Path, PathBuf};
 
 use crate::dataset::paths::{PathError, check_relative};
 use crate::runs::journal::{JOURNAL_FILE, JournalError, JournalRecord, read_journal};
-use crate::runs::journal_summary;
-use crate::runs::manifest::{MANIFEST_FILE, ManifestError, RunManifest, Shard};
+use crate::runs::manifest::{MANIFEST_FILE, ManifestError, RunManifest};
 use crate::score::{self, AnswerRecord, ScoreOptions, ScoreTable};
 
 /// Where `export` writes when no file is named.
@@ -213,108 +213,6 @@ fn folder_name(dir: &Path) -> String {
         .unwrap_or_else(|| dir.display().to_string())
 }
 
-/// One line of a run list. A folder that cannot be read is still listed, with
-/// `error` saying why and the other fields empty.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct RunSummaryRow {
-    pub folder: PathBuf,
-    /// The folder's name.
-    pub name: String,
-    pub note: String,
-    pub models: Vec<String>,
-    pub started_at: Option<String>,
-    pub finished_at: Option<String>,
-    pub shard: Option<Shard>,
-    pub question_count: usize,
-    pub answered: usize,
-    pub errors: usize,
-    /// The table's overall Average (default scoring); `None` without answers.
-    pub accuracy: Option<f64>,
-    pub error: Option<String>,
-}
-
-impl RunSummaryRow {
-    /// Reads the folder's manifest and its journal's summary (never the journal
-    /// itself unless the summary is missing or stale).
-    fn read(folder: &Path) -> Result<Self, RunFolderError> {
-        let manifest = open_manifest(folder)?;
-        let summary = journal_summary::summary(folder)?;
-        let mut models: Vec<String> = Vec::new();
-        for e in &manifest.endpoints {
-            if !models.contains(&e.model) {
-                models.push(e.model.clone());
-            }
-        }
-        Ok(RunSummaryRow {
-            folder: folder.to_owned(),
-            name: folder_name(folder),
-            note: manifest.note,
-            models,
-            started_at: Some(manifest.started_at),
-            finished_at: manifest.finished_at,
-            shard: manifest.shard,
-            question_count: manifest.question_count,
-            answered: summary.answered,
-            errors: summary.errors,
-            accuracy: summary.average(false),
-            error: None,
-        })
-    }
-
-    fn broken(folder: PathBuf, error: &RunFolderError) -> Self {
-        RunSummaryRow {
-            name: folder_name(&folder),
-            folder,
-            note: String::new(),
-            models: Vec::new(),
-            started_at: None,
-            finished_at: None,
-            shard: None,
-            question_count: 0,
-            answered: 0,
-            errors: 0,
-            accuracy: None,
-            error: Some(error.to_string()),
-        }
-    }
-}
-
-/// Every run folder directly under `runs_dir`, by folder name. Folders that cannot
-/// be read are listed with their error; hidden folders (names starting with `.`,
-/// such as a merge still being written) are left out. A `runs_dir` that does not
-/// exist holds no runs; one that exists but cannot be listed is an error.
-pub fn list_runs(runs_dir: &Path) -> Result<Vec<RunSummaryRow>, RunFolderError> {
-    let list_err = |source| RunFolderError::List {
-        path: runs_dir.to_owned(),
-        source,
-    };
-    let entries = match std::fs::read_dir(runs_dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(list_err(e)),
-    };
-    let mut folders = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(list_err)?;
-        let path = entry.path();
-        let hidden = entry.file_name().to_string_lossy().starts_with('.');
-        if path.is_dir() && !hidden {
-            folders.push(path);
-        }
-    }
-    folders.sort();
-    // In parallel: a run whose summary is missing or stale is rebuilt from its
-    // journal (seconds for a large one), and each is independent of the others.
-    use rayon::prelude::*;
-    Ok(folders
-        .into_par_iter()
-        .map(|folder| match RunSummaryRow::read(&folder) {
-            Ok(row) => row,
-            Err(e) => RunSummaryRow::broken(folder, &e),
-        })
-        .collect())
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -404,9 +302,9 @@ pub(crate) mod tests {
         }
     }
 
-    const GOOD: &str = "VisA/candle/test/good/0000.JPG";
-    const BAD: &str = "VisA/candle/test/bad/000.JPG";
-    const AD: &str = "Anomaly Detection";
+    pub(crate) const GOOD: &str = "VisA/candle/test/good/0000.JPG";
+    pub(crate) const BAD: &str = "VisA/candle/test/bad/000.JPG";
+    pub(crate) const AD: &str = "Anomaly Detection";
 
     #[test]
     fn reads_records_in_dataset_order_and_counts_coverage() {
@@ -564,41 +462,5 @@ pub(crate) mod tests {
         std::fs::write(dir.path().join(JOURNAL_FILE), "{\"x\":1}\n{}\n").unwrap();
         let err = RunFolder::open(dir.path()).unwrap_err();
         assert!(err.to_string().contains("line 1"), "{err}");
-    }
-
-    #[test]
-    fn list_runs_lists_good_and_broken_folders_by_name() {
-        let runs = tempfile::tempdir().unwrap();
-        let mut m = manifest(2);
-        m.note = "baseline".into();
-        write_run(
-            &runs.path().join("b-run"),
-            &m,
-            &[
-                record(0, GOOD, AD, "B", Some("B")),
-                record(1, BAD, AD, "A", None),
-            ],
-        );
-        std::fs::create_dir_all(runs.path().join("a-broken")).unwrap();
-        std::fs::write(runs.path().join("a-broken/manifest.json"), "not json").unwrap();
-        std::fs::create_dir_all(runs.path().join(".merge-tmp")).unwrap();
-        std::fs::write(runs.path().join("stray.txt"), "x").unwrap();
-
-        let rows = list_runs(runs.path()).unwrap();
-        assert_eq!(
-            rows.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
-            ["a-broken", "b-run"]
-        );
-        assert!(rows[0].error.as_deref().unwrap().contains("manifest.json"));
-        let ok = &rows[1];
-        assert_eq!(ok.error, None);
-        assert_eq!(ok.note, "baseline");
-        assert_eq!(ok.models, ["qwen2-vl-7b"]);
-        assert_eq!((ok.question_count, ok.answered, ok.errors), (2, 1, 1));
-        // One normal AD question answered right, no abnormal one: (100 + 0) / 2.
-        assert_eq!(ok.accuracy, Some(50.0));
-        assert_eq!(ok.finished_at.as_deref(), Some("2026-11-22T09:00:00Z"));
-
-        assert!(list_runs(&runs.path().join("missing")).unwrap().is_empty());
     }
 }

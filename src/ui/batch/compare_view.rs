@@ -10,10 +10,10 @@ use super::super::jobs::Job;
 use super::BatchContext;
 use super::drill::{OpenQuestion, ThumbCache, question_detail};
 use super::model::RunModel;
-use super::runs::RunRow;
 use super::table;
 use indexmap::IndexMap;
 
+use crate::runs::catalog::RunRow;
 use crate::runs::compare::{self, ChangeKind, Comparison, Flips};
 use crate::score::ScoreOptions;
 use crate::score::interval::BootstrapOptions;

@@ -12,7 +12,6 @@ mod drill;
 mod model;
 mod new_run;
 mod precision;
-mod runs;
 mod table;
 
 use std::path::{Path, PathBuf};
@@ -23,6 +22,7 @@ use eframe::egui;
 use super::Command;
 use super::jobs::Job;
 use crate::config::Settings;
+use crate::runs::catalog::{self, RunRow, TRASH_DIR, runs_dir};
 use crate::score::{self, ScoreOptions, ScoreTable};
 
 pub use compare_view::CompareState;
@@ -30,8 +30,6 @@ pub use drill::DrillState;
 pub use model::{RunModel, RunPhase, SharedRun};
 pub(super) use new_run::start as start_live_run;
 pub use new_run::{LiveRun, NewRunForm};
-pub(super) use runs::run_folder_name;
-pub use runs::{RunRow, TRASH_DIR, runs_dir};
 
 pub struct ScoreResult {
     pub path: PathBuf,
@@ -233,7 +231,9 @@ impl BatchState {
     pub fn refresh_runs(&mut self, workspace: &Path) {
         let dir = runs_dir(workspace);
         let options = self.list_options();
-        self.runs_job = Some(Job::spawn("list runs", move || runs::list(&dir, options)));
+        self.runs_job = Some(Job::spawn("list runs", move || {
+            Ok(catalog::list(&dir, options)?)
+        }));
         self.runs_loaded = true;
     }
 
@@ -796,7 +796,7 @@ impl BatchState {
                     if ui.button("Move to trash").clicked() {
                         let d = dir.clone();
                         self.runs_action = Some(Job::spawn("delete run", move || {
-                            let to = runs::move_to_trash(&d)?;
+                            let to = catalog::move_to_trash(&d)?;
                             Ok(format!("Moved {} to {}", d.display(), to.display()))
                         }));
                         close = true;

@@ -16,13 +16,13 @@ use eframe::egui;
 use super::super::jobs::Job;
 use super::BatchContext;
 use super::model::{LiveEvent, LiveProgress, RunModel, RunPhase, SharedRun, collect};
-use super::runs::{self, RunRow};
 use crate::dataset::{MmadDataset, category_of, dataset_of};
 use crate::echo::KnowledgeMode;
 use crate::echo::plan::ExpertTable;
 use crate::echo::preflight::InputCheck;
 use crate::jobs::CancelToken;
 use crate::mllm::EndpointConfig;
+use crate::runs::catalog::{self, RunRow};
 use crate::runs::export::{ExportTargets, ReportLimits, write_exports};
 use crate::runs::manifest::{RunManifest, Selection};
 use crate::runs::run_folder::RunFolder;
@@ -680,8 +680,8 @@ impl NewRunForm {
         } else {
             self.name.trim().to_string()
         };
-        let folder = runs::run_folder_name(&crate::util::time::now_seconds(), &name);
-        let out = runs::runs_dir(cx.workspace).join(folder);
+        let folder = catalog::run_folder_name(&crate::util::time::now_seconds(), &name);
+        let out = catalog::runs_dir(cx.workspace).join(folder);
         let mut spec = RunSpec::new(self.dataset_path.trim(), self.root.trim(), endpoints, out);
         spec.selection = selection;
         spec.pipeline = cx.settings.pipeline.clone();

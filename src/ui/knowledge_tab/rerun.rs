@@ -11,11 +11,12 @@ use eframe::egui;
 
 use super::{KnowledgeEnv, KnowledgeState, Selection};
 use crate::jobs::Progress;
+use crate::runs::catalog::{self, RunRow, run_folder_name, runs_dir};
 use crate::runs::rerun::{EditedCategory, RerunEffect, RerunPlan, measure_effect, plan_rerun};
-use crate::runs::run_folder::{RunFolder, RunSummaryRow, list_runs};
+use crate::runs::run_folder::RunFolder;
 use crate::score::{AVERAGE, ScoreOptions};
 use crate::ui::Command;
-use crate::ui::batch::{LiveRun, SharedRun, run_folder_name, runs_dir, start_live_run};
+use crate::ui::batch::{LiveRun, SharedRun, start_live_run};
 use crate::ui::jobs::Job;
 use crate::ui::status::Activity;
 
@@ -47,8 +48,8 @@ struct Live {
 
 #[derive(Default)]
 pub struct RerunView {
-    runs: Option<Vec<RunSummaryRow>>,
-    runs_job: Option<Job<Vec<RunSummaryRow>>>,
+    runs: Option<Vec<RunRow>>,
+    runs_job: Option<Job<Vec<RunRow>>>,
     runs_error: Option<String>,
     /// List the runs again; the old list stays on screen meanwhile.
     runs_stale: bool,
@@ -99,15 +100,14 @@ pub fn poll(state: &mut KnowledgeState) {
         view.runs_job = None;
         match result {
             Ok(mut rows) => {
-                // Only runs with answers can be compared against; newest first.
+                // Only runs with answers can be compared against (listed newest first).
                 rows.retain(|r| r.error.is_none() && r.answered > 0);
-                rows.reverse();
                 if view
                     .baseline
                     .as_ref()
-                    .is_none_or(|b| !rows.iter().any(|r| &r.folder == b))
+                    .is_none_or(|b| !rows.iter().any(|r| &r.dir == b))
                 {
-                    view.baseline = rows.first().map(|r| r.folder.clone());
+                    view.baseline = rows.first().map(|r| r.dir.clone());
                 }
                 view.runs = Some(rows);
                 view.runs_error = None;
@@ -162,7 +162,9 @@ pub fn ui(state: &mut KnowledgeState, ui: &mut egui::Ui, sel: &Selection, env: &
     if (view.runs.is_none() || view.runs_stale) && view.runs_job.is_none() {
         view.runs_stale = false;
         let dir = runs_dir(env.workspace);
-        view.runs_job = Some(Job::spawn("list runs", move || Ok(list_runs(&dir)?)));
+        view.runs_job = Some(Job::spawn("list runs", move || {
+            Ok(catalog::list(&dir, ScoreOptions::default())?)
+        }));
     }
     let Some(runs) = &view.runs else {
         ui.horizontal(|ui| {
@@ -187,7 +189,7 @@ pub fn ui(state: &mut KnowledgeState, ui: &mut egui::Ui, sel: &Selection, env: &
     ui.horizontal(|ui| {
         let name_of = |p: &PathBuf| {
             runs.iter()
-                .find(|r| &r.folder == p)
+                .find(|r| &r.dir == p)
                 .map_or_else(|| p.display().to_string(), run_label)
         };
         let current = view.baseline.as_ref().map_or_else(String::new, name_of);
@@ -197,7 +199,7 @@ pub fn ui(state: &mut KnowledgeState, ui: &mut egui::Ui, sel: &Selection, env: &
             .width(420.0)
             .show_ui(ui, |ui| {
                 for r in runs {
-                    ui.selectable_value(&mut chosen, Some(r.folder.clone()), run_label(r));
+                    ui.selectable_value(&mut chosen, Some(r.dir.clone()), run_label(r));
                 }
             });
         if chosen != view.baseline {
@@ -369,14 +371,14 @@ pub fn ui(state: &mut KnowledgeState, ui: &mut egui::Ui, sel: &Selection, env: &
     }
 }
 
-fn run_label(r: &RunSummaryRow) -> String {
+fn run_label(r: &RunRow) -> String {
     let acc = r
         .accuracy
         .map_or_else(|| "no score".to_string(), |a| format!("{a:.1}%"));
-    let note = if r.note.is_empty() {
+    let note = if r.note().is_empty() {
         String::new()
     } else {
-        format!(" ({})", r.note)
+        format!(" ({})", r.note())
     };
     format!("{}{note}: {} answered, {acc}", r.name, r.answered)
 }

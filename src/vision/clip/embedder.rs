@@ -1,0 +1,366 @@
+//! The embedder the rest of the crate calls: loads a checkpoint through
+//! `source`, runs `model`, and returns L2-normalised vectors.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use image::RgbImage;
+
+use super::model::{ClipModelConfig, VisionModel};
+use super::source::{
+    CONFIG_FILE, ClipSource, WEIGHTS_FILE, read_json, read_preprocess, sha256_file, verify_tensors,
+};
+use super::{CandleContext, ClipError};
+use crate::vision::embed::{EmbedError, ImageEmbedder, l2_normalize};
+use crate::vision::preprocess::{ClipPreprocess, clip_pixel_values};
+
+/// Loading and running options. Defaults: f32 and batches of 8.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClipOptions {
+    /// Weight and activation type. F32 matches transformers to ~1e-6. F16 halves
+    /// the weights' memory but moves normalised embeddings by ~1e-3 and is about
+    /// 2.5x slower on CPU (no native f16 matmul there); BF16 is CUDA only
+    /// (candle's CPU matmul has no bf16). Vectors from other dtypes get their
+    /// own [`ImageEmbedder::id`], so caches never mix them.
+    pub dtype: DType,
+    /// Images per forward pass (at least 1); larger batches use more memory.
+    pub max_batch: usize,
+}
+
+impl Default for ClipOptions {
+    fn default() -> Self {
+        Self {
+            dtype: DType::F32,
+            max_batch: 8,
+        }
+    }
+}
+
+/// The device CLIP should run on: the first CUDA GPU when built with the `cuda`
+/// feature and one is present, else the CPU.
+pub fn default_device() -> Device {
+    #[cfg(feature = "cuda")]
+    {
+        Device::cuda_if_available(0).unwrap_or(Device::Cpu)
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        Device::Cpu
+    }
+}
+
+/// CLIP image embedder: OpenAI preprocessing, vision tower, visual projection,
+/// L2 normalisation.
+#[derive(Debug)]
+pub struct ClipEmbedder {
+    model: VisionModel,
+    config: ClipModelConfig,
+    preprocess: ClipPreprocess,
+    device: Device,
+    options: ClipOptions,
+    folder: PathBuf,
+    id: String,
+}
+
+impl ClipEmbedder {
+    /// Loads with the default [`ClipOptions`].
+    pub fn load(source: &ClipSource, device: &Device) -> Result<Self, ClipError> {
+        Self::load_with(source, device, ClipOptions::default())
+    }
+
+    /// Loads `config.json`, `model.safetensors` (memory-mapped; tensors are
+    /// checked against the config before anything is built) and, when present,
+    /// `preprocessor_config.json`.
+    pub fn load_with(
+        source: &ClipSource,
+        device: &Device,
+        options: ClipOptions,
+    ) -> Result<Self, ClipError> {
+        if device.is_cpu() && options.dtype == DType::BF16 {
+            return Err(ClipError::Input(
+                "bf16 needs a CUDA device: candle's CPU matmul supports f32 and f16 only".into(),
+            ));
+        }
+        if !matches!(options.dtype, DType::F32 | DType::F16 | DType::BF16) {
+            return Err(ClipError::Input(format!(
+                "CLIP runs in f32, f16 or bf16, not {}",
+                options.dtype.as_str()
+            )));
+        }
+        let folder = source.resolve()?;
+        let config_path = folder.join(CONFIG_FILE);
+        let config = ClipModelConfig::from_hf_json(&read_json(&config_path)?, &config_path)?;
+        let preprocess = read_preprocess(&folder, &config)?;
+
+        let weights = folder.join(WEIGHTS_FILE);
+        let digest = sha256_file(&weights)?;
+        // SAFETY: the map is only read during this function (every tensor is
+        // copied out by `VisionModel::new`); as with any mmap, the file must not
+        // be truncated meanwhile, which a model folder in use never is.
+        let tensors = unsafe { candle_core::safetensors::MmapedSafetensors::new(&weights) }
+            .context(|| format!("cannot open {} as safetensors", weights.display()))?;
+        let prefix = verify_tensors(&tensors, &config, &weights)?;
+        let mut vb = VarBuilder::from_backend(Box::new(tensors), DType::F32, device.clone());
+        if let Some(p) = prefix.strip_suffix('.') {
+            vb = vb.pp(p);
+        }
+        let model = VisionModel::new(vb, &config, options.dtype)
+            .context(|| format!("cannot build the CLIP model from {}", weights.display()))?;
+
+        let v = &config.vision;
+        let mut id = format!(
+            "clip:{}/{}/{}x{}:{}",
+            v.image_size,
+            v.patch_size,
+            v.embed_dim,
+            v.num_hidden_layers,
+            &digest[..12]
+        );
+        // Reduced precision gives slightly different vectors: keep them apart.
+        if options.dtype != DType::F32 {
+            id.push_str(&format!(":{}", options.dtype.as_str()));
+        }
+        Ok(Self {
+            model,
+            config,
+            preprocess,
+            device: device.clone(),
+            options: ClipOptions {
+                max_batch: options.max_batch.max(1),
+                ..options
+            },
+            folder,
+            id,
+        })
+    }
+
+    /// The model's hyper-parameters.
+    pub fn config(&self) -> &ClipModelConfig {
+        &self.config
+    }
+
+    /// The preprocessing applied by [`ImageEmbedder::embed_batch`].
+    pub fn preprocess(&self) -> &ClipPreprocess {
+        &self.preprocess
+    }
+
+    /// The folder the checkpoint was read from.
+    pub fn folder(&self) -> &Path {
+        &self.folder
+    }
+
+    pub fn options(&self) -> ClipOptions {
+        self.options
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Embeds already preprocessed images: `pixels` holds `count` CHW f32 images
+    /// of `3 x image_size x image_size`, back to back. Runs in chunks of
+    /// `max_batch`; returns L2-normalised vectors.
+    pub fn embed_pixel_values(&self, pixels: &[f32]) -> Result<Vec<Vec<f32>>, ClipError> {
+        let per_image = self.pixels_per_image();
+        if !pixels.len().is_multiple_of(per_image) {
+            return Err(ClipError::Input(format!(
+                "got {} pixel values, not a whole number of {} x {s} x {s} images",
+                pixels.len(),
+                self.config.vision.num_channels,
+                s = self.config.vision.image_size
+            )));
+        }
+        let mut out = Vec::with_capacity(pixels.len() / per_image);
+        for chunk in pixels.chunks(per_image * self.options.max_batch) {
+            out.extend(self.forward_chunk(chunk.to_vec())?);
+        }
+        Ok(out)
+    }
+
+    fn pixels_per_image(&self) -> usize {
+        let v = &self.config.vision;
+        v.num_channels * v.image_size * v.image_size
+    }
+
+    /// One forward pass over `pixels` (whole images, at most `max_batch`).
+    fn forward_chunk(&self, pixels: Vec<f32>) -> Result<Vec<Vec<f32>>, ClipError> {
+        let v = &self.config.vision;
+        let n = pixels.len() / self.pixels_per_image();
+        let shape = (n, v.num_channels, v.image_size, v.image_size);
+        let vectors = Tensor::from_vec(pixels, shape, &self.device)
+            .and_then(|t| self.model.forward(&t))
+            .and_then(|t| t.to_vec2::<f32>())
+            .context(|| format!("CLIP forward pass on {n} image(s) failed"))?;
+        Ok(vectors
+            .into_iter()
+            .map(|mut v| {
+                l2_normalize(&mut v);
+                v
+            })
+            .collect())
+    }
+}
+
+impl ImageEmbedder for ClipEmbedder {
+    fn id(&self) -> String {
+        self.id.clone()
+    }
+
+    fn dim(&self) -> usize {
+        self.config.vision.projection_dim
+    }
+
+    fn embed_batch(&self, images: &[RgbImage]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let per_image = self.pixels_per_image();
+        let mut out = Vec::with_capacity(images.len());
+        for chunk in images.chunks(self.options.max_batch) {
+            // One buffer per batch, handed to candle without another copy.
+            let mut pixels = Vec::with_capacity(per_image * chunk.len());
+            for image in chunk {
+                let values = clip_pixel_values(image, &self.preprocess);
+                if values.len() != per_image {
+                    return Err(ClipError::Input(format!(
+                        "preprocessing gave {} values per image, the model takes {per_image}",
+                        values.len()
+                    ))
+                    .into());
+                }
+                pixels.extend_from_slice(&values);
+            }
+            out.extend(self.forward_chunk(pixels)?);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vision::clip::test_support::*;
+
+    #[test]
+    fn reference_pixel_values_give_reference_embeddings() {
+        for name in CONFIGS {
+            let embedder = load(name);
+            for case in reference(name) {
+                let got = embedder.embed_pixel_values(&case.pixels).unwrap();
+                let diff = max_abs_diff(&got[0], &case.embedding);
+                println!("{name} {} pixel_values max abs diff {diff:e}", case.image);
+                assert!(diff < 1e-4, "{name} {}: {diff}", case.image);
+            }
+        }
+    }
+
+    #[test]
+    fn decoded_images_give_reference_embeddings() {
+        for name in CONFIGS {
+            let embedder = load(name);
+            for case in reference(name) {
+                let path = fixtures().join("images").join(&case.image);
+                let image = image::open(&path).unwrap().to_rgb8();
+                let pixels = clip_pixel_values(&image, embedder.preprocess());
+                let pixel_diff = max_abs_diff(&pixels, &case.pixels);
+                let got = embedder.embed(&image).unwrap();
+                let diff = max_abs_diff(&got, &case.embedding);
+                println!(
+                    "{name} {} full path: pixel max abs diff {pixel_diff:e}, embedding {diff:e}",
+                    case.image
+                );
+                // The preprocessing ports Pillow and transformers bit for bit.
+                assert_eq!(pixel_diff, 0.0, "{name} {}", case.image);
+                assert!(diff < 1e-4, "{name} {}: {diff}", case.image);
+            }
+        }
+    }
+
+    #[test]
+    fn batches_equal_singles() {
+        let folder = fixtures().join("full_p16_s32");
+        let options = ClipOptions {
+            max_batch: 3,
+            ..ClipOptions::default()
+        };
+        let embedder =
+            ClipEmbedder::load_with(&ClipSource::Folder(folder), &Device::Cpu, options).unwrap();
+        let images: Vec<RgbImage> = reference("full_p16_s32")
+            .iter()
+            .map(|c| {
+                let path = fixtures().join("images").join(&c.image);
+                image::open(path).unwrap().to_rgb8()
+            })
+            .collect();
+        // 4 images with batches of 3: one full and one partial batch.
+        let batched = embedder.embed_batch(&images).unwrap();
+        assert_eq!(batched.len(), images.len());
+        for (image, vector) in images.iter().zip(&batched) {
+            let single = embedder.embed(image).unwrap();
+            assert!(max_abs_diff(&single, vector) < 1e-6);
+            let norm: f32 = vector.iter().map(|x| x * x).sum::<f32>().sqrt();
+            assert!((norm - 1.0).abs() < 1e-5);
+        }
+        assert!(embedder.embed_batch(&[]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn id_and_dim_describe_the_model() {
+        let embedder = load("full_p16_s32");
+        // The stale `vision_config.projection_dim` (512) must not win.
+        assert_eq!(embedder.dim(), 16);
+        let digest = sha256_file(&fixtures().join("full_p16_s32").join(WEIGHTS_FILE)).unwrap();
+        assert_eq!(embedder.id(), format!("clip:32/16/32x2:{}", &digest[..12]));
+        assert_eq!(load("vision_p32_s64").dim(), 8);
+        assert!(load("full_p8_s40_f16").id().starts_with("clip:40/8/24x3:"));
+    }
+
+    #[test]
+    fn wrong_pixel_count_is_an_error() {
+        let err = load("full_p16_s32")
+            .embed_pixel_values(&[0.0; 10])
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("not a whole number of 3 x 32 x 32 images")
+        );
+    }
+
+    #[test]
+    fn embedder_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<ClipEmbedder>();
+    }
+
+    #[test]
+    fn unsupported_dtypes_are_refused() {
+        let source = ClipSource::Folder(fixtures().join("full_p16_s32"));
+        for (dtype, expected) in [
+            (DType::BF16, "bf16 needs a CUDA device"),
+            (DType::U8, "not u8"),
+        ] {
+            let options = ClipOptions {
+                dtype,
+                ..ClipOptions::default()
+            };
+            let err = ClipEmbedder::load_with(&source, &Device::Cpu, options).unwrap_err();
+            assert!(err.to_string().contains(expected), "{err}");
+        }
+    }
+
+    #[test]
+    fn half_precision_stays_close() {
+        let folder = fixtures().join("full_p16_s32");
+        let options = ClipOptions {
+            dtype: DType::F16,
+            ..ClipOptions::default()
+        };
+        let embedder =
+            ClipEmbedder::load_with(&ClipSource::Folder(folder), &Device::Cpu, options).unwrap();
+        assert!(embedder.id().ends_with(":f16"));
+        for case in reference("full_p16_s32") {
+            let got = embedder.embed_pixel_values(&case.pixels).unwrap();
+            let diff = max_abs_diff(&got[0], &case.embedding);
+            println!("f16 {} max abs diff {diff:e}", case.image);
+            assert!(diff < 2e-2, "{diff}");
+        }
+    }
+}

@@ -1,0 +1,643 @@
+//! The CLIP vision tower and its visual projection, layer by layer in
+//! candle's style: a config struct, `new(vb, &cfg)` per layer, chained
+//! `forward`s.
+
+use candle_core::{D, DType, IndexOp, Module, Tensor};
+use candle_nn::VarBuilder;
+use candle_transformers::models::clip::vision_model::ClipVisionConfig;
+
+/// Vision-tower hyper-parameters: candle's config plus the layer-norm epsilon,
+/// which candle's own CLIP hard-codes.
+#[derive(Debug, Clone)]
+pub struct ClipModelConfig {
+    pub vision: ClipVisionConfig,
+    pub layer_norm_eps: f64,
+}
+
+impl ClipModelConfig {
+    /// Patches per side (transformers' stride-`patch_size` convolution drops
+    /// any remainder).
+    pub(super) fn grid(&self) -> usize {
+        self.vision.image_size / self.vision.patch_size
+    }
+
+    /// Every tensor the vision tower needs, with its shape, relative to the
+    /// checkpoint's `vision_model.` / `visual_projection.` root.
+    pub(super) fn required_tensors(&self) -> Vec<(String, Vec<usize>)> {
+        let c = &self.vision;
+        let (h, i) = (c.embed_dim, c.intermediate_size);
+        let p = c.patch_size;
+        let e = "vision_model.embeddings";
+        let mut keys = vec![
+            (format!("{e}.class_embedding"), vec![h]),
+            (
+                format!("{e}.patch_embedding.weight"),
+                vec![h, c.num_channels, p, p],
+            ),
+            (
+                format!("{e}.position_embedding.weight"),
+                vec![self.grid().pow(2) + 1, h],
+            ),
+            ("vision_model.pre_layrnorm.weight".into(), vec![h]),
+            ("vision_model.pre_layrnorm.bias".into(), vec![h]),
+        ];
+        for l in 0..c.num_hidden_layers {
+            let l = format!("vision_model.encoder.layers.{l}");
+            for norm in ["layer_norm1", "layer_norm2"] {
+                keys.push((format!("{l}.{norm}.weight"), vec![h]));
+                keys.push((format!("{l}.{norm}.bias"), vec![h]));
+            }
+            for proj in ["q_proj", "k_proj", "v_proj", "out_proj"] {
+                keys.push((format!("{l}.self_attn.{proj}.weight"), vec![h, h]));
+                keys.push((format!("{l}.self_attn.{proj}.bias"), vec![h]));
+            }
+            keys.push((format!("{l}.mlp.fc1.weight"), vec![i, h]));
+            keys.push((format!("{l}.mlp.fc1.bias"), vec![i]));
+            keys.push((format!("{l}.mlp.fc2.weight"), vec![h, i]));
+            keys.push((format!("{l}.mlp.fc2.bias"), vec![h]));
+        }
+        keys.push(("vision_model.post_layernorm.weight".into(), vec![h]));
+        keys.push(("vision_model.post_layernorm.bias".into(), vec![h]));
+        keys.push(("visual_projection.weight".into(), vec![c.projection_dim, h]));
+        keys
+    }
+}
+
+/// A dense layer with its weight stored transposed, `(in, out)` and
+/// contiguous, so the CPU matmul streams it row by row.
+#[derive(Debug, Clone)]
+struct Dense {
+    weight_t: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Dense {
+    /// From a transformers `(out, in)` weight and optional bias, in f32.
+    fn from_f32(weight: &Tensor, bias: Option<Tensor>, dtype: DType) -> candle_core::Result<Self> {
+        Ok(Self {
+            weight_t: weight.t()?.contiguous()?.to_dtype(dtype)?,
+            bias: bias.map(|b| b.to_dtype(dtype)).transpose()?,
+        })
+    }
+
+    fn new(
+        vb: &VarBuilder,
+        out_dim: usize,
+        in_dim: usize,
+        dtype: DType,
+    ) -> candle_core::Result<Self> {
+        let weight = vb.get((out_dim, in_dim), "weight")?;
+        let bias = vb.get(out_dim, "bias")?;
+        Self::from_f32(&weight, Some(bias), dtype)
+    }
+
+    /// `xs @ W^T` without the bias, shaped like `xs` with the last dimension
+    /// replaced (a fresh tensor, so epilogues may work in place).
+    fn matmul(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        let dims = xs.dims();
+        let in_dim = dims.last().copied().unwrap_or(1);
+        let rows = xs.elem_count() / in_dim.max(1);
+        let mut out_dims = dims.to_vec();
+        if let Some(last) = out_dims.last_mut() {
+            *last = self.weight_t.dim(1)?;
+        }
+        xs.reshape((rows, in_dim))?
+            .matmul(&self.weight_t)?
+            .reshape(out_dims)
+    }
+
+    /// `act(xs @ W^T + b)`.
+    fn forward_act(&self, xs: &Tensor, act: fused::Act) -> candle_core::Result<Tensor> {
+        let ys = self.matmul(xs)?;
+        let zeros;
+        let bias = match &self.bias {
+            Some(b) => b,
+            None => {
+                zeros = Tensor::zeros(ys.dim(D::Minus1)?, ys.dtype(), ys.device())?;
+                &zeros
+            }
+        };
+        fused::bias_act(ys, bias, act)
+    }
+
+    /// `xs @ W^T + b + residual`.
+    fn forward_residual(&self, xs: &Tensor, residual: &Tensor) -> candle_core::Result<Tensor> {
+        let ys = self.matmul(xs)?;
+        match &self.bias {
+            Some(b) => fused::bias_residual(ys, b, residual),
+            None => ys + residual,
+        }
+    }
+}
+
+impl Module for Dense {
+    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        match &self.bias {
+            Some(_) => self.forward_act(xs, fused::Act::Identity),
+            None => self.matmul(xs),
+        }
+    }
+}
+
+/// Element-wise epilogues fused into one in-place pass over a fresh matmul
+/// output (CPU, f32): bias + QuickGELU, bias + residual, position embeddings.
+/// candle would run each step as its own pass into a newly allocated tensor;
+/// at batch 8 the MLP activations are ~19 MB, so those passes and the page
+/// faults of the new buffers were about a fifth of the forward time. Other
+/// devices and dtypes use the equivalent candle ops.
+mod fused {
+    use candle_core::{CpuStorage, DType, InplaceOp2, InplaceOp3, Layout, Result, Tensor, bail};
+    use rayon::prelude::*;
+
+    /// Elements per parallel task, large enough to amortise scheduling.
+    const TASK_ELEMENTS: usize = 1 << 15;
+
+    /// Activation applied after the bias.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub(super) enum Act {
+        Identity,
+        /// `x * sigmoid(1.702 x)`, OpenAI CLIP's GELU approximation.
+        QuickGelu,
+    }
+
+    fn quick_gelu(x: f32) -> f32 {
+        // Same operation order as transformers: x * sigmoid(1.702 * x).
+        x * (1.0 / (1.0 + (-(1.702f32 * x)).exp()))
+    }
+
+    fn fusable(t: &Tensor) -> bool {
+        t.device().is_cpu() && t.dtype() == DType::F32 && t.is_contiguous()
+    }
+
+    /// `act(ys + pattern)`, where `pattern` (any shape) repeats over `ys`:
+    /// a bias over the last dimension, or per-image position embeddings.
+    pub(super) fn bias_act(ys: Tensor, pattern: &Tensor, act: Act) -> Result<Tensor> {
+        if fusable(&ys) && fusable(pattern) {
+            ys.inplace_op2(pattern, &BiasAct(act))?;
+            return Ok(ys);
+        }
+        let ys = ys.broadcast_add(pattern)?;
+        match act {
+            Act::Identity => Ok(ys),
+            Act::QuickGelu => &ys * candle_nn::ops::sigmoid(&(&ys * 1.702)?)?,
+        }
+    }
+
+    /// `ys + bias + residual` (in that order, as transformers adds them).
+    pub(super) fn bias_residual(ys: Tensor, bias: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        if fusable(&ys) && fusable(bias) && fusable(residual) && ys.shape() == residual.shape() {
+            ys.inplace_op3(bias, residual, &BiasResidual)?;
+            return Ok(ys);
+        }
+        ys.broadcast_add(bias)? + residual
+    }
+
+    fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
+        match (s, l.contiguous_offsets()) {
+            (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
+            _ => bail!("{op}: expects contiguous f32 operands"),
+        }
+    }
+
+    fn f32_slice_mut<'a>(s: &'a mut CpuStorage, l: &Layout, op: &str) -> Result<&'a mut [f32]> {
+        match (s, l.contiguous_offsets()) {
+            (CpuStorage::F32(v), Some((a, b))) => Ok(&mut v[a..b]),
+            _ => bail!("{op}: expects contiguous f32 operands"),
+        }
+    }
+
+    /// Rows of `pattern.len()` values per parallel task, or an error if `len`
+    /// values are not whole rows.
+    fn task_len(len: usize, pattern: usize, op: &str) -> Result<usize> {
+        if pattern == 0 || !len.is_multiple_of(pattern) {
+            bail!("{op}: {len} values do not repeat a pattern of {pattern}");
+        }
+        Ok(pattern * (TASK_ELEMENTS / pattern).max(1))
+    }
+
+    /// `dst[i] = f(dst[i], pattern[i % n])` in parallel, `n = pattern.len()`.
+    fn repeat_apply(
+        dst: &mut [f32],
+        pattern: &[f32],
+        op: &str,
+        f: impl Fn(f32, f32) -> f32 + Sync,
+    ) -> Result<()> {
+        let task = task_len(dst.len(), pattern.len(), op)?;
+        dst.par_chunks_mut(task).for_each(|block| {
+            for row in block.chunks_exact_mut(pattern.len()) {
+                for (x, p) in row.iter_mut().zip(pattern) {
+                    *x = f(*x, *p);
+                }
+            }
+        });
+        Ok(())
+    }
+
+    struct BiasAct(Act);
+
+    impl InplaceOp2 for BiasAct {
+        fn name(&self) -> &'static str {
+            "clip-bias-act"
+        }
+
+        fn cpu_fwd(
+            &self,
+            dst: &mut CpuStorage,
+            dst_l: &Layout,
+            bias: &CpuStorage,
+            bias_l: &Layout,
+        ) -> Result<()> {
+            let name = self.name();
+            let bias = f32_slice(bias, bias_l, name)?;
+            let dst = f32_slice_mut(dst, dst_l, name)?;
+            match self.0 {
+                Act::Identity => repeat_apply(dst, bias, name, |x, b| x + b),
+                Act::QuickGelu => repeat_apply(dst, bias, name, |x, b| quick_gelu(x + b)),
+            }
+        }
+    }
+
+    struct BiasResidual;
+
+    impl InplaceOp3 for BiasResidual {
+        fn name(&self) -> &'static str {
+            "clip-bias-residual"
+        }
+
+        fn cpu_fwd(
+            &self,
+            dst: &mut CpuStorage,
+            dst_l: &Layout,
+            bias: &CpuStorage,
+            bias_l: &Layout,
+            residual: &CpuStorage,
+            residual_l: &Layout,
+        ) -> Result<()> {
+            let name = self.name();
+            let bias = f32_slice(bias, bias_l, name)?;
+            let residual = f32_slice(residual, residual_l, name)?;
+            let dst = f32_slice_mut(dst, dst_l, name)?;
+            if residual.len() != dst.len() {
+                bail!(
+                    "{name}: residual has {} values, not {}",
+                    residual.len(),
+                    dst.len()
+                );
+            }
+            let task = task_len(dst.len(), bias.len(), name)?;
+            dst.par_chunks_mut(task)
+                .zip(residual.par_chunks(task))
+                .for_each(|(block, res)| {
+                    let rows = block.chunks_exact_mut(bias.len());
+                    for (row, res) in rows.zip(res.chunks_exact(bias.len())) {
+                        for ((x, b), r) in row.iter_mut().zip(bias).zip(res) {
+                            *x = *x + b + r;
+                        }
+                    }
+                });
+            Ok(())
+        }
+    }
+}
+
+/// Layer norm over the last dimension (candle's fused kernel).
+#[derive(Debug, Clone)]
+struct Norm(candle_nn::LayerNorm);
+
+impl Norm {
+    fn new(vb: &VarBuilder, dim: usize, eps: f64, dtype: DType) -> candle_core::Result<Self> {
+        let weight = vb.get(dim, "weight")?.to_dtype(dtype)?;
+        let bias = vb.get(dim, "bias")?.to_dtype(dtype)?;
+        Ok(Self(candle_nn::LayerNorm::new(weight, bias, eps)))
+    }
+}
+
+impl Module for Norm {
+    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        self.0.forward(&xs.contiguous()?)
+    }
+}
+
+/// Patch, class and position embeddings.
+#[derive(Debug, Clone)]
+struct Embeddings {
+    /// The stride-`patch` convolution as a matmul over flattened patches.
+    patch: Dense,
+    /// `class_embedding + position_embedding[0]`, shape `(1, 1, hidden)`.
+    class_with_position: Tensor,
+    /// `position_embedding[1..]`, shape `(patches, hidden)`.
+    patch_positions: Tensor,
+    patch_size: usize,
+    grid: usize,
+    channels: usize,
+}
+
+impl Embeddings {
+    fn new(vb: VarBuilder, cfg: &ClipModelConfig, dtype: DType) -> candle_core::Result<Self> {
+        let c = &cfg.vision;
+        let (h, p, grid) = (c.embed_dim, c.patch_size, cfg.grid());
+        let class = vb.get(h, "class_embedding")?;
+        let positions = vb.get((grid * grid + 1, h), "position_embedding.weight")?;
+        let conv = vb.get((h, c.num_channels, p, p), "patch_embedding.weight")?;
+        let conv = conv.reshape((h, c.num_channels * p * p))?;
+        Ok(Self {
+            patch: Dense::from_f32(&conv, None, dtype)?,
+            class_with_position: (class + positions.get(0)?)?
+                .reshape((1, 1, h))?
+                .to_dtype(dtype)?,
+            patch_positions: positions.narrow(0, 1, grid * grid)?.to_dtype(dtype)?,
+            patch_size: p,
+            grid,
+            channels: c.num_channels,
+        })
+    }
+}
+
+impl Module for Embeddings {
+    /// `(batch, channels, size, size)` pixels to `(batch, 1 + patches, hidden)`.
+    fn forward(&self, pixels: &Tensor) -> candle_core::Result<Tensor> {
+        let (b, _, _, _) = pixels.dims4()?;
+        let (p, g) = (self.patch_size, self.grid);
+        // im2col for a stride == kernel convolution is a pure re-layout.
+        let patches = pixels
+            .narrow(2, 0, g * p)?
+            .narrow(3, 0, g * p)?
+            .reshape((b, self.channels, g, p, g, p))?
+            .permute((0, 2, 4, 1, 3, 5))?
+            .contiguous()?
+            .reshape((b, g * g, self.channels * p * p))?;
+        let patches = fused::bias_act(
+            self.patch.matmul(&patches)?,
+            &self.patch_positions,
+            fused::Act::Identity,
+        )?;
+        let hidden = self.class_with_position.dim(2)?;
+        let class = self.class_with_position.broadcast_as((b, 1, hidden))?;
+        Tensor::cat(&[&class, &patches], 1)
+    }
+}
+
+/// Multi-head self-attention with q, k and v fused into one matmul and the
+/// `head_dim^-0.5` scale folded into the q weights.
+#[derive(Debug, Clone)]
+struct Attention {
+    qkv: Dense,
+    out: Dense,
+    heads: usize,
+    head_dim: usize,
+}
+
+impl Attention {
+    fn new(vb: VarBuilder, cfg: &ClipModelConfig, dtype: DType) -> candle_core::Result<Self> {
+        let h = cfg.vision.embed_dim;
+        let heads = cfg.vision.num_attention_heads;
+        let head_dim = h / heads;
+        let scale = (head_dim as f64).powf(-0.5);
+        let get = |name: &str| -> candle_core::Result<(Tensor, Tensor)> {
+            Ok((
+                vb.get((h, h), &format!("{name}.weight"))?,
+                vb.get(h, &format!("{name}.bias"))?,
+            ))
+        };
+        let (qw, qb) = get("q_proj")?;
+        let (kw, kb) = get("k_proj")?;
+        let (vw, vbias) = get("v_proj")?;
+        let weight = Tensor::cat(&[&(qw * scale)?, &kw, &vw], 0)?;
+        let bias = Tensor::cat(&[&(qb * scale)?, &kb, &vbias], 0)?;
+        Ok(Self {
+            qkv: Dense::from_f32(&weight, Some(bias), dtype)?,
+            out: Dense::new(&vb.pp("out_proj"), h, h, dtype)?,
+            heads,
+            head_dim,
+        })
+    }
+
+    /// `residual + attention(xs)` for `xs` of `(batch, tokens, hidden)`. With
+    /// `class_only`, only the class token's output is computed
+    /// (`(batch, 1, hidden)`, `residual` likewise): that is all the last layer
+    /// needs for the pooled output.
+    fn forward(
+        &self,
+        xs: &Tensor,
+        residual: &Tensor,
+        class_only: bool,
+    ) -> candle_core::Result<Tensor> {
+        let (b, t, h) = xs.dims3()?;
+        let (nh, hd) = (self.heads, self.head_dim);
+        // (3, batch, heads, tokens, head_dim)
+        let qkv = self
+            .qkv
+            .forward_act(xs, fused::Act::Identity)?
+            .reshape((b, t, 3, nh, hd))?
+            .permute((2, 0, 3, 1, 4))?;
+        let q_tokens = if class_only { 1 } else { t };
+        let q =
+            qkv.get(0)?
+                .narrow(2, 0, q_tokens)?
+                .contiguous()?
+                .reshape((b * nh, q_tokens, hd))?;
+        let k = qkv.get(1)?.contiguous()?.reshape((b * nh, t, hd))?;
+        let v = qkv.get(2)?.contiguous()?.reshape((b * nh, t, hd))?;
+        let weights = candle_nn::ops::softmax_last_dim(&q.matmul(&k.t()?)?)?;
+        let attended = weights
+            .matmul(&v)?
+            .reshape((b, nh, q_tokens, hd))?
+            .transpose(1, 2)?
+            .reshape((b, q_tokens, h))?;
+        self.out.forward_residual(&attended, residual)
+    }
+}
+
+/// The feed-forward block.
+#[derive(Debug, Clone)]
+struct Mlp {
+    fc1: Dense,
+    fc2: Dense,
+}
+
+impl Mlp {
+    fn new(vb: VarBuilder, cfg: &ClipModelConfig, dtype: DType) -> candle_core::Result<Self> {
+        let (h, i) = (cfg.vision.embed_dim, cfg.vision.intermediate_size);
+        Ok(Self {
+            fc1: Dense::new(&vb.pp("fc1"), i, h, dtype)?,
+            fc2: Dense::new(&vb.pp("fc2"), h, i, dtype)?,
+        })
+    }
+}
+
+impl Mlp {
+    /// `residual + fc2(quick_gelu(fc1(xs)))`.
+    fn forward(&self, xs: &Tensor, residual: &Tensor) -> candle_core::Result<Tensor> {
+        let hidden = self.fc1.forward_act(xs, fused::Act::QuickGelu)?;
+        self.fc2.forward_residual(&hidden, residual)
+    }
+}
+
+/// Pre-norm transformer block.
+#[derive(Debug, Clone)]
+struct EncoderLayer {
+    norm1: Norm,
+    attention: Attention,
+    norm2: Norm,
+    mlp: Mlp,
+}
+
+impl EncoderLayer {
+    fn new(vb: VarBuilder, cfg: &ClipModelConfig, dtype: DType) -> candle_core::Result<Self> {
+        let (h, eps) = (cfg.vision.embed_dim, cfg.layer_norm_eps);
+        Ok(Self {
+            norm1: Norm::new(&vb.pp("layer_norm1"), h, eps, dtype)?,
+            attention: Attention::new(vb.pp("self_attn"), cfg, dtype)?,
+            norm2: Norm::new(&vb.pp("layer_norm2"), h, eps, dtype)?,
+            mlp: Mlp::new(vb.pp("mlp"), cfg, dtype)?,
+        })
+    }
+
+    fn forward(&self, xs: &Tensor, class_only: bool) -> candle_core::Result<Tensor> {
+        let residual = if class_only {
+            xs.narrow(1, 0, 1)?.contiguous()?
+        } else {
+            xs.clone()
+        };
+        let xs = self
+            .attention
+            .forward(&self.norm1.forward(xs)?, &residual, class_only)?;
+        self.mlp.forward(&self.norm2.forward(&xs)?, &xs)
+    }
+}
+
+/// CLIP vision tower plus `visual_projection`: pixels to image embeddings
+/// (not normalised).
+#[derive(Debug, Clone)]
+pub(super) struct VisionModel {
+    embeddings: Embeddings,
+    pre_norm: Norm,
+    layers: Vec<EncoderLayer>,
+    post_norm: Norm,
+    projection: Dense,
+    dtype: DType,
+}
+
+impl VisionModel {
+    /// `vb` is rooted where `vision_model.` and `visual_projection.` start and
+    /// yields f32; weights are converted to `dtype` after any f32 arithmetic.
+    pub(super) fn new(
+        vb: VarBuilder,
+        cfg: &ClipModelConfig,
+        dtype: DType,
+    ) -> candle_core::Result<Self> {
+        let (h, eps) = (cfg.vision.embed_dim, cfg.layer_norm_eps);
+        let vm = vb.pp("vision_model");
+        let layers = (0..cfg.vision.num_hidden_layers)
+            .map(|l| EncoderLayer::new(vm.pp("encoder.layers").pp(l.to_string()), cfg, dtype))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let projection = vb
+            .pp("visual_projection")
+            .get((cfg.vision.projection_dim, h), "weight")?;
+        Ok(Self {
+            embeddings: Embeddings::new(vm.pp("embeddings"), cfg, dtype)?,
+            pre_norm: Norm::new(&vm.pp("pre_layrnorm"), h, eps, dtype)?,
+            layers,
+            post_norm: Norm::new(&vm.pp("post_layernorm"), h, eps, dtype)?,
+            projection: Dense::from_f32(&projection, None, dtype)?,
+            dtype,
+        })
+    }
+
+    /// `(batch, 3, size, size)` f32 pixels to `(batch, projection_dim)` f32.
+    pub(super) fn forward(&self, pixels: &Tensor) -> candle_core::Result<Tensor> {
+        let mut xs = self
+            .pre_norm
+            .forward(&self.embeddings.forward(&pixels.to_dtype(self.dtype)?)?)?;
+        let last = self.layers.len().saturating_sub(1);
+        for (i, layer) in self.layers.iter().enumerate() {
+            xs = layer.forward(&xs, i == last)?;
+        }
+        let pooled = xs.i((.., 0, ..))?;
+        self.projection
+            .forward(&self.post_norm.forward(&pooled)?)?
+            .to_dtype(DType::F32)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vision::clip::source::WEIGHTS_FILE;
+    use crate::vision::clip::test_support::*;
+    use crate::vision::l2_normalize;
+    use candle_core::Device;
+
+    /// Our vision tower against candle-transformers' (the fixtures with
+    /// candle's fixed layer-norm epsilon).
+    #[test]
+    fn matches_candle_transformers_clip() {
+        use candle_transformers::models::clip::vision_model::ClipVisionTransformer;
+        for name in ["full_p16_s32", "vision_p32_s64"] {
+            let embedder = load(name);
+            let bytes = std::fs::read(fixtures().join(name).join(WEIGHTS_FILE)).unwrap();
+            let vb =
+                VarBuilder::from_buffered_safetensors(bytes, DType::F32, &Device::Cpu).unwrap();
+            let cfg = &embedder.config().vision;
+            let stock = ClipVisionTransformer::new(vb.pp("vision_model"), cfg).unwrap();
+            let projection = candle_nn::linear_no_bias(
+                cfg.embed_dim,
+                cfg.projection_dim,
+                vb.pp("visual_projection"),
+            )
+            .unwrap();
+            let cases = reference(name);
+            let pixels: Vec<f32> = cases.iter().flat_map(|c| c.pixels.clone()).collect();
+            let s = cfg.image_size;
+            let input = Tensor::from_vec(pixels.clone(), (cases.len(), 3, s, s), &Device::Cpu);
+            let theirs = projection
+                .forward(&stock.forward(&input.unwrap()).unwrap())
+                .unwrap()
+                .to_vec2::<f32>()
+                .unwrap();
+            let ours = embedder.embed_pixel_values(&pixels).unwrap();
+            for (mut t, o) in theirs.into_iter().zip(ours) {
+                l2_normalize(&mut t);
+                assert!(max_abs_diff(&t, &o) < 1e-5);
+            }
+        }
+    }
+
+    #[test]
+    fn fused_epilogues_match_candle_ops() {
+        let dev = Device::Cpu;
+        let ys = Tensor::randn(0f32, 2.0, (3, 5, 16), &dev).unwrap();
+        let bias = Tensor::randn(0f32, 1.0, 16, &dev).unwrap();
+        let residual = Tensor::randn(0f32, 1.0, (3, 5, 16), &dev).unwrap();
+        let positions = Tensor::randn(0f32, 1.0, (5, 16), &dev).unwrap();
+        let close = |a: &Tensor, b: &Tensor| {
+            let a = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let b = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert!(max_abs_diff(&a, &b) < 1e-6);
+        };
+        let biased = ys.broadcast_add(&bias).unwrap();
+        let gelu =
+            (&biased * candle_nn::ops::sigmoid(&(&biased * 1.702).unwrap()).unwrap()).unwrap();
+        close(
+            &fused::bias_act(ys.copy().unwrap(), &bias, fused::Act::QuickGelu).unwrap(),
+            &gelu,
+        );
+        close(
+            &fused::bias_act(ys.copy().unwrap(), &bias, fused::Act::Identity).unwrap(),
+            &biased,
+        );
+        let expected = ys.broadcast_add(&positions).unwrap();
+        let got = fused::bias_act(ys.copy().unwrap(), &positions, fused::Act::Identity).unwrap();
+        close(&got, &expected);
+        let expected = (&biased + &residual).unwrap();
+        close(
+            &fused::bias_residual(ys.copy().unwrap(), &bias, &residual).unwrap(),
+            &expected,
+        );
+        // The inputs were copied: the originals are untouched.
+        close(&ys.broadcast_add(&bias).unwrap(), &biased);
+        // A pattern that does not tile the output is an error, not a panic.
+        let odd = Tensor::zeros(7, DType::F32, &dev).unwrap();
+        assert!(fused::bias_act(ys.copy().unwrap(), &odd, fused::Act::Identity).is_err());
+    }
+}
