@@ -13,6 +13,7 @@ use crate::config::Settings;
 use crate::dataset::Question;
 use crate::echo::pipeline::PipelineEvent;
 use crate::echo::query::Query;
+use crate::echo::setup::{HeldMemory, HeldParts, context_with};
 use crate::echo::{MllmBackend, PipelineContext, PipelineError};
 use crate::jobs::CancelToken;
 use crate::knowledge::KnowledgeBase;
@@ -225,38 +226,25 @@ pub(super) fn run_questions(
             ));
         }
     };
-    let setup = || -> Result<(PipelineContext, MllmBackend, tokio::runtime::Runtime), String> {
+    // The same setup as `inspect` and `run` (experts table, prompts, condensed
+    // knowledge), with the knowledge base and memory the app already holds.
+    let setup = || -> Result<(PipelineContext, MllmBackend, tokio::runtime::Handle), String> {
         let endpoint = request
             .settings
             .active_endpoint()
             .cloned()
             .ok_or("no model endpoint is configured: add one in Settings")?;
-        let mut ctx = PipelineContext::new(request.settings.pipeline.clone())
+        let held = HeldParts {
+            knowledge: request.knowledge.clone(),
+            memory: request.reference.as_ref().map(|r| HeldMemory {
+                memory: r.memory.clone(),
+                embedder: r.embedder.clone(),
+            }),
+        };
+        let ctx = context_with(request.settings.pipeline.clone(), None, held)
             .map_err(|e| crate::util::error::chain(&e))?;
-        if let Some(kb) = &request.knowledge {
-            ctx = ctx.with_knowledge(kb.clone());
-        }
-        let condensed = crate::bundled_knowledge_path().with_file_name("condensed.json");
-        if condensed.is_file() {
-            let kb = KnowledgeBase::load(&condensed).map_err(|e| {
-                format!(
-                    "cannot load the condensed knowledge {}: {e}",
-                    condensed.display()
-                )
-            })?;
-            ctx = ctx.with_condensed(Arc::new(kb));
-        }
-        if let Some(r) = &request.reference {
-            ctx = ctx
-                .with_memory(r.memory.clone(), r.embedder.clone())
-                .map_err(|e| crate::util::error::chain(&e))?;
-        }
         let backend = MllmBackend::new(endpoint).map_err(|e| crate::util::error::chain(&e))?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-        Ok((ctx, backend, runtime))
+        Ok((ctx, backend, crate::ui::services::runtime()?))
     };
     let (ctx, backend, runtime) = match setup() {
         Ok(s) => s,

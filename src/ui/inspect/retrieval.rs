@@ -201,7 +201,7 @@ pub(super) fn retrieve(
         scope,
         k: target.k,
     };
-    let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+    let runtime = crate::ui::services::runtime().map_err(anyhow::Error::msg)?;
     let (_, found) = runtime
         .block_on(crate::echo::reference::find(&source, &query, 1))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
