@@ -330,7 +330,10 @@ fn floor_body(dir: &Path) -> std::io::Result<bytes::Bytes> {
 }
 
 /// Runs every concurrency level and returns the figures as JSON.
-pub fn bench_runner(opts: &RunnerBenchOptions) -> Result<Value, RunError> {
+pub fn bench_runner(
+    opts: &RunnerBenchOptions,
+    runtime: &tokio::runtime::Handle,
+) -> Result<Value, RunError> {
     let io = |source: std::io::Error| RunError::DatasetRead {
         path: opts
             .dir
@@ -386,7 +389,7 @@ pub fn bench_runner(opts: &RunnerBenchOptions) -> Result<Value, RunError> {
                     Some((Instant::now(), process_cpu(), threads_cpu("mock-mllm")));
             }
         };
-        let summary = run(&spec, &events, &RunControl::new())?;
+        let summary = run(&spec, &events, &RunControl::new(), runtime)?;
         let end = (Instant::now(), process_cpu(), threads_cpu("mock-mllm"));
         let Some((t0, cpu0, mock0)) = started.into_inner().unwrap_or_else(|p| p.into_inner())
         else {
@@ -443,13 +446,17 @@ mod tests {
 
     #[test]
     fn a_small_bench_answers_every_question_and_measures_cpu() {
-        let out = bench_runner(&RunnerBenchOptions {
-            latency_ms: 20,
-            concurrency: vec![4],
-            waves: 3,
-            size: 64,
-            dir: None,
-        })
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let out = bench_runner(
+            &RunnerBenchOptions {
+                latency_ms: 20,
+                concurrency: vec![4],
+                waves: 3,
+                size: 64,
+                dir: None,
+            },
+            runtime.handle(),
+        )
         .unwrap();
         let level = &out["levels"][0];
         assert_eq!(level["questions"], 12);

@@ -670,20 +670,19 @@ fn record_for(shared: &Shared, f: Finished) -> Option<JournalRecord> {
     Some(record)
 }
 
-/// Runs (or resumes) a batch run to its end or until stopped; blocking, with a
-/// runtime of its own. Setup problems are errors before any question is sent;
-/// questions that fail after the client's retries become error records.
+/// Runs (or resumes) a batch run to its end or until stopped; blocking, on the
+/// caller's `runtime` (one per command, or the app's). It must be a multi-thread
+/// runtime, whose workers drive the questions while this thread waits, and this
+/// must not be called from one of its tasks. Setup problems are errors before any
+/// question is sent; questions that fail after the client's retries become error
+/// records.
 pub fn run(
     spec: &RunSpec,
     events: &(dyn Fn(RunEvent) + Sync),
     control: &RunControl,
+    runtime: &tokio::runtime::Handle,
 ) -> Result<RunSummary, RunError> {
     let prepared = prepare(spec)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .thread_name("echo-run")
-        .enable_all()
-        .build()
-        .map_err(RunError::Runtime)?;
     let image_affinity = spec.image_affinity;
     runtime.block_on(execute(
         prepared,
@@ -964,6 +963,16 @@ mod tests {
             shown_url(" https://host.test/v1?key=abc "),
             "https://host.test/v1"
         );
+    }
+
+    /// The runner on a runtime of the test's own, as a command's entry makes one.
+    fn run(
+        spec: &RunSpec,
+        events: &(dyn Fn(RunEvent) + Sync),
+        control: &RunControl,
+    ) -> Result<RunSummary, RunError> {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        super::run(spec, events, control, runtime.handle())
     }
 
     fn sample_spec(server: &MockServer, out: &Path) -> RunSpec {
