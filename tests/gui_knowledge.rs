@@ -354,6 +354,7 @@ fn the_preview_shows_what_the_pipeline_selects_for_the_question() {
         key,
         entry,
         turn,
+        tokio::runtime::Runtime::new().unwrap().handle(),
     )
     .unwrap();
     let mut snippets = 0;

@@ -246,11 +246,8 @@ fn floor_client(
     body: bytes::Bytes,
     concurrency: usize,
     questions: usize,
+    rt: &tokio::runtime::Handle,
 ) -> Result<(Duration, Option<Duration>, Option<Duration>), String> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency)
         .build()
@@ -401,7 +398,7 @@ pub fn bench_runner(
         let runner_cpu = total_cpu.zip(mock_cpu).map(|(t, m)| t.saturating_sub(m));
         let achieved = summary.written as f64 / wall.as_secs_f64();
         let bound = c as f64 / latency.as_secs_f64().max(1e-9);
-        let floor = floor_client(&server.url(), floor_request.clone(), c, questions)
+        let floor = floor_client(&server.url(), floor_request.clone(), c, questions, runtime)
             .map_err(|e| io(std::io::Error::other(format!("reference client: {e}"))))?;
         let floor_rate = questions as f64 / floor.0.as_secs_f64();
         levels.push(json!({

@@ -63,8 +63,6 @@ pub(super) struct RunRequest {
     questions: Vec<(Slot, Question)>,
 }
 
-/// The user's own question and its options as typed.
-
 impl InspectState {
     pub(super) fn poll_runs(&mut self) {
         let Some(active) = &mut self.active else {

@@ -9,6 +9,7 @@ use crate::dataset::Question;
 use crate::echo::classify_question;
 use crate::ui::trace_view::{self, Outcome, QuestionRun};
 
+/// The user's own question and its options as typed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CustomQuestion {
     pub text: String,
