@@ -252,3 +252,56 @@ impl ChatBackend for ScriptedBackend {
         "scripted backend".into()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mllm::mock::{Fault, FaultPlan, MockConfig, MockServer};
+
+    #[test]
+    fn the_adapter_keeps_the_client_error_and_counts_each_questions_attempts() {
+        let server = MockServer::start(MockConfig {
+            faults: FaultPlan {
+                then: Fault::Http500,
+                ..FaultPlan::default()
+            },
+            ..MockConfig::default()
+        })
+        .unwrap();
+        let backend = MllmBackend::new(EndpointConfig {
+            base_url: server.url(),
+            model: "mock-vl".into(),
+            max_retries: 1,
+            retry_base_ms: 1,
+            ..EndpointConfig::default()
+        })
+        .unwrap();
+        assert_eq!(backend.describe(), format!("mock-vl at {}", server.url()));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let req = ChatRequest::new().text("Is the part defective?");
+        let err = runtime
+            .block_on(ChatBackend::chat(&backend, &req, &CancelToken::new()))
+            .unwrap_err();
+        let Some(MllmError::Http { status: 500, .. }) = err.mllm() else {
+            panic!("the client's error was not kept: {err:?}");
+        };
+        // The text is the client's own sentence, as journals and traces record it.
+        assert_eq!(err.to_string(), err.mllm().unwrap().to_string());
+        assert_eq!(backend.attempts(), 2);
+
+        // A recount shares the client but starts its own count.
+        let again = backend.recount();
+        assert_eq!(again.attempts(), 0);
+        assert_eq!(again.describe(), backend.describe());
+        let cancel = CancelToken::new();
+        cancel.cancel();
+        let err = runtime
+            .block_on(ChatBackend::chat(&again, &req, &cancel))
+            .unwrap_err();
+        assert!(err.is_cancel(), "{err:?}");
+        assert_eq!(backend.attempts(), 2);
+    }
+}
