@@ -38,7 +38,7 @@ impl Slot {
     }
 }
 
-pub(super) enum RunMessage {
+enum RunMessage {
     Started(Slot),
     Event(Slot, PipelineEvent),
     Finished(Slot, Outcome),
@@ -46,7 +46,7 @@ pub(super) enum RunMessage {
 }
 
 pub(super) struct ActiveRun {
-    pub(super) rx: mpsc::Receiver<RunMessage>,
+    rx: mpsc::Receiver<RunMessage>,
     pub(super) cancel: CancelToken,
     pub(super) image: PathBuf,
     pub(super) slots: Vec<Slot>,
@@ -55,7 +55,7 @@ pub(super) struct ActiveRun {
 }
 
 /// Everything a background run needs, cloned out of the app.
-pub(super) struct RunRequest {
+struct RunRequest {
     settings: Settings,
     knowledge: Option<Arc<KnowledgeBase>>,
     reference: Option<LoadedReference>,
@@ -206,7 +206,7 @@ impl InspectState {
 
 /// The background side of a run: sets up the pipeline once, then answers the
 /// questions one after another, reporting every event.
-pub(super) fn run_questions(
+fn run_questions(
     request: RunRequest,
     tx: &mpsc::Sender<RunMessage>,
     cancel: &CancelToken,

@@ -175,7 +175,7 @@ impl InspectState {
         }
     }
 
-    pub(super) fn custom_question(
+    fn custom_question(
         &mut self,
         ui: &mut egui::Ui,
         cur: &Current,
@@ -255,7 +255,7 @@ impl InspectState {
 }
 
 /// One line under a question: its answer, or that it runs or failed.
-pub(super) fn run_summary(ui: &mut egui::Ui, run: &QuestionRun) {
+fn run_summary(ui: &mut egui::Ui, run: &QuestionRun) {
     ui.horizontal_wrapped(|ui| match &run.outcome {
         None => {
             ui.spinner();
@@ -292,7 +292,7 @@ mod tests {
     use super::*;
 
     #[test]
-    pub(super) fn options_parse_one_per_line() {
+    fn options_parse_one_per_line() {
         let o = parse_options("A. Yes\n b) No \n\nc: Maybe so").unwrap();
         assert_eq!(
             o.into_iter().collect::<Vec<_>>(),

@@ -183,7 +183,7 @@ impl InspectState {
 
 /// Decodes and embeds the query with the memory's embedder and searches the memory,
 /// exactly as the pipeline's Reference Extractor does (same code, same scope rules).
-pub(super) fn retrieve(
+fn retrieve(
     reference: LoadedReference,
     mut query: Query,
     target: RetrievalTarget,

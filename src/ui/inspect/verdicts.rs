@@ -103,7 +103,7 @@ impl VerdictPanel {
         }
     }
 
-    pub(super) fn start_save(&mut self) {
+    fn start_save(&mut self) {
         if self.save_job.is_some() {
             // One writer at a time; the newest state is written when it finishes.
             self.save_again = true;
@@ -114,7 +114,7 @@ impl VerdictPanel {
         }
     }
 
-    pub(super) fn start_export(&mut self) {
+    fn start_export(&mut self) {
         let Some(store) = self.store.clone() else {
             return;
         };
