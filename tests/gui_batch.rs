@@ -821,7 +821,13 @@ fn make_run(dir: &Path, url: &str, note: &str) {
     spec.knowledge = Some(repo("assets/sample/domain_knowledge.json"));
     spec.selection.limit = Some(80);
     spec.note = note.into();
-    let summary = echo_workbench::runs::runner::run(&spec, &|_| {}, &RunControl::new()).unwrap();
+    let summary = echo_workbench::runs::runner::run(
+        &spec,
+        &|_| {},
+        &RunControl::new(),
+        tokio::runtime::Runtime::new().unwrap().handle(),
+    )
+    .unwrap();
     assert!(summary.is_complete());
 }
 

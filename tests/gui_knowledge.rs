@@ -154,7 +154,13 @@ fn a_curator_fixes_a_description_and_measures_it_on_a_run() {
     };
     spec.knowledge = Some(file.clone());
     spec.note = "category knowledge".into();
-    let summary = run(&spec, &|_| {}, &RunControl::new()).unwrap();
+    let summary = run(
+        &spec,
+        &|_| {},
+        &RunControl::new(),
+        tokio::runtime::Runtime::new().unwrap().handle(),
+    )
+    .unwrap();
     assert_eq!(summary.outcome, RunOutcome::Finished);
     let reached = {
         let ctx = PipelineContext::new(spec.pipeline.clone()).unwrap();
@@ -348,6 +354,7 @@ fn the_preview_shows_what_the_pipeline_selects_for_the_question() {
         key,
         entry,
         turn,
+        tokio::runtime::Runtime::new().unwrap().handle(),
     )
     .unwrap();
     let mut snippets = 0;

@@ -131,6 +131,7 @@ fn preview_equals_the_pipelines_selection_in_every_mode() {
                 key,
                 entry,
                 turn,
+                tokio::runtime::Runtime::new().unwrap().handle(),
             )
             .unwrap();
             for m in &preview.modes {

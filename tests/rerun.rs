@@ -78,7 +78,13 @@ fn baseline(mode: KnowledgeMode) -> Setup {
         ..PipelineSettings::default()
     };
     spec.knowledge = Some(knowledge.clone());
-    let summary = run(&spec, &|_| {}, &RunControl::new()).unwrap();
+    let summary = run(
+        &spec,
+        &|_| {},
+        &RunControl::new(),
+        tokio::runtime::Runtime::new().unwrap().handle(),
+    )
+    .unwrap();
     assert_eq!(summary.outcome, RunOutcome::Finished);
     Setup {
         _tmp: tmp,
@@ -156,7 +162,13 @@ fn a_rerun_asks_only_the_reached_questions_and_measures_the_edit() {
     // The endpoint comes back from the manifest when the settings no longer have it.
     assert_eq!(spec.endpoints[0].base_url, s.server.url());
     let asked_before = s.server.chat_count();
-    let summary = run(&spec, &|_| {}, &RunControl::new()).unwrap();
+    let summary = run(
+        &spec,
+        &|_| {},
+        &RunControl::new(),
+        tokio::runtime::Runtime::new().unwrap().handle(),
+    )
+    .unwrap();
     assert_eq!(summary.outcome, RunOutcome::Finished);
     assert_eq!(s.server.chat_count() - asked_before, expected.len());
 

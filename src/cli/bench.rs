@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
+
+use super::runtime;
 use echo_workbench::memory::HnswParams;
 use echo_workbench::perf::index::{self, VectorData};
 use echo_workbench::vision::spec::EmbedderSpec;
@@ -164,6 +166,7 @@ pub fn run(cmd: &BenchCommand) -> anyhow::Result<ExitCode> {
                     size: a.size,
                     dir: a.dir.clone(),
                 },
+                runtime()?.handle(),
             )?;
             println!("{}", serde_json::to_string_pretty(&out)?);
         }
@@ -183,11 +186,16 @@ pub fn run(cmd: &BenchCommand) -> anyhow::Result<ExitCode> {
                     ..JournalBenchOptions::default()
                 },
                 &exe,
+                runtime()?.handle(),
             )?;
             println!("{}", serde_json::to_string_pretty(&out)?);
         }
         BenchCommand::JournalResume(a) => {
-            let out = echo_workbench::perf::journal::resume_child(&a.run, a.retry_errors)?;
+            let out = echo_workbench::perf::journal::resume_child(
+                &a.run,
+                a.retry_errors,
+                runtime()?.handle(),
+            )?;
             println!("{}", serde_json::to_string(&out)?);
         }
         BenchCommand::Clip(a) => {

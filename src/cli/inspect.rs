@@ -434,10 +434,7 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<ExitCode> {
         cfg.max_tokens = n;
     }
     let backend = MllmBackend::new(cfg)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = super::runtime()?;
     let text = args.format == TextOrJson::Text;
     if text {
         print_header(&question, &plan, &type_source);

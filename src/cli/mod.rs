@@ -15,6 +15,16 @@ pub mod run;
 pub mod score;
 pub mod workspace;
 
+/// The command's one tokio runtime: made in its entry and handed down to the
+/// library, which never starts one of its own.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    use anyhow::Context;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
 /// `--concurrency N`: refused outside 1..=MAX_IN_FLIGHT by clap, so the message names
 /// the flag and the value before anything is created.
 pub fn parse_concurrency(text: &str) -> Result<usize, String> {

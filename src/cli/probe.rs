@@ -61,9 +61,7 @@ fn endpoint(args: &ProbeArgs) -> anyhow::Result<EndpointConfig> {
 
 pub fn run(args: &ProbeArgs) -> anyhow::Result<ExitCode> {
     let client = MllmClient::new(endpoint(args)?)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let runtime = super::runtime()?;
     let report = runtime.block_on(client.probe());
     match args.format {
         TextOrJson::Json => println!("{}", serde_json::to_string_pretty(&report)?),

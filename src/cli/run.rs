@@ -523,43 +523,38 @@ fn print_summary(s: &RunSummary) {
     }
 }
 
-/// Ctrl-C once: stop after the questions in flight; twice: abandon them.
-fn watch_ctrl_c(control: RunControl, notify: impl Fn(&str) + Send + 'static) {
-    let spawned = std::thread::Builder::new()
-        .name("ctrl-c".into())
-        .spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async {
-                while tokio::signal::ctrl_c().await.is_ok() {
-                    if control.stop.is_cancelled() {
-                        notify("abandoning the questions in flight (they will not be recorded)");
-                    } else {
-                        notify(
-                            "stopping: finishing the questions in flight (Ctrl-C again to abandon them)",
-                        );
-                    }
-                    control.interrupt();
-                }
-            });
-        });
-    if let Err(e) = spawned {
-        eprintln!("warning: Ctrl-C will end the run at once ({e})");
-    }
+/// Ctrl-C once: stop after the questions in flight; twice: abandon them. Listens
+/// on the command's runtime for as long as it runs.
+fn watch_ctrl_c(
+    runtime: &tokio::runtime::Handle,
+    control: RunControl,
+    notify: impl Fn(&str) + Send + 'static,
+) {
+    runtime.spawn(async move {
+        while tokio::signal::ctrl_c().await.is_ok() {
+            if control.stop.is_cancelled() {
+                notify("abandoning the questions in flight (they will not be recorded)");
+            } else {
+                notify(
+                    "stopping: finishing the questions in flight (Ctrl-C again to abandon them)",
+                );
+            }
+            control.interrupt();
+        }
+    });
 }
 
 pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let spec = spec_from(args)?;
     let display = std::sync::Arc::new(Display::new(args.progress_every_s));
     let control = RunControl::new();
+    let runtime = super::runtime()?;
     let shown = display.clone();
-    watch_ctrl_c(control.clone(), move |msg| shown.println(msg));
+    watch_ctrl_c(runtime.handle(), control.clone(), move |msg| {
+        shown.println(msg)
+    });
     let events = |e: RunEvent| display.event(&e);
-    let summary = runner::run(&spec, &events, &control)?;
+    let summary = runner::run(&spec, &events, &control, runtime.handle())?;
     print_summary(&summary);
     Ok(match summary.outcome {
         RunOutcome::Finished => ExitCode::SUCCESS,

@@ -37,8 +37,6 @@ pub enum PreviewError {
     Pipeline(#[from] PipelineError),
     #[error("the image path {key} is not usable: {message}")]
     Path { key: String, message: String },
-    #[error("cannot start the preview's runtime: {0}")]
-    Runtime(#[source] std::io::Error),
 }
 
 /// What one mode would send.
@@ -78,7 +76,9 @@ pub struct Preview {
     pub modes: Vec<ModePreview>,
 }
 
-/// Previews question `turn` of image `key` in every mode of [`PREVIEW_MODES`].
+/// Previews question `turn` of image `key` in every mode of [`PREVIEW_MODES`],
+/// blocking on `runtime` (the caller's; not from one of its tasks).
+#[allow(clippy::too_many_arguments)]
 pub fn preview_question(
     settings: &PipelineSettings,
     knowledge: Arc<KnowledgeBase>,
@@ -87,6 +87,7 @@ pub fn preview_question(
     key: &str,
     entry: &ImageEntry,
     turn: usize,
+    runtime: &tokio::runtime::Handle,
 ) -> Result<Preview, PreviewError> {
     let question = entry
         .conversation
@@ -103,9 +104,6 @@ pub fn preview_question(
         key: key.to_string(),
         message: e.to_string(),
     })?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .map_err(PreviewError::Runtime)?;
     let mut modes = Vec::new();
     for mode in PREVIEW_MODES {
         let mut s = settings.clone();
@@ -221,6 +219,7 @@ mod tests {
             key,
             entry,
             turn,
+            tokio::runtime::Runtime::new().unwrap().handle(),
         )
         .unwrap();
         assert_eq!(p.planned, Some(KnowledgeMode::Condensed));
@@ -267,7 +266,8 @@ mod tests {
                 &DatasetRoot::new(&a),
                 key,
                 entry,
-                99
+                99,
+                tokio::runtime::Runtime::new().unwrap().handle(),
             ),
             Err(PreviewError::NoQuestion { turn: 99, .. })
         ));

@@ -6,13 +6,14 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
 use super::error::PipelineError;
 use crate::jobs::CancelToken;
-use crate::mllm::{ChatReply, ChatRequest, EndpointConfig, MllmClient, Part};
+use crate::mllm::{ChatReply, ChatRequest, EndpointConfig, MllmClient, MllmError, Part};
 
 /// What [`ChatBackend::chat`] returns.
 pub type ChatFuture<'a> =
@@ -25,49 +26,72 @@ pub trait ChatBackend: Send + Sync {
     fn describe(&self) -> String;
 }
 
-impl ChatBackend for MllmClient {
-    fn chat<'a>(&'a self, req: &'a ChatRequest, cancel: &'a CancelToken) -> ChatFuture<'a> {
-        Box::pin(async move {
-            MllmClient::chat(self, req, cancel).await.map_err(|e| {
-                if cancel.is_cancelled() {
-                    PipelineError::Cancelled { traces: Vec::new() }
-                } else {
-                    PipelineError::Backend {
-                        message: e.to_string(),
-                    }
-                }
-            })
-        })
-    }
-
-    fn describe(&self) -> String {
-        "MLLM endpoint".into()
-    }
-}
-
-/// The MLLM client with a name for traces and cache keys.
+/// The one adapter from the pipeline to the MLLM client. It names the model for
+/// traces and cache keys, keeps the client's error whole
+/// ([`PipelineError::Mllm`]) and counts every HTTP attempt its calls make,
+/// retries before a final failure included, which a failed call's error cannot
+/// say: the runner records that count for each question.
 pub struct MllmBackend {
     client: MllmClient,
-    label: String,
+    label: Arc<str>,
+    attempts: AtomicU32,
 }
 
 impl MllmBackend {
-    pub fn new(cfg: EndpointConfig) -> Result<Self, PipelineError> {
+    /// A client for `cfg`, named `model at URL`.
+    pub fn new(cfg: EndpointConfig) -> Result<Self, MllmError> {
         let label = format!("{} at {}", cfg.model, cfg.base_url);
-        let client = MllmClient::new(cfg).map_err(|e| PipelineError::Backend {
-            message: e.to_string(),
-        })?;
-        Ok(MllmBackend { client, label })
+        Ok(Self::with_label(MllmClient::new(cfg)?, label))
+    }
+
+    /// An existing client under the name given.
+    pub fn with_label(client: MllmClient, label: impl Into<Arc<str>>) -> Self {
+        MllmBackend {
+            client,
+            label: label.into(),
+            attempts: AtomicU32::new(0),
+        }
+    }
+
+    /// The same client and name with a count of its own from zero, so that each
+    /// question's record counts only its own attempts while the endpoint's
+    /// connection pool and request slots stay shared.
+    pub fn recount(&self) -> Self {
+        MllmBackend {
+            client: self.client.clone(),
+            label: self.label.clone(),
+            attempts: AtomicU32::new(0),
+        }
+    }
+
+    /// HTTP attempts made through this adapter so far.
+    pub fn attempts(&self) -> u32 {
+        self.attempts.load(Ordering::Relaxed)
+    }
+
+    pub fn client(&self) -> &MllmClient {
+        &self.client
     }
 }
 
 impl ChatBackend for MllmBackend {
     fn chat<'a>(&'a self, req: &'a ChatRequest, cancel: &'a CancelToken) -> ChatFuture<'a> {
-        ChatBackend::chat(&self.client, req, cancel)
+        Box::pin(async move {
+            self.client
+                .chat_counted(req, cancel, &self.attempts)
+                .await
+                .map_err(|e| {
+                    if cancel.is_cancelled() {
+                        PipelineError::Cancelled { traces: Vec::new() }
+                    } else {
+                        PipelineError::Mllm(e)
+                    }
+                })
+        })
     }
 
     fn describe(&self) -> String {
-        self.label.clone()
+        self.label.to_string()
     }
 }
 
@@ -226,5 +250,58 @@ impl ChatBackend for ScriptedBackend {
 
     fn describe(&self) -> String {
         "scripted backend".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mllm::mock::{Fault, FaultPlan, MockConfig, MockServer};
+
+    #[test]
+    fn the_adapter_keeps_the_client_error_and_counts_each_questions_attempts() {
+        let server = MockServer::start(MockConfig {
+            faults: FaultPlan {
+                then: Fault::Http500,
+                ..FaultPlan::default()
+            },
+            ..MockConfig::default()
+        })
+        .unwrap();
+        let backend = MllmBackend::new(EndpointConfig {
+            base_url: server.url(),
+            model: "mock-vl".into(),
+            max_retries: 1,
+            retry_base_ms: 1,
+            ..EndpointConfig::default()
+        })
+        .unwrap();
+        assert_eq!(backend.describe(), format!("mock-vl at {}", server.url()));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let req = ChatRequest::new().text("Is the part defective?");
+        let err = runtime
+            .block_on(ChatBackend::chat(&backend, &req, &CancelToken::new()))
+            .unwrap_err();
+        let Some(MllmError::Http { status: 500, .. }) = err.mllm() else {
+            panic!("the client's error was not kept: {err:?}");
+        };
+        // The text is the client's own sentence, as journals and traces record it.
+        assert_eq!(err.to_string(), err.mllm().unwrap().to_string());
+        assert_eq!(backend.attempts(), 2);
+
+        // A recount shares the client but starts its own count.
+        let again = backend.recount();
+        assert_eq!(again.attempts(), 0);
+        assert_eq!(again.describe(), backend.describe());
+        let cancel = CancelToken::new();
+        cancel.cancel();
+        let err = runtime
+            .block_on(ChatBackend::chat(&again, &req, &cancel))
+            .unwrap_err();
+        assert!(err.is_cancel(), "{err:?}");
+        assert_eq!(backend.attempts(), 2);
     }
 }

@@ -5,11 +5,17 @@
 use super::plan::PlanError;
 use super::prompt::TemplateError;
 use super::trace::{ExpertName, ExpertTrace};
+use crate::mllm::MllmError;
 
 /// Why the pipeline could not answer.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
-    /// The model call failed; the message is the client's own sentence.
+    /// The model call failed. The client's error is kept whole (URL, HTTP status,
+    /// whether a retry could help) so that the runner and the app can tell one
+    /// failure from another; its message is the one recorded, unchanged.
+    #[error(transparent)]
+    Mllm(#[from] MllmError),
+    /// A backend without a client (a scripted one) failed; the message is its own.
     #[error("{message}")]
     Backend { message: String },
     #[error("the question was cancelled")]
@@ -45,6 +51,16 @@ impl PipelineError {
         match self {
             PipelineError::Cancelled { traces } | PipelineError::Expert { traces, .. } => traces,
             _ => &[],
+        }
+    }
+
+    /// The model call's own error, when a model call is what failed (through the
+    /// expert that made it).
+    pub fn mllm(&self) -> Option<&MllmError> {
+        match self {
+            PipelineError::Mllm(e) => Some(e),
+            PipelineError::Expert { source, .. } => source.mllm(),
+            _ => None,
         }
     }
 

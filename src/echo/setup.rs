@@ -175,6 +175,45 @@ pub fn load_context(
     })
 }
 
+/// A reference memory already loaded, with the embedder its vectors were made by.
+#[derive(Clone)]
+pub struct HeldMemory {
+    pub memory: Arc<ReferenceMemory>,
+    pub embedder: Arc<dyn ImageEmbedder>,
+}
+
+/// What a caller already holds in memory instead of files: the app loads its
+/// knowledge base and reference memory once (a CLIP memory takes seconds) and
+/// keeps them, so each question must not read them again.
+#[derive(Clone, Default)]
+pub struct HeldParts {
+    /// `None`: no knowledge base (the Knowledge Guide's trace says so).
+    pub knowledge: Option<Arc<KnowledgeBase>>,
+    pub memory: Option<HeldMemory>,
+}
+
+/// [`load_context`] for a caller holding the knowledge base and memory: the
+/// experts table and prompts for `settings`, and the condensed knowledge (the
+/// file named, else the bundled one when it loads) come about the same way.
+pub fn context_with(
+    settings: PipelineSettings,
+    condensed: Option<&Path>,
+    held: HeldParts,
+) -> Result<PipelineContext, SetupError> {
+    let mut ctx = PipelineContext::new(settings)?;
+    if let Some(kb) = held.knowledge {
+        ctx = ctx.with_knowledge(kb);
+    }
+    let (_, condensed_default) = bundled_knowledge_files();
+    if let Some((kb, _)) = load_kb(condensed, condensed_default, "condensed knowledge")? {
+        ctx = ctx.with_condensed(kb);
+    }
+    if let Some(m) = held.memory {
+        ctx = ctx.with_memory(m.memory, m.embedder)?;
+    }
+    Ok(ctx)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,5 +255,36 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("no/such/memory"), "{err}");
+    }
+
+    #[test]
+    fn held_parts_are_taken_as_they_are_and_a_named_condensed_file_must_load() {
+        let sample = crate::assets_dir().join("sample/domain_knowledge.json");
+        let kb = Arc::new(KnowledgeBase::load(&sample).unwrap());
+        let held = HeldParts {
+            knowledge: Some(kb.clone()),
+            memory: None,
+        };
+        let ctx = context_with(PipelineSettings::default(), Some(&sample), held.clone()).unwrap();
+        let shown = format!("{ctx:?}");
+        assert!(shown.contains(&kb.content_hash()), "{shown}");
+        assert!(!shown.contains("memory: Some"), "{shown}");
+
+        let err = context_with(
+            PipelineSettings::default(),
+            Some(Path::new("no/such/condensed.json")),
+            held,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                SetupError::Knowledge {
+                    what: "condensed knowledge",
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 }

@@ -155,6 +155,7 @@ fn bench_record(
 fn generate(
     dir: &Path,
     opts: &JournalBenchOptions,
+    runtime: &tokio::runtime::Handle,
 ) -> Result<(PathBuf, PathBuf), JournalBenchError> {
     let images = opts.questions.div_ceil(5).max(1);
     let mmad = super::runner::write_bench_mmad(dir, images)
@@ -179,7 +180,7 @@ fn generate(
     spec.selection.limit = Some(opts.questions);
     let control = RunControl::new();
     control.stop.cancel();
-    run(&spec, &|_| {}, &control)?;
+    run(&spec, &|_| {}, &control, runtime)?;
 
     // Whatever the stopped run recorded is replaced by a complete journal.
     let journal = first.join(JOURNAL_FILE);
@@ -230,7 +231,11 @@ fn generate(
 }
 
 /// Runs the benchmark; `exe` is this program (the resume is measured in a child).
-pub fn bench_journal(opts: &JournalBenchOptions, exe: &Path) -> Result<Value, JournalBenchError> {
+pub fn bench_journal(
+    opts: &JournalBenchOptions,
+    exe: &Path,
+    runtime: &tokio::runtime::Handle,
+) -> Result<Value, JournalBenchError> {
     let tmp;
     let dir = match &opts.dir {
         Some(d) => {
@@ -244,7 +249,7 @@ pub fn bench_journal(opts: &JournalBenchOptions, exe: &Path) -> Result<Value, Jo
         }
     };
     let start = Instant::now();
-    let (first, runs_dir) = generate(&dir, opts)?;
+    let (first, runs_dir) = generate(&dir, opts, runtime)?;
     let generate_s = start.elapsed().as_secs_f64();
     let journal = first.join(JOURNAL_FILE);
     let journal_bytes = std::fs::metadata(&journal)
@@ -362,7 +367,11 @@ fn resume_in_child(
 
 /// The child's side: resumes `run_dir` with the settings of its manifest (as the
 /// Batch tab's Resume does) and reports its own peak memory and time.
-pub fn resume_child(run_dir: &Path, retry_errors: bool) -> Result<Value, JournalBenchError> {
+pub fn resume_child(
+    run_dir: &Path,
+    retry_errors: bool,
+    runtime: &tokio::runtime::Handle,
+) -> Result<Value, JournalBenchError> {
     let start = Instant::now();
     let manifest = RunManifest::load(&RunManifest::path_in(run_dir))
         .map_err(|e| JournalBenchError::Run(e.into()))?;
@@ -378,7 +387,7 @@ pub fn resume_child(run_dir: &Path, retry_errors: bool) -> Result<Value, Journal
     let mut spec = RunSpec::from_manifest(&manifest, &configured, run_dir)?;
     spec.resume = true;
     spec.retry_errors = retry_errors;
-    let summary = run(&spec, &|_| {}, &RunControl::new())?;
+    let summary = run(&spec, &|_| {}, &RunControl::new(), runtime)?;
     Ok(json!({
         "seconds": start.elapsed().as_secs_f64(),
         "peak_rss_mb": peak_rss_kb().map(|kb| kb as f64 / 1024.0),
@@ -411,7 +420,8 @@ mod tests {
             reads: 5,
             dir: Some(dir.path().to_owned()),
         };
-        let (first, runs_dir) = generate(dir.path(), &opts).unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let (first, runs_dir) = generate(dir.path(), &opts, runtime.handle()).unwrap();
         let folder = crate::runs::run_folder::RunFolder::open(&first).unwrap();
         assert_eq!(folder.records().len(), 60);
         assert_eq!(folder.manifest.question_count, 60);
@@ -445,12 +455,13 @@ mod tests {
             reads: 1,
             dir: None,
         };
-        let (first, _) = generate(dir.path(), &opts).unwrap();
-        let plain = resume_child(&first, false).unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let (first, _) = generate(dir.path(), &opts, runtime.handle()).unwrap();
+        let plain = resume_child(&first, false, runtime.handle()).unwrap();
         assert_eq!(plain["already_done"], 40);
         assert_eq!(plain["asked"], 0);
         assert_eq!(plain["outcome"], "finished");
-        let retry = resume_child(&first, true).unwrap();
+        let retry = resume_child(&first, true, runtime.handle()).unwrap();
         assert_eq!(retry["already_done"], 40 - 40 / ERROR_EVERY);
         assert_eq!(retry["asked"], 40 / ERROR_EVERY);
     }

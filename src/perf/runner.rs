@@ -246,11 +246,8 @@ fn floor_client(
     body: bytes::Bytes,
     concurrency: usize,
     questions: usize,
+    rt: &tokio::runtime::Handle,
 ) -> Result<(Duration, Option<Duration>, Option<Duration>), String> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency)
         .build()
@@ -330,7 +327,10 @@ fn floor_body(dir: &Path) -> std::io::Result<bytes::Bytes> {
 }
 
 /// Runs every concurrency level and returns the figures as JSON.
-pub fn bench_runner(opts: &RunnerBenchOptions) -> Result<Value, RunError> {
+pub fn bench_runner(
+    opts: &RunnerBenchOptions,
+    runtime: &tokio::runtime::Handle,
+) -> Result<Value, RunError> {
     let io = |source: std::io::Error| RunError::DatasetRead {
         path: opts
             .dir
@@ -386,7 +386,7 @@ pub fn bench_runner(opts: &RunnerBenchOptions) -> Result<Value, RunError> {
                     Some((Instant::now(), process_cpu(), threads_cpu("mock-mllm")));
             }
         };
-        let summary = run(&spec, &events, &RunControl::new())?;
+        let summary = run(&spec, &events, &RunControl::new(), runtime)?;
         let end = (Instant::now(), process_cpu(), threads_cpu("mock-mllm"));
         let Some((t0, cpu0, mock0)) = started.into_inner().unwrap_or_else(|p| p.into_inner())
         else {
@@ -398,7 +398,7 @@ pub fn bench_runner(opts: &RunnerBenchOptions) -> Result<Value, RunError> {
         let runner_cpu = total_cpu.zip(mock_cpu).map(|(t, m)| t.saturating_sub(m));
         let achieved = summary.written as f64 / wall.as_secs_f64();
         let bound = c as f64 / latency.as_secs_f64().max(1e-9);
-        let floor = floor_client(&server.url(), floor_request.clone(), c, questions)
+        let floor = floor_client(&server.url(), floor_request.clone(), c, questions, runtime)
             .map_err(|e| io(std::io::Error::other(format!("reference client: {e}"))))?;
         let floor_rate = questions as f64 / floor.0.as_secs_f64();
         levels.push(json!({
@@ -443,13 +443,17 @@ mod tests {
 
     #[test]
     fn a_small_bench_answers_every_question_and_measures_cpu() {
-        let out = bench_runner(&RunnerBenchOptions {
-            latency_ms: 20,
-            concurrency: vec![4],
-            waves: 3,
-            size: 64,
-            dir: None,
-        })
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let out = bench_runner(
+            &RunnerBenchOptions {
+                latency_ms: 20,
+                concurrency: vec![4],
+                waves: 3,
+                size: 64,
+                dir: None,
+            },
+            runtime.handle(),
+        )
         .unwrap();
         let level = &out["levels"][0];
         assert_eq!(level["questions"], 12);

@@ -22,7 +22,6 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use super::journal::{
@@ -36,14 +35,14 @@ use super::manifest::{
 };
 use super::select::select;
 use crate::dataset::{DatasetRoot, MmadDataset, QuestionRef};
-use crate::echo::backend::{ChatBackend, ChatFuture};
+use crate::echo::backend::MllmBackend;
 use crate::echo::error::PipelineError;
 use crate::echo::preflight::{InputCheck, QuestionInputs, check_inputs};
 use crate::echo::query::Query;
 use crate::echo::setup::{ContextSources, SetupError, load_context};
 use crate::echo::{PipelineContext, answer};
 use crate::jobs::CancelToken;
-use crate::mllm::{ChatRequest, MllmClient};
+use crate::mllm::MllmClient;
 use crate::score::{AnswerRecord, ScoreOptions, score};
 
 pub use super::dispatch::Dispatcher;
@@ -73,46 +72,13 @@ fn shown_url(url: &str) -> String {
         .to_string()
 }
 
-/// One endpoint's client with what records and traces call it.
+/// One endpoint with the name records give it.
 struct Endpoint {
-    client: MllmClient,
+    /// Named `model at URL`, as the pipeline's knowledge cache keys name a backend;
+    /// each question asks through a [`MllmBackend::recount`] of it.
+    backend: MllmBackend,
     /// The name recorded in journal lines and the manifest.
     name: String,
-    /// `model at URL`, as the pipeline's knowledge cache keys name a backend.
-    label: String,
-}
-
-/// The pipeline's view of one endpoint for one question: it adds up the HTTP
-/// attempts of every model call the question makes.
-struct CountingBackend<'a> {
-    endpoint: &'a Endpoint,
-    attempts: AtomicU32,
-}
-
-impl ChatBackend for CountingBackend<'_> {
-    fn chat<'a>(&'a self, req: &'a ChatRequest, cancel: &'a CancelToken) -> ChatFuture<'a> {
-        Box::pin(async move {
-            // Every HTTP attempt counts, including retries before a final failure.
-            match self
-                .endpoint
-                .client
-                .chat_counted(req, cancel, &self.attempts)
-                .await
-            {
-                Ok(reply) => Ok(reply),
-                Err(_) if cancel.is_cancelled() => {
-                    Err(PipelineError::Cancelled { traces: Vec::new() })
-                }
-                Err(e) => Err(PipelineError::Backend {
-                    message: e.to_string(),
-                }),
-            }
-        })
-    }
-
-    fn describe(&self) -> String {
-        self.endpoint.label.clone()
-    }
 }
 
 /// Shared by every question task.
@@ -135,11 +101,36 @@ struct Work {
 
 enum Outcome {
     Answered(Box<crate::echo::Decision>),
-    Failed {
-        message: String,
-        traces: Vec<crate::echo::ExpertTrace>,
-    },
+    Failed(Failure),
     Abandoned,
+}
+
+/// Why a question gets an error record.
+#[derive(Debug)]
+enum Failure {
+    /// The pipeline's error, kept typed (a model call's URL and HTTP status, the
+    /// traces so far) up to the record, which writes its cause chain.
+    Pipeline(PipelineError),
+    /// The runner's own sentence: no such entry, an unusable image path, a panic.
+    Runner(String),
+}
+
+impl Failure {
+    /// The record's `error` text.
+    fn message(&self) -> String {
+        match self {
+            Failure::Pipeline(e) => crate::util::error::chain(e),
+            Failure::Runner(message) => message.clone(),
+        }
+    }
+
+    /// The traces of the experts that ran before the failure.
+    fn traces(&self) -> Vec<crate::echo::ExpertTrace> {
+        match self {
+            Failure::Pipeline(e) => e.traces().to_vec(),
+            Failure::Runner(_) => Vec::new(),
+        }
+    }
 }
 
 struct Finished {
@@ -156,20 +147,14 @@ async fn ask(shared: Arc<Shared>, work: Work, e: usize, abandon: CancelToken) ->
     if shared.panic_on == Some(work.index) {
         panic!("injected panic for question {}", work.index);
     }
-    let backend = CountingBackend {
-        endpoint: &shared.endpoints[e],
-        attempts: AtomicU32::new(0),
-    };
+    let backend = shared.endpoints[e].backend.recount();
     let outcome = match shared.dataset.entries.get(&*work.key) {
-        None => Outcome::Failed {
-            message: format!("the dataset has no entry `{}`", work.key),
-            traces: Vec::new(),
-        },
+        None => Outcome::Failed(Failure::Runner(format!(
+            "the dataset has no entry `{}`",
+            work.key
+        ))),
         Some(entry) => match Query::from_entry(&shared.root, &work.key, entry) {
-            Err(e) => Outcome::Failed {
-                message: format!("image `{}`: {e}", work.key),
-                traces: Vec::new(),
-            },
+            Err(e) => Outcome::Failed(Failure::Runner(format!("image `{}`: {e}", work.key))),
             Ok(query) => {
                 let question = &entry.conversation[work.turn];
                 match answer(
@@ -185,10 +170,7 @@ async fn ask(shared: Arc<Shared>, work: Work, e: usize, abandon: CancelToken) ->
                     Ok(d) => Outcome::Answered(Box::new(d)),
                     Err(PipelineError::Cancelled { .. }) => Outcome::Abandoned,
                     Err(_) if abandon.is_cancelled() => Outcome::Abandoned,
-                    Err(err) => Outcome::Failed {
-                        message: crate::util::error::chain(&err),
-                        traces: err.traces().to_vec(),
-                    },
+                    Err(err) => Outcome::Failed(Failure::Pipeline(err)),
                 }
             }
         },
@@ -197,7 +179,7 @@ async fn ask(shared: Arc<Shared>, work: Work, e: usize, abandon: CancelToken) ->
         work,
         endpoint: e,
         outcome,
-        attempts: backend.attempts.load(Ordering::Relaxed).max(1),
+        attempts: backend.attempts().max(1),
         latency: start.elapsed(),
     }
 }
@@ -262,9 +244,9 @@ fn prepare(spec: &RunSpec) -> Result<Prepared, RunError> {
             name: name.clone(),
             message: e.to_string(),
         })?;
+        let label = format!("{} at {}", cfg.model, shown_url(&cfg.base_url));
         endpoints.push(Endpoint {
-            client,
-            label: format!("{} at {}", cfg.model, shown_url(&cfg.base_url)),
+            backend: MllmBackend::with_label(client, label),
             name,
         });
     }
@@ -660,9 +642,9 @@ fn record_for(shared: &Shared, f: Finished) -> Option<JournalRecord> {
     let endpoint = shared.endpoints[f.endpoint].name.clone();
     let mut record = match f.outcome {
         Outcome::Abandoned => return None,
-        Outcome::Failed { message, traces } => {
-            let mut r = JournalRecord::failed(&qref, message, f.attempts, latency_ms);
-            r.traces = traces;
+        Outcome::Failed(failure) => {
+            let mut r = JournalRecord::failed(&qref, failure.message(), f.attempts, latency_ms);
+            r.traces = failure.traces();
             r
         }
         Outcome::Answered(d) => JournalRecord {
@@ -689,20 +671,19 @@ fn record_for(shared: &Shared, f: Finished) -> Option<JournalRecord> {
     Some(record)
 }
 
-/// Runs (or resumes) a batch run to its end or until stopped; blocking, with a
-/// runtime of its own. Setup problems are errors before any question is sent;
-/// questions that fail after the client's retries become error records.
+/// Runs (or resumes) a batch run to its end or until stopped; blocking, on the
+/// caller's `runtime` (one per command, or the app's). It must be a multi-thread
+/// runtime, whose workers drive the questions while this thread waits, and this
+/// must not be called from one of its tasks. Setup problems are errors before any
+/// question is sent; questions that fail after the client's retries become error
+/// records.
 pub fn run(
     spec: &RunSpec,
     events: &(dyn Fn(RunEvent) + Sync),
     control: &RunControl,
+    runtime: &tokio::runtime::Handle,
 ) -> Result<RunSummary, RunError> {
     let prepared = prepare(spec)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .thread_name("echo-run")
-        .enable_all()
-        .build()
-        .map_err(RunError::Runtime)?;
     let image_affinity = spec.image_affinity;
     runtime.block_on(execute(
         prepared,
@@ -737,7 +718,7 @@ async fn execute(
         .shared
         .endpoints
         .iter()
-        .map(|e| e.client.config().max_in_flight.max(1))
+        .map(|e| e.backend.client().config().max_in_flight.max(1))
         .collect();
     let mut dispatcher = Dispatcher::new(capacity, image_affinity);
     let mut pending: VecDeque<Work> = std::mem::take(&mut p.pending).into();
@@ -821,10 +802,10 @@ async fn execute(
                         Finished {
                             work,
                             endpoint,
-                            outcome: Outcome::Failed {
-                                message: format!("internal error while answering: {}", panic_message(e)),
-                                traces: Vec::new(),
-                            },
+                            outcome: Outcome::Failed(Failure::Runner(format!(
+                                "internal error while answering: {}",
+                                panic_message(e)
+                            ))),
                             attempts: 1,
                             latency: started.elapsed(),
                         }
@@ -985,6 +966,16 @@ mod tests {
         );
     }
 
+    /// The runner on a runtime of the test's own, as a command's entry makes one.
+    fn run(
+        spec: &RunSpec,
+        events: &(dyn Fn(RunEvent) + Sync),
+        control: &RunControl,
+    ) -> Result<RunSummary, RunError> {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        super::run(spec, events, control, runtime.handle())
+    }
+
     fn sample_spec(server: &MockServer, out: &Path) -> RunSpec {
         let sample = crate::assets_dir().join("sample");
         let mut spec = RunSpec::new(
@@ -1002,6 +993,70 @@ mod tests {
         );
         spec.knowledge = Some(sample.join("domain_knowledge.json"));
         spec
+    }
+
+    #[test]
+    fn a_model_failure_stays_typed_up_to_the_record_which_keeps_its_sentence() {
+        let server = MockServer::start(MockConfig {
+            faults: FaultPlan {
+                then: Fault::Http500,
+                ..FaultPlan::default()
+            },
+            ..MockConfig::default()
+        })
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut spec = sample_spec(&server, &dir.path().join("run"));
+        spec.endpoints[0].max_retries = 2;
+        spec.selection.limit = Some(1);
+        let prepared = prepare(&spec).unwrap();
+        let work = prepared.pending[0].clone();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let finished = runtime.block_on(ask(prepared.shared.clone(), work, 0, CancelToken::new()));
+        // Every try of the one adapter is counted, the failed ones included.
+        assert_eq!(finished.attempts, 3);
+        let Outcome::Failed(Failure::Pipeline(err)) = &finished.outcome else {
+            panic!("expected the pipeline's error");
+        };
+        assert!(matches!(
+            err,
+            PipelineError::Expert {
+                expert: crate::echo::ExpertName::DecisionMaker,
+                ..
+            }
+        ));
+        let Some(crate::mllm::MllmError::Http {
+            url,
+            status,
+            body_head,
+        }) = err.mllm()
+        else {
+            panic!("the HTTP failure was flattened: {err:?}");
+        };
+        assert_eq!(*status, 500);
+        assert!(
+            body_head.contains("mock: internal server error"),
+            "{body_head}"
+        );
+        let cause = format!("{url} answered HTTP 500: {body_head}");
+        let traces = err.traces().len();
+
+        // The record says it exactly as journals always have.
+        let record = record_for(&prepared.shared, finished).unwrap();
+        assert_eq!(
+            record.error,
+            Some(format!("the Decision Maker failed: {cause}"))
+        );
+        assert_eq!(record.attempts, 3);
+        assert_eq!(record.traces.len(), traces);
+        let decision = record.traces.last().unwrap();
+        assert_eq!(
+            decision.status,
+            crate::echo::ExpertStatus::Failed { error: cause }
+        );
     }
 
     #[test]

@@ -366,8 +366,6 @@ pub enum RunError {
     },
     #[error("the run's manifest names an unknown reference source `{name}`")]
     UnknownTemplate { name: String },
-    #[error("cannot start the async runtime: {0}")]
-    Runtime(#[source] std::io::Error),
     #[error(
         "{} of the {to_ask} questions to ask would run without an input their plan reads:\n{}\nnothing was asked; fix the inputs, or pass --allow-missing-knowledge to ask them anyway (the run then records how many ran without)",
         check.questions, check.cli_report()

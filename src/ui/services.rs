@@ -3,7 +3,7 @@
 //! in [`TrackedJob`]s; the views only read their state.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use anyhow::Context;
 
@@ -351,15 +351,30 @@ pub fn api_key_is_set(var: &str) -> bool {
     std::env::var(var.trim()).is_ok_and(|v| !v.trim().is_empty())
 }
 
-/// Runs `fut` on a small runtime of its own, giving up when `cancel` is set.
+/// The app's one tokio runtime, started on first use and kept while the app runs.
+/// Background jobs run on threads of their own and block on its handle (never from
+/// a task on it); clients made on it share its timers and connections.
+pub fn runtime() -> Result<tokio::runtime::Handle, String> {
+    static RUNTIME: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .thread_name("app-async")
+                .enable_all()
+                .build()
+                .map_err(|e| format!("cannot start the async runtime: {e}"))
+        })
+        .as_ref()
+        .map(|r| r.handle().clone())
+        .map_err(Clone::clone)
+}
+
+/// Runs `fut` on the app's runtime, giving up when `cancel` is set.
 fn block_on_cancellable<F: std::future::Future>(
     fut: F,
     cancel: &CancelToken,
 ) -> anyhow::Result<F::Output> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the network runtime")?;
+    let runtime = runtime().map_err(anyhow::Error::msg)?;
     runtime.block_on(async {
         tokio::select! {
             out = fut => Ok(out),

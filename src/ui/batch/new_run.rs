@@ -1,7 +1,7 @@
 //! The New run form and a run going on in the background.
 //!
-//! The runner ([`crate::runs::runner::run`]) blocks and owns its own async
-//! runtime, so it gets a thread; its events go through a channel to the collector
+//! The runner ([`crate::runs::runner::run`]) blocks on the app's async runtime
+//! ([`crate::ui::services::runtime`]), so it gets a thread; its events go through a channel to the collector
 //! thread of [`super::model::collect`], which keeps the shared [`RunModel`] current.
 
 use std::collections::BTreeSet;
@@ -870,11 +870,12 @@ pub fn start(
                         shared.lock().manifest = Some(m);
                     }
                 };
-                match crate::runs::runner::run(&spec, &events, &control) {
-                    Ok(_) => {}
-                    Err(e) => {
-                        let _ = tx.send(LiveEvent::Failed(e.to_string()));
-                    }
+                let ran = crate::ui::services::runtime().and_then(|runtime| {
+                    crate::runs::runner::run(&spec, &events, &control, &runtime)
+                        .map_err(|e| e.to_string())
+                });
+                if let Err(e) = ran {
+                    let _ = tx.send(LiveEvent::Failed(e));
                 }
                 if let Ok(m) = RunManifest::load(&RunManifest::path_in(&spec.out)) {
                     shared.lock().manifest = Some(m);

@@ -182,6 +182,7 @@ pub fn ui(state: &mut KnowledgeState, ui: &mut egui::Ui, env: &KnowledgeEnv<'_>)
                     &i.key,
                     &image,
                     i.turn,
+                    &crate::ui::services::runtime().map_err(anyhow::Error::msg)?,
                 )?)
             }),
         ));
