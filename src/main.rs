@@ -11,7 +11,7 @@ mod cli;
 #[derive(Parser)]
 #[command(
     name = "echo-workbench",
-    version,
+    version = echo_workbench::VERSION_LINE,
     about = "Industrial visual inspection with multimodal LLMs: Echo on MMAD",
     long_about = "Industrial visual inspection with multimodal LLMs.\n\nWithout a subcommand the desktop app opens on the bundled sample dataset."
 )]
@@ -90,8 +90,9 @@ impl From<GuiArgs> for echo_workbench::ui::LaunchOptions {
 enum DatasetCommand {
     /// Images, questions, counts per dataset and type, and missing files.
     Stats {
-        /// An MMAD-format mmad.json.
-        mmad_json: PathBuf,
+        /// An MMAD-format mmad.json (default: the bundled sample dataset, with its
+        /// files checked).
+        mmad_json: Option<PathBuf>,
         /// The dataset root; when given, image and template files are checked.
         #[arg(long)]
         root: Option<PathBuf>,
@@ -141,7 +142,15 @@ fn main() -> ExitCode {
             mmad_json,
             root,
             format,
-        })) => cli::dataset::stats(&mmad_json, root.as_deref(), format),
+        })) => match mmad_json {
+            Some(file) => cli::dataset::stats(&file, root.as_deref(), format),
+            None => {
+                let sample = echo_workbench::assets_dir().join("sample");
+                eprintln!("the bundled sample: {}", sample.display());
+                let root = root.unwrap_or_else(|| sample.clone());
+                cli::dataset::stats(&sample.join("mmad.json"), Some(&root), format)
+            }
+        },
         Some(Command::Knowledge(KnowledgeCommand::Validate { file, format })) => {
             cli::knowledge::validate(&file, format)
         }
