@@ -54,13 +54,18 @@ pub struct ExpertTrace {
 }
 
 /// The journal's layout of a trace, before the input and output are typed by `name`.
+/// What an older writer left out reads as empty rather than failing the record.
 #[derive(Deserialize)]
 struct StoredTrace {
     name: ExpertName,
     status: ExpertStatus,
+    #[serde(default)]
     input: Value,
+    #[serde(default)]
     output: Value,
+    #[serde(default)]
     summary: String,
+    #[serde(default)]
     ms: u64,
 }
 
@@ -545,7 +550,7 @@ mod tests {
     }
 
     /// Older or foreign shapes load (kept raw) and write back as they were; a
-    /// trace without `input` reads as `null`, as it always has.
+    /// trace without `input` or `output` reads them as `null`.
     #[test]
     fn unknown_shapes_stay_raw_and_never_fail_the_record() {
         let odd = r#"{"name":"decision_maker","status":{"state":"done"},"input":{"prompt":"p"},"output":{"reply":"A","letter":"A","extra":1.5},"summary":"s","ms":3}"#;
