@@ -119,10 +119,10 @@ fn exactly<T: Serialize + DeserializeOwned>(value: &Value) -> Option<T> {
 pub enum TraceInput {
     /// Nothing (`null`): a skipped expert.
     None,
-    Reference(ReferenceInput),
-    Knowledge(KnowledgeInput),
-    Reasoning(ReasoningInput),
-    Decision(DecisionInput),
+    Reference(Box<ReferenceInput>),
+    Knowledge(Box<KnowledgeInput>),
+    Reasoning(Box<ReasoningInput>),
+    Decision(Box<DecisionInput>),
     /// A stored shape this version does not describe, kept as it was.
     Raw(Value),
 }
@@ -132,10 +132,10 @@ pub enum TraceInput {
 pub enum TraceOutput {
     /// Nothing (`null`): skipped or failed.
     None,
-    Reference(ReferenceOutput),
-    Knowledge(KnowledgeOutput),
-    Reasoning(ReasoningOutput),
-    Decision(DecisionOutput),
+    Reference(Box<ReferenceOutput>),
+    Knowledge(Box<KnowledgeOutput>),
+    Reasoning(Box<ReasoningOutput>),
+    Decision(Box<DecisionOutput>),
     /// A stored shape this version does not describe, kept as it was.
     Raw(Value),
 }
@@ -144,10 +144,16 @@ impl TraceInput {
     fn read(name: ExpertName, value: Value) -> Self {
         let typed = match (name, &value) {
             (_, Value::Null) => Some(TraceInput::None),
-            (ExpertName::ReferenceExtractor, v) => exactly(v).map(TraceInput::Reference),
-            (ExpertName::KnowledgeGuide, v) => exactly(v).map(TraceInput::Knowledge),
-            (ExpertName::ReasoningExpert, v) => exactly(v).map(TraceInput::Reasoning),
-            (ExpertName::DecisionMaker, v) => exactly(v).map(TraceInput::Decision),
+            (ExpertName::ReferenceExtractor, v) => {
+                exactly(v).map(|x| TraceInput::Reference(Box::new(x)))
+            }
+            (ExpertName::KnowledgeGuide, v) => {
+                exactly(v).map(|x| TraceInput::Knowledge(Box::new(x)))
+            }
+            (ExpertName::ReasoningExpert, v) => {
+                exactly(v).map(|x| TraceInput::Reasoning(Box::new(x)))
+            }
+            (ExpertName::DecisionMaker, v) => exactly(v).map(|x| TraceInput::Decision(Box::new(x))),
         };
         typed.unwrap_or(TraceInput::Raw(value))
     }
@@ -159,28 +165,28 @@ impl TraceInput {
 
     pub fn reference(&self) -> Option<&ReferenceInput> {
         match self {
-            TraceInput::Reference(x) => Some(x),
+            TraceInput::Reference(x) => Some(x.as_ref()),
             _ => None,
         }
     }
 
     pub fn knowledge(&self) -> Option<&KnowledgeInput> {
         match self {
-            TraceInput::Knowledge(x) => Some(x),
+            TraceInput::Knowledge(x) => Some(x.as_ref()),
             _ => None,
         }
     }
 
     pub fn reasoning(&self) -> Option<&ReasoningInput> {
         match self {
-            TraceInput::Reasoning(x) => Some(x),
+            TraceInput::Reasoning(x) => Some(x.as_ref()),
             _ => None,
         }
     }
 
     pub fn decision(&self) -> Option<&DecisionInput> {
         match self {
-            TraceInput::Decision(x) => Some(x),
+            TraceInput::Decision(x) => Some(x.as_ref()),
             _ => None,
         }
     }
@@ -188,7 +194,10 @@ impl TraceInput {
     /// The chat request the expert sent, whichever expert it was.
     pub fn request(&self) -> Option<&RequestTrace> {
         match self {
-            TraceInput::Reasoning(ReasoningInput::Separate { request }) => request.as_ref(),
+            TraceInput::Reasoning(r) => match r.as_ref() {
+                ReasoningInput::Separate { request } => request.as_ref(),
+                ReasoningInput::Inline { .. } => None,
+            },
             TraceInput::Decision(d) => d.request.as_ref(),
             _ => None,
         }
@@ -199,10 +208,18 @@ impl TraceOutput {
     fn read(name: ExpertName, value: Value) -> Self {
         let typed = match (name, &value) {
             (_, Value::Null) => Some(TraceOutput::None),
-            (ExpertName::ReferenceExtractor, v) => exactly(v).map(TraceOutput::Reference),
-            (ExpertName::KnowledgeGuide, v) => exactly(v).map(TraceOutput::Knowledge),
-            (ExpertName::ReasoningExpert, v) => exactly(v).map(TraceOutput::Reasoning),
-            (ExpertName::DecisionMaker, v) => exactly(v).map(TraceOutput::Decision),
+            (ExpertName::ReferenceExtractor, v) => {
+                exactly(v).map(|x| TraceOutput::Reference(Box::new(x)))
+            }
+            (ExpertName::KnowledgeGuide, v) => {
+                exactly(v).map(|x| TraceOutput::Knowledge(Box::new(x)))
+            }
+            (ExpertName::ReasoningExpert, v) => {
+                exactly(v).map(|x| TraceOutput::Reasoning(Box::new(x)))
+            }
+            (ExpertName::DecisionMaker, v) => {
+                exactly(v).map(|x| TraceOutput::Decision(Box::new(x)))
+            }
         };
         typed.unwrap_or(TraceOutput::Raw(value))
     }
@@ -218,28 +235,28 @@ impl TraceOutput {
 
     pub fn reference(&self) -> Option<&ReferenceOutput> {
         match self {
-            TraceOutput::Reference(x) => Some(x),
+            TraceOutput::Reference(x) => Some(x.as_ref()),
             _ => None,
         }
     }
 
     pub fn knowledge(&self) -> Option<&KnowledgeOutput> {
         match self {
-            TraceOutput::Knowledge(x) => Some(x),
+            TraceOutput::Knowledge(x) => Some(x.as_ref()),
             _ => None,
         }
     }
 
     pub fn reasoning(&self) -> Option<&ReasoningOutput> {
         match self {
-            TraceOutput::Reasoning(x) => Some(x),
+            TraceOutput::Reasoning(x) => Some(x.as_ref()),
             _ => None,
         }
     }
 
     pub fn decision(&self) -> Option<&DecisionOutput> {
         match self {
-            TraceOutput::Decision(x) => Some(x),
+            TraceOutput::Decision(x) => Some(x.as_ref()),
             _ => None,
         }
     }
@@ -247,11 +264,62 @@ impl TraceOutput {
     /// The reply's text as received, for the experts that asked the model.
     pub fn raw_reply(&self) -> Option<&str> {
         match self {
-            TraceOutput::Reasoning(ReasoningOutput::Separate { raw, .. }) => Some(raw),
+            TraceOutput::Reasoning(r) => match r.as_ref() {
+                ReasoningOutput::Separate { raw, .. } => Some(raw),
+                ReasoningOutput::Inline { .. } => None,
+            },
             TraceOutput::Decision(d) => Some(&d.raw),
             TraceOutput::Knowledge(k) => k.raw.as_deref(),
             _ => None,
         }
+    }
+}
+
+impl From<ReferenceInput> for TraceInput {
+    fn from(x: ReferenceInput) -> Self {
+        TraceInput::Reference(Box::new(x))
+    }
+}
+
+impl From<KnowledgeInput> for TraceInput {
+    fn from(x: KnowledgeInput) -> Self {
+        TraceInput::Knowledge(Box::new(x))
+    }
+}
+
+impl From<ReasoningInput> for TraceInput {
+    fn from(x: ReasoningInput) -> Self {
+        TraceInput::Reasoning(Box::new(x))
+    }
+}
+
+impl From<DecisionInput> for TraceInput {
+    fn from(x: DecisionInput) -> Self {
+        TraceInput::Decision(Box::new(x))
+    }
+}
+
+impl From<ReferenceOutput> for TraceOutput {
+    fn from(x: ReferenceOutput) -> Self {
+        TraceOutput::Reference(Box::new(x))
+    }
+}
+
+impl From<KnowledgeOutput> for TraceOutput {
+    fn from(x: KnowledgeOutput) -> Self {
+        TraceOutput::Knowledge(Box::new(x))
+    }
+}
+
+impl From<ReasoningOutput> for TraceOutput {
+    fn from(x: ReasoningOutput) -> Self {
+        TraceOutput::Reasoning(Box::new(x))
+    }
+}
+
+impl From<DecisionOutput> for TraceOutput {
+    fn from(x: DecisionOutput) -> Self {
+        TraceOutput::Decision(Box::new(x))
     }
 }
 
@@ -624,7 +692,7 @@ mod tests {
         let cases = [
             (
                 ExpertName::ReferenceExtractor,
-                TraceInput::Reference(ReferenceInput::Memory {
+                TraceInput::Reference(Box::new(ReferenceInput::Memory {
                     source: "memory".into(),
                     memory: "m".into(),
                     items: 3,
@@ -633,8 +701,8 @@ mod tests {
                     k: 3,
                     rerank: true,
                     images: 1,
-                }),
-                TraceOutput::Reference(ReferenceOutput {
+                })),
+                TraceOutput::Reference(Box::new(ReferenceOutput {
                     source: "the reference memory".into(),
                     candidates: vec![CandidateTrace {
                         path: "m/a.png".into(),
@@ -645,40 +713,40 @@ mod tests {
                         used: true,
                     }],
                     notes: vec!["n".into()],
-                }),
+                })),
             ),
             (
                 ExpertName::KnowledgeGuide,
-                TraceInput::Knowledge(KnowledgeInput {
+                TraceInput::Knowledge(Box::new(KnowledgeInput {
                     mode: KnowledgeMode::Llm,
                     dataset: Some("MVTec".into()),
                     category: Some("bottle".into()),
                     source: Some("knowledge base".into()),
                     cache_key: Some("k".into()),
-                }),
-                TraceOutput::Knowledge(knowledge),
+                })),
+                TraceOutput::Knowledge(Box::new(knowledge)),
             ),
             (
                 ExpertName::ReasoningExpert,
-                TraceInput::Reasoning(ReasoningInput::Separate {
+                TraceInput::Reasoning(Box::new(ReasoningInput::Separate {
                     request: Some(request.clone()),
-                }),
-                TraceOutput::Reasoning(ReasoningOutput::Separate {
+                })),
+                TraceOutput::Reasoning(Box::new(ReasoningOutput::Separate {
                     observations: "o".into(),
                     raw: " o".into(),
                     latency_ms: 2,
                     attempts: 1,
                     request_summary: serde_json::json!({"images": 2}),
-                }),
+                })),
             ),
             (
                 ExpertName::DecisionMaker,
-                TraceInput::Decision(DecisionInput {
+                TraceInput::Decision(Box::new(DecisionInput {
                     template: None,
                     request: Some(request),
                     warnings: vec!["w".into()],
-                }),
-                TraceOutput::Decision(DecisionOutput {
+                })),
+                TraceOutput::Decision(Box::new(DecisionOutput {
                     raw: "B".into(),
                     letter: Some("B".into()),
                     option_text: None,
@@ -690,7 +758,7 @@ mod tests {
                     finish_reason: None,
                     reasoning: None,
                     request_summary: Value::Null,
-                }),
+                })),
             ),
         ];
         for (name, input, output) in cases {

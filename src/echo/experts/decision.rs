@@ -53,7 +53,7 @@ impl Expert for DecisionMaker {
             Ok(b) => b,
             Err(e) => {
                 return Ok(Turn::Failed {
-                    input: TraceInput::Decision(DecisionInput {
+                    input: TraceInput::from(DecisionInput {
                         template: Some(plan.template.clone()),
                         request: None,
                         warnings: Vec::new(),
@@ -74,7 +74,7 @@ impl Expert for DecisionMaker {
                 ));
             }
         }
-        let input = TraceInput::Decision(DecisionInput {
+        let input = TraceInput::from(DecisionInput {
             template: None,
             request: Some(built.summary),
             warnings,
@@ -128,7 +128,7 @@ impl Expert for DecisionMaker {
         });
         Ok(Turn::Done {
             input,
-            output: TraceOutput::Decision(output),
+            output: TraceOutput::from(output),
             summary,
         })
     }

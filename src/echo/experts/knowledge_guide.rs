@@ -27,14 +27,14 @@ impl Expert for KnowledgeGuide {
                 found.mllm_ms += output.latency_ms.unwrap_or(0);
                 found.knowledge = output.snippet.clone();
                 Ok(Turn::Done {
-                    input: TraceInput::Knowledge(input),
-                    output: TraceOutput::Knowledge(output),
+                    input: TraceInput::from(input),
+                    output: TraceOutput::from(output),
                     summary,
                 })
             }
             Err(e) if e.is_cancel() => Err(e),
             Err(error) => Ok(Turn::Failed {
-                input: TraceInput::Knowledge(KnowledgeInput {
+                input: TraceInput::from(KnowledgeInput {
                     mode,
                     dataset: None,
                     category: None,

@@ -31,18 +31,18 @@ fn inline(step: &Step<'_>, found: &mut Findings) -> Turn {
             let text = text_of(&segments);
             found.reasoning = segments;
             Turn::Done {
-                input: TraceInput::Reasoning(ReasoningInput::Inline {
+                input: TraceInput::from(ReasoningInput::Inline {
                     template: Some(names::SCAFFOLD.to_string()),
                 }),
                 summary: format!(
                     "inline three-step scaffold ({} characters)",
                     text.chars().count()
                 ),
-                output: TraceOutput::Reasoning(ReasoningOutput::Inline { text }),
+                output: TraceOutput::from(ReasoningOutput::Inline { text }),
             }
         }
         Err(e) => Turn::Failed {
-            input: TraceInput::Reasoning(ReasoningInput::Inline { template: None }),
+            input: TraceInput::from(ReasoningInput::Inline { template: None }),
             error: e.into(),
         },
     }
@@ -55,7 +55,7 @@ async fn separate(step: &Step<'_>, found: &mut Findings) -> Result<Turn, Pipelin
         Err(e) if e.is_cancel() => return Err(e),
         Err(error) => {
             return Ok(Turn::Failed {
-                input: TraceInput::Reasoning(ReasoningInput::Separate { request: None }),
+                input: TraceInput::from(ReasoningInput::Separate { request: None }),
                 error,
             });
         }
@@ -63,7 +63,7 @@ async fn separate(step: &Step<'_>, found: &mut Findings) -> Result<Turn, Pipelin
     found.mllm_ms += latency_ms;
     let mut v = found.vars.clone();
     v.set("observations", observations.as_str());
-    let input = TraceInput::Reasoning(input);
+    let input = TraceInput::from(input);
     Ok(match step.set.render(names::OBSERVATIONS, &v) {
         Ok(segments) => {
             found.reasoning = segments;
@@ -73,7 +73,7 @@ async fn separate(step: &Step<'_>, found: &mut Findings) -> Result<Turn, Pipelin
                     "separate call: {} characters of observations",
                     observations.chars().count()
                 ),
-                output: TraceOutput::Reasoning(output),
+                output: TraceOutput::from(output),
             }
         }
         Err(e) => Turn::Failed {

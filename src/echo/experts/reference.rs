@@ -34,8 +34,8 @@ impl Expert for ReferenceExtractor {
             Ok((input, hits)) => {
                 found.references = hits.images();
                 Turn::Done {
-                    input: TraceInput::Reference(input),
-                    output: TraceOutput::Reference(output_of(&hits)),
+                    input: TraceInput::from(input),
+                    output: TraceOutput::from(output_of(&hits)),
                     summary: hits.summary(),
                 }
             }
@@ -48,7 +48,7 @@ impl Expert for ReferenceExtractor {
 }
 
 fn source_only(source: String) -> TraceInput {
-    TraceInput::Reference(ReferenceInput::Source { source })
+    TraceInput::from(ReferenceInput::Source { source })
 }
 
 /// The trace's record of what was found.
