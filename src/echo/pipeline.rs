@@ -249,4 +249,131 @@ mod tests {
             (None, Some("bottle"))
         );
     }
+
+    /// Stands in for any expert: the failure policy and the trace stamping live in
+    /// `Run::turn`, not in the experts, so a new expert gets them by implementing
+    /// `Expert` alone.
+    struct Scripted<const REQUIRED: bool> {
+        fail: bool,
+    }
+
+    impl<const R: bool> Expert for Scripted<R> {
+        const NAME: ExpertName = ExpertName::KnowledgeGuide;
+        const REQUIRED: bool = R;
+
+        async fn run(&self, _: &Step<'_>, found: &mut Findings) -> Result<Turn, PipelineError> {
+            found.knowledge.push_str("seen");
+            Ok(if self.fail {
+                Turn::Failed {
+                    input: crate::echo::trace::TraceInput::None,
+                    error: PipelineError::Knowledge {
+                        message: "nothing loaded".into(),
+                    },
+                }
+            } else {
+                Turn::Skipped
+            })
+        }
+    }
+
+    fn turn_of<const R: bool>(
+        strict: bool,
+        fail: bool,
+    ) -> (
+        Result<(), PipelineError>,
+        Vec<ExpertTrace>,
+        Vec<PipelineEvent>,
+    ) {
+        let ctx = PipelineContext::new(PipelineSettings::default()).unwrap();
+        let plan = ctx.plan(&QuestionType::AnomalyDetection);
+        let question = Question {
+            text: "Is there any defect?".into(),
+            answer: String::new(),
+            options: IndexMap::new(),
+            qtype: QuestionType::AnomalyDetection,
+            annotation: None,
+        };
+        let backend = crate::echo::ScriptedBackend::constant("A");
+        let query = Query::image("x.png");
+        let cancel = CancelToken::new();
+        let step = Step {
+            backend: &backend,
+            ctx: &ctx,
+            plan: &plan,
+            set: ctx.prompt_set(&plan.prompts).unwrap(),
+            query: &query,
+            question: &question,
+            cancel: &cancel,
+        };
+        let events = std::sync::Mutex::new(Vec::new());
+        let record = |e: PipelineEvent| events.lock().unwrap().push(e);
+        let mut run = Run {
+            traces: Vec::new(),
+            events: &record,
+            strict,
+        };
+        let mut found = Findings::default();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let result = runtime.block_on(run.turn(Scripted::<R> { fail }, &step, &mut found));
+        assert_eq!(found.knowledge, "seen");
+        let traces = match &result {
+            Ok(()) => run.traces,
+            Err(e) => e.traces().to_vec(),
+        };
+        (result, traces, events.into_inner().unwrap())
+    }
+
+    #[test]
+    fn a_turn_stamps_the_trace_and_applies_the_failure_policy() {
+        // Lenient: the failure is recorded and the question goes on.
+        let (result, traces, events) = turn_of::<false>(false, true);
+        assert!(result.is_ok());
+        assert_eq!(traces.len(), 1);
+        assert_eq!(traces[0].name, ExpertName::KnowledgeGuide);
+        assert_eq!(traces[0].summary, "failed: no knowledge: nothing loaded");
+        assert!(traces[0].is_failed() && traces[0].output.is_none());
+        assert_eq!(
+            events,
+            [
+                PipelineEvent::ExpertStarted(ExpertName::KnowledgeGuide),
+                PipelineEvent::ExpertFinished(traces[0].clone()),
+            ]
+        );
+
+        // Strict: the same failure stops the question, keeping the trace.
+        let (result, traces, _) = turn_of::<false>(true, true);
+        match result {
+            Err(PipelineError::Expert { expert, source, .. }) => {
+                assert_eq!(expert, ExpertName::KnowledgeGuide);
+                assert!(matches!(*source, PipelineError::Failed { ref message }
+                    if message == "no knowledge: nothing loaded"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(traces[0].is_failed());
+
+        // A required expert stops even a lenient run, with its own error as cause.
+        let (result, _, _) = turn_of::<true>(false, true);
+        assert!(matches!(
+            result,
+            Err(PipelineError::Expert { ref source, .. })
+                if matches!(**source, PipelineError::Knowledge { .. })
+        ));
+
+        // Skipped: the plan's reason becomes the trace.
+        let (result, traces, _) = turn_of::<false>(true, false);
+        assert!(result.is_ok());
+        let ctx = PipelineContext::new(PipelineSettings::default()).unwrap();
+        let plan = ctx.plan(&QuestionType::AnomalyDetection);
+        let why = &plan.step(ExpertName::KnowledgeGuide).why;
+        assert_eq!(
+            traces,
+            [ExpertTrace::skipped(
+                ExpertName::KnowledgeGuide,
+                why.clone()
+            )]
+        );
+    }
 }

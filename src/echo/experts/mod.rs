@@ -9,17 +9,20 @@
 //! Adding an expert (issue 18's anomaly map, say) takes:
 //!
 //! 1. a file here with a unit struct implementing [`Expert`]: `NAME`, whether its
-//!    failure stops the question (`REQUIRED`), and `run`, which reads what it needs
-//!    from `Step` and `Findings` and adds its product to a new `Findings` field;
-//! 2. a variant of `ExpertName` (with its label and key) in `echo/plan.rs`, a
-//!    `TraceInput` / `TraceOutput` variant with the input and output types in
-//!    `echo/trace.rs` (how the journal stores them), and its place in the sequence
-//!    of `pipeline::answer` (one `turn(...)` line);
-//! 3. a column in `assets/experts.toml` (`anomaly_map = true` per row), read by
-//!    `TypeRow` and turned into a `PlannedStep` by `plan::resolve` in `echo/plan.rs`.
+//!    failure stops the question (`REQUIRED`), and `run`, which returns
+//!    `Turn::Skipped` when the plan leaves it out, reads what it needs from `Step`
+//!    and `Findings`, and adds its product to a new `Findings` field;
+//! 2. a variant of `ExpertName` (its label, key and place in `ALL`) in
+//!    `echo/plan.rs`, and in `echo/trace.rs` its input and output types (as the
+//!    journal will store them) with a `TraceInput` / `TraceOutput` variant each;
+//! 3. a column in `assets/experts.toml` (`anomaly_map = true` in a row), read as a
+//!    `TypeRow` field and turned into the plan's `PlannedStep` by `plan::resolve`;
+//! 4. one `run.turn(AnomalyMap, ..)` line in `pipeline::answer`, where it belongs in
+//!    the order.
 //!
-//! The trace view and `inspect` show an unknown expert's trace as its JSON until
-//! they are taught its card.
+//! The compiler then lists the matches on `ExpertName` that need an arm: reading a
+//! stored trace (`trace.rs`), the trace view's card (`ui/trace_view.rs`, where
+//! `raw_body` shows any trace as its JSON) and `inspect`'s text output.
 
 pub mod decision;
 pub mod knowledge_guide;
