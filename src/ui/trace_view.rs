@@ -10,7 +10,9 @@ use eframe::egui;
 use serde_json::json;
 
 use crate::dataset::Question;
-use crate::echo::trace::{ImageRole, PromptPart, ReasoningOutput, ReferenceInput, RequestTrace};
+use crate::echo::trace::{
+    ImageRole, PromptPart, ReasoningOutput, ReferenceInput, RequestTrace, TraceOutput,
+};
 use crate::echo::{Decision, ExpertName, ExpertStatus, ExpertTrace, PipelineEvent};
 use crate::memory::Scope;
 
@@ -239,6 +241,13 @@ impl QuestionRun {
                 "### {} ({} ms)\n\n{}\n\n",
                 t.name, t.ms, t.summary
             ));
+            if let TraceOutput::Raw(value) = &t.output {
+                // A shape this version does not know: what was stored, as stored.
+                md.push_str(&fenced(
+                    &serde_json::to_string_pretty(value).unwrap_or_default(),
+                ));
+                continue;
+            }
             match t.name {
                 ExpertName::KnowledgeGuide => {
                     if let Some(k) = t.output.knowledge() {
@@ -626,15 +635,16 @@ fn card_body(ui: &mut egui::Ui, run: &QuestionRun, t: &ExpertTrace) {
         ExpertName::ReferenceExtractor => reference_body(ui, t),
         ExpertName::KnowledgeGuide => knowledge_body(ui, run, t),
         ExpertName::ReasoningExpert => {
-            ui.label(match t.output.reasoning() {
-                Some(ReasoningOutput::Separate { .. }) => {
+            let Some(out) = t.output.reasoning() else {
+                return raw_body(ui, t);
+            };
+            ui.label(match out {
+                ReasoningOutput::Separate { .. } => {
                     "Mode: separate call (its observations are added to the prompt)"
                 }
-                _ => "Mode: inline scaffold added to the prompt",
+                ReasoningOutput::Inline { .. } => "Mode: inline scaffold added to the prompt",
             });
-            if let Some(text) = reasoning_text(t) {
-                text_block(ui, text, 160.0);
-            }
+            text_block(ui, out.text(), 160.0);
         }
         ExpertName::DecisionMaker => decision_body(ui, run, t),
     }
@@ -796,7 +806,7 @@ fn text_block(ui: &mut egui::Ui, text: &str, max_height: f32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::echo::trace::{TraceInput, TraceOutput};
+    use crate::echo::trace::TraceInput;
     use indexmap::IndexMap;
 
     fn record(error: Option<&str>) -> crate::runs::journal::JournalRecord {
