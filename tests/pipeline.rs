@@ -1014,3 +1014,72 @@ fn user_templates_are_checked_where_they_would_lose_information() {
         context(preset("echo")).prompt_templates_hash()
     );
 }
+
+/// Every trace the pipeline writes, for every knowledge and reasoning mode, two
+/// reference sources and four ways a question goes (answered, the first call
+/// failing, an empty first reply, strict with category scope and two references),
+/// exactly as the pipeline wrote them before the experts were split into files and
+/// their traces typed (the fixture is that version's output; `ms` zeroed, the
+/// repository root written `ROOT`). Journals store these lines, so a change here
+/// is a change of the run folder format.
+#[test]
+fn traces_are_written_as_before_the_experts_were_split() {
+    let expected =
+        std::fs::read_to_string(repo("tests/fixtures/compat/pipeline_traces.txt")).unwrap();
+    let root_prefix = format!("{}/", env!("CARGO_MANIFEST_DIR"));
+    let qtype = QuestionType::DefectClassification;
+    let (query, question) = sample(&qtype);
+    let mut got = String::new();
+    for km in [
+        KnowledgeMode::Category,
+        KnowledgeMode::Condensed,
+        KnowledgeMode::Options,
+        KnowledgeMode::Llm,
+    ] {
+        for rm in [ReasoningMode::Inline, ReasoningMode::Separate] {
+            for rk in [None, Some(ReferenceKind::Similar)] {
+                for way in 0..4 {
+                    let mut s = preset("full");
+                    s.knowledge_mode = Some(km);
+                    s.reasoning_mode = Some(rm);
+                    s.reference = rk;
+                    s.switches.knowledge = Some(true);
+                    if way == 3 {
+                        s.scope = ScopeMode::Category;
+                        s.reference_images = 2;
+                        s.strict = true;
+                    }
+                    let ctx = context(s);
+                    let backend = match way {
+                        1 => ScriptedBackend::constant("B").then(Err("HTTP 500 after 4 attempts")),
+                        2 => ScriptedBackend::constant("The answer is (C).").then(Ok("   ")),
+                        _ => ScriptedBackend::constant("B. Scratch\nbecause"),
+                    };
+                    let result = run(&backend, &ctx, &query, &question);
+                    let traces = match &result {
+                        Ok(d) => d.traces.clone(),
+                        Err(e) => e.traces().to_vec(),
+                    };
+                    for t in traces {
+                        // Written as a journal writes it; only the time is zeroed.
+                        let line = serde_json::to_string(&t).unwrap();
+                        let (before_ms, _) = line.rsplit_once(",\"ms\":").unwrap();
+                        got.push_str(&before_ms.replace(&root_prefix, "ROOT/"));
+                        got.push_str(",\"ms\":0}\n");
+                    }
+                    let outcome = match &result {
+                        Ok(d) => format!("{:?}", d.letter),
+                        Err(e) => e.to_string(),
+                    };
+                    got.push_str(&format!(
+                        "-- full {qtype} {km:?} {rm:?} {rk:?} {way} {outcome}\n"
+                    ));
+                }
+            }
+        }
+    }
+    for (n, (a, b)) in got.lines().zip(expected.lines()).enumerate() {
+        assert_eq!(a, b, "line {}", n + 1);
+    }
+    assert_eq!(got.lines().count(), expected.lines().count());
+}
