@@ -209,7 +209,7 @@ fn every_type_and_preset_sends_the_planned_images_and_knowledge() {
                 (true, "mmad") => Some(entry.entry.random_templates[0].clone()),
                 // Echo and full: the memory's top-1, as the trace says.
                 _ => Some(rel(Path::new(
-                    d.traces[0].output["candidates"][0]["path"]
+                    d.traces[0].output.to_value()["candidates"][0]["path"]
                         .as_str()
                         .unwrap(),
                 ))),
@@ -506,7 +506,7 @@ fn knowledge_modes() {
         s.knowledge_mode = Some(mode);
         let backend = ScriptedBackend::constant("A");
         let d = run(&backend, &context(s), &query, question).unwrap();
-        let out = d.traces[1].output.clone();
+        let out = d.traces[1].output.to_value();
         let text = out["snippet"].as_str().unwrap().to_string();
         assert!(
             last(&backend).text().contains(&text),
@@ -605,7 +605,7 @@ fn llm_knowledge_is_selected_once_and_cached() {
     assert!(reqs[0].text().contains(&question.text) && reqs[0].text().contains("<Normal Washer>"));
     assert!(reqs[0].images().is_empty());
     for (d, cached) in [(&first, false), (&second, true)] {
-        let out = &d.traces[1].output;
+        let out = &d.traces[1].output.to_value();
         assert_eq!(out["cached"], cached);
         assert_eq!(
             out["snippet"],
@@ -658,12 +658,18 @@ fn separate_reasoning_passes_its_observations_on() {
     let trace = &d.traces[2];
     assert_eq!(trace.name, ExpertName::ReasoningExpert);
     assert!(
-        trace.output["observations"]
+        trace.output.to_value()["observations"]
             .as_str()
             .unwrap()
             .contains("thin bright line")
     );
-    assert!(trace.input["request"]["parts"].as_array().unwrap().len() >= 3);
+    assert!(
+        trace.input.to_value()["request"]["parts"]
+            .as_array()
+            .unwrap()
+            .len()
+            >= 3
+    );
     assert_eq!(d.letter.as_deref(), Some("A"));
     // A failing reasoning call leaves a Failed trace and the answer comes anyway.
     let mut settings = preset("echo");
@@ -714,7 +720,7 @@ fn backend_failure_fails_the_decision_maker_and_keeps_the_traces() {
     assert!(error.contains("cannot reach the model server"));
     // The request that was attempted is in the trace.
     assert!(
-        traces[3].input["request"]["parts"]
+        traces[3].input.to_value()["request"]["parts"]
             .as_array()
             .unwrap()
             .len()
@@ -819,7 +825,7 @@ fn answers_are_read_and_scored() {
             d.option_text.as_deref(),
             Some(question.options[letter].as_str())
         );
-        let dm = &d.traces[3].output;
+        let dm = &d.traces[3].output.to_value();
         assert_eq!(dm["raw"], reply);
         assert_eq!(dm["letter"], letter);
         assert_eq!(dm["request_summary"]["images"], 2);
@@ -859,7 +865,8 @@ fn reference_sources_and_scopes() {
         &question,
     )
     .unwrap();
-    let cands = d.traces[0].output["candidates"].as_array().unwrap();
+    let output = d.traces[0].output.to_value();
+    let cands = output["candidates"].as_array().unwrap();
     assert_eq!(cands.len(), 5);
     assert!(cands.iter().all(|c| c["category"] == "washer"));
     assert_eq!(cands.iter().filter(|c| c["used"] == true).count(), 1);
@@ -875,13 +882,13 @@ fn reference_sources_and_scopes() {
     )
     .unwrap();
     assert!(
-        d.traces[0].output["notes"][0]
+        d.traces[0].output.to_value()["notes"][0]
             .as_str()
             .unwrap()
             .contains("left out")
     );
     assert_ne!(
-        d.traces[0].output["candidates"][0]["rel_path"],
+        d.traces[0].output.to_value()["candidates"][0]["rel_path"],
         "Sample/washer/train/good/003.png"
     );
     // MMAD templates need a dataset entry: a loose image gets a Failed reference
@@ -992,7 +999,8 @@ fn user_templates_are_checked_where_they_would_lose_information() {
     assert!(backend.requests().is_empty());
     let (query, question) = sample(&QuestionType::DefectClassification);
     let d = run(&backend, &ctx, &query, &question).unwrap();
-    let warnings = d.traces[3].input["warnings"].as_array().unwrap();
+    let input = d.traces[3].input.to_value();
+    let warnings = input["warnings"].as_array().unwrap();
     assert!(
         warnings[0]
             .as_str()
@@ -1005,4 +1013,73 @@ fn user_templates_are_checked_where_they_would_lose_information() {
         ctx.prompt_templates_hash(),
         context(preset("echo")).prompt_templates_hash()
     );
+}
+
+/// Every trace the pipeline writes, for every knowledge and reasoning mode, two
+/// reference sources and four ways a question goes (answered, the first call
+/// failing, an empty first reply, strict with category scope and two references),
+/// exactly as the pipeline wrote them before the experts were split into files and
+/// their traces typed (the fixture is that version's output; `ms` zeroed, the
+/// repository root written `ROOT`). Journals store these lines, so a change here
+/// is a change of the run folder format.
+#[test]
+fn traces_are_written_as_before_the_experts_were_split() {
+    let expected =
+        std::fs::read_to_string(repo("tests/fixtures/compat/pipeline_traces.txt")).unwrap();
+    let root_prefix = format!("{}/", env!("CARGO_MANIFEST_DIR"));
+    let qtype = QuestionType::DefectClassification;
+    let (query, question) = sample(&qtype);
+    let mut got = String::new();
+    for km in [
+        KnowledgeMode::Category,
+        KnowledgeMode::Condensed,
+        KnowledgeMode::Options,
+        KnowledgeMode::Llm,
+    ] {
+        for rm in [ReasoningMode::Inline, ReasoningMode::Separate] {
+            for rk in [None, Some(ReferenceKind::Similar)] {
+                for way in 0..4 {
+                    let mut s = preset("full");
+                    s.knowledge_mode = Some(km);
+                    s.reasoning_mode = Some(rm);
+                    s.reference = rk;
+                    s.switches.knowledge = Some(true);
+                    if way == 3 {
+                        s.scope = ScopeMode::Category;
+                        s.reference_images = 2;
+                        s.strict = true;
+                    }
+                    let ctx = context(s);
+                    let backend = match way {
+                        1 => ScriptedBackend::constant("B").then(Err("HTTP 500 after 4 attempts")),
+                        2 => ScriptedBackend::constant("The answer is (C).").then(Ok("   ")),
+                        _ => ScriptedBackend::constant("B. Scratch\nbecause"),
+                    };
+                    let result = run(&backend, &ctx, &query, &question);
+                    let traces = match &result {
+                        Ok(d) => d.traces.clone(),
+                        Err(e) => e.traces().to_vec(),
+                    };
+                    for t in traces {
+                        // Written as a journal writes it; only the time is zeroed.
+                        let line = serde_json::to_string(&t).unwrap();
+                        let (before_ms, _) = line.rsplit_once(",\"ms\":").unwrap();
+                        got.push_str(&before_ms.replace(&root_prefix, "ROOT/"));
+                        got.push_str(",\"ms\":0}\n");
+                    }
+                    let outcome = match &result {
+                        Ok(d) => format!("{:?}", d.letter),
+                        Err(e) => e.to_string(),
+                    };
+                    got.push_str(&format!(
+                        "-- full {qtype} {km:?} {rm:?} {rk:?} {way} {outcome}\n"
+                    ));
+                }
+            }
+        }
+    }
+    for (n, (a, b)) in got.lines().zip(expected.lines()).enumerate() {
+        assert_eq!(a, b, "line {}", n + 1);
+    }
+    assert_eq!(got.lines().count(), expected.lines().count());
 }

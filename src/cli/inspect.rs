@@ -455,7 +455,7 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<ExitCode> {
                 .iter()
                 .map(|t| {
                     let output = match &t.status {
-                        ExpertStatus::Done => t.output.clone(),
+                        ExpertStatus::Done => t.output.to_value(),
                         ExpertStatus::Skipped { why } => json!({"skipped": why}),
                         ExpertStatus::Failed { error } => json!({"error": error}),
                     };
@@ -553,58 +553,43 @@ fn print_trace(t: &ExpertTrace) {
             println!("\n[{n}] {} ({} ms): {}", t.name, t.ms, t.summary);
             match t.name {
                 echo_workbench::echo::ExpertName::ReferenceExtractor => {
-                    for (i, c) in t.output["candidates"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .enumerate()
-                    {
-                        let score = c["score"]
-                            .as_f64()
+                    let found = t.output.reference();
+                    for (i, c) in found.into_iter().flat_map(|f| &f.candidates).enumerate() {
+                        let score = c
+                            .score
                             .map(|s| format!("{s:.4}"))
                             .unwrap_or_else(|| "-".into());
-                        let rerank = c["rerank_score"]
-                            .as_f64()
+                        let rerank = c
+                            .rerank_score
                             .map(|s| format!(", rerank {s:.3}"))
                             .unwrap_or_default();
-                        let used = if c["used"].as_bool() == Some(true) {
-                            "  <- sent"
-                        } else {
-                            ""
-                        };
-                        println!(
-                            "    {}. {score}{rerank}  {}{used}",
-                            i + 1,
-                            c["path"].as_str().unwrap_or_default()
-                        );
+                        let used = if c.used { "  <- sent" } else { "" };
+                        println!("    {}. {score}{rerank}  {}{used}", i + 1, c.path.display());
                     }
-                    for note in t.output["notes"].as_array().into_iter().flatten() {
-                        println!("    note: {}", note.as_str().unwrap_or_default());
+                    for note in found.into_iter().flat_map(|f| &f.notes) {
+                        println!("    note: {note}");
                     }
                 }
                 echo_workbench::echo::ExpertName::KnowledgeGuide => {
-                    for m in t.output["matches"].as_array().into_iter().flatten() {
+                    let knowledge = t.output.knowledge();
+                    for m in knowledge
+                        .into_iter()
+                        .flat_map(|k| k.matches.iter().flatten())
+                    {
                         println!(
                             "    {} \"{}\" -> {}: {}",
-                            m["letter"].as_str().unwrap_or_default(),
-                            m["option"].as_str().unwrap_or_default(),
-                            m["entry"].as_str().unwrap_or_default(),
-                            m["why"].as_str().unwrap_or_default()
+                            m.letter, m.option, m.entry, m.why
                         );
                     }
-                    print_block(t.output["snippet"].as_str().unwrap_or_default());
+                    print_block(knowledge.map_or("", |k| k.snippet.as_str()));
                 }
                 echo_workbench::echo::ExpertName::ReasoningExpert => {
-                    let text = t.output["observations"]
-                        .as_str()
-                        .or_else(|| t.output["text"].as_str())
-                        .unwrap_or_default();
-                    print_block(text);
+                    print_block(t.output.reasoning().map_or("", |r| r.text()));
                 }
                 echo_workbench::echo::ExpertName::DecisionMaker => {
                     println!(
                         "    reply: {}",
-                        t.output["raw"].as_str().unwrap_or_default().trim()
+                        t.output.raw_reply().unwrap_or_default().trim()
                     );
                 }
             }

@@ -8,8 +8,8 @@
 
 use std::sync::Arc;
 
+use crate::knowledge::options::OptionMatch;
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::dataset::{DatasetRoot, ImageEntry};
 use crate::echo::backend::ScriptedBackend;
@@ -48,8 +48,8 @@ pub enum ModeOutcome {
         text: String,
         /// Entry names the block is made of.
         entries: Vec<String>,
-        /// Options mode: why each entry was picked (`letter`, `option`, `entry`, `why`).
-        matches: Value,
+        /// Options mode: why each entry was picked.
+        matches: Option<Vec<OptionMatch>>,
         /// Options mode: no option named a defect, so every entry was kept.
         fallback_all: bool,
     },
@@ -166,21 +166,16 @@ pub fn preview_question(
 /// The snippet and selection a Knowledge Guide trace records.
 pub fn outcome_of(trace: &ExpertTrace) -> ModeOutcome {
     match &trace.status {
-        ExpertStatus::Done => ModeOutcome::Snippet {
-            text: trace.output["snippet"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string(),
-            entries: trace.output["entries"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|v| v.as_str().map(String::from))
-                        .collect()
-                })
-                .unwrap_or_default(),
-            matches: trace.output["matches"].clone(),
-            fallback_all: trace.output["fallback_all"].as_bool().unwrap_or(false),
+        ExpertStatus::Done => match trace.output.knowledge() {
+            Some(k) => ModeOutcome::Snippet {
+                text: k.snippet.clone(),
+                entries: k.entries.clone(),
+                matches: k.matches.clone(),
+                fallback_all: k.fallback_all.unwrap_or(false),
+            },
+            None => ModeOutcome::Failed {
+                message: "the Knowledge Guide's trace records no snippet".into(),
+            },
         },
         ExpertStatus::Failed { error } => ModeOutcome::Failed {
             message: error.clone(),
@@ -244,7 +239,7 @@ mod tests {
             } => {
                 assert_eq!(entries[0], "good");
                 assert!(entries.iter().any(|e| e == "notch"), "{entries:?}");
-                assert!(matches.as_array().is_some_and(|m| !m.is_empty()));
+                assert!(matches.as_ref().is_some_and(|m| !m.is_empty()));
             }
             other => panic!("{other:?}"),
         }

@@ -62,6 +62,24 @@ pub enum ExtractMethod {
     Unmatched,
 }
 
+impl ExtractMethod {
+    /// The name journals and reports use (`leading-letter`).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ExtractMethod::LeadingLetter => "leading-letter",
+            ExtractMethod::AnswerMarker => "answer-marker",
+            ExtractMethod::Parenthesised => "parenthesised",
+            ExtractMethod::Bold => "bold",
+            ExtractMethod::OptionText => "option-text",
+            ExtractMethod::SingleLetter => "single-letter",
+            ExtractMethod::RegexLast => "regex-last",
+            ExtractMethod::RegexFirst => "regex-first",
+            ExtractMethod::ClosestOption => "closest-option",
+            ExtractMethod::Unmatched => "unmatched",
+        }
+    }
+}
+
 /// The result of reading one reply.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Extraction {
@@ -871,6 +889,25 @@ fn extract_structured(reply: &str, map: &IndexMap<String, String>) -> Extraction
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn method_names_are_the_ones_journals_store() {
+        use ExtractMethod::*;
+        for m in [
+            LeadingLetter,
+            AnswerMarker,
+            Parenthesised,
+            Bold,
+            OptionText,
+            SingleLetter,
+            RegexLast,
+            RegexFirst,
+            ClosestOption,
+            Unmatched,
+        ] {
+            assert_eq!(serde_json::to_value(&m).unwrap(), m.as_str());
+        }
+    }
     use proptest::prelude::*;
     use serde::Deserialize;
 

@@ -9,7 +9,9 @@ pub use extract::{ExtractMethod, ExtractMode, Extraction, extract_answer};
 
 pub mod backend;
 pub mod classify;
+pub mod context;
 pub mod error;
+pub mod experts;
 pub mod guide;
 pub mod pipeline;
 pub mod plan;

@@ -19,11 +19,56 @@ use std::str::FromStr;
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
-use super::trace::ExpertName;
 use crate::dataset::QuestionType;
 
 /// The bundled table, used when no file is given or the file is missing.
 pub const BUNDLED_EXPERTS_TOML: &str = include_str!("../../assets/experts.toml");
+
+/// The four experts of Echo, in the order the pipeline runs them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExpertName {
+    ReferenceExtractor,
+    KnowledgeGuide,
+    ReasoningExpert,
+    DecisionMaker,
+}
+
+impl ExpertName {
+    /// All experts in pipeline order.
+    pub const ALL: [ExpertName; 4] = [
+        ExpertName::ReferenceExtractor,
+        ExpertName::KnowledgeGuide,
+        ExpertName::ReasoningExpert,
+        ExpertName::DecisionMaker,
+    ];
+
+    /// The name people read (`Reference Extractor`).
+    pub fn label(self) -> &'static str {
+        match self {
+            ExpertName::ReferenceExtractor => "Reference Extractor",
+            ExpertName::KnowledgeGuide => "Knowledge Guide",
+            ExpertName::ReasoningExpert => "Reasoning Expert",
+            ExpertName::DecisionMaker => "Decision Maker",
+        }
+    }
+
+    /// The serialised name (`reference_extractor`).
+    pub fn key(self) -> &'static str {
+        match self {
+            ExpertName::ReferenceExtractor => "reference_extractor",
+            ExpertName::KnowledgeGuide => "knowledge_guide",
+            ExpertName::ReasoningExpert => "reasoning_expert",
+            ExpertName::DecisionMaker => "decision_maker",
+        }
+    }
+}
+
+impl std::fmt::Display for ExpertName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.label())
+    }
+}
 
 /// Where the reference image comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

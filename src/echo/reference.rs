@@ -5,11 +5,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use serde::Serialize;
-use serde_json::{Value, json};
 
 use super::error::PipelineError;
 use super::plan::ScopeMode;
 use super::query::Query;
+use super::trace::ReferenceInput;
 use crate::memory::{ReferenceMemory, Scope};
 use crate::vision::{DecodeLimits, ImageEmbedder, decode_rgb8, descriptor};
 
@@ -115,7 +115,7 @@ pub(crate) async fn find(
     source: &ReferenceSource,
     query: &Query,
     images: usize,
-) -> Result<(Value, ReferenceFound), PipelineError> {
+) -> Result<(ReferenceInput, ReferenceFound), PipelineError> {
     let fail = |message: String| PipelineError::Reference { message };
     let images = images.max(1);
     match source {
@@ -137,7 +137,12 @@ pub(crate) async fn find(
             } else {
                 &entry.entry.random_templates
             };
-            let input = json!({"source": field, "key": entry.key, "root": entry.root.path(), "images": images});
+            let input = ReferenceInput::Templates {
+                source: field.into(),
+                key: entry.key.clone(),
+                root: entry.root.path().to_path_buf(),
+                images,
+            };
             if list.is_empty() {
                 return Err(fail(format!("the entry `{}` lists no {field}", entry.key)));
             }
@@ -186,16 +191,16 @@ pub(crate) async fn find(
                 }
             };
             let k = (*k).max(images);
-            let input = json!({
-                "source": "memory",
-                "memory": memory.root,
-                "items": memory.len(),
-                "embedder": memory.embedder,
-                "scope": scope,
-                "k": k,
-                "rerank": memory.has_thumbs(),
-                "images": images,
-            });
+            let input = ReferenceInput::Memory {
+                source: "memory".into(),
+                memory: memory.root.clone(),
+                items: memory.len(),
+                embedder: memory.embedder.clone(),
+                scope: scope.clone(),
+                k,
+                rerank: memory.has_thumbs(),
+                images,
+            };
             let (memory, embedder, image) = (memory.clone(), embedder.clone(), query.image.clone());
             // Waiting here holds no thread; the permit then travels with the blocking
             // work, so it is released when the decode ends even if this future is dropped.

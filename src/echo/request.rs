@@ -4,15 +4,14 @@
 
 use std::path::{Path, PathBuf};
 
-use serde_json::{Value, json};
-
 use super::prompt::{ImageSlot, PromptSet, Segment, TemplateError, Vars, names};
+use super::trace::{ImageRole, PromptPart, RequestTrace};
 use crate::mllm::{ChatRequest, Part};
 
 /// A request plus its description for the trace.
 pub struct BuiltRequest {
     pub request: ChatRequest,
-    pub summary: Value,
+    pub summary: RequestTrace,
 }
 
 /// Renders `template` of `set` and places the images: every reference image at
@@ -68,27 +67,35 @@ pub fn build_request(
     for seg in segments {
         match seg {
             Segment::Text(t) => {
-                described.push(json!({"text": t}));
+                described.push(PromptPart::Text { text: t.clone() });
                 parts.push(Part::Text(t));
             }
             Segment::Image(ImageSlot::Reference) => {
                 for (i, r) in references.iter().enumerate() {
-                    described.push(json!({"image": "reference", "index": i, "path": r}));
+                    described.push(PromptPart::Image {
+                        image: ImageRole::Reference,
+                        index: Some(i),
+                        path: r.clone(),
+                    });
                     parts.push(Part::Image(r.clone()));
                 }
             }
             Segment::Image(ImageSlot::Query) => {
-                described.push(json!({"image": "query", "path": query}));
+                described.push(PromptPart::Image {
+                    image: ImageRole::Query,
+                    index: None,
+                    path: query.to_path_buf(),
+                });
                 parts.push(Part::Image(query.to_path_buf()));
             }
         }
     }
-    let summary = json!({
-        "prompts": set.name,
-        "template": template,
-        "system": system,
-        "parts": described,
-    });
+    let summary = RequestTrace {
+        prompts: set.name.clone(),
+        template: template.to_string(),
+        system: system.clone(),
+        parts: described,
+    };
     Ok(BuiltRequest {
         request: ChatRequest { system, parts },
         summary,

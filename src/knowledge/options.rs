@@ -6,12 +6,12 @@
 use std::collections::{HashMap, HashSet};
 
 use indexmap::IndexMap;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{CategoryKnowledge, NORMAL_ENTRY};
 
 /// Why an option selected an entry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OptionMatch {
     pub letter: String,
     pub option: String,

@@ -22,7 +22,7 @@ use std::time::Instant;
 use indexmap::IndexMap;
 use serde_json::{Value, json};
 
-use crate::echo::trace::{ExpertName, ExpertTrace};
+use crate::echo::trace::{ExpertName, ExpertTrace, TraceInput, TraceOutput};
 use crate::mllm::EndpointConfig;
 use crate::runs::catalog;
 use crate::runs::journal::{
@@ -112,8 +112,10 @@ fn bench_record(
         .cycle()
         .take(record_bytes.saturating_sub(560))
         .collect();
-    trace.input = json!({"prompt": filler, "images": [key]});
-    trace.output = json!({"reply": format!("Answer: {given}. The visible line is consistent with a crack."), "letter": given});
+    trace.input = TraceInput::Raw(json!({"prompt": filler, "images": [key]}));
+    trace.output = TraceOutput::Raw(
+        json!({"reply": format!("Answer: {given}. The visible line is consistent with a crack."), "letter": given}),
+    );
     trace.summary = format!("answered {given}");
     trace.ms = 850 + (index % 400) as u64;
     JournalRecord {

@@ -657,12 +657,15 @@ fn push_wrong_answers(h: &mut String, run: &RunFolder, limits: ReportLimits) {
                 t.ms,
                 e(&t.summary)
             );
-            for (label, value) in [("Input", &t.input), ("Output", &t.output)] {
+            for (label, value) in [
+                ("Input", t.input.to_value()),
+                ("Output", t.output.to_value()),
+            ] {
                 if value.is_null() {
                     continue;
                 }
-                let pretty =
-                    serde_json::to_string_pretty(&without_inline_images(value)).unwrap_or_default();
+                let pretty = serde_json::to_string_pretty(&without_inline_images(&value))
+                    .unwrap_or_default();
                 let _ = writeln!(h, "<p><b>{label}</b></p><pre>{}</pre>", e(&pretty));
             }
             h.push_str("</details>\n");
@@ -727,11 +730,11 @@ mod tests {
         wrong.traces = vec![ExpertTrace {
             name: ExpertName::DecisionMaker,
             status: ExpertStatus::Done,
-            input: serde_json::json!({
+            input: crate::echo::trace::TraceInput::Raw(serde_json::json!({
                 "prompt": "Is there a defect? <b>",
                 "image": format!("data:image/png;base64,{}", "A".repeat(5000)),
-            }),
-            output: serde_json::json!({"letter": "B"}),
+            })),
+            output: crate::echo::trace::TraceOutput::Raw(serde_json::json!({"letter": "B"})),
             summary: "answered B & stopped".into(),
             ms: 12,
         }];

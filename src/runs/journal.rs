@@ -619,7 +619,9 @@ mod tests {
     fn with_trace(index: usize) -> JournalRecord {
         let mut r = record(index, RecordStatus::Ok);
         let mut trace = ExpertTrace::skipped(crate::echo::ExpertName::DecisionMaker, "test");
-        trace.input = serde_json::json!({"prompt": format!("prompt of question {index}")});
+        trace.input = crate::echo::trace::TraceInput::Raw(serde_json::json!({
+            "prompt": format!("prompt of question {index}")
+        }));
         r.traces = vec![trace];
         r
     }

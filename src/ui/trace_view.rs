@@ -7,10 +7,14 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use eframe::egui;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::dataset::Question;
+use crate::echo::trace::{
+    ImageRole, PromptPart, ReasoningOutput, ReferenceInput, RequestTrace, TraceOutput,
+};
 use crate::echo::{Decision, ExpertName, ExpertStatus, ExpertTrace, PipelineEvent};
+use crate::memory::Scope;
 
 /// Where one expert's turn stands.
 #[derive(Debug, Clone, PartialEq)]
@@ -237,10 +241,17 @@ impl QuestionRun {
                 "### {} ({} ms)\n\n{}\n\n",
                 t.name, t.ms, t.summary
             ));
+            if let TraceOutput::Raw(value) = &t.output {
+                // A shape this version does not know: what was stored, as stored.
+                md.push_str(&fenced(
+                    &serde_json::to_string_pretty(value).unwrap_or_default(),
+                ));
+                continue;
+            }
             match t.name {
                 ExpertName::KnowledgeGuide => {
-                    if let Some(s) = t.output["snippet"].as_str() {
-                        md.push_str(&fenced(s));
+                    if let Some(k) = t.output.knowledge() {
+                        md.push_str(&fenced(&k.snippet));
                     }
                 }
                 ExpertName::ReasoningExpert => {
@@ -250,8 +261,10 @@ impl QuestionRun {
                 }
                 ExpertName::DecisionMaker => {
                     md.push_str("Prompt:\n\n");
-                    md.push_str(&fenced(&prompt_text(&t.input["request"])));
-                    if let Some(raw) = t.output["raw"].as_str() {
+                    if let Some(request) = t.input.request() {
+                        md.push_str(&fenced(&prompt_text(request)));
+                    }
+                    if let Some(raw) = t.output.raw_reply() {
                         md.push_str("Reply:\n\n");
                         md.push_str(&fenced(raw));
                     }
@@ -277,24 +290,26 @@ fn answer_line(d: &Decision) -> String {
 }
 
 fn reasoning_text(t: &ExpertTrace) -> Option<&str> {
-    t.output["observations"]
-        .as_str()
-        .or_else(|| t.output["text"].as_str())
+    t.output.reasoning().map(ReasoningOutput::text)
 }
 
 /// The Decision Maker's request as text: the system message, then every part in
 /// order, images as `[image: role path]`.
-pub fn prompt_text(request: &Value) -> String {
+pub fn prompt_text(request: &RequestTrace) -> String {
     let mut out = String::new();
-    if let Some(s) = request["system"].as_str().filter(|s| !s.is_empty()) {
+    if let Some(s) = request.system.as_deref().filter(|s| !s.is_empty()) {
         out.push_str(&format!("[system]\n{s}\n\n[user]\n"));
     }
-    for part in request["parts"].as_array().into_iter().flatten() {
-        if let Some(t) = part["text"].as_str() {
-            out.push_str(t);
-        } else if let Some(role) = part["image"].as_str() {
-            let path = part["path"].as_str().unwrap_or_default();
-            out.push_str(&format!("\n[image: {role} {path}]\n"));
+    for part in &request.parts {
+        match part {
+            PromptPart::Text { text } => out.push_str(text),
+            PromptPart::Image { image, path, .. } => {
+                let role = match image {
+                    ImageRole::Reference => "reference",
+                    ImageRole::Query => "query",
+                };
+                out.push_str(&format!("\n[image: {role} {}]\n", path.display()));
+            }
         }
     }
     out
@@ -610,7 +625,7 @@ fn card_body(ui: &mut egui::Ui, run: &QuestionRun, t: &ExpertTrace) {
                 .wrap(),
             );
             if t.name == ExpertName::DecisionMaker {
-                prompt_block(ui, &t.input["request"]);
+                prompt_block(ui, t.input.request());
             }
             return;
         }
@@ -620,46 +635,51 @@ fn card_body(ui: &mut egui::Ui, run: &QuestionRun, t: &ExpertTrace) {
         ExpertName::ReferenceExtractor => reference_body(ui, t),
         ExpertName::KnowledgeGuide => knowledge_body(ui, run, t),
         ExpertName::ReasoningExpert => {
-            let mode = t.output["mode"].as_str().unwrap_or("inline");
-            ui.label(match mode {
-                "separate" => {
-                    "Mode: separate call (its observations are added to the prompt)".to_string()
+            let Some(out) = t.output.reasoning() else {
+                return raw_body(ui, t);
+            };
+            ui.label(match out {
+                ReasoningOutput::Separate { .. } => {
+                    "Mode: separate call (its observations are added to the prompt)"
                 }
-                m => format!("Mode: {m} scaffold added to the prompt"),
+                ReasoningOutput::Inline { .. } => "Mode: inline scaffold added to the prompt",
             });
-            if let Some(text) = reasoning_text(t) {
-                text_block(ui, text, 160.0);
-            }
+            text_block(ui, out.text(), 160.0);
         }
         ExpertName::DecisionMaker => decision_body(ui, run, t),
     }
 }
 
 fn reference_body(ui: &mut egui::Ui, t: &ExpertTrace) {
-    let out = &t.output;
-    let scope = match (
-        t.input["scope"]["scope"].as_str(),
-        t.input["scope"]["category"].as_str(),
-    ) {
-        (Some("category"), Some(c)) => format!("category `{c}`"),
-        (Some(s), _) => s.to_string(),
-        _ => "-".into(),
+    let Some(out) = t.output.reference() else {
+        return raw_body(ui, t);
     };
-    let source = out["source"].as_str().unwrap_or("-");
-    ui.label(format!("Source: {source}; scope: {scope}"));
-    if let Some(e) = t.input["embedder"].as_str() {
+    let (scope, embedder) = match t.input.reference() {
+        Some(ReferenceInput::Memory {
+            scope, embedder, ..
+        }) => (
+            match scope {
+                Scope::Category(c) => format!("category `{c}`"),
+                Scope::Global => "global".into(),
+            },
+            Some(embedder),
+        ),
+        _ => ("-".into(), None),
+    };
+    ui.label(format!("Source: {}; scope: {scope}", out.source));
+    if let Some(e) = embedder {
         ui.weak(format!("Embedder: {e}"));
     }
     // Wrapped lines rather than a grid: long paths must never widen the panel.
-    for c in out["candidates"].as_array().into_iter().flatten() {
-        let used = c["used"].as_bool() == Some(true);
-        let name = c["rel_path"].as_str().unwrap_or_default();
-        let score = c["score"]
-            .as_f64()
+    for c in &out.candidates {
+        let used = c.used;
+        let name = &c.rel_path;
+        let score = c
+            .score
             .map(|s| format!("  cosine {s:.3}"))
             .unwrap_or_default();
-        let rerank = c["rerank_score"]
-            .as_f64()
+        let rerank = c
+            .rerank_score
             .map(|s| format!(", rerank {s:.3}"))
             .unwrap_or_default();
         let line = format!("{}{name}{score}{rerank}", if used { "sent  " } else { "" });
@@ -670,33 +690,43 @@ fn reference_body(ui: &mut egui::Ui, t: &ExpertTrace) {
         };
         ui.add(egui::Label::new(text).wrap());
     }
-    for note in out["notes"].as_array().into_iter().flatten() {
-        ui.weak(note.as_str().unwrap_or_default());
+    for note in &out.notes {
+        ui.weak(note);
+    }
+}
+
+/// A trace this version does not know the shape of: its JSON as stored.
+fn raw_body(ui: &mut egui::Ui, t: &ExpertTrace) {
+    for value in [t.input.to_value(), t.output.to_value()] {
+        if !value.is_null() {
+            text_block(
+                ui,
+                &serde_json::to_string_pretty(&value).unwrap_or_default(),
+                160.0,
+            );
+        }
     }
 }
 
 fn knowledge_body(ui: &mut egui::Ui, run: &QuestionRun, t: &ExpertTrace) {
-    let mode = t.input["mode"].as_str().unwrap_or("-");
-    let category = t.input["category"].as_str().unwrap_or("-");
-    let source = t.input["source"].as_str().unwrap_or("knowledge");
+    let Some(out) = t.output.knowledge() else {
+        return raw_body(ui, t);
+    };
+    let input = t.input.knowledge();
+    let mode = input.map_or("-".to_string(), |i| i.mode.to_string());
+    let category = input.and_then(|i| i.category.as_deref()).unwrap_or("-");
+    let source = input
+        .and_then(|i| i.source.as_deref())
+        .unwrap_or("knowledge");
     ui.label(format!("Mode: {mode} ({source}, category {category})"));
-    for m in t.output["matches"].as_array().into_iter().flatten() {
+    for m in out.matches.iter().flatten() {
         ui.weak(format!(
             "{} \"{}\" -> {}: {}",
-            m["letter"].as_str().unwrap_or_default(),
-            m["option"].as_str().unwrap_or_default(),
-            m["entry"].as_str().unwrap_or_default(),
-            m["why"].as_str().unwrap_or_default()
+            m.letter, m.option, m.entry, m.why
         ));
     }
-    let snippet = t.output["snippet"].as_str().unwrap_or_default();
-    let matched: Vec<String> = t.output["matched_terms"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|v| v.as_str().map(String::from))
-        .collect();
-    let terms = question_terms(&run.question, &matched);
+    let snippet = out.snippet.as_str();
+    let terms = question_terms(&run.question, &out.matched_terms);
     let ranges = highlight_ranges(snippet, &terms);
     ui.weak(format!(
         "{} highlighted words match the question, its options or the chosen entries",
@@ -712,15 +742,17 @@ fn knowledge_body(ui: &mut egui::Ui, run: &QuestionRun, t: &ExpertTrace) {
 }
 
 fn decision_body(ui: &mut egui::Ui, run: &QuestionRun, t: &ExpertTrace) {
-    let out = &t.output;
-    let letter = out["letter"].as_str();
+    let Some(out) = t.output.decision() else {
+        return raw_body(ui, t);
+    };
+    let letter = out.letter.as_deref();
     let option = letter.and_then(|l| run.question.options.get(l));
     ui.horizontal_wrapped(|ui| {
         ui.label(format!("Letter: {}", letter.unwrap_or("none found")));
         if let Some(o) = option {
             ui.label(format!("({o})"));
         }
-        match out["correct"].as_bool() {
+        match out.correct {
             Some(true) => badge(ui, "correct", ok_color(ui)),
             Some(false) => badge(ui, "wrong", ui.visuals().error_fg_color),
             None => {}
@@ -728,22 +760,22 @@ fn decision_body(ui: &mut egui::Ui, run: &QuestionRun, t: &ExpertTrace) {
     });
     ui.weak(format!(
         "Latency {} ms, {} attempt(s), read by {}",
-        out["latency_ms"].as_u64().unwrap_or(t.ms),
-        out["attempts"].as_u64().unwrap_or(1),
-        out["method"].as_str().unwrap_or("-")
+        out.latency_ms,
+        out.attempts,
+        out.method.as_str()
     ));
-    for w in t.input["warnings"].as_array().into_iter().flatten() {
-        ui.colored_label(ui.visuals().warn_fg_color, w.as_str().unwrap_or_default());
+    for w in t.input.decision().into_iter().flat_map(|i| &i.warnings) {
+        ui.colored_label(ui.visuals().warn_fg_color, w);
     }
     ui.label("Raw reply:");
-    text_block(ui, out["raw"].as_str().unwrap_or_default(), 100.0);
-    prompt_block(ui, &t.input["request"]);
+    text_block(ui, &out.raw, 100.0);
+    prompt_block(ui, t.input.request());
 }
 
-fn prompt_block(ui: &mut egui::Ui, request: &Value) {
-    if request.is_null() {
+fn prompt_block(ui: &mut egui::Ui, request: Option<&RequestTrace>) {
+    let Some(request) = request else {
         return;
-    }
+    };
     egui::CollapsingHeader::new("Exact prompt")
         .id_salt(ui.scope_id().with("prompt"))
         .show(ui, |ui| {
@@ -774,6 +806,7 @@ fn text_block(ui: &mut egui::Ui, text: &str, max_height: f32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::echo::trace::TraceInput;
     use indexmap::IndexMap;
 
     fn record(error: Option<&str>) -> crate::runs::journal::JournalRecord {
@@ -802,8 +835,8 @@ mod tests {
             traces: vec![ExpertTrace {
                 name: ExpertName::KnowledgeGuide,
                 status: ExpertStatus::Done,
-                input: Value::Null,
-                output: json!({"snippet": "Notch: a missing bite in the rim."}),
+                input: TraceInput::None,
+                output: TraceOutput::Raw(json!({"snippet": "Notch: a missing bite in the rim."})),
                 summary: "category knowledge".into(),
                 ms: 1,
             }],
@@ -882,8 +915,8 @@ mod tests {
         let trace = ExpertTrace {
             name: ExpertName::ReferenceExtractor,
             status: ExpertStatus::Done,
-            input: json!({}),
-            output: json!({"source": "memory"}),
+            input: TraceInput::Raw(json!({})),
+            output: TraceOutput::Raw(json!({"source": "memory"})),
             summary: "found".into(),
             ms: 3,
         };
@@ -901,7 +934,7 @@ mod tests {
             }
         );
         assert!(!run.is_running());
-        let v: Value = serde_json::from_str(&run.to_json()).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&run.to_json()).unwrap();
         assert_eq!(v["answer"]["error"], "boom");
         assert_eq!(v["experts"][0]["name"], "reference_extractor");
         assert_eq!(v["question"]["answer"], "A");
@@ -914,7 +947,7 @@ mod tests {
 
     #[test]
     fn prompt_text_shows_parts_in_order() {
-        let req = json!({"system": "Be brief.", "parts": [{"text": "Look:"}, {"image": "reference", "index": 0, "path": "/r.png"}, {"image": "query", "path": "/q.png"}, {"text": "Answer."}]});
+        let req: RequestTrace = serde_json::from_value(json!({"prompts": "echo", "template": "t", "system": "Be brief.", "parts": [{"text": "Look:"}, {"image": "reference", "index": 0, "path": "/r.png"}, {"image": "query", "path": "/q.png"}, {"text": "Answer."}]})).unwrap();
         assert_eq!(
             prompt_text(&req),
             "[system]\nBe brief.\n\n[user]\nLook:\n[image: reference /r.png]\n\n[image: query /q.png]\nAnswer."

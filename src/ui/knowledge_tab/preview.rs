@@ -241,16 +241,11 @@ pub fn ui(state: &mut KnowledgeState, ui: &mut egui::Ui, env: &KnowledgeEnv<'_>)
                                 text.chars().count(),
                                 crate::knowledge::approx_tokens(text)
                             ));
-                            if let Some(ms) = matches.as_array() {
-                                for x in ms {
-                                    ui.label(format!(
-                                        "{} \"{}\" picks {}: {}",
-                                        x["letter"].as_str().unwrap_or_default(),
-                                        x["option"].as_str().unwrap_or_default(),
-                                        x["entry"].as_str().unwrap_or_default(),
-                                        x["why"].as_str().unwrap_or_default()
-                                    ));
-                                }
+                            for x in matches.iter().flatten() {
+                                ui.label(format!(
+                                    "{} \"{}\" picks {}: {}",
+                                    x.letter, x.option, x.entry, x.why
+                                ));
                             }
                             if *fallback_all {
                                 ui.label("No option names a defect entry, so every entry is kept.");

@@ -1,0 +1,161 @@
+//! The Decision Maker: fills the earlier experts' blocks into the question type's
+//! main template, sends the final request and reads the chosen option from the
+//! reply. Its failure stops the question (there is no answer without it).
+
+use std::path::{Path, PathBuf};
+
+use super::{Expert, Findings, Step, Turn};
+use crate::echo::error::PipelineError;
+use crate::echo::extract::{ExtractMethod, extract_answer};
+use crate::echo::prompt::{PromptSet, Segment, TemplateError, Vars, names};
+use crate::echo::request::{BuiltRequest, build_request};
+use crate::echo::trace::{DecisionInput, DecisionOutput, ExpertName, TraceInput, TraceOutput};
+
+pub struct DecisionMaker;
+
+/// The option the reply chose, and against the question's answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    pub letter: Option<String>,
+    pub option_text: Option<String>,
+    /// The reply exactly as received.
+    pub raw: String,
+    /// MMAD's `gpt_answer`: the letter, or the raw reply when none was found.
+    pub gpt_answer: String,
+    pub correct: Option<bool>,
+    pub method: ExtractMethod,
+}
+
+impl Expert for DecisionMaker {
+    const NAME: ExpertName = ExpertName::DecisionMaker;
+    const REQUIRED: bool = true;
+
+    async fn run(&self, step: &Step<'_>, found: &mut Findings) -> Result<Turn, PipelineError> {
+        let Step {
+            backend,
+            ctx,
+            plan,
+            set,
+            query,
+            question,
+            cancel,
+        } = *step;
+        let built = decision_request(
+            set,
+            &plan.template,
+            std::mem::take(&mut found.vars),
+            &found.knowledge,
+            std::mem::take(&mut found.reasoning),
+            &found.references,
+            &query.image,
+        );
+        let built = match built {
+            Ok(b) => b,
+            Err(e) => {
+                return Ok(Turn::Failed {
+                    input: TraceInput::from(DecisionInput {
+                        template: Some(plan.template.clone()),
+                        request: None,
+                        warnings: Vec::new(),
+                    }),
+                    error: e.into(),
+                });
+            }
+        };
+        let mut warnings = Vec::new();
+        for (block, on) in [
+            ("knowledge", !found.knowledge.is_empty()),
+            ("reasoning", found.reasoning_done),
+        ] {
+            if on && !set.template_uses(&plan.template, block) {
+                warnings.push(format!(
+                    "the template `{}/{}` has no `{{{block}}}`: that expert's output is not sent",
+                    set.name, plan.template
+                ));
+            }
+        }
+        let input = TraceInput::from(DecisionInput {
+            template: None,
+            request: Some(built.summary),
+            warnings,
+        });
+        let reply = match backend.chat(&built.request, cancel).await {
+            Ok(r) => r,
+            Err(e) if e.is_cancel() || cancel.is_cancelled() => {
+                return Err(PipelineError::Cancelled { traces: Vec::new() });
+            }
+            Err(error) => return Ok(Turn::Failed { input, error }),
+        };
+        found.mllm_ms += reply.latency_ms;
+        let extraction = extract_answer(&reply.text, &question.options, ctx.settings().extract);
+        let option_text = extraction
+            .letter
+            .as_ref()
+            .and_then(|l| question.options.get(l))
+            .cloned();
+        let has_truth = !question.answer.trim().is_empty();
+        let correct =
+            has_truth.then(|| extraction.letter.as_deref() == Some(question.answer.trim()));
+        let summary = match (&extraction.letter, &option_text) {
+            (Some(l), Some(text)) => format!("answered {l} ({text})"),
+            (Some(l), None) => format!("answered {l}"),
+            (None, _) => "no option letter found in the reply".into(),
+        } + match correct {
+            Some(true) => ", correct",
+            Some(false) => ", wrong",
+            None => "",
+        };
+        let output = DecisionOutput {
+            raw: reply.text.clone(),
+            letter: extraction.letter.clone(),
+            option_text: option_text.clone(),
+            gpt_answer: extraction.answer.clone(),
+            method: extraction.method.clone(),
+            correct,
+            latency_ms: reply.latency_ms,
+            attempts: reply.attempts,
+            finish_reason: reply.finish_reason,
+            reasoning: reply.reasoning,
+            request_summary: reply.request_summary,
+        };
+        found.answer = Some(Answer {
+            letter: extraction.letter,
+            option_text,
+            raw: reply.text,
+            gpt_answer: extraction.answer,
+            correct,
+            method: extraction.method,
+        });
+        Ok(Turn::Done {
+            input,
+            output: TraceOutput::from(output),
+            summary,
+        })
+    }
+}
+
+/// Fills the blocks into the main template and places the images.
+fn decision_request(
+    set: &PromptSet,
+    template: &str,
+    mut vars: Vars,
+    knowledge: &str,
+    reasoning: Vec<Segment>,
+    references: &[PathBuf],
+    query: &Path,
+) -> Result<BuiltRequest, TemplateError> {
+    vars.set("knowledge", knowledge);
+    vars.set_segments("reasoning", reasoning);
+    let reference = if references.is_empty() {
+        Vec::new()
+    } else {
+        let mut v = vars.clone();
+        v.reference_images = references.len();
+        v.query_image = true;
+        set.render(names::REFERENCE, &v)?
+    };
+    vars.set_segments("reference", reference);
+    let instruction = set.render(names::INSTRUCTION, &vars)?;
+    vars.set_segments("instruction", instruction);
+    build_request(set, template, &vars, references, query, true)
+}
