@@ -27,53 +27,6 @@ pub mod ui;
 #[cfg(test)]
 mod architecture_test;
 
-#[cfg(test)]
-mod assets_tests {
-    use super::*;
-
-    fn layout(root: &std::path::Path, assets: &std::path::Path) {
-        std::fs::create_dir_all(assets.join("sample")).unwrap();
-        std::fs::write(assets.join("sample/mmad.json"), "{}").unwrap();
-        std::fs::create_dir_all(root.join("bin")).unwrap();
-        std::fs::write(root.join("bin/echo-workbench"), "").unwrap();
-    }
-
-    #[test]
-    fn an_installed_binary_finds_its_share_folder_not_the_current_one() {
-        let tmp = tempfile::tempdir().unwrap();
-        let prefix = tmp.path().join("usr");
-        let installed = prefix.join("share/echo-workbench/assets");
-        layout(&prefix, &installed);
-        let found = assets_dir_from(None, Some(prefix.join("bin/echo-workbench")));
-        assert_eq!(found, installed.canonicalize().unwrap_or(installed.clone()));
-        // The variable wins over the install layout.
-        let other = tmp.path().join("relocated/assets");
-        std::fs::create_dir_all(other.join("sample")).unwrap();
-        std::fs::write(other.join("sample/mmad.json"), "{}").unwrap();
-        let found = assets_dir_from(
-            Some(tmp.path().join("relocated")),
-            Some(prefix.join("bin/echo-workbench")),
-        );
-        assert_eq!(found, other);
-    }
-
-    #[test]
-    fn a_binary_in_a_checkout_finds_the_checkouts_assets() {
-        let tmp = tempfile::tempdir().unwrap();
-        let checkout = tmp.path().join("src-tree");
-        layout(&checkout.join("target/release"), &checkout.join("assets"));
-        let exe = checkout.join("target/release/bin/echo-workbench");
-        let found = assets_dir_from(None, Some(exe));
-        assert!(found.starts_with(checkout.canonicalize().unwrap()) || found.starts_with(&checkout), "{found:?}");
-        assert!(found.ends_with("assets"));
-    }
-
-    #[test]
-    fn the_version_line_names_the_commit() {
-        assert!(VERSION_LINE.starts_with(env!("CARGO_PKG_VERSION")));
-        assert!(VERSION_LINE.contains("(commit "), "{VERSION_LINE}");
-    }
-}
 
 /// Environment variable naming the folder that holds `assets/` and `knowledge/`,
 /// for a relocated install.
@@ -132,4 +85,52 @@ pub fn bundled_knowledge_path() -> std::path::PathBuf {
         .parent()
         .map(|p| p.join("knowledge/domain_knowledge.json"))
         .unwrap_or_else(|| "knowledge/domain_knowledge.json".into())
+}
+
+#[cfg(test)]
+mod assets_tests {
+    use super::*;
+
+    fn layout(root: &std::path::Path, assets: &std::path::Path) {
+        std::fs::create_dir_all(assets.join("sample")).unwrap();
+        std::fs::write(assets.join("sample/mmad.json"), "{}").unwrap();
+        std::fs::create_dir_all(root.join("bin")).unwrap();
+        std::fs::write(root.join("bin/echo-workbench"), "").unwrap();
+    }
+
+    #[test]
+    fn an_installed_binary_finds_its_share_folder_not_the_current_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let prefix = tmp.path().join("usr");
+        let installed = prefix.join("share/echo-workbench/assets");
+        layout(&prefix, &installed);
+        let found = assets_dir_from(None, Some(prefix.join("bin/echo-workbench")));
+        assert_eq!(found, installed.canonicalize().unwrap_or(installed.clone()));
+        // The variable wins over the install layout.
+        let other = tmp.path().join("relocated/assets");
+        std::fs::create_dir_all(other.join("sample")).unwrap();
+        std::fs::write(other.join("sample/mmad.json"), "{}").unwrap();
+        let found = assets_dir_from(
+            Some(tmp.path().join("relocated")),
+            Some(prefix.join("bin/echo-workbench")),
+        );
+        assert_eq!(found, other);
+    }
+
+    #[test]
+    fn a_binary_in_a_checkout_finds_the_checkouts_assets() {
+        let tmp = tempfile::tempdir().unwrap();
+        let checkout = tmp.path().join("src-tree");
+        layout(&checkout.join("target/release"), &checkout.join("assets"));
+        let exe = checkout.join("target/release/bin/echo-workbench");
+        let found = assets_dir_from(None, Some(exe));
+        assert!(found.starts_with(checkout.canonicalize().unwrap()) || found.starts_with(&checkout), "{found:?}");
+        assert!(found.ends_with("assets"));
+    }
+
+    #[test]
+    fn the_version_line_names_the_commit() {
+        assert!(VERSION_LINE.starts_with(env!("CARGO_PKG_VERSION")));
+        assert!(VERSION_LINE.contains("(commit "), "{VERSION_LINE}");
+    }
 }
