@@ -27,7 +27,10 @@ fn git_commit() -> Option<String> {
     // packed, packed-refs); any of them changing reruns this script. Paths come from
     // git itself so that worktrees resolve to their own HEAD and the shared refs.
     let head = git(&["rev-parse", "--git-path", "HEAD"])?;
-    let mut watched = vec![head.clone(), git(&["rev-parse", "--git-path", "packed-refs"])?];
+    let mut watched = vec![
+        head.clone(),
+        git(&["rev-parse", "--git-path", "packed-refs"])?,
+    ];
     if let Ok(text) = std::fs::read_to_string(&head)
         && let Some(reference) = text.trim().strip_prefix("ref: ")
         && let Some(path) = git(&["rev-parse", "--git-path", reference])

@@ -27,7 +27,6 @@ pub mod ui;
 #[cfg(test)]
 mod architecture_test;
 
-
 /// Environment variable naming the folder that holds `assets/` and `knowledge/`,
 /// for a relocated install.
 pub const DATA_DIR_VAR: &str = "ECHO_WORKBENCH_DATA";
@@ -124,7 +123,10 @@ mod assets_tests {
         layout(&checkout.join("target/release"), &checkout.join("assets"));
         let exe = checkout.join("target/release/bin/echo-workbench");
         let found = assets_dir_from(None, Some(exe));
-        assert!(found.starts_with(checkout.canonicalize().unwrap()) || found.starts_with(&checkout), "{found:?}");
+        assert!(
+            found.starts_with(checkout.canonicalize().unwrap()) || found.starts_with(&checkout),
+            "{found:?}"
+        );
         assert!(found.ends_with("assets"));
     }
 
