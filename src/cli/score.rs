@@ -7,6 +7,7 @@ use echo_workbench::runs::journal::JOURNAL_FILE;
 use echo_workbench::runs::manifest::MANIFEST_FILE;
 use echo_workbench::runs::run_folder::{Coverage, RunFolder};
 use echo_workbench::runs::slices::{CategorySlice, category_slices};
+use echo_workbench::runs::usage::{Latency, RunLatency, run_latency};
 use echo_workbench::score::interval::{self, BootstrapOptions, CellIntervals};
 use echo_workbench::score::{self, AnswerRecord, LoadedAnswers, ScoreOptions, ScoreTable};
 use indexmap::IndexMap;
@@ -29,6 +30,10 @@ pub struct ScoreArgs {
     /// (run folders and their journals; JSON adds "slices").
     #[arg(long)]
     slices: bool,
+    /// Latency of the answered questions, p50 / p95 / max, for the run and per
+    /// subtask (run folders; JSON adds "latency").
+    #[arg(long)]
+    usage: bool,
     #[arg(long, value_enum, default_value_t = ScoreFormat::Table)]
     format: ScoreFormat,
 }
@@ -164,6 +169,9 @@ pub fn run(args: &ScoreArgs) -> anyhow::Result<ExitCode> {
                     if args.slices {
                         v["slices"] = slices_json(&category_slices(run.records()));
                     }
+                    if args.usage {
+                        v["latency"] = serde_json::to_value(run_latency(run.records()))?;
+                    }
                 }
                 if several {
                     v["path"] = Value::String(path.display().to_string());
@@ -187,6 +195,20 @@ pub fn run(args: &ScoreArgs) -> anyhow::Result<ExitCode> {
                 if let Some(ci) = intervals.as_ref().filter(|_| args.show_intervals) {
                     print_intervals(ci, args.format == ScoreFormat::Csv);
                 }
+                if args.usage {
+                    let text = match input {
+                        Input::Run(run) => latency_text(&run_latency(run.records())),
+                        Input::Answers(_) => {
+                            "\nlatency needs a run folder (an answers list keeps no timings)\n"
+                                .into()
+                        }
+                    };
+                    if args.format == ScoreFormat::Csv {
+                        eprint!("{text}");
+                    } else {
+                        print!("{text}");
+                    }
+                }
                 if args.slices {
                     let text = match input {
                         Input::Run(run) => slices_text(&category_slices(run.records())),
@@ -209,6 +231,34 @@ pub fn run(args: &ScoreArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&json_list)?);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn latency_text(l: &RunLatency) -> String {
+    let Some(all) = l.all else {
+        return "\nlatency: no answered question\n".into();
+    };
+    let width = l
+        .per_subtask
+        .keys()
+        .map(|k| k.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(9);
+    let line = |name: &str, x: &Latency| {
+        format!(
+            "{name:width$}  {:>9}  {:>8.0}  {:>8.0}  {:>8}\n",
+            x.questions, x.p50_ms, x.p95_ms, x.max_ms
+        )
+    };
+    let mut out = format!(
+        "\n{:width$}  {:>9}  {:>8}  {:>8}  {:>8}\n",
+        "Latency", "questions", "p50 ms", "p95 ms", "max ms"
+    );
+    out += &line("All", &all);
+    for (subtask, x) in &l.per_subtask {
+        out += &line(subtask, x);
+    }
+    out
 }
 
 fn slices_json(slices: &IndexMap<String, CategorySlice>) -> Value {

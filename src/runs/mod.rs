@@ -21,3 +21,4 @@ pub mod scheduler;
 pub mod select;
 pub mod slices;
 pub mod spec;
+pub mod usage;

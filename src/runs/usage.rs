@@ -1,0 +1,123 @@
+//! What a run cost in time: latency percentiles of the answered questions, for the
+//! whole run and per subtask, read off the journal's `latency_ms` (the whole call:
+//! waiting for a slot, encoding images, retries).
+
+use indexmap::IndexMap;
+use serde::Serialize;
+
+use crate::runs::journal::JournalRecord;
+use crate::score::merged_question_type;
+use crate::score::stats::quantile_sorted;
+
+/// Latency of a set of questions, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Latency {
+    pub questions: usize,
+    /// Median and 95th percentile (numpy's linear interpolation).
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub max_ms: u64,
+}
+
+impl Latency {
+    fn of(mut values: Vec<u64>) -> Option<Latency> {
+        values.sort_unstable();
+        let max_ms = *values.last()?;
+        let sorted: Vec<f64> = values.iter().map(|&v| v as f64).collect();
+        Some(Latency {
+            questions: values.len(),
+            p50_ms: quantile_sorted(&sorted, 0.5)?,
+            p95_ms: quantile_sorted(&sorted, 0.95)?,
+            max_ms,
+        })
+    }
+}
+
+/// Latency over the run's answered questions and per subtask column (errors are
+/// left out: their time is retries and timeouts, not answering).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunLatency {
+    pub all: Option<Latency>,
+    pub per_subtask: IndexMap<String, Latency>,
+}
+
+pub fn run_latency(records: &[JournalRecord]) -> RunLatency {
+    let answered = records.iter().filter(|r| r.is_ok());
+    let mut per: IndexMap<String, Vec<u64>> = IndexMap::new();
+    let mut all = Vec::new();
+    for r in answered {
+        all.push(r.latency_ms);
+        per.entry(merged_question_type(&r.question_type).to_owned())
+            .or_default()
+            .push(r.latency_ms);
+    }
+    RunLatency {
+        all: Latency::of(all),
+        per_subtask: per
+            .into_iter()
+            .filter_map(|(k, v)| Latency::of(v).map(|l| (k, l)))
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runs::journal::{AnswerQuestion, RecordStatus};
+
+    fn rec(qtype: &str, latency_ms: u64, ok: bool) -> JournalRecord {
+        JournalRecord {
+            image: "DS/cat/test/bad/0.png".into(),
+            question: AnswerQuestion {
+                kind: "text".into(),
+                text: "q".into(),
+                options: Default::default(),
+            },
+            question_type: qtype.into(),
+            correct_answer: "A".into(),
+            gpt_answer: ok.then(|| "A".into()),
+            index: 0,
+            turn: 0,
+            status: if ok {
+                RecordStatus::Ok
+            } else {
+                RecordStatus::Error
+            },
+            error: (!ok).then(|| "HTTP 500".into()),
+            raw: None,
+            correct: ok.then_some(true),
+            attempts: 1,
+            latency_ms,
+            endpoint: "e".into(),
+            finished_at: String::new(),
+            traces: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn percentiles_per_run_and_subtask_leave_errors_out() {
+        let mut records: Vec<JournalRecord> = (1..=100)
+            .map(|ms| rec("Defect Classification", ms * 10, true))
+            .collect();
+        records.push(rec("Object Details", 7, true));
+        records.push(rec("Object Structure", 9, true));
+        records.push(rec("Defect Classification", 60_000, false));
+        let l = run_latency(&records);
+        let dc = l.per_subtask["Defect Classification"];
+        // numpy.percentile(range(10, 1001, 10), [50, 95]) = [505, 950.5]
+        assert_eq!(
+            (dc.questions, dc.p50_ms, dc.p95_ms, dc.max_ms),
+            (100, 505.0, 950.5, 1000)
+        );
+        // Object Structure and Details are one column, as in the score table.
+        let oa = l.per_subtask["Object Analysis"];
+        assert_eq!((oa.questions, oa.p50_ms, oa.max_ms), (2, 8.0, 9));
+        let all = l.all.unwrap();
+        assert_eq!(all.questions, 102);
+        assert_eq!(
+            all.max_ms, 1000,
+            "the error's 60 s is not an answer's latency"
+        );
+        assert!(run_latency(&[]).all.is_none());
+    }
+}
