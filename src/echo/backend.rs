@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use super::error::PipelineError;
 use crate::jobs::CancelToken;
-use crate::mllm::{ChatReply, ChatRequest, EndpointConfig, MllmClient, MllmError, Part};
+use crate::mllm::{ChatReply, ChatRequest, EndpointConfig, MllmClient, MllmError, Part, Usage};
 
 /// What [`ChatBackend::chat`] returns.
 pub type ChatFuture<'a> =
@@ -35,6 +35,9 @@ pub struct MllmBackend {
     client: MllmClient,
     label: Arc<str>,
     attempts: AtomicU32,
+    /// Tokens of this adapter's replies (a question may make two calls: the separate
+    /// reasoning call and the decision).
+    usage: Mutex<Option<Usage>>,
 }
 
 impl MllmBackend {
@@ -50,6 +53,7 @@ impl MllmBackend {
             client,
             label: label.into(),
             attempts: AtomicU32::new(0),
+            usage: Mutex::new(None),
         }
     }
 
@@ -61,12 +65,19 @@ impl MllmBackend {
             client: self.client.clone(),
             label: self.label.clone(),
             attempts: AtomicU32::new(0),
+            usage: Mutex::new(None),
         }
     }
 
     /// HTTP attempts made through this adapter so far.
     pub fn attempts(&self) -> u32 {
         self.attempts.load(Ordering::Relaxed)
+    }
+
+    /// Tokens of the replies received through this adapter so far, summed; `None`
+    /// when no reply reported any.
+    pub fn usage(&self) -> Option<Usage> {
+        *self.usage.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn client(&self) -> &MllmClient {
@@ -77,10 +88,18 @@ impl MllmBackend {
 impl ChatBackend for MllmBackend {
     fn chat<'a>(&'a self, req: &'a ChatRequest, cancel: &'a CancelToken) -> ChatFuture<'a> {
         Box::pin(async move {
-            self.client
+            let reply = self
+                .client
                 .chat_counted(req, cancel, &self.attempts)
-                .await
-                .map_err(|e| {
+                .await;
+            if let Ok(ChatReply {
+                usage: Some(usage), ..
+            }) = &reply
+            {
+                let mut sum = self.usage.lock().unwrap_or_else(|e| e.into_inner());
+                sum.get_or_insert_with(Usage::default).add(*usage);
+            }
+            reply.map_err(|e| {
                     if cancel.is_cancelled() {
                         PipelineError::Cancelled { traces: Vec::new() }
                     } else {
@@ -238,6 +257,7 @@ impl ChatBackend for ScriptedBackend {
                     latency_ms: 0,
                     finish_reason: Some("stop".into()),
                     reasoning: None,
+                    usage: None,
                     request_summary: serde_json::json!({
                         "parts": recorded.parts.len(),
                         "images": recorded.images().len(),

@@ -15,7 +15,7 @@ use super::body::RequestBody;
 use super::encode::{EncodeSettings, EncodedImage, ImageCache, ImageCacheStats};
 use super::error::image_limit_from_body;
 use super::retry::{backoff_delay, parse_retry_after};
-use super::{ChatReply, ChatRequest, EndpointConfig, MllmError, Part};
+use super::{ChatReply, ChatRequest, EndpointConfig, MllmError, Part, Usage};
 use crate::jobs::CancelToken;
 
 /// Encoded images kept per client (all clones share it). MMAD's reference images
@@ -113,6 +113,7 @@ pub(crate) struct ParsedReply {
     pub text: String,
     pub reasoning: Option<String>,
     pub finish_reason: Option<String>,
+    pub usage: Option<Usage>,
 }
 
 impl MllmClient {
@@ -310,6 +311,7 @@ impl MllmClient {
                         attempts,
                         latency_ms: millis(start.elapsed()),
                         request_summary,
+                        usage: parsed.usage,
                     });
                 }
                 Err(failure) => {
@@ -763,10 +765,21 @@ pub(crate) fn parse_reply(body: &[u8], url: &str) -> Result<ParsedReply, MllmErr
     Ok(ParsedReply {
         text,
         reasoning,
+        usage: parse_usage(&v),
         finish_reason: choice
             .get("finish_reason")
             .and_then(Value::as_str)
             .map(str::to_string),
+    })
+}
+
+/// `usage.prompt_tokens` and `usage.completion_tokens`, when both are whole numbers
+/// (a server that sends something else has not told us its usage).
+fn parse_usage(v: &Value) -> Option<Usage> {
+    let usage = v.get("usage")?;
+    Some(Usage {
+        prompt_tokens: usage.get("prompt_tokens")?.as_u64()?,
+        completion_tokens: usage.get("completion_tokens")?.as_u64()?,
     })
 }
 
@@ -884,10 +897,20 @@ mod tests {
         assert_eq!(r.text, "B");
         assert_eq!(r.reasoning.as_deref(), Some("think"));
         assert_eq!(r.finish_reason.as_deref(), Some("stop"));
+        assert_eq!(
+            r.usage,
+            Some(Usage {
+                prompt_tokens: 10,
+                completion_tokens: 1
+            })
+        );
 
         let parts = br#"{"choices":[{"message":{"content":[{"type":"text","text":"Answer: "},{"type":"text","text":"C"}],"reasoning":"r"}}]}"#;
         let r = parse_reply(parts, "u").unwrap();
         assert_eq!(r.text, "Answer: C");
+        assert_eq!(r.usage, None, "no usage sent, none recorded");
+        let odd = br#"{"choices":[{"message":{"content":"A"}}],"usage":{"prompt_tokens":"ten","completion_tokens":1}}"#;
+        assert_eq!(parse_reply(odd, "u").unwrap().usage, None);
         assert_eq!(r.reasoning.as_deref(), Some("r"));
 
         let err = parse_reply(b"<html>502 Bad Gateway</html>", "http://h/v1").unwrap_err();

@@ -161,6 +161,25 @@ impl ChatRequest {
     }
 }
 
+/// Tokens a server reports for one reply (`usage` in the OpenAI API; vLLM, Ollama,
+/// llama.cpp and LM Studio send it too).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+}
+
+impl Usage {
+    pub fn total(self) -> u64 {
+        self.prompt_tokens + self.completion_tokens
+    }
+
+    pub fn add(&mut self, other: Usage) {
+        self.prompt_tokens += other.prompt_tokens;
+        self.completion_tokens += other.completion_tokens;
+    }
+}
+
 /// A model's answer and what it took to get it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatReply {
@@ -176,6 +195,9 @@ pub struct ChatReply {
     /// The exact JSON body sent, each image data URL replaced by
     /// `{"sha256", "bytes", "mime", "width", "height"}` of the bytes sent.
     pub request_summary: serde_json::Value,
+    /// Tokens the server reported, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
 }
 
 #[cfg(test)]
