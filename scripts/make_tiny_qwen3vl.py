@@ -101,24 +101,42 @@ QWEN2_SPLIT = (
     r"|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 
-# Not Qwen's wording: numbered pictures, a namespace counter, trimmed text, loop
-# controls and a generation prompt with a fixed lead-in.
-CHAT_TEMPLATE = """{%- set ns = namespace(pictures=0) -%}
-{%- for message in messages %}
-<|im_start|>{{ message['role'] }}
-{% if message['content'] is string -%}
-{{ message['content'] | trim }}
-{%- else -%}
-{%- for part in message['content'] -%}
+# Not Qwen's wording, but the constructs Qwen3 templates rely on: a macro whose
+# output is trimmed, a namespace counter, `is iterable and is not mapping`,
+# `~`, a reversed slice, Python string methods (`startswith`, `endswith`), loop
+# controls and trim_blocks / lstrip_blocks whitespace.
+CHAT_TEMPLATE = """{%- set pictures = namespace(count=0) -%}
+{%- macro render_parts(content, count_pictures) -%}
+{%- if content is string -%}
+{{ content }}
+{%- elif content is iterable and content is not mapping -%}
+{%- for part in content -%}
 {%- if part['type'] == 'image' or 'image' in part -%}
-{%- set ns.pictures = ns.pictures + 1 -%}
-Picture {{ ns.pictures }}: <|vision_start|><|image_pad|><|vision_end|>
+{%- if count_pictures -%}{%- set pictures.count = pictures.count + 1 -%}{%- endif -%}
+{{ 'Picture ' ~ pictures.count ~ ': ' }}<|vision_start|><|image_pad|><|vision_end|>
 {% elif part['type'] == 'text' -%}
 {%- if part['text'] | trim == '' -%}{%- continue -%}{%- endif -%}
 {{ part['text'] | trim }}
 {%- endif -%}
 {%- endfor -%}
-{%- endif %}<|im_end|>
+{%- elif content is none or content is undefined -%}
+{%- else -%}
+{{ raise_exception('Unexpected content.') }}
+{%- endif -%}
+{%- endmacro -%}
+{%- set state = namespace(last_user=-1) -%}
+{%- for message in messages[::-1] -%}
+{%- if state.last_user < 0 and message.role == 'user' -%}
+{%- set text = render_parts(message.content, false) | trim -%}
+{%- if not (text.startswith('<note>') and text.endswith('</note>')) -%}
+{%- set state.last_user = (messages | length - 1) - loop.index0 -%}
+{%- endif -%}
+{%- endif -%}
+{%- endfor -%}
+{%- for message in messages %}
+<|im_start|>{{ message['role'] }}
+{{ render_parts(message['content'], true) | trim }}
+{%- if loop.index0 == state.last_user %} [query]{% endif %}<|im_end|>
 {%- endfor %}
 {% if add_generation_prompt -%}
 <|im_start|>assistant

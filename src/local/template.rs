@@ -73,6 +73,9 @@ impl ChatTemplate {
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
         env.set_keep_trailing_newline(false);
+        // Jinja2 templates call Python's str methods; Qwen3's call `startswith`
+        // and `endswith` on every user turn.
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function(
             "raise_exception",
             |message: String| -> Result<(), minijinja::Error> {
@@ -120,6 +123,14 @@ mod tests {
         let text = crate::util::error::chain(&err);
         assert!(text.contains("only user turns"), "{text}");
         assert!(text.contains("chat_template.jinja"), "{text}");
+    }
+
+    #[test]
+    fn python_string_methods_work() {
+        let t = template(
+            "{% set s = messages[0].content[-1].text %}{{ s.startswith('<a>') }} {{ s.endswith('x') }} {{ s.upper() }}",
+        );
+        assert_eq!(t.render_user_turn(0, "<a>x").unwrap(), "true true <A>X");
     }
 
     #[test]
