@@ -225,7 +225,7 @@ fn template_and_settings_are_found_in_released_layouts() {
 
 #[test]
 fn incomplete_folders_name_the_missing_files_and_the_repo() {
-    let copy = copy_fixture_without(&[]);
+    let copy = copy_fixture_without(&["model.safetensors"]);
     let dir = copy_fixture_without(&[
         "tokenizer.json",
         "chat_template.jinja",
@@ -249,18 +249,14 @@ fn incomplete_folders_name_the_missing_files_and_the_repo() {
         assert!(text.contains(needle), "{needle} not in: {text}");
     }
 
-    // The fixture has no weights (see the script's --inputs-only): named with the repo.
+    // Weights are checked apart from the inputs, and named with the repo when absent.
     let dir = ModelDir::open(&ModelSource::Folder(fixture())).unwrap();
-    let text = chain(&dir.weights().unwrap_err());
+    assert_eq!(dir.weights().unwrap(), fixture().join("model.safetensors"));
+    let copy_dir = ModelDir::open(&ModelSource::Folder(copy.path().to_path_buf())).unwrap();
+    let text = chain(&copy_dir.weights().unwrap_err());
     assert!(
         text.contains("model.safetensors") && text.contains("hf download"),
         "{text}"
-    );
-    std::fs::write(copy.path().join("model.safetensors"), b"").unwrap();
-    let copy_dir = ModelDir::open(&ModelSource::Folder(copy.path().to_path_buf())).unwrap();
-    assert_eq!(
-        copy_dir.weights().unwrap(),
-        copy.path().join("model.safetensors")
     );
 
     let missing = tempfile::tempdir().unwrap().path().join("nowhere");
