@@ -32,6 +32,8 @@ processor): everything `tests/local.rs` compares is still written, and
 `config.json` still comes from `Qwen3VLConfig`. PyPI's Linux torch brings
 several GB of CUDA libraries; point pip at a CPU-only wheel index
 (`PIP_EXTRA_INDEX_URL`) where one is reachable.
+The checked-in fixture is a full build; an inputs-only build writes the same
+`reference.json` (checked when the fixture was made).
 
 The script makes its own virtual environment (default `target/tiny-qwen3vl-venv`
 in the repository, or `$TINY_QWEN3VL_VENV`), installs transformers >= 5, torch,
