@@ -11,6 +11,7 @@ pub mod dataset;
 pub mod echo;
 pub mod jobs;
 pub mod knowledge;
+pub mod local;
 pub mod memory;
 pub mod mllm;
 pub mod perf;
