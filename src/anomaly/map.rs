@@ -1,7 +1,7 @@
 //! Few-shot PatchCore-style scoring: every query patch's distance to its nearest
 //! reference patch, smoothed and stretched to the image.
 
-use super::features::{PatchGrid, STRIDE, WORK};
+use super::features::{PatchGrid, WORK};
 
 /// How many retrieved normal references a query is compared with by default.
 pub const DEFAULT_K: usize = 4;
@@ -210,7 +210,7 @@ pub fn coreset(bank: &[f32], dim: usize, n: usize) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::anomaly::features::{DIM, GRID};
+    use crate::anomaly::features::{DIM, GRID, STRIDE};
 
     fn grid(f: impl Fn(usize, usize) -> f32) -> PatchGrid {
         let mut values = Vec::new();
