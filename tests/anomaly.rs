@@ -17,7 +17,14 @@ fn repo(p: &str) -> PathBuf {
 fn sample_memory(dir: &Path) -> PathBuf {
     let out = dir.join("memory");
     bin()
-        .args(["memory", "build", "--index", "exact", "--no-cache", "--root"])
+        .args([
+            "memory",
+            "build",
+            "--index",
+            "exact",
+            "--no-cache",
+            "--root",
+        ])
         .arg(repo("assets/sample"))
         .arg("--out")
         .arg(&out)
@@ -47,7 +54,7 @@ fn anomaly(memory: &Path, image: &Path, extra: &[&str]) -> Value {
 fn a_painted_defect_scores_above_the_threshold_where_it_was_painted() {
     let dir = tempfile::tempdir().unwrap();
     let memory = sample_memory(dir.path());
-    let good = repo("assets/sample/Sample/washer/test/good/000.png");
+    let good = repo("assets/sample/Sample/washer/test/good/001.png");
 
     let normal = anomaly(&memory, &good, &[]);
     let (score, threshold) = (
@@ -123,13 +130,25 @@ fn bad_inputs_are_refused_with_a_clear_message() {
         err
     };
     let missing = dir.path().join("no-memory");
-    let err = fails(bin().arg("anomaly").arg(&good).arg("--memory").arg(&missing));
+    let err = fails(
+        bin()
+            .arg("anomaly")
+            .arg(&good)
+            .arg("--memory")
+            .arg(&missing),
+    );
     assert!(err.contains("no-memory"), "{err}");
 
     let memory = sample_memory(dir.path());
     let not_image = dir.path().join("notes.png");
     std::fs::write(&not_image, b"not a picture").unwrap();
-    let err = fails(bin().arg("anomaly").arg(&not_image).arg("--memory").arg(&memory));
+    let err = fails(
+        bin()
+            .arg("anomaly")
+            .arg(&not_image)
+            .arg("--memory")
+            .arg(&memory),
+    );
     assert!(err.contains("notes.png"), "{err}");
 
     let err = fails(
@@ -190,8 +209,14 @@ fn eval_reports_every_category_and_the_mean() {
         }
     }
     // Floors well below what the sample gives, so a broken map fails and noise does not.
-    assert!(v["image_auroc"]["mean"].as_f64().unwrap() >= MIN_IMAGE_AUROC, "{v}");
-    assert!(v["pixel_auroc"]["mean"].as_f64().unwrap() >= MIN_PIXEL_AUROC, "{v}");
+    assert!(
+        v["image_auroc"]["mean"].as_f64().unwrap() >= MIN_IMAGE_AUROC,
+        "{v}"
+    );
+    assert!(
+        v["pixel_auroc"]["mean"].as_f64().unwrap() >= MIN_PIXEL_AUROC,
+        "{v}"
+    );
 }
 
 const MIN_IMAGE_AUROC: f64 = 0.8;

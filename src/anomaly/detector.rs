@@ -325,7 +325,10 @@ mod tests {
 
     #[test]
     fn options_parse_and_print_back() {
-        assert_eq!("descriptor".parse::<Backbone>().unwrap(), Backbone::Descriptor);
+        assert_eq!(
+            "descriptor".parse::<Backbone>().unwrap(),
+            Backbone::Descriptor
+        );
         assert!(matches!(
             "dino".parse::<Backbone>(),
             Err(AnomalyError::UnknownBackbone(_))

@@ -52,7 +52,10 @@ pub struct PixelSample<'a> {
 /// Pixel AUROC over all the samples' pixels pooled.
 pub fn pixel_auroc(samples: &[PixelSample<'_>]) -> Option<f64> {
     let scores: Vec<f32> = samples.iter().flat_map(|s| s.map.iter().copied()).collect();
-    let labels: Vec<bool> = samples.iter().flat_map(|s| s.mask.iter().copied()).collect();
+    let labels: Vec<bool> = samples
+        .iter()
+        .flat_map(|s| s.mask.iter().copied())
+        .collect();
     auroc(&scores, &labels)
 }
 
@@ -73,7 +76,11 @@ pub fn aupro(samples: &[PixelSample<'_>], fpr_limit: f64) -> Option<f64> {
         regions += n as usize;
         background += areas[0];
         pixels.extend(s.map.iter().zip(&labels).map(|(&v, &l)| {
-            let share = if l == 0 { 0.0 } else { 1.0 / areas[l as usize] as f64 };
+            let share = if l == 0 {
+                0.0
+            } else {
+                1.0 / areas[l as usize] as f64
+            };
             (v, share)
         }));
     }
@@ -145,8 +152,18 @@ mod tests {
         let (m1, k1) = ([0.1, 0.9], [false, true]);
         let (m2, k2) = ([0.2, 0.3], [false, false]);
         let samples = [
-            PixelSample { map: &m1, mask: &k1, width: 2, height: 1 },
-            PixelSample { map: &m2, mask: &k2, width: 2, height: 1 },
+            PixelSample {
+                map: &m1,
+                mask: &k1,
+                width: 2,
+                height: 1,
+            },
+            PixelSample {
+                map: &m2,
+                mask: &k2,
+                width: 2,
+                height: 1,
+            },
         ];
         assert_eq!(pixel_auroc(&samples), Some(1.0));
     }
@@ -156,14 +173,24 @@ mod tests {
         // 1 x 4 image: one region of two pixels, two background pixels.
         let mask = [true, true, false, false];
         let perfect = [0.9, 0.8, 0.1, 0.2];
-        let s = [PixelSample { map: &perfect, mask: &mask, width: 4, height: 1 }];
+        let s = [PixelSample {
+            map: &perfect,
+            mask: &mask,
+            width: 4,
+            height: 1,
+        }];
         assert!((aupro(&s, AUPRO_FPR_LIMIT).unwrap() - 1.0).abs() < 1e-12);
 
         // Thresholds 0.9, 0.8, 0.7, 0.6: (fpr, pro) = (0, .5), (.5, .5), (.5, 1), (1, 1).
         // Up to FPR 0.3 the first segment rises from (0, 0) to (0, .5) (no area),
         // then PRO stays .5 to FPR .5: area up to .3 = .3 * .5, normalised = .5.
         let map = [0.9, 0.7, 0.8, 0.6];
-        let s = [PixelSample { map: &map, mask: &mask, width: 4, height: 1 }];
+        let s = [PixelSample {
+            map: &map,
+            mask: &mask,
+            width: 4,
+            height: 1,
+        }];
         assert!((aupro(&s, AUPRO_FPR_LIMIT).unwrap() - 0.5).abs() < 1e-12);
     }
 
@@ -174,14 +201,24 @@ mod tests {
         // background pixel, then R2, then the rest of the background.
         let mask = [true, true, true, true, false, false, false, true];
         let map = [0.9, 0.9, 0.9, 0.9, 0.8, 0.1, 0.1, 0.5];
-        let s = [PixelSample { map: &map, mask: &mask, width: 8, height: 1 }];
+        let s = [PixelSample {
+            map: &map,
+            mask: &mask,
+            width: 8,
+            height: 1,
+        }];
         // Thresholds: .9 -> (0, .5); .8 -> (1/3, .5); .5 -> (1/3, 1); .1 -> (1, 1).
         // Up to .3: PRO .5 from 0 to .3 (the step to 1/3 is interpolated on the
         // flat .5 segment) = .15 -> normalised .5.
         assert!((aupro(&s, AUPRO_FPR_LIMIT).unwrap() - 0.5).abs() < 1e-12);
         // Without a region there is nothing to overlap.
         let none = [false; 8];
-        let s = [PixelSample { map: &map, mask: &none, width: 8, height: 1 }];
+        let s = [PixelSample {
+            map: &map,
+            mask: &none,
+            width: 8,
+            height: 1,
+        }];
         assert_eq!(aupro(&s, AUPRO_FPR_LIMIT), None);
     }
 

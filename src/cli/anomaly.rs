@@ -245,7 +245,11 @@ fn read_mask(path: &Path, w: usize, h: usize) -> anyhow::Result<Vec<bool>> {
         let my = (y * mh / h.max(1)).min(mh.saturating_sub(1));
         for x in 0..w {
             let mx = (x * mw / w.max(1)).min(mw.saturating_sub(1));
-            out[y * w + x] = mask.get_pixel(mx as u32, my as u32).0.iter().any(|&c| c > 127);
+            out[y * w + x] = mask
+                .get_pixel(mx as u32, my as u32)
+                .0
+                .iter()
+                .any(|&c| c > 127);
         }
     }
     Ok(out)
