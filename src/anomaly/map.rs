@@ -200,7 +200,7 @@ pub fn to_image_size(map: &AnomalyMap, width: usize, height: usize) -> Vec<f32> 
 /// the bank is as close as possible to a chosen one. Starts from patch 0, so the
 /// result is deterministic.
 pub fn coreset(bank: &[f32], dim: usize, n: usize) -> Vec<f32> {
-    let total = if dim == 0 { 0 } else { bank.len() / dim };
+    let total = bank.len().checked_div(dim).unwrap_or(0);
     if n >= total {
         return bank.to_vec();
     }
