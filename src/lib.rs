@@ -5,6 +5,7 @@
 //! ([`runs`]) and MMAD scoring ([`score`]). The GUI lives in [`ui`] behind the default `gui` feature and only
 //! draws state and sends commands; all work happens here.
 
+pub mod anomaly;
 pub mod config;
 pub mod curate;
 pub mod dataset;

@@ -38,6 +38,10 @@ enum Command {
     Memory(MemoryCommand),
     /// Find the most similar defect-free references for an image.
     Retrieve(cli::memory::RetrieveArgs),
+    /// An anomaly map of one image against normal references: score, threshold, regions.
+    Anomaly(Box<cli::anomaly::AnomalyArgs>),
+    /// Image AUROC, pixel AUROC and AUPRO of the anomaly maps over an MMAD dataset.
+    AnomalyEval(cli::anomaly::AnomalyEvalArgs),
     /// Measure speed (the figures quoted in the README).
     #[command(subcommand)]
     Bench(cli::bench::BenchCommand),
@@ -131,6 +135,8 @@ fn main() -> ExitCode {
         Some(Command::Export(args)) => cli::export::run(&args),
         Some(Command::Merge(args)) => cli::merge::run(&args),
         Some(Command::Embed(args)) => cli::memory::embed(&args),
+        Some(Command::Anomaly(args)) => cli::anomaly::run(&args),
+        Some(Command::AnomalyEval(args)) => cli::anomaly::eval(&args),
         Some(Command::Bench(cmd)) => cli::bench::run(&cmd),
         Some(Command::Memory(MemoryCommand::Build(args))) => cli::memory::build(&args),
         Some(Command::Retrieve(args)) => cli::memory::retrieve(&args),
