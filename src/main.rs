@@ -90,6 +90,18 @@ impl From<GuiArgs> for echo_workbench::ui::LaunchOptions {
     }
 }
 
+/// Rust ignores SIGPIPE, so `echo-workbench score RUN | head` would panic in
+/// `println!` once `head` exits. A command-line tool should end quietly instead, as
+/// `cat` does: the default action, which terminates the process.
+fn restore_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: called first thing in main, before any thread exists; setting a signal's
+    // disposition to its default has no other effect on the process.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 #[derive(Subcommand)]
 enum DatasetCommand {
     /// Images, questions, counts per dataset and type, and missing files.
@@ -128,6 +140,7 @@ pub enum TextOrJson {
 }
 
 fn main() -> ExitCode {
+    restore_sigpipe();
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Score(args)) => cli::score::run(&args),
