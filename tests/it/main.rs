@@ -1,0 +1,15 @@
+//! The integration tests of the library and the command line, one module per
+//! concern, in one binary: one link instead of one per file.
+//! The app's tests are the `gui` binary.
+
+mod cli;
+mod inspect;
+mod knowledge;
+mod mllm;
+mod pipeline;
+mod probe;
+mod readers;
+mod rerun;
+mod retrieval;
+mod runner;
+mod runs;
