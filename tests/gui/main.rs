@@ -3,6 +3,10 @@
 //! and the app's state is asserted. No display is needed.
 #![cfg(feature = "gui")]
 
+#[path = "../common/mod.rs"]
+mod common;
+mod drive;
+
 mod app;
 mod batch;
 mod compare;

@@ -17,11 +17,9 @@ use echo_workbench::runs::journal::{JOURNAL_FILE, JournalRecord, read_journal};
 use echo_workbench::runs::manifest::RunManifest;
 use echo_workbench::score::{ScoreOptions, ScoreTable, score};
 
-const SAMPLE_QUESTIONS: usize = 210;
+use crate::common::repo;
 
-fn repo(p: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
-}
+const SAMPLE_QUESTIONS: usize = 210;
 
 /// The sample's answer key, so that every question has its own right letter and an
 /// answer filed under the wrong question shows as a wrong answer.
