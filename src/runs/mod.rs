@@ -17,3 +17,5 @@ pub mod run_folder;
 pub mod runner;
 pub mod select;
 pub mod spec;
+#[cfg(test)]
+pub(crate) mod test_support;
