@@ -1003,7 +1003,7 @@ fn questions_whose_task_panics_are_recorded_as_errors_and_retried_alone() {
     let dir = tempfile::tempdir().unwrap();
     let endpoint = EndpointConfig {
         name: "mock".into(),
-        base_url: server.url().into(),
+        base_url: server.url(),
         model: "mock-vl".into(),
         max_in_flight: 2,
         ..EndpointConfig::default()
