@@ -1,7 +1,7 @@
 //! Driving the app in a test: a harness the size of a laptop screen, and stepping
 //! frames until work done on background threads has landed.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
@@ -17,6 +17,7 @@ pub fn harness(app: WorkbenchApp) -> Harness<'static, WorkbenchApp> {
 }
 
 pub fn harness_sized(app: WorkbenchApp, size: [f32; 2]) -> Harness<'static, WorkbenchApp> {
+    share();
     Harness::builder()
         .with_size(size)
         .build_ui_state(|ui, app: &mut WorkbenchApp| app.frame_ui(ui), app)
@@ -52,7 +53,7 @@ fn step_until<S>(
     limit: Duration,
     mut done: impl FnMut(&mut Harness<'static, S>) -> bool,
 ) {
-    let _shared = stepping();
+    share();
     let start = Instant::now();
     while !done(h) {
         assert!(start.elapsed() < limit, "timed out waiting for {what}");
@@ -64,31 +65,41 @@ fn step_until<S>(
     h.run_steps(2);
 }
 
-/// Frame loops of tests that measure time run alone: every other test's loop holds
-/// this shared, a timing test holds it exclusively ([`alone`]). Each tab once had
-/// its own test binary, and binaries run one after another.
-static FRAME_LOOPS: RwLock<()> = RwLock::new(());
+/// Tests that time frames run alone, as they did when each tab had a test binary
+/// of its own (binaries run one after another): every other test holds this shared
+/// from its first harness or wait until its thread ends, a timing test holds it
+/// exclusively ([`alone`]).
+static APP_TESTS: RwLock<()> = RwLock::new(());
 
 thread_local! {
-    /// Set on a test's thread while it holds [`FRAME_LOOPS`] exclusively, so that
-    /// its own waits do not wait for it.
+    /// This test thread's share of [`APP_TESTS`], dropped when the thread ends.
+    static SHARE: RefCell<Option<RwLockReadGuard<'static, ()>>> = const { RefCell::new(None) };
+    /// Set while this thread holds [`APP_TESTS`] exclusively.
     static ALONE: Cell<bool> = const { Cell::new(false) };
 }
 
-fn stepping() -> Option<RwLockReadGuard<'static, ()>> {
+fn share() {
     if ALONE.with(Cell::get) {
-        return None;
+        return;
     }
-    Some(FRAME_LOOPS.read().unwrap_or_else(|e| e.into_inner()))
+    SHARE.with(|s| {
+        let mut s = s.borrow_mut();
+        if s.is_none() {
+            *s = Some(APP_TESTS.read().unwrap_or_else(|e| e.into_inner()));
+        }
+    });
 }
 
-/// While held, no other test of this binary steps frames in a wait.
+/// While held, no other test of this binary drives the app.
 pub struct Alone {
     _exclusive: RwLockWriteGuard<'static, ()>,
 }
 
 pub fn alone() -> Alone {
-    let exclusive = FRAME_LOOPS.write().unwrap_or_else(|e| e.into_inner());
+    // A thread that ran an earlier test (with one test thread, the main thread runs
+    // them all) lets its share go first, or it would wait for itself.
+    SHARE.with(|s| s.borrow_mut().take());
+    let exclusive = APP_TESTS.write().unwrap_or_else(|e| e.into_inner());
     ALONE.with(|a| a.set(true));
     Alone {
         _exclusive: exclusive,
