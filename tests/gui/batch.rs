@@ -820,6 +820,8 @@ fn two_runs_compare_and_a_changed_question_opens() {
 /// catches a frame that waits on work: a debug build draws ten times slower.
 #[test]
 fn longest_frame_during_a_1000_question_run() {
+    // Timed: no other app test shares the cores with it.
+    let _alone = crate::drive::alone();
     struct Timed {
         app: WorkbenchApp,
         longest: Duration,
@@ -971,6 +973,7 @@ fn longest_frame_during_a_1000_question_run() {
 /// `--nocapture`.
 #[test]
 fn scoring_40k_records_takes() {
+    let _alone = crate::drive::alone();
     let loaded = score::load_answers(&repo("tests/fixtures/facts_answers.json")).unwrap();
     let mut records = Vec::new();
     while records.len() < 39_672 {
