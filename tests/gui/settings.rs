@@ -14,29 +14,7 @@ use eframe::egui;
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
 
-fn harness(app: WorkbenchApp) -> Harness<'static, WorkbenchApp> {
-    Harness::builder()
-        .with_size([1440.0, 900.0])
-        .build_ui_state(|ui, app: &mut WorkbenchApp| app.frame_ui(ui), app)
-}
-
-/// Steps frames until `done` holds; background jobs finish on their own threads.
-fn wait_for(
-    h: &mut Harness<'static, WorkbenchApp>,
-    what: &str,
-    done: impl Fn(&WorkbenchApp) -> bool,
-) {
-    let start = Instant::now();
-    while !done(h.state()) {
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "timed out waiting for {what}"
-        );
-        h.step();
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    h.run_steps(2);
-}
+use crate::drive::{harness, wait_for};
 
 fn app_on(workspace: &Path, tab: Tab) -> WorkbenchApp {
     let persisted = Persisted {

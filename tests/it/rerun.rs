@@ -20,12 +20,10 @@ use echo_workbench::runs::run_folder::RunFolder;
 use echo_workbench::runs::runner::{RunControl, RunOutcome, RunSpec, run};
 use echo_workbench::score::{AVERAGE, ScoreOptions};
 
+use crate::common::sample_dir;
+
 /// The word the curator's edit adds to the washer knowledge.
 const MARKER: &str = "concentric-burr";
-
-fn sample_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/sample")
-}
 
 /// A model that knows the answers only when the prompt mentions [`MARKER`], and
 /// otherwise picks the first option.

@@ -24,12 +24,10 @@ use echo_workbench::runs::journal::parse_journal_bytes;
 use echo_workbench::runs::manifest::RunManifest;
 use echo_workbench::score::{AnswerFormat, parse_answers};
 
+use crate::common::root as repo;
+
 /// Inputs per reader; the issue asks for at least 10,000.
 const CASES: u32 = 10_000;
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn fixture(rel: &str) -> Vec<u8> {
     std::fs::read(repo().join(rel)).unwrap()

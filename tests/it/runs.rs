@@ -15,9 +15,7 @@ use echo_workbench::runs::manifest::{
 };
 use serde_json::Value;
 
-fn bin() -> Command {
-    Command::cargo_bin("echo-workbench").unwrap()
-}
+use crate::common::bin;
 
 fn sample_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/sample/mmad.json")

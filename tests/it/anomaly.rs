@@ -6,13 +6,7 @@ use std::path::{Path, PathBuf};
 use assert_cmd::Command;
 use serde_json::Value;
 
-fn bin() -> Command {
-    Command::cargo_bin("echo-workbench").unwrap()
-}
-
-fn repo(p: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
-}
+use crate::common::{bin, repo};
 
 fn sample_memory(dir: &Path) -> PathBuf {
     let out = dir.join("memory");

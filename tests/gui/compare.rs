@@ -2,7 +2,6 @@
 #![cfg(feature = "gui")]
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use echo_workbench::dataset::{DatasetRoot, MmadDataset};
 use echo_workbench::ui::{
@@ -16,18 +15,7 @@ use image::{Rgb, RgbImage};
 
 use eframe::egui;
 
-fn wait_for<S>(h: &mut Harness<'static, S>, what: &str, done: impl Fn(&S) -> bool) {
-    let start = Instant::now();
-    while !done(h.state()) {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "timed out waiting for {what}"
-        );
-        h.step();
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    h.step();
-}
+use crate::drive::wait_for;
 
 fn panel_harness(panel: ComparePanel) -> Harness<'static, ComparePanel> {
     Harness::builder()

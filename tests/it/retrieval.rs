@@ -4,23 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
-use assert_cmd::Command;
 use predicates::prelude::*;
 use serde_json::Value;
 
-fn bin() -> Command {
-    let mut c = Command::cargo_bin("echo-workbench").unwrap();
-    // Keep caches out of the user's workspace.
-    c.env(
-        "ECHO_WORKBENCH_HOME",
-        std::env::temp_dir().join("echo-workbench-tests"),
-    );
-    c
-}
-
-fn repo(p: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
-}
+use crate::common::{bin_with_scratch_home as bin, repo};
 
 fn build(dir: &Path, index: &str) -> PathBuf {
     let out = dir.join(format!("sample-{index}.mem"));

@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use echo_workbench::config::Settings;
 use echo_workbench::curate::impact::impact;
@@ -26,35 +26,16 @@ use egui::accesskit::Role;
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
 
+use crate::common::sample_dir;
+use crate::drive::{harness_sized, wait_until as wait_for};
+
 /// The word the curator's edit adds; the mock model knows the answers only when a
 /// prompt carries it.
 const MARKER: &str = "concentric-burr";
 
-fn sample_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/sample")
-}
-
+/// Tall enough that the versions list, the diff and the preview are all drawn.
 fn harness(app: WorkbenchApp) -> Harness<'static, WorkbenchApp> {
-    Harness::builder()
-        .with_size([1440.0, 1800.0])
-        .build_ui_state(|ui, app: &mut WorkbenchApp| app.frame_ui(ui), app)
-}
-
-fn wait_for(
-    h: &mut Harness<'static, WorkbenchApp>,
-    what: &str,
-    done: impl Fn(&mut Harness<'static, WorkbenchApp>) -> bool,
-) {
-    let start = Instant::now();
-    while !done(h) {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "timed out waiting for {what}"
-        );
-        h.step();
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    h.step();
+    harness_sized(app, [1440.0, 1800.0])
 }
 
 fn wait_for_label(h: &mut Harness<'static, WorkbenchApp>, text: &str) {

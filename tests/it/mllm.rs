@@ -646,13 +646,11 @@ const WRONG_KEY: &str = "sk-wrong-2d4e6f8a0b";
 /// setting variables in this multi-threaded test process would be unsound.
 #[test]
 fn api_key_is_sent_as_bearer_and_never_leaked() {
+    // The child's name as the test binary lists it: its module path inside the binary.
+    let module = module_path!().split_once("::").map_or("", |(_, m)| m);
+    let child = format!("{module}::api_key_child");
     let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "api_key_child",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+        .args(["--exact", &child, "--nocapture", "--test-threads=1"])
         .env(KEY_VAR, KEY)
         .env(WRONG_KEY_VAR, WRONG_KEY)
         .output()

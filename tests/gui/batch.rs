@@ -20,11 +20,10 @@ use echo_workbench::ui::{Persisted, Tab, WorkbenchApp};
 use egui_kittest::Harness;
 use egui_kittest::kittest::{NodeT, Queryable};
 
-const SAMPLE_QUESTIONS: usize = 210;
+use crate::common::repo;
+use crate::drive::{harness, wait_for_secs as wait_for};
 
-fn repo(p: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
-}
+const SAMPLE_QUESTIONS: usize = 210;
 
 fn oracle_server(latency_ms: u64) -> MockServer {
     let dataset = MmadDataset::load(&repo("assets/sample/mmad.json")).unwrap();
@@ -62,36 +61,12 @@ fn workspace(url: &str, concurrency: usize) -> tempfile::TempDir {
     dir
 }
 
-fn harness(app: WorkbenchApp) -> Harness<'static, WorkbenchApp> {
-    Harness::builder()
-        .with_size([1440.0, 900.0])
-        .build_ui_state(|ui, app: &mut WorkbenchApp| app.frame_ui(ui), app)
-}
-
 /// The app in workspace `ws`, as a fresh start would open it.
 fn app_harness(ws: &tempfile::TempDir) -> Harness<'static, WorkbenchApp> {
     harness(WorkbenchApp::with_workspace(
         Persisted::default(),
         ws.path().to_path_buf(),
     ))
-}
-
-fn wait_for(
-    h: &mut Harness<'static, WorkbenchApp>,
-    what: &str,
-    secs: u64,
-    done: impl Fn(&WorkbenchApp) -> bool,
-) {
-    let start = Instant::now();
-    while !done(h.state()) {
-        assert!(
-            start.elapsed() < Duration::from_secs(secs),
-            "timed out waiting for {what}"
-        );
-        h.step();
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    h.step();
 }
 
 fn phase_is(app: &WorkbenchApp, f: impl Fn(&echo_workbench::ui::RunPhase) -> bool) -> bool {
@@ -950,6 +925,8 @@ fn two_runs_compare_and_a_changed_question_opens() {
 /// catches a frame that waits on work: a debug build draws ten times slower.
 #[test]
 fn longest_frame_during_a_1000_question_run() {
+    // Timed: no other app test shares the cores with it.
+    let _alone = crate::drive::alone();
     struct Timed {
         app: WorkbenchApp,
         longest: Duration,
@@ -1101,6 +1078,7 @@ fn longest_frame_during_a_1000_question_run() {
 /// `--nocapture`.
 #[test]
 fn scoring_40k_records_takes() {
+    let _alone = crate::drive::alone();
     let loaded = score::load_answers(&repo("tests/fixtures/facts_answers.json")).unwrap();
     let mut records = Vec::new();
     while records.len() < 39_672 {

@@ -17,11 +17,9 @@ use echo_workbench::runs::journal::{JOURNAL_FILE, JournalRecord, read_journal};
 use echo_workbench::runs::manifest::RunManifest;
 use echo_workbench::score::{ScoreOptions, ScoreTable, score};
 
-const SAMPLE_QUESTIONS: usize = 210;
+use crate::common::repo;
 
-fn repo(p: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
-}
+const SAMPLE_QUESTIONS: usize = 210;
 
 /// The sample's answer key, so that every question has its own right letter and an
 /// answer filed under the wrong question shows as a wrong answer.
@@ -1086,4 +1084,68 @@ fn knowledge_missing_for_a_category_is_refused_before_asking_unless_allowed() {
     );
     let manifest = RunManifest::load(&fixed.join("manifest.json")).unwrap();
     assert!(manifest.missing_inputs.is_none());
+}
+
+/// The runner's fault seam from outside the crate: questions whose task panics are
+/// recorded as errors while the run goes on to the end, and a retry of the errors
+/// asks exactly those questions again, each once.
+#[test]
+fn questions_whose_task_panics_are_recorded_as_errors_and_retried_alone() {
+    use echo_workbench::mllm::EndpointConfig;
+    use echo_workbench::runs::runner::{QuestionHook, RunControl, RunSpec, run};
+    use std::sync::{Arc, Mutex};
+
+    let server = server(0, FaultPlan::none());
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = EndpointConfig {
+        name: "mock".into(),
+        base_url: server.url(),
+        model: "mock-vl".into(),
+        max_in_flight: 2,
+        ..EndpointConfig::default()
+    };
+    let mut spec = RunSpec::new(
+        repo("assets/sample/mmad.json"),
+        repo("assets/sample"),
+        vec![endpoint],
+        dir.path().join("run"),
+    );
+    spec.knowledge = Some(repo("assets/sample/domain_knowledge.json"));
+    spec.selection.limit = Some(8);
+    let failing = BTreeSet::from([3, 5]);
+    let fail = failing.clone();
+    spec.before_question = Some(QuestionHook::new(move |index| {
+        if fail.contains(&index) {
+            panic!("injected panic for question {index}");
+        }
+    }));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let summary = run(&spec, &|_| {}, &RunControl::new(), runtime.handle()).unwrap();
+    assert_eq!((summary.written, summary.errors), (8, 2));
+    let first = records(&spec.out);
+    let errors: BTreeSet<usize> = first
+        .iter()
+        .filter(|r| !r.is_ok())
+        .map(|r| r.index)
+        .collect();
+    assert_eq!(errors, failing);
+    for r in first.iter().filter(|r| !r.is_ok()) {
+        let message = r.error.as_deref().unwrap();
+        assert!(message.contains("injected panic"), "{message}");
+    }
+
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let seen = asked.clone();
+    spec.before_question = Some(QuestionHook::new(move |index| {
+        seen.lock().unwrap().push(index);
+    }));
+    spec.retry_errors = true;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let summary = run(&spec, &|_| {}, &RunControl::new(), runtime.handle()).unwrap();
+    assert_eq!((summary.written, summary.errors), (2, 0));
+    let mut asked = asked.lock().unwrap().clone();
+    asked.sort();
+    assert_eq!(asked, [3, 5]);
+    let all: BTreeSet<usize> = first.iter().map(|r| r.index).collect();
+    assert_exactly_once(&records(&spec.out), &all);
 }

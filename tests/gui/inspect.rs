@@ -25,22 +25,14 @@ use egui::accesskit::Role;
 use egui_kittest::Harness;
 use egui_kittest::kittest::{NodeT, Queryable};
 
-fn repo(p: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
-}
+use crate::common::repo;
+use crate::drive::{alone as serial, wait_for};
 
 /// The longest `frame_ui` call seen by any harness of this test binary, in µs.
 static LONGEST_FRAME_US: AtomicU64 = AtomicU64::new(0);
 /// Every `frame_ui` duration (µs) while recording is on (the timing test).
 static FRAMES_US: std::sync::Mutex<Vec<u64>> = std::sync::Mutex::new(Vec::new());
 static RECORD_FRAMES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Every test holds this: the tests step frames in busy loops, and the timing test
-/// must not share two cores with them.
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 fn harness_sized(app: WorkbenchApp, size: [f32; 2]) -> Harness<'static, WorkbenchApp> {
     Harness::builder().with_size(size).build_ui_state(
@@ -59,25 +51,6 @@ fn harness_sized(app: WorkbenchApp, size: [f32; 2]) -> Harness<'static, Workbenc
 
 fn harness(app: WorkbenchApp) -> Harness<'static, WorkbenchApp> {
     harness_sized(app, [1440.0, 900.0])
-}
-
-/// Steps frames until `done` holds; background work finishes on its own threads.
-fn wait_for(
-    h: &mut Harness<'static, WorkbenchApp>,
-    what: &str,
-    done: impl Fn(&WorkbenchApp) -> bool,
-) {
-    let start = Instant::now();
-    while !done(h.state()) {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "timed out waiting for {what}"
-        );
-        h.step();
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    h.step();
-    h.step();
 }
 
 /// The sample's 24 normal training images, embedded with the weight-free

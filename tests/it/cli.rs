@@ -1,18 +1,10 @@
 //! Drives the `echo-workbench` binary the way a user or a script does.
 
-use std::path::{Path, PathBuf};
-
 use assert_cmd::Command;
 use predicates::prelude::*;
 use serde_json::Value;
 
-fn bin() -> Command {
-    Command::cargo_bin("echo-workbench").unwrap()
-}
-
-fn repo(p: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
-}
+use crate::common::{bin, repo};
 
 fn json_out(cmd: &mut Command) -> Value {
     let out = cmd.assert().success().get_output().stdout.clone();

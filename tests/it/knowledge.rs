@@ -1,7 +1,6 @@
 //! Knowledge files as MMAD writes them survive import and export byte for byte, and
 //! the Knowledge tab's preview is the pipeline's own selection.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use echo_workbench::curate::preview::{ModeOutcome, outcome_of, preview_question};
@@ -15,9 +14,7 @@ use echo_workbench::jobs::CancelToken;
 use echo_workbench::knowledge::KnowledgeBase;
 use echo_workbench::knowledge::versions::VersionStore;
 
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
+use crate::common::root as repo;
 
 #[test]
 fn import_then_export_is_byte_equal() {

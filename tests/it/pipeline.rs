@@ -3,7 +3,7 @@
 //! type and preset, the prompt structure per type, the knowledge and reasoning
 //! modes, the switches, the cache, failures, events and cancellation.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use echo_workbench::dataset::{DatasetRoot, MmadDataset, Question, QuestionType};
@@ -26,6 +26,8 @@ use echo_workbench::vision::ImageEmbedder;
 use echo_workbench::vision::descriptor::DescriptorEmbedder;
 use indexmap::IndexMap;
 
+use crate::common::repo;
+
 // Phrases of the bundled prompts that mark each block.
 const REF_SENTENCE: &str = "Image 1 shows a defect-free";
 const CONDENSED_LEAD: &str = "Defect knowledge for";
@@ -40,10 +42,6 @@ const SELECT_CALL: &str = "You prepare background knowledge";
 const MMAD_ROLE: &str = "You are an industrial inspector";
 const MMAD_SAMPLES: &str = "defect-free sample image(s)";
 const MMAD_QUERY: &str = "The image to inspect:";
-
-fn repo(p: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
-}
 
 fn dataset() -> &'static MmadDataset {
     static DS: OnceLock<MmadDataset> = OnceLock::new();

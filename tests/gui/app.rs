@@ -7,32 +7,9 @@ use std::time::{Duration, Instant};
 
 use echo_workbench::ui::{Persisted, Tab, WorkbenchApp};
 use eframe::egui;
-use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
 
-fn harness(app: WorkbenchApp) -> Harness<'static, WorkbenchApp> {
-    Harness::builder()
-        .with_size([1440.0, 900.0])
-        .build_ui_state(|ui, app: &mut WorkbenchApp| app.frame_ui(ui), app)
-}
-
-/// Steps frames until `done` holds; background jobs finish on their own threads.
-fn wait_for(
-    h: &mut Harness<'static, WorkbenchApp>,
-    what: &str,
-    done: impl Fn(&WorkbenchApp) -> bool,
-) {
-    let start = Instant::now();
-    while !done(h.state()) {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "timed out waiting for {what}"
-        );
-        h.step();
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    h.step();
-}
+use crate::drive::{harness, wait_for};
 
 fn sample_app() -> WorkbenchApp {
     // A workspace of its own, so the user's settings and caches are never touched.

@@ -3,25 +3,12 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use assert_cmd::Command;
 use predicates::prelude::*;
 use serde_json::Value;
 
-fn bin() -> Command {
-    let mut c = Command::cargo_bin("echo-workbench").unwrap();
-    c.env(
-        "ECHO_WORKBENCH_HOME",
-        std::env::temp_dir().join("echo-workbench-tests"),
-    );
-    c
-}
-
-fn repo(p: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
-}
+use crate::common::{bin_with_scratch_home as bin, repo};
 
 const SCRATCH: &str = "assets/sample/Sample/washer/test/scratch/000.png";
 
