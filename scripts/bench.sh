@@ -29,6 +29,9 @@ done
 echo "== memory build: 1,000 images of 1024 x 1024, weight-free descriptor"
 "$BIN" bench memory-build --images 1000 --size 1024 > "$OUT/memory_build.json"
 
+echo "== anomaly map: 1024 x 1024 query against 4 references, weight-free patch features"
+"$BIN" bench anomaly --size 1024 --k 4 --runs 20 > "$OUT/anomaly.json"
+
 echo "== CLIP ViT-B/16 (random weights), candle vs PyTorch"
 python3 scripts/bench_clip_torch.py "$DATA/clip" > "$OUT/clip_torch.json"
 "$BIN" bench clip --model "$DATA/clip" > "$OUT/clip_candle.json"

@@ -33,6 +33,11 @@ def main():
         print(f"\nMemory build, {m['images']} images of 1024 x 1024 PNG, {m['embedder']}"
               f" (+ re-ranking thumbnails: {m['thumbs']}), {m['threads']} threads: "
               f"{m['images_per_s']:.1f} images/s ({m['seconds']:.1f} s)")
+    a = load(d, "anomaly.json")
+    if a:
+        print(f"\nAnomaly map, weight-free patch features, {a['size']} x {a['size']} query against "
+              f"{a['k']} references: {a['ms_per_image']:.1f} ms per image "
+              f"({a['ms_per_image_full_map']:.1f} ms with the map stretched to the image)")
     c, t = load(d, "clip_candle.json"), load(d, "clip_torch.json")
     if c and t:
         print("\nCLIP ViT-B/16 image embeddings on CPU, random weights, images/s")

@@ -5,12 +5,14 @@
 //! ([`runs`]) and MMAD scoring ([`score`]). The GUI lives in [`ui`] behind the default `gui` feature and only
 //! draws state and sends commands; all work happens here.
 
+pub mod anomaly;
 pub mod config;
 pub mod curate;
 pub mod dataset;
 pub mod echo;
 pub mod jobs;
 pub mod knowledge;
+pub mod local;
 pub mod memory;
 pub mod mllm;
 pub mod perf;

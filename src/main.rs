@@ -38,6 +38,10 @@ enum Command {
     Memory(MemoryCommand),
     /// Find the most similar defect-free references for an image.
     Retrieve(cli::memory::RetrieveArgs),
+    /// An anomaly map of one image against normal references: score, threshold, regions.
+    Anomaly(Box<cli::anomaly::AnomalyArgs>),
+    /// Image AUROC, pixel AUROC and AUPRO of the anomaly maps over an MMAD dataset.
+    AnomalyEval(cli::anomaly::AnomalyEvalArgs),
     /// Measure speed (the figures quoted in the README).
     #[command(subcommand)]
     Bench(cli::bench::BenchCommand),
@@ -86,6 +90,18 @@ impl From<GuiArgs> for echo_workbench::ui::LaunchOptions {
     }
 }
 
+/// Rust ignores SIGPIPE, so `echo-workbench score RUN | head` would panic in
+/// `println!` once `head` exits. A command-line tool should end quietly instead, as
+/// `cat` does: the default action, which terminates the process.
+fn restore_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: called first thing in main, before any thread exists; setting a signal's
+    // disposition to its default has no other effect on the process.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 #[derive(Subcommand)]
 enum DatasetCommand {
     /// Images, questions, counts per dataset and type, and missing files.
@@ -124,6 +140,7 @@ pub enum TextOrJson {
 }
 
 fn main() -> ExitCode {
+    restore_sigpipe();
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Score(args)) => cli::score::run(&args),
@@ -131,6 +148,8 @@ fn main() -> ExitCode {
         Some(Command::Export(args)) => cli::export::run(&args),
         Some(Command::Merge(args)) => cli::merge::run(&args),
         Some(Command::Embed(args)) => cli::memory::embed(&args),
+        Some(Command::Anomaly(args)) => cli::anomaly::run(&args),
+        Some(Command::AnomalyEval(args)) => cli::anomaly::eval(&args),
         Some(Command::Bench(cmd)) => cli::bench::run(&cmd),
         Some(Command::Memory(MemoryCommand::Build(args))) => cli::memory::build(&args),
         Some(Command::Retrieve(args)) => cli::memory::retrieve(&args),

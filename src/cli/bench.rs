@@ -17,6 +17,8 @@ pub enum BenchCommand {
     Hnsw(HnswArgs),
     /// Images/s for building a memory from generated 1024 x 1024 images.
     MemoryBuild(MemoryBuildArgs),
+    /// Milliseconds per image for an anomaly map and score (weight-free backbone).
+    Anomaly(AnomalyBenchArgs),
     /// CLIP image-tower throughput (images/s) on this machine, per batch size.
     Clip(ClipArgs),
     /// Batch-runner throughput against the in-process mock server at a fixed latency,
@@ -28,6 +30,18 @@ pub enum BenchCommand {
     /// The resume that `bench journal` measures, in a process of its own.
     #[command(hide = true)]
     JournalResume(JournalResumeArgs),
+}
+
+#[derive(Args)]
+pub struct AnomalyBenchArgs {
+    /// Side of the generated square images.
+    #[arg(long, default_value_t = 1024)]
+    size: u32,
+    /// Normal references per query.
+    #[arg(long, default_value_t = 4)]
+    k: usize,
+    #[arg(long, default_value_t = 20)]
+    runs: usize,
 }
 
 #[derive(Args)]
@@ -197,6 +211,10 @@ pub fn run(cmd: &BenchCommand) -> anyhow::Result<ExitCode> {
                 runtime()?.handle(),
             )?;
             println!("{}", serde_json::to_string(&out)?);
+        }
+        BenchCommand::Anomaly(a) => {
+            let out = echo_workbench::perf::anomaly::bench_anomaly(a.size, a.k, a.runs);
+            println!("{}", serde_json::to_string_pretty(&out)?);
         }
         BenchCommand::Clip(a) => {
             let out = echo_workbench::perf::clip::bench_clip(&a.model, &a.batch, a.runs)?;

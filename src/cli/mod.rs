@@ -1,6 +1,7 @@
 //! Subcommand implementations. Each returns the process exit code, or an error
 //! that `main` prints as one sentence.
 
+pub mod anomaly;
 pub mod bench;
 pub mod compare;
 pub mod dataset;

@@ -202,7 +202,11 @@ pub fn run_folder_name(started: &str, name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runs::run_folder::tests::{AD, BAD, GOOD, manifest, record, write_run};
+    use crate::runs::test_support::{manifest, record, write_run};
+
+    const GOOD: &str = "VisA/candle/test/good/0000.JPG";
+    const BAD: &str = "VisA/candle/test/bad/000.JPG";
+    const AD: &str = "Anomaly Detection";
 
     #[test]
     fn folder_names_are_sortable_and_safe() {

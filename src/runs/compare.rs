@@ -328,47 +328,7 @@ pub fn compare(a: &[JournalRecord], b: &[JournalRecord], options: ScoreOptions) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runs::journal::{AnswerQuestion, RecordStatus};
-    use indexmap::IndexMap;
-
-    fn rec(
-        index: usize,
-        image: &str,
-        qtype: &str,
-        correct: &str,
-        given: Option<&str>,
-    ) -> JournalRecord {
-        JournalRecord {
-            image: image.into(),
-            question: AnswerQuestion {
-                kind: "text".into(),
-                text: format!("question {index}"),
-                options: IndexMap::from([
-                    ("A".into(), "Yes.".into()),
-                    ("B".into(), "No.".into()),
-                    ("C".into(), "Maybe.".into()),
-                ]),
-            },
-            question_type: qtype.into(),
-            correct_answer: correct.into(),
-            gpt_answer: given.map(Into::into),
-            index,
-            turn: 0,
-            status: if given.is_some() {
-                RecordStatus::Ok
-            } else {
-                RecordStatus::Error
-            },
-            error: given.is_none().then(|| "HTTP 500".into()),
-            raw: None,
-            correct: given.map(|g| g == correct),
-            attempts: 1,
-            latency_ms: 1,
-            endpoint: "e".into(),
-            finished_at: String::new(),
-            traces: Vec::new(),
-        }
-    }
+    use crate::runs::test_support::record;
 
     const GOOD: &str = "VisA/candle/test/good/0000.JPG";
     const BAD: &str = "VisA/candle/test/bad/0000.JPG";
@@ -377,22 +337,22 @@ mod tests {
     #[test]
     fn flips_count_only_questions_both_runs_answered_with_a_letter() {
         let a = vec![
-            rec(0, GOOD, "Anomaly Detection", "B", Some("B")), // right -> wrong
-            rec(1, BAD, "Anomaly Detection", "A", Some("B")),  // wrong -> right
-            rec(2, BAD, "Defect Classification", "C", Some("A")), // wrong -> wrong
-            rec(3, BAD, "Defect Localization", "A", Some("A")), // right -> right
-            rec(4, BAD, "Defect Description", "A", None),      // error in A: out
-            rec(5, BAD, "Defect Analysis", "A", Some("B")),    // error in B: out
-            rec(6, BAD, "Defect Analysis", "A", Some("A")),    // unreadable in B: out
+            record(0, GOOD, "Anomaly Detection", "B", Some("B")), // right -> wrong
+            record(1, BAD, "Anomaly Detection", "A", Some("B")),  // wrong -> right
+            record(2, BAD, "Defect Classification", "C", Some("A")), // wrong -> wrong
+            record(3, BAD, "Defect Localization", "A", Some("A")), // right -> right
+            record(4, BAD, "Defect Description", "A", None),      // error in A: out
+            record(5, BAD, "Defect Analysis", "A", Some("B")),    // error in B: out
+            record(6, BAD, "Defect Analysis", "A", Some("A")),    // unreadable in B: out
         ];
         let mut b = vec![
-            rec(0, GOOD, "Anomaly Detection", "B", Some("A")),
-            rec(1, BAD, "Anomaly Detection", "A", Some("A")),
-            rec(2, BAD, "Defect Classification", "C", Some("B")),
-            rec(3, BAD, "Defect Localization", "A", Some("A")),
-            rec(4, BAD, "Defect Description", "A", Some("A")),
-            rec(5, BAD, "Defect Analysis", "A", None),
-            rec(6, BAD, "Defect Analysis", "A", Some("a lead")),
+            record(0, GOOD, "Anomaly Detection", "B", Some("A")),
+            record(1, BAD, "Anomaly Detection", "A", Some("A")),
+            record(2, BAD, "Defect Classification", "C", Some("B")),
+            record(3, BAD, "Defect Localization", "A", Some("A")),
+            record(4, BAD, "Defect Description", "A", Some("A")),
+            record(5, BAD, "Defect Analysis", "A", None),
+            record(6, BAD, "Defect Analysis", "A", Some("a lead")),
         ];
         b[6].correct = Some(false);
         let c = compare(&a, &b, ScoreOptions::default());
@@ -427,14 +387,14 @@ mod tests {
             let right_in_a = i % 2 == 0;
             let right_in_b = right_in_a || i % 20 == 1;
             let given = |right: bool| Some(if right { "A" } else { "B" });
-            a.push(rec(
+            a.push(record(
                 i,
                 &image,
                 "Defect Classification",
                 "A",
                 given(right_in_a),
             ));
-            b.push(rec(
+            b.push(record(
                 i,
                 &image,
                 "Defect Classification",
@@ -456,22 +416,22 @@ mod tests {
     #[test]
     fn changes_are_classified_and_counted() {
         let a = vec![
-            rec(0, GOOD, "Anomaly Detection", "B", Some("B")), // right -> wrong: worse
-            rec(1, BAD, "Anomaly Detection", "A", Some("B")),  // wrong -> right: better
-            rec(2, BAD, "Defect Classification", "C", Some("A")), // wrong -> other wrong
-            rec(3, BAD, "Defect Localization", "A", Some("A")), // unchanged
-            rec(4, BAD, "Defect Description", "A", None),      // error -> right: better
-            rec(5, BAD, "Defect Analysis", "A", Some("B")),    // wrong -> error: changed
-            rec(6, MV, "Object Details", "A", Some("A")),      // only in A
+            record(0, GOOD, "Anomaly Detection", "B", Some("B")), // right -> wrong: worse
+            record(1, BAD, "Anomaly Detection", "A", Some("B")),  // wrong -> right: better
+            record(2, BAD, "Defect Classification", "C", Some("A")), // wrong -> other wrong
+            record(3, BAD, "Defect Localization", "A", Some("A")), // unchanged
+            record(4, BAD, "Defect Description", "A", None),      // error -> right: better
+            record(5, BAD, "Defect Analysis", "A", Some("B")),    // wrong -> error: changed
+            record(6, MV, "Object Details", "A", Some("A")),      // only in A
         ];
         let b = vec![
-            rec(5, BAD, "Defect Analysis", "A", None),
-            rec(4, BAD, "Defect Description", "A", Some("A")),
-            rec(3, BAD, "Defect Localization", "A", Some("A")),
-            rec(2, BAD, "Defect Classification", "C", Some("B")),
-            rec(1, BAD, "Anomaly Detection", "A", Some("A")),
-            rec(0, GOOD, "Anomaly Detection", "B", Some("A")),
-            rec(9, MV, "Object Details", "A", Some("A")), // only in B
+            record(5, BAD, "Defect Analysis", "A", None),
+            record(4, BAD, "Defect Description", "A", Some("A")),
+            record(3, BAD, "Defect Localization", "A", Some("A")),
+            record(2, BAD, "Defect Classification", "C", Some("B")),
+            record(1, BAD, "Anomaly Detection", "A", Some("A")),
+            record(0, GOOD, "Anomaly Detection", "B", Some("A")),
+            record(9, MV, "Object Details", "A", Some("A")), // only in B
         ];
         let c = compare(&a, &b, ScoreOptions::default());
         let kinds: Vec<(usize, ChangeKind)> = c.changes.iter().map(|x| (x.index, x.kind)).collect();
@@ -498,13 +458,13 @@ mod tests {
     fn table_diff_is_b_minus_a_on_the_union_of_cells() {
         // A: VisA AD normal right, abnormal wrong -> 50; B: both right -> 100.
         let a = vec![
-            rec(0, GOOD, "Anomaly Detection", "B", Some("B")),
-            rec(1, BAD, "Anomaly Detection", "A", Some("B")),
+            record(0, GOOD, "Anomaly Detection", "B", Some("B")),
+            record(1, BAD, "Anomaly Detection", "A", Some("B")),
         ];
         let b = vec![
-            rec(0, GOOD, "Anomaly Detection", "B", Some("B")),
-            rec(1, BAD, "Anomaly Detection", "A", Some("A")),
-            rec(2, MV, "Object Details", "A", Some("A")),
+            record(0, GOOD, "Anomaly Detection", "B", Some("B")),
+            record(1, BAD, "Anomaly Detection", "A", Some("A")),
+            record(2, MV, "Object Details", "A", Some("A")),
         ];
         let c = compare(&a, &b, ScoreOptions::default());
         let t = &c.table;
@@ -549,8 +509,8 @@ mod tests {
 
     #[test]
     fn different_dataset_files_are_reported_not_compared() {
-        let a = vec![rec(0, GOOD, "Anomaly Detection", "B", Some("B"))];
-        let b = vec![rec(0, BAD, "Anomaly Detection", "A", Some("B"))];
+        let a = vec![record(0, GOOD, "Anomaly Detection", "B", Some("B"))];
+        let b = vec![record(0, BAD, "Anomaly Detection", "A", Some("B"))];
         let c = compare(&a, &b, ScoreOptions::default());
         assert_eq!(c.mismatched, [0]);
         assert!(c.changes.is_empty());
@@ -559,10 +519,10 @@ mod tests {
 
     #[test]
     fn a_later_record_of_the_same_index_supersedes_the_earlier() {
-        let a = vec![rec(0, GOOD, "Anomaly Detection", "B", Some("B"))];
+        let a = vec![record(0, GOOD, "Anomaly Detection", "B", Some("B"))];
         let b = vec![
-            rec(0, GOOD, "Anomaly Detection", "B", None),
-            rec(0, GOOD, "Anomaly Detection", "B", Some("B")),
+            record(0, GOOD, "Anomaly Detection", "B", None),
+            record(0, GOOD, "Anomaly Detection", "B", Some("B")),
         ];
         let c = compare(&a, &b, ScoreOptions::default());
         assert!(c.changes.is_empty());

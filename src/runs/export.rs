@@ -718,7 +718,7 @@ fn without_inline_images(value: &Value) -> Value {
 mod tests {
     use super::*;
     use crate::echo::trace::{ExpertName, ExpertTrace};
-    use crate::runs::run_folder::tests::{manifest, record};
+    use crate::runs::test_support::{manifest, record};
 
     const GOOD: &str = "VisA/candle/test/good/0000.JPG";
     const BAD: &str = "VisA/candle/test/bad/000.JPG";

@@ -213,7 +213,7 @@ mod tests {
     use super::*;
     use crate::runs::journal::JournalWriter;
     use crate::runs::run_folder::RunFolder;
-    use crate::runs::run_folder::tests::{manifest, record};
+    use crate::runs::test_support::{manifest, record};
     use std::io::Write;
 
     const GOOD: &str = "VisA/candle/test/good/0000.JPG";

@@ -408,7 +408,7 @@ fn holds_only_a_lock(dir: &Path) -> std::io::Result<bool> {
 mod tests {
     use super::*;
     use crate::runs::journal::read_journal;
-    use crate::runs::run_folder::tests::{manifest, record};
+    use crate::runs::test_support::{manifest, record};
 
     const GOOD: &str = "VisA/candle/test/good/0000.JPG";
     const AD: &str = "Anomaly Detection";

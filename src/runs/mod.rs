@@ -22,3 +22,6 @@ pub mod select;
 pub mod slices;
 pub mod spec;
 pub mod usage;
+
+#[cfg(test)]
+pub(crate) mod test_support;

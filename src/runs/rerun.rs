@@ -292,7 +292,7 @@ pub fn measure_effect(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runs::run_folder::tests::{manifest, record, write_run};
+    use crate::runs::test_support::{manifest, record, write_run};
 
     const AD: &str = "Anomaly Detection";
 

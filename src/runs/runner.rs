@@ -47,7 +47,8 @@ use crate::score::{AnswerRecord, ScoreOptions, score};
 
 pub use super::dispatch::Dispatcher;
 pub use super::spec::{
-    RunControl, RunError, RunEvent, RunOutcome, RunProgress, RunSpec, RunSummary, TemplateSource,
+    QuestionHook, RunControl, RunError, RunEvent, RunOutcome, RunProgress, RunSpec, RunSummary,
+    TemplateSource,
 };
 
 /// How often the run loop looks at its stop tokens and reports progress.
@@ -87,8 +88,7 @@ struct Shared {
     root: DatasetRoot,
     context: PipelineContext,
     endpoints: Vec<Endpoint>,
-    #[cfg(test)]
-    panic_on: Option<usize>,
+    before_question: Option<QuestionHook>,
 }
 
 /// A question waiting to be asked.
@@ -143,9 +143,8 @@ struct Finished {
 
 async fn ask(shared: Arc<Shared>, work: Work, e: usize, abandon: CancelToken) -> Finished {
     let start = Instant::now();
-    #[cfg(test)]
-    if shared.panic_on == Some(work.index) {
-        panic!("injected panic for question {}", work.index);
+    if let Some(hook) = &shared.before_question {
+        hook.call(work.index);
     }
     let backend = shared.endpoints[e].backend.recount();
     let outcome = match shared.dataset.entries.get(&*work.key) {
@@ -431,8 +430,7 @@ fn prepare(spec: &RunSpec) -> Result<Prepared, RunError> {
             root: DatasetRoot::new(spec.root.clone()),
             context,
             endpoints,
-            #[cfg(test)]
-            panic_on: spec.panic_on,
+            before_question: spec.before_question.clone(),
         }),
         manifest,
         manifest_path,
@@ -1137,7 +1135,11 @@ mod tests {
         spec.selection.limit = Some(6);
         // One slot: a slot lost with the panic would leave the run waiting forever.
         spec.endpoints[0].max_in_flight = 1;
-        spec.panic_on = Some(2);
+        spec.before_question = Some(QuestionHook::new(|index| {
+            if index == 2 {
+                panic!("injected panic for question {index}");
+            }
+        }));
         let (tx, rx) = std::sync::mpsc::channel();
         let s = spec.clone();
         std::thread::spawn(move || {
@@ -1157,7 +1159,7 @@ mod tests {
             "{message}"
         );
         // It is asked again like any error.
-        spec.panic_on = None;
+        spec.before_question = None;
         spec.retry_errors = true;
         let summary = run(&spec, &|_| {}, &RunControl::new()).unwrap();
         assert_eq!((summary.written, summary.errors), (1, 0));

@@ -4,6 +4,7 @@
 //! apart from the machinery in [`super::runner`].
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -110,9 +111,32 @@ pub struct RunSpec {
     /// the manifest and the summary then say how many.
     pub allow_missing_inputs: bool,
     pub note: String,
-    /// Tests only: the question whose task panics, to check a run survives one.
-    #[cfg(test)]
-    pub(crate) panic_on: Option<usize>,
+    /// Called on a question's task just before the question is asked. Production
+    /// leaves it unset; tests inject faults through it (a panic, a delay) to check
+    /// that a run survives what no real endpoint can be made to do on cue.
+    pub before_question: Option<QuestionHook>,
+}
+
+/// A function of a question's dataset index (its `index` in the journal), run on the
+/// question's own task before the pipeline is called: what it does there (panic,
+/// sleep, count) the run meets as if the question had done it.
+#[derive(Clone)]
+pub struct QuestionHook(Arc<dyn Fn(usize) + Send + Sync>);
+
+impl QuestionHook {
+    pub fn new(hook: impl Fn(usize) + Send + Sync + 'static) -> Self {
+        QuestionHook(Arc::new(hook))
+    }
+
+    pub fn call(&self, index: usize) {
+        (self.0)(index)
+    }
+}
+
+impl std::fmt::Debug for QuestionHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("QuestionHook(..)")
+    }
 }
 
 impl RunSpec {
@@ -144,8 +168,7 @@ impl RunSpec {
             retry_errors: false,
             allow_missing_inputs: false,
             note: String::new(),
-            #[cfg(test)]
-            panic_on: None,
+            before_question: None,
         }
     }
 }

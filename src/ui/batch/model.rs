@@ -341,37 +341,12 @@ pub const RUNNER_DIED: &str = "the runner stopped unexpectedly (an internal erro
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runs::journal::{AnswerQuestion, RecordStatus};
-    use indexmap::IndexMap;
+    use crate::runs::test_support::record;
     use std::sync::mpsc;
 
     fn rec(index: usize, qtype: &str, given: Option<&str>) -> JournalRecord {
-        JournalRecord {
-            image: format!("VisA/candle/test/bad/{index:03}.JPG"),
-            question: AnswerQuestion {
-                kind: "text".into(),
-                text: "q".into(),
-                options: IndexMap::from([("A".into(), "a".into()), ("B".into(), "b".into())]),
-            },
-            question_type: qtype.into(),
-            correct_answer: "A".into(),
-            gpt_answer: given.map(Into::into),
-            index,
-            turn: 0,
-            status: if given.is_some() {
-                RecordStatus::Ok
-            } else {
-                RecordStatus::Error
-            },
-            error: given.is_none().then(|| "HTTP 500".into()),
-            raw: None,
-            correct: given.map(|g| g == "A"),
-            attempts: 1,
-            latency_ms: 5,
-            endpoint: "e".into(),
-            finished_at: String::new(),
-            traces: Vec::new(),
-        }
+        let image = format!("VisA/candle/test/bad/{index:03}.JPG");
+        record(index, &image, qtype, "A", given)
     }
 
     #[test]

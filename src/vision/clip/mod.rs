@@ -27,6 +27,8 @@ use std::path::PathBuf;
 pub use embedder::{ClipEmbedder, ClipOptions, default_device};
 pub use model::ClipModelConfig;
 pub use source::ClipSource;
+// The local language-model backend finds its folders in the same cache.
+pub(crate) use source::{hf_cache_root, hf_snapshot};
 
 use super::embed::EmbedError;
 

@@ -110,7 +110,7 @@ impl fmt::Display for ClipSource {
 /// The Hugging Face hub cache root, in `huggingface_hub`'s order of precedence.
 /// `env` and `home` are parameters so that tests need not touch the process
 /// environment.
-fn hf_cache_root(
+pub(crate) fn hf_cache_root(
     explicit: Option<&Path>,
     env: impl Fn(&str) -> Option<std::ffi::OsString>,
     home: Option<PathBuf>,
@@ -132,12 +132,25 @@ fn resolve_hf_snapshot(
     repo: &str,
     revision: Option<&str>,
 ) -> Result<PathBuf, ClipError> {
+    hf_snapshot(root, repo, revision, &[CONFIG_FILE, WEIGHTS_FILE]).map_err(|detail| {
+        ClipError::NotInHfCache {
+            repo: repo.to_owned(),
+            revision: revision.unwrap_or("main").to_owned(),
+            detail,
+        }
+    })
+}
+
+/// [`resolve_hf_snapshot`] for any model: the snapshot folder, which must hold
+/// every file in `required`; the error says what was looked for and not found.
+pub(crate) fn hf_snapshot(
+    root: &Path,
+    repo: &str,
+    revision: Option<&str>,
+    required: &[&str],
+) -> Result<PathBuf, String> {
     let rev = revision.unwrap_or("main");
-    let fail = |detail: String| ClipError::NotInHfCache {
-        repo: repo.to_owned(),
-        revision: rev.to_owned(),
-        detail,
-    };
+    let fail = |detail: String| detail;
     let unsafe_part = |s: &str| s.is_empty() || s.split('/').any(|p| p.is_empty() || p == "..");
     if unsafe_part(repo) || unsafe_part(rev) || repo.contains('\\') || rev.contains('\\') {
         return Err(fail(
@@ -187,7 +200,7 @@ fn resolve_hf_snapshot(
     if !snapshot.is_dir() {
         return Err(fail(format!("{} does not exist", snapshot.display())));
     }
-    for file in [CONFIG_FILE, WEIGHTS_FILE] {
+    for file in required {
         if !snapshot.join(file).is_file() {
             return Err(fail(format!(
                 "{} is missing (only part of the model was fetched?)",

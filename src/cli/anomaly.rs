@@ -1,0 +1,256 @@
+//! `anomaly` (one image's anomaly map, score, threshold and regions) and
+//! `anomaly-eval` (image AUROC, pixel AUROC and AUPRO of an MMAD dataset).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::Args;
+use echo_workbench::anomaly::map::to_image_size;
+use echo_workbench::anomaly::metrics::{self, PixelSample};
+use echo_workbench::anomaly::{Backbone, Detection, Detector, References};
+use echo_workbench::dataset::{self, DatasetRoot, ImageEntry, MmadDataset};
+use echo_workbench::memory::ReferenceMemory;
+use echo_workbench::vision::{DecodeLimits, decode_rgb8};
+use indexmap::IndexMap;
+use serde_json::{Value, json};
+
+use crate::TextOrJson;
+
+#[derive(Args)]
+pub struct AnomalyArgs {
+    image: PathBuf,
+    /// A reference memory of normal images (`memory build`).
+    #[arg(long)]
+    memory: PathBuf,
+    /// How many retrieved normal references to compare with, or `all` (the whole
+    /// category's memory as a coreset).
+    #[arg(long, default_value = "4")]
+    k: References,
+    /// Patch features: `descriptor` (weight-free).
+    #[arg(long, default_value = "descriptor")]
+    backbone: Backbone,
+    /// Write the map here as a greyscale PNG of the image's size: black is 0, mid
+    /// grey the threshold, white twice the threshold or more.
+    #[arg(long, value_name = "FILE.png")]
+    out_map: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = TextOrJson::Text)]
+    format: TextOrJson,
+}
+
+#[derive(Args)]
+pub struct AnomalyEvalArgs {
+    /// An MMAD-format mmad.json; masks come from each entry's `mask_path`.
+    #[arg(long)]
+    dataset: PathBuf,
+    /// The dataset root its keys are relative to.
+    #[arg(long)]
+    root: PathBuf,
+    #[arg(long)]
+    memory: PathBuf,
+    #[arg(long, default_value = "4")]
+    k: References,
+    #[arg(long, default_value = "descriptor")]
+    backbone: Backbone,
+    #[arg(long, value_enum, default_value_t = TextOrJson::Text)]
+    format: TextOrJson,
+}
+
+fn detector(memory: &Path, backbone: Backbone, k: References) -> anyhow::Result<Detector> {
+    let memory = ReferenceMemory::load(memory)?;
+    Ok(Detector::new(memory, backbone, k)?)
+}
+
+fn k_json(k: References) -> Value {
+    match k {
+        References::Nearest(n) => json!(n),
+        References::All => json!("all"),
+    }
+}
+
+pub fn run(args: &AnomalyArgs) -> anyhow::Result<ExitCode> {
+    let mut detector = detector(&args.memory, args.backbone, args.k)?;
+    let image = decode_rgb8(&args.image, DecodeLimits::default())?;
+    let category = dataset::category_from_path(&args.image);
+    // The first image of a category also pays for its threshold (leave-one-out
+    // over its normals); `bench anomaly` measures the steady state.
+    let start = Instant::now();
+    let detection = detector.detect(&image, category.as_deref())?;
+    let ms = start.elapsed().as_secs_f64() * 1000.0;
+    if let Some(out) = &args.out_map {
+        write_map_png(out, &detection, image.width(), image.height())?;
+    }
+    match args.format {
+        TextOrJson::Json => {
+            let v = json!({
+                "score": detection.score,
+                "threshold": detection.threshold,
+                "backbone": args.backbone.to_string(),
+                "k": k_json(args.k),
+                "category": detection.category,
+                "regions": detection.regions,
+                "ms": ms,
+            });
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        TextOrJson::Text => {
+            let verdict = if detection.score > detection.threshold {
+                "anomalous"
+            } else {
+                "normal"
+            };
+            println!(
+                "{}: score {:.4} against threshold {:.4} ({verdict}), category {}, {} backbone, k {}, {ms:.1} ms",
+                args.image.display(),
+                detection.score,
+                detection.threshold,
+                detection.category,
+                args.backbone,
+                args.k
+            );
+            for r in &detection.regions {
+                println!(
+                    "  {:<12} x {} y {} w {} h {}  score {:.4}",
+                    r.grid, r.x, r.y, r.w, r.h, r.score
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write_map_png(out: &Path, d: &Detection, width: u32, height: u32) -> anyhow::Result<()> {
+    let full = to_image_size(&d.map, width as usize, height as usize);
+    let white = if d.threshold > 0.0 {
+        2.0 * d.threshold
+    } else if d.score > 0.0 {
+        d.score
+    } else {
+        1.0
+    };
+    let pixels: Vec<u8> = full
+        .iter()
+        .map(|v| (v / white * 255.0).round().clamp(0.0, 255.0) as u8)
+        .collect();
+    let img = image::GrayImage::from_raw(width, height, pixels)
+        .context("the map does not have the image's size")?;
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut bytes, image::ImageFormat::Png)
+        .context("encoding the map as PNG")?;
+    echo_workbench::util::fsx::atomic_write(out, bytes.get_ref())
+        .with_context(|| format!("cannot write the map to {}", out.display()))?;
+    Ok(())
+}
+
+/// One category's material for the metrics.
+#[derive(Default)]
+struct CategoryEval {
+    scores: Vec<f32>,
+    labels: Vec<bool>,
+    maps: Vec<(Vec<f32>, Vec<bool>, usize, usize)>,
+}
+
+pub fn eval(args: &AnomalyEvalArgs) -> anyhow::Result<ExitCode> {
+    let data = MmadDataset::load(&args.dataset)?;
+    let root = DatasetRoot::new(&args.root);
+    let mut detector = detector(&args.memory, args.backbone, args.k)?;
+    let mut by_category: IndexMap<String, CategoryEval> = IndexMap::new();
+    for (key, entry) in &data.entries {
+        let (ds, cat) = (dataset::dataset_of(key), dataset::category_of(key));
+        let path = ImageEntry::image_file(&root, key).with_context(|| format!("entry `{key}`"))?;
+        let image = decode_rgb8(&path, DecodeLimits::default())?;
+        let detection = detector.detect(&image, Some(cat))?;
+        let (w, h) = (image.width() as usize, image.height() as usize);
+        let map = to_image_size(&detection.map, w, h);
+        let mask = match entry
+            .mask_file(&root, key)
+            .with_context(|| format!("entry `{key}`: mask_path"))?
+        {
+            Some(mask_path) => read_mask(&mask_path, w, h)?,
+            None => vec![false; w * h],
+        };
+        let e = by_category.entry(format!("{ds}/{cat}")).or_default();
+        e.scores.push(detection.score);
+        e.labels.push(!dataset::is_normal_key(key));
+        e.maps.push((map, mask, w, h));
+    }
+    let mut image_auroc = IndexMap::new();
+    let mut pixel_auroc = IndexMap::new();
+    let mut aupro = IndexMap::new();
+    for (name, e) in &by_category {
+        let samples: Vec<PixelSample<'_>> = e
+            .maps
+            .iter()
+            .map(|(map, mask, w, h)| PixelSample {
+                map,
+                mask,
+                width: *w,
+                height: *h,
+            })
+            .collect();
+        image_auroc.insert(name.clone(), metrics::auroc(&e.scores, &e.labels));
+        pixel_auroc.insert(name.clone(), metrics::pixel_auroc(&samples));
+        aupro.insert(
+            name.clone(),
+            metrics::aupro(&samples, metrics::AUPRO_FPR_LIMIT),
+        );
+    }
+    let table = |values: &IndexMap<String, Option<f64>>| -> Value {
+        let mut out = serde_json::Map::new();
+        for (k, v) in values {
+            out.insert(k.clone(), json!(v));
+        }
+        out.insert(
+            "mean".into(),
+            json!(metrics::mean(values.values().flatten().copied())),
+        );
+        Value::Object(out)
+    };
+    let result = json!({
+        "image_auroc": table(&image_auroc),
+        "pixel_auroc": table(&pixel_auroc),
+        "aupro": table(&aupro),
+    });
+    match args.format {
+        TextOrJson::Json => println!("{}", serde_json::to_string_pretty(&result)?),
+        TextOrJson::Text => {
+            let cell = |v: &Value| v.as_f64().map_or("-".to_string(), |x| format!("{x:.4}"));
+            println!(
+                "{:<32} {:>11} {:>11} {:>8}",
+                "category", "image AUROC", "pixel AUROC", "AUPRO"
+            );
+            let names = by_category.keys().map(String::as_str).chain(["mean"]);
+            for name in names {
+                println!(
+                    "{:<32} {:>11} {:>11} {:>8}",
+                    name,
+                    cell(&result["image_auroc"][name]),
+                    cell(&result["pixel_auroc"][name]),
+                    cell(&result["aupro"][name])
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A ground-truth mask as defect pixels (brighter than mid grey), stretched to the
+/// image's size by nearest neighbour when it differs.
+fn read_mask(path: &Path, w: usize, h: usize) -> anyhow::Result<Vec<bool>> {
+    let mask = decode_rgb8(path, DecodeLimits::default())?;
+    let (mw, mh) = (mask.width() as usize, mask.height() as usize);
+    let mut out = vec![false; w * h];
+    for y in 0..h {
+        let my = (y * mh / h.max(1)).min(mh.saturating_sub(1));
+        for x in 0..w {
+            let mx = (x * mw / w.max(1)).min(mw.saturating_sub(1));
+            out[y * w + x] = mask
+                .get_pixel(mx as u32, my as u32)
+                .0
+                .iter()
+                .any(|&c| c > 127);
+        }
+    }
+    Ok(out)
+}

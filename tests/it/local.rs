@@ -1,0 +1,352 @@
+//! The local Qwen3-VL backend's inputs against transformers: prompts, token ids,
+//! pixel values and grids of `tests/fixtures/tiny_qwen3vl/reference.json`,
+//! written by `scripts/make_tiny_qwen3vl.py` from a tiny model folder with its
+//! own tokenizer and chat template.
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use echo_workbench::local::image_processor::smart_resize;
+use echo_workbench::local::{LocalError, ModelDir, ModelSource, Processor};
+use echo_workbench::util::error::chain;
+use serde_json::Value;
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny_qwen3vl")
+}
+
+fn reference() -> Value {
+    let text = std::fs::read_to_string(fixture().join("reference.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn processor() -> Processor {
+    Processor::load(&ModelSource::Folder(fixture())).unwrap()
+}
+
+fn f32s(b64: &str) -> Vec<f32> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap();
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+fn images_of(case: &Value) -> Vec<image::RgbImage> {
+    case["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            image::open(fixture().join(p.as_str().unwrap()))
+                .unwrap()
+                .to_rgb8()
+        })
+        .collect()
+}
+
+#[test]
+fn every_case_equals_transformers() {
+    let processor = processor();
+    let reference = reference();
+    let cases = reference["cases"].as_array().unwrap();
+    assert!(cases.len() >= 8);
+    let mut with_images = 0;
+    for case in cases {
+        let name = case["name"].as_str().unwrap();
+        let images = images_of(case);
+        let inputs = processor
+            .prepare(&images, case["text"].as_str().unwrap())
+            .unwrap_or_else(|e| panic!("{name}: {}", chain(&e)));
+        assert_eq!(
+            inputs.prompt,
+            case["prompt"].as_str().unwrap(),
+            "{name}: prompt"
+        );
+        let ids: Vec<u32> = case["input_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        assert_eq!(inputs.input_ids, ids, "{name}: input_ids");
+        if images.is_empty() {
+            assert!(inputs.pixel_values.is_empty() && inputs.image_grid_thw.is_empty());
+            continue;
+        }
+        with_images += 1;
+        let grids: Vec<[u32; 3]> = case["image_grid_thw"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| {
+                let g: Vec<u32> = g
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_u64().unwrap() as u32)
+                    .collect();
+                [g[0], g[1], g[2]]
+            })
+            .collect();
+        assert_eq!(inputs.image_grid_thw, grids, "{name}: image_grid_thw");
+        let pv = &case["pixel_values"];
+        let shape: Vec<usize> = pv["shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as usize)
+            .collect();
+        assert_eq!(
+            [
+                inputs.pixel_values.len() / inputs.patch_dim,
+                inputs.patch_dim
+            ],
+            [shape[0], shape[1]],
+            "{name}: pixel_values shape"
+        );
+        let expected = f32s(pv["f32le_base64"].as_str().unwrap());
+        assert_eq!(expected.len(), inputs.pixel_values.len());
+        let (worst, at) = inputs
+            .pixel_values
+            .iter()
+            .zip(&expected)
+            .enumerate()
+            .map(|(i, (a, b))| ((a - b).abs(), i))
+            .fold((0f32, 0), |acc, x| if x.0 > acc.0 { x } else { acc });
+        assert!(
+            worst <= 1e-6,
+            "{name}: pixel value {at} differs by {worst} ({} vs {})",
+            inputs.pixel_values[at],
+            expected[at]
+        );
+    }
+    assert!(with_images >= 6);
+}
+
+#[test]
+fn smart_resize_equals_transformers() {
+    let reference = reference();
+    let cases = reference["smart_resize"].as_array().unwrap();
+    assert!(cases.len() > 50);
+    for case in cases {
+        let n = |k: &str| case[k].as_u64().unwrap();
+        let got = smart_resize(
+            n("height") as u32,
+            n("width") as u32,
+            n("factor") as u32,
+            n("min_pixels"),
+            n("max_pixels"),
+        );
+        match case.get("resized") {
+            Some(r) => {
+                let want = (r[0].as_u64().unwrap() as u32, r[1].as_u64().unwrap() as u32);
+                assert_eq!(got, Ok(want), "{case}");
+            }
+            None => assert!(
+                got.is_err(),
+                "{case}: transformers refused, we gave {got:?}"
+            ),
+        }
+    }
+}
+
+#[test]
+fn the_fixture_was_made_with_its_own_template_and_image_settings() {
+    let processor = processor();
+    // Not Qwen's wording: a port that hard-codes Qwen's template cannot pass.
+    assert!(processor.template.source.contains("Inspector's answer"));
+    assert!(processor.dir.template_file.ends_with("chat_template.jinja"));
+    assert!(
+        processor
+            .dir
+            .processor_file
+            .ends_with("processor_config.json")
+    );
+    assert_eq!(processor.image_config.patch_size, 8);
+    assert_eq!(processor.image_config.merge_size, 2);
+}
+
+fn copy_fixture_without(skip: &[&str]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(fixture()).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().into_string().unwrap();
+        if entry.path().is_file() && !skip.contains(&name.as_str()) {
+            std::fs::copy(entry.path(), dir.path().join(&name)).unwrap();
+        }
+    }
+    dir
+}
+
+#[test]
+fn template_and_settings_are_found_in_released_layouts() {
+    // Released checkpoints: chat_template.json and preprocessor_config.json.
+    let dir = copy_fixture_without(&["chat_template.jinja", "processor_config.json"]);
+    let src = std::fs::read_to_string(fixture().join("chat_template.jinja")).unwrap();
+    std::fs::write(
+        dir.path().join("chat_template.json"),
+        serde_json::json!({ "chat_template": src }).to_string(),
+    )
+    .unwrap();
+    let nested: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture().join("processor_config.json")).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("preprocessor_config.json"),
+        nested["image_processor"].to_string(),
+    )
+    .unwrap();
+    let released = Processor::load(&ModelSource::Folder(dir.path().to_path_buf())).unwrap();
+    let original = processor();
+    assert_eq!(released.template.source, original.template.source);
+    assert_eq!(released.image_config, original.image_config);
+    assert!(released.dir.template_file.ends_with("chat_template.json"));
+
+    // Older folders: the template inside tokenizer_config.json.
+    std::fs::remove_file(dir.path().join("chat_template.json")).unwrap();
+    let mut tok_cfg: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("tokenizer_config.json")).unwrap(),
+    )
+    .unwrap();
+    tok_cfg["chat_template"] = Value::String(src.clone());
+    std::fs::write(
+        dir.path().join("tokenizer_config.json"),
+        tok_cfg.to_string(),
+    )
+    .unwrap();
+    let old = Processor::load(&ModelSource::Folder(dir.path().to_path_buf())).unwrap();
+    assert_eq!(old.template.source, src);
+    assert!(old.dir.template_file.ends_with("tokenizer_config.json"));
+}
+
+#[test]
+fn incomplete_folders_name_the_missing_files_and_the_repo() {
+    let copy = copy_fixture_without(&["model.safetensors"]);
+    let dir = copy_fixture_without(&[
+        "tokenizer.json",
+        "chat_template.jinja",
+        "processor_config.json",
+    ]);
+    let err = Processor::load(&ModelSource::Folder(dir.path().to_path_buf())).unwrap_err();
+    let text = chain(&err);
+    match &err {
+        LocalError::MissingFiles { missing, repo, .. } => {
+            assert_eq!(missing.len(), 3, "{text}");
+            assert_eq!(repo, "Qwen/Qwen3-VL-2B-Instruct");
+        }
+        other => panic!("{other:?}"),
+    }
+    for needle in [
+        "tokenizer.json",
+        "chat_template.jinja",
+        "preprocessor_config.json",
+        "hf download Qwen/Qwen3-VL-2B-Instruct",
+    ] {
+        assert!(text.contains(needle), "{needle} not in: {text}");
+    }
+
+    // Weights are checked apart from the inputs, and named with the repo when absent.
+    let dir = ModelDir::open(&ModelSource::Folder(fixture())).unwrap();
+    assert_eq!(dir.weights().unwrap(), fixture().join("model.safetensors"));
+    let copy_dir = ModelDir::open(&ModelSource::Folder(copy.path().to_path_buf())).unwrap();
+    let text = chain(&copy_dir.weights().unwrap_err());
+    assert!(
+        text.contains("model.safetensors") && text.contains("hf download"),
+        "{text}"
+    );
+
+    let missing = tempfile::tempdir().unwrap().path().join("nowhere");
+    let err = Processor::load(&ModelSource::Folder(missing.clone())).unwrap_err();
+    assert!(matches!(err, LocalError::NoFolder { .. }), "{err:?}");
+
+    let cache = tempfile::tempdir().unwrap();
+    let source = ModelSource::HfCache {
+        repo: "Qwen/Qwen3-VL-2B-Instruct".into(),
+        revision: None,
+        cache_dir: Some(cache.path().to_path_buf()),
+    };
+    let text = chain(&Processor::load(&source).unwrap_err());
+    assert!(text.contains("Qwen/Qwen3-VL-2B-Instruct"), "{text}");
+    assert!(
+        text.contains("models--Qwen--Qwen3-VL-2B-Instruct"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_cached_snapshot_loads_and_names_its_repo_when_incomplete() {
+    let cache = tempfile::tempdir().unwrap();
+    let repo_dir = cache.path().join("models--acme--tiny-vl");
+    let snapshot = repo_dir.join("snapshots").join("0123abcd");
+    std::fs::create_dir_all(repo_dir.join("refs")).unwrap();
+    std::fs::write(repo_dir.join("refs").join("main"), "0123abcd\n").unwrap();
+    std::fs::create_dir_all(&snapshot).unwrap();
+    for entry in std::fs::read_dir(fixture()).unwrap() {
+        let entry = entry.unwrap();
+        if entry.path().is_file() {
+            std::fs::copy(entry.path(), snapshot.join(entry.file_name())).unwrap();
+        }
+    }
+    let source = ModelSource::HfCache {
+        repo: "acme/tiny-vl".into(),
+        revision: None,
+        cache_dir: Some(cache.path().to_path_buf()),
+    };
+    let loaded = Processor::load(&source).unwrap();
+    assert_eq!(loaded.dir.folder, snapshot);
+    let inputs = loaded.prepare(&[], "hello").unwrap();
+    assert_eq!(
+        inputs.input_ids,
+        processor().prepare(&[], "hello").unwrap().input_ids
+    );
+
+    std::fs::remove_file(snapshot.join("tokenizer.json")).unwrap();
+    let text = chain(&Processor::load(&source).unwrap_err());
+    assert!(
+        text.contains("tokenizer.json") && text.contains("hf download acme/tiny-vl"),
+        "{text}"
+    );
+}
+
+#[test]
+fn parses_endpoint_specs() {
+    assert_eq!(
+        ModelSource::parse("hf:Qwen/Qwen3-VL-2B-Instruct@abc"),
+        ModelSource::HfCache {
+            repo: "Qwen/Qwen3-VL-2B-Instruct".into(),
+            revision: Some("abc".into()),
+            cache_dir: None
+        }
+    );
+    assert_eq!(
+        ModelSource::parse("models/qwen"),
+        ModelSource::Folder(PathBuf::from("models/qwen"))
+    );
+}
+
+#[test]
+fn a_template_with_the_wrong_number_of_placeholders_is_an_error() {
+    let dir = copy_fixture_without(&["chat_template.jinja"]);
+    std::fs::write(
+        dir.path().join("chat_template.jinja"),
+        "{{ messages[0].content[-1].text }}<|image_pad|>",
+    )
+    .unwrap();
+    let p = Processor::load(&ModelSource::Folder(dir.path().to_path_buf())).unwrap();
+    let err = p.prepare(&[], "x").unwrap_err();
+    assert!(
+        matches!(
+            err,
+            LocalError::ImageCount {
+                placeholders: 1,
+                images: 0,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
