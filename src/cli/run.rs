@@ -20,6 +20,9 @@ use echo_workbench::vision::spec::EmbedderSpec;
 
 use super::workspace::{AppSettings, WorkspaceArg};
 
+/// The exit code of a run stopped by its token budget (`--max-tokens-total`).
+const EXIT_BUDGET: u8 = 3;
+
 /// The exit code of a run stopped by Ctrl-C (128 + SIGINT, as shells report it).
 const EXIT_INTERRUPTED: u8 = 130;
 
@@ -147,6 +150,11 @@ pub struct RunArgs {
     /// say how many.
     #[arg(long)]
     allow_missing_knowledge: bool,
+    /// Stop gracefully once the journal's questions have used this many tokens (as
+    /// the servers report them; earlier sessions count). Resume with a larger budget
+    /// to continue. Exit code 3 when the budget stopped the run.
+    #[arg(long, value_name = "TOKENS")]
+    max_tokens_total: Option<u64>,
     /// A note stored in the manifest (the run's purpose).
     #[arg(long, default_value = "")]
     note: String,
@@ -371,6 +379,7 @@ fn spec_from(args: &RunArgs) -> anyhow::Result<RunSpec> {
     spec.force = args.force;
     spec.retry_errors = args.retry_errors;
     spec.allow_missing_inputs = args.allow_missing_knowledge;
+    spec.max_tokens_total = args.max_tokens_total;
     spec.note = args.note.clone();
     Ok(spec)
 }
@@ -511,6 +520,12 @@ fn print_summary(s: &RunSummary) {
             questions(s.errors)
         ),
         RunOutcome::Finished => {}
+        RunOutcome::Stopped if s.budget_reached => println!(
+            "stopped: the token budget is spent ({} tokens reported); {} of {} questions have a record; continue with --resume and a larger --max-tokens-total",
+            s.tokens,
+            s.answered + s.errors,
+            s.total
+        ),
         RunOutcome::Stopped => println!(
             "stopped: {} of {} questions have a record; continue with --resume",
             s.answered + s.errors,
@@ -558,6 +573,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     print_summary(&summary);
     Ok(match summary.outcome {
         RunOutcome::Finished => ExitCode::SUCCESS,
+        RunOutcome::Stopped if summary.budget_reached => ExitCode::from(EXIT_BUDGET),
         RunOutcome::Stopped | RunOutcome::Abandoned => ExitCode::from(EXIT_INTERRUPTED),
     })
 }

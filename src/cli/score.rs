@@ -7,7 +7,9 @@ use echo_workbench::runs::journal::JOURNAL_FILE;
 use echo_workbench::runs::manifest::MANIFEST_FILE;
 use echo_workbench::runs::run_folder::{Coverage, RunFolder};
 use echo_workbench::runs::slices::{CategorySlice, category_slices};
-use echo_workbench::runs::usage::{Latency, RunLatency, run_latency};
+use echo_workbench::runs::usage::{
+    Latency, Price, RunLatency, RunTokens, Tokens, run_latency, run_tokens,
+};
 use echo_workbench::score::interval::{self, BootstrapOptions, CellIntervals};
 use echo_workbench::score::{self, AnswerRecord, LoadedAnswers, ScoreOptions, ScoreTable};
 use indexmap::IndexMap;
@@ -30,10 +32,17 @@ pub struct ScoreArgs {
     /// (run folders and their journals; JSON adds "slices").
     #[arg(long)]
     slices: bool,
-    /// Latency of the answered questions, p50 / p95 / max, for the run and per
-    /// subtask (run folders; JSON adds "latency").
+    /// Latency of the answered questions (p50 / p95 / max) and the tokens the
+    /// servers reported, for the run and per subtask (run folders; JSON adds
+    /// "latency" and "tokens").
     #[arg(long)]
     usage: bool,
+    /// With --usage: price of a million prompt tokens, for a cost (JSON adds "cost").
+    #[arg(long, value_name = "PRICE", requires = "price_completion")]
+    price_prompt: Option<f64>,
+    /// With --usage: price of a million completion tokens.
+    #[arg(long, value_name = "PRICE", requires = "price_prompt")]
+    price_completion: Option<f64>,
     #[arg(long, value_enum, default_value_t = ScoreFormat::Table)]
     format: ScoreFormat,
 }
@@ -86,6 +95,15 @@ pub struct ScoringArgs {
     /// Add Recall, Precision and F1 with anomaly as the positive class.
     #[arg(long)]
     detection_metrics: bool,
+}
+
+impl ScoreArgs {
+    fn price(&self) -> Option<Price> {
+        Some(Price {
+            prompt_per_million: self.price_prompt?,
+            completion_per_million: self.price_completion?,
+        })
+    }
 }
 
 impl ScoringArgs {
@@ -171,6 +189,17 @@ pub fn run(args: &ScoreArgs) -> anyhow::Result<ExitCode> {
                     }
                     if args.usage {
                         v["latency"] = serde_json::to_value(run_latency(run.records()))?;
+                        let tokens = run_tokens(run.records());
+                        v["tokens"] = serde_json::to_value(&tokens)?;
+                        if let Some(price) = args.price() {
+                            v["cost"] = serde_json::json!({
+                                "total": tokens.all.cost(price),
+                                "price": price,
+                                "per_subtask": tokens.per_subtask.iter()
+                                    .map(|(k, t)| (k.clone(), serde_json::json!(t.cost(price))))
+                                    .collect::<serde_json::Map<_, _>>(),
+                            });
+                        }
                     }
                 }
                 if several {
@@ -197,7 +226,10 @@ pub fn run(args: &ScoreArgs) -> anyhow::Result<ExitCode> {
                 }
                 if args.usage {
                     let text = match input {
-                        Input::Run(run) => latency_text(&run_latency(run.records())),
+                        Input::Run(run) => {
+                            latency_text(&run_latency(run.records()))
+                                + &tokens_text(&run_tokens(run.records()), args.price())
+                        }
                         Input::Answers(_) => {
                             "\nlatency needs a run folder (an answers list keeps no timings)\n"
                                 .into()
@@ -231,6 +263,44 @@ pub fn run(args: &ScoreArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&json_list)?);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn tokens_text(t: &RunTokens, price: Option<Price>) -> String {
+    if t.all.questions == 0 {
+        return "\ntokens: the servers reported none for this run\n".into();
+    }
+    let width = t
+        .per_subtask
+        .keys()
+        .map(|k| k.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(9);
+    let cost = |x: &Tokens| price.map_or(String::new(), |p| format!("  {:>10.4}", x.cost(p)));
+    let line = |name: &str, x: &Tokens| {
+        format!(
+            "{name:width$}  {:>9}  {:>12}  {:>12}  {:>10.0}{}\n",
+            x.questions,
+            x.prompt,
+            x.completion,
+            x.total() as f64 / x.questions.max(1) as f64,
+            cost(x)
+        )
+    };
+    let mut out = format!(
+        "\n{:width$}  {:>9}  {:>12}  {:>12}  {:>10}{}\n",
+        "Tokens",
+        "questions",
+        "prompt",
+        "completion",
+        "per quest.",
+        if price.is_some() { "        cost" } else { "" }
+    );
+    out += &line("All", &t.all);
+    for (subtask, x) in &t.per_subtask {
+        out += &line(subtask, x);
+    }
+    out
 }
 
 fn latency_text(l: &RunLatency) -> String {

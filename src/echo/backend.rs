@@ -88,10 +88,7 @@ impl MllmBackend {
 impl ChatBackend for MllmBackend {
     fn chat<'a>(&'a self, req: &'a ChatRequest, cancel: &'a CancelToken) -> ChatFuture<'a> {
         Box::pin(async move {
-            let reply = self
-                .client
-                .chat_counted(req, cancel, &self.attempts)
-                .await;
+            let reply = self.client.chat_counted(req, cancel, &self.attempts).await;
             if let Ok(ChatReply {
                 usage: Some(usage), ..
             }) = &reply
@@ -100,12 +97,12 @@ impl ChatBackend for MllmBackend {
                 sum.get_or_insert_with(Usage::default).add(*usage);
             }
             reply.map_err(|e| {
-                    if cancel.is_cancelled() {
-                        PipelineError::Cancelled { traces: Vec::new() }
-                    } else {
-                        PipelineError::Mllm(e)
-                    }
-                })
+                if cancel.is_cancelled() {
+                    PipelineError::Cancelled { traces: Vec::new() }
+                } else {
+                    PipelineError::Mllm(e)
+                }
+            })
         })
     }
 

@@ -145,6 +145,7 @@ fn bench_record(
         correct: (!failed).then_some(given == answer),
         attempts: if failed { 4 } else { 1 },
         latency_ms: 900 + (index % 500) as u64,
+        usage: None,
         endpoint: "bench".into(),
         finished_at: "2026-11-22T08:30:00Z".into(),
         traces: if failed { Vec::new() } else { vec![trace] },

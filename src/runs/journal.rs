@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dataset::{Question, QuestionRef};
 use crate::echo::ExpertTrace;
+use crate::mllm::Usage;
 
 /// The file name of the journal inside a run folder.
 pub const JOURNAL_FILE: &str = "journal.jsonl";
@@ -95,6 +96,10 @@ pub struct JournalRecord {
     pub attempts: u32,
     /// Wall time from the question's start to its record, in milliseconds.
     pub latency_ms: u64,
+    /// Tokens the server reported for this question's calls, summed; absent when it
+    /// reported none (and in journals written before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
     /// Which endpoint answered (its name from the manifest, never its key).
     #[serde(default)]
     pub endpoint: String,
@@ -123,6 +128,7 @@ impl JournalRecord {
             correct: None,
             attempts,
             latency_ms,
+            usage: None,
             endpoint: String::new(),
             finished_at: String::new(),
             traces: Vec::new(),
@@ -175,6 +181,8 @@ pub struct RecordRow {
     pub gpt_answer: Option<String>,
     #[serde(default)]
     pub latency_ms: u64,
+    #[serde(default)]
+    pub usage: Option<Usage>,
 }
 
 impl RecordRow {
@@ -215,6 +223,8 @@ pub struct RecordWithoutTraces {
     attempts: u32,
     latency_ms: u64,
     #[serde(default)]
+    usage: Option<Usage>,
+    #[serde(default)]
     endpoint: String,
     #[serde(default)]
     finished_at: String,
@@ -236,6 +246,7 @@ impl From<RecordWithoutTraces> for JournalRecord {
             correct: r.correct,
             attempts: r.attempts,
             latency_ms: r.latency_ms,
+            usage: r.usage,
             endpoint: r.endpoint,
             finished_at: r.finished_at,
             traces: Vec::new(),
@@ -552,6 +563,7 @@ mod tests {
             correct: (status == RecordStatus::Ok).then_some(true),
             attempts: 1,
             latency_ms: 10,
+            usage: None,
             endpoint: "local".into(),
             finished_at: "2026-11-22T08:00:00Z".into(),
             traces: Vec::new(),

@@ -42,7 +42,7 @@ use crate::echo::query::Query;
 use crate::echo::setup::{ContextSources, SetupError, load_context};
 use crate::echo::{PipelineContext, answer};
 use crate::jobs::CancelToken;
-use crate::mllm::MllmClient;
+use crate::mllm::{MllmClient, Usage};
 use crate::score::{AnswerRecord, ScoreOptions, score};
 
 pub use super::dispatch::Dispatcher;
@@ -139,6 +139,8 @@ struct Finished {
     outcome: Outcome,
     attempts: u32,
     latency: Duration,
+    /// Tokens the server reported for this question's calls.
+    usage: Option<Usage>,
 }
 
 async fn ask(shared: Arc<Shared>, work: Work, e: usize, abandon: CancelToken) -> Finished {
@@ -180,6 +182,7 @@ async fn ask(shared: Arc<Shared>, work: Work, e: usize, abandon: CancelToken) ->
         outcome,
         attempts: backend.attempts().max(1),
         latency: start.elapsed(),
+        usage: backend.usage(),
     }
 }
 
@@ -578,14 +581,18 @@ struct Tallies {
     correct: usize,
     /// Ok records as scoring reads them, by index (file order for `score`).
     scored: BTreeMap<usize, AnswerRecord>,
+    /// Tokens the servers reported, over every record counted.
+    tokens: u64,
 }
 
 impl Tallies {
     fn add(&mut self, r: &JournalRecord) {
+        self.tokens += r.usage.map_or(0, Usage::total);
         self.add_outcome(r.index, r.is_ok(), r.correct, || r.to_answer());
     }
 
     fn add_previous(&mut self, r: &RecordRow) {
+        self.tokens += r.usage.map_or(0, Usage::total);
         self.add_outcome(r.index, r.is_ok(), r.correct, || r.to_answer());
     }
 
@@ -643,6 +650,7 @@ fn record_for(shared: &Shared, f: Finished) -> Option<JournalRecord> {
         Outcome::Failed(failure) => {
             let mut r = JournalRecord::failed(&qref, failure.message(), f.attempts, latency_ms);
             r.traces = failure.traces();
+            r.usage = f.usage;
             r
         }
         Outcome::Answered(d) => JournalRecord {
@@ -659,6 +667,7 @@ fn record_for(shared: &Shared, f: Finished) -> Option<JournalRecord> {
             correct: d.correct,
             attempts: f.attempts,
             latency_ms,
+            usage: f.usage,
             endpoint: String::new(),
             finished_at: String::new(),
             traces: d.traces,
@@ -687,6 +696,7 @@ pub fn run(
         prepared,
         spec.out.clone(),
         image_affinity,
+        spec.max_tokens_total,
         events,
         control,
     ))
@@ -696,6 +706,7 @@ async fn execute(
     mut p: Prepared,
     run_dir: PathBuf,
     image_affinity: bool,
+    max_tokens_total: Option<u64>,
     events: &(dyn Fn(RunEvent) + Sync),
     control: &RunControl,
 ) -> Result<RunSummary, RunError> {
@@ -757,7 +768,10 @@ async fn execute(
             abandoned = true;
             break;
         }
-        let stopping = control.stop.is_cancelled();
+        // A spent budget stops like a first Ctrl-C: nothing new is asked, what is in
+        // flight is recorded, and the folder resumes (a larger budget continues it).
+        let budget_reached = max_tokens_total.is_some_and(|max| tallies.tokens >= max);
+        let stopping = control.stop.is_cancelled() || budget_reached;
         if !stopping {
             while dispatcher.has_room() {
                 let Some((pos, e)) = pending
@@ -806,6 +820,7 @@ async fn execute(
                             ))),
                             attempts: 1,
                             latency: started.elapsed(),
+                            usage: None,
                         }
                     }
                 };
@@ -899,6 +914,9 @@ async fn execute(
             .missing_inputs
             .as_ref()
             .map_or(0, |c| c.questions),
+        tokens: tallies.tokens,
+        budget_reached: outcome == RunOutcome::Stopped
+            && max_tokens_total.is_some_and(|max| tallies.tokens >= max),
     };
     events(RunEvent::Finished(summary.clone()));
     Ok(summary)

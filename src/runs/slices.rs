@@ -138,6 +138,7 @@ mod tests {
             correct: given.map(|g| g == correct),
             attempts: 1,
             latency_ms: 1,
+            usage: None,
             endpoint: "e".into(),
             finished_at: String::new(),
             traces: Vec::new(),

@@ -110,6 +110,10 @@ pub struct RunSpec {
     /// their category, memory images of it, template files) instead of refusing;
     /// the manifest and the summary then say how many.
     pub allow_missing_inputs: bool,
+    /// Stop gracefully (resumable) once the journal's questions have used this many
+    /// tokens as the servers report them (`--max-tokens-total`); earlier sessions'
+    /// records count too. `None`: no budget.
+    pub max_tokens_total: Option<u64>,
     pub note: String,
     /// Called on a question's task just before the question is asked. Production
     /// leaves it unset; tests inject faults through it (a panic, a delay) to check
@@ -167,6 +171,7 @@ impl RunSpec {
             force: false,
             retry_errors: false,
             allow_missing_inputs: false,
+            max_tokens_total: None,
             note: String::new(),
             before_question: None,
         }
@@ -319,6 +324,10 @@ pub struct RunSummary {
     /// (allowed by [`RunSpec::allow_missing_inputs`]; see the manifest's
     /// `missing_inputs`).
     pub without_inputs: usize,
+    /// Tokens the servers reported over the journal's records, all sessions.
+    pub tokens: u64,
+    /// The run stopped because `max_tokens_total` was reached.
+    pub budget_reached: bool,
 }
 
 impl RunSummary {

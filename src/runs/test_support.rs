@@ -77,6 +77,7 @@ pub(crate) fn record(
         correct: given.map(|g| g == correct),
         attempts: 1,
         latency_ms: 5,
+        usage: None,
         endpoint: "local".into(),
         finished_at: "2026-11-22T08:30:00Z".into(),
         traces: Vec::new(),

@@ -1,10 +1,12 @@
-//! What a run cost in time: latency percentiles of the answered questions, for the
-//! whole run and per subtask, read off the journal's `latency_ms` (the whole call:
-//! waiting for a slot, encoding images, retries).
+//! What a run cost: latency percentiles of the answered questions, for the whole run
+//! and per subtask, read off the journal's `latency_ms` (the whole call: waiting for
+//! a slot, encoding images, retries), and the tokens the servers reported, with
+//! their price when one is given.
 
 use indexmap::IndexMap;
 use serde::Serialize;
 
+use crate::mllm::Usage;
 use crate::runs::journal::JournalRecord;
 use crate::score::merged_question_type;
 use crate::score::stats::quantile_sorted;
@@ -60,6 +62,65 @@ pub fn run_latency(records: &[JournalRecord]) -> RunLatency {
     }
 }
 
+/// Tokens over a set of questions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Tokens {
+    /// Questions whose record reports usage (servers may not send it).
+    pub questions: usize,
+    pub prompt: u64,
+    pub completion: u64,
+}
+
+impl Tokens {
+    fn add(&mut self, u: Usage) {
+        self.questions += 1;
+        self.prompt += u.prompt_tokens;
+        self.completion += u.completion_tokens;
+    }
+
+    pub fn total(&self) -> u64 {
+        self.prompt + self.completion
+    }
+
+    /// Cost at `price`, in the price's currency.
+    pub fn cost(&self, price: Price) -> f64 {
+        (self.prompt as f64 * price.prompt_per_million
+            + self.completion as f64 * price.completion_per_million)
+            / 1e6
+    }
+}
+
+/// What a million tokens cost, as providers list prices.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Price {
+    pub prompt_per_million: f64,
+    pub completion_per_million: f64,
+}
+
+/// Tokens of every record that reports usage (errors included: a failed call may
+/// still have been billed), for the run and per subtask column.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunTokens {
+    pub all: Tokens,
+    pub per_subtask: IndexMap<String, Tokens>,
+}
+
+pub fn run_tokens(records: &[JournalRecord]) -> RunTokens {
+    let mut all = Tokens::default();
+    let mut per: IndexMap<String, Tokens> = IndexMap::new();
+    for r in records {
+        let Some(u) = r.usage else { continue };
+        all.add(u);
+        per.entry(merged_question_type(&r.question_type).to_owned())
+            .or_default()
+            .add(u);
+    }
+    RunTokens {
+        all,
+        per_subtask: per,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,6 +149,7 @@ mod tests {
             correct: ok.then_some(true),
             attempts: 1,
             latency_ms,
+            usage: None,
             endpoint: "e".into(),
             finished_at: String::new(),
             traces: Vec::new(),
@@ -119,5 +181,40 @@ mod tests {
             "the error's 60 s is not an answer's latency"
         );
         assert!(run_latency(&[]).all.is_none());
+    }
+
+    #[test]
+    fn tokens_add_up_per_subtask_and_price_per_million() {
+        let mut records = vec![
+            rec("Defect Classification", 10, true),
+            rec("Defect Classification", 10, true),
+            rec("Object Details", 10, true),
+            rec("Defect Classification", 10, false),
+        ];
+        records[0].usage = Some(Usage {
+            prompt_tokens: 1_000,
+            completion_tokens: 10,
+        });
+        records[2].usage = Some(Usage {
+            prompt_tokens: 500,
+            completion_tokens: 5,
+        });
+        records[3].usage = Some(Usage {
+            prompt_tokens: 1_000,
+            completion_tokens: 0,
+        });
+        let t = run_tokens(&records);
+        assert_eq!(
+            (t.all.questions, t.all.prompt, t.all.completion),
+            (3, 2_500, 15)
+        );
+        assert_eq!(t.per_subtask["Defect Classification"].prompt, 2_000);
+        assert_eq!(t.per_subtask["Object Analysis"].total(), 505);
+        let price = Price {
+            prompt_per_million: 2.5,
+            completion_per_million: 10.0,
+        };
+        // 2,500 * 2.5 / 1e6 + 15 * 10 / 1e6
+        assert!((t.all.cost(price) - 0.00640).abs() < 1e-12);
     }
 }

@@ -830,6 +830,7 @@ mod tests {
             correct: error.is_none().then_some(false),
             attempts: 1,
             latency_ms: 42,
+            usage: None,
             endpoint: "local".into(),
             finished_at: String::new(),
             traces: vec![ExpertTrace {

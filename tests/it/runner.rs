@@ -1149,3 +1149,73 @@ fn questions_whose_task_panics_are_recorded_as_errors_and_retried_alone() {
     let all: BTreeSet<usize> = first.iter().map(|r| r.index).collect();
     assert_exactly_once(&records(&spec.out), &all);
 }
+
+/// Tokens are recorded per question as the server reports them; a token budget
+/// stops the run gracefully (exit code 3, resumable), earlier sessions' tokens count
+/// on resume, and `score --usage` adds up what the journal holds.
+#[test]
+fn a_token_budget_stops_the_run_and_a_larger_one_continues_it() {
+    let server = server(1, FaultPlan::none());
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let flags = ["--limit", "40", "--concurrency", "1"];
+    // One question costs a few hundred tokens here (256 per image plus the prompt).
+    let mut budgeted = flags.to_vec();
+    budgeted.extend(["--max-tokens-total", "2000"]);
+    let output = run_cmd(&server.url(), &out, &budgeted).output().unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("token budget is spent"), "{stdout}");
+    let first = records(&out);
+    assert!(!first.is_empty() && first.len() < 40, "{}", first.len());
+    let spent: u64 = first.iter().map(|r| r.usage.unwrap().total()).sum();
+    assert!(
+        spent >= 2000,
+        "it stops only once the budget is reached: {spent}"
+    );
+    // With one question in flight, it overshoots by at most that question.
+    let most = first
+        .iter()
+        .map(|r| r.usage.unwrap().total())
+        .max()
+        .unwrap();
+    assert!(spent < 2000 + most, "{spent}");
+
+    // The same budget again: the journal's tokens count, nothing more is asked.
+    let mut resumed = budgeted.clone();
+    resumed.push("--resume");
+    let again = run_cmd(&server.url(), &out, &resumed).output().unwrap();
+    assert_eq!(again.status.code(), Some(3));
+    assert_eq!(records(&out).len(), first.len());
+
+    // A larger budget finishes it.
+    let mut larger = flags.to_vec();
+    larger.extend(["--max-tokens-total", "100000000", "--resume"]);
+    run_to_end(&server.url(), &out, &larger);
+    let all = records(&out);
+    assert_exactly_once(&all, &(0..40).collect());
+    let total: u64 = all.iter().map(|r| r.usage.unwrap().total()).sum();
+
+    let score = Command::new(assert_cmd::cargo::cargo_bin("echo-workbench"))
+        .arg("score")
+        .arg(&out)
+        .args(["--usage", "--ci-resamples", "0", "--format", "json"])
+        .args(["--price-prompt", "1", "--price-completion", "1"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&score.stdout).unwrap();
+    let tokens = &v["tokens"]["all"];
+    assert_eq!(tokens["questions"], 40);
+    assert_eq!(
+        tokens["prompt"].as_u64().unwrap() + tokens["completion"].as_u64().unwrap(),
+        total
+    );
+    // A million tokens at 1 each: the cost is the token count over a million.
+    assert!((v["cost"]["total"].as_f64().unwrap() - total as f64 / 1e6).abs() < 1e-12);
+    assert_eq!(v["latency"]["all"]["questions"], 40);
+}

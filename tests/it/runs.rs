@@ -82,6 +82,7 @@ fn record(q: &QuestionRef<'_>) -> JournalRecord {
         correct: Some(given == correct),
         attempts: 1,
         latency_ms: 40 + q.index as u64,
+        usage: None,
         endpoint: "local".into(),
         finished_at: "2026-11-22T08:30:00Z".into(),
         traces: Vec::new(),
