@@ -235,11 +235,7 @@ pub fn run(args: &ScoreArgs) -> anyhow::Result<ExitCode> {
                                 .into()
                         }
                     };
-                    if args.format == ScoreFormat::Csv {
-                        eprint!("{text}");
-                    } else {
-                        print!("{text}");
-                    }
+                    print_extra(&text, args.format == ScoreFormat::Csv);
                 }
                 if args.slices {
                     let text = match input {
@@ -249,11 +245,7 @@ pub fn run(args: &ScoreArgs) -> anyhow::Result<ExitCode> {
                                 .into()
                         }
                     };
-                    if args.format == ScoreFormat::Csv {
-                        eprint!("{text}");
-                    } else {
-                        print!("{text}");
-                    }
+                    print_extra(&text, args.format == ScoreFormat::Csv);
                 }
             }
         }
@@ -394,14 +386,18 @@ fn slices_text(slices: &IndexMap<String, CategorySlice>) -> String {
     out
 }
 
-/// The intervals as a second table (text: `lo-hi` with one decimal; CSV: to stderr,
-/// so the CSV on stdout stays MMAD's layout).
+/// The intervals as a second table, `lo-hi` with one decimal.
 fn print_intervals(ci: &CellIntervals, to_stderr: bool) {
-    let out = interval_text(ci);
+    print_extra(&interval_text(ci), to_stderr);
+}
+
+/// Tables printed after the score table: to stdout with the text table, to stderr
+/// with CSV, so the CSV on stdout stays MMAD's layout.
+fn print_extra(text: &str, to_stderr: bool) {
     if to_stderr {
-        eprint!("{out}");
+        eprint!("{text}");
     } else {
-        print!("{out}");
+        print!("{text}");
     }
 }
 
