@@ -66,6 +66,43 @@ pub enum RecordStatus {
     Error,
 }
 
+/// One reply of a question asked several times (`--samples N`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SampleReply {
+    /// The reply exactly as received.
+    pub raw: String,
+    /// The option letter read from it (MMAD's extraction), `None` when none was.
+    pub letter: Option<String>,
+}
+
+/// One rotation of a question's options (`--circular`), or the one seeded order of
+/// `--shuffle-options`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RotationReply {
+    /// The original letters in the order they were shown, e.g. `"BCDA"`: the option
+    /// shown as A was the original B.
+    pub order: String,
+    pub raw: String,
+    /// The letter picked, as shown to the model.
+    pub letter: Option<String>,
+    /// The same pick in the question's original letters.
+    pub original_letter: Option<String>,
+}
+
+/// How sure an answer is, from what the protocol and the server gave.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Confidence {
+    /// Share of samples or rotations that picked the recorded answer (in original
+    /// letters); absent for a single plain reply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agreement: Option<f64>,
+    /// Probability of each option letter at the answer position, from the server's
+    /// `logprobs` / `top_logprobs` (renormalised over the options); absent when the
+    /// server sent none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub letter_probs: Option<IndexMap<String, f64>>,
+}
+
 /// One finished question.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JournalRecord {
@@ -100,6 +137,16 @@ pub struct JournalRecord {
     /// reported none (and in journals written before it was recorded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
+    /// Every reply when the question was sampled several times (`--samples`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub samples: Vec<SampleReply>,
+    /// Every rotation when the options were rotated (`--circular`) or shuffled
+    /// (`--shuffle-options`, one entry).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rotations: Vec<RotationReply>,
+    /// How sure the answer is; absent when nothing says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<Confidence>,
     /// Which endpoint answered (its name from the manifest, never its key).
     #[serde(default)]
     pub endpoint: String,
@@ -129,6 +176,9 @@ impl JournalRecord {
             attempts,
             latency_ms,
             usage: None,
+            samples: Vec::new(),
+            rotations: Vec::new(),
+            confidence: None,
             endpoint: String::new(),
             finished_at: String::new(),
             traces: Vec::new(),
@@ -183,6 +233,8 @@ pub struct RecordRow {
     pub latency_ms: u64,
     #[serde(default)]
     pub usage: Option<Usage>,
+    #[serde(default)]
+    pub confidence: Option<Confidence>,
 }
 
 impl RecordRow {
@@ -225,6 +277,12 @@ pub struct RecordWithoutTraces {
     #[serde(default)]
     usage: Option<Usage>,
     #[serde(default)]
+    samples: Vec<SampleReply>,
+    #[serde(default)]
+    rotations: Vec<RotationReply>,
+    #[serde(default)]
+    confidence: Option<Confidence>,
+    #[serde(default)]
     endpoint: String,
     #[serde(default)]
     finished_at: String,
@@ -247,6 +305,9 @@ impl From<RecordWithoutTraces> for JournalRecord {
             attempts: r.attempts,
             latency_ms: r.latency_ms,
             usage: r.usage,
+            samples: r.samples,
+            rotations: r.rotations,
+            confidence: r.confidence,
             endpoint: r.endpoint,
             finished_at: r.finished_at,
             traces: Vec::new(),
@@ -564,6 +625,9 @@ mod tests {
             attempts: 1,
             latency_ms: 10,
             usage: None,
+            samples: Vec::new(),
+            rotations: Vec::new(),
+            confidence: None,
             endpoint: "local".into(),
             finished_at: "2026-11-22T08:00:00Z".into(),
             traces: Vec::new(),

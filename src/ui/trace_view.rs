@@ -831,6 +831,9 @@ mod tests {
             attempts: 1,
             latency_ms: 42,
             usage: None,
+            samples: Vec::new(),
+            rotations: Vec::new(),
+            confidence: None,
             endpoint: "local".into(),
             finished_at: String::new(),
             traces: vec![ExpertTrace {
