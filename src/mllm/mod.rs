@@ -15,6 +15,7 @@ mod body;
 mod client;
 mod encode;
 mod error;
+mod logprobs;
 pub mod mock;
 mod retry;
 
@@ -25,6 +26,7 @@ use serde::{Deserialize, Serialize};
 pub use client::{MllmClient, ProbeReport};
 pub use encode::ImageCacheStats;
 pub use error::MllmError;
+pub use logprobs::{TokenLogprob, TopLogprob};
 
 /// An endpoint URL without anything secret in it: no `user:password@`, no query
 /// string (some hosted APIs take the key as `?key=`), no fragment.
@@ -134,6 +136,21 @@ pub enum Part {
 pub struct ChatRequest {
     pub system: Option<String>,
     pub parts: Vec<Part>,
+    /// Per-request decoding keys (a run's sampling protocol); the default sends the
+    /// endpoint's own settings only.
+    pub decoding: Decoding,
+}
+
+/// Decoding keys one request sets on top of its endpoint's settings. They are
+/// merged after the endpoint's `extra_body` (a run's protocol is what its manifest
+/// records, so it must be what is sent); `remove_keys` still removes them.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Decoding {
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub seed: Option<u64>,
+    /// Ask for `logprobs: true` with this many `top_logprobs` per token.
+    pub top_logprobs: Option<u8>,
 }
 
 impl ChatRequest {
@@ -198,6 +215,10 @@ pub struct ChatReply {
     /// Tokens the server reported, when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
+    /// `choices[0].logprobs.content`, when asked for and sent in a shape we read;
+    /// a server that omits or mangles it leaves this `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<Vec<TokenLogprob>>,
 }
 
 #[cfg(test)]
