@@ -17,6 +17,7 @@ pub mod pipeline;
 pub mod plan;
 pub mod preflight;
 pub mod prompt;
+pub mod protocol;
 pub mod query;
 pub mod reference;
 pub mod request;
@@ -30,5 +31,6 @@ pub use pipeline::{Decision, PipelineContext, PipelineEvent, PipelineSettings, a
 pub use plan::{
     ExpertSwitches, ExpertTable, KnowledgeMode, Plan, ReasoningMode, ReferenceKind, ScopeMode,
 };
+pub use protocol::{Protocol, ProtocolError};
 pub use query::{Query, QueryEntry};
 pub use trace::{ExpertName, ExpertStatus, ExpertTrace};
