@@ -17,6 +17,7 @@ use super::plan::{
     ReasoningMode, ReferenceKind, ScopeMode,
 };
 use super::prompt::PromptSet;
+use super::protocol::Protocol;
 use super::reference::ReferenceSource;
 use crate::dataset::QuestionType;
 use crate::knowledge::KnowledgeBase;
@@ -91,6 +92,7 @@ pub struct PipelineContext {
     condensed: Option<(Arc<KnowledgeBase>, String)>,
     memory: Option<(Arc<ReferenceMemory>, Arc<dyn ImageEmbedder>)>,
     cache: KnowledgeCache,
+    protocol: Protocol,
 }
 
 impl std::fmt::Debug for PipelineContext {
@@ -141,6 +143,7 @@ impl PipelineContext {
             condensed: None,
             memory: None,
             cache,
+            protocol: Protocol::default(),
         })
     }
 
@@ -169,6 +172,17 @@ impl PipelineContext {
             .map_err(PipelineError::Memory)?;
         self.memory = Some((memory, embedder));
         Ok(self)
+    }
+
+    /// How the Decision Maker samples its final request (the rest of a protocol,
+    /// rotations and shuffles, is the caller's: see `echo::protocol_answer`).
+    pub fn with_protocol(mut self, protocol: Protocol) -> Self {
+        self.protocol = protocol;
+        self
+    }
+
+    pub fn protocol(&self) -> &Protocol {
+        &self.protocol
     }
 
     pub fn settings(&self) -> &PipelineSettings {

@@ -347,6 +347,14 @@ pub fn letter_probs(tokens: &[TokenLogprob], letters: &[String]) -> Option<Index
     Some(probs)
 }
 
+/// One reply of a sampled question.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Sample {
+    pub raw: String,
+    /// The letter read from it, as shown.
+    pub letter: Option<String>,
+}
+
 /// One order a question was asked in and what came back.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AskedOrder {

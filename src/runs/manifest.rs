@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::echo::PipelineSettings;
 use crate::echo::preflight::InputCheck;
+use crate::echo::protocol::Protocol;
 
 pub const MANIFEST_FILE: &str = "manifest.json";
 pub const MANIFEST_FORMAT: u32 = 1;
@@ -137,6 +138,11 @@ pub struct RunManifest {
     /// Not part of the fingerprint: shards of one run run on many machines.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placement: Option<Placement>,
+    /// The test-time protocol (samples, rotations, shuffle, logprobs; see
+    /// `echo::protocol`); absent for a plain run, so manifests written before
+    /// protocols read, write and fingerprint as they did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<Protocol>,
 }
 
 /// One `--force` resume under settings that differ from the folder's.
@@ -187,6 +193,8 @@ struct Fingerprinted<'a> {
     condensed: Option<&'a str>,
     prompt_templates_hash: &'a str,
     models: Vec<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    protocol: Option<&'a Protocol>,
 }
 
 impl RunManifest {
@@ -209,6 +217,7 @@ impl RunManifest {
             condensed: self.condensed.as_ref().map(|k| k.version.as_str()),
             prompt_templates_hash: &self.prompt_templates_hash,
             models,
+            protocol: self.protocol.as_ref(),
         };
         // Strings, numbers and paths (stored losslessly, see `util::serde_path`):
         // nothing here can fail to serialise.
@@ -299,6 +308,7 @@ impl RunManifest {
             v
         };
         check("models", models(self) == models(other));
+        check("test-time protocol", self.protocol == other.protocol);
         out
     }
 
@@ -402,6 +412,7 @@ mod tests {
             forced_from: Vec::new(),
             missing_inputs: None,
             placement: None,
+            protocol: None,
         }
     }
 

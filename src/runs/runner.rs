@@ -25,8 +25,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::journal::{
-    AnswerQuestion, JOURNAL_FILE, JournalRecord, JournalWriter, RecordRow, RecordStatus,
-    read_journal_with,
+    AnswerQuestion, Confidence, JOURNAL_FILE, JournalRecord, JournalWriter, RecordRow,
+    RecordStatus, RotationReply, SampleReply, read_journal_with,
 };
 use super::lock::RunLock;
 use super::manifest::{
@@ -40,7 +40,7 @@ use crate::echo::error::PipelineError;
 use crate::echo::preflight::{InputCheck, QuestionInputs, check_inputs};
 use crate::echo::query::Query;
 use crate::echo::setup::{ContextSources, SetupError, load_context};
-use crate::echo::{PipelineContext, answer};
+use crate::echo::{PipelineContext, ProtocolAnswer, answer_protocol};
 use crate::jobs::CancelToken;
 use crate::mllm::{MllmClient, Usage};
 use crate::score::{AnswerRecord, ScoreOptions, score};
@@ -100,7 +100,7 @@ struct Work {
 }
 
 enum Outcome {
-    Answered(Box<crate::echo::Decision>),
+    Answered(Box<ProtocolAnswer>),
     Failed(Failure),
     Abandoned,
 }
@@ -158,11 +158,12 @@ async fn ask(shared: Arc<Shared>, work: Work, e: usize, abandon: CancelToken) ->
             Err(e) => Outcome::Failed(Failure::Runner(format!("image `{}`: {e}", work.key))),
             Ok(query) => {
                 let question = &entry.conversation[work.turn];
-                match answer(
+                match answer_protocol(
                     &backend,
                     &shared.context,
                     &query,
                     question,
+                    work.index,
                     &|_| {},
                     &abandon,
                 )
@@ -209,6 +210,7 @@ fn prepare(spec: &RunSpec) -> Result<Prepared, RunError> {
     if spec.template == TemplateSource::Retrieved && spec.memory.is_none() {
         return Err(RunError::RetrievedNeedsMemory);
     }
+    spec.protocol.validate()?;
     if !spec.root.is_dir() {
         return Err(RunError::NoRoot(spec.root.clone()));
     }
@@ -271,7 +273,7 @@ fn prepare(spec: &RunSpec) -> Result<Prepared, RunError> {
     )?;
 
     let absolute = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
-    let context = loaded.context;
+    let context = loaded.context.with_protocol(spec.protocol.clone());
     let mut manifest = RunManifest {
         format: MANIFEST_FORMAT,
         tool_version: env!("CARGO_PKG_VERSION").into(),
@@ -318,6 +320,7 @@ fn prepare(spec: &RunSpec) -> Result<Prepared, RunError> {
         forced_from: Vec::new(),
         missing_inputs: None,
         placement: spec.placement.clone(),
+        protocol: spec.protocol.recorded(),
     };
 
     let journal_path = spec.out.join(JOURNAL_FILE);
@@ -653,28 +656,52 @@ fn record_for(shared: &Shared, f: Finished) -> Option<JournalRecord> {
             r.usage = f.usage;
             r
         }
-        Outcome::Answered(d) => JournalRecord {
-            image: qref.key.to_string(),
-            question: AnswerQuestion::from_question(question),
-            question_type: question.qtype.as_str().to_string(),
-            correct_answer: question.answer.clone(),
-            gpt_answer: Some(d.gpt_answer),
-            index: qref.index,
-            turn: qref.turn,
-            status: RecordStatus::Ok,
-            error: None,
-            raw: Some(d.raw),
-            correct: d.correct,
-            attempts: f.attempts,
-            latency_ms,
-            usage: f.usage,
-            samples: Vec::new(),
-            rotations: Vec::new(),
-            confidence: None,
-            endpoint: String::new(),
-            finished_at: String::new(),
-            traces: d.traces,
-        },
+        Outcome::Answered(a) => {
+            let a = *a;
+            let confidence =
+                (a.agreement.is_some() || a.letter_probs.is_some()).then(|| Confidence {
+                    agreement: a.agreement,
+                    letter_probs: a.letter_probs,
+                });
+            JournalRecord {
+                image: qref.key.to_string(),
+                question: AnswerQuestion::from_question(question),
+                question_type: question.qtype.as_str().to_string(),
+                correct_answer: question.answer.clone(),
+                gpt_answer: Some(a.gpt_answer),
+                index: qref.index,
+                turn: qref.turn,
+                status: RecordStatus::Ok,
+                error: None,
+                raw: Some(a.raw),
+                correct: a.correct,
+                attempts: f.attempts,
+                latency_ms,
+                usage: f.usage,
+                samples: a
+                    .samples
+                    .into_iter()
+                    .map(|s| SampleReply {
+                        raw: s.raw,
+                        letter: s.letter,
+                    })
+                    .collect(),
+                rotations: a
+                    .orders
+                    .into_iter()
+                    .map(|o| RotationReply {
+                        order: o.order,
+                        raw: o.raw,
+                        letter: o.letter,
+                        original_letter: o.original_letter,
+                    })
+                    .collect(),
+                confidence,
+                endpoint: String::new(),
+                finished_at: String::new(),
+                traces: a.decision.traces,
+            }
+        }
     };
     record.endpoint = endpoint;
     record.finished_at = rfc3339_now();

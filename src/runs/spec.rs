@@ -16,6 +16,7 @@ use crate::dataset::mmad::DatasetError;
 use crate::echo::PipelineSettings;
 use crate::echo::plan::ReferenceKind;
 use crate::echo::preflight::InputCheck;
+use crate::echo::protocol::{Protocol, ProtocolError};
 use crate::echo::setup::SetupError;
 use crate::jobs::CancelToken;
 use crate::mllm::EndpointConfig;
@@ -114,6 +115,9 @@ pub struct RunSpec {
     /// tokens as the servers report them (`--max-tokens-total`); earlier sessions'
     /// records count too. `None`: no budget.
     pub max_tokens_total: Option<u64>,
+    /// How each question is asked: samples, rotations, shuffle, logprobs (plain by
+    /// default). Recorded in the manifest and part of its fingerprint.
+    pub protocol: Protocol,
     pub note: String,
     /// Called on a question's task just before the question is asked. Production
     /// leaves it unset; tests inject faults through it (a panic, a delay) to check
@@ -172,6 +176,7 @@ impl RunSpec {
             retry_errors: false,
             allow_missing_inputs: false,
             max_tokens_total: None,
+            protocol: Protocol::default(),
             note: String::new(),
             before_question: None,
         }
@@ -220,6 +225,7 @@ impl RunSpec {
         spec.knowledge = m.knowledge.as_ref().map(|r| r.path.clone());
         spec.condensed = m.condensed.as_ref().map(|r| r.path.clone());
         spec.image_affinity = m.image_affinity;
+        spec.protocol = m.protocol.clone().unwrap_or_default();
         // The run was started knowing some questions lack inputs: going on with it
         // is the same choice.
         spec.allow_missing_inputs = m.missing_inputs.is_some();
@@ -396,6 +402,8 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
     #[error("the run's manifest names an unknown reference source `{name}`")]
     UnknownTemplate { name: String },
     #[error(

@@ -44,6 +44,7 @@ pub(crate) fn manifest(question_count: usize) -> RunManifest {
         forced_from: Vec::new(),
         missing_inputs: None,
         placement: None,
+        protocol: None,
     }
 }
 

@@ -128,6 +128,7 @@ fn manifest(question_count: usize) -> RunManifest {
         forced_from: Vec::new(),
         missing_inputs: None,
         placement: None,
+        protocol: None,
     }
 }
 
