@@ -155,6 +155,8 @@ pub struct RunArgs {
     /// to continue. Exit code 3 when the budget stopped the run.
     #[arg(long, value_name = "TOKENS")]
     max_tokens_total: Option<u64>,
+    #[command(flatten)]
+    protocol: super::protocol::ProtocolArgs,
     /// A note stored in the manifest (the run's purpose).
     #[arg(long, default_value = "")]
     note: String,
@@ -380,6 +382,7 @@ fn spec_from(args: &RunArgs) -> anyhow::Result<RunSpec> {
     spec.retry_errors = args.retry_errors;
     spec.allow_missing_inputs = args.allow_missing_knowledge;
     spec.max_tokens_total = args.max_tokens_total;
+    spec.protocol = args.protocol.protocol()?;
     spec.note = args.note.clone();
     Ok(spec)
 }

@@ -14,6 +14,7 @@ mod local;
 mod mllm;
 mod pipeline;
 mod probe;
+mod protocols;
 mod readers;
 mod rerun;
 mod retrieval;

@@ -356,14 +356,16 @@ fn hash_u64(parts: &[&[u8]]) -> u64 {
 /// `choices[0].logprobs` for a reply `answer`, as OpenAI shapes it: one token, the
 /// reply, with `top` alternatives. When the reply is one of the letters the prompt
 /// shows, the alternatives are those letters with a plausible distribution: the
-/// reply between 0.40 and 0.95 (drawn from the prompt, so it varies by question
-/// and repeats), the rest sharing what is left.
+/// reply between 0.40 (at least 0.05 above an even share) and 0.95, drawn from the
+/// prompt so it varies by question and repeats, the rest sharing what is left.
 pub(super) fn mock_logprobs(body: &Value, answer: &str, top: usize) -> Value {
     let text = request_text(body);
     let letters: Vec<String> = shown_options(&text).into_iter().map(|(l, _)| l).collect();
     let mut alternatives: Vec<(String, f64)> = if letters.iter().any(|l| l == answer) {
         let u = (hash_u64(&[text.as_bytes(), answer.as_bytes()]) % 1000) as f64 / 1000.0;
-        let p = 0.40 + 0.55 * u;
+        // Always the most likely letter, even of two.
+        let lowest = (1.0 / letters.len() as f64 + 0.05).max(0.40);
+        let p = lowest + (0.95 - lowest) * u;
         let rest = (1.0 - p) / (letters.len() - 1).max(1) as f64;
         std::iter::once((answer.to_string(), p))
             .chain(
