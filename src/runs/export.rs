@@ -245,6 +245,14 @@ pub fn html_report(
         e(&dataset_name),
         e(&run.name())
     );
+    // Plain runs say nothing here, so their reports stay as they were.
+    if let Some(protocol) = &m.protocol {
+        let _ = writeln!(
+            h,
+            "<p class=\"sub\">Protocol: {}</p>",
+            e(&protocol.describe())
+        );
+    }
 
     push_coverage(&mut h, run, table, options);
     push_score_table(&mut h, table);
@@ -788,6 +796,35 @@ mod tests {
         assert_eq!(
             crate::score::score(&loaded.records, opts).to_csv(),
             run.score(opts).to_csv()
+        );
+    }
+
+    #[test]
+    fn the_header_states_a_protocol_and_a_plain_run_says_nothing_of_one() {
+        let mut run = sample_run();
+        let opts = ScoreOptions::default();
+        let plain = html_report(&run, &run.score(opts), opts, ReportLimits::default());
+        assert!(!plain.contains("Protocol:"));
+        run.manifest.protocol = crate::echo::protocol::Protocol {
+            samples: 5,
+            temperature: Some(0.7),
+            seed: Some(3),
+            ..Default::default()
+        }
+        .recorded();
+        let html = html_report(&run, &run.score(opts), opts, ReportLimits::default());
+        let line = html.lines().find(|l| l.contains("Protocol:")).unwrap();
+        assert!(
+            line.contains("5 samples, majority letter (ties: first seen)"),
+            "{line}"
+        );
+        assert!(
+            line.contains("temperature 0.7") && line.contains("seed 3"),
+            "{line}"
+        );
+        assert!(
+            html.find("Protocol:").unwrap() < html.find("<table").unwrap(),
+            "stated in the header, before the tables"
         );
     }
 

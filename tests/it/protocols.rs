@@ -286,6 +286,17 @@ fn shuffled_orders_are_the_same_in_shards_and_map_back_to_the_original_letters()
             orders.insert(r.index, r.rotations[0].order.clone());
         }
     }
+    // Merged, the shards are the unsharded run, protocol and all.
+    let merged = dir.path().join("merged");
+    echo_workbench::runs::merge::merge_dirs(
+        &[dir.path().join("shard0"), dir.path().join("shard1")],
+        &merged,
+        false,
+    )
+    .unwrap();
+    assert_eq!(table(&merged).to_csv(), table(&whole).to_csv());
+    let m: RunManifest = serde_json::from_str(&manifest_text(&merged)).unwrap();
+    assert_eq!(m.protocol.and_then(|p| p.shuffle_options), Some(9));
     let whole_records = records(&whole);
     assert_eq!(
         whole_records
