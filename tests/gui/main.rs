@@ -12,4 +12,5 @@ mod batch;
 mod compare;
 mod inspect;
 mod knowledge;
+mod protocols;
 mod settings;

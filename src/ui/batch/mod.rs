@@ -12,6 +12,8 @@ mod drill;
 mod model;
 mod new_run;
 mod precision;
+mod protocol_form;
+mod protocol_view;
 mod table;
 
 use std::path::{Path, PathBuf};
