@@ -125,3 +125,160 @@ pub async fn answer_protocol(
         decision: first,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataset::QuestionType;
+    use crate::echo::plan::ReferenceKind;
+    use crate::echo::{PipelineSettings, ScriptedBackend};
+
+    /// MMAD's plain prompt with no reference: the final request is the only call.
+    fn ctx(protocol: Protocol) -> PipelineContext {
+        let settings = PipelineSettings {
+            preset: "mmad".into(),
+            reference: Some(ReferenceKind::None),
+            ..PipelineSettings::default()
+        };
+        PipelineContext::new(settings)
+            .unwrap()
+            .with_protocol(protocol)
+    }
+
+    fn question() -> Question {
+        Question {
+            text: "Which defect is on the bottle?".into(),
+            answer: "B".into(),
+            options: [
+                ("A", "scratch"),
+                ("B", "crack"),
+                ("C", "hole"),
+                ("D", "stain"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+            qtype: QuestionType::parse("Defect Classification"),
+            annotation: None,
+        }
+    }
+
+    fn ask(backend: &ScriptedBackend, ctx: &PipelineContext) -> ProtocolAnswer {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(answer_protocol(
+                backend,
+                ctx,
+                &Query::image("bottle.png"),
+                &question(),
+                17,
+                &|_| {},
+                &CancelToken::new(),
+            ))
+            .unwrap()
+    }
+
+    /// The letter the prompt shows for `text` (lines like `A: crack` or `A. crack`).
+    fn letter_of(
+        text: &str,
+    ) -> impl Fn(&crate::echo::backend::RecordedRequest) -> Result<String, String> {
+        let text = text.to_string();
+        move |req| {
+            req.text()
+                .lines()
+                .map(str::trim)
+                .find(|l| l.len() > 3 && l[1..].trim_start_matches(['.', ':']).trim() == text)
+                .map(|l| l[..1].to_string())
+                .ok_or_else(|| format!("`{text}` is not shown"))
+        }
+    }
+
+    #[test]
+    fn samples_take_the_majority_and_a_tie_goes_to_the_letter_seen_first() {
+        let protocol = Protocol {
+            samples: 4,
+            temperature: Some(0.8),
+            ..Protocol::default()
+        };
+        let backend = ScriptedBackend::constant("A")
+            .then(Ok("C"))
+            .then(Ok("A"))
+            .then(Ok("A"))
+            .then(Ok("C"));
+        let a = ask(&backend, &ctx(protocol));
+        assert_eq!(
+            backend.requests().len(),
+            4,
+            "only the final request repeats"
+        );
+        let letters: Vec<_> = a.samples.iter().map(|s| s.letter.as_deref()).collect();
+        assert_eq!(letters, [Some("C"), Some("A"), Some("A"), Some("C")]);
+        assert_eq!(a.gpt_answer, "C", "C and A tie; C came first");
+        assert_eq!(a.raw, "C");
+        assert_eq!(a.agreement, Some(0.5));
+        assert_eq!(a.correct, Some(false));
+        assert!(a.orders.is_empty());
+    }
+
+    #[test]
+    fn circular_runs_the_pipeline_per_rotation_and_is_right_only_when_all_are() {
+        let c = ctx(Protocol {
+            circular: true,
+            ..Protocol::default()
+        });
+        let knows = ScriptedBackend::with(letter_of("crack"));
+        let a = ask(&knows, &c);
+        assert_eq!(knows.requests().len(), 4);
+        let shown: Vec<_> = a.orders.iter().map(|o| o.letter.clone().unwrap()).collect();
+        assert_eq!(
+            shown,
+            ["B", "A", "D", "C"],
+            "crack moves one place up each rotation"
+        );
+        assert!(
+            a.orders
+                .iter()
+                .all(|o| o.original_letter.as_deref() == Some("B"))
+        );
+        assert_eq!(
+            (a.gpt_answer.as_str(), a.correct, a.agreement),
+            ("B", Some(true), Some(1.0))
+        );
+
+        // Right in three rotations of four: wrong, with the wrong pick as the answer.
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let right = letter_of("crack");
+        let wrong = letter_of("hole");
+        let flaky = ScriptedBackend::with(move |req| {
+            if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 2 {
+                wrong(req)
+            } else {
+                right(req)
+            }
+        });
+        let a = ask(&flaky, &c);
+        assert_eq!(a.correct, Some(false));
+        assert_eq!(
+            a.gpt_answer, "C",
+            "the third rotation picked hole, originally C"
+        );
+        assert_eq!(a.raw, a.orders[2].raw);
+        assert_eq!(a.agreement, Some(0.75));
+    }
+
+    #[test]
+    fn a_shuffled_question_is_answered_in_its_original_letters() {
+        let c = ctx(Protocol {
+            shuffle_options: Some(5),
+            ..Protocol::default()
+        });
+        let backend = ScriptedBackend::with(letter_of("crack"));
+        let a = ask(&backend, &c);
+        assert_eq!(a.orders.len(), 1);
+        let order = crate::echo::protocol::shuffled(4, 5, 17);
+        assert_eq!(a.orders[0].order, order_string(&question(), &order));
+        assert_eq!((a.gpt_answer.as_str(), a.correct), ("B", Some(true)));
+    }
+}
