@@ -472,15 +472,16 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<ExitCode> {
                     json!({"name": t.name, "input": t.input, "output": output, "ms": t.ms})
                 })
                 .collect();
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&json!({
-                    "type": decision.qtype,
-                    "experts": experts,
-                    "answer": {"letter": decision.letter, "text": decision.option_text, "raw": decision.raw},
-                    "protocol": protocol_json(&asked),
-                }))?
-            );
+            let mut out = json!({
+                "type": decision.qtype,
+                "experts": experts,
+                "answer": {"letter": decision.letter, "text": decision.option_text, "raw": decision.raw},
+            });
+            // Plain questions keep the documented shape; a protocol adds its part.
+            if !ctx.protocol().is_plain() {
+                out["protocol"] = protocol_json(&asked);
+            }
+            println!("{}", serde_json::to_string_pretty(&out)?);
         }
         TextOrJson::Text => {
             let verdict = match decision.correct {
