@@ -20,8 +20,11 @@
 //!   question is right only when every rotation picks the right option. `gpt_answer`
 //!   in the original letters is the right letter when all agree on it, otherwise
 //!   the first rotation's wrong pick (its raw reply when it named no letter), so
-//!   MMAD's own scorer counts it wrong too. Samples are refused with circular: a
-//!   rotation is one greedy reply, as in MMBench.
+//!   MMAD's own scorer counts it wrong too. The record's `raw` is the reply that
+//!   gave `gpt_answer`; its expert traces are rotation 0's (every rotation's reply
+//!   and letter are in `rotations`); usage and attempts add up over all rotations.
+//!   Samples are refused with circular: a rotation is one greedy reply, as in
+//!   MMBench.
 //! - **Shuffle** (`--shuffle-options SEED`): one permutation per question, drawn
 //!   from SEED and the question's dataset index (so shards and resumes agree), asked
 //!   once; the answer is mapped back to the original letters. Samples may be

@@ -417,6 +417,38 @@ mod tests {
     }
 
     #[test]
+    fn a_plain_run_writes_no_protocol_and_a_protocol_changes_the_fingerprint() {
+        let plain = sample();
+        let text = serde_json::to_string_pretty(&plain).unwrap();
+        assert!(!text.contains("protocol"), "{text}");
+        let back: RunManifest = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.fingerprint(), plain.fingerprint());
+        let mut circular = plain.clone();
+        circular.protocol = Protocol {
+            circular: true,
+            ..Protocol::default()
+        }
+        .recorded();
+        assert_ne!(circular.fingerprint(), plain.fingerprint());
+        assert_eq!(plain.differences(&circular), ["test-time protocol"]);
+        let mut sampled = plain.clone();
+        sampled.protocol = Protocol {
+            samples: 5,
+            temperature: Some(0.7),
+            seed: Some(1),
+            ..Protocol::default()
+        }
+        .recorded();
+        let mut reseeded = sampled.clone();
+        reseeded.protocol.as_mut().unwrap().seed = Some(2);
+        assert_ne!(sampled.fingerprint(), reseeded.fingerprint());
+        let text = serde_json::to_string(&sampled).unwrap();
+        let back: RunManifest = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.protocol, sampled.protocol);
+        assert_eq!(back.fingerprint(), sampled.fingerprint());
+    }
+
+    #[test]
     fn an_empty_index_list_leaves_older_fingerprints_alone() {
         let plain = serde_json::to_string(&Selection::default()).unwrap();
         assert!(!plain.contains("indices"), "{plain}");
