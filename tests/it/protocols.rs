@@ -116,6 +116,7 @@ fn circular_against_the_oracle_is_right_in_every_rotation() {
             r.attempts >= n as u32,
             "every rotation's request is counted"
         );
+        assert!(r.usage.unwrap().completion_tokens >= n as u64);
         requests_expected += n;
     }
     assert!(server.chat_count() >= requests_expected);
@@ -224,6 +225,8 @@ fn samples_vote_by_majority_reproducibly_and_every_reply_is_kept() {
         );
         assert_eq!(r.correct, Some(letter == r.correct_answer));
         assert!(r.attempts >= 5);
+        // One completion token per mock reply: every sample's usage is summed.
+        assert!(r.usage.unwrap().completion_tokens >= 5);
         split_votes += usize::from(count < 5);
     }
     assert!(split_votes > 0, "random samples disagree somewhere");
