@@ -6,6 +6,7 @@
 mod common;
 
 mod anomaly;
+mod calibration;
 mod cli;
 mod compat;
 mod inspect;
