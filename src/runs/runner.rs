@@ -42,7 +42,7 @@ use crate::echo::query::Query;
 use crate::echo::setup::{ContextSources, SetupError, load_context};
 use crate::echo::{PipelineContext, answer};
 use crate::jobs::CancelToken;
-use crate::mllm::{MllmClient, Usage};
+use crate::mllm::{MllmClient, Price, Usage};
 use crate::score::{AnswerRecord, ScoreOptions, score};
 
 pub use super::dispatch::Dispatcher;
@@ -231,17 +231,10 @@ fn prepare(spec: &RunSpec) -> Result<Prepared, RunError> {
     // Endpoint settings are checked before the folder is created or locked, so a
     // bad `max_in_flight` or URL leaves nothing behind.
     let mut endpoints = Vec::with_capacity(spec.endpoints.len());
-    let mut names: HashSet<String> = HashSet::new();
-    for (i, cfg) in spec.endpoints.iter().enumerate() {
-        let mut name = if cfg.name.trim().is_empty() {
-            format!("endpoint {}", i + 1)
-        } else {
-            cfg.name.trim().to_string()
-        };
-        if names.contains(&name) {
-            name = format!("{name} #{}", i + 1);
+    for (cfg, name) in spec.endpoints.iter().zip(endpoint_names(spec)) {
+        if spec.max_cost.is_some() && cfg.price().is_none() {
+            return Err(RunError::NoPrice { name });
         }
-        names.insert(name.clone());
         let client = MllmClient::new(cfg.clone()).map_err(|e| RunError::Endpoint {
             name: name.clone(),
             message: e.to_string(),
@@ -311,6 +304,7 @@ fn prepare(spec: &RunSpec) -> Result<Prepared, RunError> {
                 model: cfg.model.clone(),
                 api_key_env: cfg.api_key_env.clone(),
                 concurrency: cfg.max_in_flight,
+                price: cfg.price(),
             })
             .collect(),
         image_affinity: spec.image_affinity,
@@ -583,17 +577,27 @@ struct Tallies {
     scored: BTreeMap<usize, AnswerRecord>,
     /// Tokens the servers reported, over every record counted.
     tokens: u64,
+    /// What those tokens cost, when every endpoint has a price.
+    cost: f64,
+    prices: Option<Prices>,
 }
 
 impl Tallies {
     fn add(&mut self, r: &JournalRecord) {
-        self.tokens += r.usage.map_or(0, Usage::total);
+        self.count_usage(&r.endpoint, r.usage);
         self.add_outcome(r.index, r.is_ok(), r.correct, || r.to_answer());
     }
 
     fn add_previous(&mut self, r: &RecordRow) {
-        self.tokens += r.usage.map_or(0, Usage::total);
+        self.count_usage(&r.endpoint, r.usage);
         self.add_outcome(r.index, r.is_ok(), r.correct, || r.to_answer());
+    }
+
+    fn count_usage(&mut self, endpoint: &str, usage: Option<Usage>) {
+        self.tokens += usage.map_or(0, Usage::total);
+        if let Some(p) = &self.prices {
+            self.cost += p.cost(endpoint, usage);
+        }
     }
 
     fn add_outcome(
@@ -695,26 +699,105 @@ pub fn run(
 ) -> Result<RunSummary, RunError> {
     let prepared = prepare(spec)?;
     let image_affinity = spec.image_affinity;
+    let budget = Budget::of(spec);
     runtime.block_on(execute(
         prepared,
         spec.out.clone(),
         image_affinity,
-        spec.max_tokens_total,
+        budget,
         events,
         control,
     ))
+}
+
+/// Where a run stops on its own (besides the end), and the prices its cost is
+/// counted in.
+struct Budget {
+    max_tokens_total: Option<u64>,
+    max_cost: Option<f64>,
+    /// By endpoint name as records carry it; `None` when some endpoint has no price
+    /// (then the run has no cost, and `prepare` refused a `max_cost`).
+    prices: Option<Prices>,
+}
+
+#[derive(Clone)]
+struct Prices {
+    by_endpoint: HashMap<String, Price>,
+    /// For records of an endpoint this session does not have (a resume under other
+    /// endpoints): the first endpoint's price.
+    fallback: Price,
+}
+
+impl Prices {
+    fn cost(&self, endpoint: &str, usage: Option<Usage>) -> f64 {
+        let price = self.by_endpoint.get(endpoint).unwrap_or(&self.fallback);
+        usage.map_or(0.0, |u| price.cost(u))
+    }
+}
+
+impl Budget {
+    fn of(spec: &RunSpec) -> Budget {
+        let priced: Option<Vec<Price>> = spec.endpoints.iter().map(|e| e.price()).collect();
+        let prices = priced.and_then(|prices| {
+            Some(Prices {
+                by_endpoint: endpoint_names(spec)
+                    .into_iter()
+                    .zip(prices.clone())
+                    .collect(),
+                fallback: *prices.first()?,
+            })
+        });
+        Budget {
+            max_tokens_total: spec.max_tokens_total,
+            max_cost: spec.max_cost,
+            prices,
+        }
+    }
+
+    fn tokens_spent(&self, t: &Tallies) -> bool {
+        self.max_tokens_total.is_some_and(|max| t.tokens >= max)
+    }
+
+    fn cost_spent(&self, t: &Tallies) -> bool {
+        self.max_cost.is_some_and(|max| t.cost >= max)
+    }
+}
+
+/// The names records carry for `spec.endpoints`, in order (empty or repeated names
+/// made unique as `prepare` makes them).
+fn endpoint_names(spec: &RunSpec) -> Vec<String> {
+    let mut names: HashSet<String> = HashSet::new();
+    spec.endpoints
+        .iter()
+        .enumerate()
+        .map(|(i, cfg)| {
+            let mut name = if cfg.name.trim().is_empty() {
+                format!("endpoint {}", i + 1)
+            } else {
+                cfg.name.trim().to_string()
+            };
+            if names.contains(&name) {
+                name = format!("{name} #{}", i + 1);
+            }
+            names.insert(name.clone());
+            name
+        })
+        .collect()
 }
 
 async fn execute(
     mut p: Prepared,
     run_dir: PathBuf,
     image_affinity: bool,
-    max_tokens_total: Option<u64>,
+    budget: Budget,
     events: &(dyn Fn(RunEvent) + Sync),
     control: &RunControl,
 ) -> Result<RunSummary, RunError> {
     let start = Instant::now();
-    let mut tallies = Tallies::default();
+    let mut tallies = Tallies {
+        prices: budget.prices.clone(),
+        ..Tallies::default()
+    };
     for r in p.previous.values() {
         tallies.add_previous(r);
     }
@@ -773,7 +856,7 @@ async fn execute(
         }
         // A spent budget stops like a first Ctrl-C: nothing new is asked, what is in
         // flight is recorded, and the folder resumes (a larger budget continues it).
-        let budget_reached = max_tokens_total.is_some_and(|max| tallies.tokens >= max);
+        let budget_reached = budget.tokens_spent(&tallies) || budget.cost_spent(&tallies);
         let stopping = control.stop.is_cancelled() || budget_reached;
         if !stopping {
             while dispatcher.has_room() {
@@ -918,8 +1001,9 @@ async fn execute(
             .as_ref()
             .map_or(0, |c| c.questions),
         tokens: tallies.tokens,
-        budget_reached: outcome == RunOutcome::Stopped
-            && max_tokens_total.is_some_and(|max| tallies.tokens >= max),
+        budget_reached: outcome == RunOutcome::Stopped && budget.tokens_spent(&tallies),
+        cost: budget.prices.is_some().then_some(tallies.cost),
+        max_cost_reached: outcome == RunOutcome::Stopped && budget.cost_spent(&tallies),
     };
     events(RunEvent::Finished(summary.clone()));
     Ok(summary)

@@ -114,6 +114,10 @@ pub struct RunSpec {
     /// tokens as the servers report them (`--max-tokens-total`); earlier sessions'
     /// records count too. `None`: no budget.
     pub max_tokens_total: Option<u64>,
+    /// Stop gracefully (resumable) once the journal's tokens cost this much at the
+    /// endpoints' prices (`--max-cost`; every endpoint needs a price, or the run is
+    /// refused); earlier sessions' records count too. `None`: no budget.
+    pub max_cost: Option<f64>,
     pub note: String,
     /// Called on a question's task just before the question is asked. Production
     /// leaves it unset; tests inject faults through it (a panic, a delay) to check
@@ -172,6 +176,7 @@ impl RunSpec {
             retry_errors: false,
             allow_missing_inputs: false,
             max_tokens_total: None,
+            max_cost: None,
             note: String::new(),
             before_question: None,
         }
@@ -328,6 +333,10 @@ pub struct RunSummary {
     pub tokens: u64,
     /// The run stopped because `max_tokens_total` was reached.
     pub budget_reached: bool,
+    /// What the journal's tokens cost, all sessions, when every endpoint has a price.
+    pub cost: Option<f64>,
+    /// The run stopped because `max_cost` was reached.
+    pub max_cost_reached: bool,
 }
 
 impl RunSummary {
@@ -340,6 +349,10 @@ impl RunSummary {
 pub enum RunError {
     #[error("no endpoint to send questions to: give at least one")]
     NoEndpoint,
+    #[error(
+        "endpoint `{name}` has no price, so a cost budget cannot be counted: give --price-prompt and --price-completion, or set the endpoint's prices in the Settings tab"
+    )]
+    NoPrice { name: String },
     #[error(
         "the `retrieved` template needs a reference memory (build one with `memory build` and pass its folder)"
     )]

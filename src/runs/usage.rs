@@ -84,18 +84,14 @@ impl Tokens {
 
     /// Cost at `price`, in the price's currency.
     pub fn cost(&self, price: Price) -> f64 {
-        (self.prompt as f64 * price.prompt_per_million
-            + self.completion as f64 * price.completion_per_million)
-            / 1e6
+        price.cost(Usage {
+            prompt_tokens: self.prompt,
+            completion_tokens: self.completion,
+        })
     }
 }
 
-/// What a million tokens cost, as providers list prices.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Price {
-    pub prompt_per_million: f64,
-    pub completion_per_million: f64,
-}
+pub use crate::mllm::Price;
 
 /// Tokens of every record that reports usage (errors included: a failed call may
 /// still have been billed), for the run and per subtask column.

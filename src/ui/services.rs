@@ -329,6 +329,8 @@ fn probe_key(cfg: &EndpointConfig) -> EndpointConfig {
         max_in_flight: 1,
         max_retries: 0,
         retry_base_ms: 0,
+        price_prompt_per_million: None,
+        price_completion_per_million: None,
         ..cfg.clone()
     }
 }

@@ -9,6 +9,7 @@ mod anomaly;
 mod calibration;
 mod cli;
 mod compat;
+mod cost;
 mod inspect;
 mod knowledge;
 mod local;

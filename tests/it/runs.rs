@@ -122,6 +122,7 @@ pub(crate) fn manifest(question_count: usize) -> RunManifest {
             model: "qwen2-vl-7b".into(),
             api_key_env: Some("OPENAI_API_KEY".into()),
             concurrency: 8,
+            price: None,
         }],
         image_affinity: true,
         note: "sample run".into(),
