@@ -257,6 +257,8 @@ pub fn html_report(
         h.push_str("<p class=\"note\">Object Classification and Object Analysis are outside Echo's scope: the echo preset answers them with a plain MMAD-style prompt.</p>\n");
     }
     push_bars(&mut h, table);
+    super::report_sections::push_calibration(&mut h, run);
+    super::report_sections::push_usage(&mut h, run);
     push_settings(&mut h, run);
     push_errors(&mut h, run, limits);
     push_wrong_answers(&mut h, run, limits);

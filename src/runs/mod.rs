@@ -15,6 +15,7 @@ pub mod journal_summary;
 pub mod lock;
 pub mod manifest;
 pub mod merge;
+mod report_sections;
 pub mod rerun;
 pub mod run_folder;
 pub mod runner;
