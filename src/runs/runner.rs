@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::budget::{Budget, Prices, endpoint_names};
 use super::journal::{
     AnswerQuestion, JOURNAL_FILE, JournalRecord, JournalWriter, RecordRow, RecordStatus,
     read_journal_with,
@@ -42,7 +43,7 @@ use crate::echo::query::Query;
 use crate::echo::setup::{ContextSources, SetupError, load_context};
 use crate::echo::{PipelineContext, answer};
 use crate::jobs::CancelToken;
-use crate::mllm::{MllmClient, Price, Usage};
+use crate::mllm::{MllmClient, Usage};
 use crate::score::{AnswerRecord, ScoreOptions, score};
 
 pub use super::dispatch::Dispatcher;
@@ -710,81 +711,6 @@ pub fn run(
     ))
 }
 
-/// Where a run stops on its own (besides the end), and the prices its cost is
-/// counted in.
-struct Budget {
-    max_tokens_total: Option<u64>,
-    max_cost: Option<f64>,
-    /// By endpoint name as records carry it; `None` when some endpoint has no price
-    /// (then the run has no cost, and `prepare` refused a `max_cost`).
-    prices: Option<Prices>,
-}
-
-#[derive(Clone)]
-struct Prices {
-    by_endpoint: HashMap<String, Price>,
-    /// For records of an endpoint this session does not have (a resume under other
-    /// endpoints): the first endpoint's price.
-    fallback: Price,
-}
-
-impl Prices {
-    fn cost(&self, endpoint: &str, usage: Option<Usage>) -> f64 {
-        let price = self.by_endpoint.get(endpoint).unwrap_or(&self.fallback);
-        usage.map_or(0.0, |u| price.cost(u))
-    }
-}
-
-impl Budget {
-    fn of(spec: &RunSpec) -> Budget {
-        let priced: Option<Vec<Price>> = spec.endpoints.iter().map(|e| e.price()).collect();
-        let prices = priced.and_then(|prices| {
-            Some(Prices {
-                by_endpoint: endpoint_names(spec)
-                    .into_iter()
-                    .zip(prices.clone())
-                    .collect(),
-                fallback: *prices.first()?,
-            })
-        });
-        Budget {
-            max_tokens_total: spec.max_tokens_total,
-            max_cost: spec.max_cost,
-            prices,
-        }
-    }
-
-    fn tokens_spent(&self, t: &Tallies) -> bool {
-        self.max_tokens_total.is_some_and(|max| t.tokens >= max)
-    }
-
-    fn cost_spent(&self, t: &Tallies) -> bool {
-        self.max_cost.is_some_and(|max| t.cost >= max)
-    }
-}
-
-/// The names records carry for `spec.endpoints`, in order (empty or repeated names
-/// made unique as `prepare` makes them).
-fn endpoint_names(spec: &RunSpec) -> Vec<String> {
-    let mut names: HashSet<String> = HashSet::new();
-    spec.endpoints
-        .iter()
-        .enumerate()
-        .map(|(i, cfg)| {
-            let mut name = if cfg.name.trim().is_empty() {
-                format!("endpoint {}", i + 1)
-            } else {
-                cfg.name.trim().to_string()
-            };
-            if names.contains(&name) {
-                name = format!("{name} #{}", i + 1);
-            }
-            names.insert(name.clone());
-            name
-        })
-        .collect()
-}
-
 async fn execute(
     mut p: Prepared,
     run_dir: PathBuf,
@@ -856,7 +782,7 @@ async fn execute(
         }
         // A spent budget stops like a first Ctrl-C: nothing new is asked, what is in
         // flight is recorded, and the folder resumes (a larger budget continues it).
-        let budget_reached = budget.tokens_spent(&tallies) || budget.cost_spent(&tallies);
+        let budget_reached = budget.tokens_spent(tallies.tokens) || budget.cost_spent(tallies.cost);
         let stopping = control.stop.is_cancelled() || budget_reached;
         if !stopping {
             while dispatcher.has_room() {
@@ -1001,9 +927,9 @@ async fn execute(
             .as_ref()
             .map_or(0, |c| c.questions),
         tokens: tallies.tokens,
-        budget_reached: outcome == RunOutcome::Stopped && budget.tokens_spent(&tallies),
+        budget_reached: outcome == RunOutcome::Stopped && budget.tokens_spent(tallies.tokens),
         cost: budget.prices.is_some().then_some(tallies.cost),
-        max_cost_reached: outcome == RunOutcome::Stopped && budget.cost_spent(&tallies),
+        max_cost_reached: outcome == RunOutcome::Stopped && budget.cost_spent(tallies.cost),
     };
     events(RunEvent::Finished(summary.clone()));
     Ok(summary)
