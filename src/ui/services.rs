@@ -344,6 +344,7 @@ fn failed_report(message: String) -> ProbeReport {
         latency_ms: 0,
         message,
         reply: None,
+        usage: None,
     }
 }
 

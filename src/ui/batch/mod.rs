@@ -8,6 +8,7 @@
 
 mod chart;
 mod compare_view;
+mod cost_estimate;
 mod drill;
 mod model;
 mod new_run;
@@ -77,6 +78,8 @@ pub struct BatchContext<'a> {
     pub settings: &'a Settings,
     /// The dataset file Inspect has open (so "Open in Inspect" reloads only when needed).
     pub inspect_dataset: &'a Path,
+    /// The endpoints' Test results (a token floor for cost estimates).
+    pub probes: &'a crate::ui::services::EndpointProbes,
 }
 
 /// The run shown in "Current run": live (started here) or opened from its folder.
