@@ -6,6 +6,7 @@
 //! while other tabs are shown, and [`BatchState::shutdown`] stops it gracefully when
 //! the app closes.
 
+mod calibration_view;
 mod chart;
 mod compare_view;
 mod cost_estimate;
@@ -14,6 +15,7 @@ mod model;
 mod new_run;
 mod precision;
 mod table;
+mod usage_view;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -133,6 +135,8 @@ pub struct BatchState {
     pub compare: CompareState,
     /// The current run's intervals and per-category slices.
     pub precision: precision::PrecisionState,
+    /// The current run's calibration and usage.
+    pub calibration: calibration_view::CalibrationState,
 }
 
 impl Default for BatchState {
@@ -170,6 +174,7 @@ impl Default for BatchState {
             form: NewRunForm::default(),
             compare: CompareState::default(),
             precision: Default::default(),
+            calibration: Default::default(),
         }
     }
 }
@@ -186,6 +191,7 @@ impl BatchState {
             || self.drill.busy()
             || self.compare.busy()
             || self.precision.busy()
+            || self.calibration.busy()
             || self.form.busy()
             || self.run_active()
     }
@@ -267,6 +273,7 @@ impl BatchState {
 
     pub(super) fn poll(&mut self) {
         self.precision.poll();
+        self.calibration.poll();
         if let Some(result) = self.job.as_mut().and_then(Job::take) {
             self.job = None;
             match result {
@@ -624,6 +631,7 @@ impl BatchState {
                     }
                     table::legend(ui);
                     self.precision.ui(ui, &model);
+                    self.calibration.ui(ui, &model);
                     ui.separator();
                     ui.strong("Accuracy per subtask");
                     chart::subtask_chart(ui, "run_chart", &model.table, &mut self.published);
