@@ -145,21 +145,7 @@ pub fn write_exports(
 // ---------------------------------------------------------------------------
 // HTML report
 
-/// Escapes text for HTML element content and attribute values.
-pub fn html_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+pub use crate::util::html::escape as html_escape;
 
 /// Columns whose higher value is worse (coloured on the inverted scale).
 const LOWER_IS_BETTER: [&str; 2] = ["Overkill", "Miss"];

@@ -6,9 +6,9 @@
 use std::fmt::Write as _;
 
 use crate::runs::calibration::{Calibration, ConfidenceSource, Reliability};
-use crate::runs::export::html_escape;
 use crate::runs::run_folder::RunFolder;
 use crate::runs::usage::{manifest_price, run_cost, run_latency, run_tokens};
+use crate::util::html::escape as html_escape;
 
 fn pct(v: Option<f64>) -> String {
     v.map_or_else(|| "–".to_owned(), |v| format!("{:.1}", v * 100.0))
