@@ -238,3 +238,33 @@ fn the_new_run_form_estimates_cost_from_the_earlier_run_and_checks_the_budget() 
     h.get_by_label_contains("A cost budget needs every chosen endpoint's price");
     assert!(h.get_by_label("Start run").accesskit_node().is_disabled());
 }
+
+#[test]
+fn an_endpoint_price_is_edited_in_settings_and_saved() {
+    let (ws, _run) = workspace(false);
+    let mut h = harness(WorkbenchApp::with_workspace(
+        Persisted {
+            tab: echo_workbench::ui::Tab::Settings,
+            ..Persisted::default()
+        },
+        ws.path().to_path_buf(),
+    ));
+    h.run_steps(2);
+    h.get_by_label("no cost is shown for runs on it");
+    h.get_by_label("Priced").click();
+    h.run_steps(2);
+    h.get_by_label("prompt per 1M").set_value_accesskit(2.5);
+    h.get_by_label("completion per 1M")
+        .set_value_accesskit(10.0);
+    h.run_steps(2);
+    h.get_by_label("Save").click();
+    wait_for(&mut h, "the save", |a| {
+        !a.saving_settings() && a.settings.endpoints[0].price().is_some()
+    });
+    let saved = Settings::load(&Settings::path_in(ws.path())).unwrap();
+    let price = saved.endpoints[0].price().unwrap();
+    assert_eq!(
+        (price.prompt_per_million, price.completion_per_million),
+        (2.5, 10.0)
+    );
+}

@@ -269,12 +269,11 @@ impl SettingsState {
 /// The endpoint's price per million tokens, for cost estimates, the actual cost and
 /// `--max-cost`; unset means no cost is shown (never a cost of zero).
 fn price_row(ui: &mut egui::Ui, e: &mut EndpointConfig) {
-    let label = ui.label("Price");
+    ui.label("Price");
     ui.horizontal(|ui| {
         let mut priced = e.price().is_some();
         if ui
             .checkbox(&mut priced, "Priced")
-            .labelled_by(label.id)
             .on_hover_text(
                 "What the provider charges per million tokens; leave off for a local server",
             )
@@ -289,7 +288,7 @@ fn price_row(ui: &mut egui::Ui, e: &mut EndpointConfig) {
             ui.weak("no cost is shown for runs on it");
             return;
         };
-        let prompt = ui.label("prompt");
+        let prompt = ui.label("prompt per 1M");
         ui.add(
             egui::DragValue::new(&mut price.prompt_per_million)
                 .range(0.0..=1.0e6)
@@ -298,7 +297,7 @@ fn price_row(ui: &mut egui::Ui, e: &mut EndpointConfig) {
         )
         .labelled_by(prompt.id)
         .on_hover_text("Price of a million prompt tokens (images included)");
-        let completion = ui.label("completion");
+        let completion = ui.label("completion per 1M");
         ui.add(
             egui::DragValue::new(&mut price.completion_per_million)
                 .range(0.0..=1.0e6)
@@ -307,7 +306,6 @@ fn price_row(ui: &mut egui::Ui, e: &mut EndpointConfig) {
         )
         .labelled_by(completion.id)
         .on_hover_text("Price of a million completion tokens");
-        ui.weak("per 1M tokens");
         e.set_price(Some(price));
     });
     ui.end_row();
