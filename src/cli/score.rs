@@ -9,7 +9,8 @@ use echo_workbench::runs::manifest::MANIFEST_FILE;
 use echo_workbench::runs::run_folder::{Coverage, RunFolder};
 use echo_workbench::runs::slices::{CategorySlice, category_slices};
 use echo_workbench::runs::usage::{
-    Latency, Price, RunLatency, RunTokens, Tokens, run_latency, run_tokens,
+    Latency, Price, RunCost, RunLatency, RunTokens, Tokens, manifest_price, run_cost, run_latency,
+    run_tokens,
 };
 use echo_workbench::score::interval::{self, BootstrapOptions, CellIntervals};
 use echo_workbench::score::{self, AnswerRecord, LoadedAnswers, ScoreOptions, ScoreTable};
@@ -39,6 +40,8 @@ pub struct ScoreArgs {
     #[arg(long)]
     usage: bool,
     /// With --usage: price of a million prompt tokens, for a cost (JSON adds "cost").
+    /// Without it, a run whose manifest records its endpoints' prices is costed at
+    /// those.
     #[arg(long, value_name = "PRICE", requires = "price_completion")]
     price_prompt: Option<f64>,
     /// With --usage: price of a million completion tokens.
@@ -248,6 +251,14 @@ pub fn run(args: &ScoreArgs) -> anyhow::Result<ExitCode> {
                                     .map(|(k, t)| (k.clone(), serde_json::json!(t.cost(price))))
                                     .collect::<serde_json::Map<_, _>>(),
                             });
+                        } else if let Some(cost) = manifest_cost(run) {
+                            v["cost"] = serde_json::json!({
+                                "total": cost.total,
+                                "prices": run.manifest.endpoints.iter()
+                                    .map(|e| (e.name.clone(), serde_json::json!(e.price)))
+                                    .collect::<serde_json::Map<_, _>>(),
+                                "per_subtask": cost.per_subtask,
+                            });
                         }
                     }
                 }
@@ -276,8 +287,17 @@ pub fn run(args: &ScoreArgs) -> anyhow::Result<ExitCode> {
                 if args.usage {
                     let text = match input {
                         Input::Run(run) => {
-                            latency_text(&run_latency(run.records()))
-                                + &tokens_text(&run_tokens(run.records()), args.price())
+                            let mut text = latency_text(&run_latency(run.records()))
+                                + &tokens_text(&run_tokens(run.records()), args.price());
+                            if let Some(cost) =
+                                manifest_cost(run).filter(|_| args.price().is_none())
+                            {
+                                text += &format!(
+                                    "cost at the prices the run recorded: {:.4}\n",
+                                    cost.total
+                                );
+                            }
+                            text
                         }
                         Input::Answers(_) => {
                             "\nlatency needs a run folder (an answers list keeps no timings)\n"
@@ -317,6 +337,16 @@ pub fn run(args: &ScoreArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&json_list)?);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What the run's tokens cost at the prices its manifest records; `None` when it
+/// records none (a run made before prices, or on an endpoint without one).
+fn manifest_cost(run: &RunFolder) -> Option<RunCost> {
+    let m = &run.manifest;
+    if m.endpoints.iter().all(|e| e.price.is_none()) {
+        return None;
+    }
+    run_cost(run.records(), |e| manifest_price(m, e))
 }
 
 fn tokens_text(t: &RunTokens, price: Option<Price>) -> String {

@@ -154,3 +154,34 @@ fn score_calibration_text_lists_subtasks_bins_and_the_threshold() {
         assert!(text.contains(needle), "{needle}: {text}");
     }
 }
+
+#[test]
+fn the_html_report_of_a_confident_run_has_a_calibration_section() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let records = confident_records();
+    write_run(&run, &manifest(records.len()), &records);
+    let html = dir.path().join("report.html");
+    let out = bin()
+        .arg("export")
+        .arg(&run)
+        .arg("--html")
+        .arg(&html)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let html = std::fs::read_to_string(&html).unwrap();
+    for needle in [
+        "<h2>Calibration</h2>",
+        "aria-label=\"reliability diagram\"",
+        "<h3>Abstain curve</h3>",
+    ] {
+        assert!(html.contains(needle), "{needle}");
+    }
+    // The sample run reports no tokens: no usage section rather than zeros.
+    assert!(!html.contains("<h2>Usage</h2>"));
+}

@@ -174,6 +174,20 @@ fn a_cost_budget_stops_the_run_with_exit_3_and_a_larger_one_continues_it() {
     );
     let stdout = String::from_utf8_lossy(&last.stdout);
     assert!(stdout.contains(&cost_line), "{cost_line}: {stdout}");
+
+    // After the run, `score --usage` costs it at the price its manifest records.
+    let score = Command::new(assert_cmd::cargo::cargo_bin("echo-workbench"))
+        .arg("score")
+        .arg(&out)
+        .args(["--usage", "--ci-resamples", "0", "--format", "json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&score.stdout).unwrap();
+    let total = v["cost"]["total"].as_f64().unwrap();
+    assert!((total - tokens(&all) as f64 / 1e6).abs() < 1e-12, "{total}");
+    let prices = v["cost"]["prices"].as_object().unwrap();
+    assert_eq!(prices.len(), 1, "{prices:?}");
+    assert_eq!(prices.values().next().unwrap()["prompt_per_million"], 1.0);
 }
 
 #[test]
