@@ -78,6 +78,10 @@ pub struct ProbeReport {
     pub message: String,
     /// The model's reply to the two-image request, when there was one.
     pub reply: Option<String>,
+    /// The tokens the server reported for that request: the floor of what a
+    /// question costs here (two small images), when nothing better is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<crate::mllm::Usage>,
 }
 
 /// A failed attempt and what the server said about trying again.
@@ -394,6 +398,7 @@ impl MllmClient {
             latency_ms: 0,
             message: String::new(),
             reply: None,
+            usage: None,
         };
         let models_error = match self.models().await {
             Ok(list) => {
@@ -467,6 +472,7 @@ impl MllmClient {
                         cfg.model
                     )
                 };
+                report.usage = reply.usage;
                 report.reply = Some(reply.text);
             }
             Err(e) => {

@@ -100,6 +100,29 @@ pub struct EndpointConfig {
     /// Backoff scale: before retry `n` the client waits a random time in
     /// `[0, retry_base_ms * 2^(n-1)]` (capped at 30 s), or what `Retry-After` says.
     pub retry_base_ms: u64,
+    /// What a million prompt tokens cost at this endpoint, for cost estimates and
+    /// `--max-cost`; absent (and left out of the file) when unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price_prompt_per_million: Option<f64>,
+    /// What a million completion tokens cost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price_completion_per_million: Option<f64>,
+}
+
+impl EndpointConfig {
+    /// The endpoint's price; `None` unless both halves are set (a cost from one
+    /// half would be silently low).
+    pub fn price(&self) -> Option<Price> {
+        Some(Price {
+            prompt_per_million: self.price_prompt_per_million?,
+            completion_per_million: self.price_completion_per_million?,
+        })
+    }
+
+    pub fn set_price(&mut self, price: Option<Price>) {
+        self.price_prompt_per_million = price.map(|p| p.prompt_per_million);
+        self.price_completion_per_million = price.map(|p| p.completion_per_million);
+    }
 }
 
 impl Default for EndpointConfig {
@@ -119,6 +142,8 @@ impl Default for EndpointConfig {
             jpeg_quality: None,
             max_retries: 3,
             retry_base_ms: 500,
+            price_prompt_per_million: None,
+            price_completion_per_million: None,
         }
     }
 }
@@ -194,6 +219,23 @@ impl Usage {
     pub fn add(&mut self, other: Usage) {
         self.prompt_tokens += other.prompt_tokens;
         self.completion_tokens += other.completion_tokens;
+    }
+}
+
+/// What a million tokens cost, as providers list prices (in the provider's
+/// currency; the workbench never converts).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Price {
+    pub prompt_per_million: f64,
+    pub completion_per_million: f64,
+}
+
+impl Price {
+    /// What `usage` costs at this price.
+    pub fn cost(self, usage: Usage) -> f64 {
+        (usage.prompt_tokens as f64 * self.prompt_per_million
+            + usage.completion_tokens as f64 * self.completion_per_million)
+            / 1e6
     }
 }
 

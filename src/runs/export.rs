@@ -145,21 +145,7 @@ pub fn write_exports(
 // ---------------------------------------------------------------------------
 // HTML report
 
-/// Escapes text for HTML element content and attribute values.
-pub fn html_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+pub use crate::util::html::escape as html_escape;
 
 /// Columns whose higher value is worse (coloured on the inverted scale).
 const LOWER_IS_BETTER: [&str; 2] = ["Overkill", "Miss"];
@@ -265,6 +251,8 @@ pub fn html_report(
         h.push_str("<p class=\"note\">Object Classification and Object Analysis are outside Echo's scope: the echo preset answers them with a plain MMAD-style prompt.</p>\n");
     }
     push_bars(&mut h, table);
+    super::report_sections::push_calibration(&mut h, run);
+    super::report_sections::push_usage(&mut h, run);
     push_settings(&mut h, run);
     push_errors(&mut h, run, limits);
     push_wrong_answers(&mut h, run, limits);

@@ -75,6 +75,10 @@ pub struct EndpointSummary {
     #[serde(default)]
     pub api_key_env: Option<String>,
     pub concurrency: usize,
+    /// The price the run used for this endpoint's tokens (cost, `--max-cost`);
+    /// absent when none was known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price: Option<crate::mllm::Price>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -406,6 +410,7 @@ mod tests {
                 model: "m".into(),
                 api_key_env: Some("OPENAI_API_KEY".into()),
                 concurrency: 8,
+                price: None,
             }],
             image_affinity: false,
             note: String::new(),

@@ -5,6 +5,8 @@
 //! for others (which read a run folder, so they live here rather than in
 //! [`crate::score`], which knows nothing of runs).
 
+mod budget;
+pub mod calibration;
 pub mod catalog;
 pub mod compare;
 pub mod dispatch;
@@ -14,6 +16,7 @@ pub mod journal_summary;
 pub mod lock;
 pub mod manifest;
 pub mod merge;
+mod report_sections;
 pub mod rerun;
 pub mod run_folder;
 pub mod runner;

@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::budget::{Budget, Prices, endpoint_names};
 use super::journal::{
     AnswerQuestion, Confidence, JOURNAL_FILE, JournalRecord, JournalWriter, RecordRow,
     RecordStatus, RotationReply, SampleReply, read_journal_with,
@@ -233,17 +234,10 @@ fn prepare(spec: &RunSpec) -> Result<Prepared, RunError> {
     // Endpoint settings are checked before the folder is created or locked, so a
     // bad `max_in_flight` or URL leaves nothing behind.
     let mut endpoints = Vec::with_capacity(spec.endpoints.len());
-    let mut names: HashSet<String> = HashSet::new();
-    for (i, cfg) in spec.endpoints.iter().enumerate() {
-        let mut name = if cfg.name.trim().is_empty() {
-            format!("endpoint {}", i + 1)
-        } else {
-            cfg.name.trim().to_string()
-        };
-        if names.contains(&name) {
-            name = format!("{name} #{}", i + 1);
+    for (cfg, name) in spec.endpoints.iter().zip(endpoint_names(spec)) {
+        if spec.max_cost.is_some() && cfg.price().is_none() {
+            return Err(RunError::NoPrice { name });
         }
-        names.insert(name.clone());
         let client = MllmClient::new(cfg.clone()).map_err(|e| RunError::Endpoint {
             name: name.clone(),
             message: e.to_string(),
@@ -313,6 +307,7 @@ fn prepare(spec: &RunSpec) -> Result<Prepared, RunError> {
                 model: cfg.model.clone(),
                 api_key_env: cfg.api_key_env.clone(),
                 concurrency: cfg.max_in_flight,
+                price: cfg.price(),
             })
             .collect(),
         image_affinity: spec.image_affinity,
@@ -586,17 +581,27 @@ struct Tallies {
     scored: BTreeMap<usize, AnswerRecord>,
     /// Tokens the servers reported, over every record counted.
     tokens: u64,
+    /// What those tokens cost, when every endpoint has a price.
+    cost: f64,
+    prices: Option<Prices>,
 }
 
 impl Tallies {
     fn add(&mut self, r: &JournalRecord) {
-        self.tokens += r.usage.map_or(0, Usage::total);
+        self.count_usage(&r.endpoint, r.usage);
         self.add_outcome(r.index, r.is_ok(), r.correct, || r.to_answer());
     }
 
     fn add_previous(&mut self, r: &RecordRow) {
-        self.tokens += r.usage.map_or(0, Usage::total);
+        self.count_usage(&r.endpoint, r.usage);
         self.add_outcome(r.index, r.is_ok(), r.correct, || r.to_answer());
+    }
+
+    fn count_usage(&mut self, endpoint: &str, usage: Option<Usage>) {
+        self.tokens += usage.map_or(0, Usage::total);
+        if let Some(p) = &self.prices {
+            self.cost += p.cost(endpoint, usage);
+        }
     }
 
     fn add_outcome(
@@ -722,11 +727,12 @@ pub fn run(
 ) -> Result<RunSummary, RunError> {
     let prepared = prepare(spec)?;
     let image_affinity = spec.image_affinity;
+    let budget = Budget::of(spec);
     runtime.block_on(execute(
         prepared,
         spec.out.clone(),
         image_affinity,
-        spec.max_tokens_total,
+        budget,
         events,
         control,
     ))
@@ -736,12 +742,15 @@ async fn execute(
     mut p: Prepared,
     run_dir: PathBuf,
     image_affinity: bool,
-    max_tokens_total: Option<u64>,
+    budget: Budget,
     events: &(dyn Fn(RunEvent) + Sync),
     control: &RunControl,
 ) -> Result<RunSummary, RunError> {
     let start = Instant::now();
-    let mut tallies = Tallies::default();
+    let mut tallies = Tallies {
+        prices: budget.prices.clone(),
+        ..Tallies::default()
+    };
     for r in p.previous.values() {
         tallies.add_previous(r);
     }
@@ -800,7 +809,7 @@ async fn execute(
         }
         // A spent budget stops like a first Ctrl-C: nothing new is asked, what is in
         // flight is recorded, and the folder resumes (a larger budget continues it).
-        let budget_reached = max_tokens_total.is_some_and(|max| tallies.tokens >= max);
+        let budget_reached = budget.tokens_spent(tallies.tokens) || budget.cost_spent(tallies.cost);
         let stopping = control.stop.is_cancelled() || budget_reached;
         if !stopping {
             while dispatcher.has_room() {
@@ -945,8 +954,9 @@ async fn execute(
             .as_ref()
             .map_or(0, |c| c.questions),
         tokens: tallies.tokens,
-        budget_reached: outcome == RunOutcome::Stopped
-            && max_tokens_total.is_some_and(|max| tallies.tokens >= max),
+        budget_reached: outcome == RunOutcome::Stopped && budget.tokens_spent(tallies.tokens),
+        cost: budget.prices.is_some().then_some(tallies.cost),
+        max_cost_reached: outcome == RunOutcome::Stopped && budget.cost_spent(tallies.cost),
     };
     events(RunEvent::Finished(summary.clone()));
     Ok(summary)

@@ -118,6 +118,10 @@ pub struct RunSpec {
     /// How each question is asked: samples, rotations, shuffle, logprobs (plain by
     /// default). Recorded in the manifest and part of its fingerprint.
     pub protocol: Protocol,
+    /// Stop gracefully (resumable) once the journal's tokens cost this much at the
+    /// endpoints' prices (`--max-cost`; every endpoint needs a price, or the run is
+    /// refused); earlier sessions' records count too. `None`: no budget.
+    pub max_cost: Option<f64>,
     pub note: String,
     /// Called on a question's task just before the question is asked. Production
     /// leaves it unset; tests inject faults through it (a panic, a delay) to check
@@ -177,6 +181,7 @@ impl RunSpec {
             allow_missing_inputs: false,
             max_tokens_total: None,
             protocol: Protocol::default(),
+            max_cost: None,
             note: String::new(),
             before_question: None,
         }
@@ -334,6 +339,10 @@ pub struct RunSummary {
     pub tokens: u64,
     /// The run stopped because `max_tokens_total` was reached.
     pub budget_reached: bool,
+    /// What the journal's tokens cost, all sessions, when every endpoint has a price.
+    pub cost: Option<f64>,
+    /// The run stopped because `max_cost` was reached.
+    pub max_cost_reached: bool,
 }
 
 impl RunSummary {
@@ -346,6 +355,10 @@ impl RunSummary {
 pub enum RunError {
     #[error("no endpoint to send questions to: give at least one")]
     NoEndpoint,
+    #[error(
+        "endpoint `{name}` has no price, so a cost budget cannot be counted: give --price-prompt and --price-completion, or set the endpoint's prices in the Settings tab"
+    )]
+    NoPrice { name: String },
     #[error(
         "the `retrieved` template needs a reference memory (build one with `memory build` and pass its folder)"
     )]

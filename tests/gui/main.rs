@@ -9,6 +9,7 @@ mod drive;
 
 mod app;
 mod batch;
+mod calibration;
 mod compare;
 mod inspect;
 mod knowledge;

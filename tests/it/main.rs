@@ -6,8 +6,10 @@
 mod common;
 
 mod anomaly;
+mod calibration;
 mod cli;
 mod compat;
+mod cost;
 mod inspect;
 mod knowledge;
 mod local;

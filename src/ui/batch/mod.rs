@@ -6,8 +6,10 @@
 //! while other tabs are shown, and [`BatchState::shutdown`] stops it gracefully when
 //! the app closes.
 
+mod calibration_view;
 mod chart;
 mod compare_view;
+mod cost_estimate;
 mod drill;
 mod model;
 mod new_run;
@@ -15,6 +17,7 @@ mod precision;
 mod protocol_form;
 mod protocol_view;
 mod table;
+mod usage_view;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -79,6 +82,8 @@ pub struct BatchContext<'a> {
     pub settings: &'a Settings,
     /// The dataset file Inspect has open (so "Open in Inspect" reloads only when needed).
     pub inspect_dataset: &'a Path,
+    /// The endpoints' Test results (a token floor for cost estimates).
+    pub probes: &'a crate::ui::services::EndpointProbes,
 }
 
 /// The run shown in "Current run": live (started here) or opened from its folder.
@@ -132,6 +137,8 @@ pub struct BatchState {
     pub compare: CompareState,
     /// The current run's intervals and per-category slices.
     pub precision: precision::PrecisionState,
+    /// The current run's calibration and usage.
+    pub calibration: calibration_view::CalibrationState,
 }
 
 impl Default for BatchState {
@@ -169,6 +176,7 @@ impl Default for BatchState {
             form: NewRunForm::default(),
             compare: CompareState::default(),
             precision: Default::default(),
+            calibration: Default::default(),
         }
     }
 }
@@ -185,6 +193,7 @@ impl BatchState {
             || self.drill.busy()
             || self.compare.busy()
             || self.precision.busy()
+            || self.calibration.busy()
             || self.form.busy()
             || self.run_active()
     }
@@ -266,6 +275,7 @@ impl BatchState {
 
     pub(super) fn poll(&mut self) {
         self.precision.poll();
+        self.calibration.poll();
         if let Some(result) = self.job.as_mut().and_then(Job::take) {
             self.job = None;
             match result {
@@ -623,6 +633,7 @@ impl BatchState {
                     }
                     table::legend(ui);
                     self.precision.ui(ui, &model);
+                    self.calibration.ui(ui, &model);
                     ui.separator();
                     ui.strong("Accuracy per subtask");
                     chart::subtask_chart(ui, "run_chart", &model.table, &mut self.published);

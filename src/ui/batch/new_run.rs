@@ -106,6 +106,7 @@ pub struct NewRunForm {
     pub browse_note: Option<String>,
     /// What Browse opens (the native dialog; tests script it).
     pub pick_dataset: DatasetPicker,
+    pub cost: super::cost_estimate::CostForm,
 }
 
 /// Picks a dataset file, given the folder to start in; `None` when the user
@@ -183,6 +184,7 @@ impl Default for NewRunForm {
             browse_job: None,
             browse_note: None,
             pick_dataset: native_dataset_picker(),
+            cost: Default::default(),
         }
     }
 }
@@ -579,6 +581,7 @@ impl NewRunForm {
                         concurrency.max(1),
                         super::human_duration(secs)
                     ));
+                    ready &= self.cost.ui(ui, *n, &endpoints, runs, cx.probes);
                 }
             }
             if endpoints.is_empty() {
@@ -699,6 +702,7 @@ impl NewRunForm {
         spec.knowledge = cx.settings.knowledge.clone();
         spec.allow_missing_inputs = self.allow_missing_inputs;
         spec.protocol = self.protocol.protocol()?;
+        spec.max_cost = self.cost.max_cost()?;
         spec.note = if self.note.trim().is_empty() {
             name
         } else {
