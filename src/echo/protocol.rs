@@ -185,6 +185,25 @@ impl Protocol {
     }
 
     /// One line for people (reports, the Runs list): `plain` for a plain run.
+    /// A few words for a list cell ("circular", "5 samples + logprobs"); `None`
+    /// for a plain run.
+    pub fn tag(&self) -> Option<String> {
+        let mut parts = Vec::new();
+        if self.samples > 1 {
+            parts.push(format!("{} samples", self.samples));
+        }
+        if self.circular {
+            parts.push("circular".to_owned());
+        }
+        if self.shuffle_options.is_some() {
+            parts.push("shuffled".to_owned());
+        }
+        if self.logprobs {
+            parts.push("logprobs".to_owned());
+        }
+        (!parts.is_empty()).then(|| parts.join(" + "))
+    }
+
     pub fn describe(&self) -> String {
         let mut parts = Vec::new();
         if self.samples > 1 {
@@ -410,6 +429,23 @@ pub fn circular_verdict(correct_answer: &str, rotations: &[AskedOrder]) -> Circu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_list_tag_names_each_protocol_and_none_for_plain() {
+        assert_eq!(Protocol::default().tag(), None);
+        let p = Protocol {
+            samples: 5,
+            temperature: Some(0.7),
+            logprobs: true,
+            ..Protocol::default()
+        };
+        assert_eq!(p.tag().as_deref(), Some("5 samples + logprobs"));
+        let c = Protocol {
+            circular: true,
+            ..Protocol::default()
+        };
+        assert_eq!(c.tag().as_deref(), Some("circular"));
+    }
     use crate::dataset::QuestionType;
     use crate::mllm::TopLogprob;
 

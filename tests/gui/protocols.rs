@@ -79,6 +79,9 @@ fn the_form_starts_a_circular_run_with_logprobs_and_the_drill_down_shows_its_rot
     });
     // The grid settles a frame after the last re-score (see batch.rs).
     h.run_steps(3);
+    // The protocol is named where the run is described, so two runs differing only
+    // by it never look alike.
+    h.get_by_label_contains("protocol: circular (right only when every rotation is)");
     let dir = h
         .state()
         .batch

@@ -482,7 +482,14 @@ impl BatchState {
                 {
                     ui.label(format!("\"{}\"", m.note));
                 }
-                ui.label(phase_text(&model.phase));
+                match model.stopped_by {
+                    Some(budget) if model.phase == RunPhase::Paused => {
+                        ui.colored_label(ui.visuals().warn_fg_color, budget.explain());
+                    }
+                    _ => {
+                        ui.label(phase_text(&model.phase));
+                    }
+                }
                 if let Some(mixed) = model.manifest.as_ref().and_then(|m| m.mixed_settings_note())
                 {
                     ui.colored_label(ui.visuals().warn_fg_color, "mixed settings")
@@ -751,7 +758,18 @@ impl BatchState {
                                 ui.label(note);
                             }
                             ui.label(row.models());
-                            ui.label(m.map_or(String::new(), |m| m.pipeline.preset.clone()));
+                            // The protocol beside the preset: two runs differing only by
+                            // it must not look alike in the list.
+                            let protocol = m.and_then(|m| m.protocol.as_ref());
+                            let preset = m.map_or(String::new(), |m| m.pipeline.preset.clone());
+                            match protocol.and_then(|p| p.tag().map(|t| (t, p.describe()))) {
+                                Some((tag, full)) => {
+                                    ui.label(format!("{preset} · {tag}")).on_hover_text(full);
+                                }
+                                None => {
+                                    ui.label(preset);
+                                }
+                            }
                             ui.label(m.map_or(String::new(), |m| {
                                 m.dataset
                                     .path
@@ -904,7 +922,10 @@ fn manifest_line(m: &crate::runs::manifest::RunManifest) -> String {
         m.dataset.path.display(),
         m.question_count,
         m.started_at
-    )
+    ) + &m
+        .protocol
+        .as_ref()
+        .map_or(String::new(), |p| format!(", protocol: {}", p.describe()))
 }
 
 fn progress_ui(ui: &mut egui::Ui, model: &RunModel) {

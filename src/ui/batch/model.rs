@@ -54,6 +54,28 @@ impl RunPhase {
     }
 }
 
+/// Which budget stopped a run (the run summary's flags, for the phase line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BudgetStop {
+    Tokens,
+    Cost,
+}
+
+impl BudgetStop {
+    /// Why the run is paused, and what Resume does about it: the app resumes
+    /// without a budget (the CLI's `--resume` takes a larger one).
+    pub fn explain(self) -> &'static str {
+        match self {
+            BudgetStop::Tokens => {
+                "paused: the token budget (--max-tokens-total) was reached; Resume continues without a budget"
+            }
+            BudgetStop::Cost => {
+                "paused: the cost budget (--max-cost) was reached; Resume continues without a budget"
+            }
+        }
+    }
+}
+
 /// What the collector receives (from the runner's event callback).
 #[derive(Debug)]
 pub enum LiveEvent {
@@ -63,9 +85,11 @@ pub enum LiveEvent {
     },
     Record(Box<JournalRecord>),
     Progress(LiveProgress),
-    /// The runner returned: completely answered (`finished`) or stopped early.
+    /// The runner returned: completely answered (`finished`) or stopped early,
+    /// by a person or by the budget named in `budget`.
     Ended {
         finished: bool,
+        budget: Option<BudgetStop>,
     },
     Failed(String),
 }
@@ -92,6 +116,8 @@ pub struct RunModel {
     pub last_score: Duration,
     pub progress: LiveProgress,
     pub phase: RunPhase,
+    /// The budget that paused the run, when one did.
+    pub stopped_by: Option<BudgetStop>,
     /// Non-fatal problems (a torn last journal line, unreadable lines).
     pub notes: Vec<String>,
 }
@@ -115,6 +141,7 @@ impl RunModel {
                 ..LiveProgress::default()
             },
             phase: RunPhase::Loaded,
+            stopped_by: None,
             notes: Vec::new(),
         }
     }
@@ -292,7 +319,8 @@ pub fn collect(run: &SharedRun, events: Receiver<LiveEvent>, repaint: &(dyn Fn()
                         dirty = true;
                     }
                     LiveEvent::Progress(p) => m.progress = p,
-                    LiveEvent::Ended { finished } => {
+                    LiveEvent::Ended { finished, budget } => {
+                        m.stopped_by = budget;
                         m.phase = if finished {
                             RunPhase::Finished
                         } else {
@@ -425,10 +453,15 @@ mod tests {
         assert_eq!(run.lock().phase, RunPhase::Failed(RUNNER_DIED.into()));
 
         let (run, tx, handle) = collecting(2);
-        tx.send(LiveEvent::Ended { finished: false }).unwrap();
+        tx.send(LiveEvent::Ended {
+            finished: false,
+            budget: Some(BudgetStop::Cost),
+        })
+        .unwrap();
         drop(tx);
         handle.join().unwrap();
         assert_eq!(run.lock().phase, RunPhase::Paused);
+        assert_eq!(run.lock().stopped_by, Some(BudgetStop::Cost));
     }
 
     #[test]
@@ -441,7 +474,11 @@ mod tests {
         ] {
             tx.send(LiveEvent::Record(Box::new(r))).unwrap();
         }
-        tx.send(LiveEvent::Ended { finished: true }).unwrap();
+        tx.send(LiveEvent::Ended {
+            finished: true,
+            budget: None,
+        })
+        .unwrap();
         drop(tx);
         handle.join().unwrap();
         let m = run.lock();
@@ -472,7 +509,11 @@ mod tests {
             Some("B"),
         ))))
         .unwrap();
-        tx.send(LiveEvent::Ended { finished: true }).unwrap();
+        tx.send(LiveEvent::Ended {
+            finished: true,
+            budget: None,
+        })
+        .unwrap();
         drop(tx);
         handle.join().unwrap();
         let m = run.lock();

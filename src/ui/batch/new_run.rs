@@ -15,7 +15,7 @@ use eframe::egui;
 
 use super::super::jobs::Job;
 use super::BatchContext;
-use super::model::{LiveEvent, LiveProgress, RunModel, RunPhase, SharedRun, collect};
+use super::model::{BudgetStop, LiveEvent, LiveProgress, RunModel, RunPhase, SharedRun, collect};
 use crate::dataset::{MmadDataset, category_of, dataset_of};
 use crate::echo::KnowledgeMode;
 use crate::echo::plan::ExpertTable;
@@ -832,6 +832,13 @@ fn to_live(e: RunEvent) -> LiveEvent {
         }),
         RunEvent::Finished(s) => LiveEvent::Ended {
             finished: s.outcome == RunOutcome::Finished,
+            budget: if s.max_cost_reached {
+                Some(BudgetStop::Cost)
+            } else if s.budget_reached {
+                Some(BudgetStop::Tokens)
+            } else {
+                None
+            },
         },
     }
 }
