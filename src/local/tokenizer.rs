@@ -88,4 +88,15 @@ impl PromptTokenizer {
                 source,
             })
     }
+
+    /// Text of a reply's `ids` with special tokens left out (transformers'
+    /// `decode(skip_special_tokens=True)`).
+    pub fn decode_reply(&self, ids: &[u32]) -> Result<String, TokenizerError> {
+        self.inner
+            .decode(ids, true)
+            .map_err(|source| TokenizerError::Encode {
+                path: self.path.clone(),
+                source,
+            })
+    }
 }

@@ -6,8 +6,11 @@
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
+use echo_workbench::jobs::CancelToken;
 use echo_workbench::local::image_processor::smart_resize;
-use echo_workbench::local::{LocalError, ModelDir, ModelSource, Processor};
+use echo_workbench::local::{
+    LocalError, LocalModel, ModelDir, ModelSource, Processor, SamplingOptions,
+};
 use echo_workbench::util::error::chain;
 use serde_json::Value;
 
@@ -349,4 +352,84 @@ fn a_template_with_the_wrong_number_of_placeholders_is_an_error() {
         ),
         "{err:?}"
     );
+}
+
+fn generate_reference() -> Value {
+    let text = std::fs::read_to_string(fixture().join("generate_reference.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect()
+}
+
+fn load_model() -> LocalModel {
+    LocalModel::load(
+        &ModelSource::Folder(fixture()),
+        None,
+        &candle_core::Device::Cpu,
+    )
+    .unwrap_or_else(|e| panic!("{}", chain(&e)))
+}
+
+/// Prompt ids, greedy tokens and the first position's logits of every case
+/// (text only, one, two and three images, tiny, large, wide and tall ones)
+/// against transformers' `generate(do_sample=False)`.
+#[test]
+fn greedy_generation_equals_transformers() {
+    let reference = generate_reference();
+    let max_tokens = reference["max_new_tokens"].as_u64().unwrap() as usize;
+    let mut model = load_model();
+    let options = SamplingOptions {
+        max_tokens,
+        ..SamplingOptions::default()
+    };
+    let cases = reference["cases"].as_array().unwrap();
+    assert!(cases.len() >= 8);
+    let mut worst = 0f32;
+    for case in cases {
+        let name = case["name"].as_str().unwrap();
+        let mut streamed = Vec::new();
+        let reply = model
+            .reply(
+                &images_of(case),
+                case["text"].as_str().unwrap(),
+                &options,
+                &CancelToken::new(),
+                |t| streamed.push(t),
+            )
+            .unwrap_or_else(|e| panic!("{name}: {}", chain(&e)));
+        assert_eq!(
+            reply.prompt_tokens,
+            ids(&case["prompt_tokens"]),
+            "{name}: prompt"
+        );
+        let expected = f32s(case["first_logits"]["f32le_base64"].as_str().unwrap());
+        let got = &reply.generation.first_logits;
+        assert_eq!(got.len(), expected.len(), "{name}: vocabulary");
+        let diff = got
+            .iter()
+            .zip(&expected)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        eprintln!("{name}: max abs logits diff {diff:e}");
+        worst = worst.max(diff);
+        assert!(diff <= 1e-4, "{name}: logits differ by {diff}");
+        assert_eq!(
+            reply.generation.tokens,
+            ids(&case["tokens"]),
+            "{name}: tokens"
+        );
+        assert_eq!(streamed, reply.generation.tokens, "{name}: streamed");
+        assert_eq!(
+            reply.text,
+            case["text_out"].as_str().unwrap(),
+            "{name}: text"
+        );
+    }
+    eprintln!("worst max abs logits diff {worst:e}");
 }

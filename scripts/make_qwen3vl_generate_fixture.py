@@ -1,0 +1,103 @@
+#!/usr/bin/env python3
+"""Record what transformers generates with the tiny Qwen3-VL fixture, so that
+`tests/it/local.rs` can check the Rust forward pass and greedy decoding
+without Python.
+
+Reads the model folder `make_tiny_qwen3vl.py` wrote (default
+`tests/fixtures/tiny_qwen3vl/`) and the cases of its `reference.json` (text
+only, one image, two images, three images, tiny, large, very wide and very
+tall images), and writes `generate_reference.json` beside them: per case the
+prompt's token ids, the ids `generate(do_sample=False, max_new_tokens=N)`
+returns after the prompt (end-of-turn token included when reached), and the
+float32 logits of the first generated position (base64 of little-endian
+float32; the vocabulary is small enough to store whole).
+
+Usage (needs what `make_tiny_qwen3vl.py` installs, torch included; it uses the
+same virtual environment, `target/tiny-qwen3vl-venv` or `$TINY_QWEN3VL_VENV`):
+
+    python3 scripts/make_qwen3vl_generate_fixture.py [MODEL_DIR] [--max-new-tokens N]
+"""
+
+import base64
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import make_tiny_qwen3vl  # noqa: E402  (its venv bootstrap, shared on purpose)
+
+MAX_NEW_TOKENS = 24
+
+
+def main():
+    make_tiny_qwen3vl.ensure_venv()
+    import numpy as np
+    import torch
+    import transformers
+    from PIL import Image
+    from transformers import AutoProcessor, Qwen3VLForConditionalGeneration
+
+    args = sys.argv[1:]
+    max_new = MAX_NEW_TOKENS
+    if "--max-new-tokens" in args:
+        i = args.index("--max-new-tokens")
+        max_new = int(args[i + 1])
+        del args[i : i + 2]
+    folder = Path(args[0]) if args else make_tiny_qwen3vl.REPO / "tests" / "fixtures" / "tiny_qwen3vl"
+    reference = json.loads((folder / "reference.json").read_text())
+
+    torch.manual_seed(0)
+    processor = AutoProcessor.from_pretrained(folder)
+    model = Qwen3VLForConditionalGeneration.from_pretrained(folder, dtype=torch.float32).eval()
+
+    records = []
+    for case in reference["cases"]:
+        images = [Image.open(folder / p).convert("RGB") for p in case["images"]]
+        content = [{"type": "image"} for _ in images] + [{"type": "text", "text": case["text"]}]
+        messages = [{"role": "user", "content": content}]
+        prompt = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        kwargs = {"images": images} if images else {}
+        batch = processor(text=[prompt], return_tensors="pt", **kwargs)
+        with torch.no_grad():
+            out = model.generate(
+                **batch,
+                do_sample=False,
+                max_new_tokens=max_new,
+                output_logits=True,
+                return_dict_in_generate=True,
+            )
+        prompt_ids = batch["input_ids"][0].tolist()
+        generated = out.sequences[0, len(prompt_ids) :].tolist()
+        # The stored logits come from a plain forward of the prompt; generate's
+        # own (another code path) must agree with them to rounding.
+        with torch.no_grad():
+            first = model(**batch).logits[0, -1].to(torch.float32).numpy()
+        from_generate = out.logits[0][0].to(torch.float32).numpy()
+        assert np.abs(first - from_generate).max() < 1e-5, case["name"]
+        records.append(
+            {
+                "name": case["name"],
+                "images": case["images"],
+                "text": case["text"],
+                "prompt_tokens": prompt_ids,
+                "tokens": generated,
+                "text_out": processor.decode(generated, skip_special_tokens=True),
+                "first_logits": {
+                    "len": int(first.shape[0]),
+                    "f32le_base64": base64.b64encode(first.astype("<f4").tobytes()).decode(),
+                },
+            }
+        )
+        print(f"{case['name']}: {len(prompt_ids)} prompt tokens, generated {generated}")
+
+    result = {
+        "generated_by": "scripts/make_qwen3vl_generate_fixture.py",
+        "versions": {"transformers": transformers.__version__, "torch": torch.__version__},
+        "max_new_tokens": max_new,
+        "cases": records,
+    }
+    (folder / "generate_reference.json").write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
+
+
+if __name__ == "__main__":
+    main()
