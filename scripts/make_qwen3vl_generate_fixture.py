@@ -35,7 +35,7 @@ def main():
     import torch
     import transformers
     from PIL import Image
-    from transformers import AutoProcessor, Qwen3VLForConditionalGeneration
+    from transformers import AutoProcessor, Qwen3VLForConditionalGeneration, Qwen3VLProcessor
 
     args = sys.argv[1:]
     max_new = MAX_NEW_TOKENS
@@ -48,6 +48,19 @@ def main():
 
     torch.manual_seed(0)
     processor = AutoProcessor.from_pretrained(folder)
+    # AutoProcessor picks the torchvision image processor, whose resize differs
+    # from Pillow's by up to 0.03 in pixel values; the checked-in inputs (and
+    # the Rust port) are the Pillow one's, so use that here too.
+    try:
+        from transformers import Qwen2VLImageProcessorPil as PilImageProcessor
+    except ImportError:
+        from transformers import Qwen2VLImageProcessor as PilImageProcessor
+    processor = Qwen3VLProcessor(
+        image_processor=PilImageProcessor.from_pretrained(folder),
+        tokenizer=processor.tokenizer,
+        video_processor=processor.video_processor,
+        chat_template=processor.chat_template,
+    )
     model = Qwen3VLForConditionalGeneration.from_pretrained(folder, dtype=torch.float32).eval()
 
     records = []
@@ -67,6 +80,11 @@ def main():
                 return_dict_in_generate=True,
             )
         prompt_ids = batch["input_ids"][0].tolist()
+        assert prompt_ids == case["input_ids"], case["name"]
+        if images:
+            stored = base64.b64decode(case["pixel_values"]["f32le_base64"])
+            stored = np.frombuffer(stored, dtype="<f4")
+            assert np.abs(batch["pixel_values"].numpy().ravel() - stored).max() <= 1e-6, case["name"]
         generated = out.sequences[0, len(prompt_ids) :].tolist()
         # The stored logits come from a plain forward of the prompt; generate's
         # own (another code path) must agree with them to rounding.

@@ -4,24 +4,41 @@
 //! into one language token (the last block's output, and the deepstack
 //! features of chosen blocks).
 
-use candle_core::{DType, Device, Module, Result, Tensor};
-use candle_nn::{
-    Activation, Embedding, LayerNorm, LayerNormConfig, Linear, VarBuilder, layer_norm, linear,
-};
+use candle_core::{D, DType, Device, Module, Result, Tensor};
+use candle_nn::{Activation, Embedding, Linear, VarBuilder, linear};
 
 use super::config::VisionConfig;
 
 const NORM_EPS: f64 = 1e-6;
 
+/// LayerNorm with the variance taken about the mean (two passes), as torch
+/// does: candle's fused kernel computes `E[x^2] - E[x]^2` in f32, which loses
+/// digits whenever a row's mean is large beside its spread, as in the residual
+/// streams of large ViTs.
+struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl Module for LayerNorm {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let dtype = xs.dtype();
+        let xs = xs.to_dtype(DType::F32)?;
+        let centered = xs.broadcast_sub(&xs.mean_keepdim(D::Minus1)?)?;
+        let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
+        centered
+            .broadcast_div(&(var + NORM_EPS)?.sqrt()?)?
+            .to_dtype(dtype)?
+            .broadcast_mul(&self.weight)?
+            .broadcast_add(&self.bias)
+    }
+}
+
 fn norm(dim: usize, vb: VarBuilder) -> Result<LayerNorm> {
-    layer_norm(
-        dim,
-        LayerNormConfig {
-            eps: NORM_EPS,
-            ..Default::default()
-        },
-        vb,
-    )
+    Ok(LayerNorm {
+        weight: vb.get(dim, "weight")?,
+        bias: vb.get(dim, "bias")?,
+    })
 }
 
 struct Mlp {

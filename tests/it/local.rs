@@ -9,7 +9,7 @@ use base64::Engine;
 use echo_workbench::jobs::CancelToken;
 use echo_workbench::local::image_processor::smart_resize;
 use echo_workbench::local::{
-    LocalError, LocalModel, ModelDir, ModelSource, Processor, SamplingOptions,
+    LocalError, LocalModel, ModelDir, ModelSource, Processor, SamplingOptions, StopReason,
 };
 use echo_workbench::util::error::chain;
 use serde_json::Value;
@@ -418,7 +418,10 @@ fn greedy_generation_equals_transformers() {
             .fold(0f32, f32::max);
         eprintln!("{name}: max abs logits diff {diff:e}");
         worst = worst.max(diff);
-        assert!(diff <= 1e-4, "{name}: logits differ by {diff}");
+        // The issue asks for 1e-4; this port is at ~3e-7, and a swap of the
+        // height and width rotary axes moves these logits by ~1e-5, so the
+        // bound is set where such a mistake cannot hide.
+        assert!(diff <= 5e-6, "{name}: logits differ by {diff}");
         assert_eq!(
             reply.generation.tokens,
             ids(&case["tokens"]),
@@ -432,4 +435,71 @@ fn greedy_generation_equals_transformers() {
         );
     }
     eprintln!("worst max abs logits diff {worst:e}");
+}
+
+#[test]
+fn decoding_stops_at_end_of_turn_limit_and_cancel_and_samples_by_seed() {
+    let reference = generate_reference();
+    let case = &reference["cases"][1];
+    let greedy = ids(&case["tokens"]);
+    let text = case["text"].as_str().unwrap();
+    let images = images_of(case);
+    let mut model = load_model();
+    assert_eq!(model.stop, vec![2], "generation_config.json's eos_token_id");
+    let run = |model: &mut LocalModel, options: &SamplingOptions, cancel_after: Option<usize>| {
+        let cancel = CancelToken::new();
+        let mut seen = 0;
+        model
+            .reply(&images, text, options, &cancel, |_| {
+                seen += 1;
+                if Some(seen) == cancel_after {
+                    cancel.cancel();
+                }
+            })
+            .unwrap()
+            .generation
+    };
+    let limited = SamplingOptions {
+        max_tokens: 3,
+        ..SamplingOptions::default()
+    };
+    let g = run(&mut model, &limited, None);
+    assert_eq!(
+        (g.tokens.as_slice(), g.stop),
+        (&greedy[..3], StopReason::MaxTokens)
+    );
+
+    let long = SamplingOptions {
+        max_tokens: 50,
+        ..SamplingOptions::default()
+    };
+    let g = run(&mut model, &long, Some(4));
+    assert_eq!(
+        (g.tokens.as_slice(), g.stop),
+        (&greedy[..4], StopReason::Cancelled)
+    );
+
+    // The fifth greedy token as the end of the turn: decoding stops there, keeping it.
+    model.stop = vec![greedy[4]];
+    let first = greedy.iter().position(|&t| t == greedy[4]).unwrap();
+    let g = run(&mut model, &long, None);
+    assert_eq!(
+        (g.tokens.as_slice(), g.stop),
+        (&greedy[..=first], StopReason::EndOfTurn)
+    );
+    model.stop = vec![2];
+
+    let sampled = |model: &mut LocalModel, seed| {
+        let options = SamplingOptions {
+            max_tokens: 12,
+            temperature: Some(1.0),
+            top_p: Some(0.95),
+            seed,
+        };
+        run(model, &options, None).tokens
+    };
+    let a = sampled(&mut model, 7);
+    assert_eq!(a, sampled(&mut model, 7), "same seed, same tokens");
+    assert_ne!(a, sampled(&mut model, 8), "another seed, other tokens");
+    assert_ne!(a, greedy[..a.len()], "sampling is not greedy");
 }
