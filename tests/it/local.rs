@@ -503,3 +503,52 @@ fn decoding_stops_at_end_of_turn_limit_and_cancel_and_samples_by_seed() {
     assert_ne!(a, sampled(&mut model, 8), "another seed, other tokens");
     assert_ne!(a, greedy[..a.len()], "sampling is not greedy");
 }
+
+/// `generate --format json` prints transformers' ids for the two-image case,
+/// its text, and a time for each phase; a folder without weights is named.
+#[test]
+fn generate_command_prints_transformers_ids() {
+    let reference = generate_reference();
+    let case = reference["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "two_images")
+        .unwrap();
+    let mut cmd = crate::common::bin();
+    cmd.arg("generate")
+        .arg("--model")
+        .arg(format!("local:{}", fixture().display()));
+    for image in case["images"].as_array().unwrap() {
+        cmd.arg("--image")
+            .arg(fixture().join(image.as_str().unwrap()));
+    }
+    let out = cmd
+        .args(["--prompt", case["text"].as_str().unwrap()])
+        .args(["--max-tokens", &reference["max_new_tokens"].to_string()])
+        .args(["--format", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed["prompt_tokens"], case["prompt_tokens"]);
+    assert_eq!(printed["tokens"], case["tokens"]);
+    assert_eq!(printed["text"], case["text_out"]);
+    for phase in ["load", "prefill", "decode"] {
+        assert!(printed["ms"][phase].as_f64().unwrap() > 0.0, "{phase}");
+    }
+
+    let bare = copy_fixture_without(&["model.safetensors"]);
+    let out = crate::common::bin()
+        .args(["generate", "--prompt", "x", "--model"])
+        .arg(format!("local:{}", bare.path().display()))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("model.safetensors"), "{err}");
+}
