@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
+use echo_workbench::echo::LocalBackend;
 use echo_workbench::jobs::CancelToken;
 use echo_workbench::local::{LocalModel, ModelSource, SamplingOptions};
 use echo_workbench::vision::decode::{DecodeLimits, decode_rgb8};
@@ -68,6 +69,20 @@ fn device() -> anyhow::Result<candle_core::Device> {
     {
         Ok(candle_core::Device::Cpu)
     }
+}
+
+/// `local:SPEC` loaded (stored dtype, the GPU in a `cuda` build) behind the
+/// pipeline's chat interface, greedy, at most `max_tokens` per reply.
+pub fn local_backend(spec: &str, max_tokens: usize) -> anyhow::Result<LocalBackend> {
+    let source = source(spec)?;
+    let model = LocalModel::load(&source, None, &device()?)
+        .with_context(|| format!("loading the model {source}"))?;
+    eprintln!("loaded {spec} in {:.0} ms", model.load_ms);
+    let options = SamplingOptions {
+        max_tokens,
+        ..SamplingOptions::default()
+    };
+    Ok(LocalBackend::new(model, spec, options))
 }
 
 pub fn run(args: &GenerateArgs) -> anyhow::Result<ExitCode> {

@@ -15,6 +15,9 @@ pub enum PipelineError {
     /// failure from another; its message is the one recorded, unchanged.
     #[error(transparent)]
     Mllm(#[from] MllmError),
+    /// The model run in-process failed (its folder, inputs or forward pass).
+    #[error(transparent)]
+    Local(#[from] crate::local::LocalError),
     /// A backend without a client (a scripted one) failed; the message is its own.
     #[error("{message}")]
     Backend { message: String },

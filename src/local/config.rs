@@ -182,7 +182,7 @@ impl ModelConfig {
         let num_key_value_heads = t.num_key_value_heads.unwrap_or(t.num_attention_heads);
         if t.num_attention_heads == 0
             || num_key_value_heads == 0
-            || t.num_attention_heads % num_key_value_heads != 0
+            || !t.num_attention_heads.is_multiple_of(num_key_value_heads)
         {
             return Err(format!(
                 "text_config: {} attention heads cannot share {num_key_value_heads} key/value heads",
@@ -190,7 +190,7 @@ impl ModelConfig {
             ));
         }
         let v = raw.vision_config;
-        if v.num_heads == 0 || v.hidden_size % v.num_heads != 0 {
+        if v.num_heads == 0 || !v.hidden_size.is_multiple_of(v.num_heads) {
             return Err(format!(
                 "vision_config: hidden_size {} is not a multiple of num_heads {}",
                 v.hidden_size, v.num_heads

@@ -11,6 +11,7 @@ use super::generate::{Generation, SamplingOptions, generate, stop_tokens};
 use super::model::Qwen3Vl;
 use super::model_dir::ModelSource;
 use super::processor::Processor;
+use super::template::TurnPart;
 use crate::jobs::CancelToken;
 
 /// What one user turn produced.
@@ -61,6 +62,31 @@ impl LocalModel {
         on_token: impl FnMut(u32),
     ) -> Result<Reply, LocalError> {
         let inputs = self.processor.prepare(images, text)?;
+        self.reply_to(inputs, options, cancel, on_token)
+    }
+
+    /// Answers an optional system message and one user turn of `parts` in
+    /// order (`images` are its image parts' images, in order).
+    pub fn reply_turn(
+        &mut self,
+        system: Option<&str>,
+        parts: &[TurnPart],
+        images: &[RgbImage],
+        options: &SamplingOptions,
+        cancel: &CancelToken,
+        on_token: impl FnMut(u32),
+    ) -> Result<Reply, LocalError> {
+        let inputs = self.processor.prepare_turn(system, parts, images)?;
+        self.reply_to(inputs, options, cancel, on_token)
+    }
+
+    fn reply_to(
+        &mut self,
+        inputs: super::processor::ModelInputs,
+        options: &SamplingOptions,
+        cancel: &CancelToken,
+        on_token: impl FnMut(u32),
+    ) -> Result<Reply, LocalError> {
         let generation = generate(
             &mut self.model,
             &inputs,

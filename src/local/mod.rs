@@ -27,7 +27,7 @@ pub use model::Qwen3Vl;
 pub use model_dir::{ModelDir, ModelSource};
 pub use processor::{ModelInputs, Processor};
 pub use rope::RopeIndexError;
-pub use template::{ChatTemplate, TemplateError};
+pub use template::{ChatTemplate, TemplateError, TurnPart};
 pub use tokenizer::{PromptTokenizer, TokenizerError};
 
 /// What failed while opening a local model or building its inputs.
@@ -97,6 +97,13 @@ pub enum LocalError {
         what: &'static str,
         #[source]
         source: candle_core::Error,
+    },
+    #[error("image {index} of the turn ({})", path.display())]
+    ReadImage {
+        index: usize,
+        path: PathBuf,
+        #[source]
+        source: crate::vision::decode::DecodeError,
     },
     #[error("the prompt has no tokens")]
     EmptyPrompt,

@@ -142,9 +142,11 @@ impl MropeTable {
         let half = self.inv_freq.len();
         let mut cos = Vec::with_capacity(n * half);
         let mut sin = Vec::with_capacity(n * half);
-        for token in 0..n {
+        let [t, h, w] = rows;
+        for ((&pt, &ph), &pw) in t.iter().zip(h.iter()).zip(w.iter()) {
+            let pos = [pt, ph, pw];
             for (f, &axis) in self.inv_freq.iter().zip(&self.axis) {
-                let angle = rows[axis][token] as f32 * f;
+                let angle = pos[axis] as f32 * f;
                 cos.push(angle.cos());
                 sin.push(angle.sin());
             }

@@ -552,3 +552,52 @@ fn generate_command_prints_transformers_ids() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("model.safetensors"), "{err}");
 }
+
+/// `inspect --endpoint local:DIR` answers through the whole Echo pipeline with
+/// the model in-process: the Decision Maker's request carries both images and
+/// the reply's usage is the model's own token count.
+#[test]
+fn inspect_answers_with_a_local_model() {
+    let home = tempfile::tempdir().unwrap();
+    let out = crate::common::bin()
+        .env("ECHO_WORKBENCH_HOME", home.path())
+        .arg("inspect")
+        .arg(crate::common::repo(
+            "assets/sample/Sample/washer/test/scratch/000.png",
+        ))
+        .args(["--question", "What kind of defect does the washer have?"])
+        .arg("--endpoint")
+        .arg(format!("local:{}", fixture().display()))
+        .args(["--max-tokens", "6", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let decision = v["experts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "decision_maker")
+        .unwrap();
+    let output = &decision["output"];
+    let summary = &output["request_summary"];
+    assert_eq!(summary["model"], format!("local:{}", fixture().display()));
+    let images: Vec<&Value> = summary["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["type"] == "image")
+        .collect();
+    assert_eq!(images.len(), 2, "reference and query image");
+    assert!(images.iter().all(|p| p["width"].as_u64().unwrap() > 0));
+    assert_eq!(
+        output["finish_reason"], "length",
+        "6 tokens of a random model"
+    );
+    assert!(summary["prompt_tokens"].as_u64().unwrap() > 100);
+    assert!(v["answer"]["letter"].is_string(), "{v}");
+}
