@@ -593,6 +593,33 @@ fn print_block(text: &str) {
     }
 }
 
+/// The HTTP endpoint to ask: the flag's URL, or the app's active endpoint, with
+/// the flags given taking precedence.
+fn http_endpoint(args: &InspectArgs, app: Option<&AppSettings>) -> anyhow::Result<EndpointConfig> {
+    let mut cfg = match (&args.endpoint, app) {
+        (None, Some(app)) => app.active_endpoint()?,
+        (url, _) => EndpointConfig {
+            name: "inspect".into(),
+            base_url: url
+                .clone()
+                .unwrap_or_else(|| "http://127.0.0.1:8000/v1".into()),
+            model: "default".into(),
+            timeout_s: 120.0,
+            ..EndpointConfig::default()
+        },
+    };
+    override_endpoint(
+        &mut cfg,
+        args.model.as_ref(),
+        args.api_key_env.as_ref(),
+        args.timeout,
+    );
+    if let Some(n) = args.max_tokens {
+        cfg.max_tokens = n;
+    }
+    Ok(cfg)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -621,31 +648,4 @@ mod tests {
         );
         assert_eq!(parse_extract("mmad-last").unwrap(), ExtractMode::MmadLast);
     }
-}
-
-/// The HTTP endpoint to ask: the flag's URL, or the app's active endpoint, with
-/// the flags given taking precedence.
-fn http_endpoint(args: &InspectArgs, app: Option<&AppSettings>) -> anyhow::Result<EndpointConfig> {
-    let mut cfg = match (&args.endpoint, app) {
-        (None, Some(app)) => app.active_endpoint()?,
-        (url, _) => EndpointConfig {
-            name: "inspect".into(),
-            base_url: url
-                .clone()
-                .unwrap_or_else(|| "http://127.0.0.1:8000/v1".into()),
-            model: "default".into(),
-            timeout_s: 120.0,
-            ..EndpointConfig::default()
-        },
-    };
-    override_endpoint(
-        &mut cfg,
-        args.model.as_ref(),
-        args.api_key_env.as_ref(),
-        args.timeout,
-    );
-    if let Some(n) = args.max_tokens {
-        cfg.max_tokens = n;
-    }
-    Ok(cfg)
 }

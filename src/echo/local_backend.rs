@@ -46,7 +46,7 @@ fn images_of(req: &ChatRequest) -> Result<Vec<RgbImage>, PipelineError> {
         .enumerate()
         .map(|(index, path)| {
             decode_rgb8(path, DecodeLimits::default()).map_err(|source| {
-                PipelineError::Local(LocalError::ReadImage {
+                PipelineError::from(LocalError::ReadImage {
                     index,
                     path: path.clone(),
                     source,
