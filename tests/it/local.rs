@@ -601,3 +601,55 @@ fn inspect_answers_with_a_local_model() {
     assert!(summary["prompt_tokens"].as_u64().unwrap() > 100);
     assert!(v["answer"]["letter"].is_string(), "{v}");
 }
+
+/// A sharded checkpoint (an index naming its shards) loads like one file; a
+/// missing shard is named, with the repository to fetch it from.
+#[test]
+fn sharded_weights_load_and_a_missing_shard_is_named() {
+    let dir = copy_fixture_without(&["model.safetensors"]);
+    let shard = "model-00001-of-00001.safetensors";
+    std::fs::copy(fixture().join("model.safetensors"), dir.path().join(shard)).unwrap();
+    let index = serde_json::json!({
+        "metadata": {},
+        "weight_map": {
+            "lm_head.weight": shard,
+            "model.language_model.norm.weight": shard,
+        }
+    });
+    let index_path = dir.path().join("model.safetensors.index.json");
+    std::fs::write(&index_path, index.to_string()).unwrap();
+    let reference = generate_reference();
+    let case = &reference["cases"][0];
+    let mut model = LocalModel::load(
+        &ModelSource::Folder(dir.path().to_path_buf()),
+        None,
+        &candle_core::Device::Cpu,
+    )
+    .unwrap_or_else(|e| panic!("{}", chain(&e)));
+    let options = SamplingOptions {
+        max_tokens: 5,
+        ..SamplingOptions::default()
+    };
+    let reply = model
+        .reply(
+            &[],
+            case["text"].as_str().unwrap(),
+            &options,
+            &CancelToken::new(),
+            |_| {},
+        )
+        .unwrap();
+    assert_eq!(reply.generation.tokens, ids(&case["tokens"])[..5]);
+
+    std::fs::remove_file(dir.path().join(shard)).unwrap();
+    let err = LocalModel::load(
+        &ModelSource::Folder(dir.path().to_path_buf()),
+        None,
+        &candle_core::Device::Cpu,
+    )
+    .err()
+    .unwrap();
+    let text = chain(&err);
+    assert!(matches!(err, LocalError::MissingFiles { .. }), "{text}");
+    assert!(text.contains(shard) && text.contains("Qwen/"), "{text}");
+}
