@@ -12,10 +12,18 @@ returns after the prompt (end-of-turn token included when reached), and the
 float32 logits of the first generated position (base64 of little-endian
 float32; the vocabulary is small enough to store whole).
 
+With `--variant-tied`, it first builds a second tiny model beside the first,
+`tests/fixtures/tiny_qwen3vl_tied/`: the same tokenizer, template and image
+settings, but tied input and output embeddings, no grouped key/value heads,
+head_dim 16 with M-RoPE sections [4, 2, 2] (so the interleave runs out of
+height and width frequencies before the end), three language layers and one
+deepstack block; its cases name the first fixture's images.
+
 Usage (needs what `make_tiny_qwen3vl.py` installs, torch included; it uses the
 same virtual environment, `target/tiny-qwen3vl-venv` or `$TINY_QWEN3VL_VENV`):
 
     python3 scripts/make_qwen3vl_generate_fixture.py [MODEL_DIR] [--max-new-tokens N]
+    python3 scripts/make_qwen3vl_generate_fixture.py --variant-tied
 """
 
 import base64
@@ -27,6 +35,40 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import make_tiny_qwen3vl  # noqa: E402  (its venv bootstrap, shared on purpose)
 
 MAX_NEW_TOKENS = 24
+VARIANT_FILES = [
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "chat_template.jinja",
+    "processor_config.json",
+]
+
+
+def build_tied_variant(base, out):
+    """A second tiny model whose shape differs where a port could go wrong."""
+    import shutil
+
+    import torch
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+    config = Qwen3VLConfig.from_pretrained(base)
+    text = config.text_config
+    text.num_hidden_layers = 3
+    text.num_attention_heads = 4
+    text.num_key_value_heads = 4
+    text.head_dim = 16
+    text.rope_parameters = dict(text.rope_parameters, mrope_section=[4, 2, 2], rope_theta=5000.0)
+    text.tie_word_embeddings = True
+    config.tie_word_embeddings = True
+    config.vision_config.deepstack_visual_indexes = [1]
+    torch.manual_seed(make_tiny_qwen3vl.SEED + 1)
+    model = Qwen3VLForConditionalGeneration(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.2)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    for name in VARIANT_FILES:
+        shutil.copy(base / name, out / name)
 
 
 def main():
@@ -43,8 +85,17 @@ def main():
         i = args.index("--max-new-tokens")
         max_new = int(args[i + 1])
         del args[i : i + 2]
-    folder = Path(args[0]) if args else make_tiny_qwen3vl.REPO / "tests" / "fixtures" / "tiny_qwen3vl"
-    reference = json.loads((folder / "reference.json").read_text())
+    fixtures = make_tiny_qwen3vl.REPO / "tests" / "fixtures"
+    base = fixtures / "tiny_qwen3vl"
+    images_from = base
+    if "--variant-tied" in args:
+        args.remove("--variant-tied")
+        folder = fixtures / "tiny_qwen3vl_tied"
+        build_tied_variant(base, folder)
+    else:
+        folder = Path(args[0]) if args else base
+        images_from = folder
+    reference = json.loads((images_from / "reference.json").read_text())
 
     torch.manual_seed(0)
     processor = AutoProcessor.from_pretrained(folder)
@@ -65,7 +116,7 @@ def main():
 
     records = []
     for case in reference["cases"]:
-        images = [Image.open(folder / p).convert("RGB") for p in case["images"]]
+        images = [Image.open(images_from / p).convert("RGB") for p in case["images"]]
         content = [{"type": "image"} for _ in images] + [{"type": "text", "text": case["text"]}]
         messages = [{"role": "user", "content": content}]
         prompt = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -110,6 +161,7 @@ def main():
 
     result = {
         "generated_by": "scripts/make_qwen3vl_generate_fixture.py",
+        "images_from": images_from.name,
         "versions": {"transformers": transformers.__version__, "torch": torch.__version__},
         "max_new_tokens": max_new,
         "cases": records,
