@@ -105,7 +105,34 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<ExitCode> {
         top_p: args.top_p,
         seed: args.seed,
     };
-    let reply = model.reply(&images, &args.prompt, &options, &CancelToken::new(), |_| {})?;
+    let streaming = matches!(args.format, TextOrJson::Text);
+    let tokenizer = model.processor.tokenizer.clone();
+    let mut so_far = Vec::new();
+    let mut shown = String::new();
+    let on_token = |token: u32| {
+        if !streaming {
+            return;
+        }
+        // Decoding the whole reply each time: a character split over
+        // several byte tokens shows once it is complete.
+        so_far.push(token);
+        if let Ok(text) = tokenizer.decode_reply(&so_far)
+            && let Some(new) = text.strip_prefix(shown.as_str())
+            && !new.is_empty()
+            && !new.ends_with('\u{fffd}')
+        {
+            print!("{new}");
+            let _ = std::io::Write::flush(&mut std::io::stdout());
+            shown = text;
+        }
+    };
+    let reply = model.reply(
+        &images,
+        &args.prompt,
+        &options,
+        &CancelToken::new(),
+        on_token,
+    )?;
     let g = &reply.generation;
     match args.format {
         TextOrJson::Json => {
@@ -120,7 +147,8 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&out)?);
         }
         TextOrJson::Text => {
-            println!("{}", reply.text);
+            // What streaming held back (an unfinished character) comes last.
+            println!("{}", reply.text.strip_prefix(shown.as_str()).unwrap_or(""));
             eprintln!(
                 "{} prompt tokens, {} generated; load {:.0} ms, prefill {:.0} ms, decode {:.0} ms",
                 reply.prompt_tokens.len(),

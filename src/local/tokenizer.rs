@@ -29,6 +29,7 @@ pub enum TokenizerError {
 }
 
 /// A loaded `tokenizer.json`.
+#[derive(Clone)]
 pub struct PromptTokenizer {
     inner: Tokenizer,
     path: PathBuf,
