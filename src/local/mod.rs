@@ -16,6 +16,7 @@ pub mod template;
 pub mod text;
 pub mod tokenizer;
 pub mod vision;
+pub mod weights;
 
 use std::path::PathBuf;
 

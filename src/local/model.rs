@@ -15,6 +15,7 @@ use super::processor::ModelInputs;
 use super::rope::{MropeTable, rope_index};
 use super::text::{TextModel, rotary};
 use super::vision::VisionModel;
+use super::weights::ReleasingWeights;
 
 /// A loaded model and the state of the conversation in its cache.
 pub struct Qwen3Vl {
@@ -134,8 +135,9 @@ impl Qwen3Vl {
         })?;
         // SAFETY: the files are mapped read-only; like every safetensors
         // reader, we rely on nobody truncating them while the model is loaded.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, device) }
-            .map_err(model_err("mapping the weights"))?;
+        let weights =
+            unsafe { ReleasingWeights::open(&files) }.map_err(model_err("mapping the weights"))?;
+        let vb = VarBuilder::from_backend(Box::new(weights), dtype, device.clone());
         let vision = VisionModel::new(vb.pp("model").pp("visual"), &config.vision)
             .map_err(model_err("loading the vision tower"))?;
         let text = TextModel::new(vb.clone(), &config.text)

@@ -681,3 +681,32 @@ fn sharded_weights_load_and_a_missing_shard_is_named() {
     assert!(matches!(err, LocalError::MissingFiles { .. }), "{text}");
     assert!(text.contains(shard) && text.contains("Qwen/"), "{text}");
 }
+
+/// Weights that do not fit the config are named, with both shapes.
+#[test]
+fn a_weight_of_the_wrong_shape_is_named() {
+    let dir = copy_fixture_without(&["config.json"]);
+    let config = std::fs::read_to_string(fixture().join("config.json")).unwrap();
+    let config = config.replace(
+        "\"intermediate_size\": 64,\n    \"model_type\": \"qwen3_vl_vision\"",
+        "\"intermediate_size\": 65,\n    \"model_type\": \"qwen3_vl_vision\"",
+    );
+    assert!(
+        config.contains("65"),
+        "the vision tower's width was changed"
+    );
+    std::fs::write(dir.path().join("config.json"), config).unwrap();
+    let err = LocalModel::load(
+        &ModelSource::Folder(dir.path().to_path_buf()),
+        None,
+        &candle_core::Device::Cpu,
+    )
+    .err()
+    .unwrap();
+    let text = chain(&err);
+    assert!(text.contains("linear_fc1.weight"), "{text}");
+    assert!(
+        text.contains("[64, 32]") && text.contains("[65, 32]"),
+        "{text}"
+    );
+}
