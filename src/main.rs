@@ -49,6 +49,9 @@ enum Command {
     Inspect(Box<cli::inspect::InspectArgs>),
     /// Run a local OpenAI-compatible server that answers without a model (tests, demos).
     MockServer(cli::mock_server::MockServerArgs),
+    /// One user turn through a local model (Qwen3-VL): prompt and generated token
+    /// ids, text and timings, to check against transformers.
+    Generate(Box<cli::generate::GenerateArgs>),
     /// Check that an endpoint lists the model and accepts two images per request.
     Probe(cli::probe::ProbeArgs),
     /// Run an MMAD dataset through the pipeline into a run folder (resumable, shardable).
@@ -156,6 +159,7 @@ fn main() -> ExitCode {
         Some(Command::Inspect(args)) => cli::inspect::run(&args),
         Some(Command::MockServer(args)) => cli::mock_server::run(&args),
         Some(Command::Probe(args)) => cli::probe::run(&args),
+        Some(Command::Generate(args)) => cli::generate::run(&args),
         Some(Command::Run(args)) => cli::run::run(&args),
         Some(Command::Dataset(DatasetCommand::Stats {
             mmad_json,

@@ -17,7 +17,8 @@ use echo_workbench::echo::preflight::{QuestionInputs, check_inputs};
 use echo_workbench::echo::query::Query;
 use echo_workbench::echo::setup::{ContextSources, load_context};
 use echo_workbench::echo::{
-    ExpertStatus, ExpertTrace, ExtractMode, MllmBackend, PipelineSettings, classify_question,
+    ChatBackend, ExpertStatus, ExpertTrace, ExtractMode, MllmBackend, PipelineSettings,
+    classify_question,
 };
 use echo_workbench::jobs::CancelToken;
 use echo_workbench::mllm::EndpointConfig;
@@ -25,7 +26,7 @@ use echo_workbench::vision::spec::EmbedderSpec;
 use indexmap::IndexMap;
 use serde_json::{Value, json};
 
-use super::workspace::{WorkspaceArg, override_endpoint};
+use super::workspace::{AppSettings, WorkspaceArg, override_endpoint};
 use crate::TextOrJson;
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -421,28 +422,16 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<ExitCode> {
         );
     }
 
-    let mut cfg = match (&args.endpoint, &app) {
-        (None, Some(app)) => app.active_endpoint()?,
-        (url, _) => EndpointConfig {
-            name: "inspect".into(),
-            base_url: url
-                .clone()
-                .unwrap_or_else(|| "http://127.0.0.1:8000/v1".into()),
-            model: "default".into(),
-            timeout_s: 120.0,
-            ..EndpointConfig::default()
-        },
+    let backend: Box<dyn ChatBackend> = match args.endpoint.as_deref() {
+        Some(spec) if spec.starts_with("local:") => Box::new(super::generate::local_backend(
+            spec,
+            args.max_tokens
+                .map_or(EndpointConfig::default().max_tokens as usize, |n| {
+                    n as usize
+                }),
+        )?),
+        _ => Box::new(MllmBackend::new(http_endpoint(args, app.as_ref())?)?),
     };
-    override_endpoint(
-        &mut cfg,
-        args.model.as_ref(),
-        args.api_key_env.as_ref(),
-        args.timeout,
-    );
-    if let Some(n) = args.max_tokens {
-        cfg.max_tokens = n;
-    }
-    let backend = MllmBackend::new(cfg)?;
     let runtime = super::runtime()?;
     let text = args.format == TextOrJson::Text;
     if text {
@@ -455,7 +444,7 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<ExitCode> {
     };
     let cancel = CancelToken::new();
     let asked = runtime.block_on(echo_workbench::echo::answer_protocol(
-        &backend, &ctx, &query, &question, 0, &events, &cancel,
+        &*backend, &ctx, &query, &question, 0, &events, &cancel,
     ))?;
     let decision = &asked.decision;
     match args.format {
@@ -661,6 +650,33 @@ fn print_block(text: &str) {
     for line in text.lines() {
         println!("    | {line}");
     }
+}
+
+/// The HTTP endpoint to ask: the flag's URL, or the app's active endpoint, with
+/// the flags given taking precedence.
+fn http_endpoint(args: &InspectArgs, app: Option<&AppSettings>) -> anyhow::Result<EndpointConfig> {
+    let mut cfg = match (&args.endpoint, app) {
+        (None, Some(app)) => app.active_endpoint()?,
+        (url, _) => EndpointConfig {
+            name: "inspect".into(),
+            base_url: url
+                .clone()
+                .unwrap_or_else(|| "http://127.0.0.1:8000/v1".into()),
+            model: "default".into(),
+            timeout_s: 120.0,
+            ..EndpointConfig::default()
+        },
+    };
+    override_endpoint(
+        &mut cfg,
+        args.model.as_ref(),
+        args.api_key_env.as_ref(),
+        args.timeout,
+    );
+    if let Some(n) = args.max_tokens {
+        cfg.max_tokens = n;
+    }
+    Ok(cfg)
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ pub mod bench;
 pub mod compare;
 pub mod dataset;
 pub mod export;
+pub mod generate;
 pub mod inspect;
 pub mod knowledge;
 pub mod memory;

@@ -15,6 +15,10 @@ pub enum PipelineError {
     /// failure from another; its message is the one recorded, unchanged.
     #[error(transparent)]
     Mllm(#[from] MllmError),
+    /// The model run in-process failed (its folder, inputs or forward pass);
+    /// boxed, as its paths would double the size of every result here.
+    #[error(transparent)]
+    Local(Box<crate::local::LocalError>),
     /// A backend without a client (a scripted one) failed; the message is its own.
     #[error("{message}")]
     Backend { message: String },
@@ -43,6 +47,12 @@ pub enum PipelineError {
     Template(#[from] TemplateError),
     #[error("the reference memory does not fit the embedder: {0}")]
     Memory(#[source] crate::memory::MemoryError),
+}
+
+impl From<crate::local::LocalError> for PipelineError {
+    fn from(e: crate::local::LocalError) -> Self {
+        PipelineError::Local(Box::new(e))
+    }
 }
 
 impl PipelineError {

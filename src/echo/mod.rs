@@ -13,6 +13,7 @@ pub mod context;
 pub mod error;
 pub mod experts;
 pub mod guide;
+pub mod local_backend;
 pub mod pipeline;
 pub mod plan;
 pub mod preflight;
@@ -28,6 +29,7 @@ pub mod trace;
 pub use backend::{ChatBackend, MllmBackend, ScriptedBackend};
 pub use classify::classify_question;
 pub use error::PipelineError;
+pub use local_backend::LocalBackend;
 pub use pipeline::{Decision, PipelineContext, PipelineEvent, PipelineSettings, answer};
 pub use plan::{
     ExpertSwitches, ExpertTable, KnowledgeMode, Plan, ReasoningMode, ReferenceKind, ScopeMode,

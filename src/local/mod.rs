@@ -4,18 +4,31 @@
 //! model's own chat template, its token ids with each image's placeholder
 //! expanded to one token per merged patch, and the images' patches and grids.
 
+pub mod config;
+pub mod engine;
+pub mod generate;
 pub mod image_processor;
+pub mod model;
 pub mod model_dir;
 pub mod processor;
+pub mod rope;
 pub mod template;
+pub mod text;
 pub mod tokenizer;
+pub mod vision;
+pub mod weights;
 
 use std::path::PathBuf;
 
+pub use config::ModelConfig;
+pub use engine::{LocalModel, Reply};
+pub use generate::{Generation, SamplingOptions, StopReason, generate};
 pub use image_processor::{ImageConfigError, ImagePatches, ImageProcessorConfig, ImageSizeError};
+pub use model::Qwen3Vl;
 pub use model_dir::{ModelDir, ModelSource};
 pub use processor::{ModelInputs, Processor};
-pub use template::{ChatTemplate, TemplateError};
+pub use rope::RopeIndexError;
+pub use template::{ChatTemplate, TemplateError, TurnPart};
 pub use tokenizer::{PromptTokenizer, TokenizerError};
 
 /// What failed while opening a local model or building its inputs.
@@ -80,4 +93,21 @@ pub enum LocalError {
         placeholders: usize,
         images: usize,
     },
+    #[error("{what}")]
+    Model {
+        what: &'static str,
+        #[source]
+        source: candle_core::Error,
+    },
+    #[error("image {index} of the turn ({})", path.display())]
+    ReadImage {
+        index: usize,
+        path: PathBuf,
+        #[source]
+        source: crate::vision::decode::DecodeError,
+    },
+    #[error("the prompt has no tokens")]
+    EmptyPrompt,
+    #[error("the prompt's image placeholders do not match its images")]
+    RopeIndex(#[from] RopeIndexError),
 }

@@ -7,7 +7,7 @@ use image::RgbImage;
 use super::LocalError;
 use super::image_processor::{ImageProcessorConfig, preprocess};
 use super::model_dir::{ModelDir, ModelSource, TOKENIZER_FILE};
-use super::template::ChatTemplate;
+use super::template::{ChatTemplate, TurnPart};
 use super::tokenizer::PromptTokenizer;
 
 /// The placeholder Qwen's processors expand, one per image.
@@ -70,6 +70,23 @@ impl Processor {
     /// The model inputs for one user turn with these images (in order) and text.
     pub fn prepare(&self, images: &[RgbImage], text: &str) -> Result<ModelInputs, LocalError> {
         let prompt = self.render_prompt(images.len(), text)?;
+        self.inputs_for(prompt, images)
+    }
+
+    /// The model inputs for an optional system message and one user turn of
+    /// `parts` in order, `images` being the turn's images in the order of its
+    /// image parts.
+    pub fn prepare_turn(
+        &self,
+        system: Option<&str>,
+        parts: &[TurnPart],
+        images: &[RgbImage],
+    ) -> Result<ModelInputs, LocalError> {
+        let prompt = self.template.render_turn(system, parts)?;
+        self.inputs_for(prompt, images)
+    }
+
+    fn inputs_for(&self, prompt: String, images: &[RgbImage]) -> Result<ModelInputs, LocalError> {
         let placeholders = prompt.matches(IMAGE_TOKEN).count();
         if placeholders != images.len() {
             return Err(LocalError::ImageCount {

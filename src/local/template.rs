@@ -34,10 +34,26 @@ enum ContentPart<'a> {
     Text { text: &'a str },
 }
 
+/// A message's content: a plain string (how OpenAI-compatible servers hand
+/// a system prompt to the template) or a list of parts.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+enum Content<'a> {
+    Text(&'a str),
+    Parts(Vec<ContentPart<'a>>),
+}
+
 #[derive(Debug, Clone, Serialize)]
 struct Message<'a> {
     role: &'a str,
-    content: Vec<ContentPart<'a>>,
+    content: Content<'a>,
+}
+
+/// One part of a user turn, in the order the turn gives them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TurnPart<'a> {
+    Image,
+    Text(&'a str),
 }
 
 impl ChatTemplate {
@@ -53,12 +69,36 @@ impl ChatTemplate {
     /// generation prompt, as `processor.apply_chat_template(messages,
     /// add_generation_prompt=True, tokenize=False)` renders it.
     pub fn render_user_turn(&self, images: usize, text: &str) -> Result<String, TemplateError> {
-        let mut content: Vec<ContentPart> = (0..images).map(|_| ContentPart::Image).collect();
-        content.push(ContentPart::Text { text });
-        let messages = [Message {
+        let mut parts = vec![TurnPart::Image; images];
+        parts.push(TurnPart::Text(text));
+        self.render_turn(None, &parts)
+    }
+
+    /// An optional system message, then one user turn of `parts` in order,
+    /// with the generation prompt.
+    pub fn render_turn(
+        &self,
+        system: Option<&str>,
+        parts: &[TurnPart],
+    ) -> Result<String, TemplateError> {
+        let content = parts
+            .iter()
+            .map(|p| match *p {
+                TurnPart::Image => ContentPart::Image,
+                TurnPart::Text(text) => ContentPart::Text { text },
+            })
+            .collect();
+        let mut messages = Vec::with_capacity(2);
+        if let Some(system) = system {
+            messages.push(Message {
+                role: "system",
+                content: Content::Text(system),
+            });
+        }
+        messages.push(Message {
             role: "user",
-            content,
-        }];
+            content: Content::Parts(content),
+        });
         self.render(&messages)
     }
 
@@ -113,6 +153,18 @@ mod tests {
         assert_eq!(
             t.render_user_turn(2, "hi").unwrap(),
             "[image]\n[image]\n[text]\nGO"
+        );
+    }
+
+    #[test]
+    fn a_system_message_comes_first_and_parts_keep_their_order() {
+        let t = template(
+            "{% for m in messages %}<{{ m.role }}>{% if m.content is string %}{{ m.content }}{% else %}{% for p in m.content %}[{{ p.type }}{% if p.text %}:{{ p.text }}{% endif %}]{% endfor %}{% endif %}{% endfor %}",
+        );
+        let parts = [TurnPart::Text("a"), TurnPart::Image, TurnPart::Text("b")];
+        assert_eq!(
+            t.render_turn(Some("sys"), &parts).unwrap(),
+            "<system>sys<user>[text:a][image][text:b]"
         );
     }
 

@@ -29,6 +29,7 @@ pub enum TokenizerError {
 }
 
 /// A loaded `tokenizer.json`.
+#[derive(Clone)]
 pub struct PromptTokenizer {
     inner: Tokenizer,
     path: PathBuf,
@@ -83,6 +84,17 @@ impl PromptTokenizer {
     pub fn decode(&self, ids: &[u32]) -> Result<String, TokenizerError> {
         self.inner
             .decode(ids, false)
+            .map_err(|source| TokenizerError::Encode {
+                path: self.path.clone(),
+                source,
+            })
+    }
+
+    /// Text of a reply's `ids` with special tokens left out (transformers'
+    /// `decode(skip_special_tokens=True)`).
+    pub fn decode_reply(&self, ids: &[u32]) -> Result<String, TokenizerError> {
+        self.inner
+            .decode(ids, true)
             .map_err(|source| TokenizerError::Encode {
                 path: self.path.clone(),
                 source,

@@ -6,8 +6,11 @@
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
+use echo_workbench::jobs::CancelToken;
 use echo_workbench::local::image_processor::smart_resize;
-use echo_workbench::local::{LocalError, ModelDir, ModelSource, Processor};
+use echo_workbench::local::{
+    LocalError, LocalModel, ModelDir, ModelSource, Processor, SamplingOptions, StopReason,
+};
 use echo_workbench::util::error::chain;
 use serde_json::Value;
 
@@ -348,5 +351,362 @@ fn a_template_with_the_wrong_number_of_placeholders_is_an_error() {
             }
         ),
         "{err:?}"
+    );
+}
+
+fn generate_reference() -> Value {
+    let text = std::fs::read_to_string(fixture().join("generate_reference.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect()
+}
+
+fn load_model() -> LocalModel {
+    LocalModel::load(
+        &ModelSource::Folder(fixture()),
+        None,
+        &candle_core::Device::Cpu,
+    )
+    .unwrap_or_else(|e| panic!("{}", chain(&e)))
+}
+
+/// Prompt ids, greedy tokens and the first position's logits of every case
+/// (text only, one, two and three images, tiny, large, wide and tall ones) of
+/// the model in `folder` against transformers' `generate(do_sample=False)`.
+fn greedy_generation_equals_transformers_in(folder: &Path) {
+    let text = std::fs::read_to_string(folder.join("generate_reference.json")).unwrap();
+    let reference: Value = serde_json::from_str(&text).unwrap();
+    let images_from = folder.with_file_name(reference["images_from"].as_str().unwrap());
+    let max_tokens = reference["max_new_tokens"].as_u64().unwrap() as usize;
+    let mut model = LocalModel::load(
+        &ModelSource::Folder(folder.to_path_buf()),
+        None,
+        &candle_core::Device::Cpu,
+    )
+    .unwrap_or_else(|e| panic!("{}", chain(&e)));
+    let options = SamplingOptions {
+        max_tokens,
+        ..SamplingOptions::default()
+    };
+    let cases = reference["cases"].as_array().unwrap();
+    assert!(cases.len() >= 8);
+    let mut worst = 0f32;
+    for case in cases {
+        let name = case["name"].as_str().unwrap();
+        let images: Vec<image::RgbImage> = case["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                image::open(images_from.join(p.as_str().unwrap()))
+                    .unwrap()
+                    .to_rgb8()
+            })
+            .collect();
+        let mut streamed = Vec::new();
+        let reply = model
+            .reply(
+                &images,
+                case["text"].as_str().unwrap(),
+                &options,
+                &CancelToken::new(),
+                |t| streamed.push(t),
+            )
+            .unwrap_or_else(|e| panic!("{name}: {}", chain(&e)));
+        assert_eq!(
+            reply.prompt_tokens,
+            ids(&case["prompt_tokens"]),
+            "{name}: prompt"
+        );
+        let expected = f32s(case["first_logits"]["f32le_base64"].as_str().unwrap());
+        let got = &reply.generation.first_logits;
+        assert_eq!(got.len(), expected.len(), "{name}: vocabulary");
+        let diff = got
+            .iter()
+            .zip(&expected)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        eprintln!("{}/{name}: max abs logits diff {diff:e}", folder.display());
+        worst = worst.max(diff);
+        // The issue asks for 1e-4; this port is at ~3e-7, and a swap of the
+        // height and width rotary axes moves these logits by ~1e-5, so the
+        // bound is set where such a mistake cannot hide.
+        assert!(diff <= 5e-6, "{name}: logits differ by {diff}");
+        assert_eq!(
+            reply.generation.tokens,
+            ids(&case["tokens"]),
+            "{name}: tokens"
+        );
+        assert_eq!(streamed, reply.generation.tokens, "{name}: streamed");
+        assert_eq!(
+            reply.text,
+            case["text_out"].as_str().unwrap(),
+            "{name}: text"
+        );
+    }
+    eprintln!("worst max abs logits diff {worst:e}");
+}
+
+#[test]
+fn greedy_generation_equals_transformers() {
+    greedy_generation_equals_transformers_in(&fixture());
+}
+
+/// The second tiny model: tied embeddings, no grouped key/value heads, M-RoPE
+/// sections [4, 2, 2] and one deepstack block.
+#[test]
+fn greedy_generation_equals_transformers_tied_variant() {
+    greedy_generation_equals_transformers_in(&fixture().with_file_name("tiny_qwen3vl_tied"));
+}
+
+#[test]
+fn decoding_stops_at_end_of_turn_limit_and_cancel_and_samples_by_seed() {
+    let reference = generate_reference();
+    let case = &reference["cases"][1];
+    let greedy = ids(&case["tokens"]);
+    let text = case["text"].as_str().unwrap();
+    let images = images_of(case);
+    let mut model = load_model();
+    assert_eq!(model.stop, vec![2], "generation_config.json's eos_token_id");
+    let run = |model: &mut LocalModel, options: &SamplingOptions, cancel_after: Option<usize>| {
+        let cancel = CancelToken::new();
+        let mut seen = 0;
+        model
+            .reply(&images, text, options, &cancel, |_| {
+                seen += 1;
+                if Some(seen) == cancel_after {
+                    cancel.cancel();
+                }
+            })
+            .unwrap()
+            .generation
+    };
+    let limited = SamplingOptions {
+        max_tokens: 3,
+        ..SamplingOptions::default()
+    };
+    let g = run(&mut model, &limited, None);
+    assert_eq!(
+        (g.tokens.as_slice(), g.stop),
+        (&greedy[..3], StopReason::MaxTokens)
+    );
+
+    let long = SamplingOptions {
+        max_tokens: 50,
+        ..SamplingOptions::default()
+    };
+    let g = run(&mut model, &long, Some(4));
+    assert_eq!(
+        (g.tokens.as_slice(), g.stop),
+        (&greedy[..4], StopReason::Cancelled)
+    );
+
+    // The fifth greedy token as the end of the turn: decoding stops there, keeping it.
+    model.stop = vec![greedy[4]];
+    let first = greedy.iter().position(|&t| t == greedy[4]).unwrap();
+    let g = run(&mut model, &long, None);
+    assert_eq!(
+        (g.tokens.as_slice(), g.stop),
+        (&greedy[..=first], StopReason::EndOfTurn)
+    );
+    model.stop = vec![2];
+
+    let sampled = |model: &mut LocalModel, seed| {
+        let options = SamplingOptions {
+            max_tokens: 12,
+            temperature: Some(1.0),
+            top_p: Some(0.95),
+            seed,
+        };
+        run(model, &options, None).tokens
+    };
+    let a = sampled(&mut model, 7);
+    assert_eq!(a, sampled(&mut model, 7), "same seed, same tokens");
+    assert_ne!(a, sampled(&mut model, 8), "another seed, other tokens");
+    assert_ne!(a, greedy[..a.len()], "sampling is not greedy");
+}
+
+/// `generate --format json` prints transformers' ids for the two-image case,
+/// its text, and a time for each phase; a folder without weights is named.
+#[test]
+fn generate_command_prints_transformers_ids() {
+    let reference = generate_reference();
+    let case = reference["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "two_images")
+        .unwrap();
+    let mut cmd = crate::common::bin();
+    cmd.arg("generate")
+        .arg("--model")
+        .arg(format!("local:{}", fixture().display()));
+    for image in case["images"].as_array().unwrap() {
+        cmd.arg("--image")
+            .arg(fixture().join(image.as_str().unwrap()));
+    }
+    let out = cmd
+        .args(["--prompt", case["text"].as_str().unwrap()])
+        .args(["--max-tokens", &reference["max_new_tokens"].to_string()])
+        .args(["--format", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed["prompt_tokens"], case["prompt_tokens"]);
+    assert_eq!(printed["tokens"], case["tokens"]);
+    assert_eq!(printed["text"], case["text_out"]);
+    for phase in ["load", "prefill", "decode"] {
+        assert!(printed["ms"][phase].as_f64().unwrap() > 0.0, "{phase}");
+    }
+
+    let bare = copy_fixture_without(&["model.safetensors"]);
+    let out = crate::common::bin()
+        .args(["generate", "--prompt", "x", "--model"])
+        .arg(format!("local:{}", bare.path().display()))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("model.safetensors"), "{err}");
+}
+
+/// `inspect --endpoint local:DIR` answers through the whole Echo pipeline with
+/// the model in-process: the Decision Maker's request carries both images and
+/// the reply's usage is the model's own token count.
+#[test]
+fn inspect_answers_with_a_local_model() {
+    let home = tempfile::tempdir().unwrap();
+    let out = crate::common::bin()
+        .env("ECHO_WORKBENCH_HOME", home.path())
+        .arg("inspect")
+        .arg(crate::common::repo(
+            "assets/sample/Sample/washer/test/scratch/000.png",
+        ))
+        .args(["--question", "What kind of defect does the washer have?"])
+        .arg("--endpoint")
+        .arg(format!("local:{}", fixture().display()))
+        .args(["--max-tokens", "6", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let decision = v["experts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "decision_maker")
+        .unwrap();
+    let output = &decision["output"];
+    let summary = &output["request_summary"];
+    assert_eq!(summary["model"], format!("local:{}", fixture().display()));
+    let images: Vec<&Value> = summary["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["type"] == "image")
+        .collect();
+    assert_eq!(images.len(), 2, "reference and query image");
+    assert!(images.iter().all(|p| p["width"].as_u64().unwrap() > 0));
+    assert_eq!(
+        output["finish_reason"], "length",
+        "6 tokens of a random model"
+    );
+    assert!(summary["prompt_tokens"].as_u64().unwrap() > 100);
+    assert!(v["answer"]["letter"].is_string(), "{v}");
+}
+
+/// A sharded checkpoint (an index naming its shards) loads like one file; a
+/// missing shard is named, with the repository to fetch it from.
+#[test]
+fn sharded_weights_load_and_a_missing_shard_is_named() {
+    let dir = copy_fixture_without(&["model.safetensors"]);
+    let shard = "model-00001-of-00001.safetensors";
+    std::fs::copy(fixture().join("model.safetensors"), dir.path().join(shard)).unwrap();
+    let index = serde_json::json!({
+        "metadata": {},
+        "weight_map": {
+            "lm_head.weight": shard,
+            "model.language_model.norm.weight": shard,
+        }
+    });
+    let index_path = dir.path().join("model.safetensors.index.json");
+    std::fs::write(&index_path, index.to_string()).unwrap();
+    let reference = generate_reference();
+    let case = &reference["cases"][0];
+    let mut model = LocalModel::load(
+        &ModelSource::Folder(dir.path().to_path_buf()),
+        None,
+        &candle_core::Device::Cpu,
+    )
+    .unwrap_or_else(|e| panic!("{}", chain(&e)));
+    let options = SamplingOptions {
+        max_tokens: 5,
+        ..SamplingOptions::default()
+    };
+    let reply = model
+        .reply(
+            &[],
+            case["text"].as_str().unwrap(),
+            &options,
+            &CancelToken::new(),
+            |_| {},
+        )
+        .unwrap();
+    assert_eq!(reply.generation.tokens, ids(&case["tokens"])[..5]);
+
+    std::fs::remove_file(dir.path().join(shard)).unwrap();
+    let err = LocalModel::load(
+        &ModelSource::Folder(dir.path().to_path_buf()),
+        None,
+        &candle_core::Device::Cpu,
+    )
+    .err()
+    .unwrap();
+    let text = chain(&err);
+    assert!(matches!(err, LocalError::MissingFiles { .. }), "{text}");
+    assert!(text.contains(shard) && text.contains("Qwen/"), "{text}");
+}
+
+/// Weights that do not fit the config are named, with both shapes.
+#[test]
+fn a_weight_of_the_wrong_shape_is_named() {
+    let dir = copy_fixture_without(&["config.json"]);
+    let config = std::fs::read_to_string(fixture().join("config.json")).unwrap();
+    let config = config.replace(
+        "\"intermediate_size\": 64,\n    \"model_type\": \"qwen3_vl_vision\"",
+        "\"intermediate_size\": 65,\n    \"model_type\": \"qwen3_vl_vision\"",
+    );
+    assert!(
+        config.contains("65"),
+        "the vision tower's width was changed"
+    );
+    std::fs::write(dir.path().join("config.json"), config).unwrap();
+    let err = LocalModel::load(
+        &ModelSource::Folder(dir.path().to_path_buf()),
+        None,
+        &candle_core::Device::Cpu,
+    )
+    .err()
+    .unwrap();
+    let text = chain(&err);
+    assert!(text.contains("linear_fc1.weight"), "{text}");
+    assert!(
+        text.contains("[64, 32]") && text.contains("[65, 32]"),
+        "{text}"
     );
 }

@@ -1,0 +1,186 @@
+//! The pipeline's chat interface over a model run in-process: each request's
+//! system prompt and parts (text and images, in order) go through the model's
+//! own chat template, and the reply is decoded on a blocking thread so the
+//! async runtime keeps serving progress and cancellation.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use image::RgbImage;
+use serde_json::json;
+
+use super::backend::{ChatBackend, ChatFuture};
+use super::error::PipelineError;
+use crate::jobs::CancelToken;
+use crate::local::{LocalError, LocalModel, SamplingOptions, StopReason, TurnPart};
+use crate::mllm::{ChatReply, ChatRequest, Decoding, Part, Usage};
+use crate::vision::decode::{DecodeLimits, decode_rgb8};
+
+/// A loaded local model behind [`ChatBackend`]. The model answers one request
+/// at a time; requests made meanwhile wait their turn.
+pub struct LocalBackend {
+    model: Arc<Mutex<LocalModel>>,
+    label: Arc<str>,
+    options: SamplingOptions,
+}
+
+impl LocalBackend {
+    /// `label` names the model in traces and cache keys (`local:DIR`).
+    pub fn new(model: LocalModel, label: impl Into<Arc<str>>, options: SamplingOptions) -> Self {
+        LocalBackend {
+            model: Arc::new(Mutex::new(model)),
+            label: label.into(),
+            options,
+        }
+    }
+}
+
+/// The backend's options with the request's own decoding keys over them (a
+/// protocol's samples each bring a temperature and seed), as the HTTP client
+/// merges them over an endpoint's.
+fn sampling_for(base: &SamplingOptions, decoding: &Decoding) -> SamplingOptions {
+    SamplingOptions {
+        max_tokens: base.max_tokens,
+        temperature: decoding.temperature.or(base.temperature),
+        top_p: decoding.top_p.or(base.top_p),
+        seed: decoding.seed.unwrap_or(base.seed),
+    }
+}
+
+/// The request's images, decoded as every other image is.
+fn images_of(req: &ChatRequest) -> Result<Vec<RgbImage>, PipelineError> {
+    req.parts
+        .iter()
+        .filter_map(|p| match p {
+            Part::Image(path) => Some(path),
+            Part::Text(_) => None,
+        })
+        .enumerate()
+        .map(|(index, path)| {
+            decode_rgb8(path, DecodeLimits::default()).map_err(|source| {
+                PipelineError::from(LocalError::ReadImage {
+                    index,
+                    path: path.clone(),
+                    source,
+                })
+            })
+        })
+        .collect()
+}
+
+impl ChatBackend for LocalBackend {
+    fn chat<'a>(&'a self, req: &'a ChatRequest, cancel: &'a CancelToken) -> ChatFuture<'a> {
+        let model = Arc::clone(&self.model);
+        let options = sampling_for(&self.options, &req.decoding);
+        let label = self.label.clone();
+        let req = req.clone();
+        let cancel = cancel.clone();
+        Box::pin(async move {
+            let started = Instant::now();
+            let work = tokio::task::spawn_blocking(move || {
+                let images = images_of(&req)?;
+                let parts: Vec<TurnPart> = req
+                    .parts
+                    .iter()
+                    .map(|p| match p {
+                        Part::Image(_) => TurnPart::Image,
+                        Part::Text(t) => TurnPart::Text(t),
+                    })
+                    .collect();
+                let sizes: Vec<[u32; 2]> = images.iter().map(|i| [i.width(), i.height()]).collect();
+                let mut model = model.lock().unwrap_or_else(|e| e.into_inner());
+                let reply = model.reply_turn(
+                    req.system.as_deref(),
+                    &parts,
+                    &images,
+                    &options,
+                    &cancel,
+                    |_| {},
+                )?;
+                if reply.generation.stop == StopReason::Cancelled {
+                    return Err(PipelineError::Cancelled { traces: Vec::new() });
+                }
+                Ok((reply, req, sizes))
+            });
+            let (reply, req, sizes) = work.await.map_err(|e| PipelineError::Backend {
+                message: format!("the local model's thread stopped: {e}"),
+            })??;
+            let g = &reply.generation;
+            Ok(ChatReply {
+                text: reply.text.clone(),
+                reasoning: None,
+                logprobs: None,
+                finish_reason: Some(
+                    match g.stop {
+                        StopReason::MaxTokens => "length",
+                        _ => "stop",
+                    }
+                    .to_owned(),
+                ),
+                attempts: 1,
+                latency_ms: started.elapsed().as_millis() as u64,
+                request_summary: json!({
+                    "model": &*label,
+                    "system": req.system,
+                    // Like the HTTP client's summary, images by what was
+                    // read rather than where from.
+                    "parts": summarise_parts(&req, &sizes),
+                    "prompt_tokens": reply.prompt_tokens.len(),
+                    "max_tokens": self.options.max_tokens,
+                    "temperature": self.options.temperature,
+                }),
+                usage: Some(Usage {
+                    prompt_tokens: reply.prompt_tokens.len() as u64,
+                    completion_tokens: g.tokens.len() as u64,
+                }),
+            })
+        })
+    }
+
+    fn describe(&self) -> String {
+        self.label.to_string()
+    }
+}
+
+fn summarise_parts(req: &ChatRequest, sizes: &[[u32; 2]]) -> Vec<serde_json::Value> {
+    let mut sizes = sizes.iter();
+    req.parts
+        .iter()
+        .map(|p| match p {
+            Part::Text(t) => json!({"type": "text", "text": t}),
+            Part::Image(_) => {
+                let [w, h] = sizes.next().copied().unwrap_or_default();
+                json!({"type": "image", "width": w, "height": h})
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_s_decoding_keys_win_over_the_backend_s() {
+        let base = SamplingOptions {
+            max_tokens: 64,
+            temperature: None,
+            top_p: None,
+            seed: 0,
+        };
+        let plain = sampling_for(&base, &Decoding::default());
+        assert_eq!(plain.temperature, None);
+        assert_eq!(plain.seed, 0);
+        let sampled = sampling_for(
+            &base,
+            &Decoding {
+                temperature: Some(0.7),
+                seed: Some(12),
+                ..Decoding::default()
+            },
+        );
+        assert_eq!(sampled.temperature, Some(0.7));
+        assert_eq!(sampled.seed, 12);
+        assert_eq!(sampled.max_tokens, 64);
+    }
+}
