@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use image::RgbImage;
 
@@ -209,8 +210,8 @@ pub struct Detection {
 
 /// A reference memory ready to score images against.
 pub struct Detector {
-    memory: ReferenceMemory,
-    embedder: Box<dyn ImageEmbedder>,
+    memory: Arc<ReferenceMemory>,
+    embedder: Arc<dyn ImageEmbedder>,
     backbone: Backbone,
     features: Features,
     references: References,
@@ -239,6 +240,17 @@ impl Detector {
             path: memory.root.clone(),
             message: e.to_string(),
         })?;
+        Self::shared(Arc::new(memory), Arc::from(embedder), backbone, references)
+    }
+
+    /// Uses a memory and its retrieval embedder that are already loaded (the
+    /// app's), without loading either again.
+    pub fn shared(
+        memory: Arc<ReferenceMemory>,
+        embedder: Arc<dyn ImageEmbedder>,
+        backbone: Backbone,
+        references: References,
+    ) -> Result<Self, AnomalyError> {
         memory.check_query(&embedder.id(), embedder.dim())?;
         if memory.is_empty() {
             return Err(AnomalyError::NoReferences(memory.root.clone()));
