@@ -44,6 +44,19 @@ pub enum CompareMode {
     Flicker,
     /// The per-pixel difference as a heat map.
     Difference,
+    /// The query with a [`QueryOverlay`] over it (Inspect's anomaly map); offered
+    /// only where the owner gives one, so it is not in [`CompareMode::ALL`].
+    Anomaly,
+}
+
+/// A view drawn over the query by the panel's owner, which computes it: its
+/// controls, the caption above the pane and its paint on top of the query
+/// (sharing the panes' zoom and pan).
+pub trait QueryOverlay {
+    fn toolbar(&mut self, ui: &mut egui::Ui);
+    fn caption(&self) -> String;
+    /// `image_rect` is where the whole query lies on screen, `pane` the clip.
+    fn paint(&mut self, ui: &mut egui::Ui, pane: Rect, image_rect: Rect);
 }
 
 impl CompareMode {
@@ -58,6 +71,7 @@ impl CompareMode {
             CompareMode::SideBySide => "Side by side",
             CompareMode::Flicker => "Flicker",
             CompareMode::Difference => "Difference",
+            CompareMode::Anomaly => "Anomaly",
         }
     }
 }
@@ -469,11 +483,33 @@ impl ComparePanel {
     /// Draws toolbar, captions and panes into all the space `ui` has left (give it a
     /// sized child ui to bound it).
     pub fn ui(&mut self, ui: &mut egui::Ui) {
+        self.ui_with(ui, None);
+    }
+
+    /// [`ComparePanel::ui`] with the Anomaly mode offered, drawn by `overlay`.
+    pub fn ui_with<'o>(
+        &mut self,
+        ui: &mut egui::Ui,
+        mut overlay: Option<&mut (dyn QueryOverlay + 'o)>,
+    ) {
         self.poll(ui.ctx());
         self.keys_and_timers(ui.ctx());
-        self.toolbar(ui);
+        if self.view.mode == CompareMode::Anomaly && overlay.is_none() {
+            self.view.mode = CompareMode::SideBySide;
+        }
+        self.toolbar(ui, overlay.as_deref_mut());
         ui.add_space(4.0);
         match self.view.mode {
+            CompareMode::Anomaly => {
+                if let Some(overlay) = overlay {
+                    self.single(ui, overlay.caption(), PaneContent::Query);
+                    if let (Some(frame), Some(&pane), Some(_)) =
+                        (self.frame_size(), self.panes.first(), self.query.current())
+                    {
+                        overlay.paint(ui, pane, self.view.image_rect(pane, frame));
+                    }
+                }
+            }
             CompareMode::SideBySide => self.side_by_side(ui),
             CompareMode::Flicker => {
                 let content = if self.view.showing_reference {
@@ -522,10 +558,19 @@ impl ComparePanel {
         }
     }
 
-    fn toolbar(&mut self, ui: &mut egui::Ui) {
+    fn toolbar<'o>(
+        &mut self,
+        ui: &mut egui::Ui,
+        mut overlay: Option<&mut (dyn QueryOverlay + 'o)>,
+    ) {
         ui.horizontal_wrapped(|ui| {
             for mode in CompareMode::ALL {
                 ui.selectable_value(&mut self.view.mode, mode, mode.label());
+            }
+            if overlay.is_some() {
+                let mode = CompareMode::Anomaly;
+                ui.selectable_value(&mut self.view.mode, mode, mode.label())
+                    .on_hover_text("The anomaly map over the query, against normal references");
             }
             ui.separator();
             if ui
@@ -564,6 +609,12 @@ impl ComparePanel {
                     ui.separator();
                     ui.checkbox(&mut self.stretch_difference, "Stretch contrast")
                         .on_hover_text("Colour the largest difference white");
+                }
+                CompareMode::Anomaly => {
+                    if let Some(overlay) = overlay.as_deref_mut() {
+                        ui.separator();
+                        overlay.toolbar(ui);
+                    }
                 }
                 CompareMode::SideBySide => {}
             }
