@@ -558,11 +558,7 @@ impl ComparePanel {
         }
     }
 
-    fn toolbar<'o>(
-        &mut self,
-        ui: &mut egui::Ui,
-        mut overlay: Option<&mut (dyn QueryOverlay + 'o)>,
-    ) {
+    fn toolbar<'o>(&mut self, ui: &mut egui::Ui, overlay: Option<&mut (dyn QueryOverlay + 'o)>) {
         ui.horizontal_wrapped(|ui| {
             for mode in CompareMode::ALL {
                 ui.selectable_value(&mut self.view.mode, mode, mode.label());
@@ -611,7 +607,7 @@ impl ComparePanel {
                         .on_hover_text("Colour the largest difference white");
                 }
                 CompareMode::Anomaly => {
-                    if let Some(overlay) = overlay.as_deref_mut() {
+                    if let Some(overlay) = overlay {
                         ui.separator();
                         overlay.toolbar(ui);
                     }
