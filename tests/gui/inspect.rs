@@ -780,7 +780,7 @@ fn the_anomaly_view_shows_the_score_against_the_threshold() {
         s.score, s.threshold
     );
     h.get_by_label_contains(&verdict);
-    h.get_by_label_contains(&format!("{} ms", s.ms));
+    h.get_by_label(&format!("washer · k 4 · descriptor backbone · {} ms", s.ms));
     h.get_by_label(&format!("threshold {:.2}", s.threshold));
 
     // The opacity slider changes the view's state.

@@ -606,13 +606,7 @@ impl ComparePanel {
                     ui.checkbox(&mut self.stretch_difference, "Stretch contrast")
                         .on_hover_text("Colour the largest difference white");
                 }
-                CompareMode::Anomaly => {
-                    if let Some(overlay) = overlay {
-                        ui.separator();
-                        overlay.toolbar(ui);
-                    }
-                }
-                CompareMode::SideBySide => {}
+                CompareMode::SideBySide | CompareMode::Anomaly => {}
             }
             if self.mask_requested.is_some() {
                 ui.separator();
@@ -629,6 +623,13 @@ impl ComparePanel {
                 }
             }
         });
+        // A row of its own, so the view's controls never push the shared ones
+        // out of the panel.
+        if self.view.mode == CompareMode::Anomaly
+            && let Some(overlay) = overlay
+        {
+            ui.horizontal_wrapped(|ui| overlay.toolbar(ui));
+        }
         if let Some(e) = &self.mask_error {
             ui.colored_label(ui.visuals().error_fg_color, format!("Mask: {e}"));
         }

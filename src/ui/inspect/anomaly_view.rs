@@ -379,6 +379,13 @@ impl QueryOverlay for AnomalyView {
         ui.add(egui::DragValue::new(&mut self.k).range(1..=MAX_K))
             .labelled_by(label.id)
             .on_hover_text("How many retrieved normal images the query is compared with");
+        if let Some(s) = self.result().or(self.shown.as_ref().map(|s| &s.summary)) {
+            ui.weak(format!(
+                "{} · k {} · {} backbone · {} ms",
+                s.category, s.k, s.backbone, s.ms
+            ))
+            .on_hover_text(format!("Compared with: {}", s.references.join(", ")));
+        }
         if self.job.is_some() {
             ui.spinner();
         }
@@ -389,14 +396,7 @@ impl QueryOverlay for AnomalyView {
             return format!("Anomaly: {m}");
         }
         match self.result().or(self.shown.as_ref().map(|s| &s.summary)) {
-            Some(s) => format!(
-                "Anomaly: {} · {} · k {} · {} backbone · {} ms",
-                s.verdict(),
-                s.category,
-                s.k,
-                s.backbone,
-                s.ms
-            ),
+            Some(s) => format!("Anomaly: {}", s.verdict()),
             None => "Anomaly: computing the map…".into(),
         }
     }
@@ -493,10 +493,16 @@ impl AnomalyView {
             egui::Label::new(egui::RichText::new(label).small().color(Color32::WHITE)),
         );
         let x = bar.min.x + bar.width() * (s.score / top).clamp(0.0, 1.0);
-        painter.line_segment(
-            [pos2(x, bar.max.y), pos2(x, bar.max.y + 6.0)],
-            Stroke::new(2.0, Color32::BLACK),
-        );
+        // The query's score, a small triangle under the bar.
+        painter.add(egui::Shape::convex_polygon(
+            vec![
+                pos2(x, bar.max.y + 1.0),
+                pos2(x - 4.0, bar.max.y + 8.0),
+                pos2(x + 4.0, bar.max.y + 8.0),
+            ],
+            Color32::WHITE,
+            Stroke::NONE,
+        ));
     }
 }
 
