@@ -793,6 +793,25 @@ fn the_anomaly_view_shows_the_score_against_the_threshold() {
     let after = h.state().inspect.anomaly().opacity();
     assert!(after > before, "{before} -> {after}");
 
+    // One more reference: computed again, against five.
+    h.get_by_role_and_label(Role::SpinButton, "References")
+        .set_value_accesskit(5.0);
+    h.run_steps(2);
+    assert_eq!(h.state().inspect.anomaly().k(), 5);
+    wait_for(&mut h, "the map against five references", |a| {
+        a.inspect.anomaly().result().is_some_and(|s| s.k == 5)
+    });
+    assert_eq!(
+        h.state()
+            .inspect
+            .anomaly()
+            .result()
+            .unwrap()
+            .references
+            .len(),
+        5
+    );
+
     // Another image: the old map stays until the new one is ready.
     let good = "Sample/washer/test/good/001.png";
     h.state_mut().push(Command::SelectImage(good.to_string()));
