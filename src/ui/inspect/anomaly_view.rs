@@ -395,9 +395,10 @@ impl QueryOverlay for AnomalyView {
         if let Some(m) = self.message() {
             return format!("Anomaly: {m}");
         }
-        match self.result().or(self.shown.as_ref().map(|s| &s.summary)) {
-            Some(s) => format!("Anomaly: {}", s.verdict()),
-            None => "Anomaly: computing the map…".into(),
+        match (self.result(), &self.shown) {
+            (Some(s), _) => format!("Anomaly: {}", s.verdict()),
+            (None, Some(_)) => "Anomaly: computing the map… (the last map stays meanwhile)".into(),
+            (None, None) => "Anomaly: computing the map…".into(),
         }
     }
 
