@@ -5,15 +5,19 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use image::RgbImage;
 
+use super::clip_patches::ClipPatches;
 use super::features::{self, PatchGrid};
 use super::map::{self, AnomalyMap, Search};
 use super::regions::{self, Region};
 use super::threshold;
 use crate::dataset::DatasetRoot;
 use crate::memory::{ReferenceMemory, Scope};
+use crate::vision::clip::ClipSource;
+use crate::vision::spec::EmbedderSpec;
 use crate::vision::{DecodeLimits, ImageEmbedder, decode_rgb8};
 
 /// PatchCore's default coreset size when a whole category is the memory bank.
@@ -23,21 +27,52 @@ pub const CORESET_RATIO: f64 = 0.1;
 pub const MAX_THRESHOLD_NORMALS: usize = 64;
 
 /// Which patch features the detector compares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Backbone {
     /// Weight-free colour, contrast and gradient features (`features`).
     #[default]
     Descriptor,
+    /// CLIP ViT patch tokens of intermediate blocks (`clip_patches`), from a
+    /// local folder or the HF cache (`clip:PATH`, `clip:hf:ORG/NAME[@REV]`).
+    Clip {
+        source: ClipSource,
+        /// Encoder blocks (1-based); `None` = `clip_patches::default_layers`.
+        layers: Option<Vec<usize>>,
+    },
+}
+
+impl Backbone {
+    /// The same backbone reading the given CLIP blocks (no effect on the
+    /// descriptor).
+    pub fn with_layers(self, layers: Option<Vec<usize>>) -> Self {
+        match self {
+            Backbone::Clip { source, .. } => Backbone::Clip { source, layers },
+            other => other,
+        }
+    }
 }
 
 impl FromStr for Backbone {
     type Err = AnomalyError;
 
     fn from_str(s: &str) -> Result<Self, AnomalyError> {
-        match s.trim() {
-            "descriptor" => Ok(Backbone::Descriptor),
-            other => Err(AnomalyError::UnknownBackbone(other.to_string())),
+        let s = s.trim();
+        if s == "descriptor" {
+            return Ok(Backbone::Descriptor);
         }
+        if s.starts_with("clip:") {
+            return match s.parse::<EmbedderSpec>() {
+                Ok(EmbedderSpec::Clip(source)) => Ok(Backbone::Clip {
+                    source,
+                    layers: None,
+                }),
+                _ => Err(AnomalyError::UnknownBackbone(s.to_string())),
+            };
+        }
+        if s == "dinov2" || s.starts_with("dinov2:") {
+            return Err(AnomalyError::UnsupportedBackbone(s.to_string()));
+        }
+        Err(AnomalyError::UnknownBackbone(s.to_string()))
     }
 }
 
@@ -45,6 +80,45 @@ impl std::fmt::Display for Backbone {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Backbone::Descriptor => f.write_str("descriptor"),
+            Backbone::Clip { source, .. } => {
+                // Printed as it is parsed, so the text round-trips.
+                let spec = EmbedderSpec::Clip(source.clone()).to_string();
+                f.write_str(&spec)
+            }
+        }
+    }
+}
+
+/// A loaded backbone.
+enum Features {
+    Descriptor,
+    Clip(Box<ClipPatches>),
+}
+
+impl Features {
+    fn load(backbone: &Backbone) -> Result<Self, AnomalyError> {
+        match backbone {
+            Backbone::Descriptor => Ok(Features::Descriptor),
+            Backbone::Clip { source, layers } => ClipPatches::load(source, layers.as_deref())
+                .map(|p| Features::Clip(Box::new(p)))
+                .map_err(|e| AnomalyError::Backbone {
+                    backbone: backbone.to_string(),
+                    message: e.to_string(),
+                }),
+        }
+    }
+
+    fn side(&self) -> usize {
+        match self {
+            Features::Descriptor => features::GRID,
+            Features::Clip(p) => p.side(),
+        }
+    }
+
+    fn extract(&self, image: &RgbImage) -> Result<PatchGrid, crate::vision::clip::ClipError> {
+        match self {
+            Features::Descriptor => Ok(features::extract(image)),
+            Features::Clip(p) => p.extract(image),
         }
     }
 }
@@ -90,8 +164,17 @@ impl std::fmt::Display for References {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AnomalyError {
-    #[error("unknown backbone `{0}`: this build has `descriptor`")]
+    #[error(
+        "unknown backbone `{0}`: use `descriptor`, `clip:PATH` or `clip:hf:ORG/NAME[@REVISION]`"
+    )]
     UnknownBackbone(String),
+    #[error(
+        "backbone `{0}`: DINOv2 patch features are not implemented yet; use `descriptor` or \
+         `clip:PATH`"
+    )]
+    UnsupportedBackbone(String),
+    #[error("backbone `{backbone}`: {message}")]
+    Backbone { backbone: String, message: String },
     #[error("`{0}` is not a number of references: use a whole number of at least 1 or `all`")]
     BadK(String),
     #[error(transparent)]
@@ -127,9 +210,10 @@ pub struct Detection {
 
 /// A reference memory ready to score images against.
 pub struct Detector {
-    memory: ReferenceMemory,
-    embedder: Box<dyn ImageEmbedder>,
+    memory: Arc<ReferenceMemory>,
+    embedder: Arc<dyn ImageEmbedder>,
     backbone: Backbone,
+    features: Features,
     references: References,
     search: Search,
     grids: HashMap<usize, PatchGrid>,
@@ -156,18 +240,31 @@ impl Detector {
             path: memory.root.clone(),
             message: e.to_string(),
         })?;
+        Self::shared(Arc::new(memory), Arc::from(embedder), backbone, references)
+    }
+
+    /// Uses a memory and its retrieval embedder that are already loaded (the
+    /// app's), without loading either again.
+    pub fn shared(
+        memory: Arc<ReferenceMemory>,
+        embedder: Arc<dyn ImageEmbedder>,
+        backbone: Backbone,
+        references: References,
+    ) -> Result<Self, AnomalyError> {
         memory.check_query(&embedder.id(), embedder.dim())?;
         if memory.is_empty() {
             return Err(AnomalyError::NoReferences(memory.root.clone()));
         }
+        let features = Features::load(&backbone)?;
         let search = match references {
-            References::Nearest(_) => Search::Near(map::DEFAULT_RADIUS),
+            References::Nearest(_) => Search::Near(map::radius_for_grid(features.side())),
             References::All => Search::All,
         };
         Ok(Detector {
             memory,
             embedder,
             backbone,
+            features,
             references,
             search,
             grids: HashMap::new(),
@@ -177,7 +274,25 @@ impl Detector {
     }
 
     pub fn backbone(&self) -> Backbone {
-        self.backbone
+        self.backbone.clone()
+    }
+
+    /// The CLIP blocks the patch features come from (empty for the descriptor).
+    pub fn layers(&self) -> Vec<usize> {
+        match &self.features {
+            Features::Descriptor => Vec::new(),
+            Features::Clip(p) => p.layers().to_vec(),
+        }
+    }
+
+    /// The memory's root folder.
+    pub fn memory_root(&self) -> &std::path::Path {
+        &self.memory.root
+    }
+
+    /// How many normals of `category` the memory holds.
+    pub fn normals_in(&self, category: &str) -> usize {
+        self.category_ids(category).len()
     }
 
     pub fn references(&self) -> References {
@@ -191,7 +306,7 @@ impl Detector {
         image: &RgbImage,
         category: Option<&str>,
     ) -> Result<Detection, AnomalyError> {
-        let query = self.features(image);
+        let query = self.features(image)?;
         let vector = self.embedder.embed(image)?;
         let scope = match category {
             Some(c) if self.memory.items.iter().any(|i| i.category == c) => {
@@ -224,8 +339,9 @@ impl Detector {
             References::Nearest(_) => map::score(&query, &refs, self.search),
             References::All => {
                 let bank: Vec<f32> = refs.iter().flat_map(|g| g.values.iter().copied()).collect();
-                let keep = ((bank.len() / features::DIM) as f64 * CORESET_RATIO).ceil() as usize;
-                let bank = map::coreset(&bank, features::DIM, keep.max(1));
+                let dim = query.dim.max(1);
+                let keep = ((bank.len() / dim) as f64 * CORESET_RATIO).ceil() as usize;
+                let bank = map::coreset(&bank, dim, keep.max(1));
                 map::from_patch_distances(&map::bank_distances(&query, &bank), query.side)
             }
         };
@@ -293,10 +409,13 @@ impl Detector {
             .collect()
     }
 
-    fn features(&self, image: &RgbImage) -> PatchGrid {
-        match self.backbone {
-            Backbone::Descriptor => features::extract(image),
-        }
+    fn features(&self, image: &RgbImage) -> Result<PatchGrid, AnomalyError> {
+        self.features
+            .extract(image)
+            .map_err(|e| AnomalyError::Backbone {
+                backbone: self.backbone.to_string(),
+                message: e.to_string(),
+            })
     }
 
     fn load_grid(&mut self, id: usize) -> Result<(), AnomalyError> {
@@ -313,7 +432,7 @@ impl Detector {
             .resolve(&item.path)
             .map_err(|e| err(e.to_string()))?;
         let image = decode_rgb8(&path, DecodeLimits::default()).map_err(|e| err(e.to_string()))?;
-        let grid = self.features(&image);
+        let grid = self.features(&image).map_err(|e| err(e.to_string()))?;
         self.grids.insert(id, grid);
         Ok(())
     }
@@ -339,5 +458,25 @@ mod tests {
         assert!("-3".parse::<References>().is_err());
         assert_eq!(References::Nearest(7).to_string(), "7");
         assert_eq!(Backbone::Descriptor.to_string(), "descriptor");
+        for text in [
+            "clip:some/folder",
+            "clip:hf:openai/clip-vit-base-patch16@abc",
+        ] {
+            let b: Backbone = text.parse().unwrap();
+            assert!(matches!(b, Backbone::Clip { layers: None, .. }));
+            assert_eq!(b.to_string(), text);
+        }
+        let b = "clip:x"
+            .parse::<Backbone>()
+            .unwrap()
+            .with_layers(Some(vec![6, 9]));
+        assert!(matches!(b, Backbone::Clip { layers: Some(ref l), .. } if *l == [6, 9]));
+        assert!(matches!(
+            "clip:".parse::<Backbone>(),
+            Err(AnomalyError::UnknownBackbone(_))
+        ));
+        let dino = "dinov2:some/folder".parse::<Backbone>().unwrap_err();
+        assert!(matches!(dino, AnomalyError::UnsupportedBackbone(_)));
+        assert!(dino.to_string().contains("not implemented"), "{dino}");
     }
 }

@@ -12,6 +12,15 @@ pub const SIGMA: f32 = 4.0;
 /// letting a defect match some unrelated place of the reference (on the sample,
 /// two steps flagged shifted normals; four gave nothing more).
 pub const DEFAULT_RADIUS: usize = 3;
+/// [`DEFAULT_RADIUS`] for a patch grid of `side` per side: the same share of
+/// the image (3 of the descriptor's 32 steps), at least one step.
+pub fn radius_for_grid(side: usize) -> usize {
+    let grid = super::features::GRID;
+    ((DEFAULT_RADIUS * side) as f64 / grid as f64)
+        .round()
+        .max(1.0) as usize
+}
+
 /// The image score is the mean of this many highest working pixels of the
 /// smoothed map (1/512 of it, a spot about 11 pixels across): a single noisy
 /// maximum ranked normals above defects more often on the sample than this.

@@ -3,11 +3,13 @@
 //! (PatchCore-style), thresholds the score from the normals themselves, and names
 //! the most anomalous regions as MMAD's localization options do.
 //!
-//! `features` (the weight-free patch backbone), `map` (nearest-neighbour scoring,
+//! `features` (the weight-free patch backbone), `clip_patches` (CLIP ViT patch
+//! tokens of intermediate blocks), `map` (nearest-neighbour scoring,
 //! upsampling, smoothing, coreset), `threshold` (leave-one-out), `regions` (boxes
 //! and nine-grid names), `metrics` (AUROC, pixel AUROC, AUPRO), `detector` (all of
 //! it over a reference memory).
 
+pub mod clip_patches;
 pub mod detector;
 pub mod features;
 pub mod map;

@@ -28,9 +28,14 @@ pub struct AnomalyArgs {
     /// category's memory as a coreset).
     #[arg(long, default_value = "4")]
     k: References,
-    /// Patch features: `descriptor` (weight-free).
+    /// Patch features: `descriptor` (weight-free), or `clip:PATH` /
+    /// `clip:hf:ORG/NAME[@REV]` (CLIP ViT patch tokens of intermediate layers).
     #[arg(long, default_value = "descriptor")]
     backbone: Backbone,
+    /// CLIP layers whose patch tokens are compared, e.g. `6,9` (1-based encoder
+    /// blocks; default: half and three quarters of the depth, 6 and 9 of 12).
+    #[arg(long, value_name = "L,L", value_parser = parse_layers)]
+    layers: Option<Layers>,
     /// Write the map here as a greyscale PNG of the image's size: black is 0, mid
     /// grey the threshold, white twice the threshold or more.
     #[arg(long, value_name = "FILE.png")]
@@ -51,15 +56,48 @@ pub struct AnomalyEvalArgs {
     memory: PathBuf,
     #[arg(long, default_value = "4")]
     k: References,
+    /// As for `anomaly`.
     #[arg(long, default_value = "descriptor")]
     backbone: Backbone,
+    /// As for `anomaly`.
+    #[arg(long, value_name = "L,L", value_parser = parse_layers)]
+    layers: Option<Layers>,
     #[arg(long, value_enum, default_value_t = TextOrJson::Text)]
     format: TextOrJson,
 }
 
-fn detector(memory: &Path, backbone: Backbone, k: References) -> anyhow::Result<Detector> {
+/// CLIP layer numbers from the command line (a newtype, so clap takes the list
+/// as one value).
+#[derive(Clone, Debug)]
+pub struct Layers(pub Vec<usize>);
+
+pub fn parse_layers(text: &str) -> Result<Layers, String> {
+    echo_workbench::anomaly::clip_patches::parse_layers(text).map(Layers)
+}
+
+fn detector(
+    memory: &Path,
+    backbone: &Backbone,
+    layers: Option<&Layers>,
+    k: References,
+) -> anyhow::Result<Detector> {
+    if layers.is_some() && *backbone == Backbone::Descriptor {
+        anyhow::bail!("--layers picks CLIP layers: use it with `--backbone clip:PATH`");
+    }
     let memory = ReferenceMemory::load(memory)?;
+    let backbone = backbone.clone().with_layers(layers.map(|l| l.0.clone()));
     Ok(Detector::new(memory, backbone, k)?)
+}
+
+/// The backbone and, for CLIP, the layers read, for the JSON output.
+fn backbone_json(detector: &Detector) -> (Value, Value) {
+    let layers = detector.layers();
+    let layers = if layers.is_empty() {
+        Value::Null
+    } else {
+        json!(layers)
+    };
+    (json!(detector.backbone().to_string()), layers)
 }
 
 fn k_json(k: References) -> Value {
@@ -70,7 +108,7 @@ fn k_json(k: References) -> Value {
 }
 
 pub fn run(args: &AnomalyArgs) -> anyhow::Result<ExitCode> {
-    let mut detector = detector(&args.memory, args.backbone, args.k)?;
+    let mut detector = detector(&args.memory, &args.backbone, args.layers.as_ref(), args.k)?;
     let image = decode_rgb8(&args.image, DecodeLimits::default())?;
     let category = dataset::category_from_path(&args.image);
     // The first image of a category also pays for its threshold (leave-one-out
@@ -83,15 +121,20 @@ pub fn run(args: &AnomalyArgs) -> anyhow::Result<ExitCode> {
     }
     match args.format {
         TextOrJson::Json => {
-            let v = json!({
+            let (backbone, layers) = backbone_json(&detector);
+            let mut v = json!({
                 "score": detection.score,
                 "threshold": detection.threshold,
-                "backbone": args.backbone.to_string(),
+                "backbone": backbone,
                 "k": k_json(args.k),
                 "category": detection.category,
                 "regions": detection.regions,
                 "ms": ms,
             });
+            // Only CLIP has layers; the descriptor's output stays as it was.
+            if !layers.is_null() {
+                v["layers"] = layers;
+            }
             println!("{}", serde_json::to_string_pretty(&v)?);
         }
         TextOrJson::Text => {
@@ -154,7 +197,7 @@ struct CategoryEval {
 pub fn eval(args: &AnomalyEvalArgs) -> anyhow::Result<ExitCode> {
     let data = MmadDataset::load(&args.dataset)?;
     let root = DatasetRoot::new(&args.root);
-    let mut detector = detector(&args.memory, args.backbone, args.k)?;
+    let mut detector = detector(&args.memory, &args.backbone, args.layers.as_ref(), args.k)?;
     let mut by_category: IndexMap<String, CategoryEval> = IndexMap::new();
     for (key, entry) in &data.entries {
         let (ds, cat) = (dataset::dataset_of(key), dataset::category_of(key));

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 
 use super::runtime;
+use echo_workbench::anomaly::Backbone;
 use echo_workbench::memory::HnswParams;
 use echo_workbench::perf::index::{self, VectorData};
 use echo_workbench::vision::spec::EmbedderSpec;
@@ -17,7 +18,8 @@ pub enum BenchCommand {
     Hnsw(HnswArgs),
     /// Images/s for building a memory from generated 1024 x 1024 images.
     MemoryBuild(MemoryBuildArgs),
-    /// Milliseconds per image for an anomaly map and score (weight-free backbone).
+    /// Milliseconds per image for an anomaly map and score (weight-free backbone), or
+    /// images/s with `--backbone clip:PATH`.
     Anomaly(AnomalyBenchArgs),
     /// CLIP image-tower throughput (images/s) on this machine, per batch size.
     Clip(ClipArgs),
@@ -42,6 +44,12 @@ pub struct AnomalyBenchArgs {
     k: usize,
     #[arg(long, default_value_t = 20)]
     runs: usize,
+    /// `descriptor`, or `clip:PATH` / `clip:hf:ORG/NAME[@REV]` for CLIP patch tokens.
+    #[arg(long, default_value = "descriptor")]
+    backbone: Backbone,
+    /// CLIP layers, e.g. `6,9` (default: half and three quarters of the depth).
+    #[arg(long, value_name = "L,L", value_parser = super::anomaly::parse_layers)]
+    layers: Option<super::anomaly::Layers>,
 }
 
 #[derive(Args)]
@@ -212,10 +220,22 @@ pub fn run(cmd: &BenchCommand) -> anyhow::Result<ExitCode> {
             )?;
             println!("{}", serde_json::to_string(&out)?);
         }
-        BenchCommand::Anomaly(a) => {
-            let out = echo_workbench::perf::anomaly::bench_anomaly(a.size, a.k, a.runs);
-            println!("{}", serde_json::to_string_pretty(&out)?);
-        }
+        BenchCommand::Anomaly(a) => match &a.backbone {
+            Backbone::Descriptor => {
+                if a.layers.is_some() {
+                    anyhow::bail!("--layers picks CLIP layers: use it with `--backbone clip:PATH`");
+                }
+                let out = echo_workbench::perf::anomaly::bench_anomaly(a.size, a.k, a.runs);
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            }
+            Backbone::Clip { source, .. } => {
+                let layers = a.layers.as_ref().map(|l| l.0.as_slice());
+                let out = echo_workbench::perf::anomaly::bench_anomaly_clip(
+                    source, layers, a.size, a.k, a.runs,
+                )?;
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            }
+        },
         BenchCommand::Clip(a) => {
             let out = echo_workbench::perf::clip::bench_clip(&a.model, &a.batch, a.runs)?;
             println!("{}", serde_json::to_string_pretty(&out)?);

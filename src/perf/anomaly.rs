@@ -1,13 +1,16 @@
 //! Speed of the anomaly map: one query against `k` normal references whose patch
 //! features are already computed (the steady state of a run, where a category's
-//! references are reused), on generated images of a given size.
+//! references are reused), on generated images of a given size; with the
+//! weight-free descriptor (ms per image) or CLIP patch tokens (images/s).
 
 use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::anomaly::clip_patches::ClipPatches;
 use crate::anomaly::map::{self, Search};
 use crate::anomaly::{features, regions};
+use crate::vision::clip::{ClipError, ClipSource};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct AnomalyBench {
@@ -70,9 +73,106 @@ pub fn bench_anomaly(size: u32, k: usize, runs: usize) -> AnomalyBench {
     }
 }
 
+/// Throughput of the map with CLIP patch tokens (`--backbone clip:PATH`).
+#[derive(Debug, Clone, Serialize)]
+pub struct AnomalyClipBench {
+    pub backbone: String,
+    pub layers: Vec<usize>,
+    /// Patches per side and values per patch.
+    pub grid: usize,
+    pub dim: usize,
+    pub size: u32,
+    pub k: usize,
+    pub runs: usize,
+    /// Query patch tokens, nearest-neighbour map, smoothing, score and regions.
+    pub images_per_s: f64,
+    pub ms_per_image: f64,
+    /// Of which the CLIP forward (preprocessing and tokens).
+    pub ms_features: f64,
+    pub release_build: bool,
+    /// SIMD the CPU offers, as detected at run time.
+    pub cpu_features: Vec<&'static str>,
+}
+
+pub fn bench_anomaly_clip(
+    source: &ClipSource,
+    layers: Option<&[usize]>,
+    size: u32,
+    k: usize,
+    runs: usize,
+) -> Result<AnomalyClipBench, ClipError> {
+    let patches = ClipPatches::load(source, layers)?;
+    let refs = (0..k.max(1) as u32)
+        .map(|i| patches.extract(&generated(size, i + 1)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let refs: Vec<&features::PatchGrid> = refs.iter().collect();
+    let query = generated(size, 0);
+    let search = Search::Near(map::radius_for_grid(patches.side()));
+    // One untimed pass: the first forward pays for allocations and page faults.
+    std::hint::black_box(patches.extract(&query)?);
+    let runs = runs.max(1);
+    let (mut total, mut feats) = (0f64, 0f64);
+    for _ in 0..runs {
+        let start = Instant::now();
+        let grid = patches.extract(&query)?;
+        feats += start.elapsed().as_secs_f64();
+        let m = map::score(&grid, &refs, search);
+        let r = regions::regions(&m.values, m.side, m.score * 0.5, size, size);
+        std::hint::black_box(&r);
+        total += start.elapsed().as_secs_f64();
+    }
+    let backbone = crate::vision::spec::EmbedderSpec::Clip(source.clone()).to_string();
+    Ok(AnomalyClipBench {
+        backbone,
+        layers: patches.layers().to_vec(),
+        grid: patches.side(),
+        dim: patches.dim(),
+        size,
+        k,
+        runs,
+        images_per_s: runs as f64 / total.max(1e-12),
+        ms_per_image: total * 1000.0 / runs as f64,
+        ms_features: feats * 1000.0 / runs as f64,
+        release_build: !cfg!(debug_assertions),
+        cpu_features: cpu_features(),
+    })
+}
+
+fn cpu_features() -> Vec<&'static str> {
+    let mut out = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            out.push("avx2");
+        }
+        if std::arch::is_x86_feature_detected!("fma") {
+            out.push("fma");
+        }
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            out.push("avx512f");
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    out.push("neon");
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clip_bench_reports_the_model_and_a_rate() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/tiny_clip/full_p8_s40_f16");
+        let b = bench_anomaly_clip(&ClipSource::Folder(dir), Some(&[2]), 96, 2, 2).unwrap();
+        assert_eq!((b.layers.as_slice(), b.grid, b.dim), (&[2usize][..], 5, 24));
+        assert_eq!((b.size, b.k, b.runs), (96, 2, 2));
+        assert!(b.images_per_s > 0.0 && b.ms_features <= b.ms_per_image);
+        assert!(b.backbone.starts_with("clip:"));
+        let missing = ClipSource::Folder("no-such-clip-folder".into());
+        assert!(bench_anomaly_clip(&missing, None, 64, 1, 1).is_err());
+    }
 
     #[test]
     fn reports_positive_times_for_the_asked_shape() {

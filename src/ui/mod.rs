@@ -28,8 +28,8 @@ use jobs::Job;
 
 pub use batch::{BatchState, RunPhase};
 pub use browser::{BrowserFilter, DatasetBrowser, ImageKind};
-pub use compare::{CompareMode, ComparePanel, CompareView, ReferenceImage};
-pub use inspect::{InspectEnv, InspectState, Slot};
+pub use compare::{CompareMode, ComparePanel, CompareView, QueryOverlay, ReferenceImage};
+pub use inspect::{AnomalySummary, AnomalyView, InspectEnv, InspectState, Slot};
 pub use knowledge_tab::{KnowledgeState, Selection as KnowledgeSelection, View as KnowledgeView};
 pub use services::{EndpointProbes, ProbeState, ReferencePlan, ReferenceService};
 pub use settings::SettingsState;

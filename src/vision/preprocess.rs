@@ -633,8 +633,22 @@ pub fn clip_pixel_values(img: &RgbImage, p: &ClipPreprocess) -> Vec<f32> {
 /// [`clip_pixel_values`] resized as the given Pillow release would (for
 /// matching embeddings computed in Python with Pillow 12 or earlier).
 pub fn clip_pixel_values_as(img: &RgbImage, p: &ClipPreprocess, pillow: PillowVersion) -> Vec<f32> {
-    let hwc = clip_pixel_values_u8_as(img, p, pillow);
-    let plane = p.crop as usize * p.crop as usize;
+    normalize_hwc(&clip_pixel_values_u8_as(img, p, pillow), p.crop as usize, p)
+}
+
+/// CLIP-normalised `pixel_values` of the whole image squeezed to `side x side`
+/// (Pillow's bicubic, aspect not kept, nothing cropped), for uses that need
+/// every part of the image under some patch: an anomaly map must cover the
+/// borders that CLIP's centre crop would cut off. Rescaling and normalisation
+/// are [`clip_pixel_values`]'.
+pub fn clip_pixel_values_stretched(img: &RgbImage, side: u32, p: &ClipPreprocess) -> Vec<f32> {
+    let resized = resize_bicubic_pil(img, side, side);
+    normalize_hwc(resized.as_raw(), side as usize, p)
+}
+
+/// `side x side` 8-bit HWC to normalised CHW, with transformers' arithmetic.
+fn normalize_hwc(hwc: &[u8], side: usize, p: &ClipPreprocess) -> Vec<f32> {
+    let plane = side * side;
     let mut chw = vec![0f32; 3 * plane];
     for (c, dst) in chw.chunks_exact_mut(plane.max(1)).enumerate().take(3) {
         let (mean, std) = (p.mean[c], p.std[c]);

@@ -749,3 +749,89 @@ fn cancel_stops_a_run_all_and_marks_what_did_not_run() {
     }
     assert!(h.get_all_by_label("cancelled").count() >= 6);
 }
+
+#[test]
+fn the_anomaly_view_shows_the_score_against_the_threshold() {
+    let _serial = serial();
+    let ws = tempfile::tempdir().unwrap();
+    let mut h = harness(app(ws.path()));
+    select(&mut h, SCRATCH);
+    // Nothing is computed until the view is opened.
+    assert!(h.state().inspect.anomaly().result().is_none());
+    assert!(!h.state().inspect.anomaly().busy());
+    h.get_by_label("Anomaly").click();
+    wait_for(&mut h, "the anomaly map", |a| {
+        a.inspect.anomaly().result().is_some()
+    });
+    let s = h.state().inspect.anomaly().result().unwrap().clone();
+    assert_eq!(s.category, "washer");
+    assert_eq!((s.k, s.references.len()), (4, 4));
+    assert!(
+        s.references
+            .iter()
+            .all(|r| r.contains("washer/train/good/"))
+    );
+    assert!(s.has_threshold() && s.threshold > 0.0, "{s:?}");
+    // The painted-over scratch of the sample is flagged, and located.
+    assert!(s.above(), "{s:?}");
+    assert!(!s.regions.is_empty());
+    let verdict = format!(
+        "score {:.2} against the category threshold {:.2} (above: anomalous)",
+        s.score, s.threshold
+    );
+    h.get_by_label_contains(&verdict);
+    h.get_by_label(&format!("washer · k 4 · descriptor backbone · {} ms", s.ms));
+    h.get_by_label(&format!("threshold {:.2}", s.threshold));
+
+    // The opacity slider changes the view's state.
+    let before = h.state().inspect.anomaly().opacity();
+    h.get_by_role_and_label(Role::Slider, "Heatmap opacity")
+        .focus();
+    h.run_steps(1);
+    h.key_press(egui::Key::ArrowRight);
+    h.run_steps(2);
+    let after = h.state().inspect.anomaly().opacity();
+    assert!(after > before, "{before} -> {after}");
+
+    // One more reference: computed again, against five.
+    h.get_by_role_and_label(Role::SpinButton, "References")
+        .set_value_accesskit(5.0);
+    h.run_steps(2);
+    assert_eq!(h.state().inspect.anomaly().k(), 5);
+    wait_for(&mut h, "the map against five references", |a| {
+        a.inspect.anomaly().result().is_some_and(|s| s.k == 5)
+    });
+    assert_eq!(
+        h.state()
+            .inspect
+            .anomaly()
+            .result()
+            .unwrap()
+            .references
+            .len(),
+        5
+    );
+
+    // Another image: the old map stays until the new one is ready.
+    let good = "Sample/washer/test/good/001.png";
+    h.state_mut().push(Command::SelectImage(good.to_string()));
+    wait_for(&mut h, "the new map", |a| {
+        a.inspect.anomaly().result().is_some_and(|s| !s.above())
+            && a.inspect.current_image().is_some_and(|p| p.ends_with(good))
+    });
+    h.get_by_label_contains("(below: normal)");
+}
+
+#[test]
+fn without_a_memory_the_anomaly_view_says_so() {
+    let _serial = serial();
+    let ws = tempfile::tempdir().unwrap();
+    let mut app = WorkbenchApp::with_workspace(Persisted::default(), ws.path().to_path_buf());
+    app.reference = None;
+    let mut h = harness(app);
+    wait_for(&mut h, "first image", |a| a.inspect.shown_image().is_some());
+    h.get_by_label("Anomaly").click();
+    h.run_steps(2);
+    h.get_by_label_contains("No reference memory yet");
+    assert!(!h.state().inspect.anomaly().busy());
+}

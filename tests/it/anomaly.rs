@@ -215,3 +215,103 @@ fn eval_reports_every_category_and_the_mean() {
 
 const MIN_IMAGE_AUROC: f64 = 0.8;
 const MIN_PIXEL_AUROC: f64 = 0.8;
+
+/// The tiny random CLIP fixture: its maps mean nothing, but every step of the
+/// `clip:PATH` backbone runs (load, patch tokens, threshold, regions, metrics).
+fn tiny_clip() -> String {
+    format!(
+        "clip:{}",
+        repo("tests/fixtures/tiny_clip/full_p8_s40_f16").display()
+    )
+}
+
+#[test]
+fn clip_backbone_scores_with_the_chosen_layers() {
+    let dir = tempfile::tempdir().unwrap();
+    let memory = sample_memory(dir.path());
+    let good = repo("assets/sample/Sample/washer/test/good/001.png");
+    let backbone = tiny_clip();
+    let map_file = dir.path().join("map.png");
+    let out = anomaly(
+        &memory,
+        &good,
+        &[
+            "--backbone",
+            &backbone,
+            "--out-map",
+            map_file.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out["backbone"], backbone.as_str());
+    // Three blocks: half and three quarters of the depth.
+    assert_eq!(out["layers"], serde_json::json!([1, 3]));
+    let score = out["score"].as_f64().unwrap();
+    let threshold = out["threshold"].as_f64().unwrap();
+    assert!(score.is_finite() && score >= 0.0, "{out}");
+    assert!(threshold.is_finite() && threshold >= 0.0, "{out}");
+    assert!(out["regions"].is_array(), "{out}");
+    let (w, h) = image::image_dimensions(&good).unwrap();
+    assert_eq!(image::image_dimensions(&map_file).unwrap(), (w, h));
+
+    let one = anomaly(&memory, &good, &["--backbone", &backbone, "--layers", "2"]);
+    assert_eq!(one["layers"], serde_json::json!([2]));
+    assert_ne!(one["score"], out["score"], "other layers, other features");
+    // The descriptor's output has no layers field, as before.
+    assert!(anomaly(&memory, &good, &[]).get("layers").is_none());
+
+    let fails = |extra: &[&str]| -> String {
+        let out = bin()
+            .arg("anomaly")
+            .arg(&good)
+            .arg("--memory")
+            .arg(&memory)
+            .args(extra)
+            .assert()
+            .failure()
+            .get_output()
+            .clone();
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(!err.contains("panicked"), "{err}");
+        err
+    };
+    let err = fails(&["--backbone", &backbone, "--layers", "1,7"]);
+    assert!(err.contains("layer 7"), "{err}");
+    let err = fails(&["--layers", "1"]);
+    assert!(err.contains("--layers"), "{err}");
+    let err = fails(&["--backbone", "clip:/nonexistent/clip-folder"]);
+    assert!(err.contains("nonexistent/clip-folder"), "{err}");
+    let err = fails(&["--backbone", "dinov2:/some/dino"]);
+    assert!(
+        err.contains("DINOv2") && err.contains("not implemented"),
+        "{err}"
+    );
+}
+
+#[test]
+fn eval_runs_with_the_clip_backbone() {
+    let dir = tempfile::tempdir().unwrap();
+    let memory = sample_memory(dir.path());
+    let v = json_of(
+        bin()
+            .args(["anomaly-eval", "--format", "json", "--dataset"])
+            .arg(repo("assets/sample/mmad.json"))
+            .arg("--root")
+            .arg(repo("assets/sample"))
+            .arg("--memory")
+            .arg(&memory)
+            .args(["--backbone", &tiny_clip(), "--layers", "1,2"]),
+    );
+    for metric in ["image_auroc", "pixel_auroc", "aupro"] {
+        let table = v[metric].as_object().unwrap_or_else(|| panic!("{v}"));
+        let names: Vec<&str> = table.keys().map(String::as_str).collect();
+        assert_eq!(
+            names,
+            ["Sample/washer", "Sample/weave", "Sample/chip", "mean"],
+            "{metric}"
+        );
+        for (name, x) in table {
+            let x = x.as_f64().unwrap_or_else(|| panic!("{metric} {name}: {x}"));
+            assert!((0.0..=1.0).contains(&x), "{metric} {name}: {x}");
+        }
+    }
+}

@@ -7,6 +7,7 @@
 //! run on their own threads and report back through jobs and channels; results keep
 //! their last value until the new one arrives, so nothing flashes empty.
 
+mod anomaly_view;
 mod ask;
 mod questions;
 mod retrieval;
@@ -18,7 +19,7 @@ use std::path::{Path, PathBuf};
 use eframe::egui;
 
 use super::browser::DatasetBrowser;
-use super::compare::ComparePanel;
+use super::compare::{CompareMode, ComparePanel};
 use super::jobs::Job;
 use super::trace_view::{self, QuestionRun};
 use super::{Command, LoadedDataset, LoadedReference};
@@ -28,6 +29,7 @@ use crate::echo::query::Query;
 use crate::knowledge::KnowledgeBase;
 use crate::verdicts::ImageId;
 
+pub use anomaly_view::{AnomalySummary, AnomalyView};
 use ask::ActiveRun;
 pub use ask::Slot;
 pub use questions::CustomQuestion;
@@ -110,6 +112,7 @@ pub struct InspectState {
     active: Option<ActiveRun>,
     verdicts: VerdictPanel,
     scroll_to_trace: bool,
+    anomaly: AnomalyView,
 }
 
 impl InspectState {
@@ -144,6 +147,7 @@ impl InspectState {
             || self.compare.busy()
             || self.browser.busy()
             || self.verdicts.busy()
+            || self.anomaly.busy()
     }
 
     /// What Inspect is doing in the background, for the status bar: a question run
@@ -177,6 +181,7 @@ impl InspectState {
             (self.compare.busy(), "decode images"),
             (self.browser.busy(), "thumbnails"),
             (self.verdicts.busy(), "verdicts"),
+            (self.anomaly.busy(), "anomaly map"),
         ];
         out.extend(
             named
@@ -238,6 +243,11 @@ impl InspectState {
 
     pub fn compare(&self) -> &ComparePanel {
         &self.compare
+    }
+
+    /// The Anomaly view (its map, once computed, and its controls).
+    pub fn anomaly(&self) -> &AnomalyView {
+        &self.anomaly
     }
 
     pub(super) fn poll(&mut self, env: &InspectEnv<'_>) {
@@ -505,7 +515,18 @@ impl InspectState {
         egui::Panel::bottom("inspect_topk")
             .resizable(false)
             .show(ui, |ui| self.reference_strip(ui, env));
-        egui::CentralPanel::default().show(ui, |ui| self.compare.ui(ui));
+        let visible = self.compare.view().mode == CompareMode::Anomaly;
+        let category = cur.query().category;
+        self.anomaly.update(
+            ui.ctx(),
+            Some((cur.path.as_path(), category.as_deref())),
+            env.reference,
+            env.reference_error,
+            env.reference_generation,
+            visible,
+        );
+        egui::CentralPanel::default()
+            .show(ui, |ui| self.compare.ui_with(ui, Some(&mut self.anomaly)));
     }
 
     fn right_panel(&mut self, ui: &mut egui::Ui, ctx: &egui::Context, env: &InspectEnv<'_>) {

@@ -202,6 +202,90 @@ impl ClipEmbedder {
     }
 }
 
+/// The tokens of one image after one encoder block: `tokens` rows of
+/// `hidden` values, row-major, the class token first and then the patches in
+/// raster order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HiddenState {
+    /// As transformers numbers `hidden_states`: 0 = embeddings, `l` = block `l`.
+    pub layer: usize,
+    pub tokens: usize,
+    pub hidden: usize,
+    pub values: Vec<f32>,
+}
+
+impl HiddenState {
+    /// The patch tokens only (the class token dropped), row-major.
+    pub fn patches(&self) -> &[f32] {
+        &self.values[self.hidden.min(self.values.len())..]
+    }
+}
+
+impl ClipEmbedder {
+    /// The hidden states after the encoder blocks `layers` (numbered as
+    /// transformers' `output_hidden_states`: 0 is the embeddings, `l` the
+    /// output of block `l`) for already preprocessed images, as for
+    /// [`ClipEmbedder::embed_pixel_values`]. Outer index: image; inner: the
+    /// entries of `layers`, in that order. The same tower as the embedding,
+    /// run only as deep as the deepest layer asked for.
+    pub fn hidden_states(
+        &self,
+        pixels: &[f32],
+        layers: &[usize],
+    ) -> Result<Vec<Vec<HiddenState>>, ClipError> {
+        let depth = self.config.vision.num_hidden_layers;
+        if let Some(bad) = layers.iter().find(|&&l| l > depth) {
+            return Err(ClipError::Input(format!(
+                "layer {bad} asked for, but this CLIP model has {depth} layers (0 is the embeddings)"
+            )));
+        }
+        let per_image = self.pixels_per_image();
+        if !pixels.len().is_multiple_of(per_image) {
+            return Err(ClipError::Input(format!(
+                "got {} pixel values, not a whole number of {per_image}-value images",
+                pixels.len()
+            )));
+        }
+        let v = &self.config.vision;
+        let mut out = Vec::with_capacity(pixels.len() / per_image);
+        for chunk in pixels.chunks(per_image * self.options.max_batch) {
+            let n = chunk.len() / per_image;
+            let shape = (n, v.num_channels, v.image_size, v.image_size);
+            let states = Tensor::from_vec(chunk.to_vec(), shape, &self.device)
+                .and_then(|t| self.model.hidden_states(&t, layers))
+                .context(|| format!("CLIP hidden states of {n} image(s) failed"))?;
+            let mut per_layer = Vec::with_capacity(layers.len());
+            for (state, &layer) in states.iter().zip(layers) {
+                let (_, tokens, hidden) = state
+                    .dims3()
+                    .context(|| format!("hidden state {layer} has an unexpected shape"))?;
+                let values = state
+                    .flatten_all()
+                    .and_then(|t| t.to_vec1::<f32>())
+                    .context(|| format!("reading hidden state {layer}"))?;
+                per_layer.push((layer, tokens, hidden, values));
+            }
+            for image in 0..n {
+                out.push(
+                    per_layer
+                        .iter()
+                        .map(|(layer, tokens, hidden, values)| {
+                            let size = tokens * hidden;
+                            HiddenState {
+                                layer: *layer,
+                                tokens: *tokens,
+                                hidden: *hidden,
+                                values: values[image * size..(image + 1) * size].to_vec(),
+                            }
+                        })
+                        .collect(),
+                );
+            }
+        }
+        Ok(out)
+    }
+}
+
 impl ImageEmbedder for ClipEmbedder {
     fn id(&self) -> String {
         self.id.clone()
@@ -311,6 +395,53 @@ mod tests {
         assert_eq!(embedder.id(), format!("clip:32/16/32x2:{}", &digest[..12]));
         assert_eq!(load("vision_p32_s64").dim(), 8);
         assert!(load("full_p8_s40_f16").id().starts_with("clip:40/8/24x3:"));
+    }
+
+    /// transformers' `output_hidden_states` for one image
+    /// (`scripts/clip_hidden_states.py`, committed): every layer, every token.
+    #[test]
+    fn hidden_states_match_transformers() {
+        use base64::Engine as _;
+        let name = "full_p8_s40_f16";
+        let expected = read_json(&fixtures().join(name).join("hidden_states.json")).unwrap();
+        let image = expected["image"].as_str().unwrap();
+        let case = reference(name)
+            .into_iter()
+            .find(|c| c.image == image)
+            .unwrap();
+        let embedder = load(name);
+        let layers: Vec<usize> = (0..=embedder.config().vision.num_hidden_layers)
+            .rev()
+            .collect();
+        let ours = embedder.hidden_states(&case.pixels, &layers).unwrap();
+        assert_eq!(ours.len(), 1);
+        let theirs = expected["hidden_states"].as_array().unwrap();
+        assert_eq!(theirs.len(), layers.len());
+        for state in &ours[0] {
+            let t = &theirs[state.layer];
+            assert_eq!(t["layer"].as_u64(), Some(state.layer as u64));
+            assert_eq!(t["tokens"].as_u64(), Some(state.tokens as u64));
+            assert_eq!(t["hidden"].as_u64(), Some(state.hidden as u64));
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(t["values_f32le_base64"].as_str().unwrap())
+                .unwrap();
+            let values: Vec<f32> = bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            let diff = max_abs_diff(&state.values, &values);
+            assert!(diff < 1e-4, "layer {}: {diff}", state.layer);
+            assert_eq!(state.patches().len(), (state.tokens - 1) * state.hidden);
+        }
+        // Batched with another image, the first image's states do not change.
+        let other = reference(name).remove(0).pixels;
+        let both: Vec<f32> = case.pixels.iter().chain(&other).copied().collect();
+        let batched = embedder.hidden_states(&both, &[2]).unwrap();
+        assert_eq!(batched.len(), 2);
+        let single = &ours[0][layers.iter().position(|&l| l == 2).unwrap()];
+        assert!(max_abs_diff(&batched[0][0].values, &single.values) < 1e-5);
+        assert!(embedder.hidden_states(&case.pixels, &[99]).is_err());
+        assert!(embedder.hidden_states(&case.pixels[1..], &[1]).is_err());
     }
 
     #[test]

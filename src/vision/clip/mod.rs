@@ -24,7 +24,7 @@ mod source;
 
 use std::path::PathBuf;
 
-pub use embedder::{ClipEmbedder, ClipOptions, default_device};
+pub use embedder::{ClipEmbedder, ClipOptions, HiddenState, default_device};
 pub use model::ClipModelConfig;
 pub use source::ClipSource;
 // The local language-model backend finds its folders in the same cache.

@@ -544,6 +544,46 @@ impl VisionModel {
         })
     }
 
+    /// The hidden states after the given encoder blocks, numbered as
+    /// transformers' `output_hidden_states` tuple: 0 is the embeddings after
+    /// `pre_layrnorm`, `l` the output of block `l` (1-based). Each is
+    /// `(batch, 1 + patches, hidden)` f32, class token first, in the order of
+    /// `layers`. Blocks past the deepest one asked for are not run, and every
+    /// block computes all tokens (the embedding path's class-only shortcut in
+    /// the last block does not apply).
+    pub(super) fn hidden_states(
+        &self,
+        pixels: &Tensor,
+        layers: &[usize],
+    ) -> candle_core::Result<Vec<Tensor>> {
+        let deepest = layers.iter().copied().max().unwrap_or(0);
+        if deepest > self.layers.len() {
+            candle_core::bail!(
+                "hidden state {deepest} asked for, but the model has {} layers",
+                self.layers.len()
+            );
+        }
+        let mut states: Vec<Option<Tensor>> = vec![None; layers.len()];
+        let mut keep = |depth: usize, xs: &Tensor| -> candle_core::Result<()> {
+            for (slot, _) in states.iter_mut().zip(layers).filter(|(_, l)| **l == depth) {
+                *slot = Some(xs.to_dtype(DType::F32)?);
+            }
+            Ok(())
+        };
+        let mut xs = self
+            .pre_norm
+            .forward(&self.embeddings.forward(&pixels.to_dtype(self.dtype)?)?)?;
+        keep(0, &xs)?;
+        for (i, layer) in self.layers.iter().take(deepest).enumerate() {
+            xs = layer.forward(&xs, false)?;
+            keep(i + 1, &xs)?;
+        }
+        states
+            .into_iter()
+            .map(|s| s.ok_or_else(|| candle_core::Error::Msg("hidden state not computed".into())))
+            .collect()
+    }
+
     /// `(batch, 3, size, size)` f32 pixels to `(batch, projection_dim)` f32.
     pub(super) fn forward(&self, pixels: &Tensor) -> candle_core::Result<Tensor> {
         let mut xs = self
@@ -600,6 +640,59 @@ mod tests {
                 l2_normalize(&mut t);
                 assert!(max_abs_diff(&t, &o) < 1e-5);
             }
+        }
+    }
+
+    /// Every hidden state against candle-transformers' `output_hidden_states`
+    /// (which lists blocks 1..=n), and the last one, pooled and projected, is
+    /// exactly the embedding `forward` gives.
+    #[test]
+    fn hidden_states_match_candle_transformers_and_the_embedding() {
+        use candle_transformers::models::clip::vision_model::ClipVisionTransformer;
+        for name in ["full_p16_s32", "vision_p32_s64"] {
+            let embedder = load(name);
+            let bytes = std::fs::read(fixtures().join(name).join(WEIGHTS_FILE)).unwrap();
+            let vb =
+                VarBuilder::from_buffered_safetensors(bytes, DType::F32, &Device::Cpu).unwrap();
+            let cfg = embedder.config().vision.clone();
+            let stock = ClipVisionTransformer::new(vb.pp("vision_model"), &cfg).unwrap();
+            let ours = VisionModel::new(vb, embedder.config(), DType::F32).unwrap();
+            let cases = reference(name);
+            let pixels: Vec<f32> = cases.iter().flat_map(|c| c.pixels.clone()).collect();
+            let s = cfg.image_size;
+            let input = Tensor::from_vec(pixels, (cases.len(), 3, s, s), &Device::Cpu).unwrap();
+            let theirs = stock.output_hidden_states(&input).unwrap();
+            let n = cfg.num_hidden_layers;
+            let layers: Vec<usize> = (1..=n).rev().collect();
+            let states = ours.hidden_states(&input, &layers).unwrap();
+            for (state, &l) in states.iter().zip(&layers) {
+                let a = state.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                let b = theirs[l - 1]
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap();
+                assert!(max_abs_diff(&a, &b) < 1e-5, "{name} layer {l}");
+            }
+            let pooled = states[0].i((.., 0, ..)).unwrap();
+            let projected = ours
+                .projection
+                .forward(&ours.post_norm.forward(&pooled).unwrap())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            let embedded = ours.forward(&input).unwrap().flatten_all().unwrap();
+            let embedded = embedded.to_vec1::<f32>().unwrap();
+            assert!(max_abs_diff(&projected, &embedded) < 1e-5, "{name}");
+            assert!(ours.hidden_states(&input, &[n + 1]).is_err());
+            let embeddings = ours.hidden_states(&input, &[0]).unwrap();
+            let grid = embedder.config().grid();
+            assert_eq!(
+                embeddings[0].dims(),
+                &[cases.len(), grid * grid + 1, cfg.embed_dim]
+            );
         }
     }
 

@@ -11,6 +11,8 @@ use eframe::egui::{self, Color32, Pos2, Rect, Sense, Vec2, pos2, vec2};
 use image::RgbImage;
 use image::imageops::FilterType;
 
+mod view;
+
 use super::jobs::Job;
 use crate::vision::diff::{
     DifferenceOptions, difference_heatmap_with, mask_coverage, mask_overlay, shrink_to_max_side,
@@ -19,8 +21,7 @@ use crate::vision::{DecodeLimits, decode_rgb8};
 
 /// Longest side of the copy uploaded for display; zoom stays in original pixels.
 pub const DISPLAY_MAX_SIDE: u32 = 4096;
-pub const MIN_ZOOM: f32 = 0.05;
-pub const MAX_ZOOM: f32 = 64.0;
+pub use view::{CompareView, MAX_ZOOM, MIN_ZOOM};
 /// Zoom factor per point of wheel scroll (a wheel notch is about 40 points: ~1.2x).
 const WHEEL_ZOOM_RATE: f32 = 0.0045;
 const AUTO_FLICKER_SECONDS: f64 = 0.6;
@@ -43,6 +44,19 @@ pub enum CompareMode {
     Flicker,
     /// The per-pixel difference as a heat map.
     Difference,
+    /// The query with a [`QueryOverlay`] over it (Inspect's anomaly map); offered
+    /// only where the owner gives one, so it is not in [`CompareMode::ALL`].
+    Anomaly,
+}
+
+/// A view drawn over the query by the panel's owner, which computes it: its
+/// controls, the caption above the pane and its paint on top of the query
+/// (sharing the panes' zoom and pan).
+pub trait QueryOverlay {
+    fn toolbar(&mut self, ui: &mut egui::Ui);
+    fn caption(&self) -> String;
+    /// `image_rect` is where the whole query lies on screen, `pane` the clip.
+    fn paint(&mut self, ui: &mut egui::Ui, pane: Rect, image_rect: Rect);
 }
 
 impl CompareMode {
@@ -57,6 +71,7 @@ impl CompareMode {
             CompareMode::SideBySide => "Side by side",
             CompareMode::Flicker => "Flicker",
             CompareMode::Difference => "Difference",
+            CompareMode::Anomaly => "Anomaly",
         }
     }
 }
@@ -67,108 +82,6 @@ pub struct ReferenceImage {
     pub path: PathBuf,
     /// Shown above the pane, e.g. path, similarity score and embedder.
     pub caption: String,
-}
-
-/// Where both panes look. `pan` is the query-image pixel at the centre of a pane and
-/// `zoom` is screen points per query-image pixel, so every pane of the same size
-/// shows the same region; the reference is drawn stretched to the query's size.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CompareView {
-    pub zoom: f32,
-    pub pan: Vec2,
-    pub mode: CompareMode,
-    pub show_mask: bool,
-    pub mask_opacity: f32,
-    /// Flicker phase: the reference is on screen instead of the query.
-    pub showing_reference: bool,
-}
-
-impl Default for CompareView {
-    fn default() -> Self {
-        CompareView {
-            zoom: 1.0,
-            pan: Vec2::ZERO,
-            mode: CompareMode::SideBySide,
-            show_mask: true,
-            mask_opacity: 0.5,
-            showing_reference: false,
-        }
-    }
-}
-
-impl CompareView {
-    pub fn clamp_zoom(zoom: f32) -> f32 {
-        if zoom.is_finite() {
-            zoom.clamp(MIN_ZOOM, MAX_ZOOM)
-        } else {
-            1.0
-        }
-    }
-
-    /// Where image point `p` (query pixels) lands in `pane`.
-    pub fn image_to_screen(&self, pane: Rect, p: Pos2) -> Pos2 {
-        pane.center() + (p - self.pan.to_pos2()) * self.zoom
-    }
-
-    /// The image point (query pixels) under screen point `s` of `pane`.
-    pub fn screen_to_image(&self, pane: Rect, s: Pos2) -> Pos2 {
-        self.pan.to_pos2() + (s - pane.center()) / self.zoom
-    }
-
-    /// The screen rectangle the whole image of `image_size` pixels covers.
-    pub fn image_rect(&self, pane: Rect, image_size: Vec2) -> Rect {
-        Rect::from_min_max(
-            self.image_to_screen(pane, Pos2::ZERO),
-            self.image_to_screen(pane, image_size.to_pos2()),
-        )
-    }
-
-    /// Multiplies the zoom by `factor`, keeping the image point under `screen_point`
-    /// where it is (unless that would push the image off the pane).
-    pub fn zoom_toward(&mut self, pane: Rect, screen_point: Pos2, factor: f32, image_size: Vec2) {
-        if !factor.is_finite() || factor <= 0.0 {
-            return;
-        }
-        let anchor = self.screen_to_image(pane, screen_point);
-        self.zoom = Self::clamp_zoom(self.zoom * factor);
-        self.pan = (anchor - (screen_point - pane.center()) / self.zoom).to_vec2();
-        self.clamp_pan(image_size);
-    }
-
-    /// Moves the view with a drag of `screen_delta` points (the image follows the pointer).
-    pub fn pan_by(&mut self, screen_delta: Vec2, image_size: Vec2) {
-        self.pan -= screen_delta / self.zoom;
-        self.clamp_pan(image_size);
-    }
-
-    /// Shows the whole image, centred, as large as the pane allows.
-    pub fn fit(&mut self, pane_size: Vec2, image_size: Vec2) {
-        if image_size.x <= 0.0 || image_size.y <= 0.0 {
-            return;
-        }
-        self.zoom = Self::clamp_zoom((pane_size.x / image_size.x).min(pane_size.y / image_size.y));
-        self.pan = image_size / 2.0;
-    }
-
-    /// One image pixel per physical screen pixel, keeping the centre.
-    pub fn actual_size(&mut self, pixels_per_point: f32) {
-        self.zoom = Self::clamp_zoom(1.0 / pixels_per_point.max(1e-3));
-    }
-
-    /// Keeps the pane centre on the image, so it can never be lost off screen.
-    pub fn clamp_pan(&mut self, image_size: Vec2) {
-        let clamp = |v: f32, max: f32| {
-            if v.is_finite() {
-                v.clamp(0.0, max.max(0.0))
-            } else {
-                max / 2.0
-            }
-        };
-        self.pan = vec2(
-            clamp(self.pan.x, image_size.x),
-            clamp(self.pan.y, image_size.y),
-        );
-    }
 }
 
 /// A decoded image ready to upload: the display copy and the original size.
@@ -570,11 +483,33 @@ impl ComparePanel {
     /// Draws toolbar, captions and panes into all the space `ui` has left (give it a
     /// sized child ui to bound it).
     pub fn ui(&mut self, ui: &mut egui::Ui) {
+        self.ui_with(ui, None);
+    }
+
+    /// [`ComparePanel::ui`] with the Anomaly mode offered, drawn by `overlay`.
+    pub fn ui_with<'o>(
+        &mut self,
+        ui: &mut egui::Ui,
+        mut overlay: Option<&mut (dyn QueryOverlay + 'o)>,
+    ) {
         self.poll(ui.ctx());
         self.keys_and_timers(ui.ctx());
-        self.toolbar(ui);
+        if self.view.mode == CompareMode::Anomaly && overlay.is_none() {
+            self.view.mode = CompareMode::SideBySide;
+        }
+        self.toolbar(ui, overlay.as_deref_mut());
         ui.add_space(4.0);
         match self.view.mode {
+            CompareMode::Anomaly => {
+                if let Some(overlay) = overlay {
+                    self.single(ui, overlay.caption(), PaneContent::Query);
+                    if let (Some(frame), Some(&pane), Some(_)) =
+                        (self.frame_size(), self.panes.first(), self.query.current())
+                    {
+                        overlay.paint(ui, pane, self.view.image_rect(pane, frame));
+                    }
+                }
+            }
             CompareMode::SideBySide => self.side_by_side(ui),
             CompareMode::Flicker => {
                 let content = if self.view.showing_reference {
@@ -623,10 +558,15 @@ impl ComparePanel {
         }
     }
 
-    fn toolbar(&mut self, ui: &mut egui::Ui) {
+    fn toolbar<'o>(&mut self, ui: &mut egui::Ui, overlay: Option<&mut (dyn QueryOverlay + 'o)>) {
         ui.horizontal_wrapped(|ui| {
             for mode in CompareMode::ALL {
                 ui.selectable_value(&mut self.view.mode, mode, mode.label());
+            }
+            if overlay.is_some() {
+                let mode = CompareMode::Anomaly;
+                ui.selectable_value(&mut self.view.mode, mode, mode.label())
+                    .on_hover_text("The anomaly map over the query, against normal references");
             }
             ui.separator();
             if ui
@@ -666,7 +606,7 @@ impl ComparePanel {
                     ui.checkbox(&mut self.stretch_difference, "Stretch contrast")
                         .on_hover_text("Colour the largest difference white");
                 }
-                CompareMode::SideBySide => {}
+                CompareMode::SideBySide | CompareMode::Anomaly => {}
             }
             if self.mask_requested.is_some() {
                 ui.separator();
@@ -683,6 +623,13 @@ impl ComparePanel {
                 }
             }
         });
+        // A row of its own, so the view's controls never push the shared ones
+        // out of the panel.
+        if self.view.mode == CompareMode::Anomaly
+            && let Some(overlay) = overlay
+        {
+            ui.horizontal_wrapped(|ui| overlay.toolbar(ui));
+        }
         if let Some(e) = &self.mask_error {
             ui.colored_label(ui.visuals().error_fg_color, format!("Mask: {e}"));
         }
