@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use image::RgbImage;
 
@@ -127,8 +128,8 @@ pub struct Detection {
 
 /// A reference memory ready to score images against.
 pub struct Detector {
-    memory: ReferenceMemory,
-    embedder: Box<dyn ImageEmbedder>,
+    memory: Arc<ReferenceMemory>,
+    embedder: Arc<dyn ImageEmbedder>,
     backbone: Backbone,
     references: References,
     search: Search,
@@ -156,6 +157,17 @@ impl Detector {
             path: memory.root.clone(),
             message: e.to_string(),
         })?;
+        Detector::with_embedder(Arc::new(memory), Arc::from(embedder), backbone, references)
+    }
+
+    /// Uses a memory and its embedder that are already loaded (the pipeline's), so
+    /// a run holds one copy of each.
+    pub fn with_embedder(
+        memory: Arc<ReferenceMemory>,
+        embedder: Arc<dyn ImageEmbedder>,
+        backbone: Backbone,
+        references: References,
+    ) -> Result<Self, AnomalyError> {
         memory.check_query(&embedder.id(), embedder.dim())?;
         if memory.is_empty() {
             return Err(AnomalyError::NoReferences(memory.root.clone()));
@@ -174,6 +186,11 @@ impl Detector {
             thresholds: HashMap::new(),
             percentile: threshold::DEFAULT_PERCENTILE,
         })
+    }
+
+    /// The memory's folder (for traces and messages).
+    pub fn memory_root(&self) -> &std::path::Path {
+        &self.memory.root
     }
 
     pub fn backbone(&self) -> Backbone {

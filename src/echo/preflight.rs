@@ -36,6 +36,9 @@ pub enum MissingInput {
     Memory,
     /// Category-scope search in a memory with no image of the category.
     MemoryCategory,
+    /// The anomaly map compares the query with a memory's normals, and none is
+    /// loaded.
+    MapMemory,
     /// MMAD's template list (`similar_templates` or `random_templates`) is empty or
     /// names a file that is not there.
     Templates { field: String },
@@ -54,6 +57,7 @@ pub enum Fix {
     Memory,
     ScopeGlobal,
     TemplateNone,
+    MapOff,
 }
 
 impl Fix {
@@ -75,6 +79,7 @@ impl Fix {
             Fix::Memory => "--memory DIR (a memory holding this category's normal images)",
             Fix::ScopeGlobal => "--scope global (search the whole memory)",
             Fix::TemplateNone => "--template none, or a memory (--memory DIR)",
+            Fix::MapOff => "--map-expert off (or a preset without the anomaly map)",
         }
     }
 
@@ -96,6 +101,7 @@ impl Fix {
             Fix::Memory => "a reference memory holding this category (Settings)",
             Fix::ScopeGlobal => "global memory scope (Settings)",
             Fix::TemplateNone => "Reference images: none, or retrieved from a memory",
+            Fix::MapOff => "a preset without the anomaly map",
         }
     }
 }
@@ -147,6 +153,10 @@ impl InputGap {
             MissingInput::MemoryCategory => {
                 format!("the reference memory holds no image of category {place} (category scope)")
             }
+            MissingInput::MapMemory => format!(
+                "the anomaly map compares each image with a reference memory's normals, and none \
+                 is loaded, needed for category {place}"
+            ),
             MissingInput::Templates { field } => {
                 format!("MMAD's {field} are missing or not on disk for category {place}")
             }
@@ -350,6 +360,9 @@ pub fn check_inputs<'a>(
             }
             _ => {}
         }
+        if plan.anomaly_map.is_some() && memory_categories.is_none() {
+            missing.push(MissingInput::MapMemory);
+        }
         for m in missing {
             let (indices, types) = groups
                 .entry((
@@ -411,7 +424,11 @@ fn fixes_for(
         ctx.knowledge_source(source)
             .is_some_and(|kb: &KnowledgeBase| guide::find_category(kb, dataset, category).is_some())
     };
-    if category == UNKNOWN_CATEGORY && !matches!(missing, MissingInput::Templates { .. }) {
+    let needs_category = !matches!(
+        missing,
+        MissingInput::Templates { .. } | MissingInput::MapMemory
+    );
+    if category == UNKNOWN_CATEGORY && needs_category {
         return vec![Fix::Category];
     }
     match missing {
@@ -437,6 +454,7 @@ fn fixes_for(
         }
         MissingInput::Memory => vec![Fix::Memory, Fix::TemplateNone],
         MissingInput::MemoryCategory => vec![Fix::Memory, Fix::ScopeGlobal],
+        MissingInput::MapMemory => vec![Fix::Memory, Fix::MapOff],
         MissingInput::Templates { .. } => vec![Fix::TemplateNone],
     }
 }

@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use super::extract::ExtractMethod;
 pub use super::plan::ExpertName;
-use super::plan::KnowledgeMode;
+use super::plan::{KnowledgeMode, MapImage};
 use crate::knowledge::options::OptionMatch;
 use crate::memory::Scope;
 
@@ -120,6 +120,7 @@ pub enum TraceInput {
     /// Nothing (`null`): a skipped expert.
     None,
     Reference(Box<ReferenceInput>),
+    Map(Box<MapInput>),
     Knowledge(Box<KnowledgeInput>),
     Reasoning(Box<ReasoningInput>),
     Decision(Box<DecisionInput>),
@@ -133,6 +134,7 @@ pub enum TraceOutput {
     /// Nothing (`null`): skipped or failed.
     None,
     Reference(Box<ReferenceOutput>),
+    Map(Box<MapOutput>),
     Knowledge(Box<KnowledgeOutput>),
     Reasoning(Box<ReasoningOutput>),
     Decision(Box<DecisionOutput>),
@@ -147,6 +149,7 @@ impl TraceInput {
             (ExpertName::ReferenceExtractor, v) => {
                 exactly(v).map(|x| TraceInput::Reference(Box::new(x)))
             }
+            (ExpertName::AnomalyMap, v) => exactly(v).map(|x| TraceInput::Map(Box::new(x))),
             (ExpertName::KnowledgeGuide, v) => {
                 exactly(v).map(|x| TraceInput::Knowledge(Box::new(x)))
             }
@@ -166,6 +169,13 @@ impl TraceInput {
     pub fn reference(&self) -> Option<&ReferenceInput> {
         match self {
             TraceInput::Reference(x) => Some(x.as_ref()),
+            _ => None,
+        }
+    }
+
+    pub fn map(&self) -> Option<&MapInput> {
+        match self {
+            TraceInput::Map(x) => Some(x.as_ref()),
             _ => None,
         }
     }
@@ -211,6 +221,7 @@ impl TraceOutput {
             (ExpertName::ReferenceExtractor, v) => {
                 exactly(v).map(|x| TraceOutput::Reference(Box::new(x)))
             }
+            (ExpertName::AnomalyMap, v) => exactly(v).map(|x| TraceOutput::Map(Box::new(x))),
             (ExpertName::KnowledgeGuide, v) => {
                 exactly(v).map(|x| TraceOutput::Knowledge(Box::new(x)))
             }
@@ -236,6 +247,13 @@ impl TraceOutput {
     pub fn reference(&self) -> Option<&ReferenceOutput> {
         match self {
             TraceOutput::Reference(x) => Some(x.as_ref()),
+            _ => None,
+        }
+    }
+
+    pub fn map(&self) -> Option<&MapOutput> {
+        match self {
+            TraceOutput::Map(x) => Some(x.as_ref()),
             _ => None,
         }
     }
@@ -281,6 +299,12 @@ impl From<ReferenceInput> for TraceInput {
     }
 }
 
+impl From<MapInput> for TraceInput {
+    fn from(x: MapInput) -> Self {
+        TraceInput::Map(Box::new(x))
+    }
+}
+
 impl From<KnowledgeInput> for TraceInput {
     fn from(x: KnowledgeInput) -> Self {
         TraceInput::Knowledge(Box::new(x))
@@ -302,6 +326,12 @@ impl From<DecisionInput> for TraceInput {
 impl From<ReferenceOutput> for TraceOutput {
     fn from(x: ReferenceOutput) -> Self {
         TraceOutput::Reference(Box::new(x))
+    }
+}
+
+impl From<MapOutput> for TraceOutput {
+    fn from(x: MapOutput) -> Self {
+        TraceOutput::Map(Box::new(x))
     }
 }
 
@@ -328,6 +358,7 @@ impl Serialize for TraceInput {
         match self {
             TraceInput::None => s.serialize_unit(),
             TraceInput::Reference(x) => x.serialize(s),
+            TraceInput::Map(x) => x.serialize(s),
             TraceInput::Knowledge(x) => x.serialize(s),
             TraceInput::Reasoning(x) => x.serialize(s),
             TraceInput::Decision(x) => x.serialize(s),
@@ -341,6 +372,7 @@ impl Serialize for TraceOutput {
         match self {
             TraceOutput::None => s.serialize_unit(),
             TraceOutput::Reference(x) => x.serialize(s),
+            TraceOutput::Map(x) => x.serialize(s),
             TraceOutput::Knowledge(x) => x.serialize(s),
             TraceOutput::Reasoning(x) => x.serialize(s),
             TraceOutput::Decision(x) => x.serialize(s),
@@ -380,6 +412,9 @@ pub enum PromptPart {
 pub enum ImageRole {
     Reference,
     Query,
+    /// The anomaly map's picture of the query (its `path` is the query's).
+    #[serde(rename = "anomaly_map")]
+    AnomalyMap,
 }
 
 /// What the Reference Extractor searched.
@@ -558,6 +593,64 @@ pub struct DecisionOutput {
     pub finish_reason: Option<String>,
     pub reasoning: Option<String>,
     pub request_summary: Value,
+}
+
+/// What the anomaly map worked with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MapInput {
+    /// The reference memory's folder.
+    pub memory: PathBuf,
+    /// The patch features compared (`descriptor`, ...).
+    pub backbone: String,
+    /// How many retrieved normal references the query is compared with.
+    pub k: usize,
+    /// Whether the Decision Maker gets the hint sentence.
+    pub hint: bool,
+    /// Which third image the Decision Maker gets.
+    pub image: MapImage,
+}
+
+/// One of the map's most unusual regions, in the query's pixels.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MapRegion {
+    pub x: u32,
+    pub y: u32,
+    pub w: u32,
+    pub h: u32,
+    /// The map's maximum inside the region.
+    pub score: f64,
+    /// MMAD's nine-grid name of its centre (`top left` ... `bottom right`).
+    pub grid: String,
+}
+
+/// What the anomaly map found: the journal keeps this (not the map itself, which
+/// the detector recomputes from the run's memory when a view needs it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MapOutput {
+    /// The image score (mean of the map's highest pixels).
+    pub score: f64,
+    /// The category's threshold from its normals alone (leave-one-out).
+    pub threshold: f64,
+    /// The memory's category the references came from.
+    pub category: String,
+    pub backbone: String,
+    pub k: usize,
+    /// Best first.
+    pub regions: Vec<MapRegion>,
+    /// Memory paths of the normals compared with.
+    pub references: Vec<String>,
+    /// The sentence given to the Decision Maker, when the hint is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+    /// Time of the detection itself (features, map, threshold on first use).
+    pub map_ms: u64,
+}
+
+impl MapOutput {
+    /// Whether the map calls the image anomalous (its score above the threshold).
+    pub fn anomalous(&self) -> bool {
+        self.score > self.threshold
+    }
 }
 
 #[cfg(test)]

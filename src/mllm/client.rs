@@ -102,7 +102,7 @@ enum Source<'a> {
     File(&'a std::path::Path),
     /// Not cached: such images have no stable identity.
     Bytes {
-        name: &'static str,
+        name: &'a str,
         bytes: Arc<[u8]>,
     },
 }
@@ -253,6 +253,10 @@ impl MllmClient {
             .map(|p| match p {
                 Part::Text(t) => Source::Text(t),
                 Part::Image(path) => Source::File(path),
+                Part::Generated { name, bytes } => Source::Bytes {
+                    name,
+                    bytes: bytes.clone(),
+                },
             })
             .collect();
         self.send(req.system.as_deref(), &sources, cancel, attempts)
