@@ -11,6 +11,7 @@ mod compat;
 mod inspect;
 mod knowledge;
 mod local;
+mod map_expert;
 mod mllm;
 mod pipeline;
 mod probe;
