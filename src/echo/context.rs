@@ -436,6 +436,36 @@ mod tests {
         assert!(a.prompt_set("mmad").is_some());
     }
 
+    /// A run's manifest spells the map's options out only where the run uses
+    /// the map, so Echo's and MMAD's settings serialise as before.
+    #[test]
+    fn recorded_settings_name_the_map_only_when_it_is_used() {
+        let echo = PipelineContext::new(PipelineSettings::default()).unwrap();
+        assert_eq!(echo.recorded_settings(), PipelineSettings::default());
+        assert!(
+            !serde_json::to_string(&echo.recorded_settings())
+                .unwrap()
+                .contains("map")
+        );
+        let map = PipelineContext::new(PipelineSettings {
+            preset: "echo+map".into(),
+            map_hint: Some(false),
+            ..Default::default()
+        })
+        .unwrap();
+        let s = map.recorded_settings();
+        assert_eq!(
+            (s.map_k, s.map_hint, s.map_image),
+            (Some(4), Some(false), Some(MapImage::Outline))
+        );
+        let text = toml::to_string(&s).unwrap();
+        let back: PipelineSettings = toml::from_str(&text).unwrap();
+        assert_eq!(back, s);
+        // Without a memory, the map's turn fails with a clear reason.
+        let e = map.map_detector().err().unwrap();
+        assert!(e.contains("none is loaded"), "{e}");
+    }
+
     #[test]
     fn plan_follows_switches_per_type() {
         let mut s = PipelineSettings::default();

@@ -768,6 +768,71 @@ mod tests {
     }
 
     #[test]
+    fn echo_plus_map_is_echo_with_the_map_on_the_defect_types() {
+        let table = ExpertTable::bundled();
+        let map = table.preset("echo+map").unwrap();
+        let echo = table.preset("echo").unwrap();
+        let options = map.anomaly_map.unwrap();
+        assert_eq!(
+            (options.k, options.hint, options.image),
+            (4, true, MapImage::Outline)
+        );
+        let with = |opts: MapOptions, switches| PlanInputs {
+            map: opts,
+            ..inputs(switches)
+        };
+        for t in QuestionType::KNOWN {
+            let p = resolve(
+                "echo+map",
+                map,
+                &t,
+                with(options, ExpertSwitches::default()),
+            );
+            let e = resolve("echo", echo, &t, inputs(ExpertSwitches::default()));
+            // Echo's experts run as in `echo`.
+            assert_eq!(flags(&p), flags(&e), "{t}");
+            assert_eq!((&p.prompts, &p.template), (&e.prompts, &e.template), "{t}");
+            let names: Vec<ExpertName> = p.steps.iter().map(|s| s.expert).collect();
+            assert_eq!(names, ExpertName::ALL, "{t}");
+            assert_eq!(p.anomaly_map.is_some(), t.is_defect_subtask(), "{t}");
+            assert_eq!(p.step(ExpertName::AnomalyMap).runs, t.is_defect_subtask());
+            // Echo's plans do not list the map at all.
+            assert!(!e.lists(ExpertName::AnomalyMap), "{t}");
+            assert_eq!(e.steps.len(), 4);
+        }
+        let ad = QuestionType::AnomalyDetection;
+        let p = resolve(
+            "echo+map",
+            map,
+            &ad,
+            with(options, ExpertSwitches::default()),
+        );
+        assert_eq!(
+            p.step(ExpertName::AnomalyMap).how,
+            "4 nearest normals, hint on, image outline"
+        );
+        // A run switches it off (listed, skipped) or on in a preset without it.
+        let off = ExpertSwitches {
+            anomaly_map: Some(false),
+            ..Default::default()
+        };
+        let p = resolve("echo+map", map, &ad, with(options, off));
+        assert_eq!(p.anomaly_map, None);
+        assert_eq!(
+            p.step(ExpertName::AnomalyMap).why,
+            "switched off for this run"
+        );
+        let on = ExpertSwitches {
+            anomaly_map: Some(true),
+            ..Default::default()
+        };
+        let p = resolve("echo", echo, &ad, inputs(on));
+        assert_eq!(p.anomaly_map, Some(MapOptions::default()));
+        assert!(p.step(ExpertName::AnomalyMap).why.contains("switched on"));
+        assert_eq!("crop".parse::<MapImage>().unwrap(), MapImage::Crop);
+    }
+
+    #[test]
     fn switches_and_modes_turn_experts_off() {
         let table = ExpertTable::bundled();
         let echo = table.preset("echo").unwrap();

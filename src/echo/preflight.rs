@@ -520,6 +520,33 @@ mod tests {
     }
 
     #[test]
+    fn the_anomaly_map_needs_a_memory() {
+        let dataset = sample();
+        let questions: Vec<QuestionRef<'_>> = dataset.questions().collect();
+        let ctx = PipelineContext::new(PipelineSettings {
+            preset: "echo+map".into(),
+            reference: Some(ReferenceKind::None),
+            knowledge_mode: Some(KnowledgeMode::Off),
+            ..PipelineSettings::default()
+        })
+        .unwrap();
+        let check = check_inputs(&ctx, &None, None, questions.iter().map(inputs));
+        // Anomaly Detection and the four defect types: 39 + 4 x 27 questions.
+        assert_eq!(check.questions, 147);
+        assert!(
+            check
+                .gaps
+                .iter()
+                .all(|g| g.missing == MissingInput::MapMemory)
+        );
+        assert_eq!(check.gaps[0].fixes, [Fix::Memory, Fix::MapOff]);
+        assert!(check.gaps[0].cli_line().contains("--map-expert off"));
+        let memory: MemoryCategories = Some(["chip"].map(String::from).into_iter().collect());
+        // Any memory will do: the map searches it whole when the category is not there.
+        assert!(check_inputs(&ctx, &memory, None, questions.iter().map(inputs)).is_complete());
+    }
+
+    #[test]
     fn template_images_must_be_on_disk() {
         let dataset = sample();
         let questions: Vec<QuestionRef<'_>> = dataset.questions().collect();

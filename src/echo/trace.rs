@@ -697,6 +697,7 @@ mod tests {
                 let trace: ExpertTrace = serde_json::from_value(stored.clone()).unwrap();
                 let typed = match trace.name {
                     ExpertName::ReferenceExtractor => trace.output.reference().is_some(),
+                    ExpertName::AnomalyMap => trace.output.map().is_some(),
                     ExpertName::KnowledgeGuide => trace.output.knowledge().is_some(),
                     ExpertName::ReasoningExpert => trace.output.reasoning().is_some(),
                     ExpertName::DecisionMaker => trace.output.decision().is_some(),
@@ -708,6 +709,23 @@ mod tests {
         }
         assert!(seen.contains(&ExpertName::ReferenceExtractor), "{seen:?}");
         assert!(seen.contains(&ExpertName::DecisionMaker), "{seen:?}");
+    }
+
+    /// The anomaly map's line reads back typed and writes the same bytes; a map
+    /// output from a later version with more keys stays raw.
+    #[test]
+    fn a_map_trace_reads_typed_and_writes_back_byte_for_byte() {
+        let line = r#"{"name":"anomaly_map","status":{"state":"done"},"input":{"memory":"m","backbone":"descriptor","k":4,"hint":true,"image":"outline"},"output":{"score":0.8299999833106995,"threshold":0.41,"category":"washer","backbone":"descriptor","k":4,"regions":[{"x":1,"y":2,"w":30,"h":40,"score":0.9,"grid":"top left"}],"references":["Sample/washer/train/good/000.png"],"hint":"The most unusual region is at the top left, score 0.83 against a threshold of 0.41.","map_ms":12},"summary":"s","ms":13}"#;
+        let trace: ExpertTrace = serde_json::from_str(line).unwrap();
+        let out = trace.output.map().expect("typed");
+        assert!(out.anomalous());
+        assert_eq!(out.regions[0].grid, "top left");
+        assert_eq!(trace.input.map().unwrap().image, MapImage::Outline);
+        assert_eq!(serde_json::to_string(&trace).unwrap(), line);
+        let later = line.replace("\"map_ms\":12", "\"map_ms\":12,\"pixels\":[1]");
+        let trace: ExpertTrace = serde_json::from_str(&later).unwrap();
+        assert!(matches!(trace.output, TraceOutput::Raw(_)));
+        assert_eq!(serde_json::to_string(&trace).unwrap(), later);
     }
 
     /// Older or foreign shapes load (kept raw) and write back as they were; a

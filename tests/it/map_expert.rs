@@ -33,7 +33,14 @@ fn server() -> MockServer {
 fn sample_memory(dir: &Path) -> PathBuf {
     let out = dir.join("memory");
     bin()
-        .args(["memory", "build", "--index", "exact", "--no-cache", "--root"])
+        .args([
+            "memory",
+            "build",
+            "--index",
+            "exact",
+            "--no-cache",
+            "--root",
+        ])
         .arg(repo("assets/sample"))
         .arg("--out")
         .arg(&out)
@@ -91,7 +98,11 @@ fn echo_plus_map_records_the_map_and_sends_its_hint_and_outlined_image() {
     let output = run(
         &url,
         &with_map,
-        &[&["--preset", "echo+map", "--memory", memory_arg][..], &types].concat(),
+        &[
+            &["--preset", "echo+map", "--memory", memory_arg][..],
+            &types,
+        ]
+        .concat(),
     );
     assert!(
         output.status.success(),
@@ -182,7 +193,10 @@ fn echo_plus_map_records_the_map_and_sends_its_hint_and_outlined_image() {
     }
     let manifest = RunManifest::load(&ablated.join("manifest.json")).unwrap();
     assert_eq!(manifest.pipeline.map_hint, Some(false));
-    assert_eq!(manifest.pipeline.map_image.map(|m| m.as_str()), Some("none"));
+    assert_eq!(
+        manifest.pipeline.map_image.map(|m| m.as_str()),
+        Some("none")
+    );
     // The map still ran and was recorded: only what the model gets changed.
     assert!(records(&ablated).iter().all(|r| r.traces[1].is_done()));
 }
@@ -220,7 +234,14 @@ fn echo_plus_map_without_a_memory_is_refused_before_asking() {
     let output = run(
         &server.url(),
         &dir.path().join("no-memory"),
-        &["--preset", "echo+map", "--template", "similar", "--limit", "3"],
+        &[
+            "--preset",
+            "echo+map",
+            "--template",
+            "similar",
+            "--limit",
+            "3",
+        ],
     );
     assert!(!output.status.success());
     let err = String::from_utf8_lossy(&output.stderr);
