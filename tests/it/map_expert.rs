@@ -163,6 +163,8 @@ fn echo_plus_map_records_the_map_and_sends_its_hint_and_outlined_image() {
         Some("outline")
     );
 
+    check_score_anomaly(&with_map, &recs, &memory);
+
     // The ablation: the same preset, the map's hint off and no third image.
     let ablated = dir.path().join("ablated");
     let before = bodies.len();
@@ -251,4 +253,105 @@ fn echo_plus_map_without_a_memory_is_refused_before_asking() {
     );
     assert!(err.contains("--map-expert off"), "{err}");
     assert_eq!(server.chat_count(), 0);
+}
+
+/// `score RUN --anomaly` against figures counted here from the journal, and its
+/// pixel figures against `anomaly-eval` of the same memory (the maps recomputed
+/// are the ones the run made).
+fn check_score_anomaly(run_dir: &Path, recs: &[JournalRecord], memory: &Path) {
+    let out = bin()
+        .arg("score")
+        .arg(run_dir)
+        .args(["--anomaly", "--format", "json"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    let washer = &v["anomaly_map"]["categories"]["Sample/washer"];
+    // One map per image: (score, defective, the model's AD answer right?).
+    let mut images: Vec<(f64, bool, bool)> = Vec::new();
+    let mut threshold = 0.0;
+    for r in recs
+        .iter()
+        .filter(|r| r.question_type == "Anomaly Detection")
+    {
+        let m = r.traces[1].output.map().unwrap();
+        threshold = m.threshold;
+        images.push((
+            m.score,
+            !r.image.contains("/good/"),
+            r.correct == Some(true),
+        ));
+    }
+    assert_eq!(images.len(), 13);
+    assert_eq!(washer["images"], 13);
+    // Image AUROC as the share of (defective, normal) pairs ranked right, ties half.
+    let (mut pairs, mut right) = (0.0, 0.0);
+    for a in images.iter().filter(|i| i.1) {
+        for b in images.iter().filter(|i| !i.1) {
+            pairs += 1.0;
+            right += if a.0 > b.0 {
+                1.0
+            } else if a.0 == b.0 {
+                0.5
+            } else {
+                0.0
+            };
+        }
+    }
+    let auroc = washer["image_auroc"].as_f64().unwrap();
+    assert!(
+        (auroc - right / pairs).abs() < 1e-12,
+        "{auroc} vs {}",
+        right / pairs
+    );
+    let normals = images.iter().filter(|i| !i.1).count() as f64;
+    let defects = images.len() as f64 - normals;
+    let overkill = images.iter().filter(|i| !i.1 && i.0 > threshold).count() as f64;
+    let miss = images.iter().filter(|i| i.1 && i.0 <= threshold).count() as f64;
+    let close = |key: &str, want: f64| {
+        let got = washer[key].as_f64().unwrap();
+        assert!((got - want).abs() < 1e-9, "{key}: {got} vs {want}");
+    };
+    close("map_overkill", overkill / normals * 100.0);
+    close("map_miss", miss / defects * 100.0);
+    // The oracle answers every question right: the model never errs, so map and
+    // model disagree exactly where the map does.
+    assert!(images.iter().all(|i| i.2));
+    close("model_overkill", 0.0);
+    close("model_miss", 0.0);
+    close(
+        "disagreement",
+        (overkill + miss) / images.len() as f64 * 100.0,
+    );
+
+    let eval = bin()
+        .args(["anomaly-eval", "--dataset"])
+        .arg(repo("assets/sample/mmad.json"))
+        .arg("--root")
+        .arg(repo("assets/sample"))
+        .arg("--memory")
+        .arg(memory)
+        .args(["--format", "json"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let eval: Value = serde_json::from_slice(&eval).unwrap();
+    for (ours, theirs) in [
+        ("image_auroc", "image_auroc"),
+        ("pixel_auroc", "pixel_auroc"),
+        ("aupro", "aupro"),
+    ] {
+        let a = washer[ours].as_f64().unwrap();
+        let b = eval[theirs]["Sample/washer"].as_f64().unwrap();
+        assert!((a - b).abs() < 1e-12, "{ours}: {a} vs anomaly-eval {b}");
+    }
+    assert_eq!(
+        v["anomaly_map"]["mean"]["pixel_auroc"],
+        washer["pixel_auroc"]
+    );
 }
