@@ -6,6 +6,7 @@
 //! while other tabs are shown, and [`BatchState::shutdown`] stops it gracefully when
 //! the app closes.
 
+mod anomaly_view;
 mod chart;
 mod compare_view;
 mod drill;
@@ -130,6 +131,8 @@ pub struct BatchState {
     pub compare: CompareState,
     /// The current run's intervals and per-category slices.
     pub precision: precision::PrecisionState,
+    /// The current run's anomaly-map figures (runs that used the map).
+    pub map_figures: anomaly_view::MapMetricsState,
 }
 
 impl Default for BatchState {
@@ -167,6 +170,7 @@ impl Default for BatchState {
             form: NewRunForm::default(),
             compare: CompareState::default(),
             precision: Default::default(),
+            map_figures: Default::default(),
         }
     }
 }
@@ -183,6 +187,7 @@ impl BatchState {
             || self.drill.busy()
             || self.compare.busy()
             || self.precision.busy()
+            || self.map_figures.busy()
             || self.form.busy()
             || self.run_active()
     }
@@ -264,6 +269,7 @@ impl BatchState {
 
     pub(super) fn poll(&mut self) {
         self.precision.poll();
+        self.map_figures.poll();
         if let Some(result) = self.job.as_mut().and_then(Job::take) {
             self.job = None;
             match result {
@@ -621,6 +627,7 @@ impl BatchState {
                     }
                     table::legend(ui);
                     self.precision.ui(ui, &model);
+                    self.map_figures.ui(ui, &model);
                     ui.separator();
                     ui.strong("Accuracy per subtask");
                     chart::subtask_chart(ui, "run_chart", &model.table, &mut self.published);
