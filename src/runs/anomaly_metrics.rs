@@ -215,7 +215,7 @@ pub enum MapMetricsError {
     Dataset {
         path: PathBuf,
         #[source]
-        source: crate::dataset::mmad::DatasetError,
+        source: Box<crate::dataset::mmad::DatasetError>,
     },
     #[error("recomputing the map of `{key}`: {message}")]
     Image { key: String, message: String },
@@ -243,7 +243,7 @@ pub fn add_pixel_metrics(
     let dataset =
         MmadDataset::load(&manifest.dataset.path).map_err(|source| MapMetricsError::Dataset {
             path: manifest.dataset.path.clone(),
-            source,
+            source: Box::new(source),
         })?;
     let root = DatasetRoot::new(&manifest.dataset.root);
     let k = manifest
