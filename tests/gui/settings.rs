@@ -518,5 +518,8 @@ fn the_anomaly_map_switches_are_saved_only_once_chosen() {
     });
     let text = std::fs::read_to_string(Settings::path_in(ws.path())).unwrap();
     assert!(text.contains("map_hint = false"), "{text}");
-    assert!(!text.contains("map_image") && !text.contains("anomaly_map"), "{text}");
+    assert!(
+        !text.contains("map_image") && !text.contains("anomaly_map"),
+        "{text}"
+    );
 }
