@@ -37,7 +37,7 @@ impl Expert for AnomalyMapExpert {
             Err(message) => {
                 return Ok(Turn::Failed {
                     input: TraceInput::from(input_of(&options, None)),
-                    error: PipelineError::Reference { message },
+                    error: PipelineError::AnomalyMap { message },
                 });
             }
         };
@@ -67,7 +67,7 @@ impl Expert for AnomalyMapExpert {
             }
             Err(message) => Turn::Failed {
                 input: TraceInput::from(input),
-                error: PipelineError::Reference { message },
+                error: PipelineError::AnomalyMap { message },
             },
         })
     }
