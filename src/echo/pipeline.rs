@@ -1,6 +1,6 @@
-//! The Echo pipeline: plan, then Reference Extractor, Knowledge Guide, Reasoning
-//! Expert and Decision Maker (one file each under `experts/`), each leaving an
-//! [`ExpertTrace`]. This file only sequences them: events, timings and the failure
+//! The Echo pipeline: plan, then Reference Extractor, the anomaly map (only where
+//! the preset or the run uses it), Knowledge Guide, Reasoning Expert and Decision
+//! Maker (one file each under `experts/`), each leaving an [`ExpertTrace`]. This file only sequences them: events, timings and the failure
 //! policy.
 //!
 //! Failure policy: an expert that cannot do its work leaves a `Failed` trace and the
