@@ -203,8 +203,8 @@ pub fn map_metrics(records: &[JournalRecord]) -> Option<MapMetrics> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum MapMetricsError {
-    #[error("the run {run} recorded no reference memory, so its maps cannot be recomputed")]
-    NoMemory { run: PathBuf },
+    #[error("the run recorded no reference memory, so its maps cannot be recomputed")]
+    NoMemory,
     #[error("the run's memory {path}: {source}")]
     Memory {
         path: PathBuf,
@@ -232,9 +232,7 @@ pub fn add_pixel_metrics(
     manifest: &RunManifest,
     cancel: &CancelToken,
 ) -> Result<(), MapMetricsError> {
-    let memory_ref = manifest.memory.as_ref().ok_or(MapMetricsError::NoMemory {
-        run: manifest.dataset.path.clone(),
-    })?;
+    let memory_ref = manifest.memory.as_ref().ok_or(MapMetricsError::NoMemory)?;
     let memory =
         ReferenceMemory::load(&memory_ref.path).map_err(|source| MapMetricsError::Memory {
             path: memory_ref.path.clone(),
@@ -383,5 +381,14 @@ mod tests {
         let mut plain = rec("DS/cable/test/cut/0.png", Some("A"), 0.8);
         plain.traces.clear();
         assert_eq!(map_metrics(&[plain]), None);
+    }
+
+    #[test]
+    fn pixel_figures_need_the_runs_memory() {
+        let mut m = map_metrics(&[rec("DS/cable/test/cut/0.png", Some("A"), 0.8)]).unwrap();
+        let manifest = crate::runs::test_support::manifest(1);
+        let e = add_pixel_metrics(&mut m, &manifest, &CancelToken::new()).unwrap_err();
+        assert!(matches!(e, MapMetricsError::NoMemory), "{e}");
+        assert!(e.to_string().contains("no reference memory"));
     }
 }

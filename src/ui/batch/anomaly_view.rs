@@ -68,7 +68,10 @@ impl MapMetricsState {
             let folder = RunFolder::open(&dir)?;
             let mut metrics = map_metrics(folder.records());
             if let Some(m) = metrics.as_mut() {
-                add_pixel_metrics(m, &folder.manifest, &CancelToken::new())?;
+                add_pixel_metrics(m, &folder.manifest, &CancelToken::new()).map_err(|e| {
+                    anyhow::Error::new(e)
+                        .context(format!("the anomaly-map figures of {}", dir.display()))
+                })?;
             }
             Ok(MapFigures {
                 dir,
