@@ -210,6 +210,26 @@ mod tests {
     }
 
     #[test]
+    fn an_endpoint_price_is_optional_and_left_out_when_unset() {
+        let plain = Settings::default().to_toml();
+        assert!(!plain.contains("price"), "{plain}");
+        let mut s = Settings::default();
+        s.endpoints[0].price_prompt_per_million = Some(2.5);
+        s.endpoints[0].price_completion_per_million = Some(10.0);
+        let text = s.to_toml();
+        assert!(text.contains("price_prompt_per_million = 2.5"), "{text}");
+        let back = Settings::from_toml(&text, Path::new("settings.toml")).unwrap();
+        let price = back.endpoints[0].price().unwrap();
+        assert_eq!(
+            (price.prompt_per_million, price.completion_per_million),
+            (2.5, 10.0)
+        );
+        // Half a price is no price: a cost from one half would be silently low.
+        s.endpoints[0].price_completion_per_million = None;
+        assert!(s.endpoints[0].price().is_none());
+    }
+
+    #[test]
     fn missing_file_gives_defaults_and_save_is_readable() {
         let dir = tempfile::tempdir().unwrap();
         let path = Settings::path_in(&dir.path().join("ws"));

@@ -193,6 +193,8 @@ pub struct InspectArgs {
     #[arg(long, value_enum, default_value_t = TextOrJson::Text)]
     format: TextOrJson,
     #[command(flatten)]
+    protocol: super::protocol::ProtocolArgs,
+    #[command(flatten)]
     workspace: WorkspaceArg,
 }
 
@@ -408,6 +410,12 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<ExitCode> {
         (None, None) => ReferenceKind::None,
     });
 
+    let protocol = args.protocol.protocol()?;
+    if protocol.shuffle_options.is_some() {
+        bail!(
+            "--shuffle-options is for `run`: its order comes from a question's place in the dataset; use --circular to see every order here"
+        );
+    }
     let ctx = load_context(
         settings,
         &ContextSources {
@@ -417,7 +425,8 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<ExitCode> {
             embedder: args.embedder.clone(),
         },
     )?
-    .context;
+    .context
+    .with_protocol(protocol);
 
     let plan = ctx.plan(&question.qtype);
     if args.plan {
@@ -486,9 +495,10 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let cancel = CancelToken::new();
-    let decision = runtime.block_on(echo_workbench::echo::answer(
-        &backend, &ctx, &query, &question, &events, &cancel,
+    let asked = runtime.block_on(echo_workbench::echo::answer_protocol(
+        &backend, &ctx, &query, &question, 0, &events, &cancel,
     ))?;
+    let decision = &asked.decision;
     match args.format {
         TextOrJson::Json => {
             let experts: Vec<Value> = decision
@@ -503,14 +513,16 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<ExitCode> {
                     json!({"name": t.name, "input": t.input, "output": output, "ms": t.ms})
                 })
                 .collect();
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&json!({
-                    "type": decision.qtype,
-                    "experts": experts,
-                    "answer": {"letter": decision.letter, "text": decision.option_text, "raw": decision.raw},
-                }))?
-            );
+            let mut out = json!({
+                "type": decision.qtype,
+                "experts": experts,
+                "answer": {"letter": decision.letter, "text": decision.option_text, "raw": decision.raw},
+            });
+            // Plain questions keep the documented shape; a protocol adds its part.
+            if !ctx.protocol().is_plain() {
+                out["protocol"] = protocol_json(&asked);
+            }
+            println!("{}", serde_json::to_string_pretty(&out)?);
         }
         TextOrJson::Text => {
             let verdict = match decision.correct {
@@ -518,11 +530,21 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<ExitCode> {
                 Some(false) => " (wrong)",
                 None => "",
             };
-            match (&decision.letter, &decision.option_text) {
-                (Some(l), Some(t)) => println!("\nAnswer: {l}: {t}{verdict}"),
-                (Some(l), None) => println!("\nAnswer: {l}{verdict}"),
-                (None, _) => println!("\nAnswer: no option letter in the reply{verdict}"),
+            if asked.orders.is_empty() {
+                match (&decision.letter, &decision.option_text) {
+                    (Some(l), Some(t)) => println!("\nAnswer: {l}: {t}{verdict}"),
+                    (Some(l), None) => println!("\nAnswer: {l}{verdict}"),
+                    (None, _) => println!("\nAnswer: no option letter in the reply{verdict}"),
+                }
+            } else {
+                let verdict = match asked.correct {
+                    Some(true) => " (correct in every rotation)",
+                    Some(false) => " (wrong)",
+                    None => "",
+                };
+                println!("\nAnswer: {}{verdict}", asked.gpt_answer);
             }
+            print_protocol(&asked);
             if !decision.in_scope {
                 println!(
                     "(this question type is outside the preset's scope: {})",
@@ -532,6 +554,43 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What the protocol adds to the JSON output (null fields when it added nothing).
+fn protocol_json(a: &echo_workbench::echo::ProtocolAnswer) -> Value {
+    json!({
+        "gpt_answer": a.gpt_answer,
+        "correct": a.correct,
+        "samples": a.samples.iter().map(|s| json!({"raw": s.raw, "letter": s.letter})).collect::<Vec<_>>(),
+        "rotations": a.orders.iter().map(|o| json!({
+            "order": o.order, "raw": o.raw, "letter": o.letter, "original_letter": o.original_letter
+        })).collect::<Vec<_>>(),
+        "agreement": a.agreement,
+        "letter_probs": a.letter_probs,
+    })
+}
+
+fn print_protocol(a: &echo_workbench::echo::ProtocolAnswer) {
+    for (i, s) in a.samples.iter().enumerate() {
+        let letter = s.letter.as_deref().unwrap_or("-");
+        println!("  sample {}: {letter}  {:?}", i + 1, s.raw);
+    }
+    for o in &a.orders {
+        println!(
+            "  order {}: {} (original {})  {:?}",
+            o.order,
+            o.letter.as_deref().unwrap_or("-"),
+            o.original_letter.as_deref().unwrap_or("-"),
+            o.raw
+        );
+    }
+    if let Some(agreement) = a.agreement {
+        println!("Agreement: {:.0}%", agreement * 100.0);
+    }
+    if let Some(probs) = &a.letter_probs {
+        let each: Vec<String> = probs.iter().map(|(l, p)| format!("{l} {p:.3}")).collect();
+        println!("Letter probabilities: {}", each.join(", "));
+    }
 }
 
 fn print_header(question: &Question, plan: &Plan, type_source: &[String]) {

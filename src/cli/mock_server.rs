@@ -26,8 +26,11 @@ pub struct MockServerArgs {
     /// Refuse requests with more images, as vLLM does without --limit-mm-per-prompt.
     #[arg(long)]
     max_images: Option<usize>,
-    /// How to answer: `fixed:TEXT`, `first` (the first option's letter), or
-    /// `oracle:MMAD_JSON` (the correct letter from the answer key: a demo, not a model).
+    /// How to answer: `fixed:TEXT`, `first` (the first option's letter),
+    /// `oracle:MMAD_JSON` (the correct letter from the answer key, found by the
+    /// option's text so rotated options are answered right: a demo, not a model), or
+    /// `random:SEED` (a guess among the options shown, the same for the same prompt
+    /// unless the request samples with temperature above 0 and its own seed).
     #[arg(long, default_value = "first")]
     answer: AnswerPolicy,
     /// Dataset root for `oracle:`, to tell identical questions about different images
@@ -53,6 +56,7 @@ pub enum AnswerPolicy {
     Fixed(String),
     First,
     Oracle(PathBuf),
+    Random(u64),
 }
 
 impl FromStr for AnswerPolicy {
@@ -65,9 +69,11 @@ impl FromStr for AnswerPolicy {
             Ok(AnswerPolicy::Fixed(text.to_string()))
         } else if let Some(path) = s.strip_prefix("oracle:").filter(|p| !p.is_empty()) {
             Ok(AnswerPolicy::Oracle(PathBuf::from(path)))
+        } else if let Some(seed) = s.strip_prefix("random:").and_then(|n| n.parse().ok()) {
+            Ok(AnswerPolicy::Random(seed))
         } else {
             Err(format!(
-                "`{s}` is not an answer policy: use fixed:TEXT, first, or oracle:MMAD_JSON"
+                "`{s}` is not an answer policy: use fixed:TEXT, first, oracle:MMAD_JSON or random:SEED"
             ))
         }
     }
@@ -91,6 +97,7 @@ pub fn run(args: &MockServerArgs) -> anyhow::Result<ExitCode> {
     let responder = match &args.answer {
         AnswerPolicy::First => Responder::first_option(),
         AnswerPolicy::Fixed(text) => Responder::fixed(text.clone()),
+        AnswerPolicy::Random(seed) => Responder::random(*seed),
         AnswerPolicy::Oracle(path) => {
             let dataset = MmadDataset::load(path)?;
             let root = args
@@ -157,5 +164,7 @@ mod tests {
         );
         assert!("oracle:".parse::<AnswerPolicy>().is_err());
         assert!("random".parse::<AnswerPolicy>().is_err());
+        assert_eq!("random:7".parse(), Ok(AnswerPolicy::Random(7)));
+        assert!("random:x".parse::<AnswerPolicy>().is_err());
     }
 }

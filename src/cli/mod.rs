@@ -12,6 +12,7 @@ pub mod memory;
 pub mod merge;
 pub mod mock_server;
 pub mod probe;
+pub mod protocol;
 pub mod run;
 pub mod score;
 pub mod workspace;

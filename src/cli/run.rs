@@ -20,7 +20,8 @@ use echo_workbench::vision::spec::EmbedderSpec;
 
 use super::workspace::{AppSettings, WorkspaceArg};
 
-/// The exit code of a run stopped by its token budget (`--max-tokens-total`).
+/// The exit code of a run stopped by its token or cost budget (`--max-tokens-total`,
+/// `--max-cost`).
 const EXIT_BUDGET: u8 = 3;
 
 /// The exit code of a run stopped by Ctrl-C (128 + SIGINT, as shells report it).
@@ -157,6 +158,21 @@ pub struct RunArgs {
     /// to continue. Exit code 3 when the budget stopped the run.
     #[arg(long, value_name = "TOKENS")]
     max_tokens_total: Option<u64>,
+    #[command(flatten)]
+    protocol: super::protocol::ProtocolArgs,
+    /// Stop gracefully once the journal's tokens cost this much (earlier sessions
+    /// count), at the endpoints' prices: --price-prompt/--price-completion, or the
+    /// prices the app's settings give the endpoint; refused without one. Resume with
+    /// a larger budget to continue. Exit code 3 when the budget stopped the run.
+    #[arg(long, value_name = "DOLLARS", value_parser = non_negative)]
+    max_cost: Option<f64>,
+    /// Price of a million prompt tokens at every endpoint of the run (overrides
+    /// the settings'); recorded in the manifest.
+    #[arg(long, value_name = "PRICE", requires = "price_completion", value_parser = non_negative)]
+    price_prompt: Option<f64>,
+    /// Price of a million completion tokens at every endpoint of the run.
+    #[arg(long, value_name = "PRICE", requires = "price_prompt", value_parser = non_negative)]
+    price_completion: Option<f64>,
     /// A note stored in the manifest (the run's purpose).
     #[arg(long, default_value = "")]
     note: String,
@@ -165,6 +181,17 @@ pub struct RunArgs {
     progress_every_s: f64,
     #[command(flatten)]
     workspace: WorkspaceArg,
+}
+
+fn non_negative(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if v.is_finite() && v >= 0.0 {
+        Ok(v)
+    } else {
+        Err(format!(
+            "{s} is not an amount of money (a number, 0 or more)"
+        ))
+    }
 }
 
 /// One value for all endpoints, or one per endpoint.
@@ -322,6 +349,15 @@ fn spec_from(args: &RunArgs) -> anyhow::Result<RunSpec> {
         .iter()
         .map(|t| parse_type_name(t))
         .collect::<Result<Vec<_>, _>>()?;
+    let mut endpoints = endpoints;
+    if let (Some(prompt), Some(completion)) = (args.price_prompt, args.price_completion) {
+        for e in &mut endpoints {
+            e.set_price(Some(echo_workbench::mllm::Price {
+                prompt_per_million: prompt,
+                completion_per_million: completion,
+            }));
+        }
+    }
     let mut spec = RunSpec::new(&dataset, root, endpoints, &args.out);
     spec.selection = Selection {
         datasets: args.datasets.clone(),
@@ -383,6 +419,8 @@ fn spec_from(args: &RunArgs) -> anyhow::Result<RunSpec> {
     spec.retry_errors = args.retry_errors;
     spec.allow_missing_inputs = args.allow_missing_knowledge;
     spec.max_tokens_total = args.max_tokens_total;
+    spec.protocol = args.protocol.protocol()?;
+    spec.max_cost = args.max_cost;
     spec.note = args.note.clone();
     Ok(spec)
 }
@@ -510,6 +548,9 @@ fn print_summary(s: &RunSummary) {
         "{accuracy}, elapsed {:.1} s, {:.2} questions/s",
         s.elapsed_s, s.questions_per_s
     );
+    if let Some(cost) = s.cost {
+        println!("cost {cost:.4} for {} tokens reported", s.tokens);
+    }
     if s.without_inputs > 0 {
         println!(
             "{} of {} without an input their plan reads (allowed by --allow-missing-knowledge; the manifest's missing_inputs lists them by category)",
@@ -523,6 +564,13 @@ fn print_summary(s: &RunSummary) {
             questions(s.errors)
         ),
         RunOutcome::Finished => {}
+        RunOutcome::Stopped if s.max_cost_reached => println!(
+            "stopped: the cost budget is spent ({:.4} for {} tokens reported); {} of {} questions have a record; continue with --resume and a larger --max-cost",
+            s.cost.unwrap_or_default(),
+            s.tokens,
+            s.answered + s.errors,
+            s.total
+        ),
         RunOutcome::Stopped if s.budget_reached => println!(
             "stopped: the token budget is spent ({} tokens reported); {} of {} questions have a record; continue with --resume and a larger --max-tokens-total",
             s.tokens,
@@ -576,7 +624,9 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     print_summary(&summary);
     Ok(match summary.outcome {
         RunOutcome::Finished => ExitCode::SUCCESS,
-        RunOutcome::Stopped if summary.budget_reached => ExitCode::from(EXIT_BUDGET),
+        RunOutcome::Stopped if summary.budget_reached || summary.max_cost_reached => {
+            ExitCode::from(EXIT_BUDGET)
+        }
         RunOutcome::Stopped | RunOutcome::Abandoned => ExitCode::from(EXIT_INTERRUPTED),
     })
 }

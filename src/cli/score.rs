@@ -7,12 +7,14 @@ use echo_workbench::jobs::CancelToken;
 use echo_workbench::runs::anomaly_metrics::{
     CategoryMap, MapMetrics, add_pixel_metrics, map_metrics,
 };
+use echo_workbench::runs::calibration::{self, Calibration, ConfidenceSource, Reliability};
 use echo_workbench::runs::journal::JOURNAL_FILE;
 use echo_workbench::runs::manifest::MANIFEST_FILE;
 use echo_workbench::runs::run_folder::{Coverage, RunFolder};
 use echo_workbench::runs::slices::{CategorySlice, category_slices};
 use echo_workbench::runs::usage::{
-    Latency, Price, RunLatency, RunTokens, Tokens, run_latency, run_tokens,
+    Latency, Price, RunCost, RunLatency, RunTokens, Tokens, manifest_price, run_cost, run_latency,
+    run_tokens,
 };
 use echo_workbench::score::interval::{self, BootstrapOptions, CellIntervals};
 use echo_workbench::score::{self, AnswerRecord, LoadedAnswers, ScoreOptions, ScoreTable};
@@ -48,13 +50,56 @@ pub struct ScoreArgs {
     #[arg(long)]
     usage: bool,
     /// With --usage: price of a million prompt tokens, for a cost (JSON adds "cost").
+    /// Without it, a run whose manifest records its endpoints' prices is costed at
+    /// those.
     #[arg(long, value_name = "PRICE", requires = "price_completion")]
     price_prompt: Option<f64>,
     /// With --usage: price of a million completion tokens.
     #[arg(long, value_name = "PRICE", requires = "price_prompt")]
     price_completion: Option<f64>,
+    /// How far the answers' confidence can be trusted (runs made with --samples,
+    /// --circular or --logprobs): reliability bins, expected calibration error and
+    /// the abstain curve, for the run and per subtask (run folders; JSON adds
+    /// "calibration").
+    #[arg(long)]
+    calibration: bool,
+    /// With --calibration: an answer's confidence is the probability of its letter
+    /// (probs), the agreement over samples or rotations (agreement), or the first
+    /// of these the record has (auto).
+    #[arg(long, value_enum, default_value_t = SourceArg::Auto, requires = "calibration")]
+    confidence_source: SourceArg,
+    /// With --calibration: answers below this confidence go to a person; prints how
+    /// many, and the coverage and accuracy of the rest (JSON adds "abstain_below").
+    #[arg(long, value_name = "T", requires = "calibration", value_parser = unit_interval)]
+    abstain_below: Option<f64>,
     #[arg(long, value_enum, default_value_t = ScoreFormat::Table)]
     format: ScoreFormat,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum SourceArg {
+    Auto,
+    Probs,
+    Agreement,
+}
+
+impl From<SourceArg> for ConfidenceSource {
+    fn from(s: SourceArg) -> Self {
+        match s {
+            SourceArg::Auto => ConfidenceSource::Auto,
+            SourceArg::Probs => ConfidenceSource::Probs,
+            SourceArg::Agreement => ConfidenceSource::Agreement,
+        }
+    }
+}
+
+fn unit_interval(s: &str) -> Result<f64, String> {
+    let t: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if (0.0..=1.0).contains(&t) {
+        Ok(t)
+    } else {
+        Err(format!("{t} is not a confidence between 0 and 1"))
+    }
 }
 
 /// How the 95% intervals are drawn; shared by `score` and `compare`.
@@ -203,6 +248,13 @@ pub fn run(args: &ScoreArgs) -> anyhow::Result<ExitCode> {
                             None => Value::Null,
                         };
                     }
+                    if args.calibration {
+                        let cal = Calibration::of(run.records(), args.confidence_source.into());
+                        if cal.is_none() {
+                            eprintln!("{}", calibration::NO_CONFIDENCE);
+                        }
+                        v["calibration"] = calibration_json(cal.as_ref(), args.abstain_below)?;
+                    }
                     if args.usage {
                         v["latency"] = serde_json::to_value(run_latency(run.records()))?;
                         let tokens = run_tokens(run.records());
@@ -214,6 +266,14 @@ pub fn run(args: &ScoreArgs) -> anyhow::Result<ExitCode> {
                                 "per_subtask": tokens.per_subtask.iter()
                                     .map(|(k, t)| (k.clone(), serde_json::json!(t.cost(price))))
                                     .collect::<serde_json::Map<_, _>>(),
+                            });
+                        } else if let Some(cost) = manifest_cost(run) {
+                            v["cost"] = serde_json::json!({
+                                "total": cost.total,
+                                "prices": run.manifest.endpoints.iter()
+                                    .map(|e| (e.name.clone(), serde_json::json!(e.price)))
+                                    .collect::<serde_json::Map<_, _>>(),
+                                "per_subtask": cost.per_subtask,
                             });
                         }
                     }
@@ -243,11 +303,33 @@ pub fn run(args: &ScoreArgs) -> anyhow::Result<ExitCode> {
                 if args.usage {
                     let text = match input {
                         Input::Run(run) => {
-                            latency_text(&run_latency(run.records()))
-                                + &tokens_text(&run_tokens(run.records()), args.price())
+                            let mut text = latency_text(&run_latency(run.records()))
+                                + &tokens_text(&run_tokens(run.records()), args.price());
+                            if let Some(cost) =
+                                manifest_cost(run).filter(|_| args.price().is_none())
+                            {
+                                text += &format!(
+                                    "cost at the prices the run recorded: {:.4}\n",
+                                    cost.total
+                                );
+                            }
+                            text
                         }
                         Input::Answers(_) => {
                             "\nlatency needs a run folder (an answers list keeps no timings)\n"
+                                .into()
+                        }
+                    };
+                    print_extra(&text, args.format == ScoreFormat::Csv);
+                }
+                if args.calibration {
+                    let text = match input {
+                        Input::Run(run) => calibration_text(
+                            Calibration::of(run.records(), args.confidence_source.into()).as_ref(),
+                            args.abstain_below,
+                        ),
+                        Input::Answers(_) => {
+                            "\ncalibration needs a run folder (an answers list keeps no confidence)\n"
                                 .into()
                         }
                     };
@@ -369,6 +451,16 @@ fn map_text(m: &MapMetrics) -> String {
     out
 }
 
+/// What the run's tokens cost at the prices its manifest records; `None` when it
+/// records none (a run made before prices, or on an endpoint without one).
+fn manifest_cost(run: &RunFolder) -> Option<RunCost> {
+    let m = &run.manifest;
+    if m.endpoints.iter().all(|e| e.price.is_none()) {
+        return None;
+    }
+    run_cost(run.records(), |e| manifest_price(m, e))
+}
+
 fn tokens_text(t: &RunTokens, price: Option<Price>) -> String {
     if t.all.questions == 0 {
         return "\ntokens: the servers reported none for this run\n".into();
@@ -403,6 +495,112 @@ fn tokens_text(t: &RunTokens, price: Option<Price>) -> String {
     out += &line("All", &t.all);
     for (subtask, x) in &t.per_subtask {
         out += &line(subtask, x);
+    }
+    out
+}
+
+/// `null` for a run without confidence (the message goes to stderr), so a reader
+/// never mistakes an empty calibration for a perfect one.
+fn calibration_json(
+    cal: Option<&Calibration>,
+    abstain_below: Option<f64>,
+) -> anyhow::Result<Value> {
+    let Some(cal) = cal else {
+        return Ok(Value::Null);
+    };
+    let mut v = serde_json::to_value(cal).context("calibration as JSON")?;
+    if let Some(t) = abstain_below {
+        v["abstain_below"] = serde_json::json!({
+            "threshold": t,
+            "all": cal.all.abstain_at(t),
+            "per_subtask": cal.per_subtask.iter()
+                .map(|(k, r)| Ok((k.clone(), serde_json::to_value(r.abstain_at(t))?)))
+                .collect::<serde_json::Result<serde_json::Map<_, _>>>()?,
+        });
+    }
+    Ok(v)
+}
+
+fn calibration_text(cal: Option<&Calibration>, abstain_below: Option<f64>) -> String {
+    let Some(cal) = cal else {
+        return format!("\ncalibration: {}\n", calibration::NO_CONFIDENCE);
+    };
+    let pct = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{:.1}", v * 100.0));
+    let width = cal
+        .per_subtask
+        .keys()
+        .map(|k| k.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(11);
+    let mut out = format!(
+        "\n{:width$}  {:>7}  {:>10}  {:>11}  {:>6}\n",
+        "Calibration", "answers", "accuracy %", "mean conf %", "ECE %"
+    );
+    let line = |name: &str, r: &Reliability| {
+        format!(
+            "{name:width$}  {:>7}  {:>10}  {:>11}  {:>6}\n",
+            r.answers,
+            pct(Some(r.accuracy)),
+            pct(Some(r.mean_confidence)),
+            pct(Some(r.ece))
+        )
+    };
+    out += &line("All", &cal.all);
+    for (subtask, r) in &cal.per_subtask {
+        out += &line(subtask, r);
+    }
+    out += &format!(
+        "confidence: {}{}\n",
+        cal.source.name(),
+        if cal.without_confidence > 0 {
+            format!(
+                "; {} answer(s) without one left out",
+                cal.without_confidence
+            )
+        } else {
+            String::new()
+        }
+    );
+    out += "\nReliability (all)  answers  mean conf %  accuracy %\n";
+    for b in &cal.all.bins {
+        out += &format!(
+            "{:>17}  {:>7}  {:>11}  {:>10}\n",
+            format!("{:.1}-{:.1}", b.low, b.high),
+            b.count,
+            pct(b.mean_confidence),
+            pct(b.accuracy)
+        );
+    }
+    out += "\nAbstain below  coverage %  accuracy %  for a person\n";
+    for p in cal.all.abstain.iter().step_by(2) {
+        out += &format!(
+            "{:>13.2}  {:>10}  {:>10}  {:>12}\n",
+            p.threshold,
+            pct(Some(p.coverage)),
+            pct(p.accuracy),
+            p.for_person
+        );
+    }
+    if let Some(t) = abstain_below {
+        out += &format!(
+            "\nAbstaining below {t}:\n{:width$}  {:>4}  {:>12}  {:>10}  {:>10}\n",
+            "", "kept", "for a person", "coverage %", "accuracy %"
+        );
+        let at = |name: &str, r: &Reliability| {
+            let p = r.abstain_at(t);
+            format!(
+                "{name:width$}  {:>4}  {:>12}  {:>10}  {:>10}\n",
+                p.kept,
+                p.for_person,
+                pct(Some(p.coverage)),
+                pct(p.accuracy)
+            )
+        };
+        out += &at("All", &cal.all);
+        for (subtask, r) in &cal.per_subtask {
+            out += &at(subtask, r);
+        }
     }
     out
 }

@@ -264,6 +264,7 @@ impl ChatBackend for ScriptedBackend {
                     finish_reason: Some("stop".into()),
                     reasoning: None,
                     usage: None,
+                    logprobs: None,
                     request_summary: serde_json::json!({
                         "parts": recorded.parts.len(),
                         "images": recorded.images().len(),

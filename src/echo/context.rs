@@ -17,6 +17,7 @@ use super::plan::{
     PlanError, PlanInputs, ReasoningMode, ReferenceKind, ScopeMode,
 };
 use super::prompt::PromptSet;
+use super::protocol::Protocol;
 use super::reference::ReferenceSource;
 use crate::anomaly::{Backbone, Detector, References};
 use crate::dataset::QuestionType;
@@ -111,6 +112,7 @@ pub struct PipelineContext {
     /// once. A lock, because a detection updates those caches; detections are short
     /// next to a model call, so questions waiting on it cost little.
     detector: OnceLock<Result<Arc<Mutex<Detector>>, String>>,
+    protocol: Protocol,
 }
 
 impl std::fmt::Debug for PipelineContext {
@@ -162,6 +164,7 @@ impl PipelineContext {
             memory: None,
             cache,
             detector: OnceLock::new(),
+            protocol: Protocol::default(),
         })
     }
 
@@ -190,6 +193,17 @@ impl PipelineContext {
             .map_err(PipelineError::Memory)?;
         self.memory = Some((memory, embedder));
         Ok(self)
+    }
+
+    /// How the Decision Maker samples its final request (the rest of a protocol,
+    /// rotations and shuffles, is the caller's: see `echo::protocol_answer`).
+    pub fn with_protocol(mut self, protocol: Protocol) -> Self {
+        self.protocol = protocol;
+        self
+    }
+
+    pub fn protocol(&self) -> &Protocol {
+        &self.protocol
     }
 
     pub fn settings(&self) -> &PipelineSettings {

@@ -18,6 +18,8 @@ pub mod pipeline;
 pub mod plan;
 pub mod preflight;
 pub mod prompt;
+pub mod protocol;
+pub mod protocol_answer;
 pub mod query;
 pub mod reference;
 pub mod request;
@@ -31,5 +33,7 @@ pub use pipeline::{Decision, PipelineContext, PipelineEvent, PipelineSettings, a
 pub use plan::{
     ExpertSwitches, ExpertTable, KnowledgeMode, Plan, ReasoningMode, ReferenceKind, ScopeMode,
 };
+pub use protocol::{Protocol, ProtocolError};
+pub use protocol_answer::{ProtocolAnswer, answer_protocol};
 pub use query::{Query, QueryEntry};
 pub use trace::{ExpertName, ExpertStatus, ExpertTrace};

@@ -10,6 +10,7 @@
 
 use std::time::Instant;
 
+use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
 use super::backend::ChatBackend;
@@ -21,6 +22,7 @@ use super::experts::{
 };
 use super::extract::ExtractMethod;
 use super::plan::Plan;
+use super::protocol::Sample;
 use super::query::Query;
 use super::trace::{ExpertName, ExpertStatus, ExpertTrace, TraceOutput};
 use crate::dataset::{Question, QuestionType};
@@ -61,6 +63,14 @@ pub struct Decision {
     pub plan: Plan,
     pub traces: Vec<ExpertTrace>,
     pub timings: Timings,
+    /// Every reply of the final request when the protocol samples it (empty for
+    /// one reply); `letter` is the majority letter of these.
+    pub samples: Vec<Sample>,
+    /// Share of the samples that gave `letter` (`None` for one reply).
+    pub agreement: Option<f64>,
+    /// Option letters' probabilities where the answer's reply states it (`None`
+    /// unless the protocol asks for logprobs and the server sends them).
+    pub letter_probs: Option<IndexMap<String, f64>>,
 }
 
 fn ms_since(t: Instant) -> u64 {
@@ -126,6 +136,9 @@ pub async fn answer(
         gpt_answer: answer.gpt_answer,
         correct: answer.correct,
         method: answer.method,
+        samples: answer.samples,
+        agreement: answer.agreement,
+        letter_probs: answer.letter_probs,
         in_scope: plan.in_scope,
         plan,
         traces: run.traces,

@@ -97,7 +97,11 @@ pub fn build_request(
         parts: described,
     };
     Ok(BuiltRequest {
-        request: ChatRequest { system, parts },
+        request: ChatRequest {
+            system,
+            parts,
+            decoding: Default::default(),
+        },
         summary,
     })
 }

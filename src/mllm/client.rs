@@ -15,7 +15,7 @@ use super::body::RequestBody;
 use super::encode::{EncodeSettings, EncodedImage, ImageCache, ImageCacheStats};
 use super::error::image_limit_from_body;
 use super::retry::{backoff_delay, parse_retry_after};
-use super::{ChatReply, ChatRequest, EndpointConfig, MllmError, Part, Usage};
+use super::{ChatReply, ChatRequest, Decoding, EndpointConfig, MllmError, Part, Usage};
 use crate::jobs::CancelToken;
 
 /// Encoded images kept per client (all clones share it). MMAD's reference images
@@ -78,6 +78,10 @@ pub struct ProbeReport {
     pub message: String,
     /// The model's reply to the two-image request, when there was one.
     pub reply: Option<String>,
+    /// The tokens the server reported for that request: the floor of what a
+    /// question costs here (two small images), when nothing better is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<crate::mllm::Usage>,
 }
 
 /// A failed attempt and what the server said about trying again.
@@ -114,6 +118,7 @@ pub(crate) struct ParsedReply {
     pub reasoning: Option<String>,
     pub finish_reason: Option<String>,
     pub usage: Option<Usage>,
+    pub logprobs: Option<Vec<super::TokenLogprob>>,
 }
 
 impl MllmClient {
@@ -259,14 +264,21 @@ impl MllmClient {
                 },
             })
             .collect();
-        self.send(req.system.as_deref(), &sources, cancel, attempts)
-            .await
+        self.send(
+            req.system.as_deref(),
+            &sources,
+            &req.decoding,
+            cancel,
+            attempts,
+        )
+        .await
     }
 
     async fn send(
         &self,
         system: Option<&str>,
         sources: &[Source<'_>],
+        decoding: &Decoding,
         cancel: &CancelToken,
         made: &AtomicU32,
     ) -> Result<ChatReply, MllmError> {
@@ -284,10 +296,12 @@ impl MllmClient {
             _ = wait_cancelled(cancel) => return Err(cancelled()),
             r = self.prepare_images(sources) => r?,
         };
-        let request_summary = build_body(cfg, system, sources, &images, true);
+        let request_summary = build_body(cfg, system, sources, decoding, &images, true);
         // Serialised once; every attempt sends the same shared bytes.
-        let body = request_body(cfg, system, sources, &images).map_err(|e| MllmError::Config {
-            msg: format!("cannot serialise the request body: {e}"),
+        let body = request_body(cfg, system, sources, decoding, &images).map_err(|e| {
+            MllmError::Config {
+                msg: format!("cannot serialise the request body: {e}"),
+            }
         })?;
         drop(images);
 
@@ -316,6 +330,7 @@ impl MllmClient {
                         latency_ms: millis(start.elapsed()),
                         request_summary,
                         usage: parsed.usage,
+                        logprobs: parsed.logprobs,
                     });
                 }
                 Err(failure) => {
@@ -387,6 +402,7 @@ impl MllmClient {
             latency_ms: 0,
             message: String::new(),
             reply: None,
+            usage: None,
         };
         let models_error = match self.models().await {
             Ok(list) => {
@@ -423,7 +439,13 @@ impl MllmClient {
             ),
         ];
         let result = self
-            .send(None, &sources, &CancelToken::new(), &AtomicU32::new(0))
+            .send(
+                None,
+                &sources,
+                &Decoding::default(),
+                &CancelToken::new(),
+                &AtomicU32::new(0),
+            )
             .await;
         report.latency_ms = millis(start.elapsed());
         let listed = || {
@@ -454,6 +476,7 @@ impl MllmClient {
                         cfg.model
                     )
                 };
+                report.usage = reply.usage;
                 report.reply = Some(reply.text);
             }
             Err(e) => {
@@ -614,10 +637,11 @@ fn build_body(
     cfg: &EndpointConfig,
     system: Option<&str>,
     sources: &[Source<'_>],
+    decoding: &Decoding,
     images: &[Arc<EncodedImage>],
     summary: bool,
 ) -> Value {
-    build_body_with(cfg, system, sources, images, |_, img| {
+    build_body_with(cfg, system, sources, decoding, images, |_, img| {
         if summary {
             img.summary()
         } else {
@@ -635,10 +659,12 @@ fn request_body(
     cfg: &EndpointConfig,
     system: Option<&str>,
     sources: &[Source<'_>],
+    decoding: &Decoding,
     images: &[Arc<EncodedImage>],
 ) -> serde_json::Result<RequestBody> {
     let plain = || {
-        serde_json::to_vec(&build_body(cfg, system, sources, images, false)).map(RequestBody::from)
+        serde_json::to_vec(&build_body(cfg, system, sources, decoding, images, false))
+            .map(RequestBody::from)
     };
     // The encoder writes `data:<mime>;base64,` and then only the base64 alphabet,
     // which JSON never escapes; checking the header is enough (scanning megabytes of
@@ -660,6 +686,7 @@ fn request_body(
         cfg,
         system,
         sources,
+        decoding,
         images,
         |i, _| Value::String(placeholder(i)),
     ))?);
@@ -685,6 +712,7 @@ fn build_body_with(
     cfg: &EndpointConfig,
     system: Option<&str>,
     sources: &[Source<'_>],
+    decoding: &Decoding,
     images: &[Arc<EncodedImage>],
     url_of: impl Fn(usize, &EncodedImage) -> Value,
 ) -> Value {
@@ -710,6 +738,19 @@ fn build_body_with(
     body.insert("max_tokens".into(), json!(cfg.max_tokens));
     for (k, v) in &cfg.extra_body {
         body.insert(k.clone(), v.clone());
+    }
+    if let Some(t) = decoding.temperature {
+        body.insert("temperature".into(), json!(t));
+    }
+    if let Some(p) = decoding.top_p {
+        body.insert("top_p".into(), json!(p));
+    }
+    if let Some(seed) = decoding.seed {
+        body.insert("seed".into(), json!(seed));
+    }
+    if let Some(k) = decoding.top_logprobs {
+        body.insert("logprobs".into(), json!(true));
+        body.insert("top_logprobs".into(), json!(k));
     }
     body.retain(|k, v| !v.is_null() && !cfg.remove_keys.contains(k));
     Value::Object(body)
@@ -770,6 +811,7 @@ pub(crate) fn parse_reply(body: &[u8], url: &str) -> Result<ParsedReply, MllmErr
         text,
         reasoning,
         usage: parse_usage(&v),
+        logprobs: super::logprobs::parse_choice_logprobs(choice),
         finish_reason: choice
             .get("finish_reason")
             .and_then(Value::as_str)
@@ -1095,11 +1137,18 @@ mod tests {
             Source::File(std::path::Path::new("a.png")),
         ];
         let images = [img.clone(), img];
-        let spliced = request_body(&cfg, Some("sys"), &sources, &images)
+        let spliced = request_body(&cfg, Some("sys"), &sources, &Decoding::default(), &images)
             .unwrap()
             .to_vec();
-        let plain =
-            serde_json::to_vec(&build_body(&cfg, Some("sys"), &sources, &images, false)).unwrap();
+        let plain = serde_json::to_vec(&build_body(
+            &cfg,
+            Some("sys"),
+            &sources,
+            &Decoding::default(),
+            &images,
+            false,
+        ))
+        .unwrap();
         assert_eq!(spliced, plain);
     }
 
@@ -1126,6 +1175,52 @@ mod tests {
     }
 
     #[test]
+    fn a_requests_decoding_keys_override_the_endpoints_and_logprobs_ask_for_top_20() {
+        let mut cfg = EndpointConfig {
+            model: "m".into(),
+            ..Default::default()
+        };
+        cfg.extra_body.insert("temperature".into(), json!(0.5));
+        let decoding = Decoding {
+            temperature: Some(0.7),
+            top_p: Some(0.9),
+            seed: Some(42),
+            top_logprobs: Some(20),
+        };
+        let body = build_body(&cfg, None, &[Source::Text("hi")], &decoding, &[], false);
+        assert_eq!(body["temperature"], json!(0.7));
+        assert_eq!(body["top_p"], json!(0.9));
+        assert_eq!(body["seed"], json!(42));
+        assert_eq!(body["logprobs"], json!(true));
+        assert_eq!(body["top_logprobs"], json!(20));
+        cfg.remove_keys = vec!["seed".into()];
+        let body = build_body(&cfg, None, &[Source::Text("hi")], &decoding, &[], false);
+        assert!(body.get("seed").is_none(), "remove_keys still wins");
+        let plain = build_body(
+            &cfg,
+            None,
+            &[Source::Text("hi")],
+            &Decoding::default(),
+            &[],
+            false,
+        );
+        for key in ["top_p", "seed", "logprobs", "top_logprobs"] {
+            assert!(plain.get(key).is_none(), "{key} sent without a protocol");
+        }
+    }
+
+    #[test]
+    fn logprobs_in_a_reply_are_read_and_junk_there_is_ignored() {
+        let with = br#"{"choices":[{"message":{"content":"B"},"logprobs":{"content":[{"token":"B","logprob":-0.1,"top_logprobs":[{"token":"B","logprob":-0.1},{"token":"A","logprob":-2.4}]}]}}]}"#;
+        let r = parse_reply(with, "u").unwrap();
+        assert_eq!(r.logprobs.unwrap()[0].top.len(), 2);
+        let junk = br#"{"choices":[{"message":{"content":"B"},"logprobs":{"content":"nope"}}]}"#;
+        let r = parse_reply(junk, "u").unwrap();
+        assert_eq!(r.text, "B");
+        assert_eq!(r.logprobs, None);
+    }
+
+    #[test]
     fn body_merges_extra_and_summarises_images() {
         let mut cfg = EndpointConfig {
             model: "m".into(),
@@ -1135,7 +1230,14 @@ mod tests {
         cfg.extra_body
             .insert("max_completion_tokens".into(), json!(64));
         cfg.extra_body.insert("temperature".into(), json!(0.5));
-        let body = build_body(&cfg, Some("sys"), &[Source::Text("hello")], &[], false);
+        let body = build_body(
+            &cfg,
+            Some("sys"),
+            &[Source::Text("hello")],
+            &Decoding::default(),
+            &[],
+            false,
+        );
         let keys: Vec<&String> = body.as_object().unwrap().keys().collect();
         assert_eq!(
             keys,
@@ -1157,7 +1259,14 @@ mod tests {
         // The hint's settings parse as an endpoint's TOML table...
         let cfg: EndpointConfig =
             toml::from_str(super::super::error::MAX_COMPLETION_TOKENS_TOML).unwrap();
-        let body = build_body(&cfg, None, &[Source::Text("hi")], &[], false);
+        let body = build_body(
+            &cfg,
+            None,
+            &[Source::Text("hi")],
+            &Decoding::default(),
+            &[],
+            false,
+        );
         let keys: Vec<&String> = body.as_object().unwrap().keys().collect();
         assert_eq!(
             keys,

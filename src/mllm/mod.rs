@@ -15,6 +15,7 @@ mod body;
 mod client;
 mod encode;
 mod error;
+mod logprobs;
 pub mod mock;
 mod retry;
 
@@ -25,6 +26,7 @@ use serde::{Deserialize, Serialize};
 pub use client::{MllmClient, ProbeReport};
 pub use encode::ImageCacheStats;
 pub use error::MllmError;
+pub use logprobs::{TokenLogprob, TopLogprob};
 
 /// An endpoint URL without anything secret in it: no `user:password@`, no query
 /// string (some hosted APIs take the key as `?key=`), no fragment.
@@ -98,6 +100,29 @@ pub struct EndpointConfig {
     /// Backoff scale: before retry `n` the client waits a random time in
     /// `[0, retry_base_ms * 2^(n-1)]` (capped at 30 s), or what `Retry-After` says.
     pub retry_base_ms: u64,
+    /// What a million prompt tokens cost at this endpoint, for cost estimates and
+    /// `--max-cost`; absent (and left out of the file) when unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price_prompt_per_million: Option<f64>,
+    /// What a million completion tokens cost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price_completion_per_million: Option<f64>,
+}
+
+impl EndpointConfig {
+    /// The endpoint's price; `None` unless both halves are set (a cost from one
+    /// half would be silently low).
+    pub fn price(&self) -> Option<Price> {
+        Some(Price {
+            prompt_per_million: self.price_prompt_per_million?,
+            completion_per_million: self.price_completion_per_million?,
+        })
+    }
+
+    pub fn set_price(&mut self, price: Option<Price>) {
+        self.price_prompt_per_million = price.map(|p| p.prompt_per_million);
+        self.price_completion_per_million = price.map(|p| p.completion_per_million);
+    }
 }
 
 impl Default for EndpointConfig {
@@ -117,6 +142,8 @@ impl Default for EndpointConfig {
             jpeg_quality: None,
             max_retries: 3,
             retry_base_ms: 500,
+            price_prompt_per_million: None,
+            price_completion_per_million: None,
         }
     }
 }
@@ -140,6 +167,21 @@ pub enum Part {
 pub struct ChatRequest {
     pub system: Option<String>,
     pub parts: Vec<Part>,
+    /// Per-request decoding keys (a run's sampling protocol); the default sends the
+    /// endpoint's own settings only.
+    pub decoding: Decoding,
+}
+
+/// Decoding keys one request sets on top of its endpoint's settings. They are
+/// merged after the endpoint's `extra_body` (a run's protocol is what its manifest
+/// records, so it must be what is sent); `remove_keys` still removes them.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Decoding {
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub seed: Option<u64>,
+    /// Ask for `logprobs: true` with this many `top_logprobs` per token.
+    pub top_logprobs: Option<u8>,
 }
 
 impl ChatRequest {
@@ -186,6 +228,23 @@ impl Usage {
     }
 }
 
+/// What a million tokens cost, as providers list prices (in the provider's
+/// currency; the workbench never converts).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Price {
+    pub prompt_per_million: f64,
+    pub completion_per_million: f64,
+}
+
+impl Price {
+    /// What `usage` costs at this price.
+    pub fn cost(self, usage: Usage) -> f64 {
+        (usage.prompt_tokens as f64 * self.prompt_per_million
+            + usage.completion_tokens as f64 * self.completion_per_million)
+            / 1e6
+    }
+}
+
 /// A model's answer and what it took to get it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatReply {
@@ -204,6 +263,10 @@ pub struct ChatReply {
     /// Tokens the server reported, when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
+    /// `choices[0].logprobs.content`, when asked for and sent in a shape we read;
+    /// a server that omits or mangles it leaves this `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<Vec<TokenLogprob>>,
 }
 
 #[cfg(test)]

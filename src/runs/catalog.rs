@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::runs::journal_summary;
+use crate::runs::journal_summary::{self, TokensPerQuestion};
 use crate::runs::manifest::RunManifest;
 use crate::runs::run_folder::{RunFolderError, open_manifest};
 use crate::score::ScoreOptions;
@@ -33,6 +33,8 @@ pub struct RunRow {
     pub accuracy: Option<f64>,
     /// Mean time per answered question, for estimates of new runs.
     pub mean_latency_s: Option<f64>,
+    /// Mean tokens per question, for cost estimates of new runs.
+    pub tokens_per_question: Option<TokensPerQuestion>,
     /// Why the folder could not be read (listed anyway).
     pub error: Option<String>,
 }
@@ -75,6 +77,7 @@ fn read_row(dir: &Path, options: ScoreOptions) -> RunRow {
         errors: 0,
         accuracy: None,
         mean_latency_s: None,
+        tokens_per_question: None,
         error: None,
     };
     // The manifest and the journal's summary: a list of 50 runs of 40,000 questions
@@ -85,6 +88,7 @@ fn read_row(dir: &Path, options: ScoreOptions) -> RunRow {
             row.answered = summary.answered;
             row.errors = summary.errors;
             row.mean_latency_s = summary.mean_latency_s();
+            row.tokens_per_question = summary.tokens_per_question();
             row.accuracy = summary.average(options.mmad_compat);
             row.manifest = Some(manifest);
         }

@@ -145,21 +145,7 @@ pub fn write_exports(
 // ---------------------------------------------------------------------------
 // HTML report
 
-/// Escapes text for HTML element content and attribute values.
-pub fn html_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+pub use crate::util::html::escape as html_escape;
 
 /// Columns whose higher value is worse (coloured on the inverted scale).
 const LOWER_IS_BETTER: [&str; 2] = ["Overkill", "Miss"];
@@ -245,6 +231,14 @@ pub fn html_report(
         e(&dataset_name),
         e(&run.name())
     );
+    // Plain runs say nothing here, so their reports stay as they were.
+    if let Some(protocol) = &m.protocol {
+        let _ = writeln!(
+            h,
+            "<p class=\"sub\">Protocol: {}</p>",
+            e(&protocol.describe())
+        );
+    }
 
     push_coverage(&mut h, run, table, options);
     push_score_table(&mut h, table);
@@ -257,6 +251,8 @@ pub fn html_report(
         h.push_str("<p class=\"note\">Object Classification and Object Analysis are outside Echo's scope: the echo preset answers them with a plain MMAD-style prompt.</p>\n");
     }
     push_bars(&mut h, table);
+    super::report_sections::push_calibration(&mut h, run);
+    super::report_sections::push_usage(&mut h, run);
     push_settings(&mut h, run);
     push_errors(&mut h, run, limits);
     push_wrong_answers(&mut h, run, limits);
@@ -788,6 +784,35 @@ mod tests {
         assert_eq!(
             crate::score::score(&loaded.records, opts).to_csv(),
             run.score(opts).to_csv()
+        );
+    }
+
+    #[test]
+    fn the_header_states_a_protocol_and_a_plain_run_says_nothing_of_one() {
+        let mut run = sample_run();
+        let opts = ScoreOptions::default();
+        let plain = html_report(&run, &run.score(opts), opts, ReportLimits::default());
+        assert!(!plain.contains("Protocol:"));
+        run.manifest.protocol = crate::echo::protocol::Protocol {
+            samples: 5,
+            temperature: Some(0.7),
+            seed: Some(3),
+            ..Default::default()
+        }
+        .recorded();
+        let html = html_report(&run, &run.score(opts), opts, ReportLimits::default());
+        let line = html.lines().find(|l| l.contains("Protocol:")).unwrap();
+        assert!(
+            line.contains("5 samples, majority letter (ties: first seen)"),
+            "{line}"
+        );
+        assert!(
+            line.contains("temperature 0.7") && line.contains("seed 3"),
+            "{line}"
+        );
+        assert!(
+            html.find("Protocol:").unwrap() < html.find("<table").unwrap(),
+            "stated in the header, before the tables"
         );
     }
 

@@ -235,6 +235,9 @@ pub struct RecordRow {
     pub usage: Option<Usage>,
     #[serde(default)]
     pub confidence: Option<Confidence>,
+    /// Which endpoint answered: its tokens are priced at that endpoint's price.
+    #[serde(default)]
+    pub endpoint: String,
 }
 
 impl RecordRow {

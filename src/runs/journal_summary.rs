@@ -14,13 +14,14 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+use crate::mllm::Usage;
 use crate::runs::journal::{JOURNAL_FILE, JournalError, RecordRow, read_journal_with};
 use crate::score::{self, AVERAGE, AnswerRecord, ScoreOptions};
 
 /// The summary's file name inside a run folder.
 pub const SUMMARY_FILE: &str = "summary.json";
 /// Bumped when the fields change, so an old summary is rebuilt, not misread.
-pub const SUMMARY_FORMAT: u32 = 1;
+pub const SUMMARY_FORMAT: u32 = 2;
 /// Largest summary file read; a real one is a few hundred bytes.
 const MAX_SUMMARY_BYTES: u64 = 1 << 20;
 
@@ -78,6 +79,12 @@ pub struct JournalSummary {
     pub mmad_compat_average: Option<f64>,
     /// The journal's last line was cut short and is not counted.
     pub torn_last_line: bool,
+    /// Tokens the servers reported over the questions' latest records, and how many
+    /// of those records report them: a new run's cost estimate per question.
+    #[serde(default)]
+    pub usage: Usage,
+    #[serde(default)]
+    pub usage_questions: usize,
 }
 
 impl JournalSummary {
@@ -103,10 +110,16 @@ impl JournalSummary {
             mmad_average: None,
             mmad_compat_average: None,
             torn_last_line: scan.torn_last_line,
+            usage: Usage::default(),
+            usage_questions: 0,
         };
         // Dataset order, as scoring a run folder reads it (MMAD's table depends on order).
         let mut answers: Vec<AnswerRecord> = Vec::with_capacity(latest.len());
         for row in latest.values() {
+            if let Some(u) = row.usage {
+                summary.usage.add(u);
+                summary.usage_questions += 1;
+            }
             if row.is_ok() {
                 summary.answered += 1;
                 summary.correct += usize::from(row.correct == Some(true));
@@ -143,9 +156,31 @@ impl JournalSummary {
         }
     }
 
+    /// Mean tokens per question that reported any, `None` when none did.
+    pub fn tokens_per_question(&self) -> Option<TokensPerQuestion> {
+        let n = self.usage_questions as f64;
+        (self.usage_questions > 0).then(|| TokensPerQuestion {
+            prompt: self.usage.prompt_tokens as f64 / n,
+            completion: self.usage.completion_tokens as f64 / n,
+        })
+    }
+
     /// Mean seconds per answered question.
     pub fn mean_latency_s(&self) -> Option<f64> {
         (self.answered > 0).then(|| self.answered_latency_ms as f64 / 1000.0 / self.answered as f64)
+    }
+}
+
+/// Mean tokens a question took.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TokensPerQuestion {
+    pub prompt: f64,
+    pub completion: f64,
+}
+
+impl TokensPerQuestion {
+    pub fn total(self) -> f64 {
+        self.prompt + self.completion
     }
 }
 
@@ -235,11 +270,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut slow = record(1, BAD, AD, "A", Some("B"));
         slow.latency_ms = 3000;
+        slow.usage = Some(crate::mllm::Usage {
+            prompt_tokens: 900,
+            completion_tokens: 30,
+        });
+        let mut billed_error = record(2, BAD, AD, "A", None);
+        billed_error.usage = Some(crate::mllm::Usage {
+            prompt_tokens: 700,
+            completion_tokens: 10,
+        });
         write_run(
             dir.path(),
             &[
                 record(0, GOOD, AD, "B", Some("B")),
-                record(2, BAD, AD, "A", None),
+                billed_error,
                 slow,
                 record(3, BAD, AD, "A", None),
                 // A retried error: the later record replaces the earlier.
@@ -269,6 +313,10 @@ mod tests {
             s.mean_latency_s(),
             Some((5 + 3000 + 5) as f64 / 1000.0 / 3.0)
         );
+        // Tokens per question over the records that report any, errors included
+        // (a failed call may still be billed).
+        let t = s.tokens_per_question().unwrap();
+        assert_eq!((t.prompt, t.completion), (800.0, 20.0));
         // Saved beside the journal, and read back as is while the journal is unchanged.
         assert_eq!(load_fresh(dir.path()).unwrap(), Some(s));
     }

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::echo::PipelineSettings;
 use crate::echo::preflight::InputCheck;
+use crate::echo::protocol::Protocol;
 
 pub const MANIFEST_FILE: &str = "manifest.json";
 pub const MANIFEST_FORMAT: u32 = 1;
@@ -74,6 +75,10 @@ pub struct EndpointSummary {
     #[serde(default)]
     pub api_key_env: Option<String>,
     pub concurrency: usize,
+    /// The price the run used for this endpoint's tokens (cost, `--max-cost`);
+    /// absent when none was known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price: Option<crate::mllm::Price>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -137,6 +142,11 @@ pub struct RunManifest {
     /// Not part of the fingerprint: shards of one run run on many machines.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placement: Option<Placement>,
+    /// The test-time protocol (samples, rotations, shuffle, logprobs; see
+    /// `echo::protocol`); absent for a plain run, so manifests written before
+    /// protocols read, write and fingerprint as they did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<Protocol>,
 }
 
 /// One `--force` resume under settings that differ from the folder's.
@@ -187,6 +197,8 @@ struct Fingerprinted<'a> {
     condensed: Option<&'a str>,
     prompt_templates_hash: &'a str,
     models: Vec<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    protocol: Option<&'a Protocol>,
 }
 
 impl RunManifest {
@@ -209,6 +221,7 @@ impl RunManifest {
             condensed: self.condensed.as_ref().map(|k| k.version.as_str()),
             prompt_templates_hash: &self.prompt_templates_hash,
             models,
+            protocol: self.protocol.as_ref(),
         };
         // Strings, numbers and paths (stored losslessly, see `util::serde_path`):
         // nothing here can fail to serialise.
@@ -299,6 +312,7 @@ impl RunManifest {
             v
         };
         check("models", models(self) == models(other));
+        check("test-time protocol", self.protocol == other.protocol);
         out
     }
 
@@ -396,13 +410,47 @@ mod tests {
                 model: "m".into(),
                 api_key_env: Some("OPENAI_API_KEY".into()),
                 concurrency: 8,
+                price: None,
             }],
             image_affinity: false,
             note: String::new(),
             forced_from: Vec::new(),
             missing_inputs: None,
             placement: None,
+            protocol: None,
         }
+    }
+
+    #[test]
+    fn a_plain_run_writes_no_protocol_and_a_protocol_changes_the_fingerprint() {
+        let plain = sample();
+        let text = serde_json::to_string_pretty(&plain).unwrap();
+        assert!(!text.contains("protocol"), "{text}");
+        let back: RunManifest = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.fingerprint(), plain.fingerprint());
+        let mut circular = plain.clone();
+        circular.protocol = Protocol {
+            circular: true,
+            ..Protocol::default()
+        }
+        .recorded();
+        assert_ne!(circular.fingerprint(), plain.fingerprint());
+        assert_eq!(plain.differences(&circular), ["test-time protocol"]);
+        let mut sampled = plain.clone();
+        sampled.protocol = Protocol {
+            samples: 5,
+            temperature: Some(0.7),
+            seed: Some(1),
+            ..Protocol::default()
+        }
+        .recorded();
+        let mut reseeded = sampled.clone();
+        reseeded.protocol.as_mut().unwrap().seed = Some(2);
+        assert_ne!(sampled.fingerprint(), reseeded.fingerprint());
+        let text = serde_json::to_string(&sampled).unwrap();
+        let back: RunManifest = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.protocol, sampled.protocol);
+        assert_eq!(back.fingerprint(), sampled.fingerprint());
     }
 
     #[test]

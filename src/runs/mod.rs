@@ -6,6 +6,8 @@
 //! [`crate::score`], which knows nothing of runs).
 
 pub mod anomaly_metrics;
+mod budget;
+pub mod calibration;
 pub mod catalog;
 pub mod compare;
 pub mod dispatch;
@@ -15,6 +17,7 @@ pub mod journal_summary;
 pub mod lock;
 pub mod manifest;
 pub mod merge;
+mod report_sections;
 pub mod rerun;
 pub mod run_folder;
 pub mod runner;

@@ -24,9 +24,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::budget::{Budget, Prices, endpoint_names};
 use super::journal::{
-    AnswerQuestion, JOURNAL_FILE, JournalRecord, JournalWriter, RecordRow, RecordStatus,
-    read_journal_with,
+    AnswerQuestion, Confidence, JOURNAL_FILE, JournalRecord, JournalWriter, RecordRow,
+    RecordStatus, RotationReply, SampleReply, read_journal_with,
 };
 use super::lock::RunLock;
 use super::manifest::{
@@ -40,7 +41,7 @@ use crate::echo::error::PipelineError;
 use crate::echo::preflight::{InputCheck, QuestionInputs, check_inputs};
 use crate::echo::query::Query;
 use crate::echo::setup::{ContextSources, SetupError, load_context};
-use crate::echo::{PipelineContext, answer};
+use crate::echo::{PipelineContext, ProtocolAnswer, answer_protocol};
 use crate::jobs::CancelToken;
 use crate::mllm::{MllmClient, Usage};
 use crate::score::{AnswerRecord, ScoreOptions, score};
@@ -100,7 +101,7 @@ struct Work {
 }
 
 enum Outcome {
-    Answered(Box<crate::echo::Decision>),
+    Answered(Box<ProtocolAnswer>),
     Failed(Failure),
     Abandoned,
 }
@@ -158,11 +159,12 @@ async fn ask(shared: Arc<Shared>, work: Work, e: usize, abandon: CancelToken) ->
             Err(e) => Outcome::Failed(Failure::Runner(format!("image `{}`: {e}", work.key))),
             Ok(query) => {
                 let question = &entry.conversation[work.turn];
-                match answer(
+                match answer_protocol(
                     &backend,
                     &shared.context,
                     &query,
                     question,
+                    work.index,
                     &|_| {},
                     &abandon,
                 )
@@ -209,6 +211,7 @@ fn prepare(spec: &RunSpec) -> Result<Prepared, RunError> {
     if spec.template == TemplateSource::Retrieved && spec.memory.is_none() {
         return Err(RunError::RetrievedNeedsMemory);
     }
+    spec.protocol.validate()?;
     if !spec.root.is_dir() {
         return Err(RunError::NoRoot(spec.root.clone()));
     }
@@ -231,17 +234,10 @@ fn prepare(spec: &RunSpec) -> Result<Prepared, RunError> {
     // Endpoint settings are checked before the folder is created or locked, so a
     // bad `max_in_flight` or URL leaves nothing behind.
     let mut endpoints = Vec::with_capacity(spec.endpoints.len());
-    let mut names: HashSet<String> = HashSet::new();
-    for (i, cfg) in spec.endpoints.iter().enumerate() {
-        let mut name = if cfg.name.trim().is_empty() {
-            format!("endpoint {}", i + 1)
-        } else {
-            cfg.name.trim().to_string()
-        };
-        if names.contains(&name) {
-            name = format!("{name} #{}", i + 1);
+    for (cfg, name) in spec.endpoints.iter().zip(endpoint_names(spec)) {
+        if spec.max_cost.is_some() && cfg.price().is_none() {
+            return Err(RunError::NoPrice { name });
         }
-        names.insert(name.clone());
         let client = MllmClient::new(cfg.clone()).map_err(|e| RunError::Endpoint {
             name: name.clone(),
             message: e.to_string(),
@@ -271,7 +267,7 @@ fn prepare(spec: &RunSpec) -> Result<Prepared, RunError> {
     )?;
 
     let absolute = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
-    let context = loaded.context;
+    let context = loaded.context.with_protocol(spec.protocol.clone());
     let mut manifest = RunManifest {
         format: MANIFEST_FORMAT,
         tool_version: env!("CARGO_PKG_VERSION").into(),
@@ -311,6 +307,7 @@ fn prepare(spec: &RunSpec) -> Result<Prepared, RunError> {
                 model: cfg.model.clone(),
                 api_key_env: cfg.api_key_env.clone(),
                 concurrency: cfg.max_in_flight,
+                price: cfg.price(),
             })
             .collect(),
         image_affinity: spec.image_affinity,
@@ -318,6 +315,7 @@ fn prepare(spec: &RunSpec) -> Result<Prepared, RunError> {
         forced_from: Vec::new(),
         missing_inputs: None,
         placement: spec.placement.clone(),
+        protocol: spec.protocol.recorded(),
     };
 
     let journal_path = spec.out.join(JOURNAL_FILE);
@@ -583,17 +581,27 @@ struct Tallies {
     scored: BTreeMap<usize, AnswerRecord>,
     /// Tokens the servers reported, over every record counted.
     tokens: u64,
+    /// What those tokens cost, when every endpoint has a price.
+    cost: f64,
+    prices: Option<Prices>,
 }
 
 impl Tallies {
     fn add(&mut self, r: &JournalRecord) {
-        self.tokens += r.usage.map_or(0, Usage::total);
+        self.count_usage(&r.endpoint, r.usage);
         self.add_outcome(r.index, r.is_ok(), r.correct, || r.to_answer());
     }
 
     fn add_previous(&mut self, r: &RecordRow) {
-        self.tokens += r.usage.map_or(0, Usage::total);
+        self.count_usage(&r.endpoint, r.usage);
         self.add_outcome(r.index, r.is_ok(), r.correct, || r.to_answer());
+    }
+
+    fn count_usage(&mut self, endpoint: &str, usage: Option<Usage>) {
+        self.tokens += usage.map_or(0, Usage::total);
+        if let Some(p) = &self.prices {
+            self.cost += p.cost(endpoint, usage);
+        }
     }
 
     fn add_outcome(
@@ -653,28 +661,52 @@ fn record_for(shared: &Shared, f: Finished) -> Option<JournalRecord> {
             r.usage = f.usage;
             r
         }
-        Outcome::Answered(d) => JournalRecord {
-            image: qref.key.to_string(),
-            question: AnswerQuestion::from_question(question),
-            question_type: question.qtype.as_str().to_string(),
-            correct_answer: question.answer.clone(),
-            gpt_answer: Some(d.gpt_answer),
-            index: qref.index,
-            turn: qref.turn,
-            status: RecordStatus::Ok,
-            error: None,
-            raw: Some(d.raw),
-            correct: d.correct,
-            attempts: f.attempts,
-            latency_ms,
-            usage: f.usage,
-            samples: Vec::new(),
-            rotations: Vec::new(),
-            confidence: None,
-            endpoint: String::new(),
-            finished_at: String::new(),
-            traces: d.traces,
-        },
+        Outcome::Answered(a) => {
+            let a = *a;
+            let confidence =
+                (a.agreement.is_some() || a.letter_probs.is_some()).then(|| Confidence {
+                    agreement: a.agreement,
+                    letter_probs: a.letter_probs,
+                });
+            JournalRecord {
+                image: qref.key.to_string(),
+                question: AnswerQuestion::from_question(question),
+                question_type: question.qtype.as_str().to_string(),
+                correct_answer: question.answer.clone(),
+                gpt_answer: Some(a.gpt_answer),
+                index: qref.index,
+                turn: qref.turn,
+                status: RecordStatus::Ok,
+                error: None,
+                raw: Some(a.raw),
+                correct: a.correct,
+                attempts: f.attempts,
+                latency_ms,
+                usage: f.usage,
+                samples: a
+                    .samples
+                    .into_iter()
+                    .map(|s| SampleReply {
+                        raw: s.raw,
+                        letter: s.letter,
+                    })
+                    .collect(),
+                rotations: a
+                    .orders
+                    .into_iter()
+                    .map(|o| RotationReply {
+                        order: o.order,
+                        raw: o.raw,
+                        letter: o.letter,
+                        original_letter: o.original_letter,
+                    })
+                    .collect(),
+                confidence,
+                endpoint: String::new(),
+                finished_at: String::new(),
+                traces: a.decision.traces,
+            }
+        }
     };
     record.endpoint = endpoint;
     record.finished_at = rfc3339_now();
@@ -695,11 +727,12 @@ pub fn run(
 ) -> Result<RunSummary, RunError> {
     let prepared = prepare(spec)?;
     let image_affinity = spec.image_affinity;
+    let budget = Budget::of(spec);
     runtime.block_on(execute(
         prepared,
         spec.out.clone(),
         image_affinity,
-        spec.max_tokens_total,
+        budget,
         events,
         control,
     ))
@@ -709,12 +742,15 @@ async fn execute(
     mut p: Prepared,
     run_dir: PathBuf,
     image_affinity: bool,
-    max_tokens_total: Option<u64>,
+    budget: Budget,
     events: &(dyn Fn(RunEvent) + Sync),
     control: &RunControl,
 ) -> Result<RunSummary, RunError> {
     let start = Instant::now();
-    let mut tallies = Tallies::default();
+    let mut tallies = Tallies {
+        prices: budget.prices.clone(),
+        ..Tallies::default()
+    };
     for r in p.previous.values() {
         tallies.add_previous(r);
     }
@@ -773,7 +809,7 @@ async fn execute(
         }
         // A spent budget stops like a first Ctrl-C: nothing new is asked, what is in
         // flight is recorded, and the folder resumes (a larger budget continues it).
-        let budget_reached = max_tokens_total.is_some_and(|max| tallies.tokens >= max);
+        let budget_reached = budget.tokens_spent(tallies.tokens) || budget.cost_spent(tallies.cost);
         let stopping = control.stop.is_cancelled() || budget_reached;
         if !stopping {
             while dispatcher.has_room() {
@@ -918,8 +954,9 @@ async fn execute(
             .as_ref()
             .map_or(0, |c| c.questions),
         tokens: tallies.tokens,
-        budget_reached: outcome == RunOutcome::Stopped
-            && max_tokens_total.is_some_and(|max| tallies.tokens >= max),
+        budget_reached: outcome == RunOutcome::Stopped && budget.tokens_spent(tallies.tokens),
+        cost: budget.prices.is_some().then_some(tallies.cost),
+        max_cost_reached: outcome == RunOutcome::Stopped && budget.cost_spent(tallies.cost),
     };
     events(RunEvent::Finished(summary.clone()));
     Ok(summary)

@@ -16,6 +16,7 @@ use crate::dataset::mmad::DatasetError;
 use crate::echo::PipelineSettings;
 use crate::echo::plan::ReferenceKind;
 use crate::echo::preflight::InputCheck;
+use crate::echo::protocol::{Protocol, ProtocolError};
 use crate::echo::setup::SetupError;
 use crate::jobs::CancelToken;
 use crate::mllm::EndpointConfig;
@@ -114,6 +115,13 @@ pub struct RunSpec {
     /// tokens as the servers report them (`--max-tokens-total`); earlier sessions'
     /// records count too. `None`: no budget.
     pub max_tokens_total: Option<u64>,
+    /// How each question is asked: samples, rotations, shuffle, logprobs (plain by
+    /// default). Recorded in the manifest and part of its fingerprint.
+    pub protocol: Protocol,
+    /// Stop gracefully (resumable) once the journal's tokens cost this much at the
+    /// endpoints' prices (`--max-cost`; every endpoint needs a price, or the run is
+    /// refused); earlier sessions' records count too. `None`: no budget.
+    pub max_cost: Option<f64>,
     pub note: String,
     /// Called on a question's task just before the question is asked. Production
     /// leaves it unset; tests inject faults through it (a panic, a delay) to check
@@ -172,6 +180,8 @@ impl RunSpec {
             retry_errors: false,
             allow_missing_inputs: false,
             max_tokens_total: None,
+            protocol: Protocol::default(),
+            max_cost: None,
             note: String::new(),
             before_question: None,
         }
@@ -220,6 +230,7 @@ impl RunSpec {
         spec.knowledge = m.knowledge.as_ref().map(|r| r.path.clone());
         spec.condensed = m.condensed.as_ref().map(|r| r.path.clone());
         spec.image_affinity = m.image_affinity;
+        spec.protocol = m.protocol.clone().unwrap_or_default();
         // The run was started knowing some questions lack inputs: going on with it
         // is the same choice.
         spec.allow_missing_inputs = m.missing_inputs.is_some();
@@ -328,6 +339,10 @@ pub struct RunSummary {
     pub tokens: u64,
     /// The run stopped because `max_tokens_total` was reached.
     pub budget_reached: bool,
+    /// What the journal's tokens cost, all sessions, when every endpoint has a price.
+    pub cost: Option<f64>,
+    /// The run stopped because `max_cost` was reached.
+    pub max_cost_reached: bool,
 }
 
 impl RunSummary {
@@ -340,6 +355,10 @@ impl RunSummary {
 pub enum RunError {
     #[error("no endpoint to send questions to: give at least one")]
     NoEndpoint,
+    #[error(
+        "endpoint `{name}` has no price, so a cost budget cannot be counted: give --price-prompt and --price-completion, or set the endpoint's prices in the Settings tab"
+    )]
+    NoPrice { name: String },
     #[error(
         "the `retrieved` template needs a reference memory (build one with `memory build` and pass its folder)"
     )]
@@ -396,6 +415,8 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
     #[error("the run's manifest names an unknown reference source `{name}`")]
     UnknownTemplate { name: String },
     #[error(

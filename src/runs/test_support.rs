@@ -38,12 +38,14 @@ pub(crate) fn manifest(question_count: usize) -> RunManifest {
             model: "qwen2-vl-7b".into(),
             api_key_env: None,
             concurrency: 4,
+            price: None,
         }],
         image_affinity: false,
         note: "unit".into(),
         forced_from: Vec::new(),
         missing_inputs: None,
         placement: None,
+        protocol: None,
     }
 }
 

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::mllm::Usage;
 use crate::runs::journal::JournalRecord;
+use crate::runs::manifest::RunManifest;
 use crate::score::merged_question_type;
 use crate::score::stats::quantile_sorted;
 
@@ -84,18 +85,14 @@ impl Tokens {
 
     /// Cost at `price`, in the price's currency.
     pub fn cost(&self, price: Price) -> f64 {
-        (self.prompt as f64 * price.prompt_per_million
-            + self.completion as f64 * price.completion_per_million)
-            / 1e6
+        price.cost(Usage {
+            prompt_tokens: self.prompt,
+            completion_tokens: self.completion,
+        })
     }
 }
 
-/// What a million tokens cost, as providers list prices.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Price {
-    pub prompt_per_million: f64,
-    pub completion_per_million: f64,
-}
+pub use crate::mllm::Price;
 
 /// Tokens of every record that reports usage (errors included: a failed call may
 /// still have been billed), for the run and per subtask column.
@@ -119,6 +116,46 @@ pub fn run_tokens(records: &[JournalRecord]) -> RunTokens {
         all,
         per_subtask: per,
     }
+}
+
+/// What the run's reported tokens cost at the price of the endpoint that answered
+/// each record.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunCost {
+    pub total: f64,
+    pub per_subtask: IndexMap<String, f64>,
+}
+
+/// `None` when a record that reports tokens came from an endpoint without a price
+/// (a partial sum would pass for the whole cost).
+pub fn run_cost(
+    records: &[JournalRecord],
+    price_of: impl Fn(&str) -> Option<Price>,
+) -> Option<RunCost> {
+    let mut total = 0.0;
+    let mut per: IndexMap<String, f64> = IndexMap::new();
+    for r in records {
+        let Some(u) = r.usage else { continue };
+        let cost = price_of(&r.endpoint)?.cost(u);
+        total += cost;
+        *per.entry(merged_question_type(&r.question_type).to_owned())
+            .or_default() += cost;
+    }
+    Some(RunCost {
+        total,
+        per_subtask: per,
+    })
+}
+
+/// The price a manifest records for endpoint `name`; a record from an endpoint the
+/// manifest no longer lists (a forced resume under other endpoints) takes the first
+/// endpoint's.
+pub fn manifest_price(m: &RunManifest, name: &str) -> Option<Price> {
+    m.endpoints
+        .iter()
+        .find(|e| e.name == name)
+        .or_else(|| m.endpoints.first())?
+        .price
 }
 
 #[cfg(test)]
@@ -219,5 +256,30 @@ mod tests {
         };
         // 2,500 * 2.5 / 1e6 + 15 * 10 / 1e6
         assert!((t.all.cost(price) - 0.00640).abs() < 1e-12);
+
+        // Per endpoint: the last record came from a dearer one.
+        records[3].endpoint = "dear".into();
+        let dear = Price {
+            prompt_per_million: 10.0,
+            completion_per_million: 10.0,
+        };
+        let c = run_cost(&records, |e| Some(if e == "dear" { dear } else { price })).unwrap();
+        // 1,500 * 2.5 + 15 * 10 at the first price, 1,000 * 10 at the dear one.
+        assert!((c.total - (3_900.0 + 10_000.0) / 1e6).abs() < 1e-12);
+        assert!((c.per_subtask["Object Analysis"] - (500.0 * 2.5 + 50.0) / 1e6).abs() < 1e-12);
+        assert!(run_cost(&records, |e| (e != "dear").then_some(price)).is_none());
+    }
+
+    #[test]
+    fn a_manifest_prices_records_by_endpoint_name() {
+        let mut m = crate::runs::test_support::manifest(1);
+        assert_eq!(manifest_price(&m, "local"), None);
+        let price = Price {
+            prompt_per_million: 1.0,
+            completion_per_million: 2.0,
+        };
+        m.endpoints[0].price = Some(price);
+        assert_eq!(manifest_price(&m, "local"), Some(price));
+        assert_eq!(manifest_price(&m, "gone"), Some(price));
     }
 }

@@ -816,6 +816,7 @@ impl WorkbenchApp {
                     workspace: &self.workspace,
                     settings: &self.settings,
                     inspect_dataset: &self.settings.dataset.mmad_json,
+                    probes: &self.probes,
                 };
                 let cmds = self.batch.ui(ui, &cx);
                 self.commands.extend(cmds);

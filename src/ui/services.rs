@@ -329,6 +329,8 @@ fn probe_key(cfg: &EndpointConfig) -> EndpointConfig {
         max_in_flight: 1,
         max_retries: 0,
         retry_base_ms: 0,
+        price_prompt_per_million: None,
+        price_completion_per_million: None,
         ..cfg.clone()
     }
 }
@@ -342,6 +344,7 @@ fn failed_report(message: String) -> ProbeReport {
         latency_ms: 0,
         message,
         reply: None,
+        usage: None,
     }
 }
 

@@ -3,6 +3,7 @@
 pub mod dirswap;
 pub mod error;
 pub mod fsx;
+pub mod html;
 pub mod jsonl;
 pub mod pyfloat;
 pub mod pyjson;

@@ -9,7 +9,9 @@ mod drive;
 
 mod app;
 mod batch;
+mod calibration;
 mod compare;
 mod inspect;
 mod knowledge;
+mod protocols;
 mod settings;

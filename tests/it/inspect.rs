@@ -352,6 +352,55 @@ fn a_question_without_its_knowledge_is_refused_unless_allowed() {
     assert_eq!(bodies.lock().unwrap().len(), 1);
 }
 
+#[test]
+fn protocols_add_their_replies_to_the_output() {
+    let (url, bodies) = serve("A");
+    let ask = |extra: &[&str]| {
+        bin()
+            .arg("inspect")
+            .arg(repo(SCRATCH))
+            .args(["--question", "What kind of defect does the washer have?"])
+            .args(["--endpoint", &url, "--model", "test"])
+            .args(extra)
+            .assert()
+    };
+    let out = ask(&["--circular", "--format", "json"])
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    let rotations = v["protocol"]["rotations"].as_array().unwrap();
+    let n = rotations.len();
+    assert!(n >= 2, "{v}");
+    assert_eq!(bodies.lock().unwrap().len(), n, "one request per rotation");
+    // Always "A": a different original option in every rotation.
+    let originals: std::collections::HashSet<&str> = rotations
+        .iter()
+        .map(|r| r["original_letter"].as_str().unwrap())
+        .collect();
+    assert_eq!(originals.len(), n);
+    assert_eq!(v["protocol"]["correct"], false);
+    assert_eq!(v["protocol"]["agreement"], 1.0 / n as f64);
+
+    bodies.lock().unwrap().clear();
+    ask(&["--samples", "3", "--temperature", "0.5", "--seed", "7"])
+        .success()
+        .stdout(predicate::str::contains("sample 3: A"))
+        .stdout(predicate::str::contains("Agreement: 100%"));
+    let seeds: Vec<u64> = bodies
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|b| b["seed"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seeds, [7, 8, 9]);
+
+    ask(&["--shuffle-options", "1"])
+        .failure()
+        .stderr(predicate::str::contains("--shuffle-options is for `run`"));
+}
+
 /// `inspect` with the anomaly map switched on by flag in Echo's preset: its step
 /// is second, its regions and hint are printed, and `--map-image crop` sends the
 /// zoomed crop as a third image with the hint.

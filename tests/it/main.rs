@@ -6,8 +6,10 @@
 mod common;
 
 mod anomaly;
+mod calibration;
 mod cli;
 mod compat;
+mod cost;
 mod inspect;
 mod knowledge;
 mod local;
@@ -15,6 +17,7 @@ mod map_expert;
 mod mllm;
 mod pipeline;
 mod probe;
+mod protocols;
 mod readers;
 mod rerun;
 mod retrieval;

@@ -92,11 +92,11 @@ fn record(q: &QuestionRef<'_>) -> JournalRecord {
     }
 }
 
-fn all_records() -> Vec<JournalRecord> {
+pub(crate) fn all_records() -> Vec<JournalRecord> {
     sample().questions().map(|q| record(&q)).collect()
 }
 
-fn manifest(question_count: usize) -> RunManifest {
+pub(crate) fn manifest(question_count: usize) -> RunManifest {
     RunManifest {
         format: MANIFEST_FORMAT,
         tool_version: env!("CARGO_PKG_VERSION").into(),
@@ -122,18 +122,20 @@ fn manifest(question_count: usize) -> RunManifest {
             model: "qwen2-vl-7b".into(),
             api_key_env: Some("OPENAI_API_KEY".into()),
             concurrency: 8,
+            price: None,
         }],
         image_affinity: true,
         note: "sample run".into(),
         forced_from: Vec::new(),
         missing_inputs: None,
         placement: None,
+        protocol: None,
     }
 }
 
 /// Writes a run folder; records go in in "finishing" order (a fixed shuffle), as a
 /// concurrent runner writes them.
-fn write_run(dir: &Path, manifest: &RunManifest, records: &[JournalRecord]) {
+pub(crate) fn write_run(dir: &Path, manifest: &RunManifest, records: &[JournalRecord]) {
     std::fs::create_dir_all(dir).unwrap();
     manifest.save(&RunManifest::path_in(dir)).unwrap();
     let mut shuffled: Vec<&JournalRecord> = records.iter().collect();

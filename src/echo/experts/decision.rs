@@ -4,10 +4,13 @@
 
 use std::path::{Path, PathBuf};
 
+use indexmap::IndexMap;
+
 use super::{Expert, Findings, Step, Turn};
 use crate::echo::error::PipelineError;
 use crate::echo::extract::{ExtractMethod, extract_answer};
 use crate::echo::prompt::{PromptSet, Segment, TemplateError, Vars, names};
+use crate::echo::protocol::{Sample, letter_probs, majority};
 use crate::echo::request::{BuiltRequest, build_request};
 use crate::echo::trace::{
     DecisionInput, DecisionOutput, ExpertName, ImageRole, PromptPart, TraceInput, TraceOutput,
@@ -27,6 +30,12 @@ pub struct Answer {
     pub gpt_answer: String,
     pub correct: Option<bool>,
     pub method: ExtractMethod,
+    /// Every reply when the protocol samples (empty for one reply).
+    pub samples: Vec<Sample>,
+    /// Share of the samples that gave the answer's letter (`None` for one reply).
+    pub agreement: Option<f64>,
+    /// Option letters' probabilities in the answer's reply, when asked for and sent.
+    pub letter_probs: Option<IndexMap<String, f64>>,
 }
 
 impl Expert for DecisionMaker {
@@ -87,15 +96,59 @@ impl Expert for DecisionMaker {
             request: Some(built.summary),
             warnings,
         });
-        let reply = match backend.chat(&built.request, cancel).await {
-            Ok(r) => r,
-            Err(e) if e.is_cancel() || cancel.is_cancelled() => {
-                return Err(PipelineError::Cancelled { traces: Vec::new() });
-            }
-            Err(error) => return Ok(Turn::Failed { input, error }),
+        // A protocol's samples repeat only this request; the experts before ran once.
+        let protocol = ctx.protocol();
+        let n = protocol.samples.max(1);
+        let mut replies = Vec::with_capacity(n as usize);
+        for i in 0..n {
+            let mut request = built.request.clone();
+            request.decoding = protocol.decoding(i);
+            let reply = match backend.chat(&request, cancel).await {
+                Ok(r) => r,
+                Err(e) if e.is_cancel() || cancel.is_cancelled() => {
+                    return Err(PipelineError::Cancelled { traces: Vec::new() });
+                }
+                Err(error) => return Ok(Turn::Failed { input, error }),
+            };
+            found.mllm_ms += reply.latency_ms;
+            let extraction = extract_answer(&reply.text, &question.options, ctx.settings().extract);
+            replies.push((reply, extraction));
+        }
+        let (chosen, agreement) = if n > 1 {
+            let top = majority(replies.iter().map(|(_, e)| e.letter.as_deref()));
+            let count = top.as_ref().map_or(0, |(_, c)| *c);
+            let first = top
+                .and_then(|(l, _)| {
+                    replies
+                        .iter()
+                        .position(|(_, e)| e.letter.as_deref() == Some(l.as_str()))
+                })
+                .unwrap_or(0);
+            (first, Some(count as f64 / f64::from(n)))
+        } else {
+            (0, None)
         };
-        found.mllm_ms += reply.latency_ms;
-        let extraction = extract_answer(&reply.text, &question.options, ctx.settings().extract);
+        let samples: Vec<Sample> = if n > 1 {
+            replies
+                .iter()
+                .map(|(r, e)| Sample {
+                    raw: r.text.clone(),
+                    letter: e.letter.clone(),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let (reply, extraction) = replies.swap_remove(chosen);
+        let letter_probs = if protocol.logprobs {
+            let letters: Vec<String> = question.options.keys().cloned().collect();
+            reply
+                .logprobs
+                .as_deref()
+                .and_then(|tokens| letter_probs(tokens, &letters))
+        } else {
+            None
+        };
         let option_text = extraction
             .letter
             .as_ref()
@@ -133,6 +186,9 @@ impl Expert for DecisionMaker {
             gpt_answer: extraction.answer,
             correct,
             method: extraction.method,
+            samples,
+            agreement,
+            letter_probs,
         });
         Ok(Turn::Done {
             input,

@@ -14,6 +14,8 @@ pub(super) struct Checked {
     pub(super) images: usize,
     pub(super) prompt_chars: usize,
     pub(super) answer: String,
+    /// `choices[0].logprobs` to send, when the request asked for them.
+    pub(super) logprobs: Option<Value>,
 }
 
 pub(super) type Refusal = (StatusCode, String);
@@ -41,6 +43,39 @@ pub(super) fn check_chat(cfg: &MockConfig, body: &[u8]) -> Result<Checked, Refus
             "`temperature` must be a number from 0 to 2, not {t}"
         )));
     }
+    if let Some(p) = obj.get("top_p")
+        && !p.as_f64().is_some_and(|p| p > 0.0 && p <= 1.0)
+    {
+        return Err(bad(format!(
+            "`top_p` must be a number above 0 and at most 1, not {p}"
+        )));
+    }
+    if let Some(seed) = obj.get("seed")
+        && !(seed.is_u64() || seed.is_i64())
+    {
+        return Err(bad(format!("`seed` must be an integer, not {seed}")));
+    }
+    let logprobs = match obj.get("logprobs") {
+        None | Some(Value::Bool(false)) => false,
+        Some(Value::Bool(true)) => true,
+        Some(other) => return Err(bad(format!("`logprobs` must be a boolean, not {other}"))),
+    };
+    let top_logprobs = match obj.get("top_logprobs") {
+        None => 0,
+        Some(k) if !logprobs => {
+            return Err(bad(format!(
+                "`top_logprobs` ({k}) needs `logprobs` set to true"
+            )));
+        }
+        Some(k) => match k.as_u64().filter(|k| *k <= 20) {
+            Some(k) => k as usize,
+            None => {
+                return Err(bad(format!(
+                    "`top_logprobs` must be an integer from 0 to 20, not {k}"
+                )));
+            }
+        },
+    };
     if let Some(m) = obj.get("max_tokens")
         && m.as_u64().is_none_or(|m| m == 0)
     {
@@ -125,11 +160,13 @@ pub(super) fn check_chat(cfg: &MockConfig, body: &[u8]) -> Result<Checked, Refus
         ));
     }
     let answer = cfg.responder.answer(&v);
+    let logprobs = logprobs.then(|| super::responder::mock_logprobs(&v, &answer, top_logprobs));
     Ok(Checked {
         model,
         images,
         prompt_chars,
         answer,
+        logprobs,
     })
 }
 

@@ -512,7 +512,7 @@ async fn chat(
             .map_or(0, |d| d.as_secs());
         let prompt_tokens = checked.prompt_chars / 4 + 256 * checked.images;
         let completion_tokens = content.len().div_ceil(4);
-        json!({
+        let mut v = json!({
             "id": format!("chatcmpl-mock-{n}"),
             "object": "chat.completion",
             "created": created,
@@ -527,7 +527,11 @@ async fn chat(
                 "completion_tokens": completion_tokens,
                 "total_tokens": prompt_tokens + completion_tokens
             }
-        })
+        });
+        if let Some(logprobs) = checked.logprobs.as_ref().filter(|_| !content.is_empty()) {
+            v["choices"][0]["logprobs"] = logprobs.clone();
+        }
+        v
     };
     let reply = match &fault {
         Fault::Pass => json_reply(StatusCode::OK, &completion(&checked.answer)),
@@ -590,6 +594,7 @@ mod tests {
             question: q.into(),
             options: vec!["Yes".into(), "No".into()],
             answer: a.into(),
+            answer_text: None,
             image_sha256: h.map(str::to_string),
         };
         let oracle = Oracle::new(vec![

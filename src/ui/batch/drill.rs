@@ -536,6 +536,7 @@ pub fn question_detail(
                     ui.add(egui::Label::new(egui::RichText::new(raw).monospace()).wrap());
                 });
             }
+            super::protocol_view::replies(ui, r);
             ui.separator();
             ui.strong("Expert traces");
             if r.traces.is_empty() {

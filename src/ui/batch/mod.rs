@@ -7,13 +7,18 @@
 //! the app closes.
 
 mod anomaly_view;
+mod calibration_view;
 mod chart;
 mod compare_view;
+mod cost_estimate;
 mod drill;
 mod model;
 mod new_run;
 mod precision;
+mod protocol_form;
+mod protocol_view;
 mod table;
+mod usage_view;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -78,6 +83,8 @@ pub struct BatchContext<'a> {
     pub settings: &'a Settings,
     /// The dataset file Inspect has open (so "Open in Inspect" reloads only when needed).
     pub inspect_dataset: &'a Path,
+    /// The endpoints' Test results (a token floor for cost estimates).
+    pub probes: &'a crate::ui::services::EndpointProbes,
 }
 
 /// The run shown in "Current run": live (started here) or opened from its folder.
@@ -133,6 +140,8 @@ pub struct BatchState {
     pub precision: precision::PrecisionState,
     /// The current run's anomaly-map figures (runs that used the map).
     pub map_figures: anomaly_view::MapMetricsState,
+    /// The current run's calibration and usage.
+    pub calibration: calibration_view::CalibrationState,
 }
 
 impl Default for BatchState {
@@ -171,6 +180,7 @@ impl Default for BatchState {
             compare: CompareState::default(),
             precision: Default::default(),
             map_figures: Default::default(),
+            calibration: Default::default(),
         }
     }
 }
@@ -188,6 +198,7 @@ impl BatchState {
             || self.compare.busy()
             || self.precision.busy()
             || self.map_figures.busy()
+            || self.calibration.busy()
             || self.form.busy()
             || self.run_active()
     }
@@ -270,6 +281,7 @@ impl BatchState {
     pub(super) fn poll(&mut self) {
         self.precision.poll();
         self.map_figures.poll();
+        self.calibration.poll();
         if let Some(result) = self.job.as_mut().and_then(Job::take) {
             self.job = None;
             match result {
@@ -628,6 +640,7 @@ impl BatchState {
                     table::legend(ui);
                     self.precision.ui(ui, &model);
                     self.map_figures.ui(ui, &model);
+                    self.calibration.ui(ui, &model);
                     ui.separator();
                     ui.strong("Accuracy per subtask");
                     chart::subtask_chart(ui, "run_chart", &model.table, &mut self.published);

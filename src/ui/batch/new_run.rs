@@ -98,6 +98,7 @@ pub struct NewRunForm {
     inputs: Option<(InputsKey, Result<InputCheck, String>)>,
     /// The user chose to ask questions that lack an input (for the check shown).
     pub allow_missing_inputs: bool,
+    pub protocol: super::protocol_form::ProtocolForm,
     /// The dataset file dialog, open on a thread of its own: the native dialog
     /// blocks its caller until closed, and the app must keep drawing meanwhile.
     browse_job: Option<Job<Option<PathBuf>>>,
@@ -105,6 +106,7 @@ pub struct NewRunForm {
     pub browse_note: Option<String>,
     /// What Browse opens (the native dialog; tests script it).
     pub pick_dataset: DatasetPicker,
+    pub cost: super::cost_estimate::CostForm,
 }
 
 /// Picks a dataset file, given the folder to start in; `None` when the user
@@ -178,9 +180,11 @@ impl Default for NewRunForm {
             inputs_job: None,
             inputs: None,
             allow_missing_inputs: false,
+            protocol: Default::default(),
             browse_job: None,
             browse_note: None,
             pick_dataset: native_dataset_picker(),
+            cost: Default::default(),
         }
     }
 }
@@ -531,6 +535,7 @@ impl NewRunForm {
                         }
                     });
                     ui.end_row();
+                    self.protocol.rows(ui);
                     let label = ui.label("Run name");
                     ui.add(egui::TextEdit::singleline(&mut self.name).desired_width(300.0).hint_text("e.g. echo-qwen7b"))
                         .labelled_by(label.id);
@@ -576,6 +581,7 @@ impl NewRunForm {
                         concurrency.max(1),
                         super::human_duration(secs)
                     ));
+                    ready &= self.cost.ui(ui, *n, &endpoints, runs, cx.probes);
                 }
             }
             if endpoints.is_empty() {
@@ -590,6 +596,10 @@ impl NewRunForm {
             }
             if matches!(count, Some(Ok(_))) && !self.inputs_ui(ui, cx) {
                 ready = false;
+            }
+            if let Err(e) = self.protocol.protocol() {
+                ready = false;
+                ui.colored_label(ui.visuals().error_fg_color, e);
             }
             if run_going {
                 ui.colored_label(ui.visuals().warn_fg_color, "A run is going: pause or cancel it to start another.");
@@ -691,6 +701,8 @@ impl NewRunForm {
         spec.memory = cx.settings.reference.memory.clone();
         spec.knowledge = cx.settings.knowledge.clone();
         spec.allow_missing_inputs = self.allow_missing_inputs;
+        spec.protocol = self.protocol.protocol()?;
+        spec.max_cost = self.cost.max_cost()?;
         spec.note = if self.note.trim().is_empty() {
             name
         } else {

@@ -225,6 +225,7 @@ impl SettingsState {
                         "Further attempts after connection failures, timeouts, 429, 5xx and 200s that are not JSON",
                     );
                 ui.end_row();
+                price_row(ui, e);
             });
         if list_models {
             let cfg = self.draft.endpoints[i].clone();
@@ -263,6 +264,51 @@ impl SettingsState {
         });
         probe_result(ui, &probe);
     }
+}
+
+/// The endpoint's price per million tokens, for cost estimates, the actual cost and
+/// `--max-cost`; unset means no cost is shown (never a cost of zero).
+fn price_row(ui: &mut egui::Ui, e: &mut EndpointConfig) {
+    ui.label("Price");
+    ui.horizontal(|ui| {
+        let mut priced = e.price().is_some();
+        if ui
+            .checkbox(&mut priced, "Priced")
+            .on_hover_text(
+                "What the provider charges per million tokens; leave off for a local server",
+            )
+            .changed()
+        {
+            e.set_price(priced.then_some(crate::mllm::Price {
+                prompt_per_million: 0.0,
+                completion_per_million: 0.0,
+            }));
+        }
+        let Some(mut price) = e.price() else {
+            ui.weak("no cost is shown for runs on it");
+            return;
+        };
+        let prompt = ui.label("prompt per 1M");
+        ui.add(
+            egui::DragValue::new(&mut price.prompt_per_million)
+                .range(0.0..=1.0e6)
+                .speed(0.01)
+                .max_decimals(4),
+        )
+        .labelled_by(prompt.id)
+        .on_hover_text("Price of a million prompt tokens (images included)");
+        let completion = ui.label("completion per 1M");
+        ui.add(
+            egui::DragValue::new(&mut price.completion_per_million)
+                .range(0.0..=1.0e6)
+                .speed(0.01)
+                .max_decimals(4),
+        )
+        .labelled_by(completion.id)
+        .on_hover_text("Price of a million completion tokens");
+        e.set_price(Some(price));
+    });
+    ui.end_row();
 }
 
 /// What the last Test of this endpoint found: each capability and the reason.
