@@ -130,6 +130,30 @@ pub fn mean(values: impl IntoIterator<Item = f64>) -> Option<f64> {
     (n > 0).then(|| sum / n as f64)
 }
 
+/// A ground-truth mask as defect pixels (brighter than mid grey), stretched to a
+/// `w` x `h` image by nearest neighbour when its size differs.
+pub fn read_mask(
+    path: &std::path::Path,
+    w: usize,
+    h: usize,
+) -> Result<Vec<bool>, crate::vision::DecodeError> {
+    let mask = crate::vision::decode_rgb8(path, crate::vision::DecodeLimits::default())?;
+    let (mw, mh) = (mask.width() as usize, mask.height() as usize);
+    let mut out = vec![false; w * h];
+    for y in 0..h {
+        let my = (y * mh / h.max(1)).min(mh.saturating_sub(1));
+        for x in 0..w {
+            let mx = (x * mw / w.max(1)).min(mw.saturating_sub(1));
+            out[y * w + x] = mask
+                .get_pixel(mx as u32, my as u32)
+                .0
+                .iter()
+                .any(|&c| c > 127);
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

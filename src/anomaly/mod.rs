@@ -14,6 +14,7 @@ pub mod detector;
 pub mod features;
 pub mod map;
 pub mod metrics;
+pub mod picture;
 pub mod regions;
 pub mod threshold;
 

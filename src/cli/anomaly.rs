@@ -210,7 +210,7 @@ pub fn eval(args: &AnomalyEvalArgs) -> anyhow::Result<ExitCode> {
             .mask_file(&root, key)
             .with_context(|| format!("entry `{key}`: mask_path"))?
         {
-            Some(mask_path) => read_mask(&mask_path, w, h)?,
+            Some(mask_path) => metrics::read_mask(&mask_path, w, h)?,
             None => vec![false; w * h],
         };
         let e = by_category.entry(format!("{ds}/{cat}")).or_default();
@@ -276,24 +276,4 @@ pub fn eval(args: &AnomalyEvalArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// A ground-truth mask as defect pixels (brighter than mid grey), stretched to the
-/// image's size by nearest neighbour when it differs.
-fn read_mask(path: &Path, w: usize, h: usize) -> anyhow::Result<Vec<bool>> {
-    let mask = decode_rgb8(path, DecodeLimits::default())?;
-    let (mw, mh) = (mask.width() as usize, mask.height() as usize);
-    let mut out = vec![false; w * h];
-    for y in 0..h {
-        let my = (y * mh / h.max(1)).min(mh.saturating_sub(1));
-        for x in 0..w {
-            let mx = (x * mw / w.max(1)).min(mw.saturating_sub(1));
-            out[y * w + x] = mask
-                .get_pixel(mx as u32, my as u32)
-                .0
-                .iter()
-                .any(|&c| c > 127);
-        }
-    }
-    Ok(out)
 }

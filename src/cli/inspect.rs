@@ -11,7 +11,7 @@ use clap::Args;
 use echo_workbench::dataset::{DatasetRoot, MmadDataset, Question, QuestionType};
 use echo_workbench::echo::pipeline::PipelineEvent;
 use echo_workbench::echo::plan::{
-    ExpertSwitches, KnowledgeMode, Plan, ReasoningMode, ReferenceKind, ScopeMode,
+    ExpertSwitches, KnowledgeMode, MapImage, Plan, ReasoningMode, ReferenceKind, ScopeMode,
 };
 use echo_workbench::echo::preflight::{QuestionInputs, check_inputs};
 use echo_workbench::echo::query::Query;
@@ -38,6 +38,38 @@ pub enum OnOff {
 impl OnOff {
     fn get(v: Option<OnOff>) -> Option<bool> {
         v.map(|v| v == OnOff::On)
+    }
+}
+
+/// The anomaly-map expert's switches, shared by `run` and `inspect` (issue 18):
+/// each defaults to the preset's, so an ablation is two runs differing in one flag.
+#[derive(Clone, Default, clap::Args)]
+pub struct MapArgs {
+    /// Switch the anomaly-map expert on or off for every type (default: the table;
+    /// `echo+map` uses it). It needs a reference memory.
+    #[arg(long, value_enum)]
+    pub map_expert: Option<OnOff>,
+    /// How many retrieved normals the map compares the query with (default: the
+    /// preset's, else 4).
+    #[arg(long, value_name = "K")]
+    pub map_k: Option<usize>,
+    /// Tell the Decision Maker the map's finding in a sentence (default: the preset's).
+    #[arg(long, value_enum)]
+    pub map_hint: Option<OnOff>,
+    /// none | outline | crop: a third image for the Decision Maker (default: the preset's).
+    #[arg(long, value_name = "IMAGE")]
+    pub map_image: Option<MapImage>,
+}
+
+impl MapArgs {
+    /// Writes the flags given over `settings`.
+    pub fn apply(&self, settings: &mut PipelineSettings) {
+        if let Some(on) = OnOff::get(self.map_expert) {
+            settings.switches.anomaly_map = Some(on);
+        }
+        settings.map_k = self.map_k.or(settings.map_k);
+        settings.map_hint = OnOff::get(self.map_hint).or(settings.map_hint);
+        settings.map_image = self.map_image.or(settings.map_image);
     }
 }
 
@@ -132,6 +164,8 @@ pub struct InspectArgs {
     /// Knowledge for Defect Description (one copy of Echo's code sends none).
     #[arg(long, value_enum)]
     dd_knowledge: Option<OnOff>,
+    #[command(flatten)]
+    map: MapArgs,
     /// structured | mmad-last | mmad-first.
     #[arg(long, value_name = "MODE", value_parser = parse_extract, default_value = "structured")]
     extract: ExtractMode,
@@ -313,7 +347,11 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<ExitCode> {
             reference: switch(args.reference_expert, base.switches.reference),
             knowledge: switch(args.knowledge_expert, base.switches.knowledge),
             reasoning: switch(args.reasoning_expert, base.switches.reasoning),
+            anomaly_map: switch(args.map.map_expert, base.switches.anomaly_map),
         },
+        map_k: args.map.map_k.or(base.map_k),
+        map_hint: OnOff::get(args.map.map_hint).or(base.map_hint),
+        map_image: args.map.map_image.or(base.map_image),
         scope: args.scope.unwrap_or(base.scope),
         candidates: args.k.max(1),
         knowledge_mode: args.knowledge_mode.or(base.knowledge_mode),
@@ -437,9 +475,12 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<ExitCode> {
     if text {
         print_header(&question, &plan, &type_source);
     }
+    // Numbered as the plan lists them (the anomaly map only where it is used).
+    let printed = std::sync::atomic::AtomicUsize::new(0);
     let events = move |e: PipelineEvent| {
         if let (true, PipelineEvent::ExpertFinished(trace)) = (text, e) {
-            print_trace(&trace);
+            let n = printed.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            print_trace(&trace, n);
         }
     };
     let cancel = CancelToken::new();
@@ -587,11 +628,7 @@ fn print_plan(plan: &Plan, type_source: &[String], format: TextOrJson) -> anyhow
     Ok(())
 }
 
-fn print_trace(t: &ExpertTrace) {
-    let n = echo_workbench::echo::ExpertName::ALL
-        .iter()
-        .position(|x| *x == t.name)
-        .map_or(0, |i| i + 1);
+fn print_trace(t: &ExpertTrace, n: usize) {
     match &t.status {
         ExpertStatus::Skipped { why } => println!("\n[{n}] {}: skipped ({why})", t.name),
         ExpertStatus::Failed { error } => {
@@ -616,6 +653,20 @@ fn print_trace(t: &ExpertTrace) {
                     }
                     for note in found.into_iter().flat_map(|f| &f.notes) {
                         println!("    note: {note}");
+                    }
+                }
+                echo_workbench::echo::ExpertName::AnomalyMap => {
+                    if let Some(m) = t.output.map() {
+                        for r in &m.regions {
+                            println!(
+                                "    {} ({} x {} at {}, {}), peak {:.3}",
+                                r.grid, r.w, r.h, r.x, r.y, r.score
+                            );
+                        }
+                        if let Some(hint) = &m.hint {
+                            println!("    hint: {hint}");
+                        }
+                        println!("    map computed in {} ms", m.map_ms);
                     }
                 }
                 echo_workbench::echo::ExpertName::KnowledgeGuide => {

@@ -114,6 +114,8 @@ pub struct RunArgs {
     /// Memory search scope: global (Echo) | category [default: global].
     #[arg(long, value_name = "SCOPE")]
     scope: Option<ScopeMode>,
+    #[command(flatten)]
+    map: super::inspect::MapArgs,
     /// Only these dataset folders (comma-separated or repeated), e.g. DS-MVTec,VisA.
     #[arg(long, value_delimiter = ',', value_name = "NAME")]
     datasets: Vec<String>,
@@ -395,6 +397,7 @@ fn spec_from(args: &RunArgs) -> anyhow::Result<RunSpec> {
     if args.reasoning.is_some() {
         pipeline.reasoning_mode = args.reasoning;
     }
+    args.map.apply(&mut pipeline);
     spec.pipeline = pipeline;
     let settings = app.as_ref().map(|a| &a.settings);
     spec.memory = args

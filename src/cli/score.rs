@@ -3,6 +3,10 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
+use echo_workbench::jobs::CancelToken;
+use echo_workbench::runs::anomaly_metrics::{
+    CategoryMap, MapMetrics, add_pixel_metrics, map_metrics,
+};
 use echo_workbench::runs::calibration::{self, Calibration, ConfidenceSource, Reliability};
 use echo_workbench::runs::journal::JOURNAL_FILE;
 use echo_workbench::runs::manifest::MANIFEST_FILE;
@@ -34,6 +38,12 @@ pub struct ScoreArgs {
     /// (run folders and their journals; JSON adds "slices").
     #[arg(long)]
     slices: bool,
+    /// For runs with the anomaly map (issue 18): image AUROC, pixel AUROC and AUPRO
+    /// per category and mean, the map's Overkill/Miss at its threshold beside the
+    /// model's, and how often they disagree (JSON adds "anomaly_map"). The pixel
+    /// figures recompute each map from the run's memory.
+    #[arg(long)]
+    anomaly: bool,
     /// Latency of the answered questions (p50 / p95 / max) and the tokens the
     /// servers reported, for the run and per subtask (run folders; JSON adds
     /// "latency" and "tokens").
@@ -232,6 +242,12 @@ pub fn run(args: &ScoreArgs) -> anyhow::Result<ExitCode> {
                     if args.slices {
                         v["slices"] = slices_json(&category_slices(run.records()));
                     }
+                    if args.anomaly {
+                        v["anomaly_map"] = match run_map_metrics(run)? {
+                            Some(m) => map_json(&m),
+                            None => Value::Null,
+                        };
+                    }
                     if args.calibration {
                         let cal = Calibration::of(run.records(), args.confidence_source.into());
                         if cal.is_none() {
@@ -329,6 +345,19 @@ pub fn run(args: &ScoreArgs) -> anyhow::Result<ExitCode> {
                     };
                     print_extra(&text, args.format == ScoreFormat::Csv);
                 }
+                if args.anomaly {
+                    let text = match input {
+                        Input::Run(run) => match run_map_metrics(run)? {
+                            Some(m) => map_text(&m),
+                            None => "\nno question of this run has an anomaly map\n".into(),
+                        },
+                        Input::Answers(_) => {
+                            "\nanomaly-map figures need a run folder (an answers list keeps no traces)\n"
+                                .into()
+                        }
+                    };
+                    print_extra(&text, args.format == ScoreFormat::Csv);
+                }
             }
         }
         notes(args, path, input, &table);
@@ -337,6 +366,89 @@ pub fn run(args: &ScoreArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&json_list)?);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn run_map_metrics(run: &RunFolder) -> anyhow::Result<Option<MapMetrics>> {
+    let Some(mut m) = map_metrics(run.records()) else {
+        return Ok(None);
+    };
+    add_pixel_metrics(&mut m, &run.manifest, &CancelToken::new())
+        .with_context(|| format!("the anomaly-map figures of {}", run.dir.display()))?;
+    Ok(Some(m))
+}
+
+fn map_row_json(c: &CategoryMap) -> Value {
+    serde_json::json!({
+        "images": c.images,
+        "image_auroc": c.image_auroc,
+        "pixel_auroc": c.pixel_auroc,
+        "aupro": c.aupro,
+        "map_overkill": c.map_overkill(),
+        "map_miss": c.map_miss(),
+        "model_overkill": c.model_overkill(),
+        "model_miss": c.model_miss(),
+        "compared": c.compared,
+        "disagree": c.disagree,
+        "disagreement": c.disagreement(),
+    })
+}
+
+fn map_json(m: &MapMetrics) -> Value {
+    serde_json::json!({
+        "categories": m.categories.iter()
+            .map(|(k, c)| (k.clone(), map_row_json(c)))
+            .collect::<serde_json::Map<_, _>>(),
+        "mean": m.mean,
+        "total": map_row_json(&m.total),
+    })
+}
+
+fn map_text(m: &MapMetrics) -> String {
+    let f = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.4}"));
+    let p = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.1}"));
+    let width = m
+        .categories
+        .keys()
+        .map(String::len)
+        .max()
+        .unwrap_or(0)
+        .max(8);
+    let mut out = format!(
+        "\nAnomaly map (Overkill, Miss and disagreement in %, on Anomaly Detection)\n{:<width$} {:>6} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>8}\n",
+        "category",
+        "images",
+        "img AUC",
+        "pix AUC",
+        "AUPRO",
+        "map OK",
+        "map Miss",
+        "model OK",
+        "model Mis",
+        "disagree"
+    );
+    let mut row = |name: &str, c: &CategoryMap, aucs: [Option<f64>; 3]| {
+        out.push_str(&format!(
+            "{name:<width$} {:>6} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>8}\n",
+            c.images,
+            f(aucs[0]),
+            f(aucs[1]),
+            f(aucs[2]),
+            p(c.map_overkill()),
+            p(c.map_miss()),
+            p(c.model_overkill()),
+            p(c.model_miss()),
+            p(c.disagreement()),
+        ));
+    };
+    for (name, c) in &m.categories {
+        row(name, c, [c.image_auroc, c.pixel_auroc, c.aupro]);
+    }
+    row(
+        "mean",
+        &m.total,
+        [m.mean.image_auroc, m.mean.pixel_auroc, m.mean.aupro],
+    );
+    out
 }
 
 /// What the run's tokens cost at the prices its manifest records; `None` when it

@@ -110,6 +110,7 @@ pub fn preview_question(
         s.knowledge_mode = Some(mode);
         // Only the Knowledge Guide matters here: no memory search, no extra call.
         s.switches = ExpertSwitches {
+            anomaly_map: None,
             reference: Some(false),
             knowledge: Some(true),
             reasoning: Some(false),

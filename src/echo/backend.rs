@@ -123,6 +123,11 @@ pub struct RecordedRequest {
 pub enum RecordedPart {
     Text(String),
     Image(PathBuf),
+    /// An image made for the request, by its name and encoded bytes.
+    Generated {
+        name: String,
+        bytes: Vec<u8>,
+    },
 }
 
 impl RecordedRequest {
@@ -135,6 +140,10 @@ impl RecordedRequest {
                 .map(|p| match p {
                     Part::Text(t) => RecordedPart::Text(t.clone()),
                     Part::Image(p) => RecordedPart::Image(p.clone()),
+                    Part::Generated { name, bytes } => RecordedPart::Generated {
+                        name: name.clone(),
+                        bytes: bytes.to_vec(),
+                    },
                 })
                 .collect(),
         }
@@ -146,7 +155,7 @@ impl RecordedRequest {
             .iter()
             .filter_map(|p| match p {
                 RecordedPart::Text(t) => Some(t.as_str()),
-                RecordedPart::Image(_) => None,
+                RecordedPart::Image(_) | RecordedPart::Generated { .. } => None,
             })
             .collect::<Vec<_>>()
             .join("\n")
@@ -158,7 +167,7 @@ impl RecordedRequest {
             .iter()
             .filter_map(|p| match p {
                 RecordedPart::Image(p) => Some(p.clone()),
-                RecordedPart::Text(_) => None,
+                RecordedPart::Text(_) | RecordedPart::Generated { .. } => None,
             })
             .collect()
     }

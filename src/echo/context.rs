@@ -4,7 +4,7 @@
 //! so that the experts read it without importing the pipeline that sequences them.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
@@ -13,12 +13,13 @@ use super::error::PipelineError;
 use super::extract::ExtractMode;
 use super::guide::KnowledgeCache;
 use super::plan::{
-    ExpertSwitches, ExpertTable, KnowledgeMode, KnowledgeSource, Plan, PlanError, PlanInputs,
-    ReasoningMode, ReferenceKind, ScopeMode,
+    ExpertSwitches, ExpertTable, KnowledgeMode, KnowledgeSource, MapImage, MapOptions, Plan,
+    PlanError, PlanInputs, ReasoningMode, ReferenceKind, ScopeMode,
 };
 use super::prompt::PromptSet;
 use super::protocol::Protocol;
 use super::reference::ReferenceSource;
+use crate::anomaly::{Backbone, Detector, References};
 use crate::dataset::QuestionType;
 use crate::knowledge::KnowledgeBase;
 use crate::memory::ReferenceMemory;
@@ -59,6 +60,17 @@ pub struct PipelineSettings {
     pub knowledge_cache_dir: Option<PathBuf>,
     /// Stop at the first failing expert instead of answering without it.
     pub strict: bool,
+    /// The anomaly map's number of normal references (default: the preset's, or 4).
+    /// This and the two below are left out of files when unset, so the settings
+    /// and manifests of runs without the map read and write as before.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub map_k: Option<usize>,
+    /// Whether the Decision Maker's prompt gets the map's finding as a sentence.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub map_hint: Option<bool>,
+    /// Which picture of the map's finding the Decision Maker gets as a third image.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub map_image: Option<MapImage>,
 }
 
 impl Default for PipelineSettings {
@@ -78,6 +90,9 @@ impl Default for PipelineSettings {
             prompts_dir: None,
             knowledge_cache_dir: None,
             strict: false,
+            map_k: None,
+            map_hint: None,
+            map_image: None,
         }
     }
 }
@@ -92,6 +107,11 @@ pub struct PipelineContext {
     condensed: Option<(Arc<KnowledgeBase>, String)>,
     memory: Option<(Arc<ReferenceMemory>, Arc<dyn ImageEmbedder>)>,
     cache: KnowledgeCache,
+    /// The anomaly map's detector, made on its first question: it keeps every
+    /// category's threshold and the references' features, so a run computes each
+    /// once. A lock, because a detection updates those caches; detections are short
+    /// next to a model call, so questions waiting on it cost little.
+    detector: OnceLock<Result<Arc<Mutex<Detector>>, String>>,
     protocol: Protocol,
 }
 
@@ -143,6 +163,7 @@ impl PipelineContext {
             condensed: None,
             memory: None,
             cache,
+            detector: OnceLock::new(),
             protocol: Protocol::default(),
         })
     }
@@ -229,6 +250,75 @@ impl PipelineContext {
         self.memory.is_some()
     }
 
+    /// The anomaly map's options after this run's settings.
+    pub fn map_options(&self) -> MapOptions {
+        let preset = self.preset().anomaly_map.unwrap_or_default();
+        MapOptions {
+            k: self.settings.map_k.unwrap_or(preset.k).max(1),
+            hint: self.settings.map_hint.unwrap_or(preset.hint),
+            image: self.settings.map_image.unwrap_or(preset.image),
+        }
+    }
+
+    /// Whether some question type of this run can get the anomaly map.
+    pub fn uses_map(&self) -> bool {
+        let preset = self.preset();
+        let switched = |s: &ExpertSwitches| s.anomaly_map;
+        match switched(&self.settings.switches) {
+            Some(true) => true,
+            Some(false) => self
+                .settings
+                .type_switches
+                .values()
+                .any(|s| switched(s) == Some(true)),
+            None => {
+                preset.uses_map()
+                    || self
+                        .settings
+                        .type_switches
+                        .values()
+                        .any(|s| switched(s) == Some(true))
+            }
+        }
+    }
+
+    /// The settings as a run manifest records them: with the map's options
+    /// written out where the run uses the map (so an ablation's two manifests say
+    /// what differed), and exactly as given otherwise.
+    pub fn recorded_settings(&self) -> PipelineSettings {
+        let mut s = self.settings.clone();
+        if self.uses_map() {
+            let m = self.map_options();
+            s.map_k = Some(m.k);
+            s.map_hint = Some(m.hint);
+            s.map_image = Some(m.image);
+        }
+        s
+    }
+
+    /// The anomaly map's detector over the loaded memory (made once per context).
+    pub(crate) fn map_detector(&self) -> Result<Arc<Mutex<Detector>>, String> {
+        self.detector
+            .get_or_init(|| {
+                let Some((memory, embedder)) = &self.memory else {
+                    return Err(
+                        "the anomaly map compares the query with normals of a reference \
+                                memory, and none is loaded (build one with `memory build`)"
+                            .into(),
+                    );
+                };
+                Detector::shared(
+                    memory.clone(),
+                    embedder.clone(),
+                    Backbone::Descriptor,
+                    References::Nearest(self.map_options().k),
+                )
+                .map(|d| Arc::new(Mutex::new(d)))
+                .map_err(|e| crate::util::error::chain(&e))
+            })
+            .clone()
+    }
+
     pub fn knowledge_cache(&self) -> &KnowledgeCache {
         &self.cache
     }
@@ -301,6 +391,7 @@ impl PipelineContext {
                     .reasoning_mode
                     .unwrap_or(preset.reasoning_mode),
                 reference_how: &how,
+                map: self.map_options(),
             },
         )
     }
@@ -357,6 +448,36 @@ mod tests {
         assert_ne!(a.prompt_templates_hash(), b.prompt_templates_hash());
         // The echo preset needs the mmad prompts for the object types.
         assert!(a.prompt_set("mmad").is_some());
+    }
+
+    /// A run's manifest spells the map's options out only where the run uses
+    /// the map, so Echo's and MMAD's settings serialise as before.
+    #[test]
+    fn recorded_settings_name_the_map_only_when_it_is_used() {
+        let echo = PipelineContext::new(PipelineSettings::default()).unwrap();
+        assert_eq!(echo.recorded_settings(), PipelineSettings::default());
+        assert!(
+            !serde_json::to_string(&echo.recorded_settings())
+                .unwrap()
+                .contains("map")
+        );
+        let map = PipelineContext::new(PipelineSettings {
+            preset: "echo+map".into(),
+            map_hint: Some(false),
+            ..Default::default()
+        })
+        .unwrap();
+        let s = map.recorded_settings();
+        assert_eq!(
+            (s.map_k, s.map_hint, s.map_image),
+            (Some(4), Some(false), Some(MapImage::Outline))
+        );
+        let text = toml::to_string(&s).unwrap();
+        let back: PipelineSettings = toml::from_str(&text).unwrap();
+        assert_eq!(back, s);
+        // Without a memory, the map's turn fails with a clear reason.
+        let e = map.map_detector().err().unwrap();
+        assert!(e.contains("none is loaded"), "{e}");
     }
 
     #[test]

@@ -36,6 +36,8 @@ pub enum PipelineError {
     Reference { message: String },
     #[error("no knowledge: {message}")]
     Knowledge { message: String },
+    #[error("no anomaly map: {message}")]
+    AnomalyMap { message: String },
     #[error("the model returned an empty reply")]
     EmptyReply,
     /// An expert's own failure, as its trace recorded it (strict runs stop on it).

@@ -3,6 +3,7 @@
 //! own chat template, and the reply is decoded on a blocking thread so the
 //! async runtime keeps serving progress and cancellation.
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -14,7 +15,7 @@ use super::error::PipelineError;
 use crate::jobs::CancelToken;
 use crate::local::{LocalError, LocalModel, SamplingOptions, StopReason, TurnPart};
 use crate::mllm::{ChatReply, ChatRequest, Decoding, Part, Usage};
-use crate::vision::decode::{DecodeLimits, decode_rgb8};
+use crate::vision::decode::{DecodeLimits, decode_rgb8, decode_rgb8_bytes};
 
 /// A loaded local model behind [`ChatBackend`]. The model answers one request
 /// at a time; requests made meanwhile wait their turn.
@@ -47,20 +48,26 @@ fn sampling_for(base: &SamplingOptions, decoding: &Decoding) -> SamplingOptions 
     }
 }
 
-/// The request's images, decoded as every other image is.
+/// The request's images, decoded as every other image is: files from disk, and
+/// images made for the request (the anomaly map's outlined query) from memory.
 fn images_of(req: &ChatRequest) -> Result<Vec<RgbImage>, PipelineError> {
     req.parts
         .iter()
-        .filter_map(|p| match p {
-            Part::Image(path) => Some(path),
+        .filter_map(|part| match part {
             Part::Text(_) => None,
+            Part::Image(path) => Some((decode_rgb8(path, DecodeLimits::default()), path.clone())),
+            Part::Generated { name, bytes } => {
+                let path = PathBuf::from(name);
+                let decoded = decode_rgb8_bytes(bytes, &path, DecodeLimits::default());
+                Some((decoded, path))
+            }
         })
         .enumerate()
-        .map(|(index, path)| {
-            decode_rgb8(path, DecodeLimits::default()).map_err(|source| {
+        .map(|(index, (decoded, path))| {
+            decoded.map_err(|source| {
                 PipelineError::from(LocalError::ReadImage {
                     index,
-                    path: path.clone(),
+                    path,
                     source,
                 })
             })
@@ -83,7 +90,7 @@ impl ChatBackend for LocalBackend {
                     .parts
                     .iter()
                     .map(|p| match p {
-                        Part::Image(_) => TurnPart::Image,
+                        Part::Image(_) | Part::Generated { .. } => TurnPart::Image,
                         Part::Text(t) => TurnPart::Text(t),
                     })
                     .collect();
@@ -151,6 +158,10 @@ fn summarise_parts(req: &ChatRequest, sizes: &[[u32; 2]]) -> Vec<serde_json::Val
             Part::Image(_) => {
                 let [w, h] = sizes.next().copied().unwrap_or_default();
                 json!({"type": "image", "width": w, "height": h})
+            }
+            Part::Generated { name, .. } => {
+                let [w, h] = sizes.next().copied().unwrap_or_default();
+                json!({"type": "image", "name": name, "width": w, "height": h})
             }
         })
         .collect()

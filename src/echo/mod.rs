@@ -1,6 +1,7 @@
 //! The Echo pipeline: decision planning, the four experts (Reference Extractor,
-//! Knowledge Guide, Reasoning Expert, Decision Maker), prompt templates and reading
-//! the chosen option from a reply.
+//! Knowledge Guide, Reasoning Expert, Decision Maker) and the anomaly map that
+//! presets such as `echo+map` add, prompt templates and reading the chosen option
+//! from a reply.
 
 pub mod difflib;
 pub mod extract;

@@ -1,6 +1,6 @@
-//! The Echo pipeline: plan, then Reference Extractor, Knowledge Guide, Reasoning
-//! Expert and Decision Maker (one file each under `experts/`), each leaving an
-//! [`ExpertTrace`]. This file only sequences them: events, timings and the failure
+//! The Echo pipeline: plan, then Reference Extractor, the anomaly map (only where
+//! the preset or the run uses it), Knowledge Guide, Reasoning Expert and Decision
+//! Maker (one file each under `experts/`), each leaving an [`ExpertTrace`]. This file only sequences them: events, timings and the failure
 //! policy.
 //!
 //! Failure policy: an expert that cannot do its work leaves a `Failed` trace and the
@@ -17,8 +17,8 @@ use super::backend::ChatBackend;
 pub use super::context::{PipelineContext, PipelineSettings};
 use super::error::PipelineError;
 use super::experts::{
-    self, DecisionMaker, Expert, Findings, KnowledgeGuide, ReasoningExpert, ReferenceExtractor,
-    Step, Turn,
+    self, AnomalyMapExpert, DecisionMaker, Expert, Findings, KnowledgeGuide, ReasoningExpert,
+    ReferenceExtractor, Step, Turn,
 };
 use super::extract::ExtractMethod;
 use super::plan::Plan;
@@ -79,8 +79,8 @@ fn ms_since(t: Instant) -> u64 {
 
 /// Answers one question about one image.
 ///
-/// `events` receives `ExpertStarted` and `ExpertFinished` for each of the four
-/// experts in order (skipped ones included), as they happen. Never panics on bad
+/// `events` receives `ExpertStarted` and `ExpertFinished` for each expert the plan
+/// lists, in order (skipped ones included), as they happen. Never panics on bad
 /// input: problems become `Failed` traces or errors.
 pub async fn answer(
     backend: &dyn ChatBackend,
@@ -112,6 +112,11 @@ pub async fn answer(
     let mut found = Findings::default();
 
     run.turn(ReferenceExtractor, &step, &mut found).await?;
+    // Only plans of presets or runs that use the map list it, so Echo's and MMAD's
+    // traces have their four experts as before.
+    if plan.lists(ExpertName::AnomalyMap) {
+        run.turn(AnomalyMapExpert, &step, &mut found).await?;
+    }
     // Every later template may name these; a bad options template stops here.
     found.vars = experts::base_vars(set, query, question, found.references.len())?;
     run.turn(KnowledgeGuide, &step, &mut found).await?;

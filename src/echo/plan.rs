@@ -8,7 +8,9 @@
 //!   with a plain MMAD-style prompt and marked out of Echo's scope;
 //! * `mmad`: MMAD's evaluation protocol (one normal template, no reasoning,
 //!   knowledge only when a run switches it on);
-//! * `full`: every expert for every type.
+//! * `full`: every expert for every type;
+//! * `echo+map`: Echo with the anomaly-map expert (issue 18) handing the Decision
+//!   Maker a hint and the query with its most unusual region outlined.
 //!
 //! [`ExpertSwitches`] override the table for a run (globally or per type), which is
 //! how ablations switch an expert off, or how an MMAD run adds its knowledge block.
@@ -24,11 +26,13 @@ use crate::dataset::QuestionType;
 /// The bundled table, used when no file is given or the file is missing.
 pub const BUNDLED_EXPERTS_TOML: &str = include_str!("../../assets/experts.toml");
 
-/// The four experts of Echo, in the order the pipeline runs them.
+/// The experts, in the order the pipeline runs them: Echo's four and the anomaly map.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ExpertName {
     ReferenceExtractor,
+    /// Issue 18's anomaly map; only presets and runs that use it give it a turn.
+    AnomalyMap,
     KnowledgeGuide,
     ReasoningExpert,
     DecisionMaker,
@@ -36,7 +40,16 @@ pub enum ExpertName {
 
 impl ExpertName {
     /// All experts in pipeline order.
-    pub const ALL: [ExpertName; 4] = [
+    pub const ALL: [ExpertName; 5] = [
+        ExpertName::ReferenceExtractor,
+        ExpertName::AnomalyMap,
+        ExpertName::KnowledgeGuide,
+        ExpertName::ReasoningExpert,
+        ExpertName::DecisionMaker,
+    ];
+
+    /// Echo's four experts, every one of which takes a turn in every plan.
+    pub const ECHO: [ExpertName; 4] = [
         ExpertName::ReferenceExtractor,
         ExpertName::KnowledgeGuide,
         ExpertName::ReasoningExpert,
@@ -47,6 +60,7 @@ impl ExpertName {
     pub fn label(self) -> &'static str {
         match self {
             ExpertName::ReferenceExtractor => "Reference Extractor",
+            ExpertName::AnomalyMap => "Anomaly Map",
             ExpertName::KnowledgeGuide => "Knowledge Guide",
             ExpertName::ReasoningExpert => "Reasoning Expert",
             ExpertName::DecisionMaker => "Decision Maker",
@@ -57,6 +71,7 @@ impl ExpertName {
     pub fn key(self) -> &'static str {
         match self {
             ExpertName::ReferenceExtractor => "reference_extractor",
+            ExpertName::AnomalyMap => "anomaly_map",
             ExpertName::KnowledgeGuide => "knowledge_guide",
             ExpertName::ReasoningExpert => "reasoning_expert",
             ExpertName::DecisionMaker => "decision_maker",
@@ -115,6 +130,19 @@ pub enum ReasoningMode {
     Separate,
     /// No reasoning step.
     Off,
+}
+
+/// Which picture of the anomaly map the Decision Maker gets besides the query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MapImage {
+    /// No third image.
+    #[default]
+    None,
+    /// The query with its most unusual region outlined.
+    Outline,
+    /// A zoomed crop of the most unusual region.
+    Crop,
 }
 
 /// Where in the memory to search.
@@ -176,6 +204,11 @@ lowercase_from_str!(ReasoningMode, "reasoning mode", [
     "separate" => ReasoningMode::Separate,
     "off" => ReasoningMode::Off,
 ]);
+lowercase_from_str!(MapImage, "anomaly-map image", [
+    "none" => MapImage::None,
+    "outline" => MapImage::Outline,
+    "crop" => MapImage::Crop,
+]);
 lowercase_from_str!(ScopeMode, "scope", [
     "global" => ScopeMode::Global,
     "category" => ScopeMode::Category,
@@ -193,6 +226,9 @@ pub struct TypeRow {
     pub reference: bool,
     pub knowledge: bool,
     pub reasoning: bool,
+    /// Whether the anomaly-map expert runs (left out: it does not).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub anomaly_map: bool,
     /// False for types outside the method's scope (reports say so).
     #[serde(default = "yes")]
     pub in_scope: bool,
@@ -203,6 +239,32 @@ pub struct TypeRow {
 
 fn yes() -> bool {
     true
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// How the anomaly-map expert runs, where a preset or a run uses it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MapOptions {
+    /// How many retrieved normal references the query is compared with.
+    pub k: usize,
+    /// Whether the Decision Maker's prompt gets a sentence on the map's finding.
+    pub hint: bool,
+    /// Which third image the Decision Maker gets.
+    pub image: MapImage,
+}
+
+impl Default for MapOptions {
+    fn default() -> Self {
+        MapOptions {
+            k: crate::anomaly::map::DEFAULT_K,
+            hint: true,
+            image: MapImage::None,
+        }
+    }
 }
 
 /// A named column set of the table plus the modes its experts run in.
@@ -216,6 +278,10 @@ pub struct PresetDef {
     pub reference: ReferenceKind,
     pub knowledge_mode: KnowledgeMode,
     pub reasoning_mode: ReasoningMode,
+    /// The anomaly map's options where a row (or a run's switch) turns it on;
+    /// a preset that uses it names them (`[presets.NAME.anomaly_map]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anomaly_map: Option<MapOptions>,
     /// Rows keyed by MMAD's exact type names.
     #[serde(default)]
     pub types: IndexMap<String, TypeRow>,
@@ -342,6 +408,14 @@ impl PresetDef {
         self.types.get(qtype.as_str()).unwrap_or(&self.default)
     }
 
+    /// Whether any row runs the anomaly map.
+    pub fn uses_map(&self) -> bool {
+        self.types
+            .values()
+            .chain([&self.default])
+            .any(|r| r.anomaly_map)
+    }
+
     /// Every prompt set the preset's rows use, preset's own first.
     pub fn prompt_sets(&self) -> Vec<&str> {
         let mut out = vec![self.prompts.as_str()];
@@ -368,6 +442,8 @@ pub struct ExpertSwitches {
     pub knowledge: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reasoning: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub anomaly_map: Option<bool>,
 }
 
 impl ExpertSwitches {
@@ -377,6 +453,7 @@ impl ExpertSwitches {
             reference: self.reference.or(fallback.reference),
             knowledge: self.knowledge.or(fallback.knowledge),
             reasoning: self.reasoning.or(fallback.reasoning),
+            anomaly_map: self.anomaly_map.or(fallback.anomaly_map),
         }
     }
 }
@@ -408,7 +485,11 @@ pub struct Plan {
     pub reference: Option<ReferenceKind>,
     pub knowledge: Option<KnowledgeMode>,
     pub reasoning: Option<ReasoningMode>,
-    /// The four experts in order.
+    /// How the anomaly map runs (`None`: it does not).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub anomaly_map: Option<MapOptions>,
+    /// The experts in order: Echo's four always, the anomaly map only where the
+    /// preset or the run can use it (so Echo's and MMAD's traces stay as they were).
     pub steps: Vec<PlannedStep>,
 }
 
@@ -417,7 +498,12 @@ impl Plan {
         self.steps
             .iter()
             .find(|s| s.expert == expert)
-            .expect("a plan lists every expert")
+            .expect("a plan lists every expert it gives a turn")
+    }
+
+    /// Whether `expert` takes a turn (done or skipped) for this question.
+    pub fn lists(&self, expert: ExpertName) -> bool {
+        self.steps.iter().any(|s| s.expert == expert)
     }
 }
 
@@ -430,6 +516,8 @@ pub struct PlanInputs<'a> {
     pub reasoning_mode: ReasoningMode,
     /// Human description of the reference source, e.g. `memory, global scope, top 3`.
     pub reference_how: &'a str,
+    /// The anomaly map's options after the run's settings.
+    pub map: MapOptions,
 }
 
 /// Applies switches and modes to the preset's row for `qtype`.
@@ -479,11 +567,19 @@ pub fn resolve(
         rs_on = false;
         rs_why = "the reasoning mode is `off`".into();
     }
+    let map_listed = preset.uses_map()
+        || preset.anomaly_map.is_some()
+        || inputs.switches.anomaly_map == Some(true);
+    let (map_on, map_why) = decide(
+        row.anomaly_map,
+        inputs.switches.anomaly_map,
+        "the anomaly map",
+    );
     let prompts = row
         .prompts
         .clone()
         .unwrap_or_else(|| preset.prompts.clone());
-    let steps = vec![
+    let mut steps = vec![
         PlannedStep {
             expert: ExpertName::ReferenceExtractor,
             runs: ref_on,
@@ -521,6 +617,28 @@ pub fn resolve(
             why: "always: it makes the model call that answers".into(),
         },
     ];
+    if map_listed {
+        let how = if map_on {
+            let m = inputs.map;
+            format!(
+                "{} nearest normals, hint {}, image {}",
+                m.k,
+                if m.hint { "on" } else { "off" },
+                m.image
+            )
+        } else {
+            String::new()
+        };
+        steps.insert(
+            1,
+            PlannedStep {
+                expert: ExpertName::AnomalyMap,
+                runs: map_on,
+                how,
+                why: map_why,
+            },
+        );
+    }
     Plan {
         qtype: qtype.clone(),
         preset: preset_name.to_string(),
@@ -531,6 +649,7 @@ pub fn resolve(
         reference: ref_on.then_some(inputs.reference),
         knowledge: kn_on.then_some(inputs.knowledge_mode),
         reasoning: rs_on.then_some(inputs.reasoning_mode),
+        anomaly_map: map_on.then_some(inputs.map),
         steps,
     }
 }
@@ -573,6 +692,7 @@ mod tests {
             knowledge_mode: KnowledgeMode::Condensed,
             reasoning_mode: ReasoningMode::Inline,
             reference_how: "memory",
+            map: MapOptions::default(),
         }
     }
 
@@ -648,6 +768,71 @@ mod tests {
     }
 
     #[test]
+    fn echo_plus_map_is_echo_with_the_map_on_the_defect_types() {
+        let table = ExpertTable::bundled();
+        let map = table.preset("echo+map").unwrap();
+        let echo = table.preset("echo").unwrap();
+        let options = map.anomaly_map.unwrap();
+        assert_eq!(
+            (options.k, options.hint, options.image),
+            (4, true, MapImage::Outline)
+        );
+        let with = |opts: MapOptions, switches| PlanInputs {
+            map: opts,
+            ..inputs(switches)
+        };
+        for t in QuestionType::KNOWN {
+            let p = resolve(
+                "echo+map",
+                map,
+                &t,
+                with(options, ExpertSwitches::default()),
+            );
+            let e = resolve("echo", echo, &t, inputs(ExpertSwitches::default()));
+            // Echo's experts run as in `echo`.
+            assert_eq!(flags(&p), flags(&e), "{t}");
+            assert_eq!((&p.prompts, &p.template), (&e.prompts, &e.template), "{t}");
+            let names: Vec<ExpertName> = p.steps.iter().map(|s| s.expert).collect();
+            assert_eq!(names, ExpertName::ALL, "{t}");
+            assert_eq!(p.anomaly_map.is_some(), t.is_defect_subtask(), "{t}");
+            assert_eq!(p.step(ExpertName::AnomalyMap).runs, t.is_defect_subtask());
+            // Echo's plans do not list the map at all.
+            assert!(!e.lists(ExpertName::AnomalyMap), "{t}");
+            assert_eq!(e.steps.len(), 4);
+        }
+        let ad = QuestionType::AnomalyDetection;
+        let p = resolve(
+            "echo+map",
+            map,
+            &ad,
+            with(options, ExpertSwitches::default()),
+        );
+        assert_eq!(
+            p.step(ExpertName::AnomalyMap).how,
+            "4 nearest normals, hint on, image outline"
+        );
+        // A run switches it off (listed, skipped) or on in a preset without it.
+        let off = ExpertSwitches {
+            anomaly_map: Some(false),
+            ..Default::default()
+        };
+        let p = resolve("echo+map", map, &ad, with(options, off));
+        assert_eq!(p.anomaly_map, None);
+        assert_eq!(
+            p.step(ExpertName::AnomalyMap).why,
+            "switched off for this run"
+        );
+        let on = ExpertSwitches {
+            anomaly_map: Some(true),
+            ..Default::default()
+        };
+        let p = resolve("echo", echo, &ad, inputs(on));
+        assert_eq!(p.anomaly_map, Some(MapOptions::default()));
+        assert!(p.step(ExpertName::AnomalyMap).why.contains("switched on"));
+        assert_eq!("crop".parse::<MapImage>().unwrap(), MapImage::Crop);
+    }
+
+    #[test]
     fn switches_and_modes_turn_experts_off() {
         let table = ExpertTable::bundled();
         let echo = table.preset("echo").unwrap();
@@ -656,6 +841,7 @@ mod tests {
             reference: Some(false),
             knowledge: Some(false),
             reasoning: Some(false),
+            anomaly_map: None,
         };
         let p = resolve("echo", echo, &dd, inputs(off));
         assert_eq!(flags(&p), (false, false, false));

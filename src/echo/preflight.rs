@@ -36,6 +36,9 @@ pub enum MissingInput {
     Memory,
     /// Category-scope search in a memory with no image of the category.
     MemoryCategory,
+    /// The anomaly map compares the query with a memory's normals, and none is
+    /// loaded.
+    MapMemory,
     /// MMAD's template list (`similar_templates` or `random_templates`) is empty or
     /// names a file that is not there.
     Templates { field: String },
@@ -54,6 +57,7 @@ pub enum Fix {
     Memory,
     ScopeGlobal,
     TemplateNone,
+    MapOff,
 }
 
 impl Fix {
@@ -75,6 +79,7 @@ impl Fix {
             Fix::Memory => "--memory DIR (a memory holding this category's normal images)",
             Fix::ScopeGlobal => "--scope global (search the whole memory)",
             Fix::TemplateNone => "--template none, or a memory (--memory DIR)",
+            Fix::MapOff => "--map-expert off (or a preset without the anomaly map)",
         }
     }
 
@@ -96,6 +101,7 @@ impl Fix {
             Fix::Memory => "a reference memory holding this category (Settings)",
             Fix::ScopeGlobal => "global memory scope (Settings)",
             Fix::TemplateNone => "Reference images: none, or retrieved from a memory",
+            Fix::MapOff => "a preset without the anomaly map",
         }
     }
 }
@@ -147,6 +153,10 @@ impl InputGap {
             MissingInput::MemoryCategory => {
                 format!("the reference memory holds no image of category {place} (category scope)")
             }
+            MissingInput::MapMemory => format!(
+                "the anomaly map compares each image with a reference memory's normals, and none \
+                 is loaded, needed for category {place}"
+            ),
             MissingInput::Templates { field } => {
                 format!("MMAD's {field} are missing or not on disk for category {place}")
             }
@@ -350,6 +360,9 @@ pub fn check_inputs<'a>(
             }
             _ => {}
         }
+        if plan.anomaly_map.is_some() && memory_categories.is_none() {
+            missing.push(MissingInput::MapMemory);
+        }
         for m in missing {
             let (indices, types) = groups
                 .entry((
@@ -411,7 +424,11 @@ fn fixes_for(
         ctx.knowledge_source(source)
             .is_some_and(|kb: &KnowledgeBase| guide::find_category(kb, dataset, category).is_some())
     };
-    if category == UNKNOWN_CATEGORY && !matches!(missing, MissingInput::Templates { .. }) {
+    let needs_category = !matches!(
+        missing,
+        MissingInput::Templates { .. } | MissingInput::MapMemory
+    );
+    if category == UNKNOWN_CATEGORY && needs_category {
         return vec![Fix::Category];
     }
     match missing {
@@ -437,6 +454,7 @@ fn fixes_for(
         }
         MissingInput::Memory => vec![Fix::Memory, Fix::TemplateNone],
         MissingInput::MemoryCategory => vec![Fix::Memory, Fix::ScopeGlobal],
+        MissingInput::MapMemory => vec![Fix::Memory, Fix::MapOff],
         MissingInput::Templates { .. } => vec![Fix::TemplateNone],
     }
 }
@@ -499,6 +517,33 @@ mod tests {
         let check = check_inputs(&global, &None, None, questions.iter().map(inputs));
         assert_eq!((check.questions, check.gaps.len()), (183, 3));
         assert!(check.gaps.iter().all(|g| g.missing == MissingInput::Memory));
+    }
+
+    #[test]
+    fn the_anomaly_map_needs_a_memory() {
+        let dataset = sample();
+        let questions: Vec<QuestionRef<'_>> = dataset.questions().collect();
+        let ctx = PipelineContext::new(PipelineSettings {
+            preset: "echo+map".into(),
+            reference: Some(ReferenceKind::None),
+            knowledge_mode: Some(KnowledgeMode::Off),
+            ..PipelineSettings::default()
+        })
+        .unwrap();
+        let check = check_inputs(&ctx, &None, None, questions.iter().map(inputs));
+        // Anomaly Detection and the four defect types: 39 + 4 x 27 questions.
+        assert_eq!(check.questions, 147);
+        assert!(
+            check
+                .gaps
+                .iter()
+                .all(|g| g.missing == MissingInput::MapMemory)
+        );
+        assert_eq!(check.gaps[0].fixes, [Fix::Memory, Fix::MapOff]);
+        assert!(check.gaps[0].cli_line().contains("--map-expert off"));
+        let memory: MemoryCategories = Some(["chip"].map(String::from).into_iter().collect());
+        // Any memory will do: the map searches it whole when the category is not there.
+        assert!(check_inputs(&ctx, &memory, None, questions.iter().map(inputs)).is_complete());
     }
 
     #[test]

@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use super::extract::ExtractMethod;
 pub use super::plan::ExpertName;
-use super::plan::KnowledgeMode;
+use super::plan::{KnowledgeMode, MapImage};
 use crate::knowledge::options::OptionMatch;
 use crate::memory::Scope;
 
@@ -120,6 +120,7 @@ pub enum TraceInput {
     /// Nothing (`null`): a skipped expert.
     None,
     Reference(Box<ReferenceInput>),
+    Map(Box<MapInput>),
     Knowledge(Box<KnowledgeInput>),
     Reasoning(Box<ReasoningInput>),
     Decision(Box<DecisionInput>),
@@ -133,6 +134,7 @@ pub enum TraceOutput {
     /// Nothing (`null`): skipped or failed.
     None,
     Reference(Box<ReferenceOutput>),
+    Map(Box<MapOutput>),
     Knowledge(Box<KnowledgeOutput>),
     Reasoning(Box<ReasoningOutput>),
     Decision(Box<DecisionOutput>),
@@ -147,6 +149,7 @@ impl TraceInput {
             (ExpertName::ReferenceExtractor, v) => {
                 exactly(v).map(|x| TraceInput::Reference(Box::new(x)))
             }
+            (ExpertName::AnomalyMap, v) => exactly(v).map(|x| TraceInput::Map(Box::new(x))),
             (ExpertName::KnowledgeGuide, v) => {
                 exactly(v).map(|x| TraceInput::Knowledge(Box::new(x)))
             }
@@ -166,6 +169,13 @@ impl TraceInput {
     pub fn reference(&self) -> Option<&ReferenceInput> {
         match self {
             TraceInput::Reference(x) => Some(x.as_ref()),
+            _ => None,
+        }
+    }
+
+    pub fn map(&self) -> Option<&MapInput> {
+        match self {
+            TraceInput::Map(x) => Some(x.as_ref()),
             _ => None,
         }
     }
@@ -211,6 +221,7 @@ impl TraceOutput {
             (ExpertName::ReferenceExtractor, v) => {
                 exactly(v).map(|x| TraceOutput::Reference(Box::new(x)))
             }
+            (ExpertName::AnomalyMap, v) => exactly(v).map(|x| TraceOutput::Map(Box::new(x))),
             (ExpertName::KnowledgeGuide, v) => {
                 exactly(v).map(|x| TraceOutput::Knowledge(Box::new(x)))
             }
@@ -236,6 +247,13 @@ impl TraceOutput {
     pub fn reference(&self) -> Option<&ReferenceOutput> {
         match self {
             TraceOutput::Reference(x) => Some(x.as_ref()),
+            _ => None,
+        }
+    }
+
+    pub fn map(&self) -> Option<&MapOutput> {
+        match self {
+            TraceOutput::Map(x) => Some(x.as_ref()),
             _ => None,
         }
     }
@@ -281,6 +299,12 @@ impl From<ReferenceInput> for TraceInput {
     }
 }
 
+impl From<MapInput> for TraceInput {
+    fn from(x: MapInput) -> Self {
+        TraceInput::Map(Box::new(x))
+    }
+}
+
 impl From<KnowledgeInput> for TraceInput {
     fn from(x: KnowledgeInput) -> Self {
         TraceInput::Knowledge(Box::new(x))
@@ -302,6 +326,12 @@ impl From<DecisionInput> for TraceInput {
 impl From<ReferenceOutput> for TraceOutput {
     fn from(x: ReferenceOutput) -> Self {
         TraceOutput::Reference(Box::new(x))
+    }
+}
+
+impl From<MapOutput> for TraceOutput {
+    fn from(x: MapOutput) -> Self {
+        TraceOutput::Map(Box::new(x))
     }
 }
 
@@ -328,6 +358,7 @@ impl Serialize for TraceInput {
         match self {
             TraceInput::None => s.serialize_unit(),
             TraceInput::Reference(x) => x.serialize(s),
+            TraceInput::Map(x) => x.serialize(s),
             TraceInput::Knowledge(x) => x.serialize(s),
             TraceInput::Reasoning(x) => x.serialize(s),
             TraceInput::Decision(x) => x.serialize(s),
@@ -341,6 +372,7 @@ impl Serialize for TraceOutput {
         match self {
             TraceOutput::None => s.serialize_unit(),
             TraceOutput::Reference(x) => x.serialize(s),
+            TraceOutput::Map(x) => x.serialize(s),
             TraceOutput::Knowledge(x) => x.serialize(s),
             TraceOutput::Reasoning(x) => x.serialize(s),
             TraceOutput::Decision(x) => x.serialize(s),
@@ -380,6 +412,9 @@ pub enum PromptPart {
 pub enum ImageRole {
     Reference,
     Query,
+    /// The anomaly map's picture of the query (its `path` is the query's).
+    #[serde(rename = "anomaly_map")]
+    AnomalyMap,
 }
 
 /// What the Reference Extractor searched.
@@ -560,6 +595,64 @@ pub struct DecisionOutput {
     pub request_summary: Value,
 }
 
+/// What the anomaly map worked with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MapInput {
+    /// The reference memory's folder.
+    pub memory: PathBuf,
+    /// The patch features compared (`descriptor`, ...).
+    pub backbone: String,
+    /// How many retrieved normal references the query is compared with.
+    pub k: usize,
+    /// Whether the Decision Maker gets the hint sentence.
+    pub hint: bool,
+    /// Which third image the Decision Maker gets.
+    pub image: MapImage,
+}
+
+/// One of the map's most unusual regions, in the query's pixels.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MapRegion {
+    pub x: u32,
+    pub y: u32,
+    pub w: u32,
+    pub h: u32,
+    /// The map's maximum inside the region.
+    pub score: f64,
+    /// MMAD's nine-grid name of its centre (`top left` ... `bottom right`).
+    pub grid: String,
+}
+
+/// What the anomaly map found: the journal keeps this (not the map itself, which
+/// the detector recomputes from the run's memory when a view needs it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MapOutput {
+    /// The image score (mean of the map's highest pixels).
+    pub score: f64,
+    /// The category's threshold from its normals alone (leave-one-out).
+    pub threshold: f64,
+    /// The memory's category the references came from.
+    pub category: String,
+    pub backbone: String,
+    pub k: usize,
+    /// Best first.
+    pub regions: Vec<MapRegion>,
+    /// Memory paths of the normals compared with.
+    pub references: Vec<String>,
+    /// The sentence given to the Decision Maker, when the hint is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+    /// Time of the detection itself (features, map, threshold on first use).
+    pub map_ms: u64,
+}
+
+impl MapOutput {
+    /// Whether the map calls the image anomalous (its score above the threshold).
+    pub fn anomalous(&self) -> bool {
+        self.score > self.threshold
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -604,6 +697,7 @@ mod tests {
                 let trace: ExpertTrace = serde_json::from_value(stored.clone()).unwrap();
                 let typed = match trace.name {
                     ExpertName::ReferenceExtractor => trace.output.reference().is_some(),
+                    ExpertName::AnomalyMap => trace.output.map().is_some(),
                     ExpertName::KnowledgeGuide => trace.output.knowledge().is_some(),
                     ExpertName::ReasoningExpert => trace.output.reasoning().is_some(),
                     ExpertName::DecisionMaker => trace.output.decision().is_some(),
@@ -615,6 +709,23 @@ mod tests {
         }
         assert!(seen.contains(&ExpertName::ReferenceExtractor), "{seen:?}");
         assert!(seen.contains(&ExpertName::DecisionMaker), "{seen:?}");
+    }
+
+    /// The anomaly map's line reads back typed and writes the same bytes; a map
+    /// output from a later version with more keys stays raw.
+    #[test]
+    fn a_map_trace_reads_typed_and_writes_back_byte_for_byte() {
+        let line = r#"{"name":"anomaly_map","status":{"state":"done"},"input":{"memory":"m","backbone":"descriptor","k":4,"hint":true,"image":"outline"},"output":{"score":0.8299999833106995,"threshold":0.41,"category":"washer","backbone":"descriptor","k":4,"regions":[{"x":1,"y":2,"w":30,"h":40,"score":0.9,"grid":"top left"}],"references":["Sample/washer/train/good/000.png"],"hint":"The most unusual region is at the top left, score 0.83 against a threshold of 0.41.","map_ms":12},"summary":"s","ms":13}"#;
+        let trace: ExpertTrace = serde_json::from_str(line).unwrap();
+        let out = trace.output.map().expect("typed");
+        assert!(out.anomalous());
+        assert_eq!(out.regions[0].grid, "top left");
+        assert_eq!(trace.input.map().unwrap().image, MapImage::Outline);
+        assert_eq!(serde_json::to_string(&trace).unwrap(), line);
+        let later = line.replace("\"map_ms\":12", "\"map_ms\":12,\"pixels\":[1]");
+        let trace: ExpertTrace = serde_json::from_str(&later).unwrap();
+        assert!(matches!(trace.output, TraceOutput::Raw(_)));
+        assert_eq!(serde_json::to_string(&trace).unwrap(), later);
     }
 
     /// Older or foreign shapes load (kept raw) and write back as they were; a

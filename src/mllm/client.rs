@@ -106,7 +106,7 @@ enum Source<'a> {
     File(&'a std::path::Path),
     /// Not cached: such images have no stable identity.
     Bytes {
-        name: &'static str,
+        name: &'a str,
         bytes: Arc<[u8]>,
     },
 }
@@ -258,6 +258,10 @@ impl MllmClient {
             .map(|p| match p {
                 Part::Text(t) => Source::Text(t),
                 Part::Image(path) => Source::File(path),
+                Part::Generated { name, bytes } => Source::Bytes {
+                    name,
+                    bytes: bytes.clone(),
+                },
             })
             .collect();
         self.send(

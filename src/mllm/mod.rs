@@ -154,6 +154,12 @@ pub enum Part {
     Text(String),
     /// An image file; encoded once per file version and settings (see [`EndpointConfig`]).
     Image(PathBuf),
+    /// An image made for this request (the anomaly map's outlined query): encoded
+    /// bytes of a format the image crate reads; `name` says what it is in errors.
+    Generated {
+        name: String,
+        bytes: std::sync::Arc<[u8]>,
+    },
 }
 
 /// One chat turn: an optional system message and one user message made of parts.
@@ -198,7 +204,7 @@ impl ChatRequest {
     pub fn image_count(&self) -> usize {
         self.parts
             .iter()
-            .filter(|p| matches!(p, Part::Image(_)))
+            .filter(|p| matches!(p, Part::Image(_) | Part::Generated { .. }))
             .count()
     }
 }

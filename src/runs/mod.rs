@@ -5,6 +5,7 @@
 //! for others (which read a run folder, so they live here rather than in
 //! [`crate::score`], which knows nothing of runs).
 
+pub mod anomaly_metrics;
 mod budget;
 pub mod calibration;
 pub mod catalog;

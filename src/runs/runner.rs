@@ -281,7 +281,7 @@ fn prepare(spec: &RunSpec) -> Result<Prepared, RunError> {
         selection: spec.selection.clone(),
         shard: spec.shard,
         question_count: selected.len(),
-        pipeline: context.settings().clone(),
+        pipeline: context.recorded_settings(),
         template: spec.template.as_str().into(),
         memory: loaded.memory.map(|m| MemoryRef {
             path: absolute(&m.path),

@@ -11,7 +11,7 @@ use serde_json::json;
 
 use crate::dataset::Question;
 use crate::echo::trace::{
-    ImageRole, PromptPart, ReasoningOutput, ReferenceInput, RequestTrace, TraceOutput,
+    ImageRole, MapOutput, PromptPart, ReasoningOutput, ReferenceInput, RequestTrace, TraceOutput,
 };
 use crate::echo::{Decision, ExpertName, ExpertStatus, ExpertTrace, PipelineEvent};
 use crate::memory::Scope;
@@ -65,9 +65,12 @@ impl RecordedAnswer {
 pub struct QuestionRun {
     pub question: Question,
     pub image: PathBuf,
-    pub cards: [CardState; 4],
+    pub cards: [CardState; 5],
     pub outcome: Option<Outcome>,
     pub started: Instant,
+    /// Whether the anomaly map took a turn: only then has it a card (Echo's and
+    /// MMAD's plans never list it).
+    pub map_listed: bool,
 }
 
 fn slot(name: ExpertName) -> usize {
@@ -85,6 +88,7 @@ impl QuestionRun {
             cards: std::array::from_fn(|_| CardState::Waiting),
             outcome: None,
             started: Instant::now(),
+            map_listed: false,
         }
     }
 
@@ -127,6 +131,11 @@ impl QuestionRun {
     }
 
     pub fn apply(&mut self, event: PipelineEvent) {
+        let name = match &event {
+            PipelineEvent::ExpertStarted(name) => *name,
+            PipelineEvent::ExpertFinished(trace) => trace.name,
+        };
+        self.map_listed |= name == ExpertName::AnomalyMap;
         match event {
             PipelineEvent::ExpertStarted(name) => {
                 self.cards[slot(name)] = CardState::Running {
@@ -269,6 +278,11 @@ impl QuestionRun {
                         md.push_str(&fenced(raw));
                     }
                 }
+                ExpertName::AnomalyMap => {
+                    if let Some(m) = t.output.map() {
+                        md.push_str(&format!("{}\n\n", map_lines(m).join("\n")));
+                    }
+                }
                 ExpertName::ReferenceExtractor => {}
             }
         }
@@ -307,6 +321,7 @@ pub fn prompt_text(request: &RequestTrace) -> String {
                 let role = match image {
                     ImageRole::Reference => "reference",
                     ImageRole::Query => "query",
+                    ImageRole::AnomalyMap => "anomaly map of",
                 };
                 out.push_str(&format!("\n[image: {role} {}]\n", path.display()));
             }
@@ -526,8 +541,11 @@ pub fn answer_banner(ui: &mut egui::Ui, run: &QuestionRun) {
 /// The four cards and the copy buttons of one run.
 pub fn run_ui(ui: &mut egui::Ui, run: &QuestionRun, id: egui::Id) {
     answer_banner(ui, run);
-    for name in ExpertName::ALL {
-        expert_card(ui, run, name, id.with(name.key()));
+    let shown = ExpertName::ALL
+        .into_iter()
+        .filter(|&n| n != ExpertName::AnomalyMap || run.map_listed);
+    for (i, name) in shown.enumerate() {
+        expert_card(ui, run, name, i + 1, id.with(name.key()));
     }
     ui.horizontal(|ui| {
         let done = !run.is_running();
@@ -576,9 +594,8 @@ fn status_line(ui: &mut egui::Ui, state: &CardState) {
     }
 }
 
-fn expert_card(ui: &mut egui::Ui, run: &QuestionRun, name: ExpertName, id: egui::Id) {
+fn expert_card(ui: &mut egui::Ui, run: &QuestionRun, name: ExpertName, n: usize, id: egui::Id) {
     let state = run.card(name);
-    let n = slot(name) + 1;
     egui::Frame::group(ui.style()).show(ui, |ui| {
         ui.set_width(ui.available_width());
         egui::collapsing_header::CollapsingState::load_with_default_open(ui.ctx(), id, true)
@@ -604,6 +621,7 @@ fn expert_card(ui: &mut egui::Ui, run: &QuestionRun, name: ExpertName, id: egui:
 fn running_hint(name: ExpertName) -> &'static str {
     match name {
         ExpertName::ReferenceExtractor => "Embedding the image and searching the reference memory…",
+        ExpertName::AnomalyMap => "Comparing the image's patches with the nearest normals…",
         ExpertName::KnowledgeGuide => "Choosing the knowledge for this question…",
         ExpertName::ReasoningExpert => "Preparing the reasoning…",
         ExpertName::DecisionMaker => "Waiting for the model's reply…",
@@ -633,6 +651,7 @@ fn card_body(ui: &mut egui::Ui, run: &QuestionRun, t: &ExpertTrace) {
     }
     match t.name {
         ExpertName::ReferenceExtractor => reference_body(ui, t),
+        ExpertName::AnomalyMap => map_body(ui, t),
         ExpertName::KnowledgeGuide => knowledge_body(ui, run, t),
         ExpertName::ReasoningExpert => {
             let Some(out) = t.output.reasoning() else {
@@ -692,6 +711,73 @@ fn reference_body(ui: &mut egui::Ui, t: &ExpertTrace) {
     }
     for note in &out.notes {
         ui.weak(note);
+    }
+}
+
+/// The anomaly map's finding as lines of text (the card and the Markdown copy).
+pub fn map_lines(m: &MapOutput) -> Vec<String> {
+    let verdict = if m.anomalous() {
+        "above the threshold: anomalous"
+    } else {
+        "below the threshold: normal"
+    };
+    let mut lines = vec![
+        format!(
+            "Score {:.3} against the `{}` threshold {:.3} ({verdict})",
+            m.score, m.category, m.threshold
+        ),
+        format!(
+            "Backbone {}, {} nearest normals; map computed in {} ms",
+            m.backbone, m.k, m.map_ms
+        ),
+    ];
+    for (i, r) in m.regions.iter().enumerate() {
+        lines.push(format!(
+            "Region {}: {} ({} x {} at {}, {}), peak {:.3}",
+            i + 1,
+            r.grid,
+            r.w,
+            r.h,
+            r.x,
+            r.y,
+            r.score
+        ));
+    }
+    if let Some(hint) = &m.hint {
+        lines.push(format!("Told the Decision Maker: {hint}"));
+    }
+    lines
+}
+
+fn map_body(ui: &mut egui::Ui, t: &ExpertTrace) {
+    let Some(m) = t.output.map() else {
+        return raw_body(ui, t);
+    };
+    let lines = map_lines(m);
+    let color = if m.anomalous() {
+        ui.visuals().warn_fg_color
+    } else {
+        ok_color(ui)
+    };
+    ui.colored_label(color, &lines[0]);
+    // Score against threshold on one scale: the bar's end is whichever is larger,
+    // with room, so both read at a glance.
+    let top = (m.score.max(m.threshold) * 1.25).max(f64::EPSILON);
+    ui.add(
+        egui::ProgressBar::new((m.score / top) as f32)
+            .desired_width(ui.available_width().min(320.0))
+            .fill(color)
+            .text(format!("threshold at {:.0}%", m.threshold / top * 100.0)),
+    );
+    for line in &lines[1..] {
+        ui.add(egui::Label::new(line.as_str()).wrap());
+    }
+    if let Some(input) = t.input.map() {
+        ui.weak(format!(
+            "Memory {}; third image: {}",
+            input.memory.display(),
+            input.image
+        ));
     }
 }
 

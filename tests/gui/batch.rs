@@ -1095,3 +1095,86 @@ fn scoring_40k_records_takes() {
     let bound = if cfg!(debug_assertions) { 2000 } else { 100 };
     assert!(start.elapsed() < Duration::from_millis(bound));
 }
+
+/// A run with the anomaly map (issue 18), opened from the Runs list: its figures
+/// appear under the table and are those `runs::anomaly_metrics` computes from the
+/// folder (what `score --anomaly` prints).
+#[test]
+fn a_map_run_shows_its_anomaly_map_figures() {
+    let oracle = oracle_server(0);
+    let ws = workspace(&oracle.url(), 8);
+    let memory = ws.path().join("memory");
+    crate::common::bin()
+        .args([
+            "memory",
+            "build",
+            "--index",
+            "exact",
+            "--no-cache",
+            "--root",
+        ])
+        .arg(repo("assets/sample"))
+        .arg("--out")
+        .arg(&memory)
+        .assert()
+        .success();
+    let dir = ws.path().join("runs").join("20260101T000000-map");
+    let mut spec = RunSpec::new(
+        repo("assets/sample/mmad.json"),
+        repo("assets/sample"),
+        vec![endpoint("mock", &oracle.url(), 8)],
+        &dir,
+    );
+    spec.pipeline.preset = "echo+map".into();
+    spec.memory = Some(memory);
+    spec.template = echo_workbench::runs::spec::TemplateSource::Retrieved;
+    spec.selection.types = vec!["Anomaly Detection".into()];
+    spec.selection.categories = vec!["washer".into()];
+    let summary = echo_workbench::runs::runner::run(
+        &spec,
+        &|_| {},
+        &RunControl::new(),
+        tokio::runtime::Runtime::new().unwrap().handle(),
+    )
+    .unwrap();
+    assert!(summary.is_complete());
+
+    let mut h = app_harness(&ws);
+    h.get_by_label("Batch").click();
+    h.run_steps(2);
+    h.get_by_label("Runs").click();
+    wait_for(&mut h, "the runs list", 20, |a| a.batch.runs.len() == 1);
+    h.get_by_label("Open 20260101T000000-map").click();
+    wait_for(&mut h, "the run", 30, |a| {
+        a.batch.current.is_some() && !a.batch.busy()
+    });
+    h.run_steps(2);
+    h.get_by_label("Anomaly-map figures").click();
+    wait_for(&mut h, "the figures", 120, |a| {
+        a.batch.map_figures.last.is_some()
+    });
+    h.run_steps(2);
+    let run = RunFolder::open(&dir).unwrap();
+    let mut want = echo_workbench::runs::anomaly_metrics::map_metrics(run.records()).unwrap();
+    echo_workbench::runs::anomaly_metrics::add_pixel_metrics(
+        &mut want,
+        &run.manifest,
+        &echo_workbench::jobs::CancelToken::new(),
+    )
+    .unwrap();
+    let shown = h.state().batch.map_figures.last.as_ref().unwrap();
+    assert_eq!(shown.metrics.as_ref(), Some(&want));
+    let washer = &want.categories["Sample/washer"];
+    assert_eq!(washer.images, 13);
+    h.get_by_label("Pixel AUROC");
+    // One category: its row and the Mean row hold the same figures.
+    let pixel = format!("{:.3}", washer.pixel_auroc.unwrap());
+    assert_eq!(h.query_all_by_label(&pixel).count(), 2, "{pixel}");
+    let disagree = format!(
+        "{:.1}% ({}/{})",
+        washer.disagreement().unwrap(),
+        washer.disagree,
+        washer.compared
+    );
+    assert_eq!(h.query_all_by_label(&disagree).count(), 2, "{disagree}");
+}

@@ -299,6 +299,68 @@ fn a_question_fills_all_four_expert_cards_and_shows_the_answer() {
     assert_eq!(v["answer"]["correct"], true);
 }
 
+/// The anomaly map's card (issue 18): with `echo+map` it takes its turn between
+/// the Reference Extractor and the Knowledge Guide, its card shows the score
+/// against the category's threshold, the regions with their grid names and the
+/// time, and the model got the hint and the outlined query as a third image.
+#[test]
+fn echo_plus_map_shows_the_anomaly_map_card() {
+    let _serial = serial();
+    let server = oracle_server(FaultPlan::none());
+    let ws = tempfile::tempdir().unwrap();
+    let mut app = app(ws.path());
+    app.settings.endpoints = vec![endpoint(server.url())];
+    app.settings.pipeline.preset = "echo+map".into();
+    let mut h = harness(app);
+    select(&mut h, SCRATCH);
+    h.get_by_label("Run Q4").click_accesskit();
+    wait_for(&mut h, "the answer", |a| run_finished(a, Slot::Mmad(3)));
+    let run = h.state().inspect.run(Slot::Mmad(3)).unwrap().clone();
+    assert!(
+        matches!(run.outcome, Some(Outcome::Answered(_))),
+        "{:?}",
+        run.outcome
+    );
+    for (n, name) in [
+        "Reference Extractor",
+        "Anomaly Map",
+        "Knowledge Guide",
+        "Reasoning Expert",
+        "Decision Maker",
+    ]
+    .iter()
+    .enumerate()
+    {
+        h.get_by_label(&format!("{}. {name}", n + 1));
+    }
+    assert_eq!(h.get_all_by_label_contains("done in ").count(), 5);
+    let map = run
+        .traces()
+        .find_map(|t| t.output.map().cloned())
+        .expect("the map's trace");
+    h.get_by_label_contains(&format!(
+        "Score {:.3} against the `washer` threshold {:.3}",
+        map.score, map.threshold
+    ));
+    h.get_by_label_contains(&format!("Region 1: {}", map.regions[0].grid));
+    h.get_by_label_contains(&format!("map computed in {} ms", map.map_ms));
+    h.get_by_label_contains("Told the Decision Maker: The most unusual region is at the ");
+    let body = server.requests().pop().unwrap();
+    let parts: Vec<serde_json::Value> = body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|m| m["content"].as_array().cloned().unwrap_or_default())
+        .collect();
+    let images = parts.iter().filter(|p| p["type"] == "image_url").count();
+    assert_eq!(images, 3, "reference, query and the outlined query");
+    assert!(parts.iter().any(|p| {
+        p["text"]
+            .as_str()
+            .is_some_and(|t| t.contains(map.hint.as_deref().unwrap()))
+    }));
+}
+
 #[test]
 fn run_all_answers_every_question_in_turn() {
     let _serial = serial();

@@ -497,3 +497,29 @@ fn a_clip_folder_is_checked_as_it_is_typed() {
         format!("clip:{}", model.display())
     );
 }
+
+/// The anomaly map's switches (issue 18) follow the preset until set: a saved
+/// file has none of them until one is chosen, and then only that one.
+#[test]
+fn the_anomaly_map_switches_are_saved_only_once_chosen() {
+    let ws = tempfile::tempdir().unwrap();
+    let mut h = harness(app_on(ws.path(), Tab::Settings));
+    h.run_steps(2);
+    let combo = egui::accesskit::Role::ComboBox;
+    h.get_by_role_and_label(combo, "Anomaly map hint").click();
+    h.run_steps(2);
+    h.get_by_label("off").click();
+    h.run_steps(2);
+    assert_eq!(h.state().settings_view.draft.pipeline.map_hint, Some(false));
+    assert_eq!(h.state().settings_view.draft.pipeline.map_image, None);
+    h.get_by_label("Save").click();
+    wait_for(&mut h, "the save", |a| {
+        !a.saving_settings() && a.settings.pipeline.map_hint == Some(false)
+    });
+    let text = std::fs::read_to_string(Settings::path_in(ws.path())).unwrap();
+    assert!(text.contains("map_hint = false"), "{text}");
+    assert!(
+        !text.contains("map_image") && !text.contains("anomaly_map"),
+        "{text}"
+    );
+}

@@ -400,3 +400,73 @@ fn protocols_add_their_replies_to_the_output() {
         .failure()
         .stderr(predicate::str::contains("--shuffle-options is for `run`"));
 }
+
+/// `inspect` with the anomaly map switched on by flag in Echo's preset: its step
+/// is second, its regions and hint are printed, and `--map-image crop` sends the
+/// zoomed crop as a third image with the hint.
+#[test]
+fn the_map_flags_add_the_anomaly_map_to_an_inspection() {
+    let dir = tempfile::tempdir().unwrap();
+    let mem = dir.path().join("sample.mem");
+    bin()
+        .args([
+            "memory",
+            "build",
+            "--no-cache",
+            "--index",
+            "exact",
+            "--root",
+        ])
+        .arg(repo("assets/sample"))
+        .arg("--out")
+        .arg(&mem)
+        .assert()
+        .success();
+    let (url, bodies) = serve("A");
+    let out = bin()
+        .arg("inspect")
+        .arg(repo(SCRATCH))
+        .args([
+            "--question",
+            "Is there any defect?",
+            "--option",
+            "A=Yes",
+            "--option",
+            "B=No",
+        ])
+        .args([
+            "--type",
+            "AD",
+            "--map-expert",
+            "on",
+            "--map-image",
+            "crop",
+            "--map-k",
+            "2",
+        ])
+        .arg("--memory")
+        .arg(&mem)
+        .args(["--endpoint", &url])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let out = String::from_utf8(out).unwrap();
+    assert!(out.contains("[2] Anomaly Map ("), "{out}");
+    assert!(out.contains("[3] Knowledge Guide: skipped"), "{out}");
+    assert!(out.contains("[5] Decision Maker ("), "{out}");
+    assert!(
+        out.contains("    hint: The most unusual region is at the "),
+        "{out}"
+    );
+    assert!(out.contains("map computed in "), "{out}");
+    let body = &bodies.lock().unwrap()[0];
+    assert_eq!(images_in(body), 3);
+    let text = body.to_string();
+    assert!(text.contains("most unusual region, enlarged"), "{text}");
+    assert!(
+        text.contains("The most unusual region is at the "),
+        "{text}"
+    );
+}

@@ -13,6 +13,7 @@ mod cost;
 mod inspect;
 mod knowledge;
 mod local;
+mod map_expert;
 mod mllm;
 mod pipeline;
 mod probe;

@@ -12,7 +12,10 @@ use crate::echo::extract::{ExtractMethod, extract_answer};
 use crate::echo::prompt::{PromptSet, Segment, TemplateError, Vars, names};
 use crate::echo::protocol::{Sample, letter_probs, majority};
 use crate::echo::request::{BuiltRequest, build_request};
-use crate::echo::trace::{DecisionInput, DecisionOutput, ExpertName, TraceInput, TraceOutput};
+use crate::echo::trace::{
+    DecisionInput, DecisionOutput, ExpertName, ImageRole, PromptPart, TraceInput, TraceOutput,
+};
+use crate::mllm::Part;
 
 pub struct DecisionMaker;
 
@@ -59,7 +62,12 @@ impl Expert for DecisionMaker {
             &query.image,
         );
         let built = match built {
-            Ok(b) => b,
+            Ok(mut b) => {
+                if let Some(map) = found.map.take() {
+                    add_map(&mut b, map, &query.image);
+                }
+                b
+            }
             Err(e) => {
                 return Ok(Turn::Failed {
                     input: TraceInput::from(DecisionInput {
@@ -188,6 +196,49 @@ impl Expert for DecisionMaker {
             summary,
         })
     }
+}
+
+/// Puts what the anomaly map found right after the query image: the templates are
+/// Echo's and MMAD's own, with no place for it, and next to the query is where a
+/// model reads it as being about the query. The picture first, then the sentence
+/// that explains it.
+fn add_map(built: &mut BuiltRequest, map: super::anomaly_map::MapFinding, query: &Path) {
+    let after_query = |parts: &[PromptPart]| {
+        parts
+            .iter()
+            .position(|p| {
+                matches!(
+                    p,
+                    PromptPart::Image {
+                        image: ImageRole::Query,
+                        ..
+                    }
+                )
+            })
+            .map_or(parts.len(), |i| i + 1)
+    };
+    let at = after_query(&built.summary.parts);
+    let mut described = Vec::new();
+    let mut parts = Vec::new();
+    if let Some((name, bytes)) = map.picture {
+        let text = format!("\nThe anomaly map's view ({name}):\n");
+        described.push(PromptPart::Text { text: text.clone() });
+        parts.push(Part::Text(text));
+        described.push(PromptPart::Image {
+            image: ImageRole::AnomalyMap,
+            index: None,
+            path: query.to_path_buf(),
+        });
+        parts.push(Part::Generated { name, bytes });
+    }
+    if let Some(hint) = map.hint {
+        let text = format!("\nAn anomaly map comparing the query with normal samples: {hint}\n");
+        described.push(PromptPart::Text { text: text.clone() });
+        parts.push(Part::Text(text));
+    }
+    // The request's parts follow the description's one for one.
+    built.summary.parts.splice(at..at, described);
+    built.request.parts.splice(at..at, parts);
 }
 
 /// Fills the blocks into the main template and places the images.

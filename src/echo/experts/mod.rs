@@ -6,7 +6,7 @@
 //! sends the events, stamps each trace with its name and time, and applies the
 //! failure policy.
 //!
-//! Adding an expert (issue 18's anomaly map, say) takes:
+//! Adding an expert (as issue 18's anomaly map was added) takes:
 //!
 //! 1. a file here with a unit struct implementing [`Expert`]: `NAME`, whether its
 //!    failure stops the question (`REQUIRED`), and `run`, which returns
@@ -24,6 +24,7 @@
 //! stored trace (`trace.rs`), the trace view's card (`ui/trace_view.rs`, where
 //! `raw_body` shows any trace as its JSON) and `inspect`'s text output.
 
+pub mod anomaly_map;
 pub mod decision;
 pub mod knowledge_guide;
 pub mod reasoning;
@@ -41,6 +42,7 @@ use super::trace::{ExpertName, TraceInput, TraceOutput};
 use crate::dataset::Question;
 use crate::jobs::CancelToken;
 
+pub use anomaly_map::AnomalyMapExpert;
 pub use decision::DecisionMaker;
 pub use knowledge_guide::KnowledgeGuide;
 pub use reasoning::ReasoningExpert;
@@ -65,6 +67,8 @@ pub struct Findings {
     pub references: Vec<PathBuf>,
     /// Values every template may use; set once the references are known.
     pub vars: Vars,
+    /// Anomaly map: what the Decision Maker gets from it.
+    pub map: Option<anomaly_map::MapFinding>,
     /// Knowledge Guide: the knowledge block (empty without one).
     pub knowledge: String,
     /// Reasoning Expert: the reasoning block (empty without one).

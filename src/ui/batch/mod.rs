@@ -6,6 +6,7 @@
 //! while other tabs are shown, and [`BatchState::shutdown`] stops it gracefully when
 //! the app closes.
 
+mod anomaly_view;
 mod calibration_view;
 mod chart;
 mod compare_view;
@@ -137,6 +138,8 @@ pub struct BatchState {
     pub compare: CompareState,
     /// The current run's intervals and per-category slices.
     pub precision: precision::PrecisionState,
+    /// The current run's anomaly-map figures (runs that used the map).
+    pub map_figures: anomaly_view::MapMetricsState,
     /// The current run's calibration and usage.
     pub calibration: calibration_view::CalibrationState,
 }
@@ -176,6 +179,7 @@ impl Default for BatchState {
             form: NewRunForm::default(),
             compare: CompareState::default(),
             precision: Default::default(),
+            map_figures: Default::default(),
             calibration: Default::default(),
         }
     }
@@ -193,6 +197,7 @@ impl BatchState {
             || self.drill.busy()
             || self.compare.busy()
             || self.precision.busy()
+            || self.map_figures.busy()
             || self.calibration.busy()
             || self.form.busy()
             || self.run_active()
@@ -275,6 +280,7 @@ impl BatchState {
 
     pub(super) fn poll(&mut self) {
         self.precision.poll();
+        self.map_figures.poll();
         self.calibration.poll();
         if let Some(result) = self.job.as_mut().and_then(Job::take) {
             self.job = None;
@@ -640,6 +646,7 @@ impl BatchState {
                     }
                     table::legend(ui);
                     self.precision.ui(ui, &model);
+                    self.map_figures.ui(ui, &model);
                     self.calibration.ui(ui, &model);
                     ui.separator();
                     ui.strong("Accuracy per subtask");

@@ -4,10 +4,57 @@ use std::path::PathBuf;
 
 use eframe::egui;
 
+use crate::echo::plan::MapImage;
 use crate::ui::Command;
 
 use super::widgets::*;
 use super::{SettingsEnv, SettingsState};
+
+/// The anomaly map's switches (issue 18): each follows the preset until set, so a
+/// settings file that never set them keeps none of them.
+fn map_rows(ui: &mut egui::Ui, p: &mut crate::echo::PipelineSettings) {
+    let on_off = [
+        (None, "as the preset"),
+        (Some(true), "on"),
+        (Some(false), "off"),
+    ];
+    choice(ui, "Anomaly map", &mut p.switches.anomaly_map, &on_off);
+    choice(ui, "Anomaly map hint", &mut p.map_hint, &on_off);
+    choice(
+        ui,
+        "Anomaly map image",
+        &mut p.map_image,
+        &[
+            (None, "as the preset"),
+            (Some(MapImage::None), "none"),
+            (Some(MapImage::Outline), "the query, region outlined"),
+            (Some(MapImage::Crop), "a zoomed crop of the region"),
+        ],
+    );
+}
+
+fn choice<T: Copy + PartialEq>(
+    ui: &mut egui::Ui,
+    label: &str,
+    value: &mut Option<T>,
+    options: &[(Option<T>, &str)],
+) {
+    let label = ui.label(label);
+    let shown = options
+        .iter()
+        .find(|(v, _)| v == value)
+        .map_or("as the preset", |(_, name)| name);
+    egui::ComboBox::from_id_salt(label.id)
+        .selected_text(shown)
+        .show_ui(ui, |ui| {
+            for (v, name) in options {
+                ui.selectable_value(value, *v, *name);
+            }
+        })
+        .response
+        .labelled_by(label.id);
+    ui.end_row();
+}
 
 impl SettingsState {
     pub(super) fn data_section(&mut self, ui: &mut egui::Ui) {
@@ -133,6 +180,7 @@ impl SettingsState {
                         });
                         check_status(ui, status.as_ref(), self.prompts.busy());
                         ui.end_row();
+                        map_rows(ui, &mut self.draft.pipeline);
                     });
             },
         );
