@@ -61,14 +61,7 @@ fn source(model: &str) -> anyhow::Result<ModelSource> {
 }
 
 fn device() -> anyhow::Result<candle_core::Device> {
-    #[cfg(feature = "cuda")]
-    {
-        candle_core::Device::cuda_if_available(0).context("opening the GPU")
-    }
-    #[cfg(not(feature = "cuda"))]
-    {
-        Ok(candle_core::Device::Cpu)
-    }
+    Ok(echo_workbench::local::default_device()?)
 }
 
 /// `local:SPEC` loaded (stored dtype, the GPU in a `cuda` build) behind the

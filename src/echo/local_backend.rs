@@ -4,6 +4,7 @@
 //! async runtime keeps serving progress and cancellation.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -23,6 +24,10 @@ pub struct LocalBackend {
     model: Arc<Mutex<LocalModel>>,
     label: Arc<str>,
     options: SamplingOptions,
+    /// Replies made through this handle (a run's record counts its question's).
+    calls: AtomicU32,
+    /// Tokens of those replies, summed.
+    usage: Mutex<Option<Usage>>,
 }
 
 impl LocalBackend {
@@ -32,7 +37,32 @@ impl LocalBackend {
             model: Arc::new(Mutex::new(model)),
             label: label.into(),
             options,
+            calls: AtomicU32::new(0),
+            usage: Mutex::new(None),
         }
+    }
+
+    /// The same loaded model with counts of its own from zero, as
+    /// [`super::backend::MllmBackend::recount`] does for an endpoint: each question's
+    /// record counts only its own calls and tokens.
+    pub fn recount(&self) -> Self {
+        LocalBackend {
+            model: Arc::clone(&self.model),
+            label: self.label.clone(),
+            options: self.options.clone(),
+            calls: AtomicU32::new(0),
+            usage: Mutex::new(None),
+        }
+    }
+
+    /// Calls made through this handle (a local model makes one attempt per call).
+    pub fn attempts(&self) -> u32 {
+        self.calls.load(Ordering::Relaxed)
+    }
+
+    /// Prompt and generated tokens of this handle's replies, summed.
+    pub fn usage(&self) -> Option<Usage> {
+        *self.usage.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -113,6 +143,16 @@ impl ChatBackend for LocalBackend {
                 message: format!("the local model's thread stopped: {e}"),
             })??;
             let g = &reply.generation;
+            let usage = Usage {
+                prompt_tokens: reply.prompt_tokens.len() as u64,
+                completion_tokens: g.tokens.len() as u64,
+            };
+            self.calls.fetch_add(1, Ordering::Relaxed);
+            self.usage
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_or_insert_with(Usage::default)
+                .add(usage);
             Ok(ChatReply {
                 text: reply.text.clone(),
                 reasoning: None,
@@ -136,10 +176,7 @@ impl ChatBackend for LocalBackend {
                     "max_tokens": self.options.max_tokens,
                     "temperature": self.options.temperature,
                 }),
-                usage: Some(Usage {
-                    prompt_tokens: reply.prompt_tokens.len() as u64,
-                    completion_tokens: g.tokens.len() as u64,
-                }),
+                usage: Some(usage),
             })
         })
     }

@@ -103,3 +103,46 @@ impl LocalModel {
         })
     }
 }
+
+/// The device a local model runs on: the first GPU in a `cuda` build, else the CPU.
+pub fn default_device() -> Result<Device, LocalError> {
+    #[cfg(feature = "cuda")]
+    {
+        Device::cuda_if_available(0).map_err(|source| LocalError::Model {
+            what: "opening the GPU",
+            source,
+        })
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        Ok(Device::Cpu)
+    }
+}
+
+/// SHA-256 over a model folder's regular files (names sorted, each name and its
+/// content's SHA-256), read through the HF cache's symlinks: what a run's manifest
+/// records, so that a resume with other weights or another template is refused.
+/// It reads every byte of the weights once (about 2 s per GB on this kind of disk).
+pub fn folder_sha256(folder: &std::path::Path) -> Result<String, LocalError> {
+    let io = |path: &std::path::Path| {
+        let path = path.to_path_buf();
+        move |source| LocalError::Io { path, source }
+    };
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(folder).map_err(io(folder))? {
+        let entry = entry.map_err(io(folder))?;
+        let path = entry.path();
+        // metadata() follows the snapshot's symlinks into blobs/.
+        if std::fs::metadata(&path).map_err(io(&path))?.is_file() {
+            names.push(entry.file_name());
+        }
+    }
+    names.sort();
+    let mut material = String::new();
+    for name in names {
+        let path = folder.join(&name);
+        let digest = crate::util::fsx::sha256_file(&path).map_err(io(&path))?;
+        material.push_str(&format!("{}\0{digest}\0", name.to_string_lossy()));
+    }
+    Ok(crate::util::fsx::sha256_bytes(material.as_bytes()))
+}

@@ -21,7 +21,7 @@ pub mod weights;
 use std::path::PathBuf;
 
 pub use config::ModelConfig;
-pub use engine::{LocalModel, Reply};
+pub use engine::{LocalModel, Reply, default_device, folder_sha256};
 pub use generate::{Generation, SamplingOptions, StopReason, generate};
 pub use image_processor::{ImageConfigError, ImagePatches, ImageProcessorConfig, ImageSizeError};
 pub use model::Qwen3Vl;

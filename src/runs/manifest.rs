@@ -79,6 +79,11 @@ pub struct EndpointSummary {
     /// absent when none was known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub price: Option<crate::mllm::Price>,
+    /// For a model run in-process (`local:`), the SHA-256 of its folder's files
+    /// (`local::folder_sha256`): part of the fingerprint, so a resume with other
+    /// weights is refused. Absent for servers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_sha256: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -199,6 +204,10 @@ struct Fingerprinted<'a> {
     models: Vec<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     protocol: Option<&'a Protocol>,
+    /// Local models' folder hashes; empty (and absent, so fingerprints of runs
+    /// against servers are unchanged) otherwise.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    local_models: Vec<&'a str>,
 }
 
 impl RunManifest {
@@ -211,6 +220,13 @@ impl RunManifest {
         let mut models: Vec<&str> = self.endpoints.iter().map(|e| e.model.as_str()).collect();
         models.sort_unstable();
         models.dedup();
+        let mut local_models: Vec<&str> = self
+            .endpoints
+            .iter()
+            .filter_map(|e| e.model_sha256.as_deref())
+            .collect();
+        local_models.sort_unstable();
+        local_models.dedup();
         let f = Fingerprinted {
             dataset_sha256: &self.dataset.sha256,
             selection: &self.selection,
@@ -222,6 +238,7 @@ impl RunManifest {
             prompt_templates_hash: &self.prompt_templates_hash,
             models,
             protocol: self.protocol.as_ref(),
+            local_models,
         };
         // Strings, numbers and paths (stored losslessly, see `util::serde_path`):
         // nothing here can fail to serialise.
@@ -312,6 +329,16 @@ impl RunManifest {
             v
         };
         check("models", models(self) == models(other));
+        let local_models = |m: &RunManifest| {
+            let mut v: Vec<Option<String>> =
+                m.endpoints.iter().map(|e| e.model_sha256.clone()).collect();
+            v.sort_unstable();
+            v
+        };
+        check(
+            "local model files",
+            local_models(self) == local_models(other),
+        );
         check("test-time protocol", self.protocol == other.protocol);
         out
     }
@@ -411,6 +438,7 @@ mod tests {
                 api_key_env: Some("OPENAI_API_KEY".into()),
                 concurrency: 8,
                 price: None,
+                model_sha256: None,
             }],
             image_affinity: false,
             note: String::new(),

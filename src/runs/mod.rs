@@ -11,6 +11,7 @@ pub mod calibration;
 pub mod catalog;
 pub mod compare;
 pub mod dispatch;
+pub mod endpoint;
 pub mod export;
 pub mod journal;
 pub mod journal_summary;

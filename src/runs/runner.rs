@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::budget::{Budget, Prices, endpoint_names};
+use super::endpoint::EndpointBackend;
 use super::journal::{
     AnswerQuestion, Confidence, JOURNAL_FILE, JournalRecord, JournalWriter, RecordRow,
     RecordStatus, RotationReply, SampleReply, read_journal_with,
@@ -36,14 +37,13 @@ use super::manifest::{
 };
 use super::select::select;
 use crate::dataset::{DatasetRoot, MmadDataset, QuestionRef};
-use crate::echo::backend::MllmBackend;
 use crate::echo::error::PipelineError;
 use crate::echo::preflight::{InputCheck, QuestionInputs, check_inputs};
 use crate::echo::query::Query;
 use crate::echo::setup::{ContextSources, SetupError, load_context};
 use crate::echo::{PipelineContext, ProtocolAnswer, answer_protocol};
 use crate::jobs::CancelToken;
-use crate::mllm::{MllmClient, Usage};
+use crate::mllm::Usage;
 use crate::score::{AnswerRecord, ScoreOptions, score};
 
 pub use super::dispatch::Dispatcher;
@@ -77,8 +77,8 @@ fn shown_url(url: &str) -> String {
 /// One endpoint with the name records give it.
 struct Endpoint {
     /// Named `model at URL`, as the pipeline's knowledge cache keys name a backend;
-    /// each question asks through a [`MllmBackend::recount`] of it.
-    backend: MllmBackend,
+    /// each question asks through a [`EndpointBackend::recount`] of it.
+    backend: EndpointBackend,
     /// The name recorded in journal lines and the manifest.
     name: String,
 }
@@ -160,7 +160,7 @@ async fn ask(shared: Arc<Shared>, work: Work, e: usize, abandon: CancelToken) ->
             Ok(query) => {
                 let question = &entry.conversation[work.turn];
                 match answer_protocol(
-                    &backend,
+                    backend.chat(),
                     &shared.context,
                     &query,
                     question,
@@ -234,17 +234,19 @@ fn prepare(spec: &RunSpec) -> Result<Prepared, RunError> {
     // Endpoint settings are checked before the folder is created or locked, so a
     // bad `max_in_flight` or URL leaves nothing behind.
     let mut endpoints = Vec::with_capacity(spec.endpoints.len());
+    let mut model_hashes = Vec::with_capacity(spec.endpoints.len());
     for (cfg, name) in spec.endpoints.iter().zip(endpoint_names(spec)) {
         if spec.max_cost.is_some() && cfg.price().is_none() {
             return Err(RunError::NoPrice { name });
         }
-        let client = MllmClient::new(cfg.clone()).map_err(|e| RunError::Endpoint {
-            name: name.clone(),
-            message: e.to_string(),
-        })?;
         let label = format!("{} at {}", cfg.model, shown_url(&cfg.base_url));
+        let opened = EndpointBackend::open(cfg, label).map_err(|message| RunError::Endpoint {
+            name: name.clone(),
+            message,
+        })?;
+        model_hashes.push(opened.model_sha256);
         endpoints.push(Endpoint {
-            backend: MllmBackend::with_label(client, label),
+            backend: opened.backend,
             name,
         });
     }
@@ -301,13 +303,19 @@ fn prepare(spec: &RunSpec) -> Result<Prepared, RunError> {
             .endpoints
             .iter()
             .zip(&endpoints)
-            .map(|(cfg, ep)| EndpointSummary {
+            .zip(model_hashes)
+            .map(|((cfg, ep), model_sha256)| EndpointSummary {
                 name: ep.name.clone(),
                 base_url: shown_url(&cfg.base_url),
                 model: cfg.model.clone(),
                 api_key_env: cfg.api_key_env.clone(),
-                concurrency: cfg.max_in_flight,
+                // A local model takes one question at a time, whatever was asked.
+                concurrency: match ep.backend {
+                    EndpointBackend::Local(_) => 1,
+                    EndpointBackend::Http(_) => cfg.max_in_flight,
+                },
                 price: cfg.price(),
+                model_sha256,
             })
             .collect(),
         image_affinity: spec.image_affinity,
@@ -766,7 +774,7 @@ async fn execute(
         .shared
         .endpoints
         .iter()
-        .map(|e| e.backend.client().config().max_in_flight.max(1))
+        .map(|e| e.backend.max_in_flight())
         .collect();
     let mut dispatcher = Dispatcher::new(capacity, image_affinity);
     let mut pending: VecDeque<Work> = std::mem::take(&mut p.pending).into();

@@ -39,6 +39,7 @@ pub(crate) fn manifest(question_count: usize) -> RunManifest {
             api_key_env: None,
             concurrency: 4,
             price: None,
+            model_sha256: None,
         }],
         image_affinity: false,
         note: "unit".into(),

@@ -109,6 +109,7 @@ fn write_run(dir: &Path) {
             api_key_env: None,
             concurrency: 2,
             price: Some(price()),
+            model_sha256: None,
         }],
         image_affinity: false,
         note: "calibrated".into(),

@@ -710,3 +710,82 @@ fn a_weight_of_the_wrong_shape_is_named() {
         "{text}"
     );
 }
+
+/// `run --endpoint local:DIR` answers a batch through the Echo pipeline with the
+/// model in-process: one question at a time, every record with its tokens, the
+/// manifest naming the model folder's hash; a resume continues, and a resume with
+/// other model files is refused.
+#[test]
+fn run_answers_a_batch_with_a_local_model_and_records_its_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    std::fs::create_dir(&model).unwrap();
+    for entry in std::fs::read_dir(fixture()).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), model.join(entry.file_name())).unwrap();
+        }
+    }
+    let out = dir.path().join("run");
+    let run = |limit: &str| {
+        crate::common::bin()
+            .env("ECHO_WORKBENCH_HOME", dir.path())
+            .arg("run")
+            .arg("--dataset")
+            .arg(crate::common::repo("assets/sample/mmad.json"))
+            .arg("--knowledge")
+            .arg(crate::common::repo("assets/sample/domain_knowledge.json"))
+            .arg("--endpoint")
+            .arg(format!("local:{}", model.display()))
+            .args(["--model", "tiny-qwen3vl", "--types", "AD", "--limit", limit])
+            .args(["--concurrency", "4", "--max-tokens", "4", "--resume"])
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap()
+    };
+    let first = run("2");
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    let endpoint = &manifest["endpoints"][0];
+    assert_eq!(
+        endpoint["concurrency"], 1,
+        "one question at a time: {endpoint}"
+    );
+    let sha = endpoint["model_sha256"].as_str().unwrap();
+    assert_eq!(
+        sha,
+        echo_workbench::local::folder_sha256(&model).unwrap(),
+        "the folder's files, hashed"
+    );
+    let journal = std::fs::read_to_string(out.join("journal.jsonl")).unwrap();
+    let records: Vec<Value> = journal
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 2);
+    for r in &records {
+        assert_eq!(r["status"], "ok", "{r}");
+        assert_eq!(r["attempts"], 1);
+        assert!(r["usage"]["prompt_tokens"].as_u64().unwrap() > 100, "{r}");
+        assert!(
+            r["usage"]["completion_tokens"].as_u64().unwrap() <= 4,
+            "{r}"
+        );
+    }
+
+    // Other weights under the same folder: the resume is refused, naming them.
+    let config = model.join("config.json");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push('\n');
+    std::fs::write(&config, text).unwrap();
+    let refused = run("3");
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("local model files"), "{err}");
+}

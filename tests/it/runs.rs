@@ -123,6 +123,7 @@ pub(crate) fn manifest(question_count: usize) -> RunManifest {
             api_key_env: Some("OPENAI_API_KEY".into()),
             concurrency: 8,
             price: None,
+            model_sha256: None,
         }],
         image_affinity: true,
         note: "sample run".into(),
