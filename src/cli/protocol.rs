@@ -11,11 +11,12 @@ pub struct ProtocolArgs {
     #[arg(long, value_name = "N")]
     pub samples: Option<u32>,
     /// Sampling temperature sent with every request of the protocol (0 to 2),
-    /// over the endpoint's own setting.
-    #[arg(long, value_name = "T")]
+    /// over the endpoint's own setting. (A negative value is read as one, so the
+    /// refusal names this flag rather than an unknown `-1`.)
+    #[arg(long, value_name = "T", allow_negative_numbers = true)]
     pub temperature: Option<f64>,
     /// Nucleus sampling mass sent with every request (above 0, at most 1).
-    #[arg(long = "top-p", value_name = "P")]
+    #[arg(long = "top-p", value_name = "P", allow_negative_numbers = true)]
     pub top_p: Option<f64>,
     /// Seed sent with the requests; sample i gets SEED + i (0 + i without it).
     #[arg(long, value_name = "S")]
