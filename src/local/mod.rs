@@ -4,6 +4,7 @@
 //! model's own chat template, its token ids with each image's placeholder
 //! expanded to one token per merged patch, and the images' patches and grids.
 
+pub mod download;
 pub mod image_processor;
 pub mod model_dir;
 pub mod processor;
