@@ -12,6 +12,7 @@ mod inspect;
 mod knowledge;
 mod local;
 mod mllm;
+mod model_download;
 mod pipeline;
 mod probe;
 mod protocols;
