@@ -5,6 +5,7 @@
 //! expanded to one token per merged patch, and the images' patches and grids.
 
 pub mod download;
+pub mod folder_check;
 pub mod image_processor;
 pub mod model_dir;
 pub mod processor;

@@ -557,3 +557,76 @@ fn a_cancelled_download_stops_and_names_itself() {
     assert!(matches!(err, DownloadError::Cancelled), "{err:?}");
     assert!(fake.seen().is_empty(), "nothing was asked once cancelled");
 }
+
+#[test]
+fn model_download_and_model_check_from_the_command_line() {
+    let fake = FakeHub::start(HubState::new());
+    let cache = fake.cache.path().join("hub");
+    let spec = format!("hf:{REPO}");
+    let out = crate::common::bin()
+        .args(["model", "download", &spec])
+        .env("HF_ENDPOINT", &fake.endpoint)
+        .env("HF_HUB_CACHE", &cache)
+        .env_remove("HF_TOKEN")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("use it as local:hf:{REPO}")),
+        "{stdout}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("100.0%"));
+
+    let out = crate::common::bin()
+        .args([
+            "model",
+            "check",
+            &format!("local:{spec}"),
+            "--dtype",
+            "bf16",
+        ])
+        .env("HF_HUB_CACHE", &cache)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    for line in [
+        "found config",
+        "found tokenizer",
+        "found template",
+        "found weights",
+        "memory needed: at most",
+        "in bf16 x 1.3",
+    ] {
+        assert!(stdout.contains(line), "{line} in {stdout}");
+    }
+
+    let empty = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        fixture().join("config.json"),
+        empty.path().join("config.json"),
+    )
+    .unwrap();
+    let out = crate::common::bin()
+        .args(["model", "check"])
+        .arg(format!("local:{}", empty.path().display()))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{stdout}");
+    assert!(stdout.contains("found config"), "{stdout}");
+    assert!(stdout.contains("missing: tokenizer.json"), "{stdout}");
+    assert!(stdout.contains("missing: model.safetensors"), "{stdout}");
+
+    let out = crate::common::bin()
+        .args(["model", "download", "local:some/folder"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a hub name"));
+}
