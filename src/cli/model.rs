@@ -11,9 +11,7 @@ use clap::{Args, Subcommand};
 use echo_workbench::jobs::CancelToken;
 use echo_workbench::local::ModelSource;
 use echo_workbench::local::download::{DownloadProgress, Hub, download};
-use echo_workbench::local::folder_check::{
-    FolderReport, LoadDtype, MEMORY_FACTOR, check_folder, human_bytes,
-};
+use echo_workbench::local::folder_check::{LoadDtype, check_folder, human_bytes, model_source};
 
 #[derive(Subcommand)]
 pub enum ModelCommand {
@@ -52,13 +50,8 @@ pub fn run(command: &ModelCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// `local:X` and `X` name the same source.
-pub fn source_of(spec: &str) -> ModelSource {
-    ModelSource::parse(spec.strip_prefix("local:").unwrap_or(spec))
-}
-
 fn run_download(args: &DownloadArgs) -> anyhow::Result<ExitCode> {
-    let ModelSource::HfCache { repo, revision, .. } = source_of(&args.model) else {
+    let ModelSource::HfCache { repo, revision, .. } = model_source(&args.model) else {
         bail!(
             "`{}` is not a hub name: give hf:ORG/NAME[@REVISION]",
             args.model
@@ -119,53 +112,13 @@ fn run_download(args: &DownloadArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn run_check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
-    let report = check_folder(&source_of(&args.model), args.dtype);
-    print!("{}", describe(&report, args.dtype));
+    let report = check_folder(&model_source(&args.model), args.dtype);
+    for line in report.lines(args.dtype) {
+        println!("{line}");
+    }
     Ok(if report.complete() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(2)
     })
-}
-
-/// The report as lines: what was found, the weights and memory, what is missing.
-pub fn describe(report: &FolderReport, dtype: LoadDtype) -> String {
-    let mut out = format!("model: {}\n", report.source);
-    if let Some(folder) = &report.folder {
-        out += &format!("folder: {}\n", folder.display());
-    }
-    if let Some(problem) = &report.problem {
-        out += &format!("problem: {problem}\n");
-    }
-    for found in &report.found {
-        out += &format!("found {}: {}\n", found.role, found.path.display());
-    }
-    if let Some(w) = &report.weights {
-        out += &format!(
-            "weights: {} in {} file(s), {} parameters stored as {}\n",
-            human_bytes(w.bytes),
-            w.files.len(),
-            w.parameters,
-            w.stored_dtypes.join(", ")
-        );
-        out += &format!(
-            "memory needed: at most {} ({} of weights in {} x {MEMORY_FACTOR}, an upper bound)\n",
-            human_bytes(w.memory_upper_bound),
-            human_bytes(w.bytes_in_dtype),
-            dtype.name()
-        );
-    }
-    for missing in &report.missing {
-        out += &format!("missing: {missing}\n");
-    }
-    if !report.complete()
-        && let Some(repo) = &report.repo
-    {
-        out += &if report.from_hub {
-            format!("fetch it with: echo-workbench model download hf:{repo}\n")
-        } else {
-            format!("the missing files are in the Hugging Face repository {repo}\n")
-        };
-    }
-    out
 }

@@ -92,10 +92,60 @@ pub struct FolderReport {
 }
 
 impl FolderReport {
+    /// The report as lines for people: what was found, the weights and the
+    /// memory they need, what is missing and where to get it.
+    pub fn lines(&self, dtype: LoadDtype) -> Vec<String> {
+        let mut out = vec![format!("model: {}", self.source)];
+        if let Some(folder) = &self.folder {
+            out.push(format!("folder: {}", folder.display()));
+        }
+        if let Some(problem) = &self.problem {
+            out.push(format!("problem: {problem}"));
+        }
+        for found in &self.found {
+            out.push(format!("found {}: {}", found.role, found.path.display()));
+        }
+        if let Some(w) = &self.weights {
+            out.push(format!(
+                "weights: {} in {} file(s), {} parameters stored as {}",
+                human_bytes(w.bytes),
+                w.files.len(),
+                w.parameters,
+                w.stored_dtypes.join(", ")
+            ));
+            out.push(format!(
+                "memory needed: at most {} ({} of weights in {} x {MEMORY_FACTOR}, an upper bound)",
+                human_bytes(w.memory_upper_bound),
+                human_bytes(w.bytes_in_dtype),
+                dtype.name()
+            ));
+        }
+        for missing in &self.missing {
+            out.push(format!("missing: {missing}"));
+        }
+        if !self.complete()
+            && let Some(repo) = &self.repo
+        {
+            out.push(if self.from_hub {
+                format!("fetch it with: echo-workbench model download hf:{repo}")
+            } else {
+                format!("the missing files are in the Hugging Face repository {repo}")
+            });
+        }
+        out
+    }
+
     /// Everything the model needs is present and readable.
     pub fn complete(&self) -> bool {
         self.problem.is_none() && self.missing.is_empty() && self.weights.is_some()
     }
+}
+
+/// The source a model setting names: `local:X` and `X` are the same, `hf:` names
+/// the Hugging Face cache, anything else is a folder.
+pub fn model_source(spec: &str) -> ModelSource {
+    let spec = spec.trim();
+    ModelSource::parse(spec.strip_prefix("local:").unwrap_or(spec))
 }
 
 /// Checks `source` file by file; never fails: what it cannot read it reports.
