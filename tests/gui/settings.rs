@@ -569,3 +569,41 @@ fn the_local_model_field_is_checked_as_typed_and_names_what_is_missing() {
         "no download runs unasked"
     );
 }
+
+#[test]
+fn download_fetches_a_hub_name_into_the_cache_only_when_pressed() {
+    use crate::common::fake_hub::{FakeHub, HubState, REPO};
+    let fake = FakeHub::start(HubState::new());
+    let hub = fake.hub(None);
+    let ws = tempfile::tempdir().unwrap();
+    let mut app = app_on(ws.path(), Tab::Settings);
+    app.settings_view.use_hub(hub.clone());
+    let mut h = harness(app);
+    h.run_steps(2);
+    // The cache is a fresh folder, so the check reports the name as not cached.
+    let spec = format!("hf:{REPO}");
+    set_text(&mut h, "Model folder or hf: name", &spec);
+    wait_until(&mut h, "the hub name's check", |h| {
+        h.query_by_label("Download").is_some()
+    });
+    assert!(fake.seen().is_empty(), "typing a name fetches nothing");
+    // The section may be below the fold: press it as assistive technology does.
+    h.get_by_label("Download").click_accesskit();
+    wait_until(&mut h, "the download", |h| {
+        h.query_by_label_contains("Downloaded 7 files into")
+            .is_some()
+    });
+    h.get_by_label_contains(&format!(
+        "Downloaded 7 files into {}",
+        hub.cache_root.display()
+    ));
+    assert!(!fake.seen().is_empty());
+    // The name is checked again once the files are there, in the same cache.
+    wait_until(&mut h, "the check after the download", |h| {
+        h.query_by_label("Ready: every file the model needs is there.")
+            .is_some()
+    });
+    h.get_by_label_contains("found weights");
+    assert!(h.query_by_label("Download").is_none());
+    assert!(hub.repo_folder(REPO).join("refs/main").is_file());
+}

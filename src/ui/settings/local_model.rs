@@ -38,6 +38,9 @@ pub(super) struct LocalModelState {
     pub(super) download: Option<DownloadRun>,
     /// The last download's outcome, for the name it fetched.
     pub(super) downloaded: Option<(String, Result<String, String>)>,
+    /// The hub Download fetches from; the environment's (`HF_ENDPOINT`, ...) when
+    /// unset. Tests point it at a local fake hub.
+    pub(super) hub: Option<Hub>,
 }
 
 impl LocalModelState {
@@ -72,14 +75,22 @@ impl LocalModelState {
         out
     }
 
-    /// Starts checking the typed name, unless it is empty.
+    /// Starts checking the typed name, unless it is empty. A hub name is looked
+    /// up in the cache Download writes to.
     pub(super) fn start_check(&mut self, spec: Option<&str>) {
         let Some(spec) = spec.map(str::trim).filter(|s| !s.is_empty()) else {
             return;
         };
+        let cache_root = self.hub.as_ref().map(|h| h.cache_root.clone());
         self.files
-            .want("check local model files", &spec.to_owned(), |spec| {
-                Ok(check_folder(&model_source(&spec), LoadDtype::Stored))
+            .want("check local model files", &spec.to_owned(), move |spec| {
+                let mut source = model_source(&spec);
+                if let ModelSource::HfCache { cache_dir, .. } = &mut source
+                    && cache_dir.is_none()
+                {
+                    *cache_dir = cache_root;
+                }
+                Ok(check_folder(&source, LoadDtype::Stored))
             });
     }
 
@@ -90,8 +101,12 @@ impl LocalModelState {
         let cancel = CancelToken::new();
         let progress = Arc::new(Mutex::new(None));
         let (job_cancel, job_progress) = (cancel.clone(), progress.clone());
+        let chosen_hub = self.hub.clone();
         let job = Job::spawn("download model", move || {
-            let hub = Hub::from_env()?;
+            let hub = match chosen_hub {
+                Some(hub) => hub,
+                None => Hub::from_env()?,
+            };
             let handle = crate::ui::services::runtime().map_err(anyhow::Error::msg)?;
             let report = |p: &DownloadProgress| {
                 if let Ok(mut last) = job_progress.lock() {

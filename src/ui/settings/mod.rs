@@ -155,6 +155,12 @@ impl SettingsState {
         }
     }
 
+    /// Makes the local model's Download fetch from `hub` instead of the hub the
+    /// environment names (a mirror chosen in code, or a test's fake hub).
+    pub fn use_hub(&mut self, hub: crate::local::download::Hub) {
+        self.local_model.hub = Some(hub);
+    }
+
     /// Drops the draft.
     pub fn revert(&mut self, saved: &Settings) {
         self.draft = saved.clone();
