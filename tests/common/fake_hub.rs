@@ -54,6 +54,8 @@ pub struct HubState {
     pub token: Option<String>,
     /// The next full GET of the weights sends half of them and drops the connection.
     pub drop_weights_once: AtomicBool,
+    /// The next full GET of the weights sends half of them and then stalls.
+    pub stall_weights_once: AtomicBool,
     /// Advertises a sha256 for the weights that is not theirs.
     pub wrong_sha: bool,
     pub seen: Mutex<Vec<Seen>>,
@@ -73,6 +75,7 @@ impl HubState {
             files,
             token: None,
             drop_weights_once: AtomicBool::new(false),
+            stall_weights_once: AtomicBool::new(false),
             wrong_sha: false,
             seen: Mutex::new(Vec::new()),
         }
@@ -98,6 +101,8 @@ impl HubState {
 pub struct Frames {
     frames: VecDeque<Result<Frame<Bytes>, std::io::Error>>,
     waited: bool,
+    /// Once the frames are sent, send nothing more and keep the connection open.
+    hang: bool,
 }
 
 impl hyper::body::Body for Frames {
@@ -117,7 +122,10 @@ impl hyper::body::Body for Frames {
             return Poll::Pending;
         }
         self.waited = false;
-        Poll::Ready(self.frames.pop_front())
+        match self.frames.pop_front() {
+            None if self.hang => Poll::Pending,
+            next => Poll::Ready(next),
+        }
     }
 }
 
@@ -232,6 +240,18 @@ pub async fn handle(
                 Err(std::io::Error::other("connection dropped on purpose")),
             ]),
             waited: true,
+            hang: false,
+        };
+        return Ok(builder
+            .header("content-length", bytes.len().to_string())
+            .body(frames.boxed())
+            .unwrap());
+    }
+    if name == WEIGHTS && state.stall_weights_once.swap(false, Ordering::SeqCst) {
+        let frames = Frames {
+            frames: VecDeque::from([Ok(Frame::data(bytes.slice(..bytes.len() / 2)))]),
+            waited: true,
+            hang: true,
         };
         return Ok(builder
             .header("content-length", bytes.len().to_string())

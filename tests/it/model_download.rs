@@ -308,3 +308,67 @@ fn model_download_and_model_check_from_the_command_line() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a hub name"));
 }
+
+#[test]
+fn cancel_stops_a_stalled_transfer_and_the_next_download_continues_it() {
+    let state = HubState::new();
+    state.stall_weights_once.store(true, Ordering::SeqCst);
+    let fake = FakeHub::start(state);
+    let hub = fake.hub(None);
+    let weights = std::fs::read(fixture().join(WEIGHTS)).unwrap();
+    let half = weights.len() as u64 / 2;
+    let cancel = CancelToken::new();
+    let started = std::time::Instant::now();
+    // Once half of the weights has arrived and the hub has gone quiet, Cancel is
+    // pressed from another thread, as the app's button does.
+    let (half_arrived, wait_half) = std::sync::mpsc::channel::<()>();
+    let half_arrived = std::sync::Mutex::new(half_arrived);
+    let on_progress = move |p: &DownloadProgress| {
+        if p.file == WEIGHTS && p.file_done >= half {
+            let _ = half_arrived.lock().unwrap().send(());
+        }
+    };
+    let presser = cancel.clone();
+    let button = std::thread::spawn(move || {
+        if wait_half.recv().is_ok() {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+        presser.cancel();
+    });
+    let err = download(
+        fake.runtime.handle(),
+        &hub,
+        REPO,
+        None,
+        &cancel,
+        &on_progress,
+    )
+    .unwrap_err();
+    button.join().unwrap();
+    assert!(matches!(err, DownloadError::Cancelled), "{err:?}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "cancel does not wait for the stalled connection"
+    );
+    let blob = fake.weights_blob();
+    let part = blob.with_file_name(format!(
+        "{}.incomplete",
+        blob.file_name().unwrap().to_string_lossy()
+    ));
+    assert_eq!(
+        std::fs::metadata(&part).unwrap().len(),
+        half,
+        "what arrived is kept"
+    );
+    assert!(!blob.exists());
+
+    let (done, _) = fake.fetch(&hub, REPO).unwrap();
+    assert_eq!(std::fs::read(done.snapshot.join(WEIGHTS)).unwrap(), weights);
+    let last_get = fake
+        .seen()
+        .into_iter()
+        .filter(|s| s.method == Method::GET && s.path.ends_with(WEIGHTS))
+        .last()
+        .unwrap();
+    assert_eq!(last_get.range, Some(format!("bytes={half}-")));
+}
