@@ -367,8 +367,8 @@ fn cancel_stops_a_stalled_transfer_and_the_next_download_continues_it() {
     let last_get = fake
         .seen()
         .into_iter()
-        .filter(|s| s.method == Method::GET && s.path.ends_with(WEIGHTS))
-        .last()
+        .rev()
+        .find(|s| s.method == Method::GET && s.path.ends_with(WEIGHTS))
         .unwrap();
     assert_eq!(last_get.range, Some(format!("bytes={half}-")));
 }
