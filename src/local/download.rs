@@ -306,8 +306,7 @@ pub async fn download_async(
             encode_revision(rev_for_files),
             sibling.rfilename
         );
-        let answer = send(auth(no_redirect.head(&url)), &url, cancel).await?;
-        let answer = check_redirect_or_status(answer, &url, &sibling.rfilename)?;
+        let answer = head_on_hub(&no_redirect, hub, &url, &sibling.rfilename, cancel).await?;
         let headers = answer.headers();
         if commit.is_none() {
             commit = header_text(headers, "x-repo-commit");
@@ -549,6 +548,52 @@ async fn fetch_blob(
         expected: file.size.unwrap_or(0),
         got: file_len(&part),
     }))
+}
+
+/// The metadata request for one file. A redirect to another host (the storage
+/// server of a large file) is where the hub's own headers are; a relative one (a
+/// renamed repository) is followed, as `huggingface_hub` does.
+async fn head_on_hub(
+    client: &reqwest::Client,
+    hub: &Hub,
+    url: &str,
+    name: &str,
+    cancel: &CancelToken,
+) -> Result<reqwest::Response, DownloadError> {
+    let mut current = url.to_owned();
+    for _ in 0..5 {
+        let mut req = client.head(&current);
+        if let Some(token) = &hub.token {
+            req = req.bearer_auth(token);
+        }
+        let answer = send(req, &current, cancel).await?;
+        let answer = check_redirect_or_status(answer, &current, name)?;
+        let headers = answer.headers();
+        let has_etag = header_text(headers, "x-linked-etag").is_some()
+            || header_text(headers, header::ETAG.as_str()).is_some();
+        let relative = answer
+            .status()
+            .is_redirection()
+            .then(|| header_text(headers, header::LOCATION.as_str()))
+            .flatten()
+            .filter(|location| {
+                !has_etag && location.starts_with('/') && !location.starts_with("//")
+            });
+        let Some(location) = relative else {
+            return Ok(answer);
+        };
+        current = reqwest::Url::parse(&current)
+            .and_then(|base| base.join(&location))
+            .map_err(|e| DownloadError::BadAnswer {
+                url: current.clone(),
+                detail: format!("redirect to `{location}`: {e}"),
+            })?
+            .to_string();
+    }
+    Err(DownloadError::BadAnswer {
+        url: url.to_owned(),
+        detail: "too many redirects".into(),
+    })
 }
 
 /// `snapshots/<commit>/<name>` pointing at the blob, as `huggingface_hub` makes

@@ -19,6 +19,8 @@ use hyper::{Method, Request, Response, StatusCode};
 use sha2::{Digest, Sha256};
 
 pub const REPO: &str = "tiny-org/tiny-qwen3vl";
+/// The name [`REPO`] had before it was renamed.
+pub const OLD_REPO: &str = "old-org/old-name";
 pub const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
 pub const WEIGHTS: &str = "model.safetensors";
 pub const SERVED: &[&str] = &[
@@ -166,6 +168,16 @@ pub async fn handle(
         && header("authorization") != Some(format!("Bearer {token}"))
     {
         return Ok(error(StatusCode::UNAUTHORIZED, "GatedRepo"));
+    }
+    // A renamed repository: the hub answers its old name with a relative redirect.
+    for prefix in ["/api/models/", "/"] {
+        if let Some(rest) = path.strip_prefix(&format!("{prefix}{OLD_REPO}/")) {
+            return Ok(Response::builder()
+                .status(StatusCode::TEMPORARY_REDIRECT)
+                .header("location", format!("{prefix}{REPO}/{rest}"))
+                .body(full(""))
+                .unwrap());
+        }
     }
     if let Some(rest) = path.strip_prefix("/api/models/") {
         let Some((repo, _rev)) = rest.split_once("/revision/") else {

@@ -372,3 +372,19 @@ fn cancel_stops_a_stalled_transfer_and_the_next_download_continues_it() {
         .unwrap();
     assert_eq!(last_get.range, Some(format!("bytes={half}-")));
 }
+
+#[test]
+fn a_renamed_repository_is_followed_to_its_new_name() {
+    let fake = FakeHub::start(HubState::new());
+    let hub = fake.hub(None);
+    let (done, _) = fake.fetch(&hub, OLD_REPO).unwrap();
+    // Stored under the name asked for, as `huggingface_hub` stores it.
+    assert!(done.snapshot.starts_with(hub.repo_folder(OLD_REPO)));
+    let weights = std::fs::read(fixture().join(WEIGHTS)).unwrap();
+    assert_eq!(std::fs::read(done.snapshot.join(WEIGHTS)).unwrap(), weights);
+    assert!(
+        fake.seen()
+            .iter()
+            .any(|s| s.method == Method::HEAD && s.path.starts_with(&format!("/{OLD_REPO}/")))
+    );
+}
