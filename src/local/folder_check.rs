@@ -428,6 +428,35 @@ mod tests {
     }
 
     #[test]
+    fn weights_with_a_broken_header_are_reported_not_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in [
+            CONFIG_FILE,
+            TOKENIZER_FILE,
+            PROCESSOR_FILE,
+            TEMPLATE_JINJA_FILE,
+        ] {
+            std::fs::copy(fixture().join(name), dir.path().join(name)).unwrap();
+        }
+        let source = ModelSource::Folder(dir.path().into());
+        let mut bytes = u64::MAX.to_le_bytes().to_vec();
+        bytes.extend_from_slice(b"{}");
+        for garbage in [&b"abc"[..], &bytes, &[2, 0, 0, 0, 0, 0, 0, 0, b'[', b']']] {
+            std::fs::write(dir.path().join(WEIGHTS_FILE), garbage).unwrap();
+            let report = check_folder(&source, LoadDtype::F32);
+            assert!(!report.complete());
+            assert!(report.weights.is_none());
+            assert!(
+                report
+                    .missing
+                    .iter()
+                    .any(|m| m.contains("unreadable safetensors header")),
+                "{report:?}"
+            );
+        }
+    }
+
+    #[test]
     fn sizes_read_as_people_read_them() {
         assert_eq!(human_bytes(999), "999 B");
         assert_eq!(human_bytes(1_500_000), "1.5 MB");
