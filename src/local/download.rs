@@ -471,6 +471,12 @@ async fn fetch_blob(
             }
             let mut answer = check_status(answer, &file.url, &file.name)?;
             let resumed = answer.status() == StatusCode::PARTIAL_CONTENT;
+            if resumed && range_start(answer.headers()) != Some(have) {
+                // Bytes from elsewhere in the file would corrupt the part: start over.
+                drop(answer);
+                std::fs::remove_file(&part).map_err(io(&part))?;
+                continue;
+            }
             let mut out = fsx::open_regular_for_write(
                 &part,
                 std::fs::OpenOptions::new()
@@ -748,6 +754,17 @@ fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
+/// The first byte of a 206 answer: `Content-Range: bytes START-END/TOTAL`.
+fn range_start(headers: &HeaderMap) -> Option<u64> {
+    header_text(headers, header::CONTENT_RANGE.as_str())?
+        .strip_prefix("bytes ")?
+        .split('-')
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// `W/"abc"` and `"abc"` are both stored as `abc`, as `huggingface_hub` does.
 fn normalize_etag(etag: &str) -> String {
     etag.trim()
@@ -883,6 +900,12 @@ mod tests {
         assert!(!is_safe_name(".."));
         assert!(!is_safe_name("a/b"));
         assert_eq!(normalize_etag("W/\"abc\""), "abc");
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_RANGE,
+            "bytes 1000-1999/2000".parse().unwrap(),
+        );
+        assert_eq!(range_start(&headers), Some(1000));
         assert!(is_sha256(&"a".repeat(64)));
         assert!(!is_sha256(&"a".repeat(40)));
     }
