@@ -96,6 +96,11 @@ pub struct Settings {
     pub endpoints: Vec<EndpointConfig>,
     /// The endpoint Inspect asks (an index into `endpoints`).
     pub active_endpoint: usize,
+    /// The local vision-language model chosen in Settings: a folder, or
+    /// `hf:ORG/NAME[@REV]` in the Hugging Face cache. Absent in files written
+    /// before local models, and then not written, so they re-save unchanged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local_model: Option<String>,
     pub reference: ReferenceSettings,
     pub pipeline: PipelineSettings,
 }
@@ -107,6 +112,7 @@ impl Default for Settings {
             knowledge: None,
             endpoints: vec![EndpointConfig::default()],
             active_endpoint: 0,
+            local_model: None,
             reference: ReferenceSettings::default(),
             pipeline: PipelineSettings::default(),
         }
@@ -227,6 +233,22 @@ mod tests {
         // Half a price is no price: a cost from one half would be silently low.
         s.endpoints[0].price_completion_per_million = None;
         assert!(s.endpoints[0].price().is_none());
+    }
+
+    #[test]
+    fn the_local_model_is_written_only_once_chosen_and_read_back() {
+        let default_text = Settings::default().to_toml();
+        assert!(!default_text.contains("local_model"), "{default_text}");
+        let s = Settings {
+            local_model: Some("hf:Qwen/Qwen3-VL-2B-Instruct".into()),
+            ..Settings::default()
+        };
+        let text = s.to_toml();
+        assert!(
+            text.contains("local_model = \"hf:Qwen/Qwen3-VL-2B-Instruct\""),
+            "{text}"
+        );
+        assert_eq!(Settings::from_toml(&text, Path::new("s.toml")).unwrap(), s);
     }
 
     #[test]

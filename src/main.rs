@@ -47,6 +47,9 @@ enum Command {
     Bench(cli::bench::BenchCommand),
     /// Ask one question about one image through the Echo pipeline, showing every expert.
     Inspect(Box<cli::inspect::InspectArgs>),
+    /// Local vision-language models: fetch one into the HF cache, or check a folder.
+    #[command(subcommand)]
+    Model(cli::model::ModelCommand),
     /// Run a local OpenAI-compatible server that answers without a model (tests, demos).
     MockServer(cli::mock_server::MockServerArgs),
     /// One user turn through a local model (Qwen3-VL): prompt and generated token
@@ -157,6 +160,7 @@ fn main() -> ExitCode {
         Some(Command::Memory(MemoryCommand::Build(args))) => cli::memory::build(&args),
         Some(Command::Retrieve(args)) => cli::memory::retrieve(&args),
         Some(Command::Inspect(args)) => cli::inspect::run(&args),
+        Some(Command::Model(cmd)) => cli::model::run(&cmd),
         Some(Command::MockServer(args)) => cli::mock_server::run(&args),
         Some(Command::Probe(args)) => cli::probe::run(&args),
         Some(Command::Generate(args)) => cli::generate::run(&args),

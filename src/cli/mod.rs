@@ -12,6 +12,7 @@ pub mod knowledge;
 pub mod memory;
 pub mod merge;
 pub mod mock_server;
+pub mod model;
 pub mod probe;
 pub mod protocol;
 pub mod run;

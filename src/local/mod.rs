@@ -1,11 +1,13 @@
-//! A vision-language model run in-process (Qwen3-VL): finding its folder and
-//! turning a user turn (images, then text) into exactly the inputs
-//! transformers' `Qwen3VLProcessor` gives the model: the prompt rendered by the
-//! model's own chat template, its token ids with each image's placeholder
-//! expanded to one token per merged patch, and the images' patches and grids.
+//! A vision-language model run in-process (Qwen3-VL): finding its folder (and,
+//! only when the user asks, fetching it into the Hugging Face cache), turning a
+//! user turn (images, then text) into exactly the inputs transformers'
+//! `Qwen3VLProcessor` gives the model, and running the model itself: vision
+//! tower, M-RoPE text model with a KV cache, greedy or sampled decoding.
 
 pub mod config;
+pub mod download;
 pub mod engine;
+pub mod folder_check;
 pub mod generate;
 pub mod image_processor;
 pub mod model;

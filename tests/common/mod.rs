@@ -1,6 +1,8 @@
 //! What both test binaries share. Each uses only part of it.
 #![allow(dead_code)]
 
+pub mod fake_hub;
+
 use std::path::{Path, PathBuf};
 
 /// The repository root: the sample dataset, assets and fixtures are read in place.

@@ -14,7 +14,7 @@ use eframe::egui;
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
 
-use crate::drive::{harness, wait_for};
+use crate::drive::{harness, wait_for, wait_until};
 
 fn app_on(workspace: &Path, tab: Tab) -> WorkbenchApp {
     let persisted = Persisted {
@@ -522,4 +522,114 @@ fn the_anomaly_map_switches_are_saved_only_once_chosen() {
         !text.contains("map_image") && !text.contains("anomaly_map"),
         "{text}"
     );
+}
+
+#[test]
+fn the_local_model_field_is_checked_as_typed_and_names_what_is_missing() {
+    let ws = tempfile::tempdir().unwrap();
+    let mut h = harness(app_on(ws.path(), Tab::Settings));
+    h.run_steps(2);
+    h.get_by_label("No local model chosen.");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny_qwen3vl");
+    set_text(
+        &mut h,
+        "Model folder or hf: name",
+        &fixture.display().to_string(),
+    );
+    wait_until(&mut h, "the fixture folder's check", |h| {
+        h.query_by_label_contains("found weights").is_some()
+    });
+    for line in [
+        "found config",
+        "found tokenizer",
+        "found template",
+        "found image processor",
+        "memory needed: at most",
+    ] {
+        h.get_by_label_contains(line);
+    }
+    h.get_by_label("Ready: every file the model needs is there.");
+    assert!(
+        h.query_by_label("Download").is_none(),
+        "a folder is never downloaded"
+    );
+    assert_eq!(
+        h.state().settings_view.draft.local_model.as_deref(),
+        Some(fixture.display().to_string().as_str())
+    );
+
+    let partial = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        fixture.join("config.json"),
+        partial.path().join("config.json"),
+    )
+    .unwrap();
+    set_text(
+        &mut h,
+        "Model folder or hf: name",
+        &partial.path().display().to_string(),
+    );
+    wait_until(&mut h, "the partial folder's check", |h| {
+        h.query_by_label_contains("missing: tokenizer.json")
+            .is_some()
+    });
+    h.get_by_label_contains("found config");
+    h.get_by_label_contains("missing: model.safetensors");
+    assert!(h.query_by_label_contains("found weights").is_none());
+
+    // A hub name that is not in the cache offers Download, and nothing is fetched
+    // until it is pressed.
+    set_text(
+        &mut h,
+        "Model folder or hf: name",
+        "hf:nobody-org/not-cached-model",
+    );
+    wait_until(&mut h, "the hub name's check", |h| {
+        h.query_by_label_contains("fetch it with: echo-workbench model download")
+            .is_some()
+    });
+    h.get_by_label("Download");
+    h.run_steps(3);
+    assert!(
+        h.query_by_label_contains("Downloading").is_none(),
+        "no download runs unasked"
+    );
+}
+
+#[test]
+fn download_fetches_a_hub_name_into_the_cache_only_when_pressed() {
+    use crate::common::fake_hub::{FakeHub, HubState, REPO};
+    let fake = FakeHub::start(HubState::new());
+    let hub = fake.hub(None);
+    let ws = tempfile::tempdir().unwrap();
+    let mut app = app_on(ws.path(), Tab::Settings);
+    app.settings_view.use_hub(hub.clone());
+    let mut h = harness(app);
+    h.run_steps(2);
+    // The cache is a fresh folder, so the check reports the name as not cached.
+    let spec = format!("hf:{REPO}");
+    set_text(&mut h, "Model folder or hf: name", &spec);
+    wait_until(&mut h, "the hub name's check", |h| {
+        h.query_by_label("Download").is_some()
+    });
+    assert!(fake.seen().is_empty(), "typing a name fetches nothing");
+    // The section may be below the fold: press it as assistive technology does.
+    h.get_by_label("Download").click_accesskit();
+    wait_until(&mut h, "the download", |h| {
+        h.query_by_label_contains("Downloaded 7 files into")
+            .is_some()
+    });
+    h.get_by_label_contains(&format!(
+        "Downloaded 7 files into {}",
+        hub.cache_root.display()
+    ));
+    assert!(!fake.seen().is_empty());
+    // The name is checked again once the files are there, in the same cache.
+    wait_until(&mut h, "the check after the download", |h| {
+        h.query_by_label("Ready: every file the model needs is there.")
+            .is_some()
+    });
+    h.get_by_label_contains("found weights");
+    assert!(h.query_by_label("Download").is_none());
+    assert!(hub.repo_folder(REPO).join("refs/main").is_file());
 }

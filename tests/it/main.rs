@@ -15,6 +15,7 @@ mod knowledge;
 mod local;
 mod map_expert;
 mod mllm;
+mod model_download;
 mod pipeline;
 mod probe;
 mod protocols;

@@ -9,6 +9,7 @@
 mod check;
 mod data;
 mod endpoints;
+mod local_model;
 mod reference;
 mod widgets;
 
@@ -23,6 +24,7 @@ use crate::config::Settings;
 use crate::echo::plan::ExpertTable;
 use crate::vision::spec::EmbedderSpec;
 use check::*;
+use local_model::LocalModelState;
 use reference::{EmbedderKind, embedder_kind};
 use widgets::*;
 
@@ -70,6 +72,8 @@ pub struct SettingsState {
     picker: PathPicker,
     /// The folder typed for "Switch to this workspace".
     pub workspace_text: String,
+    /// The local model's file check and its download.
+    local_model: LocalModelState,
 }
 
 impl SettingsState {
@@ -90,6 +94,7 @@ impl SettingsState {
             memory_notice: None,
             picker: PathPicker::default(),
             workspace_text: String::new(),
+            local_model: LocalModelState::default(),
         }
     }
 
@@ -104,6 +109,7 @@ impl SettingsState {
         self.dataset.poll();
         self.knowledge.poll();
         self.prompts.poll();
+        self.local_model.poll();
     }
 
     pub(super) fn busy(&self) -> bool {
@@ -112,6 +118,7 @@ impl SettingsState {
             || self.dataset.busy()
             || self.knowledge.busy()
             || self.prompts.busy()
+            || self.local_model.busy()
     }
 
     pub(super) fn activities(&self) -> Vec<Activity> {
@@ -125,6 +132,7 @@ impl SettingsState {
         ]
         .into_iter()
         .flatten()
+        .chain(self.local_model.activity_names())
         {
             out.push(Activity::named(name));
         }
@@ -145,6 +153,12 @@ impl SettingsState {
                 folder.display()
             ));
         }
+    }
+
+    /// Makes the local model's Download fetch from `hub` instead of the hub the
+    /// environment names (a mirror chosen in code, or a test's fake hub).
+    pub fn use_hub(&mut self, hub: crate::local::download::Hub) {
+        self.local_model.hub = Some(hub);
     }
 
     /// Drops the draft.
@@ -213,6 +227,7 @@ impl SettingsState {
                     ui.columns(2, |cols| {
                         self.endpoints_section(&mut cols[0], env, &mut commands);
                         self.reference_section(&mut cols[0], env, &mut commands);
+                        self.local_model_section(&mut cols[0]);
                         self.data_section(&mut cols[1]);
                         self.prompts_section(&mut cols[1]);
                         self.workspace_section(&mut cols[1], env, &mut commands);
@@ -220,6 +235,7 @@ impl SettingsState {
                 } else {
                     self.endpoints_section(ui, env, &mut commands);
                     self.reference_section(ui, env, &mut commands);
+                    self.local_model_section(ui);
                     self.data_section(ui);
                     self.prompts_section(ui);
                     self.workspace_section(ui, env, &mut commands);
@@ -231,6 +247,8 @@ impl SettingsState {
     /// Starts the cheap checks of what the draft now says (files are read off the
     /// UI thread; a changed path is checked once the previous check is done).
     fn start_checks(&mut self) {
+        self.local_model
+            .start_check(self.draft.local_model.as_deref());
         let d = &self.draft;
         if let Ok(EmbedderSpec::Clip(source)) = d.reference.embedder.parse::<EmbedderSpec>() {
             self.clip_files
