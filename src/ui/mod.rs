@@ -7,6 +7,7 @@ pub mod compare;
 mod inspect;
 mod jobs;
 mod knowledge_tab;
+mod local_model;
 mod services;
 mod settings;
 mod status;
@@ -539,6 +540,7 @@ impl WorkbenchApp {
             );
             ui.separator();
             self.memory_status(ui);
+            local_model::status_label(ui);
             ui.separator();
             match (&self.dataset, &self.dataset_error) {
                 (_, Some(err)) => {

@@ -897,3 +897,53 @@ fn without_a_memory_the_anomaly_view_says_so() {
     h.get_by_label_contains("No reference memory yet");
     assert!(!h.state().inspect.anomaly().busy());
 }
+
+/// An endpoint `local:DIR` is the app's loaded model (issue 16): Inspect answers
+/// with no server anywhere, the Decision Maker's request names the model, and the
+/// status bar says it is loaded.
+#[test]
+fn a_local_model_answers_a_question_with_no_server() {
+    let _serial = serial();
+    let ws = tempfile::tempdir().unwrap();
+    let fixture = repo("tests/fixtures/tiny_qwen3vl");
+    let url = format!("local:{}", fixture.display());
+    let mut app = app(ws.path());
+    app.settings.endpoints = vec![EndpointConfig {
+        name: "local".into(),
+        max_tokens: 4,
+        ..endpoint(url.clone())
+    }];
+    // A random model's reply holds U+FFFD (byte-level tokens decoded lossily),
+    // which the app draws as a box (egui's default); the test harness would panic.
+    let mut h = Harness::builder()
+        .with_size([1440.0, 900.0])
+        .allow_missing_glyphs()
+        .build_ui_state(|ui, app: &mut WorkbenchApp| app.frame_ui(ui), app);
+    select(&mut h, SCRATCH);
+    h.get_by_label("Run Q1").click_accesskit();
+    wait_for(&mut h, "the local model's answer", |a| {
+        run_finished(a, Slot::Mmad(0))
+    });
+    let run = h.state().inspect.run(Slot::Mmad(0)).unwrap().clone();
+    let Some(Outcome::Answered(d)) = &run.outcome else {
+        panic!("no answer: {:?}", run.outcome);
+    };
+    let decision = d
+        .traces
+        .iter()
+        .find(|t| t.name.key() == "decision_maker")
+        .expect("a Decision Maker trace");
+    let json = serde_json::to_value(decision).unwrap();
+    assert_eq!(
+        json["output"]["request_summary"]["model"], url,
+        "asked the model in-process: {json}"
+    );
+    assert!(
+        json["output"]["request_summary"]["prompt_tokens"]
+            .as_u64()
+            .unwrap()
+            > 100
+    );
+    h.run_steps(2);
+    h.get_by_label_contains(&format!("Local model: {} (loaded in", fixture.display()));
+}

@@ -633,3 +633,44 @@ fn download_fetches_a_hub_name_into_the_cache_only_when_pressed() {
     assert!(h.query_by_label("Download").is_none());
     assert!(hub.repo_folder(REPO).join("refs/main").is_file());
 }
+
+/// A complete local model folder can be made the endpoint Inspect asks, loaded
+/// ahead of the first question, and unloaded again.
+#[test]
+fn a_local_model_is_made_the_active_endpoint_loaded_and_unloaded() {
+    // The app's loaded model is one per process: no other test may load or
+    // unload it meanwhile.
+    let _alone = crate::drive::alone();
+    let ws = tempfile::tempdir().unwrap();
+    let mut h = harness(app_on(ws.path(), Tab::Settings));
+    h.run_steps(2);
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny_qwen3vl");
+    set_text(
+        &mut h,
+        "Model folder or hf: name",
+        &fixture.display().to_string(),
+    );
+    wait_until(&mut h, "the fixture folder's check", |h| {
+        h.query_by_label("Answer with it").is_some()
+    });
+    h.get_by_label("Answer with it").click_accesskit();
+    h.run_steps(2);
+    let url = format!("local:{}", fixture.display());
+    let draft = &h.state().settings_view.draft;
+    let active = draft.active_endpoint().unwrap();
+    assert_eq!(active.base_url, url);
+    assert_eq!(active.max_in_flight, 1);
+    h.get_by_label("Inspect answers with it (the active endpoint).");
+    let count = h.state().settings_view.draft.endpoints.len();
+
+    if h.query_by_label("Load").is_some() {
+        h.get_by_label("Load").click_accesskit();
+    }
+    wait_until(&mut h, "the model to load", |h| {
+        h.query_by_label_contains("Loaded in").is_some()
+    });
+    h.get_by_label("Unload").click_accesskit();
+    h.run_steps(2);
+    h.get_by_label("Load");
+    assert_eq!(h.state().settings_view.draft.endpoints.len(), count);
+}

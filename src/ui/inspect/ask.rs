@@ -11,12 +11,14 @@ use eframe::egui;
 use super::{InspectEnv, InspectState};
 use crate::config::Settings;
 use crate::dataset::Question;
+use crate::echo::backend::ChatBackend;
 use crate::echo::pipeline::PipelineEvent;
 use crate::echo::query::Query;
 use crate::echo::setup::{HeldMemory, HeldParts, context_with};
 use crate::echo::{MllmBackend, PipelineContext, PipelineError};
 use crate::jobs::CancelToken;
 use crate::knowledge::KnowledgeBase;
+use crate::runs::endpoint::local_spec;
 use crate::ui::LoadedReference;
 use crate::ui::trace_view::{Outcome, QuestionRun};
 
@@ -226,7 +228,12 @@ fn run_questions(
     };
     // The same setup as `inspect` and `run` (experts table, prompts, condensed
     // knowledge), with the knowledge base and memory the app already holds.
-    let setup = || -> Result<(PipelineContext, MllmBackend, tokio::runtime::Handle), String> {
+    type Setup = (
+        PipelineContext,
+        Box<dyn ChatBackend>,
+        tokio::runtime::Handle,
+    );
+    let setup = || -> Result<Setup, String> {
         let endpoint = request
             .settings
             .active_endpoint()
@@ -241,7 +248,17 @@ fn run_questions(
         };
         let ctx = context_with(request.settings.pipeline.clone(), None, held)
             .map_err(|e| crate::util::error::chain(&e))?;
-        let backend = MllmBackend::new(endpoint).map_err(|e| crate::util::error::chain(&e))?;
+        // An endpoint `local:SPEC` is the app's loaded model (loaded here on the
+        // first question, kept for the next ones).
+        let backend: Box<dyn ChatBackend> = match local_spec(&endpoint.base_url) {
+            Some(spec) => Box::new(crate::ui::local_model::get_or_load(
+                spec,
+                endpoint.max_tokens as usize,
+            )?),
+            None => {
+                Box::new(MllmBackend::new(endpoint).map_err(|e| crate::util::error::chain(&e))?)
+            }
+        };
         Ok((ctx, backend, crate::ui::services::runtime()?))
     };
     let (ctx, backend, runtime) = match setup() {
@@ -257,7 +274,7 @@ fn run_questions(
         let slot = *slot;
         let events = |e: PipelineEvent| send(RunMessage::Event(slot, e));
         let result = runtime.block_on(crate::echo::answer(
-            &backend,
+            &*backend,
             &ctx,
             &request.query,
             question,

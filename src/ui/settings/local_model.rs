@@ -17,7 +17,10 @@ use crate::local::download::{DownloadProgress, Downloaded, Hub, download};
 use crate::local::folder_check::{
     FolderReport, LoadDtype, check_folder, human_bytes, model_source,
 };
+use crate::mllm::EndpointConfig;
+use crate::runs::endpoint::LOCAL_PREFIX;
 use crate::ui::jobs::Job;
+use crate::ui::local_model::{self, LocalStatus};
 
 /// The field's label (also its accessibility name, which tests find it by).
 const FIELD: &str = "Model folder or hf: name";
@@ -158,6 +161,7 @@ impl SettingsState {
                         }
                     });
                 self.local_model_status(ui);
+                self.local_model_use(ui);
             },
         );
     }
@@ -247,5 +251,101 @@ impl SettingsState {
                 }
             }
         }
+    }
+
+    /// Load / Unload, and making the model the endpoint Inspect asks: only once
+    /// every file it needs is there.
+    fn local_model_use(&mut self, ui: &mut egui::Ui) {
+        let Some(spec) = self.draft.local_model.clone() else {
+            return;
+        };
+        let complete = self
+            .local_model
+            .files
+            .for_key(&spec)
+            .is_some_and(|r| r.as_ref().is_ok_and(FolderReport::complete));
+        if !complete {
+            return;
+        }
+        let url = format!("{LOCAL_PREFIX}{spec}");
+        let max_tokens = self
+            .draft
+            .active_endpoint()
+            .map_or(EndpointConfig::default().max_tokens, |e| e.max_tokens)
+            as usize;
+        let status = local_model::status();
+        ui.horizontal(|ui| {
+            match &status {
+                LocalStatus::Loading(loading) => {
+                    ui.spinner();
+                    ui.label(format!("Loading {loading}…"));
+                }
+                LocalStatus::Loaded {
+                    spec: loaded,
+                    load_ms,
+                } if *loaded == spec => {
+                    ui.label(format!("Loaded in {:.1} s.", load_ms / 1000.0));
+                    if ui
+                        .button("Unload")
+                        .on_hover_text("Free the model's memory; the next question loads it again")
+                        .clicked()
+                    {
+                        local_model::unload();
+                    }
+                }
+                _ => {
+                    if ui
+                        .button("Load")
+                        .on_hover_text("Read the weights now, so the first question does not wait")
+                        .clicked()
+                    {
+                        local_model::start_load(spec.clone(), max_tokens, ui.ctx().clone());
+                    }
+                }
+            }
+            let active = self
+                .draft
+                .active_endpoint()
+                .is_some_and(|e| e.base_url == url);
+            if active {
+                ui.label("Inspect answers with it (the active endpoint).");
+            } else if ui
+                .button("Answer with it")
+                .on_hover_text(
+                    "Add it as an endpoint and make that the active one: Inspect, and Batch \
+                     runs on that endpoint, then need no server",
+                )
+                .clicked()
+            {
+                self.use_local_endpoint(&url);
+            }
+        });
+        if let LocalStatus::Failed {
+            spec: failed,
+            message,
+        } = &status
+            && *failed == spec
+        {
+            ui.colored_label(ui.visuals().error_fg_color, message);
+        }
+    }
+
+    /// The endpoint `local:SPEC` (added once, named after the model) becomes the
+    /// active one in the draft; Save keeps it.
+    fn use_local_endpoint(&mut self, url: &str) {
+        let position = self.draft.endpoints.iter().position(|e| e.base_url == url);
+        let index = position.unwrap_or_else(|| {
+            let name = url.rsplit(['/', '\\']).next().unwrap_or(url).to_owned();
+            self.draft.endpoints.push(EndpointConfig {
+                name: format!("local {name}"),
+                base_url: url.to_owned(),
+                model: name,
+                // One question at a time: the model holds every core.
+                max_in_flight: 1,
+                ..EndpointConfig::default()
+            });
+            self.draft.endpoints.len() - 1
+        });
+        self.draft.active_endpoint = index;
     }
 }
