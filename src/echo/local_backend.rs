@@ -28,7 +28,12 @@ pub struct LocalBackend {
     calls: AtomicU32,
     /// Tokens of those replies, summed.
     usage: Mutex<Option<Usage>>,
+    /// Told the reply so far as tokens come (the app's Decision Maker card).
+    stream: Option<ReplySink>,
 }
+
+/// Receives the text of a reply so far, each time a token completes a character.
+pub type ReplySink = Arc<dyn Fn(&str) + Send + Sync>;
 
 impl LocalBackend {
     /// `label` names the model in traces and cache keys (`local:DIR`).
@@ -39,7 +44,14 @@ impl LocalBackend {
             options,
             calls: AtomicU32::new(0),
             usage: Mutex::new(None),
+            stream: None,
         }
+    }
+
+    /// This handle tells `sink` the reply so far while it is generated.
+    pub fn streaming(mut self, sink: ReplySink) -> Self {
+        self.stream = Some(sink);
+        self
     }
 
     /// The same loaded model with counts of its own from zero, as
@@ -52,6 +64,7 @@ impl LocalBackend {
             options: self.options.clone(),
             calls: AtomicU32::new(0),
             usage: Mutex::new(None),
+            stream: None,
         }
     }
 
@@ -112,6 +125,7 @@ impl ChatBackend for LocalBackend {
         let label = self.label.clone();
         let req = req.clone();
         let cancel = cancel.clone();
+        let stream = self.stream.clone();
         Box::pin(async move {
             let started = Instant::now();
             let work = tokio::task::spawn_blocking(move || {
@@ -126,13 +140,29 @@ impl ChatBackend for LocalBackend {
                     .collect();
                 let sizes: Vec<[u32; 2]> = images.iter().map(|i| [i.width(), i.height()]).collect();
                 let mut model = model.lock().unwrap_or_else(|e| e.into_inner());
+                let tokenizer = model.processor.tokenizer.clone();
+                let mut so_far = Vec::new();
+                let mut shown = String::new();
+                let on_token = |token: u32| {
+                    let Some(sink) = &stream else { return };
+                    // The whole reply decoded each time: a character split over
+                    // several byte tokens shows once it is complete.
+                    so_far.push(token);
+                    if let Ok(text) = tokenizer.decode_reply(&so_far)
+                        && text != shown
+                        && !text.ends_with('\u{fffd}')
+                    {
+                        sink(&text);
+                        shown = text;
+                    }
+                };
                 let reply = model.reply_turn(
                     req.system.as_deref(),
                     &parts,
                     &images,
                     &options,
                     &cancel,
-                    |_| {},
+                    on_token,
                 )?;
                 if reply.generation.stop == StopReason::Cancelled {
                     return Err(PipelineError::Cancelled { traces: Vec::new() });

@@ -71,6 +71,8 @@ pub struct QuestionRun {
     /// Whether the anomaly map took a turn: only then has it a card (Echo's and
     /// MMAD's plans never list it).
     pub map_listed: bool,
+    /// The Decision Maker's reply so far, while a model run in-process writes it.
+    pub streamed: String,
 }
 
 fn slot(name: ExpertName) -> usize {
@@ -89,6 +91,7 @@ impl QuestionRun {
             outcome: None,
             started: Instant::now(),
             map_listed: false,
+            streamed: String::new(),
         }
     }
 
@@ -606,6 +609,12 @@ fn expert_card(ui: &mut egui::Ui, run: &QuestionRun, name: ExpertName, n: usize,
             .body(|ui| match state {
                 CardState::Waiting => {
                     ui.weak("Waits for the experts before it.");
+                }
+                CardState::Running { .. }
+                    if name == ExpertName::DecisionMaker && !run.streamed.is_empty() =>
+                {
+                    ui.label("Reply so far:");
+                    text_block(ui, &run.streamed, 160.0);
                 }
                 CardState::Running { .. } => {
                     ui.weak(running_hint(name));

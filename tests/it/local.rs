@@ -789,3 +789,57 @@ fn run_answers_a_batch_with_a_local_model_and_records_its_files() {
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(err.contains("local model files"), "{err}");
 }
+
+/// The local backend tells a sink the reply so far while it is generated (the
+/// app's Decision Maker card): each text extends the one before, the last is the
+/// reply's beginning, and the handle counts its one call and its tokens.
+#[test]
+fn the_local_backend_streams_the_reply_as_it_is_generated() {
+    use echo_workbench::echo::backend::ChatBackend;
+    use echo_workbench::echo::local_backend::LocalBackend;
+    use echo_workbench::mllm::ChatRequest;
+    use std::sync::{Arc, Mutex};
+
+    let model = LocalModel::load(
+        &ModelSource::Folder(fixture()),
+        None,
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let options = SamplingOptions {
+        max_tokens: 12,
+        ..SamplingOptions::default()
+    };
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let sink_seen = seen.clone();
+    let backend = LocalBackend::new(model, "local:tiny", options)
+        .recount()
+        .streaming(Arc::new(move |text: &str| {
+            sink_seen.lock().unwrap().push(text.to_owned())
+        }));
+    let request = ChatRequest::new()
+        .image(crate::common::repo(
+            "assets/sample/Sample/washer/test/scratch/000.png",
+        ))
+        .text("Is there a defect? Answer Yes or No.");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let reply = runtime
+        .block_on(backend.chat(&request, &CancelToken::new()))
+        .unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert!(!seen.is_empty(), "nothing streamed for {:?}", reply.text);
+    for pair in seen.windows(2) {
+        assert!(pair[1].starts_with(&pair[0]), "{pair:?}");
+    }
+    assert!(
+        reply.text.starts_with(seen.last().unwrap().as_str()),
+        "{:?} then {:?}",
+        seen,
+        reply.text
+    );
+    assert_eq!(backend.attempts(), 1);
+    let usage = backend.usage().unwrap();
+    assert_eq!(Some(usage), reply.usage, "one call: its own tokens");
+    assert!(usage.prompt_tokens > 20, "{usage:?}");
+    assert!(usage.completion_tokens >= 1 && usage.completion_tokens <= 12);
+}

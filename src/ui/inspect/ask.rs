@@ -43,6 +43,8 @@ impl Slot {
 enum RunMessage {
     Started(Slot),
     Event(Slot, PipelineEvent),
+    /// A local model's reply so far.
+    Streamed(Slot, String),
     Finished(Slot, Outcome),
     AllDone,
 }
@@ -82,6 +84,11 @@ impl InspectState {
                 Ok(RunMessage::Event(slot, event)) => {
                     if let Some(run) = self.runs.get_mut(&(active.image.clone(), slot)) {
                         run.apply(event);
+                    }
+                }
+                Ok(RunMessage::Streamed(slot, text)) => {
+                    if let Some(run) = self.runs.get_mut(&(active.image.clone(), slot)) {
+                        run.streamed = text;
                     }
                 }
                 Ok(RunMessage::Finished(slot, outcome)) => {
@@ -206,6 +213,12 @@ impl InspectState {
     }
 }
 
+/// What Inspect asks: a server, or the app's loaded local model.
+enum Asker {
+    Http(MllmBackend),
+    Local(crate::echo::local_backend::LocalBackend),
+}
+
 /// The background side of a run: sets up the pipeline once, then answers the
 /// questions one after another, reporting every event.
 fn run_questions(
@@ -228,11 +241,7 @@ fn run_questions(
     };
     // The same setup as `inspect` and `run` (experts table, prompts, condensed
     // knowledge), with the knowledge base and memory the app already holds.
-    type Setup = (
-        PipelineContext,
-        Box<dyn ChatBackend>,
-        tokio::runtime::Handle,
-    );
+    type Setup = (PipelineContext, Asker, tokio::runtime::Handle);
     let setup = || -> Result<Setup, String> {
         let endpoint = request
             .settings
@@ -250,13 +259,13 @@ fn run_questions(
             .map_err(|e| crate::util::error::chain(&e))?;
         // An endpoint `local:SPEC` is the app's loaded model (loaded here on the
         // first question, kept for the next ones).
-        let backend: Box<dyn ChatBackend> = match local_spec(&endpoint.base_url) {
-            Some(spec) => Box::new(crate::ui::local_model::get_or_load(
+        let backend = match local_spec(&endpoint.base_url) {
+            Some(spec) => Asker::Local(crate::ui::local_model::get_or_load(
                 spec,
                 endpoint.max_tokens as usize,
             )?),
             None => {
-                Box::new(MllmBackend::new(endpoint).map_err(|e| crate::util::error::chain(&e))?)
+                Asker::Http(MllmBackend::new(endpoint).map_err(|e| crate::util::error::chain(&e))?)
             }
         };
         Ok((ctx, backend, crate::ui::services::runtime()?))
@@ -273,8 +282,21 @@ fn run_questions(
         send(RunMessage::Started(*slot));
         let slot = *slot;
         let events = |e: PipelineEvent| send(RunMessage::Event(slot, e));
+        // A local model's reply shows in the Decision Maker's card as it comes.
+        let streaming;
+        let asker: &dyn ChatBackend = match &backend {
+            Asker::Http(b) => b,
+            Asker::Local(b) => {
+                let (tx, repaint) = (tx.clone(), repaint.clone());
+                streaming = b.recount().streaming(Arc::new(move |text: &str| {
+                    let _ = tx.send(RunMessage::Streamed(slot, text.to_owned()));
+                    repaint.request_repaint();
+                }));
+                &streaming
+            }
+        };
         let result = runtime.block_on(crate::echo::answer(
-            &*backend,
+            asker,
             &ctx,
             &request.query,
             question,
