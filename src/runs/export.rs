@@ -253,6 +253,7 @@ pub fn html_report(
     push_bars(&mut h, table);
     super::report_sections::push_calibration(&mut h, run);
     super::report_sections::push_usage(&mut h, run);
+    super::report_sections::push_slices(&mut h, run);
     push_settings(&mut h, run);
     push_errors(&mut h, run, limits);
     push_wrong_answers(&mut h, run, limits);

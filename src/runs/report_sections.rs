@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 
 use crate::runs::calibration::{Calibration, ConfidenceSource, Reliability};
 use crate::runs::run_folder::RunFolder;
+use crate::runs::slices::category_slices;
 use crate::runs::usage::{manifest_price, run_cost, run_latency, run_tokens};
 use crate::util::html::escape as html_escape;
 
@@ -231,6 +232,60 @@ pub(crate) fn push_usage(h: &mut String, run: &RunFolder) {
     }
 }
 
+/// Where the errors are: per category, Overkill (normal parts called defective)
+/// and Miss (defects called normal), Defect Classification's share right and the
+/// confusions it made (true option text -> chosen one), as `score --slices` gives
+/// them. Nothing when the run answered neither question type.
+pub(crate) fn push_slices(h: &mut String, run: &RunFolder) {
+    let slices = category_slices(run.records());
+    if slices.is_empty() {
+        return;
+    }
+    h.push_str("<h2>Where the errors are</h2>\n<table class=\"score\"><tr><th>Category</th><th>normal</th><th>Overkill %</th><th>defective</th><th>Miss %</th><th>classified</th><th>classified right %</th></tr>\n");
+    let pct_of = |v: Option<f64>| v.map_or_else(|| "–".to_owned(), |v| format!("{v:.1}"));
+    for (category, slice) in &slices {
+        let dc = slice.classification();
+        let _ = writeln!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            html_escape(category),
+            slice.normal.total,
+            pct_of(slice.overkill()),
+            slice.abnormal.total,
+            pct_of(slice.miss()),
+            dc.total,
+            pct_of((dc.total > 0).then(|| dc.correct as f64 * 100.0 / dc.total as f64)),
+        );
+    }
+    h.push_str("</table>\n");
+    let mut confusions: Vec<(String, &str, &str, usize)> = Vec::new();
+    for (category, slice) in &slices {
+        for (truth, row) in &slice.confusion {
+            for (chosen, n) in row {
+                if truth != chosen {
+                    confusions.push((category.clone(), truth, chosen, *n));
+                }
+            }
+        }
+    }
+    if confusions.is_empty() {
+        return;
+    }
+    // Most frequent first: the defects a curator should describe better.
+    confusions.sort_by(|a, b| b.3.cmp(&a.3).then_with(|| a.0.cmp(&b.0)));
+    h.push_str("<h3>Defect Classification: what was taken for what</h3>\n<table class=\"score\"><tr><th>Category</th><th>true defect</th><th>answered</th><th>questions</th></tr>\n");
+    for (category, truth, chosen, n) in confusions {
+        let _ = writeln!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{n}</td></tr>",
+            html_escape(&category),
+            html_escape(truth),
+            html_escape(chosen),
+        );
+    }
+    h.push_str("</table>\n");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,6 +330,24 @@ mod tests {
         write_run(dir.path(), &m, &records);
         let run = RunFolder::open(dir.path()).unwrap();
         (dir, run)
+    }
+
+    #[test]
+    fn where_the_errors_are_gives_each_category_and_its_confusions() {
+        let (_d, run) = folder(false, false, None);
+        let mut h = String::new();
+        push_slices(&mut h, &run);
+        assert!(h.starts_with("<h2>Where the errors are</h2>"), "{h}");
+        // Four Defect Classification questions of DS/c, three right, no
+        // Anomaly Detection: no Overkill or Miss to give.
+        assert!(
+            h.contains("<tr><td>DS/c</td><td>0</td><td>–</td><td>0</td><td>–</td><td>4</td><td>75.0</td></tr>"),
+            "{h}"
+        );
+        assert!(
+            h.contains("<tr><td>DS/c</td><td>Yes.</td><td>No.</td><td>1</td></tr>"),
+            "{h}"
+        );
     }
 
     #[test]

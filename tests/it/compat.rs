@@ -110,8 +110,9 @@ fn score_prints_what_the_release_printed_for_a_run_folder_and_its_journal() {
     }
 }
 
-/// The report's one addition since the release: the intervals under the score
-/// table, from its heading to the note that ends it.
+/// The report's additions since the release: the intervals under the score
+/// table (from their heading to the note that ends them) and the per-category
+/// section "Where the errors are" (to the next section's heading).
 fn without_intervals(html: &[u8]) -> Vec<u8> {
     let html = String::from_utf8(html.to_vec()).unwrap();
     let start = html
@@ -119,12 +120,18 @@ fn without_intervals(html: &[u8]) -> Vec<u8> {
         .expect("the report shows the intervals");
     let end_note = "</code> says so.</p>\n";
     let end = html[start..].find(end_note).expect("the intervals' note") + start + end_note.len();
+    let html = format!("{}{}", &html[..start], &html[end..]);
+    let start = html
+        .find("<h2>Where the errors are</h2>")
+        .expect("the report shows where the errors are");
+    let end = html[start + 1..].find("<h2>").expect("a section after it") + start + 1;
     format!("{}{}", &html[..start], &html[end..]).into_bytes()
 }
 
 /// The HTML report embeds no clock or build version of its own (the times and
 /// tool version it shows are the manifest's), so it is compared unnormalised but
-/// for the one section added since the release (the cells' intervals).
+/// for the sections added since the release (the cells' intervals, where the
+/// errors are).
 #[test]
 fn export_writes_the_releases_answers_csv_and_html() {
     let out = tempfile::tempdir().unwrap();
