@@ -1178,3 +1178,25 @@ fn a_map_run_shows_its_anomaly_map_figures() {
     );
     assert_eq!(h.query_all_by_label(&disagree).count(), 2, "{disagree}");
 }
+
+/// A local model endpoint takes one question at a time: the New run form counts
+/// it as one concurrent question whatever its setting, and says why.
+#[test]
+fn the_form_counts_a_local_model_as_one_question_at_a_time() {
+    let ws = tempfile::tempdir().unwrap();
+    let local = format!("local:{}", repo("tests/fixtures/tiny_qwen3vl").display());
+    let settings = Settings {
+        endpoints: vec![endpoint("local", &local, 8)],
+        knowledge: Some(repo("assets/sample/domain_knowledge.json")),
+        ..Settings::default()
+    };
+    settings.save(&Settings::path_in(ws.path())).unwrap();
+    let mut h = app_harness(&ws);
+    h.get_by_label("Batch").click();
+    h.run_steps(2);
+    wait_for(&mut h, "the dataset in the form", 20, |a| {
+        a.batch.form.facts.is_some()
+    });
+    h.get_by_label_contains("/ 1 concurrent = about");
+    h.get_by_label_contains("A local model answers one question at a time");
+}

@@ -23,6 +23,7 @@ use crate::echo::preflight::InputCheck;
 use crate::jobs::CancelToken;
 use crate::mllm::EndpointConfig;
 use crate::runs::catalog::{self, RunRow};
+use crate::runs::endpoint::local_spec;
 use crate::runs::export::{ExportTargets, ReportLimits, write_exports};
 use crate::runs::manifest::{RunManifest, Selection};
 use crate::runs::run_folder::RunFolder;
@@ -549,9 +550,15 @@ impl NewRunForm {
             let endpoints = self.chosen_endpoints(cx);
             // Saturating: a hand-edited settings file may hold any count here, and
             // the runner, not this estimate, is where it is refused.
+            // A local model answers one question at a time, whatever its setting.
+            let in_flight = |e: &EndpointConfig| match local_spec(&e.base_url) {
+                Some(_) => 1,
+                None => e.max_in_flight,
+            };
             let concurrency = endpoints
                 .iter()
-                .fold(0usize, |sum, e| sum.saturating_add(e.max_in_flight));
+                .fold(0usize, |sum, e| sum.saturating_add(in_flight(e)));
+            let local = endpoints.iter().any(|e| local_spec(&e.base_url).is_some());
             let count = self.question_count();
             let mut ready = !run_going && !endpoints.is_empty();
             match &count {
@@ -581,6 +588,12 @@ impl NewRunForm {
                         concurrency.max(1),
                         super::human_duration(secs)
                     ));
+                    if local {
+                        ui.label(
+                            "A local model answers one question at a time (it holds the \
+                             machine's cores or its GPU); the run loads its own copy.",
+                        );
+                    }
                     ready &= self.cost.ui(ui, *n, &endpoints, runs, cx.probes);
                 }
             }
