@@ -7,10 +7,14 @@ use super::features::{PatchGrid, WORK};
 pub const DEFAULT_K: usize = 4;
 /// PatchCore's Gaussian, in working pixels (its 224-pixel input is close to ours).
 pub const SIGMA: f32 = 4.0;
-/// Reference patches within this many grid steps of the query patch are searched:
-/// three steps (24 working pixels) absorb the shifts of parts on a line without
-/// letting a defect match some unrelated place of the reference (on the sample,
-/// two steps flagged shifted normals; four gave nothing more).
+/// How far (in grid steps) a reference may be shifted to line it up with the query:
+/// three steps (24 working pixels) absorb the shifts of parts on a line. Each
+/// reference is first shifted as a whole to where it matches the query best, and
+/// then each query patch is compared with the one reference patch at its place.
+/// Registering first and comparing in place is stricter than letting every patch
+/// search its own neighbourhood (which let a missing pin match the gap beside
+/// it): on the sample it raised image AUROC from 0.935 to 0.991 (chip 0.861 to
+/// 0.972, washer 0.944 to 1.0) for a pixel AUROC of 0.994 instead of 0.996.
 pub const DEFAULT_RADIUS: usize = 3;
 /// [`DEFAULT_RADIUS`] for a patch grid of `side` per side: the same share of
 /// the image (3 of the descriptor's 32 steps), at least one step.
@@ -29,7 +33,8 @@ pub const TOP_PIXELS: usize = 128;
 /// Where a query patch looks for its nearest neighbour.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Search {
-    /// Only reference patches within this many grid steps.
+    /// Each reference shifted as a whole by at most this many grid steps to where
+    /// it lines up best with the query, then the patch at the same place.
     Near(usize),
     /// Every patch of every reference (PatchCore's memory bank).
     All,
@@ -51,18 +56,28 @@ pub fn patch_distances(query: &PatchGrid, references: &[&PatchGrid], search: Sea
     if references.is_empty() {
         return out;
     }
+    let shifts: Vec<(isize, isize)> = references
+        .iter()
+        .map(|r| match search {
+            Search::Near(radius) => best_shift(query, r, radius),
+            Search::All => (0, 0),
+        })
+        .collect();
     for row in 0..side {
         for col in 0..side {
             let q = query.patch(row, col);
             let mut best = f32::INFINITY;
-            for r in references {
+            for (r, &(dy, dx)) in references.iter().zip(&shifts) {
                 let (r0, r1, c0, c1) = match search {
-                    Search::Near(radius) => (
-                        row.saturating_sub(radius),
-                        (row + radius + 1).min(r.side),
-                        col.saturating_sub(radius),
-                        (col + radius + 1).min(r.side),
-                    ),
+                    Search::Near(_) => {
+                        // Off the reference's edge after the shift: its nearest
+                        // edge patch stands in.
+                        let at = |i: usize, d: isize| {
+                            (i as isize + d).clamp(0, r.side as isize - 1) as usize
+                        };
+                        let (rr, rc) = (at(row, dy), at(col, dx));
+                        (rr, rr + 1, rc, rc + 1)
+                    }
                     Search::All => (0, r.side, 0, r.side),
                 };
                 for rr in r0..r1 {
@@ -91,6 +106,36 @@ pub fn bank_distances(query: &PatchGrid, bank: &[f32]) -> Vec<f32> {
             if best.is_finite() { best.sqrt() } else { 0.0 }
         })
         .collect()
+}
+
+/// The whole-grid shift (at most `radius` steps each way) that best lines
+/// `reference` up with `query`: the smallest mean squared patch distance over
+/// their overlap. Ties keep the smaller shift (no shift first).
+fn best_shift(query: &PatchGrid, reference: &PatchGrid, radius: usize) -> (isize, isize) {
+    let side = query.side.min(reference.side) as isize;
+    let r = radius.min(query.side.saturating_sub(1)) as isize;
+    let mut order: Vec<(isize, isize)> = (-r..=r)
+        .flat_map(|dy| (-r..=r).map(move |dx| (dy, dx)))
+        .collect();
+    order.sort_by_key(|&(dy, dx)| dy.abs() + dx.abs());
+    let mut best = (f32::INFINITY, (0, 0));
+    for (dy, dx) in order {
+        let (mut sum, mut n) = (0f32, 0usize);
+        for row in (-dy).max(0)..(side - dy).min(side) {
+            for col in (-dx).max(0)..(side - dx).min(side) {
+                sum += squared(
+                    query.patch(row as usize, col as usize),
+                    reference.patch((row + dy) as usize, (col + dx) as usize),
+                );
+                n += 1;
+            }
+        }
+        let mean = sum / n.max(1) as f32;
+        if mean < best.0 {
+            best = (mean, (dy, dx));
+        }
+    }
+    best.1
 }
 
 fn squared(a: &[f32], b: &[f32]) -> f32 {
@@ -249,6 +294,33 @@ mod tests {
             dim: DIM,
             values,
         }
+    }
+
+    /// A reference that is the query moved by a few grid steps is lined up first:
+    /// the overlap scores zero, and a patch that differs at its place is found
+    /// even where the same values sit one step beside it (what a per-patch search
+    /// would have matched).
+    #[test]
+    fn a_shifted_reference_is_lined_up_before_patches_are_compared() {
+        // A pattern with no repeats, so only the true shift lines it up.
+        let f = |r: usize, c: usize| ((r * 31 + c * 17) % 97) as f32;
+        let query = grid(f);
+        let reference = grid(|r, c| f(r.saturating_sub(2), (c + 1).min(GRID - 1)));
+        assert_eq!(best_shift(&query, &reference, DEFAULT_RADIUS), (2, -1));
+        let aligned = patch_distances(&query, &[&reference], Search::Near(DEFAULT_RADIUS));
+        for row in 0..GRID - 2 {
+            for col in 1..GRID {
+                assert_eq!(aligned[row * GRID + col], 0.0, "({row}, {col})");
+            }
+        }
+        // A "missing pin": the query's patch takes its right neighbour's values.
+        let mut odd = query.clone();
+        let (row, col) = (10, 10);
+        let (at, beside) = ((row * GRID + col) * DIM, (row * GRID + col + 1) * DIM);
+        let neighbour = odd.values[beside..beside + DIM].to_vec();
+        odd.values[at..at + DIM].copy_from_slice(&neighbour);
+        let d = patch_distances(&odd, &[&reference], Search::Near(DEFAULT_RADIUS));
+        assert!(d[row * GRID + col] > 0.0, "compared at its own place");
     }
 
     #[test]

