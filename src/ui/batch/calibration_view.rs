@@ -91,16 +91,14 @@ impl CalibrationState {
 
     /// The toggle, then (when on) calibration and usage.
     pub fn ui(&mut self, ui: &mut egui::Ui, model: &RunModel) {
-        ui.horizontal(|ui| {
-            ui.checkbox(&mut self.enabled, "Calibration and usage")
-                .on_hover_text(
-                    "Reliability, expected calibration error and the abstain curve of the answers' confidence; tokens, latency and cost (as `score --calibration --usage`)",
-                );
-            if self.job.is_some() {
-                ui.spinner();
-            }
-        });
-        if !self.enabled {
+        let busy = self.job.is_some();
+        if !super::precision::toggle_row(
+            ui,
+            &mut self.enabled,
+            "Calibration and usage",
+            "Reliability, expected calibration error and the abstain curve of the answers' confidence; tokens, latency and cost (as `score --calibration --usage`)",
+            busy,
+        ) {
             return;
         }
         self.refresh(model);

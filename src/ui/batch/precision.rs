@@ -81,16 +81,14 @@ impl PrecisionState {
 
     /// The toggle, then (when on) the intervals table and the per-category slices.
     pub fn ui(&mut self, ui: &mut egui::Ui, model: &RunModel) {
-        ui.horizontal(|ui| {
-            ui.checkbox(&mut self.enabled, "95% intervals and per-category slices")
-                .on_hover_text(
-                    "Bootstrap over images (1,000 resamples, seed 0), as `score --show-intervals --slices`",
-                );
-            if self.job.is_some() {
-                ui.spinner();
-            }
-        });
-        if !self.enabled {
+        let busy = self.job.is_some();
+        if !toggle_row(
+            ui,
+            &mut self.enabled,
+            "95% intervals and per-category slices",
+            "Bootstrap over images (1,000 resamples, seed 0), as `score --show-intervals --slices`",
+            busy,
+        ) {
             return;
         }
         self.refresh(model);
@@ -210,4 +208,22 @@ fn confusion_grid(ui: &mut egui::Ui, category: &str, s: &CategorySlice) {
                 ui.end_row();
             }
         });
+}
+
+/// A view's on/off checkbox with a spinner while its background job runs (the
+/// Batch tab's optional views share it); whether the view is on.
+pub(super) fn toggle_row(
+    ui: &mut egui::Ui,
+    enabled: &mut bool,
+    label: &str,
+    hover: &str,
+    busy: bool,
+) -> bool {
+    ui.horizontal(|ui| {
+        ui.checkbox(enabled, label).on_hover_text(hover);
+        if busy {
+            ui.spinner();
+        }
+    });
+    *enabled
 }
