@@ -8,8 +8,9 @@ source scripts/lib.sh
 ensure_build_tools
 OUT="${1:-target/bench}"
 mkdir -p "$OUT"
-python3 -c "import numpy, faiss, torch, transformers" 2>/dev/null \
-    || python3 -m pip install --quiet numpy faiss-cpu torch transformers safetensors
+# The Python references run in the project's own virtual environment, never the
+# system interpreter (scripts/ref_venv.py; created on first use).
+PY="$(python3 scripts/ref_venv.py)"
 cargo build --release --locked
 BIN=target/release/echo-workbench
 DATA="$(mktemp -d)"
@@ -21,7 +22,7 @@ for kind in random clustered; do
     "$BIN" bench hnsw --data "$kind" --n 100000 --dim 512 --queries 1000 \
         --m 16 --ef-construction 100 --ef-search 16,32,64,128,256 \
         --write-data "$DATA/$kind" > "$OUT/hnsw_$kind.json"
-    python3 scripts/bench_faiss.py "$DATA/$kind" --dim 512 --m 16 \
+    "$PY" scripts/bench_faiss.py "$DATA/$kind" --dim 512 --m 16 \
         --ef-construction 100 --ef-search 16,32,64,128,256 > "$OUT/faiss_$kind.json"
     rm -rf "${DATA:?}/$kind"
 done
@@ -33,7 +34,7 @@ echo "== anomaly map: 1024 x 1024 query against 4 references, weight-free patch 
 "$BIN" bench anomaly --size 1024 --k 4 --runs 20 > "$OUT/anomaly.json"
 
 echo "== CLIP ViT-B/16 (random weights), candle vs PyTorch"
-python3 scripts/bench_clip_torch.py "$DATA/clip" > "$OUT/clip_torch.json"
+"$PY" scripts/bench_clip_torch.py "$DATA/clip" > "$OUT/clip_torch.json"
 "$BIN" bench clip --model "$DATA/clip" > "$OUT/clip_candle.json"
 
 echo "== batch runner: mock server at 200 ms, 1024 x 1024 PNG questions, concurrency 8/32/128"
@@ -42,4 +43,4 @@ echo "== batch runner: mock server at 200 ms, 1024 x 1024 PNG questions, concurr
 echo "== journals at scale: 40,000 questions with ~4 KB traces; resume memory, 50-run list, one trace"
 "$BIN" bench journal --questions 40000 --record-bytes 4096 --runs 50 > "$OUT/journal.json"
 
-python3 scripts/bench_report.py "$OUT"
+"$PY" scripts/bench_report.py "$OUT"

@@ -12,9 +12,8 @@ preprocessing, so only the model is compared), and writes JSON with
 `tokens x hidden`, class token first).
 
 Usage: python3 scripts/clip_hidden_states.py [MODEL_DIR [IMAGE_NAME]] > OUT.json
-Needs: torch, transformers, safetensors, numpy (a venv under target/ will do:
-`python3 -m venv target/clip-venv && target/clip-venv/bin/pip install torch
-transformers safetensors numpy`).
+Run it with the references' interpreter (torch, transformers, safetensors, numpy):
+`"$(python3 scripts/ref_venv.py)" scripts/clip_hidden_states.py ...`.
 """
 
 import base64

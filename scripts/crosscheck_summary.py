@@ -17,7 +17,9 @@ Usage:
     # check that the fixtures still match what MMAD's code writes
     python3 scripts/crosscheck_summary.py MMAD_DIR --verify tests/fixtures/score
 
-Needs pandas (`pip install pandas`); matplotlib and seaborn are NOT needed.
+Needs pandas: install it into a virtual environment, never the system
+interpreter (`python3 -m venv target/crosscheck-venv && target/crosscheck-venv/bin/pip
+install pandas`); matplotlib and seaborn are NOT needed.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ height and width frequencies before the end), three language layers and one
 deepstack block; its cases name the first fixture's images.
 
 Usage (needs what `make_tiny_qwen3vl.py` installs, torch included; it uses the
-same virtual environment, `target/tiny-qwen3vl-venv` or `$TINY_QWEN3VL_VENV`):
+same virtual environment, `scripts/ref_venv.py`'s `target/ref-venv` or `$ECHO_REF_VENV`):
 
     python3 scripts/make_qwen3vl_generate_fixture.py [MODEL_DIR] [--max-new-tokens N]
     python3 scripts/make_qwen3vl_generate_fixture.py --variant-tied

@@ -35,11 +35,12 @@ several GB of CUDA libraries; point pip at a CPU-only wheel index
 The checked-in fixture is a full build; an inputs-only build writes the same
 `reference.json` (checked when the fixture was made).
 
-The script makes its own virtual environment (default `target/tiny-qwen3vl-venv`
-in the repository, or `$TINY_QWEN3VL_VENV`), installs transformers >= 5, torch,
-torchvision (transformers' Qwen3-VL processor needs it even for images),
-pillow, tokenizers, jinja2 and safetensors into it, and re-runs itself there;
-the system interpreter is never modified.
+The script re-runs itself in the references' virtual environment
+(`scripts/ref_venv.py`: `target/ref-venv` or `$ECHO_REF_VENV`, with transformers
+>= 5, torch, torchvision (transformers' Qwen3-VL processor needs it even for
+images), pillow, tokenizers, jinja2 and safetensors); `--inputs-only` uses a
+torch-free one of its own (`target/tiny-qwen3vl-venv` or `$TINY_QWEN3VL_VENV`).
+The system interpreter is never modified.
 """
 
 import base64
@@ -59,7 +60,14 @@ INPUTS_ONLY = "--inputs-only" in sys.argv[1:]
 
 
 def ensure_venv():
-    """Re-executes this script inside its own virtual environment."""
+    """Re-executes this script inside the references' virtual environment
+    (`scripts/ref_venv.py`), or a torch-free one of its own for `--inputs-only`."""
+    if not INPUTS_ONLY:
+        sys.path.insert(0, str(REPO / "scripts"))
+        import ref_venv
+
+        ref_venv.reexec()
+        return
     target = Path(os.environ.get("TINY_QWEN3VL_VENV", REPO / "target" / "tiny-qwen3vl-venv"))
     python = target / "bin" / "python"
     if Path(sys.prefix).resolve() == target.resolve():
