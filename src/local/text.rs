@@ -185,13 +185,15 @@ impl TextModel {
     /// Runs `embeds` (`1 x len x hidden`) after what the cache holds and
     /// returns the logits of the last position (`vocab`, f32). `deepstack[i]`,
     /// when given, is added to the hidden states after layer `i` (zero rows at
-    /// text positions).
+    /// text positions). `None` when `interrupted` says so between layers (the
+    /// cache is then half written: the next prefill clears it).
     pub fn forward(
         &mut self,
         embeds: &Tensor,
         rotary: &Rotary,
         deepstack: &[Tensor],
-    ) -> Result<Tensor> {
+        interrupted: &dyn Fn() -> bool,
+    ) -> Result<Option<Tensor>> {
         let (_, len, _) = embeds.dims3()?;
         let mask = if len > 1 {
             Some(causal_mask(
@@ -205,6 +207,9 @@ impl TextModel {
         };
         let mut xs = embeds.clone();
         for (i, layer) in self.layers.iter_mut().enumerate() {
+            if interrupted() {
+                return Ok(None);
+            }
             xs = layer.forward(&xs, rotary, mask.as_ref())?;
             if let Some(visual) = deepstack.get(i) {
                 xs = xs.broadcast_add(visual)?;
@@ -216,6 +221,7 @@ impl TextModel {
             .apply(&self.lm_head)?
             .flatten_all()?
             .to_dtype(DType::F32)
+            .map(Some)
     }
 }
 

@@ -532,6 +532,54 @@ fn decoding_stops_at_end_of_turn_limit_and_cancel_and_samples_by_seed() {
     assert_ne!(a, greedy[..a.len()], "sampling is not greedy");
 }
 
+/// Stop during a prefill takes effect before the next vision block or text
+/// layer, wherever it comes, and the next prefill starts clean.
+#[test]
+fn a_prefill_stops_within_one_layer_and_the_next_starts_clean() {
+    use std::cell::Cell;
+    let reference = generate_reference();
+    let case = &reference["cases"][1];
+    let mut model = load_model();
+    let inputs = model
+        .processor
+        .prepare(&images_of(case), case["text"].as_str().unwrap())
+        .unwrap();
+    assert!(!inputs.image_grid_thw.is_empty());
+    let asked = Cell::new(0usize);
+    let count = || {
+        asked.set(asked.get() + 1);
+        false
+    };
+    let whole = model.model.prefill(&inputs, &count).unwrap().unwrap();
+    let checks = asked.get();
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture().join("config.json")).unwrap())
+            .unwrap();
+    let blocks = config["vision_config"]["depth"].as_u64().unwrap() as usize;
+    let layers = config["text_config"]["num_hidden_layers"].as_u64().unwrap() as usize;
+    assert_eq!(
+        checks,
+        blocks + layers,
+        "asked once before every block and layer"
+    );
+    for stop_at in [1, 2, blocks + 1, checks] {
+        asked.set(0);
+        let stop = || {
+            asked.set(asked.get() + 1);
+            asked.get() >= stop_at
+        };
+        assert_eq!(
+            model.model.prefill(&inputs, &stop).unwrap(),
+            None,
+            "{stop_at}"
+        );
+        assert_eq!(asked.get(), stop_at, "no layer runs after the stop");
+        let again = model.model.prefill(&inputs, &|| false).unwrap().unwrap();
+        assert_eq!(again, whole, "a stopped prefill leaves nothing behind");
+        assert_eq!(model.model.cached(), inputs.input_ids.len());
+    }
+}
+
 /// `generate --format json` prints transformers' ids for the two-image case,
 /// its text, and a time for each phase; a folder without weights is named.
 #[test]
@@ -579,6 +627,62 @@ fn generate_command_prints_transformers_ids() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("model.safetensors"), "{err}");
+}
+
+/// Ctrl-C during `generate` stops before the next token (or layer), still
+/// prints what was made, says so and exits 130.
+#[test]
+fn ctrl_c_stops_generate_and_prints_what_it_made() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let case = &generate_reference()["cases"][1];
+    let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("echo-workbench"));
+    cmd.arg("generate")
+        .arg("--model")
+        .arg(format!("local:{}", fixture().display()));
+    for image in case["images"].as_array().unwrap() {
+        cmd.arg("--image")
+            .arg(fixture().join(image.as_str().unwrap()));
+    }
+    // A random model rarely ends its turn: without the stop this runs for hours.
+    let mut child = cmd
+        .args(["--prompt", case["text"].as_str().unwrap()])
+        .args(["--max-tokens", "100000000", "--format", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.starts_with("loaded ") {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "exited before loading"
+        );
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(130), "{rest}");
+    assert!(rest.contains("stopped by Ctrl-C after"), "{rest}");
+    let printed: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(printed["stop"], "cancelled");
+    assert_eq!(printed["prompt_tokens"], case["prompt_tokens"]);
+    let made = ids(&printed["tokens"]);
+    let greedy = ids(&case["tokens"]);
+    let same = made.len().min(greedy.len());
+    assert_eq!(
+        made[..same],
+        greedy[..same],
+        "what was made is the greedy reply"
+    );
 }
 
 /// `inspect --endpoint local:DIR` answers through the whole Echo pipeline with
