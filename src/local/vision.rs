@@ -4,6 +4,7 @@
 //! into one language token (the last block's output, and the deepstack
 //! features of chosen blocks).
 
+use super::attention::attend;
 use candle_core::{D, DType, Device, Module, Result, Tensor};
 use candle_nn::{Activation, Embedding, Linear, VarBuilder, linear};
 
@@ -78,11 +79,8 @@ impl Attention {
             let (start, len) = (w[0], w[1] - w[0]);
             let heads = |t: &Tensor| t.narrow(1, start, len)?.transpose(1, 2)?.contiguous();
             let (q, k, v) = (heads(&q)?, heads(&k)?, heads(&v)?);
-            let scores = (q.matmul(&k.t()?)? * scale)?;
-            let probs = candle_nn::ops::softmax_last_dim(&scores)?;
             outs.push(
-                probs
-                    .matmul(&v)?
+                attend(&q, &k, &v, scale, None)?
                     .transpose(1, 2)?
                     .reshape((len, self.heads * self.head_dim))?,
             );
