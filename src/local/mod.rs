@@ -14,6 +14,7 @@ pub mod image_processor;
 pub mod model;
 pub mod model_dir;
 pub mod norm;
+pub mod pool;
 pub mod processor;
 pub mod rope;
 pub mod template;
