@@ -50,6 +50,10 @@ pub struct AnomalyBenchArgs {
     /// CLIP layers, e.g. `6,9` (default: half and three quarters of the depth).
     #[arg(long, value_name = "L,L", value_parser = super::anomaly::parse_layers)]
     layers: Option<super::anomaly::Layers>,
+    /// With `--backbone clip:PATH`: also write the generated query and references
+    /// here (query.png, reference_1.png, ...) for scripts/bench_anomaly_clip_torch.py.
+    #[arg(long, value_name = "DIR")]
+    write_images: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -222,8 +226,10 @@ pub fn run(cmd: &BenchCommand) -> anyhow::Result<ExitCode> {
         }
         BenchCommand::Anomaly(a) => match &a.backbone {
             Backbone::Descriptor => {
-                if a.layers.is_some() {
-                    anyhow::bail!("--layers picks CLIP layers: use it with `--backbone clip:PATH`");
+                if a.layers.is_some() || a.write_images.is_some() {
+                    anyhow::bail!(
+                        "--layers and --write-images are for CLIP patch tokens: use them with `--backbone clip:PATH`"
+                    );
                 }
                 let out = echo_workbench::perf::anomaly::bench_anomaly(a.size, a.k, a.runs);
                 println!("{}", serde_json::to_string_pretty(&out)?);
@@ -231,7 +237,12 @@ pub fn run(cmd: &BenchCommand) -> anyhow::Result<ExitCode> {
             Backbone::Clip { source, .. } => {
                 let layers = a.layers.as_ref().map(|l| l.0.as_slice());
                 let out = echo_workbench::perf::anomaly::bench_anomaly_clip(
-                    source, layers, a.size, a.k, a.runs,
+                    source,
+                    layers,
+                    a.size,
+                    a.k,
+                    a.runs,
+                    a.write_images.as_deref(),
                 )?;
                 println!("{}", serde_json::to_string_pretty(&out)?);
             }
