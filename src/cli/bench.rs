@@ -134,14 +134,24 @@ pub struct HnswArgs {
 
 #[derive(Args)]
 pub struct MemoryBuildArgs {
-    #[arg(long, default_value_t = 1000)]
+    /// Images in the memory (default: Echo's memory size, every train/good image
+    /// of MVTec-AD and VisA).
+    #[arg(long, default_value_t = 12_288)]
     images: usize,
+    /// Side of the generated square PNG images (MMAD's are about 1024).
     #[arg(long, default_value_t = 1024)]
     size: u32,
-    /// Where the generated images go (default: a temporary folder, removed after).
-    #[arg(long)]
-    dir: Option<PathBuf>,
-    #[arg(long, default_value = "descriptor")]
+    /// Where the generated images go, kept after the run (default: a temporary
+    /// folder, removed after). scripts/bench_memory_build_torch.py reads them.
+    #[arg(long, alias = "dir", value_name = "DIR", conflicts_with = "images_dir")]
+    write_images: Option<PathBuf>,
+    /// Build from images already under DIR (as `--write-images` lays them out)
+    /// instead of generating new ones: the first `--images` of them.
+    #[arg(long, value_name = "DIR")]
+    images_dir: Option<PathBuf>,
+    /// `descriptor`, or `clip:PATH` / `clip:hf:ORG/NAME[@REV]` (as `memory build
+    /// --embedder` takes it).
+    #[arg(long, alias = "backbone", default_value = "descriptor")]
     embedder: EmbedderSpec,
 }
 
@@ -165,18 +175,28 @@ pub fn run(cmd: &BenchCommand) -> anyhow::Result<ExitCode> {
         }
         BenchCommand::MemoryBuild(a) => {
             let tmp;
-            let dir = match &a.dir {
-                Some(d) => d.clone(),
-                None => {
-                    tmp = tempfile::tempdir()?;
-                    tmp.path().to_path_buf()
+            let dir = match (&a.images_dir, &a.write_images) {
+                (Some(d), _) => d.clone(),
+                (None, written) => {
+                    let dir = match written {
+                        Some(d) => d.clone(),
+                        None => {
+                            tmp = tempfile::tempdir()?;
+                            tmp.path().to_path_buf()
+                        }
+                    };
+                    eprintln!("drawing {} images of {}x{} ...", a.images, a.size, a.size);
+                    index::write_bench_images(&dir, a.images, a.size)?;
+                    dir
                 }
             };
-            eprintln!("drawing {} images of {}x{} ...", a.images, a.size, a.size);
-            index::write_bench_images(&dir, a.images, a.size)?;
             let embedder = a.embedder.load()?;
-            let out =
-                index::bench_memory_build(&dir, embedder.as_ref(), a.embedder.wants_thumbs())?;
+            let out = index::bench_memory_build(
+                &dir,
+                a.images,
+                embedder.as_ref(),
+                a.embedder.wants_thumbs(),
+            )?;
             println!("{}", serde_json::to_string_pretty(&out)?);
         }
         BenchCommand::Runner(a) => {

@@ -160,13 +160,24 @@ pub fn write_bench_images(dir: &Path, count: usize, size: u32) -> std::io::Resul
     })
 }
 
-/// Images per second for a memory build of everything under `root`.
+/// Images per second for a memory build of the first `limit` images under
+/// `root` (in path order, as `memory build` finds them): read, hash, decode,
+/// preprocess, embed and index, as `memory build` does it.
 pub fn bench_memory_build(
     root: &Path,
+    limit: usize,
     embedder: &dyn ImageEmbedder,
     thumbs: bool,
 ) -> Result<serde_json::Value, crate::memory::MemoryError> {
-    let images = collect_images(root, None)?;
+    let mut images = collect_images(root, None)?;
+    if images.len() < limit {
+        return Err(crate::memory::MemoryError::Empty(format!(
+            "only {} images under {}, {limit} asked for",
+            images.len(),
+            root.display()
+        )));
+    }
+    images.truncate(limit);
     let options = BuildOptions {
         index: IndexKind::Hnsw,
         cache_dir: None,
@@ -184,12 +195,20 @@ pub fn bench_memory_build(
         &CancelToken::new(),
     )?;
     let secs = t.elapsed().as_secs_f64();
+    let hnsw = memory.hnsw_params();
     Ok(json!({
         "images": memory.len(),
+        "index_vectors": memory.index_len(),
+        "dim": memory.dim,
         "seconds": secs,
         "images_per_s": memory.len() as f64 / secs,
         "embedder": embedder.id(),
         "thumbs": thumbs,
+        "hnsw": hnsw.map(|p| json!({
+            "m": p.m,
+            "ef_construction": p.ef_construction,
+            "ef_search": p.ef_search,
+        })),
         "threads": rayon::current_num_threads(),
     }))
 }
@@ -227,5 +246,21 @@ mod tests {
         .unwrap();
         let recall = out["search"][1]["recall_at_1"].as_f64().unwrap();
         assert!(recall > 0.9, "{out}");
+    }
+
+    #[test]
+    fn memory_build_bench_indexes_the_first_n_images() {
+        let dir = tempfile::tempdir().unwrap();
+        write_bench_images(dir.path(), 6, 48).unwrap();
+        let embedder = crate::vision::descriptor::DescriptorEmbedder::new();
+        let out = bench_memory_build(dir.path(), 4, &embedder, true).unwrap();
+        assert_eq!(
+            (out["images"].as_u64(), out["index_vectors"].as_u64()),
+            (Some(4), Some(4))
+        );
+        assert_eq!(out["hnsw"]["m"].as_u64(), Some(HnswParams::ECHO.m as u64));
+        assert!(out["images_per_s"].as_f64().unwrap() > 0.0);
+        let err = bench_memory_build(dir.path(), 7, &embedder, true).unwrap_err();
+        assert!(err.to_string().contains("only 6 images"), "{err}");
     }
 }
