@@ -24,6 +24,7 @@ pub struct AnomalyBench {
     /// metrics).
     pub ms_per_image_full_map: f64,
     pub release_build: bool,
+    pub cpu: super::cpu::CpuReport,
 }
 
 /// A textured part on a dark background, shifted a little per `seed`.
@@ -71,6 +72,7 @@ pub fn bench_anomaly(size: u32, k: usize, runs: usize) -> AnomalyBench {
         ms_per_image: core * 1000.0 / runs as f64,
         ms_per_image_full_map: full * 1000.0 / runs as f64,
         release_build: !cfg!(debug_assertions),
+        cpu: super::cpu::report(),
     }
 }
 
@@ -99,8 +101,8 @@ pub struct AnomalyClipBench {
     /// candle's CPU threads.
     pub threads: usize,
     pub release_build: bool,
-    /// SIMD the CPU offers, as detected at run time.
-    pub cpu_features: Vec<&'static str>,
+    /// The CPU's features and the matmul kernels candle runs on it.
+    pub cpu: super::cpu::CpuReport,
 }
 
 /// File names of the generated images that [`write_anomaly_images`] writes.
@@ -198,27 +200,8 @@ pub fn bench_anomaly_clip(
         score,
         threads: candle_core::utils::get_num_threads(),
         release_build: !cfg!(debug_assertions),
-        cpu_features: cpu_features(),
+        cpu: super::cpu::report(),
     })
-}
-
-fn cpu_features() -> Vec<&'static str> {
-    let mut out = Vec::new();
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx2") {
-            out.push("avx2");
-        }
-        if std::arch::is_x86_feature_detected!("fma") {
-            out.push("fma");
-        }
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            out.push("avx512f");
-        }
-    }
-    #[cfg(target_arch = "aarch64")]
-    out.push("neon");
-    out
 }
 
 #[cfg(test)]
@@ -244,6 +227,7 @@ mod tests {
         assert!(b.images_per_s > 0.0 && b.ms_features <= b.ms_per_image);
         assert!(b.backbone.starts_with("clip:"));
         assert!(b.images_per_s_to_score >= b.images_per_s && b.threads > 0);
+        assert_eq!(b.cpu.features, crate::perf::cpu::report().features);
         // The written images are the ones scored: re-scoring them from the files
         // gives the reported score exactly (PNG is lossless).
         let patches = ClipPatches::load(&ClipSource::Folder(dir), Some(&[2])).unwrap();

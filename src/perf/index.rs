@@ -210,6 +210,7 @@ pub fn bench_memory_build(
             "ef_search": p.ef_search,
         })),
         "threads": rayon::current_num_threads(),
+        "cpu": super::cpu::report(),
     }))
 }
 
@@ -260,6 +261,10 @@ mod tests {
         );
         assert_eq!(out["hnsw"]["m"].as_u64(), Some(HnswParams::ECHO.m as u64));
         assert!(out["images_per_s"].as_f64().unwrap() > 0.0);
+        assert_eq!(
+            out["cpu"]["gemm"]["f32"].as_str(),
+            Some(crate::perf::cpu::report().gemm.f32)
+        );
         let err = bench_memory_build(dir.path(), 7, &embedder, true).unwrap_err();
         assert!(err.to_string().contains("only 6 images"), "{err}");
     }
