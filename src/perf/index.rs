@@ -128,13 +128,35 @@ pub fn bench_hnsw(
     }))
 }
 
-/// Draws `count` distinct `size` x `size` part-like images into `dir` (PNG).
-pub fn write_bench_images(dir: &Path, count: usize, size: u32) -> std::io::Result<()> {
+fn bench_image_path(dir: &Path, i: usize) -> std::path::PathBuf {
+    dir.join("Bench")
+        .join(format!("cat{}", i % 10))
+        .join("train")
+        .join("good")
+        .join(format!("{i:04}.png"))
+}
+
+/// Draws `count` part-like `size` x `size` PNG images into `dir`, of which the
+/// first `distinct` (all when 0) are drawn and the rest are hard links to them
+/// (copies where links fail): a 1024 x 1024 one takes about 2 MB, so Echo's
+/// 12,288 would take 27 GB, while every file is still read and decoded.
+pub fn write_bench_images(
+    dir: &Path,
+    count: usize,
+    size: u32,
+    distinct: usize,
+) -> std::io::Result<()> {
     use rayon::prelude::*;
-    (0..count).into_par_iter().try_for_each(|i| {
-        let cat = format!("cat{}", i % 10);
-        let folder = dir.join("Bench").join(&cat).join("train").join("good");
-        std::fs::create_dir_all(&folder)?;
+    let distinct = if distinct == 0 {
+        count
+    } else {
+        distinct.min(count)
+    };
+    (0..distinct).into_par_iter().try_for_each(|i| {
+        let path = bench_image_path(dir, i);
+        if let Some(folder) = path.parent() {
+            std::fs::create_dir_all(folder)?;
+        }
         let mut rng = Rng(i as u64 * 7919 + 1);
         let (cx, cy) = (
             size as f32 * (0.4 + 0.2 * rng.uniform()),
@@ -155,9 +177,21 @@ pub fn write_bench_images(dir: &Path, count: usize, size: u32) -> std::io::Resul
                 image::Rgb([30 + n, 30 + n, 35 + n])
             }
         });
-        img.save(folder.join(format!("{i:04}.png")))
-            .map_err(std::io::Error::other)
-    })
+        img.save(&path).map_err(std::io::Error::other)
+    })?;
+    for i in distinct..count {
+        let (from, to) = (
+            bench_image_path(dir, i % distinct),
+            bench_image_path(dir, i),
+        );
+        if let Some(folder) = to.parent() {
+            std::fs::create_dir_all(folder)?;
+        }
+        if std::fs::hard_link(&from, &to).is_err() {
+            std::fs::copy(&from, &to)?;
+        }
+    }
+    Ok(())
 }
 
 /// Images per second for a memory build of the first `limit` images under
@@ -252,7 +286,10 @@ mod tests {
     #[test]
     fn memory_build_bench_indexes_the_first_n_images() {
         let dir = tempfile::tempdir().unwrap();
-        write_bench_images(dir.path(), 6, 48).unwrap();
+        write_bench_images(dir.path(), 6, 48, 4).unwrap();
+        let read = |i| std::fs::read(bench_image_path(dir.path(), i)).unwrap();
+        assert_ne!(read(0), read(1));
+        assert_eq!((read(4), read(5)), (read(0), read(1)));
         let embedder = crate::vision::descriptor::DescriptorEmbedder::new();
         let out = bench_memory_build(dir.path(), 4, &embedder, true).unwrap();
         assert_eq!(
