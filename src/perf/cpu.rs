@@ -8,15 +8,15 @@
 //! gemm-common's `gemm_def!` (and gemm-f16's own copy) returns the `avx512f`
 //! kernel when the CPU has AVX-512F *and* gemm was compiled with its `x86-v4`
 //! cargo feature, else the `fma` kernel (pulp's `V3`: AVX2 + FMA + F16C) when
-//! the CPU has FMA, else a scalar one; on aarch64 `neon`. Neither candle nor our
-//! build turns `x86-v4` on (our cargo feature `avx512-gemm` does), and nothing in
-//! gemm uses AVX-512 BF16 or AMX. [`GemmKernels`] repeats that choice here;
+//! the CPU has FMA, else a scalar one; on aarch64 `neon`. candle leaves `x86-v4`
+//! off; our Cargo.toml turns it on, so on x86-64 both kernels are in the binary
+//! and the CPU decides. Nothing in gemm uses AVX-512 BF16 or AMX. [`GemmKernels`] repeats that choice here;
 //! gemm does not say which one it took.
 
 use serde::Serialize;
 
 /// Whether gemm's AVX-512 kernels are compiled into this binary.
-pub const GEMM_AVX512_COMPILED: bool = cfg!(feature = "avx512-gemm");
+pub const GEMM_AVX512_COMPILED: bool = cfg!(target_arch = "x86_64");
 
 #[derive(Debug, Clone, Serialize)]
 pub struct CpuReport {
@@ -75,7 +75,7 @@ pub fn gemm_kernels(arch: &str, features: X86Features, avx512_compiled: bool) ->
     };
     let note = if features.avx512f && !avx512_compiled {
         Some(
-            "the CPU has AVX-512F, but gemm's AVX-512 kernels need its `x86-v4` cargo feature (build with `--features avx512-gemm`)",
+            "the CPU has AVX-512F, but this binary was built without gemm's `x86-v4` cargo feature (its AVX-512 kernels)",
         )
     } else if features.amx || features.avx512_bf16 {
         Some("gemm has no AMX or AVX-512 BF16 kernel")
