@@ -1,16 +1,19 @@
 //! Speed of the anomaly map: one query against `k` normal references whose patch
 //! features are already computed (the steady state of a run, where a category's
 //! references are reused), on generated images of a given size; with the
-//! weight-free descriptor (ms per image) or CLIP patch tokens (images/s).
+//! weight-free descriptor (ms per image) or CLIP or DINOv2 patch tokens
+//! (images/s).
 
 use std::time::Instant;
 
 use serde::Serialize;
 
 use crate::anomaly::clip_patches::ClipPatches;
+use crate::anomaly::dinov2_patches::Dinov2Patches;
 use crate::anomaly::map::{self, Search};
 use crate::anomaly::{features, regions};
 use crate::vision::clip::{ClipError, ClipSource};
+use crate::vision::dinov2::{Dinov2Error, Dinov2Source};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct AnomalyBench {
@@ -73,9 +76,10 @@ pub fn bench_anomaly(size: u32, k: usize, runs: usize) -> AnomalyBench {
     }
 }
 
-/// Throughput of the map with CLIP patch tokens (`--backbone clip:PATH`).
+/// Throughput of the map with ViT patch tokens (`--backbone clip:PATH` or
+/// `dinov2:PATH`).
 #[derive(Debug, Clone, Serialize)]
-pub struct AnomalyClipBench {
+pub struct AnomalyTokensBench {
     pub backbone: String,
     pub layers: Vec<usize>,
     /// Patches per side and values per patch.
@@ -87,46 +91,52 @@ pub struct AnomalyClipBench {
     /// Query patch tokens, nearest-neighbour map, smoothing, score and regions.
     pub images_per_s: f64,
     pub ms_per_image: f64,
-    /// Of which the CLIP forward (preprocessing and tokens).
+    /// Of which the model's forward (preprocessing and tokens).
     pub ms_features: f64,
     pub release_build: bool,
     /// SIMD the CPU offers, as detected at run time.
     pub cpu_features: Vec<&'static str>,
 }
 
-pub fn bench_anomaly_clip(
-    source: &ClipSource,
-    layers: Option<&[usize]>,
+/// What the timing loop needs of a token backbone.
+struct TokenBackbone<'a, E> {
+    name: String,
+    layers: Vec<usize>,
+    side: usize,
+    dim: usize,
+    extract: &'a dyn Fn(&image::RgbImage) -> Result<features::PatchGrid, E>,
+}
+
+fn bench_tokens<E>(
+    b: TokenBackbone<'_, E>,
     size: u32,
     k: usize,
     runs: usize,
-) -> Result<AnomalyClipBench, ClipError> {
-    let patches = ClipPatches::load(source, layers)?;
+) -> Result<AnomalyTokensBench, E> {
     let refs = (0..k.max(1) as u32)
-        .map(|i| patches.extract(&generated(size, i + 1)))
+        .map(|i| (b.extract)(&generated(size, i + 1)))
         .collect::<Result<Vec<_>, _>>()?;
     let refs: Vec<&features::PatchGrid> = refs.iter().collect();
     let query = generated(size, 0);
-    let search = Search::Near(map::radius_for_grid(patches.side()));
+    let search = Search::Near(map::radius_for_grid(b.side));
     // One untimed pass: the first forward pays for allocations and page faults.
-    std::hint::black_box(patches.extract(&query)?);
+    std::hint::black_box((b.extract)(&query)?);
     let runs = runs.max(1);
     let (mut total, mut feats) = (0f64, 0f64);
     for _ in 0..runs {
         let start = Instant::now();
-        let grid = patches.extract(&query)?;
+        let grid = (b.extract)(&query)?;
         feats += start.elapsed().as_secs_f64();
         let m = map::score(&grid, &refs, search);
         let r = regions::regions(&m.values, m.side, m.score * 0.5, size, size);
         std::hint::black_box(&r);
         total += start.elapsed().as_secs_f64();
     }
-    let backbone = crate::vision::spec::EmbedderSpec::Clip(source.clone()).to_string();
-    Ok(AnomalyClipBench {
-        backbone,
-        layers: patches.layers().to_vec(),
-        grid: patches.side(),
-        dim: patches.dim(),
+    Ok(AnomalyTokensBench {
+        backbone: b.name,
+        layers: b.layers,
+        grid: b.side,
+        dim: b.dim,
         size,
         k,
         runs,
@@ -136,6 +146,42 @@ pub fn bench_anomaly_clip(
         release_build: !cfg!(debug_assertions),
         cpu_features: cpu_features(),
     })
+}
+
+pub fn bench_anomaly_clip(
+    source: &ClipSource,
+    layers: Option<&[usize]>,
+    size: u32,
+    k: usize,
+    runs: usize,
+) -> Result<AnomalyTokensBench, ClipError> {
+    let patches = ClipPatches::load(source, layers)?;
+    let backbone = TokenBackbone {
+        name: crate::vision::spec::EmbedderSpec::Clip(source.clone()).to_string(),
+        layers: patches.layers().to_vec(),
+        side: patches.side(),
+        dim: patches.dim(),
+        extract: &|image| patches.extract(image),
+    };
+    bench_tokens(backbone, size, k, runs)
+}
+
+pub fn bench_anomaly_dinov2(
+    source: &Dinov2Source,
+    layers: Option<&[usize]>,
+    size: u32,
+    k: usize,
+    runs: usize,
+) -> Result<AnomalyTokensBench, Dinov2Error> {
+    let patches = Dinov2Patches::load(source, layers)?;
+    let backbone = TokenBackbone {
+        name: format!("dinov2:{source}"),
+        layers: patches.layers().to_vec(),
+        side: patches.side(),
+        dim: patches.dim(),
+        extract: &|image| patches.extract(image),
+    };
+    bench_tokens(backbone, size, k, runs)
 }
 
 fn cpu_features() -> Vec<&'static str> {
@@ -172,6 +218,21 @@ mod tests {
         assert!(b.backbone.starts_with("clip:"));
         let missing = ClipSource::Folder("no-such-clip-folder".into());
         assert!(bench_anomaly_clip(&missing, None, 64, 1, 1).is_err());
+    }
+
+    #[test]
+    fn dinov2_bench_reports_the_model_and_a_rate() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny_dinov2");
+        let b = bench_anomaly_dinov2(&Dinov2Source::Folder(dir), Some(&[1, 3]), 80, 2, 2).unwrap();
+        assert_eq!(
+            (b.layers.as_slice(), b.grid, b.dim),
+            (&[1usize, 3][..], 3, 64)
+        );
+        assert!(b.images_per_s > 0.0 && b.ms_features <= b.ms_per_image);
+        assert!(b.backbone.starts_with("dinov2:"), "{}", b.backbone);
+        let missing = Dinov2Source::Folder("no-such-dinov2-folder".into());
+        assert!(bench_anomaly_dinov2(&missing, None, 64, 1, 1).is_err());
     }
 
     #[test]
