@@ -106,6 +106,21 @@ impl std::fmt::Display for Backbone {
     }
 }
 
+/// Written as its text (`descriptor`, `clip:...`, `dinov2:...`), as the
+/// command line takes it; the layers are not part of it.
+impl serde::Serialize for Backbone {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Backbone {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// A loaded backbone.
 enum Features {
     Descriptor,
