@@ -5,8 +5,8 @@
 //! names.
 //!
 //! The map is computed on a background job only while the view is on screen,
-//! again whenever the query, the memory, k or the backbone (Settings) changes; the last map stays on
-//! screen meanwhile. The detector lives across jobs, so a category's reference
+//! again whenever the query, the memory, k or the backbone (Settings) changes;
+//! the last map stays on screen meanwhile. The detector lives across jobs, so a category's reference
 //! features and threshold are computed once.
 
 use std::path::{Path, PathBuf};
