@@ -674,6 +674,10 @@ fn print_trace(t: &ExpertTrace, n: usize) {
                         if let Some(hint) = &m.hint {
                             println!("    hint: {hint}");
                         }
+                        // The descriptor's lines stay as they were before the choice.
+                        if m.backbone != "descriptor" {
+                            println!("    backbone: {}", m.backbone);
+                        }
                         println!("    map computed in {} ms", m.map_ms);
                     }
                 }
