@@ -10,7 +10,8 @@ folder given as the only argument):
   3 layers, 2 heads, patch 14, pre-training size 56 (4 x 4 position
   embeddings), a shortest-edge resize to 48 and a 42-pixel centre crop, so the
   model always interpolates its position embeddings (4 x 4 -> 3 x 3, as
-  dinov2-small's 37 x 37 -> 16 x 16 at 224 pixels);
+  dinov2-small's 37 x 37 -> 16 x 16 at 224 pixels); a layer-norm epsilon of
+  1e-2, not DINOv2's 1e-6, so one that is not read from the config shows;
 * `images/*.png`: generated images of different sizes and aspect ratios;
 * `reference.json`: for each image, the processor's `pixel_values` and every
   `hidden_states` entry (embeddings and each layer, before the final layer
@@ -42,7 +43,8 @@ CONFIG = dict(
     mlp_ratio=4,
     image_size=56,
     patch_size=14,
-    layer_norm_eps=1e-6,
+    # Not DINOv2's 1e-6: a loader that ignored the config's epsilon would fail.
+    layer_norm_eps=1e-2,
     hidden_act="gelu",
 )
 RESIZE, CROP = 48, 42

@@ -41,7 +41,7 @@ fn load() -> Dinov2 {
 }
 
 /// Measured on the committed fixture: pixel values 0 (bit exact), hidden
-/// states at most 5.2e-6 over every case and layer (`cargo test --lib
+/// states at most 6.3e-6 over every case and layer (`cargo test --lib
 /// vision::dinov2 -- --nocapture` prints it).
 #[test]
 fn pixel_values_and_hidden_states_match_transformers() {
