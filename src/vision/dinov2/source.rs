@@ -184,14 +184,21 @@ pub(super) fn config_from_json(json: &Value, path: &Path) -> Result<Dinov2Config
             )));
         }
     }
+    // Far above any real model, low enough that no size computed from these
+    // overflows.
+    const LIMIT: u64 = 1 << 20;
     let int = |key: &str, default: usize| -> Result<usize, Dinov2Error> {
         match root.get(key) {
             None | Some(Value::Null) => Ok(default),
             Some(v) => v
                 .as_u64()
+                .filter(|&n| n > 0 && n <= LIMIT)
                 .and_then(|n| usize::try_from(n).ok())
-                .filter(|&n| n > 0)
-                .ok_or_else(|| bad(format!("`{key}` must be a positive integer, found {v}"))),
+                .ok_or_else(|| {
+                    bad(format!(
+                        "`{key}` must be a positive integer up to {LIMIT}, found {v}"
+                    ))
+                }),
         }
     };
     let float = |key: &str, default: f64| -> Result<f64, Dinov2Error> {
@@ -243,8 +250,10 @@ pub(super) fn config_from_json(json: &Value, path: &Path) -> Result<Dinov2Config
     let mlp_ratio = float("mlp_ratio", 4.0)?;
     // Python's `int(hidden_size * mlp_ratio)` truncates.
     let intermediate_size = (hidden_size as f64 * mlp_ratio) as usize;
-    if intermediate_size == 0 {
-        return Err(bad(format!("`mlp_ratio` {mlp_ratio} gives an empty MLP")));
+    if intermediate_size == 0 || intermediate_size as u64 > LIMIT {
+        return Err(bad(format!(
+            "`mlp_ratio` {mlp_ratio} gives an MLP width outside 1 to {LIMIT}"
+        )));
     }
     let image_size = int("image_size", 224)?;
     let patch_size = int("patch_size", 14)?;
@@ -367,6 +376,11 @@ mod tests {
                 "multiple",
             ),
             (json!({"layer_norm_eps": -1.0}), "layer_norm_eps"),
+            (
+                json!({"image_size": u64::MAX, "patch_size": 1}),
+                "image_size",
+            ),
+            (json!({"mlp_ratio": 1e300}), "mlp_ratio"),
             (json!([1]), "object"),
         ] {
             let err = config_from_json(&bad, p).unwrap_err().to_string();
