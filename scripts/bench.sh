@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Every performance figure in the README, measured in one run on this machine,
 # each next to its reference (faiss, PyTorch) measured in the same run.
-# Usage: scripts/bench.sh [OUT_DIR]   (about 15-25 minutes on 2 cores)
+# Usage: scripts/bench.sh [OUT_DIR]   (about 15-25 minutes on 2 cores, plus the
+# CLIP memory build: about 1.5-2 hours for 12,288 images on both sides; set
+# ECHO_BENCH_MEMORY_IMAGES to build a smaller memory)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -36,6 +38,23 @@ echo "== anomaly map: 1024 x 1024 query against 4 references, weight-free patch 
 echo "== CLIP ViT-B/16 (random weights), candle vs PyTorch"
 "$PY" scripts/bench_clip_torch.py "$DATA/clip" > "$OUT/clip_torch.json"
 "$BIN" bench clip --model "$DATA/clip" > "$OUT/clip_candle.json"
+
+echo "== anomaly map: CLIP ViT-B/16 patch tokens (layers 6, 9), 1024 x 1024 query against 4 references, ours vs PyTorch"
+"$BIN" bench anomaly --backbone "clip:$DATA/clip" --size 1024 --k 4 --runs 20 \
+    --write-images "$DATA/anomaly" > "$OUT/anomaly_clip.json"
+THREADS="$("$PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))["threads"])' "$OUT/anomaly_clip.json")"
+"$PY" scripts/bench_anomaly_clip_torch.py "$DATA/clip" --images "$DATA/anomaly" \
+    --runs 20 --threads "$THREADS" > "$OUT/anomaly_clip_torch.json"
+
+# Echo's memory: 12,288 images. 1,000 distinct 1024 x 1024 PNGs (about 2 GB) plus
+# hard links to them; every file is still read and decoded on both sides.
+MEMORY_IMAGES="${ECHO_BENCH_MEMORY_IMAGES:-12288}"
+echo "== memory build: $MEMORY_IMAGES images of 1024 x 1024 PNG, CLIP ViT-B/16 + HNSW, ours vs PIL + transformers + faiss"
+"$BIN" bench memory-build --images "$MEMORY_IMAGES" --distinct 1000 --size 1024 \
+    --embedder "clip:$DATA/clip" --write-images "$DATA/memory" > "$OUT/memory_build_clip.json"
+"$PY" scripts/bench_memory_build_torch.py "$DATA/memory" "$DATA/clip" \
+    --images "$MEMORY_IMAGES" --threads "$THREADS" > "$OUT/memory_build_torch.json"
+rm -rf "${DATA:?}/memory"
 
 echo "== batch runner: mock server at 200 ms, 1024 x 1024 PNG questions, concurrency 8/32/128"
 "$BIN" bench runner --latency-ms 200 --concurrency 8,32,128 > "$OUT/runner.json"

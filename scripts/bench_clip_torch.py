@@ -130,6 +130,8 @@ def main() -> None:
         torch=torch.__version__,
         transformers=__import__("transformers").__version__,
         attention=getattr(model.config, "_attn_implementation", None),
+        # The kernels PyTorch dispatches to on this CPU (e.g. AVX2, AVX512).
+        cpu_capability=torch.backends.cpu.get_cpu_capability(),
         threads=torch.get_num_threads(),
         model_dir=str(args.model_dir),
     )

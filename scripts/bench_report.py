@@ -49,6 +49,40 @@ def main():
             cv, tv = cb[b], tb[b]
             if cv and tv:
                 print(f"| {b} | {cv:.2f} | {tv:.2f} | {cv / tv:.2f} |")
+    if c:
+        cpu = c.get("cpu") or {}
+        feats = cpu.get("features") or {}
+        gemm = cpu.get("gemm") or {}
+        have = ", ".join(k for k, v in feats.items() if v) or "none of the listed"
+        print(f"\nCPU: {cpu.get('model')} ({cpu.get('logical_cpus')} logical): {have}; "
+              f"candle's matmul runs gemm's {gemm.get('f32')} kernel"
+              f"{' (' + gemm['note'] + ')' if gemm.get('note') else ''}; "
+              f"PyTorch's CPU capability: {(t or {}).get('cpu_capability')}")
+    ac, at = load(d, "anomaly_clip.json"), load(d, "anomaly_clip_torch.json")
+    if ac and at:
+        # Ours names regions after the score; PyTorch's reference stops at the score.
+        ours = ac["images_per_s_to_score"]
+        print(f"\nAnomaly map with CLIP patch tokens (layers {ac['layers']}), {ac['size']} x {ac['size']} "
+              f"query against {ac['k']} cached references, {ac['threads']} / {at['threads']} threads")
+        print("\n| | ours | PyTorch | ours / PyTorch |")
+        print("|---|---|---|---|")
+        print(f"| images/s (features, map, score) | {ours:.2f} | {at['images_per_s']:.2f} | "
+              f"{ours / at['images_per_s']:.2f} |")
+        print(f"| image score | {ac['score']:.6f} | {at['score']:.6f} | "
+              f"abs. difference {abs(ac['score'] - at['score']):.1e} |")
+    mc, mt = load(d, "memory_build_clip.json"), load(d, "memory_build_torch.json")
+    if mc and mt:
+        print(f"\nMemory build end to end (read, decode, preprocess, embed, index), {mc['images']:,} "
+              f"images of 1024 x 1024 PNG, CLIP ViT-B/16 (random weights), HNSW M={mc['hnsw']['m']}, "
+              f"efConstruction={mc['hnsw']['ef_construction']}; PyTorch side: PIL + "
+              f"{mt['processor']} + transformers {mt['transformers']} (batch {mt['batch']}) + faiss "
+              f"{mt['faiss']} IndexHNSWFlat, {mt['threads']} threads")
+        print("\n| | ours | Python (Echo's pipeline) | ours / Python |")
+        print("|---|---|---|---|")
+        print(f"| images/s | {mc['images_per_s']:.2f} | {mt['images_per_s']:.2f} | "
+              f"{mc['images_per_s'] / mt['images_per_s']:.2f} |")
+        print(f"| seconds | {mc['seconds']:.0f} | {mt['seconds']:.0f} | |")
+        print(f"| vectors indexed | {mc['index_vectors']:,} | {mt['index_vectors']:,} | |")
     r = load(d, "runner.json")
     if r:
         img = r["image"]

@@ -24,6 +24,13 @@ same virtual environment, `scripts/ref_venv.py`'s `target/ref-venv` or `$ECHO_RE
 
     python3 scripts/make_qwen3vl_generate_fixture.py [MODEL_DIR] [--max-new-tokens N]
     python3 scripts/make_qwen3vl_generate_fixture.py --variant-tied
+    python3 scripts/make_qwen3vl_generate_fixture.py --bf16 [MODEL_DIR]
+
+`--bf16` loads the weights as bfloat16 (as `LocalModel::load(.., Some(BF16), ..)`
+does) and writes `generate_reference_bf16.json` instead: the same fields, the
+logits cast to float32 after the bfloat16 lm_head. It does not check the logits
+of `generate` against a plain forward (bfloat16 rounding differs between the
+two code paths).
 """
 
 import base64
@@ -85,6 +92,9 @@ def main():
         i = args.index("--max-new-tokens")
         max_new = int(args[i + 1])
         del args[i : i + 2]
+    bf16 = "--bf16" in args
+    if bf16:
+        args.remove("--bf16")
     fixtures = make_tiny_qwen3vl.REPO / "tests" / "fixtures"
     base = fixtures / "tiny_qwen3vl"
     images_from = base
@@ -112,7 +122,8 @@ def main():
         video_processor=processor.video_processor,
         chat_template=processor.chat_template,
     )
-    model = Qwen3VLForConditionalGeneration.from_pretrained(folder, dtype=torch.float32).eval()
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    model = Qwen3VLForConditionalGeneration.from_pretrained(folder, dtype=dtype).eval()
 
     records = []
     for case in reference["cases"]:
@@ -142,7 +153,8 @@ def main():
         with torch.no_grad():
             first = model(**batch).logits[0, -1].to(torch.float32).numpy()
         from_generate = out.logits[0][0].to(torch.float32).numpy()
-        assert np.abs(first - from_generate).max() < 1e-5, case["name"]
+        if not bf16:
+            assert np.abs(first - from_generate).max() < 1e-5, case["name"]
         records.append(
             {
                 "name": case["name"],
@@ -164,9 +176,11 @@ def main():
         "images_from": images_from.name,
         "versions": {"transformers": transformers.__version__, "torch": torch.__version__},
         "max_new_tokens": max_new,
+        "dtype": "bfloat16" if bf16 else "float32",
         "cases": records,
     }
-    (folder / "generate_reference.json").write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
+    name = "generate_reference_bf16.json" if bf16 else "generate_reference.json"
+    (folder / name).write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
 
 
 if __name__ == "__main__":

@@ -51,6 +51,11 @@ pub struct AnomalyBenchArgs {
     /// CLIP or DINOv2 layers, e.g. `6,9` (defaults as for `anomaly`).
     #[arg(long, value_name = "L,L", value_parser = super::anomaly::parse_layers)]
     layers: Option<super::anomaly::Layers>,
+    /// With `--backbone clip:PATH` or `dinov2:PATH`: also write the generated query
+    /// and references here (query.png, reference_1.png, ...), e.g. for
+    /// scripts/bench_anomaly_clip_torch.py.
+    #[arg(long, value_name = "DIR")]
+    write_images: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -131,14 +136,28 @@ pub struct HnswArgs {
 
 #[derive(Args)]
 pub struct MemoryBuildArgs {
-    #[arg(long, default_value_t = 1000)]
+    /// Images in the memory (default: Echo's memory size, every train/good image
+    /// of MVTec-AD and VisA).
+    #[arg(long, default_value_t = 12_288)]
     images: usize,
+    /// Side of the generated square PNG images (MMAD's are about 1024).
     #[arg(long, default_value_t = 1024)]
     size: u32,
-    /// Where the generated images go (default: a temporary folder, removed after).
-    #[arg(long)]
-    dir: Option<PathBuf>,
-    #[arg(long, default_value = "descriptor")]
+    /// Where the generated images go, kept after the run (default: a temporary
+    /// folder, removed after). scripts/bench_memory_build_torch.py reads them.
+    #[arg(long, alias = "dir", value_name = "DIR", conflicts_with = "images_dir")]
+    write_images: Option<PathBuf>,
+    /// Build from images already under DIR (as `--write-images` lays them out)
+    /// instead of generating new ones: the first `--images` of them.
+    #[arg(long, value_name = "DIR")]
+    images_dir: Option<PathBuf>,
+    /// Draw only this many different images and hard-link the rest to them
+    /// (default: all different); keeps 12,288 images of 1024 x 1024 off the disk.
+    #[arg(long, default_value_t = 0, value_name = "K")]
+    distinct: usize,
+    /// `descriptor`, or `clip:PATH` / `clip:hf:ORG/NAME[@REV]` (as `memory build
+    /// --embedder` takes it).
+    #[arg(long, alias = "backbone", default_value = "descriptor")]
     embedder: EmbedderSpec,
 }
 
@@ -162,18 +181,28 @@ pub fn run(cmd: &BenchCommand) -> anyhow::Result<ExitCode> {
         }
         BenchCommand::MemoryBuild(a) => {
             let tmp;
-            let dir = match &a.dir {
-                Some(d) => d.clone(),
-                None => {
-                    tmp = tempfile::tempdir()?;
-                    tmp.path().to_path_buf()
+            let dir = match (&a.images_dir, &a.write_images) {
+                (Some(d), _) => d.clone(),
+                (None, written) => {
+                    let dir = match written {
+                        Some(d) => d.clone(),
+                        None => {
+                            tmp = tempfile::tempdir()?;
+                            tmp.path().to_path_buf()
+                        }
+                    };
+                    eprintln!("drawing {} images of {}x{} ...", a.images, a.size, a.size);
+                    index::write_bench_images(&dir, a.images, a.size, a.distinct)?;
+                    dir
                 }
             };
-            eprintln!("drawing {} images of {}x{} ...", a.images, a.size, a.size);
-            index::write_bench_images(&dir, a.images, a.size)?;
             let embedder = a.embedder.load()?;
-            let out =
-                index::bench_memory_build(&dir, embedder.as_ref(), a.embedder.wants_thumbs())?;
+            let out = index::bench_memory_build(
+                &dir,
+                a.images,
+                embedder.as_ref(),
+                a.embedder.wants_thumbs(),
+            )?;
             println!("{}", serde_json::to_string_pretty(&out)?);
         }
         BenchCommand::Runner(a) => {
@@ -223,10 +252,10 @@ pub fn run(cmd: &BenchCommand) -> anyhow::Result<ExitCode> {
         }
         BenchCommand::Anomaly(a) => match &a.backbone {
             Backbone::Descriptor => {
-                if a.layers.is_some() {
+                if a.layers.is_some() || a.write_images.is_some() {
                     anyhow::bail!(
-                        "--layers picks CLIP or DINOv2 layers: use it with `--backbone clip:PATH` \
-                         or `dinov2:PATH`"
+                        "--layers and --write-images are for CLIP or DINOv2 patch tokens: use \
+                         them with `--backbone clip:PATH` or `dinov2:PATH`"
                     );
                 }
                 let out = echo_workbench::perf::anomaly::bench_anomaly(a.size, a.k, a.runs);
@@ -235,14 +264,24 @@ pub fn run(cmd: &BenchCommand) -> anyhow::Result<ExitCode> {
             Backbone::Clip { source, .. } => {
                 let layers = a.layers.as_ref().map(|l| l.0.as_slice());
                 let out = echo_workbench::perf::anomaly::bench_anomaly_clip(
-                    source, layers, a.size, a.k, a.runs,
+                    source,
+                    layers,
+                    a.size,
+                    a.k,
+                    a.runs,
+                    a.write_images.as_deref(),
                 )?;
                 println!("{}", serde_json::to_string_pretty(&out)?);
             }
             Backbone::Dinov2 { source, .. } => {
                 let layers = a.layers.as_ref().map(|l| l.0.as_slice());
                 let out = echo_workbench::perf::anomaly::bench_anomaly_dinov2(
-                    source, layers, a.size, a.k, a.runs,
+                    source,
+                    layers,
+                    a.size,
+                    a.k,
+                    a.runs,
+                    a.write_images.as_deref(),
                 )?;
                 println!("{}", serde_json::to_string_pretty(&out)?);
             }

@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use echo_workbench::echo::LocalBackend;
 use echo_workbench::jobs::CancelToken;
-use echo_workbench::local::{LocalModel, ModelSource, SamplingOptions};
+use echo_workbench::local::{LocalModel, ModelSource, SamplingOptions, StopReason};
 use echo_workbench::vision::decode::{DecodeLimits, decode_rgb8};
 use serde_json::json;
 
@@ -90,8 +90,14 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<ExitCode> {
         WeightDtype::Bf16 => candle_core::DType::BF16,
         WeightDtype::F16 => candle_core::DType::F16,
     });
+    let runtime = super::runtime()?;
+    let cancel = CancelToken::new();
+    watch_ctrl_c(runtime.handle(), cancel.clone());
     let mut model = LocalModel::load(&source, dtype, &device()?)
         .with_context(|| format!("loading the model {source}"))?;
+    // Said before the first token, so a caller (or a test) knows Ctrl-C is now
+    // answered by a clean stop.
+    eprintln!("loaded {} in {:.0} ms", args.model, model.load_ms);
     let options = SamplingOptions {
         max_tokens: args.max_tokens,
         temperature: args.temperature,
@@ -119,13 +125,7 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<ExitCode> {
             shown = text;
         }
     };
-    let reply = model.reply(
-        &images,
-        &args.prompt,
-        &options,
-        &CancelToken::new(),
-        on_token,
-    )?;
+    let reply = model.reply(&images, &args.prompt, &options, &cancel, on_token)?;
     let g = &reply.generation;
     match args.format {
         TextOrJson::Json => {
@@ -152,5 +152,23 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
+    if g.stop == StopReason::Cancelled {
+        eprintln!("stopped by Ctrl-C after {} tokens", g.tokens.len());
+        return Ok(ExitCode::from(super::run::EXIT_INTERRUPTED));
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Ctrl-C once: stop before the next token or layer and print what was made;
+/// twice: quit at once (a layer of a large model on a CPU can take seconds).
+fn watch_ctrl_c(runtime: &tokio::runtime::Handle, cancel: CancelToken) {
+    runtime.spawn(async move {
+        while tokio::signal::ctrl_c().await.is_ok() {
+            if cancel.is_cancelled() {
+                std::process::exit(i32::from(super::run::EXIT_INTERRUPTED));
+            }
+            eprintln!("stopping (Ctrl-C again to quit at once)");
+            cancel.cancel();
+        }
+    });
 }

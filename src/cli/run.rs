@@ -25,7 +25,7 @@ use super::workspace::{AppSettings, WorkspaceArg};
 const EXIT_BUDGET: u8 = 3;
 
 /// The exit code of a run stopped by Ctrl-C (128 + SIGINT, as shells report it).
-const EXIT_INTERRUPTED: u8 = 130;
+pub(crate) const EXIT_INTERRUPTED: u8 = 130;
 
 /// `--shard I/N` or `--shard auto`.
 #[derive(Debug, Clone, Copy)]

@@ -14,6 +14,7 @@ use serde_json::json;
 use super::backend::{ChatBackend, ChatFuture};
 use super::error::PipelineError;
 use crate::jobs::CancelToken;
+use crate::local::pool::SharedModel;
 use crate::local::{LocalError, LocalModel, SamplingOptions, StopReason, TurnPart};
 use crate::mllm::{ChatReply, ChatRequest, Decoding, Part, Usage};
 use crate::vision::decode::{DecodeLimits, decode_rgb8, decode_rgb8_bytes};
@@ -38,8 +39,17 @@ pub type ReplySink = Arc<dyn Fn(&str) + Send + Sync>;
 impl LocalBackend {
     /// `label` names the model in traces and cache keys (`local:DIR`).
     pub fn new(model: LocalModel, label: impl Into<Arc<str>>, options: SamplingOptions) -> Self {
+        Self::shared(Arc::new(Mutex::new(model)), label, options)
+    }
+
+    /// A model others may be using too (`local::pool`): requests take turns.
+    pub fn shared(
+        model: SharedModel,
+        label: impl Into<Arc<str>>,
+        options: SamplingOptions,
+    ) -> Self {
         LocalBackend {
-            model: Arc::new(Mutex::new(model)),
+            model,
             label: label.into(),
             options,
             calls: AtomicU32::new(0),
@@ -66,6 +76,11 @@ impl LocalBackend {
             usage: Mutex::new(None),
             stream: None,
         }
+    }
+
+    /// Whether this handle answers with `model` (the same weights, not a copy).
+    pub fn uses(&self, model: &SharedModel) -> bool {
+        Arc::ptr_eq(&self.model, model)
     }
 
     /// Calls made through this handle (a local model makes one attempt per call).

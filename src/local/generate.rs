@@ -145,16 +145,15 @@ pub fn generate(
         }
     };
     let started = Instant::now();
-    if cancel.is_cancelled() {
+    let Some(first_logits) = model.prefill(inputs, &|| cancel.is_cancelled())? else {
         return Ok(Generation {
             tokens: Vec::new(),
             stop: StopReason::Cancelled,
             first_logits: Vec::new(),
-            prefill_ms: 0.0,
+            prefill_ms: started.elapsed().as_secs_f64() * 1e3,
             decode_ms: 0.0,
         });
-    }
-    let first_logits = model.prefill(inputs)?;
+    };
     let prefill_ms = started.elapsed().as_secs_f64() * 1e3;
     let decode_started = Instant::now();
     let mut tokens = Vec::new();

@@ -4,6 +4,7 @@
 //! `Qwen3VLProcessor` gives the model, and running the model itself: vision
 //! tower, M-RoPE text model with a KV cache, greedy or sampled decoding.
 
+pub mod attention;
 pub mod config;
 pub mod download;
 pub mod engine;
@@ -12,6 +13,8 @@ pub mod generate;
 pub mod image_processor;
 pub mod model;
 pub mod model_dir;
+pub mod norm;
+pub mod pool;
 pub mod processor;
 pub mod rope;
 pub mod template;

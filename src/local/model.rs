@@ -161,8 +161,14 @@ impl Qwen3Vl {
     }
 
     /// Forgets the conversation and runs `inputs` from the start; returns the
-    /// logits (f32) of the token that follows the prompt.
-    pub fn prefill(&mut self, inputs: &ModelInputs) -> Result<Vec<f32>, LocalError> {
+    /// logits (f32) of the token that follows the prompt, or `None` when
+    /// `interrupted` says so first (asked before each of the vision tower's
+    /// blocks and each text layer, so a long prefill stops within one layer).
+    pub fn prefill(
+        &mut self,
+        inputs: &ModelInputs,
+        interrupted: &dyn Fn() -> bool,
+    ) -> Result<Option<Vec<f32>>, LocalError> {
         self.text.clear_cache();
         let ids = &inputs.input_ids;
         if ids.is_empty() {
@@ -183,18 +189,24 @@ impl Qwen3Vl {
         let (embeds, deepstack) = if inputs.image_grid_thw.is_empty() {
             (text_embeds, Vec::new())
         } else {
-            self.merge_images(ids, text_embeds, inputs)?
+            match self.merge_images(ids, text_embeds, inputs, interrupted)? {
+                Some(merged) => merged,
+                None => return Ok(None),
+            }
         };
         let [t, h, w] = &positions.rows;
         let (cos, sin) = self.rope.cos_sin(&[t, h, w]);
         let rot = rotary(cos, sin, self.rope.half_dim(), self.dtype, &self.device).map_err(&err)?;
-        let logits = self
+        let Some(logits) = self
             .text
-            .forward(&embeds, &rot, &deepstack)
-            .and_then(|l| l.to_vec1::<f32>())
-            .map_err(&err)?;
+            .forward(&embeds, &rot, &deepstack, interrupted)
+            .and_then(|l| l.map(|l| l.to_vec1::<f32>()).transpose())
+            .map_err(&err)?
+        else {
+            return Ok(None);
+        };
         self.next_position = positions.next;
-        Ok(logits)
+        Ok(Some(logits))
     }
 
     /// Feeds one more token after the prefill (or the last step); returns the
@@ -208,9 +220,13 @@ impl Qwen3Vl {
         let rot = rotary(cos, sin, self.rope.half_dim(), self.dtype, &self.device).map_err(&err)?;
         let logits = self
             .text
-            .forward(&embeds, &rot, &[])
-            .and_then(|l| l.to_vec1::<f32>())
-            .map_err(&err)?;
+            .forward(&embeds, &rot, &[], &|| false)
+            .and_then(|l| l.map(|l| l.to_vec1::<f32>()).transpose())
+            .map_err(&err)?
+            .ok_or(LocalError::Model {
+                what: "a decoding step",
+                source: candle_core::Error::Msg("interrupted without a cancel".into()),
+            })?;
         self.next_position += 1;
         Ok(logits)
     }
@@ -228,16 +244,20 @@ impl Qwen3Vl {
         ids: &[u32],
         text_embeds: Tensor,
         inputs: &ModelInputs,
-    ) -> Result<(Tensor, Vec<Tensor>), LocalError> {
+        interrupted: &dyn Fn() -> bool,
+    ) -> Result<Option<(Tensor, Vec<Tensor>)>, LocalError> {
         let err = model_err("the vision tower");
         let rows = inputs.pixel_values.len() / inputs.patch_dim.max(1);
         let pixels =
             Tensor::from_slice(&inputs.pixel_values, (rows, inputs.patch_dim), &self.device)
                 .map_err(&err)?;
-        let out = self
+        let Some(out) = self
             .vision
-            .forward(&pixels, &inputs.image_grid_thw)
-            .map_err(&err)?;
+            .forward(&pixels, &inputs.image_grid_thw, interrupted)
+            .map_err(&err)?
+        else {
+            return Ok(None);
+        };
         let dtype = text_embeds.dtype();
         let hidden = self.config.text.hidden_size;
         let image = self.config.image_token_id;
@@ -277,6 +297,6 @@ impl Qwen3Vl {
             .map(|d| place(d, None))
             .collect::<candle_core::Result<Vec<_>>>()
             .map_err(&err)?;
-        Ok((embeds, deepstack))
+        Ok(Some((embeds, deepstack)))
     }
 }

@@ -3,9 +3,12 @@
 //! axes, with a key/value cache, and the deepstack visual features added after
 //! the first layers.
 
+use super::attention::attend;
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::kv_cache::KvCache;
-use candle_nn::{Activation, Embedding, Linear, RmsNorm, VarBuilder, linear_b, rms_norm};
+use candle_nn::{Activation, Embedding, Linear, VarBuilder, linear_b};
+
+use super::norm::RmsNorm;
 
 use super::config::TextConfig;
 
@@ -64,8 +67,8 @@ impl Attention {
             k_proj: linear_b(h, kv, bias, vb.pp("k_proj"))?,
             v_proj: linear_b(h, kv, bias, vb.pp("v_proj"))?,
             o_proj: linear_b(q, h, bias, vb.pp("o_proj"))?,
-            q_norm: rms_norm(d, cfg.rms_norm_eps, vb.pp("q_norm"))?,
-            k_norm: rms_norm(d, cfg.rms_norm_eps, vb.pp("k_norm"))?,
+            q_norm: RmsNorm::new(d, cfg.rms_norm_eps, vb.pp("q_norm"))?,
+            k_norm: RmsNorm::new(d, cfg.rms_norm_eps, vb.pp("k_norm"))?,
             heads: cfg.num_attention_heads,
             kv_heads: cfg.num_key_value_heads,
             head_dim: d,
@@ -89,14 +92,7 @@ impl Attention {
         let k = candle_transformers::utils::repeat_kv(k, groups)?.contiguous()?;
         let v = candle_transformers::utils::repeat_kv(v, groups)?.contiguous()?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let scores = (q.matmul(&k.t()?)? * scale)?;
-        let scores = match mask {
-            Some(mask) => scores.broadcast_add(mask)?,
-            None => scores,
-        };
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        probs
-            .matmul(&v)?
+        attend(&q, &k, &v, scale, mask)?
             .transpose(1, 2)?
             .reshape((b, len, self.heads * self.head_dim))?
             .apply(&self.o_proj)
@@ -114,9 +110,9 @@ impl DecoderLayer {
     fn new(vb: VarBuilder, cfg: &TextConfig) -> Result<DecoderLayer> {
         let (h, eps) = (cfg.hidden_size, cfg.rms_norm_eps);
         Ok(DecoderLayer {
-            input_layernorm: rms_norm(h, eps, vb.pp("input_layernorm"))?,
+            input_layernorm: RmsNorm::new(h, eps, vb.pp("input_layernorm"))?,
             self_attn: Attention::new(vb.pp("self_attn"), cfg)?,
-            post_attention_layernorm: rms_norm(h, eps, vb.pp("post_attention_layernorm"))?,
+            post_attention_layernorm: RmsNorm::new(h, eps, vb.pp("post_attention_layernorm"))?,
             mlp: Mlp::new(vb.pp("mlp"), cfg)?,
         })
     }
@@ -151,7 +147,7 @@ impl TextModel {
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| DecoderLayer::new(vb_m.pp("layers").pp(i), cfg))
             .collect::<Result<Vec<_>>>()?;
-        let norm = rms_norm(cfg.hidden_size, cfg.rms_norm_eps, vb_m.pp("norm"))?;
+        let norm = RmsNorm::new(cfg.hidden_size, cfg.rms_norm_eps, vb_m.pp("norm"))?;
         let lm_head = if cfg.tie_word_embeddings || !vb.contains_tensor("lm_head.weight") {
             Linear::new(embed_tokens.embeddings().clone(), None)
         } else {
@@ -185,26 +181,26 @@ impl TextModel {
     /// Runs `embeds` (`1 x len x hidden`) after what the cache holds and
     /// returns the logits of the last position (`vocab`, f32). `deepstack[i]`,
     /// when given, is added to the hidden states after layer `i` (zero rows at
-    /// text positions).
+    /// text positions). `None` when `interrupted` says so between layers (the
+    /// cache is then half written: the next prefill clears it).
     pub fn forward(
         &mut self,
         embeds: &Tensor,
         rotary: &Rotary,
         deepstack: &[Tensor],
-    ) -> Result<Tensor> {
+        interrupted: &dyn Fn() -> bool,
+    ) -> Result<Option<Tensor>> {
         let (_, len, _) = embeds.dims3()?;
         let mask = if len > 1 {
-            Some(causal_mask(
-                len,
-                self.cached,
-                embeds.dtype(),
-                embeds.device(),
-            )?)
+            Some(causal_mask(len, self.cached, embeds.device())?)
         } else {
             None
         };
         let mut xs = embeds.clone();
         for (i, layer) in self.layers.iter_mut().enumerate() {
+            if interrupted() {
+                return Ok(None);
+            }
             xs = layer.forward(&xs, rotary, mask.as_ref())?;
             if let Some(visual) = deepstack.get(i) {
                 xs = xs.broadcast_add(visual)?;
@@ -216,11 +212,13 @@ impl TextModel {
             .apply(&self.lm_head)?
             .flatten_all()?
             .to_dtype(DType::F32)
+            .map(Some)
     }
 }
 
 /// `len x (cached + len)`: a query sees the cache and itself and what precedes it.
-fn causal_mask(len: usize, cached: usize, dtype: DType, device: &Device) -> Result<Tensor> {
+/// f32 whatever the weights' dtype: the scores it is added to are f32 (`attention`).
+fn causal_mask(len: usize, cached: usize, device: &Device) -> Result<Tensor> {
     let total = cached + len;
     let mask: Vec<f32> = (0..len)
         .flat_map(|i| {
@@ -234,7 +232,6 @@ fn causal_mask(len: usize, cached: usize, dtype: DType, device: &Device) -> Resu
         })
         .collect();
     Tensor::from_vec(mask, (len, total), device)?
-        .to_dtype(dtype)?
         .unsqueeze(0)?
         .unsqueeze(0)
 }
@@ -260,7 +257,7 @@ mod tests {
 
     #[test]
     fn mask_hides_only_later_positions() {
-        let m = causal_mask(2, 3, DType::F32, &Device::Cpu).unwrap();
+        let m = causal_mask(2, 3, &Device::Cpu).unwrap();
         let rows = m.squeeze(0).unwrap().squeeze(0).unwrap();
         let rows = rows.to_vec2::<f32>().unwrap();
         assert_eq!(rows[0], vec![0.0, 0.0, 0.0, 0.0, f32::NEG_INFINITY]);

@@ -4,6 +4,7 @@
 //! into one language token (the last block's output, and the deepstack
 //! features of chosen blocks).
 
+use super::attention::attend;
 use candle_core::{D, DType, Device, Module, Result, Tensor};
 use candle_nn::{Activation, Embedding, Linear, VarBuilder, linear};
 
@@ -78,11 +79,8 @@ impl Attention {
             let (start, len) = (w[0], w[1] - w[0]);
             let heads = |t: &Tensor| t.narrow(1, start, len)?.transpose(1, 2)?.contiguous();
             let (q, k, v) = (heads(&q)?, heads(&k)?, heads(&v)?);
-            let scores = (q.matmul(&k.t()?)? * scale)?;
-            let probs = candle_nn::ops::softmax_last_dim(&scores)?;
             outs.push(
-                probs
-                    .matmul(&v)?
+                attend(&q, &k, &v, scale, None)?
                     .transpose(1, 2)?
                     .reshape((len, self.heads * self.head_dim))?,
             );
@@ -244,7 +242,14 @@ impl VisionModel {
 
     /// `pixel_values` is `patches x patch_dim`, the images' patches one after
     /// the other as the processor lays them out, `grids` each image's `[t, h, w]`.
-    pub fn forward(&self, pixel_values: &Tensor, grids: &[[u32; 3]]) -> Result<VisionOutput> {
+    /// `None` when `interrupted` says so between blocks: on a CPU the tower can
+    /// take minutes for large images, and Stop must not wait for all of it.
+    pub fn forward(
+        &self,
+        pixel_values: &Tensor,
+        grids: &[[u32; 3]],
+        interrupted: &dyn Fn() -> bool,
+    ) -> Result<Option<VisionOutput>> {
         let device = pixel_values.device();
         let dtype = self.pos_embed.embeddings().dtype();
         let xs = pixel_values.to_dtype(dtype)?.apply(&self.patch_proj)?;
@@ -258,15 +263,18 @@ impl VisionModel {
         }
         let mut deepstack = Vec::with_capacity(self.deepstack.len());
         for (i, block) in self.blocks.iter().enumerate() {
+            if interrupted() {
+                return Ok(None);
+            }
             xs = block.forward(&xs, &cos, &sin, &bounds)?;
             for (_, merger) in self.deepstack.iter().filter(|(b, _)| *b == i) {
                 deepstack.push(xs.apply(merger)?);
             }
         }
-        Ok(VisionOutput {
+        Ok(Some(VisionOutput {
             embeds: xs.apply(&self.merger)?,
             deepstack,
-        })
+        }))
     }
 
     /// The learned `side x side` position grid, bilinearly resampled to each

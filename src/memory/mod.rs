@@ -262,6 +262,14 @@ impl ReferenceMemory {
         }
     }
 
+    /// Vectors in the index searched first (the HNSW graph when there is one).
+    pub fn index_len(&self) -> usize {
+        match &self.hnsw {
+            Some(h) => h.len(),
+            None => self.exact.len(),
+        }
+    }
+
     pub fn hnsw_params(&self) -> Option<HnswParams> {
         self.hnsw.as_ref().map(HnswIndex::params)
     }

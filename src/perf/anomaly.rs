@@ -4,6 +4,7 @@
 //! weight-free descriptor (ms per image) or CLIP or DINOv2 patch tokens
 //! (images/s).
 
+use std::path::Path;
 use std::time::Instant;
 
 use serde::Serialize;
@@ -26,6 +27,7 @@ pub struct AnomalyBench {
     /// metrics).
     pub ms_per_image_full_map: f64,
     pub release_build: bool,
+    pub cpu: super::cpu::CpuReport,
 }
 
 /// A textured part on a dark background, shifted a little per `seed`.
@@ -73,6 +75,7 @@ pub fn bench_anomaly(size: u32, k: usize, runs: usize) -> AnomalyBench {
         ms_per_image: core * 1000.0 / runs as f64,
         ms_per_image_full_map: full * 1000.0 / runs as f64,
         release_build: !cfg!(debug_assertions),
+        cpu: super::cpu::report(),
     }
 }
 
@@ -93,9 +96,61 @@ pub struct AnomalyTokensBench {
     pub ms_per_image: f64,
     /// Of which the model's forward (preprocessing and tokens).
     pub ms_features: f64,
+    /// The same without the regions: what `scripts/bench_anomaly_clip_torch.py`
+    /// computes (its PyTorch side stops at the image score).
+    pub images_per_s_to_score: f64,
+    /// The query's image score, for checking the PyTorch reference on the same
+    /// images (`--write-images`).
+    pub score: f32,
+    /// candle's CPU threads.
+    pub threads: usize,
     pub release_build: bool,
-    /// SIMD the CPU offers, as detected at run time.
-    pub cpu_features: Vec<&'static str>,
+    /// The CPU's features and the matmul kernels candle runs on it.
+    pub cpu: super::cpu::CpuReport,
+}
+
+/// File names of the generated images that [`write_anomaly_images`] writes.
+pub const QUERY_FILE: &str = "query.png";
+pub fn reference_file(i: usize) -> String {
+    format!("reference_{i}.png")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AnomalyBenchError {
+    #[error(transparent)]
+    Clip(#[from] ClipError),
+    #[error(transparent)]
+    Dinov2(#[from] Dinov2Error),
+    #[error("cannot write the benchmark image {}", path.display())]
+    WriteImage {
+        path: std::path::PathBuf,
+        #[source]
+        source: image::ImageError,
+    },
+}
+
+/// The query and `k` references the token benchmarks time, as PNG (lossless, so
+/// a reference implementation reading them sees the same pixels).
+fn write_anomaly_images(
+    dir: &Path,
+    query: &image::RgbImage,
+    refs: &[image::RgbImage],
+) -> Result<(), AnomalyBenchError> {
+    std::fs::create_dir_all(dir).map_err(|e| AnomalyBenchError::WriteImage {
+        path: dir.to_path_buf(),
+        source: e.into(),
+    })?;
+    let named = std::iter::once((QUERY_FILE.to_string(), query)).chain(
+        refs.iter()
+            .enumerate()
+            .map(|(i, r)| (reference_file(i + 1), r)),
+    );
+    for (name, img) in named {
+        let path = dir.join(name);
+        img.save(&path)
+            .map_err(|source| AnomalyBenchError::WriteImage { path, source })?;
+    }
+    Ok(())
 }
 
 /// What the timing loop needs of a token backbone.
@@ -112,22 +167,35 @@ fn bench_tokens<E>(
     size: u32,
     k: usize,
     runs: usize,
-) -> Result<AnomalyTokensBench, E> {
-    let refs = (0..k.max(1) as u32)
-        .map(|i| (b.extract)(&generated(size, i + 1)))
+    write_images: Option<&Path>,
+) -> Result<AnomalyTokensBench, AnomalyBenchError>
+where
+    AnomalyBenchError: From<E>,
+{
+    let ref_images: Vec<image::RgbImage> = (0..k.max(1) as u32)
+        .map(|i| generated(size, i + 1))
+        .collect();
+    let query = generated(size, 0);
+    if let Some(dir) = write_images {
+        write_anomaly_images(dir, &query, &ref_images)?;
+    }
+    // References are extracted once and reused, as a run reuses a category's.
+    let refs = ref_images
+        .iter()
+        .map(|img| (b.extract)(img))
         .collect::<Result<Vec<_>, _>>()?;
     let refs: Vec<&features::PatchGrid> = refs.iter().collect();
-    let query = generated(size, 0);
     let search = Search::Near(map::radius_for_grid(b.side));
     // One untimed pass: the first forward pays for allocations and page faults.
-    std::hint::black_box((b.extract)(&query)?);
+    let score = map::score(&(b.extract)(&query)?, &refs, search).score;
     let runs = runs.max(1);
-    let (mut total, mut feats) = (0f64, 0f64);
+    let (mut total, mut feats, mut to_score) = (0f64, 0f64, 0f64);
     for _ in 0..runs {
         let start = Instant::now();
         let grid = (b.extract)(&query)?;
         feats += start.elapsed().as_secs_f64();
         let m = map::score(&grid, &refs, search);
+        to_score += start.elapsed().as_secs_f64();
         let r = regions::regions(&m.values, m.side, m.score * 0.5, size, size);
         std::hint::black_box(&r);
         total += start.elapsed().as_secs_f64();
@@ -143,8 +211,11 @@ fn bench_tokens<E>(
         images_per_s: runs as f64 / total.max(1e-12),
         ms_per_image: total * 1000.0 / runs as f64,
         ms_features: feats * 1000.0 / runs as f64,
+        images_per_s_to_score: runs as f64 / to_score.max(1e-12),
+        score,
+        threads: candle_core::utils::get_num_threads(),
         release_build: !cfg!(debug_assertions),
-        cpu_features: cpu_features(),
+        cpu: super::cpu::report(),
     })
 }
 
@@ -154,7 +225,8 @@ pub fn bench_anomaly_clip(
     size: u32,
     k: usize,
     runs: usize,
-) -> Result<AnomalyTokensBench, ClipError> {
+    write_images: Option<&Path>,
+) -> Result<AnomalyTokensBench, AnomalyBenchError> {
     let patches = ClipPatches::load(source, layers)?;
     let backbone = TokenBackbone {
         name: crate::vision::spec::EmbedderSpec::Clip(source.clone()).to_string(),
@@ -163,16 +235,18 @@ pub fn bench_anomaly_clip(
         dim: patches.dim(),
         extract: &|image| patches.extract(image),
     };
-    bench_tokens(backbone, size, k, runs)
+    bench_tokens(backbone, size, k, runs, write_images)
 }
 
+/// As [`bench_anomaly_clip`] with DINOv2 patch tokens (`--backbone dinov2:PATH`).
 pub fn bench_anomaly_dinov2(
     source: &Dinov2Source,
     layers: Option<&[usize]>,
     size: u32,
     k: usize,
     runs: usize,
-) -> Result<AnomalyTokensBench, Dinov2Error> {
+    write_images: Option<&Path>,
+) -> Result<AnomalyTokensBench, AnomalyBenchError> {
     let patches = Dinov2Patches::load(source, layers)?;
     let backbone = TokenBackbone {
         name: format!("dinov2:{source}"),
@@ -181,26 +255,7 @@ pub fn bench_anomaly_dinov2(
         dim: patches.dim(),
         extract: &|image| patches.extract(image),
     };
-    bench_tokens(backbone, size, k, runs)
-}
-
-fn cpu_features() -> Vec<&'static str> {
-    let mut out = Vec::new();
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx2") {
-            out.push("avx2");
-        }
-        if std::arch::is_x86_feature_detected!("fma") {
-            out.push("fma");
-        }
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            out.push("avx512f");
-        }
-    }
-    #[cfg(target_arch = "aarch64")]
-    out.push("neon");
-    out
+    bench_tokens(backbone, size, k, runs, write_images)
 }
 
 #[cfg(test)]
@@ -211,28 +266,66 @@ mod tests {
     fn clip_bench_reports_the_model_and_a_rate() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/fixtures/tiny_clip/full_p8_s40_f16");
-        let b = bench_anomaly_clip(&ClipSource::Folder(dir), Some(&[2]), 96, 2, 2).unwrap();
+        let images = tempfile::tempdir().unwrap();
+        let b = bench_anomaly_clip(
+            &ClipSource::Folder(dir.clone()),
+            Some(&[2]),
+            96,
+            2,
+            2,
+            Some(images.path()),
+        )
+        .unwrap();
         assert_eq!((b.layers.as_slice(), b.grid, b.dim), (&[2usize][..], 5, 24));
         assert_eq!((b.size, b.k, b.runs), (96, 2, 2));
         assert!(b.images_per_s > 0.0 && b.ms_features <= b.ms_per_image);
         assert!(b.backbone.starts_with("clip:"));
+        assert!(b.images_per_s_to_score >= b.images_per_s && b.threads > 0);
+        assert_eq!(b.cpu.features, crate::perf::cpu::report().features);
+        // The written images are the ones scored: re-scoring them from the files
+        // gives the reported score exactly (PNG is lossless).
+        let patches = ClipPatches::load(&ClipSource::Folder(dir), Some(&[2])).unwrap();
+        let read = |name: &str| image::open(images.path().join(name)).unwrap().to_rgb8();
+        let refs: Vec<_> = (1..=2)
+            .map(|i| patches.extract(&read(&reference_file(i))).unwrap())
+            .collect();
+        let query = patches.extract(&read(QUERY_FILE)).unwrap();
+        let refs: Vec<&features::PatchGrid> = refs.iter().collect();
+        let search = Search::Near(map::radius_for_grid(patches.side()));
+        assert_eq!(map::score(&query, &refs, search).score, b.score);
+        assert!(!images.path().join(reference_file(3)).exists());
         let missing = ClipSource::Folder("no-such-clip-folder".into());
-        assert!(bench_anomaly_clip(&missing, None, 64, 1, 1).is_err());
+        assert!(bench_anomaly_clip(&missing, None, 64, 1, 1, None).is_err());
     }
 
     #[test]
     fn dinov2_bench_reports_the_model_and_a_rate() {
         let dir =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny_dinov2");
-        let b = bench_anomaly_dinov2(&Dinov2Source::Folder(dir), Some(&[1, 3]), 80, 2, 2).unwrap();
+        let images = tempfile::tempdir().unwrap();
+        let b = bench_anomaly_dinov2(
+            &Dinov2Source::Folder(dir),
+            Some(&[1, 3]),
+            80,
+            2,
+            2,
+            Some(images.path()),
+        )
+        .unwrap();
         assert_eq!(
             (b.layers.as_slice(), b.grid, b.dim),
             (&[1usize, 3][..], 3, 64)
         );
         assert!(b.images_per_s > 0.0 && b.ms_features <= b.ms_per_image);
         assert!(b.backbone.starts_with("dinov2:"), "{}", b.backbone);
+        assert!(b.score.is_finite() && b.score >= 0.0);
+        assert!(images.path().join(QUERY_FILE).is_file());
+        assert!(images.path().join(reference_file(2)).is_file());
         let missing = Dinov2Source::Folder("no-such-dinov2-folder".into());
-        assert!(bench_anomaly_dinov2(&missing, None, 64, 1, 1).is_err());
+        assert!(matches!(
+            bench_anomaly_dinov2(&missing, None, 64, 1, 1, None),
+            Err(AnomalyBenchError::Dinov2(_))
+        ));
     }
 
     #[test]

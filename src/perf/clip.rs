@@ -94,6 +94,7 @@ pub fn bench_clip_with(
         "device": device_name,
         "dtype": options.dtype.as_str(),
         "threads": candle_core::utils::get_num_threads(),
+        "cpu": super::cpu::report(),
         "load_s": load_s,
         "reference": reference,
         "results": results,

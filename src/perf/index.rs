@@ -128,13 +128,35 @@ pub fn bench_hnsw(
     }))
 }
 
-/// Draws `count` distinct `size` x `size` part-like images into `dir` (PNG).
-pub fn write_bench_images(dir: &Path, count: usize, size: u32) -> std::io::Result<()> {
+fn bench_image_path(dir: &Path, i: usize) -> std::path::PathBuf {
+    dir.join("Bench")
+        .join(format!("cat{}", i % 10))
+        .join("train")
+        .join("good")
+        .join(format!("{i:04}.png"))
+}
+
+/// Draws `count` part-like `size` x `size` PNG images into `dir`, of which the
+/// first `distinct` (all when 0) are drawn and the rest are hard links to them
+/// (copies where links fail): a 1024 x 1024 one takes about 2 MB, so Echo's
+/// 12,288 would take 27 GB, while every file is still read and decoded.
+pub fn write_bench_images(
+    dir: &Path,
+    count: usize,
+    size: u32,
+    distinct: usize,
+) -> std::io::Result<()> {
     use rayon::prelude::*;
-    (0..count).into_par_iter().try_for_each(|i| {
-        let cat = format!("cat{}", i % 10);
-        let folder = dir.join("Bench").join(&cat).join("train").join("good");
-        std::fs::create_dir_all(&folder)?;
+    let distinct = if distinct == 0 {
+        count
+    } else {
+        distinct.min(count)
+    };
+    (0..distinct).into_par_iter().try_for_each(|i| {
+        let path = bench_image_path(dir, i);
+        if let Some(folder) = path.parent() {
+            std::fs::create_dir_all(folder)?;
+        }
         let mut rng = Rng(i as u64 * 7919 + 1);
         let (cx, cy) = (
             size as f32 * (0.4 + 0.2 * rng.uniform()),
@@ -155,18 +177,41 @@ pub fn write_bench_images(dir: &Path, count: usize, size: u32) -> std::io::Resul
                 image::Rgb([30 + n, 30 + n, 35 + n])
             }
         });
-        img.save(folder.join(format!("{i:04}.png")))
-            .map_err(std::io::Error::other)
-    })
+        img.save(&path).map_err(std::io::Error::other)
+    })?;
+    for i in distinct..count {
+        let (from, to) = (
+            bench_image_path(dir, i % distinct),
+            bench_image_path(dir, i),
+        );
+        if let Some(folder) = to.parent() {
+            std::fs::create_dir_all(folder)?;
+        }
+        if std::fs::hard_link(&from, &to).is_err() {
+            std::fs::copy(&from, &to)?;
+        }
+    }
+    Ok(())
 }
 
-/// Images per second for a memory build of everything under `root`.
+/// Images per second for a memory build of the first `limit` images under
+/// `root` (in path order, as `memory build` finds them): read, hash, decode,
+/// preprocess, embed and index, as `memory build` does it.
 pub fn bench_memory_build(
     root: &Path,
+    limit: usize,
     embedder: &dyn ImageEmbedder,
     thumbs: bool,
 ) -> Result<serde_json::Value, crate::memory::MemoryError> {
-    let images = collect_images(root, None)?;
+    let mut images = collect_images(root, None)?;
+    if images.len() < limit {
+        return Err(crate::memory::MemoryError::Empty(format!(
+            "only {} images under {}, {limit} asked for",
+            images.len(),
+            root.display()
+        )));
+    }
+    images.truncate(limit);
     let options = BuildOptions {
         index: IndexKind::Hnsw,
         cache_dir: None,
@@ -184,13 +229,22 @@ pub fn bench_memory_build(
         &CancelToken::new(),
     )?;
     let secs = t.elapsed().as_secs_f64();
+    let hnsw = memory.hnsw_params();
     Ok(json!({
         "images": memory.len(),
+        "index_vectors": memory.index_len(),
+        "dim": memory.dim,
         "seconds": secs,
         "images_per_s": memory.len() as f64 / secs,
         "embedder": embedder.id(),
         "thumbs": thumbs,
+        "hnsw": hnsw.map(|p| json!({
+            "m": p.m,
+            "ef_construction": p.ef_construction,
+            "ef_search": p.ef_search,
+        })),
         "threads": rayon::current_num_threads(),
+        "cpu": super::cpu::report(),
     }))
 }
 
@@ -227,5 +281,28 @@ mod tests {
         .unwrap();
         let recall = out["search"][1]["recall_at_1"].as_f64().unwrap();
         assert!(recall > 0.9, "{out}");
+    }
+
+    #[test]
+    fn memory_build_bench_indexes_the_first_n_images() {
+        let dir = tempfile::tempdir().unwrap();
+        write_bench_images(dir.path(), 6, 48, 4).unwrap();
+        let read = |i| std::fs::read(bench_image_path(dir.path(), i)).unwrap();
+        assert_ne!(read(0), read(1));
+        assert_eq!((read(4), read(5)), (read(0), read(1)));
+        let embedder = crate::vision::descriptor::DescriptorEmbedder::new();
+        let out = bench_memory_build(dir.path(), 4, &embedder, true).unwrap();
+        assert_eq!(
+            (out["images"].as_u64(), out["index_vectors"].as_u64()),
+            (Some(4), Some(4))
+        );
+        assert_eq!(out["hnsw"]["m"].as_u64(), Some(HnswParams::ECHO.m as u64));
+        assert!(out["images_per_s"].as_f64().unwrap() > 0.0);
+        assert_eq!(
+            out["cpu"]["gemm"]["f32"].as_str(),
+            Some(crate::perf::cpu::report().gemm.f32)
+        );
+        let err = bench_memory_build(dir.path(), 7, &embedder, true).unwrap_err();
+        assert!(err.to_string().contains("only 6 images"), "{err}");
     }
 }

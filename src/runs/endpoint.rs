@@ -4,11 +4,12 @@
 //! Both are asked through the pipeline's `ChatBackend`; the run also needs, per
 //! question, how many attempts and tokens it took, and per endpoint how many
 //! questions it may have in flight: a local model answers one at a time (it holds
-//! the machine's cores or its GPU), so its endpoint takes one question at once.
+//! the machine's cores or its GPU), so its endpoint takes one question at once,
+//! and a run uses the app's loaded copy of the model when there is one.
 
 use crate::echo::backend::{ChatBackend, MllmBackend};
 use crate::echo::local_backend::LocalBackend;
-use crate::local::{LocalModel, ModelSource, SamplingOptions, default_device, folder_sha256};
+use crate::local::{ModelSource, SamplingOptions, default_device, folder_sha256, pool};
 use crate::mllm::{EndpointConfig, MllmClient, Usage};
 
 /// How an endpoint's base URL names a model run in-process.
@@ -50,8 +51,10 @@ impl EndpointBackend {
         let error = |e: &dyn std::error::Error| crate::util::error::chain(e);
         let source = ModelSource::parse(spec);
         let device = default_device().map_err(|e| error(&e))?;
-        let model = LocalModel::load(&source, None, &device).map_err(|e| error(&e))?;
-        let sha = folder_sha256(&model.processor.dir.folder).map_err(|e| error(&e))?;
+        // The app's loaded copy when it holds this model (Batch beside Inspect),
+        // else loaded here and shared with whoever asks next.
+        let pooled = pool::get_or_load(&source, None, &device).map_err(|e| error(&e))?;
+        let sha = folder_sha256(&pooled.folder).map_err(|e| error(&e))?;
         let options = SamplingOptions {
             max_tokens: cfg.max_tokens as usize,
             // The endpoint's temperature as the HTTP client sends it: 0 is greedy.
@@ -59,7 +62,7 @@ impl EndpointBackend {
             ..SamplingOptions::default()
         };
         Ok(OpenedEndpoint {
-            backend: EndpointBackend::Local(LocalBackend::new(model, label, options)),
+            backend: EndpointBackend::Local(LocalBackend::shared(pooled.model, label, options)),
             model_sha256: Some(sha),
         })
     }
@@ -99,5 +102,29 @@ impl EndpointBackend {
             EndpointBackend::Http(b) => b.client().config().max_in_flight.max(1),
             EndpointBackend::Local(_) => 1,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_local_endpoint_uses_the_copy_already_loaded() {
+        let folder = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/tiny_qwen3vl");
+        let device = default_device().unwrap();
+        let held = pool::get_or_load(&ModelSource::Folder(folder.clone()), None, &device).unwrap();
+        let cfg = EndpointConfig {
+            base_url: format!("{LOCAL_PREFIX}{}", folder.display()),
+            ..EndpointConfig::default()
+        };
+        let opened = EndpointBackend::open(&cfg, "local".into()).unwrap();
+        let EndpointBackend::Local(backend) = &opened.backend else {
+            panic!("not a local backend");
+        };
+        assert!(backend.uses(&held.model), "the run loaded a second copy");
+        assert_eq!(opened.backend.max_in_flight(), 1);
+        assert_eq!(opened.model_sha256.as_deref().map(str::len), Some(64));
     }
 }

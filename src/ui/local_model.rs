@@ -11,7 +11,7 @@ use std::time::Duration;
 use eframe::egui;
 
 use crate::echo::local_backend::LocalBackend;
-use crate::local::{LocalModel, ModelSource, SamplingOptions, default_device};
+use crate::local::{ModelSource, SamplingOptions, default_device, pool};
 
 /// What the slot holds; [`status`] gives the UI a copy of the visible part.
 enum Slot {
@@ -86,18 +86,19 @@ pub fn get_or_load(spec: &str, max_tokens: usize) -> Result<LocalBackend, String
             }
         }
     }
+    // Through the pool: a Batch run holding this model already lends its copy.
     let loaded = default_device()
-        .and_then(|device| LocalModel::load(&ModelSource::parse(spec), None, &device))
+        .and_then(|device| pool::get_or_load(&ModelSource::parse(spec), None, &device))
         .map_err(|e| crate::util::error::chain(&e));
     let mut s = slot();
     match loaded {
-        Ok(model) => {
-            let load_ms = model.load_ms;
+        Ok(pooled) => {
+            let (model, load_ms) = (pooled.model, pooled.load_ms);
             let options = SamplingOptions {
                 max_tokens,
                 ..SamplingOptions::default()
             };
-            let backend = LocalBackend::new(model, format!("local:{spec}"), options);
+            let backend = LocalBackend::shared(model, format!("local:{spec}"), options);
             let answer = backend.recount();
             *s = Slot::Loaded {
                 spec: spec.to_owned(),

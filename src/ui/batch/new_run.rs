@@ -591,7 +591,9 @@ impl NewRunForm {
                     if local {
                         ui.label(
                             "A local model answers one question at a time (it holds the \
-                             machine's cores or its GPU); the run loads its own copy.",
+                             machine's cores or its GPU); the run uses the app's loaded copy \
+                             when it is the same model, and Inspect's questions take turns \
+                             with the run's.",
                         );
                     }
                     ready &= self.cost.ui(ui, *n, &endpoints, runs, cx.probes);
