@@ -10,6 +10,7 @@ use std::sync::Arc;
 use image::RgbImage;
 
 use super::clip_patches::ClipPatches;
+use super::dinov2_patches::Dinov2Patches;
 use super::features::{self, PatchGrid};
 use super::map::{self, AnomalyMap, Search};
 use super::regions::{self, Region};
@@ -17,6 +18,7 @@ use super::threshold;
 use crate::dataset::DatasetRoot;
 use crate::memory::{ReferenceMemory, Scope};
 use crate::vision::clip::ClipSource;
+use crate::vision::dinov2::Dinov2Source;
 use crate::vision::spec::EmbedderSpec;
 use crate::vision::{DecodeLimits, ImageEmbedder, decode_rgb8};
 
@@ -39,14 +41,22 @@ pub enum Backbone {
         /// Encoder blocks (1-based); `None` = `clip_patches::default_layers`.
         layers: Option<Vec<usize>>,
     },
+    /// DINOv2 patch tokens (`dinov2_patches`), from a local folder or the HF
+    /// cache (`dinov2:PATH`, `dinov2:hf:ORG/NAME[@REV]`).
+    Dinov2 {
+        source: Dinov2Source,
+        /// Encoder layers (1-based); `None` = `dinov2_patches::default_layers`.
+        layers: Option<Vec<usize>>,
+    },
 }
 
 impl Backbone {
-    /// The same backbone reading the given CLIP blocks (no effect on the
-    /// descriptor).
+    /// The same backbone reading the given CLIP blocks or DINOv2 layers (no
+    /// effect on the descriptor).
     pub fn with_layers(self, layers: Option<Vec<usize>>) -> Self {
         match self {
             Backbone::Clip { source, .. } => Backbone::Clip { source, layers },
+            Backbone::Dinov2 { source, .. } => Backbone::Dinov2 { source, layers },
             other => other,
         }
     }
@@ -69,8 +79,14 @@ impl FromStr for Backbone {
                 _ => Err(AnomalyError::UnknownBackbone(s.to_string())),
             };
         }
-        if s == "dinov2" || s.starts_with("dinov2:") {
-            return Err(AnomalyError::UnsupportedBackbone(s.to_string()));
+        if let Some(rest) = s.strip_prefix("dinov2:") {
+            return match Dinov2Source::parse(rest) {
+                Some(source) => Ok(Backbone::Dinov2 {
+                    source,
+                    layers: None,
+                }),
+                None => Err(AnomalyError::UnknownBackbone(s.to_string())),
+            };
         }
         Err(AnomalyError::UnknownBackbone(s.to_string()))
     }
@@ -85,7 +101,23 @@ impl std::fmt::Display for Backbone {
                 let spec = EmbedderSpec::Clip(source.clone()).to_string();
                 f.write_str(&spec)
             }
+            Backbone::Dinov2 { source, .. } => write!(f, "dinov2:{source}"),
         }
+    }
+}
+
+/// Written as its text (`descriptor`, `clip:...`, `dinov2:...`), as the
+/// command line takes it; the layers are not part of it.
+impl serde::Serialize for Backbone {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Backbone {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -93,6 +125,7 @@ impl std::fmt::Display for Backbone {
 enum Features {
     Descriptor,
     Clip(Box<ClipPatches>),
+    Dinov2(Box<Dinov2Patches>),
 }
 
 impl Features {
@@ -105,6 +138,12 @@ impl Features {
                     backbone: backbone.to_string(),
                     message: e.to_string(),
                 }),
+            Backbone::Dinov2 { source, layers } => Dinov2Patches::load(source, layers.as_deref())
+                .map(|p| Features::Dinov2(Box::new(p)))
+                .map_err(|e| AnomalyError::Backbone {
+                    backbone: backbone.to_string(),
+                    message: e.to_string(),
+                }),
         }
     }
 
@@ -112,13 +151,16 @@ impl Features {
         match self {
             Features::Descriptor => features::GRID,
             Features::Clip(p) => p.side(),
+            Features::Dinov2(p) => p.side(),
         }
     }
 
-    fn extract(&self, image: &RgbImage) -> Result<PatchGrid, crate::vision::clip::ClipError> {
+    /// The patch features of `image`; the error is the backbone's message.
+    fn extract(&self, image: &RgbImage) -> Result<PatchGrid, String> {
         match self {
             Features::Descriptor => Ok(features::extract(image)),
-            Features::Clip(p) => p.extract(image),
+            Features::Clip(p) => p.extract(image).map_err(|e| e.to_string()),
+            Features::Dinov2(p) => p.extract(image).map_err(|e| e.to_string()),
         }
     }
 }
@@ -165,14 +207,10 @@ impl std::fmt::Display for References {
 #[derive(Debug, thiserror::Error)]
 pub enum AnomalyError {
     #[error(
-        "unknown backbone `{0}`: use `descriptor`, `clip:PATH` or `clip:hf:ORG/NAME[@REVISION]`"
+        "unknown backbone `{0}`: use `descriptor`, `clip:PATH`, `clip:hf:ORG/NAME[@REVISION]`, \
+         `dinov2:PATH` or `dinov2:hf:ORG/NAME[@REVISION]`"
     )]
     UnknownBackbone(String),
-    #[error(
-        "backbone `{0}`: DINOv2 patch features are not implemented yet; use `descriptor` or \
-         `clip:PATH`"
-    )]
-    UnsupportedBackbone(String),
     #[error("backbone `{backbone}`: {message}")]
     Backbone { backbone: String, message: String },
     #[error("`{0}` is not a number of references: use a whole number of at least 1 or `all`")]
@@ -277,11 +315,13 @@ impl Detector {
         self.backbone.clone()
     }
 
-    /// The CLIP blocks the patch features come from (empty for the descriptor).
+    /// The CLIP blocks or DINOv2 layers the patch features come from (empty
+    /// for the descriptor).
     pub fn layers(&self) -> Vec<usize> {
         match &self.features {
             Features::Descriptor => Vec::new(),
             Features::Clip(p) => p.layers().to_vec(),
+            Features::Dinov2(p) => p.layers().to_vec(),
         }
     }
 
@@ -414,7 +454,7 @@ impl Detector {
             .extract(image)
             .map_err(|e| AnomalyError::Backbone {
                 backbone: self.backbone.to_string(),
-                message: e.to_string(),
+                message: e,
             })
     }
 
@@ -475,8 +515,30 @@ mod tests {
             "clip:".parse::<Backbone>(),
             Err(AnomalyError::UnknownBackbone(_))
         ));
-        let dino = "dinov2:some/folder".parse::<Backbone>().unwrap_err();
-        assert!(matches!(dino, AnomalyError::UnsupportedBackbone(_)));
-        assert!(dino.to_string().contains("not implemented"), "{dino}");
+        for text in [
+            "dinov2:some/folder",
+            "dinov2:hf:facebook/dinov2-small",
+            "dinov2:hf:facebook/dinov2-base@abc",
+        ] {
+            let b: Backbone = text.parse().unwrap();
+            assert!(matches!(b, Backbone::Dinov2 { layers: None, .. }));
+            assert_eq!(b.to_string(), text);
+            assert_eq!(b.to_string().parse::<Backbone>().unwrap(), b);
+        }
+        assert!(matches!(
+            "dinov2:hf:facebook/dinov2-small".parse::<Backbone>().unwrap(),
+            Backbone::Dinov2 { source: Dinov2Source::HfCache { ref repo, revision: None }, .. }
+                if repo == "facebook/dinov2-small"
+        ));
+        let b = "dinov2:x"
+            .parse::<Backbone>()
+            .unwrap()
+            .with_layers(Some(vec![9, 12]));
+        assert!(matches!(b, Backbone::Dinov2 { layers: Some(ref l), .. } if *l == [9, 12]));
+        for bad in ["dinov2", "dinov2:", "dinov2:hf:noslash", "dinov2:hf:a/b@"] {
+            let err = bad.parse::<Backbone>().unwrap_err();
+            assert!(matches!(err, AnomalyError::UnknownBackbone(_)), "{bad}");
+            assert!(err.to_string().contains("dinov2:PATH"), "{err}");
+        }
     }
 }

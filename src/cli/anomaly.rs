@@ -28,12 +28,14 @@ pub struct AnomalyArgs {
     /// category's memory as a coreset).
     #[arg(long, default_value = "4")]
     k: References,
-    /// Patch features: `descriptor` (weight-free), or `clip:PATH` /
-    /// `clip:hf:ORG/NAME[@REV]` (CLIP ViT patch tokens of intermediate layers).
+    /// Patch features: `descriptor` (weight-free), `clip:PATH` /
+    /// `clip:hf:ORG/NAME[@REV]` (CLIP ViT patch tokens of intermediate layers), or
+    /// `dinov2:PATH` / `dinov2:hf:ORG/NAME[@REV]` (DINOv2 patch tokens).
     #[arg(long, default_value = "descriptor")]
     backbone: Backbone,
-    /// CLIP layers whose patch tokens are compared, e.g. `6,9` (1-based encoder
-    /// blocks; default: half and three quarters of the depth, 6 and 9 of 12).
+    /// Layers whose patch tokens are compared, e.g. `6,9` (1-based encoder blocks;
+    /// default for CLIP: half and three quarters of the depth, 6 and 9 of 12; for
+    /// DINOv2: three quarters and the last, 9 and 12 of 12).
     #[arg(long, value_name = "L,L", value_parser = parse_layers)]
     layers: Option<Layers>,
     /// Write the map here as a greyscale PNG of the image's size: black is 0, mid
@@ -66,7 +68,7 @@ pub struct AnomalyEvalArgs {
     format: TextOrJson,
 }
 
-/// CLIP layer numbers from the command line (a newtype, so clap takes the list
+/// CLIP or DINOv2 layer numbers from the command line (a newtype, so clap takes the list
 /// as one value).
 #[derive(Clone, Debug)]
 pub struct Layers(pub Vec<usize>);
@@ -82,14 +84,17 @@ fn detector(
     k: References,
 ) -> anyhow::Result<Detector> {
     if layers.is_some() && *backbone == Backbone::Descriptor {
-        anyhow::bail!("--layers picks CLIP layers: use it with `--backbone clip:PATH`");
+        anyhow::bail!(
+            "--layers picks CLIP or DINOv2 layers: use it with `--backbone clip:PATH` or \
+             `dinov2:PATH`"
+        );
     }
     let memory = ReferenceMemory::load(memory)?;
     let backbone = backbone.clone().with_layers(layers.map(|l| l.0.clone()));
     Ok(Detector::new(memory, backbone, k)?)
 }
 
-/// The backbone and, for CLIP, the layers read, for the JSON output.
+/// The backbone and, for CLIP or DINOv2, the layers read, for the JSON output.
 fn backbone_json(detector: &Detector) -> (Value, Value) {
     let layers = detector.layers();
     let layers = if layers.is_empty() {
@@ -131,7 +136,7 @@ pub fn run(args: &AnomalyArgs) -> anyhow::Result<ExitCode> {
                 "regions": detection.regions,
                 "ms": ms,
             });
-            // Only CLIP has layers; the descriptor's output stays as it was.
+            // Only token backbones have layers; the descriptor's output stays as it was.
             if !layers.is_null() {
                 v["layers"] = layers;
             }

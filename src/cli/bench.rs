@@ -19,7 +19,7 @@ pub enum BenchCommand {
     /// Images/s for building a memory from generated 1024 x 1024 images.
     MemoryBuild(MemoryBuildArgs),
     /// Milliseconds per image for an anomaly map and score (weight-free backbone), or
-    /// images/s with `--backbone clip:PATH`.
+    /// images/s with `--backbone clip:PATH` or `dinov2:PATH`.
     Anomaly(AnomalyBenchArgs),
     /// CLIP image-tower throughput (images/s) on this machine, per batch size.
     Clip(ClipArgs),
@@ -44,14 +44,16 @@ pub struct AnomalyBenchArgs {
     k: usize,
     #[arg(long, default_value_t = 20)]
     runs: usize,
-    /// `descriptor`, or `clip:PATH` / `clip:hf:ORG/NAME[@REV]` for CLIP patch tokens.
+    /// `descriptor`, `clip:PATH` / `clip:hf:ORG/NAME[@REV]` for CLIP patch tokens, or
+    /// `dinov2:PATH` / `dinov2:hf:ORG/NAME[@REV]` for DINOv2 patch tokens.
     #[arg(long, default_value = "descriptor")]
     backbone: Backbone,
-    /// CLIP layers, e.g. `6,9` (default: half and three quarters of the depth).
+    /// CLIP or DINOv2 layers, e.g. `6,9` (defaults as for `anomaly`).
     #[arg(long, value_name = "L,L", value_parser = super::anomaly::parse_layers)]
     layers: Option<super::anomaly::Layers>,
-    /// With `--backbone clip:PATH`: also write the generated query and references
-    /// here (query.png, reference_1.png, ...) for scripts/bench_anomaly_clip_torch.py.
+    /// With `--backbone clip:PATH` or `dinov2:PATH`: also write the generated query
+    /// and references here (query.png, reference_1.png, ...), e.g. for
+    /// scripts/bench_anomaly_clip_torch.py.
     #[arg(long, value_name = "DIR")]
     write_images: Option<PathBuf>,
 }
@@ -252,7 +254,8 @@ pub fn run(cmd: &BenchCommand) -> anyhow::Result<ExitCode> {
             Backbone::Descriptor => {
                 if a.layers.is_some() || a.write_images.is_some() {
                     anyhow::bail!(
-                        "--layers and --write-images are for CLIP patch tokens: use them with `--backbone clip:PATH`"
+                        "--layers and --write-images are for CLIP or DINOv2 patch tokens: use \
+                         them with `--backbone clip:PATH` or `dinov2:PATH`"
                     );
                 }
                 let out = echo_workbench::perf::anomaly::bench_anomaly(a.size, a.k, a.runs);
@@ -261,6 +264,18 @@ pub fn run(cmd: &BenchCommand) -> anyhow::Result<ExitCode> {
             Backbone::Clip { source, .. } => {
                 let layers = a.layers.as_ref().map(|l| l.0.as_slice());
                 let out = echo_workbench::perf::anomaly::bench_anomaly_clip(
+                    source,
+                    layers,
+                    a.size,
+                    a.k,
+                    a.runs,
+                    a.write_images.as_deref(),
+                )?;
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            }
+            Backbone::Dinov2 { source, .. } => {
+                let layers = a.layers.as_ref().map(|l| l.0.as_slice());
+                let out = echo_workbench::perf::anomaly::bench_anomaly_dinov2(
                     source,
                     layers,
                     a.size,

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::Args;
+use echo_workbench::anomaly::Backbone;
 use echo_workbench::dataset::{DatasetRoot, MmadDataset, Question, QuestionType};
 use echo_workbench::echo::pipeline::PipelineEvent;
 use echo_workbench::echo::plan::{
@@ -59,6 +60,11 @@ pub struct MapArgs {
     /// none | outline | crop: a third image for the Decision Maker (default: the preset's).
     #[arg(long, value_name = "IMAGE")]
     pub map_image: Option<MapImage>,
+    /// The map's patch features: `descriptor` (weight-free, the default),
+    /// `clip:PATH` / `clip:hf:ORG/NAME[@REV]` or `dinov2:PATH` /
+    /// `dinov2:hf:ORG/NAME[@REV]`. Recorded in the manifest unless the descriptor.
+    #[arg(long, value_name = "SPEC")]
+    pub map_backbone: Option<Backbone>,
 }
 
 impl MapArgs {
@@ -70,6 +76,7 @@ impl MapArgs {
         settings.map_k = self.map_k.or(settings.map_k);
         settings.map_hint = OnOff::get(self.map_hint).or(settings.map_hint);
         settings.map_image = self.map_image.or(settings.map_image);
+        settings.map_backbone = self.map_backbone.clone().or(settings.map_backbone.take());
     }
 }
 
@@ -352,6 +359,7 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<ExitCode> {
         map_k: args.map.map_k.or(base.map_k),
         map_hint: OnOff::get(args.map.map_hint).or(base.map_hint),
         map_image: args.map.map_image.or(base.map_image),
+        map_backbone: args.map.map_backbone.clone().or(base.map_backbone.clone()),
         scope: args.scope.unwrap_or(base.scope),
         candidates: args.k.max(1),
         knowledge_mode: args.knowledge_mode.or(base.knowledge_mode),
@@ -665,6 +673,10 @@ fn print_trace(t: &ExpertTrace, n: usize) {
                         }
                         if let Some(hint) = &m.hint {
                             println!("    hint: {hint}");
+                        }
+                        // The descriptor's lines stay as they were before the choice.
+                        if m.backbone != "descriptor" {
+                            println!("    backbone: {}", m.backbone);
                         }
                         println!("    map computed in {} ms", m.map_ms);
                     }

@@ -71,6 +71,11 @@ pub struct PipelineSettings {
     /// Which picture of the map's finding the Decision Maker gets as a third image.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub map_image: Option<MapImage>,
+    /// The map's patch features (default: the weight-free descriptor). Written
+    /// only when it is another backbone, so files of descriptor runs and
+    /// settings stay as they were.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub map_backbone: Option<Backbone>,
 }
 
 impl Default for PipelineSettings {
@@ -93,6 +98,7 @@ impl Default for PipelineSettings {
             map_k: None,
             map_hint: None,
             map_image: None,
+            map_backbone: None,
         }
     }
 }
@@ -287,6 +293,9 @@ impl PipelineContext {
     /// what differed), and exactly as given otherwise.
     pub fn recorded_settings(&self) -> PipelineSettings {
         let mut s = self.settings.clone();
+        if s.map_backbone == Some(Backbone::Descriptor) {
+            s.map_backbone = None;
+        }
         if self.uses_map() {
             let m = self.map_options();
             s.map_k = Some(m.k);
@@ -294,6 +303,11 @@ impl PipelineContext {
             s.map_image = Some(m.image);
         }
         s
+    }
+
+    /// The anomaly map's patch features.
+    pub fn map_backbone(&self) -> Backbone {
+        self.settings.map_backbone.clone().unwrap_or_default()
     }
 
     /// The anomaly map's detector over the loaded memory (made once per context).
@@ -310,7 +324,7 @@ impl PipelineContext {
                 Detector::shared(
                     memory.clone(),
                     embedder.clone(),
-                    Backbone::Descriptor,
+                    self.map_backbone(),
                     References::Nearest(self.map_options().k),
                 )
                 .map(|d| Arc::new(Mutex::new(d)))
@@ -473,8 +487,36 @@ mod tests {
             (Some(4), Some(false), Some(MapImage::Outline))
         );
         let text = toml::to_string(&s).unwrap();
+        assert!(!text.contains("map_backbone"), "{text}");
         let back: PipelineSettings = toml::from_str(&text).unwrap();
         assert_eq!(back, s);
+        // The descriptor, said explicitly, is recorded as if unsaid; another
+        // backbone is recorded and reads back.
+        let said = |backbone: &str| {
+            PipelineContext::new(PipelineSettings {
+                preset: "echo+map".into(),
+                map_hint: Some(false),
+                map_backbone: Some(backbone.parse().unwrap()),
+                ..Default::default()
+            })
+            .unwrap()
+        };
+        let descriptor = said("descriptor");
+        assert_eq!(descriptor.recorded_settings(), s);
+        assert_eq!(descriptor.map_backbone(), Backbone::Descriptor);
+        let dino = said("dinov2:hf:facebook/dinov2-small");
+        let recorded = dino.recorded_settings();
+        let json = serde_json::to_string(&recorded).unwrap();
+        assert!(
+            json.contains(r#""map_backbone":"dinov2:hf:facebook/dinov2-small""#),
+            "{json}"
+        );
+        let back: PipelineSettings = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.map_backbone, Some(dino.map_backbone()));
+        let text = toml::to_string(&recorded).unwrap();
+        assert_eq!(toml::from_str::<PipelineSettings>(&text).unwrap(), recorded);
+        let bad = serde_json::from_str::<PipelineSettings>(r#"{"map_backbone":"dino"}"#);
+        assert!(bad.unwrap_err().to_string().contains("unknown backbone"));
         // Without a memory, the map's turn fails with a clear reason.
         let e = map.map_detector().err().unwrap();
         assert!(e.contains("none is loaded"), "{e}");

@@ -1,7 +1,8 @@
 //! Speed of the anomaly map: one query against `k` normal references whose patch
 //! features are already computed (the steady state of a run, where a category's
 //! references are reused), on generated images of a given size; with the
-//! weight-free descriptor (ms per image) or CLIP patch tokens (images/s).
+//! weight-free descriptor (ms per image) or CLIP or DINOv2 patch tokens
+//! (images/s).
 
 use std::path::Path;
 use std::time::Instant;
@@ -9,9 +10,11 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::anomaly::clip_patches::ClipPatches;
+use crate::anomaly::dinov2_patches::Dinov2Patches;
 use crate::anomaly::map::{self, Search};
 use crate::anomaly::{features, regions};
 use crate::vision::clip::{ClipError, ClipSource};
+use crate::vision::dinov2::{Dinov2Error, Dinov2Source};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct AnomalyBench {
@@ -76,9 +79,10 @@ pub fn bench_anomaly(size: u32, k: usize, runs: usize) -> AnomalyBench {
     }
 }
 
-/// Throughput of the map with CLIP patch tokens (`--backbone clip:PATH`).
+/// Throughput of the map with ViT patch tokens (`--backbone clip:PATH` or
+/// `dinov2:PATH`).
 #[derive(Debug, Clone, Serialize)]
-pub struct AnomalyClipBench {
+pub struct AnomalyTokensBench {
     pub backbone: String,
     pub layers: Vec<usize>,
     /// Patches per side and values per patch.
@@ -90,7 +94,7 @@ pub struct AnomalyClipBench {
     /// Query patch tokens, nearest-neighbour map, smoothing, score and regions.
     pub images_per_s: f64,
     pub ms_per_image: f64,
-    /// Of which the CLIP forward (preprocessing and tokens).
+    /// Of which the model's forward (preprocessing and tokens).
     pub ms_features: f64,
     /// The same without the regions: what `scripts/bench_anomaly_clip_torch.py`
     /// computes (its PyTorch side stops at the image score).
@@ -115,6 +119,8 @@ pub fn reference_file(i: usize) -> String {
 pub enum AnomalyBenchError {
     #[error(transparent)]
     Clip(#[from] ClipError),
+    #[error(transparent)]
+    Dinov2(#[from] Dinov2Error),
     #[error("cannot write the benchmark image {}", path.display())]
     WriteImage {
         path: std::path::PathBuf,
@@ -123,7 +129,7 @@ pub enum AnomalyBenchError {
     },
 }
 
-/// The query and `k` references the CLIP benchmark times, as PNG (lossless, so
+/// The query and `k` references the token benchmarks time, as PNG (lossless, so
 /// a reference implementation reading them sees the same pixels).
 fn write_anomaly_images(
     dir: &Path,
@@ -147,15 +153,25 @@ fn write_anomaly_images(
     Ok(())
 }
 
-pub fn bench_anomaly_clip(
-    source: &ClipSource,
-    layers: Option<&[usize]>,
+/// What the timing loop needs of a token backbone.
+struct TokenBackbone<'a, E> {
+    name: String,
+    layers: Vec<usize>,
+    side: usize,
+    dim: usize,
+    extract: &'a dyn Fn(&image::RgbImage) -> Result<features::PatchGrid, E>,
+}
+
+fn bench_tokens<E>(
+    b: TokenBackbone<'_, E>,
     size: u32,
     k: usize,
     runs: usize,
     write_images: Option<&Path>,
-) -> Result<AnomalyClipBench, AnomalyBenchError> {
-    let patches = ClipPatches::load(source, layers)?;
+) -> Result<AnomalyTokensBench, AnomalyBenchError>
+where
+    AnomalyBenchError: From<E>,
+{
     let ref_images: Vec<image::RgbImage> = (0..k.max(1) as u32)
         .map(|i| generated(size, i + 1))
         .collect();
@@ -166,17 +182,17 @@ pub fn bench_anomaly_clip(
     // References are extracted once and reused, as a run reuses a category's.
     let refs = ref_images
         .iter()
-        .map(|img| patches.extract(img))
+        .map(|img| (b.extract)(img))
         .collect::<Result<Vec<_>, _>>()?;
     let refs: Vec<&features::PatchGrid> = refs.iter().collect();
-    let search = Search::Near(map::radius_for_grid(patches.side()));
+    let search = Search::Near(map::radius_for_grid(b.side));
     // One untimed pass: the first forward pays for allocations and page faults.
-    let score = map::score(&patches.extract(&query)?, &refs, search).score;
+    let score = map::score(&(b.extract)(&query)?, &refs, search).score;
     let runs = runs.max(1);
     let (mut total, mut feats, mut to_score) = (0f64, 0f64, 0f64);
     for _ in 0..runs {
         let start = Instant::now();
-        let grid = patches.extract(&query)?;
+        let grid = (b.extract)(&query)?;
         feats += start.elapsed().as_secs_f64();
         let m = map::score(&grid, &refs, search);
         to_score += start.elapsed().as_secs_f64();
@@ -184,12 +200,11 @@ pub fn bench_anomaly_clip(
         std::hint::black_box(&r);
         total += start.elapsed().as_secs_f64();
     }
-    let backbone = crate::vision::spec::EmbedderSpec::Clip(source.clone()).to_string();
-    Ok(AnomalyClipBench {
-        backbone,
-        layers: patches.layers().to_vec(),
-        grid: patches.side(),
-        dim: patches.dim(),
+    Ok(AnomalyTokensBench {
+        backbone: b.name,
+        layers: b.layers,
+        grid: b.side,
+        dim: b.dim,
         size,
         k,
         runs,
@@ -202,6 +217,45 @@ pub fn bench_anomaly_clip(
         release_build: !cfg!(debug_assertions),
         cpu: super::cpu::report(),
     })
+}
+
+pub fn bench_anomaly_clip(
+    source: &ClipSource,
+    layers: Option<&[usize]>,
+    size: u32,
+    k: usize,
+    runs: usize,
+    write_images: Option<&Path>,
+) -> Result<AnomalyTokensBench, AnomalyBenchError> {
+    let patches = ClipPatches::load(source, layers)?;
+    let backbone = TokenBackbone {
+        name: crate::vision::spec::EmbedderSpec::Clip(source.clone()).to_string(),
+        layers: patches.layers().to_vec(),
+        side: patches.side(),
+        dim: patches.dim(),
+        extract: &|image| patches.extract(image),
+    };
+    bench_tokens(backbone, size, k, runs, write_images)
+}
+
+/// As [`bench_anomaly_clip`] with DINOv2 patch tokens (`--backbone dinov2:PATH`).
+pub fn bench_anomaly_dinov2(
+    source: &Dinov2Source,
+    layers: Option<&[usize]>,
+    size: u32,
+    k: usize,
+    runs: usize,
+    write_images: Option<&Path>,
+) -> Result<AnomalyTokensBench, AnomalyBenchError> {
+    let patches = Dinov2Patches::load(source, layers)?;
+    let backbone = TokenBackbone {
+        name: format!("dinov2:{source}"),
+        layers: patches.layers().to_vec(),
+        side: patches.side(),
+        dim: patches.dim(),
+        extract: &|image| patches.extract(image),
+    };
+    bench_tokens(backbone, size, k, runs, write_images)
 }
 
 #[cfg(test)]
@@ -242,6 +296,36 @@ mod tests {
         assert!(!images.path().join(reference_file(3)).exists());
         let missing = ClipSource::Folder("no-such-clip-folder".into());
         assert!(bench_anomaly_clip(&missing, None, 64, 1, 1, None).is_err());
+    }
+
+    #[test]
+    fn dinov2_bench_reports_the_model_and_a_rate() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny_dinov2");
+        let images = tempfile::tempdir().unwrap();
+        let b = bench_anomaly_dinov2(
+            &Dinov2Source::Folder(dir),
+            Some(&[1, 3]),
+            80,
+            2,
+            2,
+            Some(images.path()),
+        )
+        .unwrap();
+        assert_eq!(
+            (b.layers.as_slice(), b.grid, b.dim),
+            (&[1usize, 3][..], 3, 64)
+        );
+        assert!(b.images_per_s > 0.0 && b.ms_features <= b.ms_per_image);
+        assert!(b.backbone.starts_with("dinov2:"), "{}", b.backbone);
+        assert!(b.score.is_finite() && b.score >= 0.0);
+        assert!(images.path().join(QUERY_FILE).is_file());
+        assert!(images.path().join(reference_file(2)).is_file());
+        let missing = Dinov2Source::Folder("no-such-dinov2-folder".into());
+        assert!(matches!(
+            bench_anomaly_dinov2(&missing, None, 64, 1, 1, None),
+            Err(AnomalyBenchError::Dinov2(_))
+        ));
     }
 
     #[test]

@@ -19,7 +19,7 @@ use indexmap::IndexMap;
 use serde::Serialize;
 
 use crate::anomaly::metrics::{self, PixelSample};
-use crate::anomaly::{Backbone, Detector, References, map::to_image_size};
+use crate::anomaly::{Detector, References, map::to_image_size};
 use crate::dataset::{DatasetRoot, ImageEntry, MmadDataset, category_of, dataset_of};
 use crate::echo::ExpertName;
 use crate::jobs::CancelToken;
@@ -248,7 +248,9 @@ pub fn add_pixel_metrics(
         .pipeline
         .map_k
         .unwrap_or(crate::anomaly::map::DEFAULT_K);
-    let mut detector = Detector::new(memory, Backbone::Descriptor, References::Nearest(k))?;
+    // The run's own backbone, so the figures are those of the maps it used.
+    let backbone = manifest.pipeline.map_backbone.clone().unwrap_or_default();
+    let mut detector = Detector::new(memory, backbone, References::Nearest(k))?;
     for c in metrics.categories.values_mut() {
         let mut maps = Vec::with_capacity(c.keys.len());
         for key in &c.keys {

@@ -5,6 +5,7 @@ pub mod clip;
 pub mod decode;
 pub mod descriptor;
 pub mod diff;
+pub mod dinov2;
 pub mod embed;
 pub mod preprocess;
 pub mod spec;

@@ -884,6 +884,21 @@ fn the_anomaly_view_shows_the_score_against_the_threshold() {
             && a.inspect.current_image().is_some_and(|p| p.ends_with(good))
     });
     h.get_by_label_contains("(below: normal)");
+
+    // The settings' map backbone: the same image computed again with it.
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny_dinov2");
+    let spec = format!("dinov2:{}", fixture.display());
+    h.state_mut().settings.pipeline.map_backbone = Some(spec.parse().unwrap());
+    wait_for(&mut h, "the map with DINOv2 patch tokens", |a| {
+        a.inspect
+            .anomaly()
+            .result()
+            .is_some_and(|s| s.backbone == spec)
+    });
+    let s = h.state().inspect.anomaly().result().unwrap().clone();
+    assert_eq!((s.k, s.references.len()), (5, 5));
+    h.get_by_label(&format!("washer · k 5 · {spec} backbone · {} ms", s.ms));
 }
 
 #[test]

@@ -524,6 +524,67 @@ fn the_anomaly_map_switches_are_saved_only_once_chosen() {
     );
 }
 
+/// The map's backbone (issue 18): a typed text that the draft takes once it
+/// parses; a wrong one is said and blocks Save; the descriptor is saved as
+/// nothing at all.
+#[test]
+fn the_anomaly_map_backbone_is_taken_once_it_parses() {
+    let ws = tempfile::tempdir().unwrap();
+    let mut h = harness(app_on(ws.path(), Tab::Settings));
+    h.run_steps(2);
+    h.get_by_label("the weight-free descriptor");
+    set_text(&mut h, "Anomaly map backbone", "dino");
+    // Said beside the field and in the list of what blocks Save.
+    assert_eq!(
+        h.get_all_by_label_contains("unknown backbone `dino`")
+            .count(),
+        2
+    );
+    assert_eq!(h.state().settings_view.draft.pipeline.map_backbone, None);
+    assert!(
+        h.state()
+            .settings_view
+            .problems()
+            .iter()
+            .any(|p| p.starts_with("anomaly map backbone: unknown backbone")),
+        "{:?}",
+        h.state().settings_view.problems()
+    );
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny_dinov2");
+    let spec = format!("dinov2:{}", fixture.display());
+    set_text(&mut h, "Anomaly map backbone", &spec);
+    h.get_by_label(&format!("{spec} patch tokens"));
+    assert_eq!(
+        h.state()
+            .settings_view
+            .draft
+            .pipeline
+            .map_backbone
+            .as_ref()
+            .map(ToString::to_string),
+        Some(spec.clone())
+    );
+    assert!(h.state().settings_view.problems().is_empty());
+    h.get_by_label("Save").click();
+    wait_for(&mut h, "the save", |a| {
+        !a.saving_settings() && a.settings.pipeline.map_backbone.is_some()
+    });
+    let text = std::fs::read_to_string(Settings::path_in(ws.path())).unwrap();
+    assert!(
+        text.contains(&format!("map_backbone = \"{spec}\"")),
+        "{text}"
+    );
+
+    set_text(&mut h, "Anomaly map backbone", "descriptor");
+    assert_eq!(h.state().settings_view.draft.pipeline.map_backbone, None);
+    h.get_by_label("Save").click();
+    wait_for(&mut h, "the save", |a| {
+        !a.saving_settings() && a.settings.pipeline.map_backbone.is_none()
+    });
+    let text = std::fs::read_to_string(Settings::path_in(ws.path())).unwrap();
+    assert!(!text.contains("map_backbone"), "{text}");
+}
+
 #[test]
 fn the_local_model_field_is_checked_as_typed_and_names_what_is_missing() {
     let ws = tempfile::tempdir().unwrap();

@@ -280,11 +280,125 @@ fn clip_backbone_scores_with_the_chosen_layers() {
     assert!(err.contains("--layers"), "{err}");
     let err = fails(&["--backbone", "clip:/nonexistent/clip-folder"]);
     assert!(err.contains("nonexistent/clip-folder"), "{err}");
-    let err = fails(&["--backbone", "dinov2:/some/dino"]);
+    let err = fails(&["--backbone", "dinov2:/nonexistent/dino"]);
     assert!(
-        err.contains("DINOv2") && err.contains("not implemented"),
+        err.contains("nonexistent/dino")
+            && err.contains("config.json")
+            && err.contains("hf download"),
         "{err}"
     );
+}
+
+/// The tiny random DINOv2 fixture: as [`tiny_clip`], every step of the
+/// `dinov2:PATH` backbone runs; its maps mean nothing.
+fn tiny_dinov2() -> String {
+    format!("dinov2:{}", repo("tests/fixtures/tiny_dinov2").display())
+}
+
+#[test]
+fn dinov2_backbone_scores_and_writes_the_map() {
+    let dir = tempfile::tempdir().unwrap();
+    let memory = sample_memory(dir.path());
+    let good = repo("assets/sample/Sample/weave/test/good/001.png");
+    let backbone = tiny_dinov2();
+    let map_file = dir.path().join("map.png");
+    let out = anomaly(
+        &memory,
+        &good,
+        &[
+            "--backbone",
+            &backbone,
+            "--out-map",
+            map_file.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out["backbone"], backbone.as_str());
+    assert_eq!(out["k"], 4);
+    // Three layers: the default is three quarters of the depth and the last,
+    // which coincide.
+    assert_eq!(out["layers"], serde_json::json!([3]));
+    let score = out["score"].as_f64().unwrap();
+    let threshold = out["threshold"].as_f64().unwrap();
+    assert!(score.is_finite() && score >= 0.0, "{out}");
+    assert!(threshold.is_finite() && threshold >= 0.0, "{out}");
+    assert!(out["ms"].as_f64().unwrap() > 0.0, "{out}");
+    let (w, h) = image::image_dimensions(&good).unwrap();
+    for region in out["regions"].as_array().unwrap() {
+        let (x, y) = (region["x"].as_u64().unwrap(), region["y"].as_u64().unwrap());
+        let (rw, rh) = (region["w"].as_u64().unwrap(), region["h"].as_u64().unwrap());
+        assert!(x + rw <= u64::from(w) && y + rh <= u64::from(h), "{region}");
+        assert!(
+            region["grid"].as_str().is_some() && region["score"].is_number(),
+            "{region}"
+        );
+    }
+    let map = image::open(&map_file).unwrap();
+    assert_eq!((map.width(), map.height()), (w, h));
+    assert!(
+        matches!(map, image::DynamicImage::ImageLuma8(_)),
+        "greyscale"
+    );
+
+    let other = anomaly(&memory, &good, &["--backbone", &backbone, "--layers", "1"]);
+    assert_eq!(other["layers"], serde_json::json!([1]));
+    assert_ne!(other["score"], out["score"], "other layers, other features");
+    let err = String::from_utf8(
+        bin()
+            .arg("anomaly")
+            .arg(&good)
+            .arg("--memory")
+            .arg(&memory)
+            .args(["--backbone", &backbone, "--layers", "2,4"])
+            .assert()
+            .failure()
+            .get_output()
+            .stderr
+            .clone(),
+    )
+    .unwrap();
+    assert!(
+        err.contains("layer 4") && !err.contains("panicked"),
+        "{err}"
+    );
+
+    let v = json_of(
+        bin()
+            .args(["anomaly-eval", "--format", "json", "--dataset"])
+            .arg(repo("assets/sample/mmad.json"))
+            .arg("--root")
+            .arg(repo("assets/sample"))
+            .arg("--memory")
+            .arg(&memory)
+            .args(["--backbone", &backbone]),
+    );
+    for metric in ["image_auroc", "pixel_auroc", "aupro"] {
+        let x = v[metric]["mean"].as_f64().unwrap_or_else(|| panic!("{v}"));
+        assert!((0.0..=1.0).contains(&x), "{metric}: {x}");
+    }
+}
+
+#[test]
+fn bench_anomaly_times_the_dinov2_backbone() {
+    let v = json_of(
+        bin()
+            .args([
+                "bench",
+                "anomaly",
+                "--size",
+                "64",
+                "--k",
+                "1",
+                "--runs",
+                "1",
+                "--backbone",
+            ])
+            .arg(tiny_dinov2())
+            .args(["--layers", "2,3"]),
+    );
+    assert_eq!(v["backbone"], tiny_dinov2().as_str());
+    assert_eq!(v["layers"], serde_json::json!([2, 3]));
+    assert_eq!((v["grid"].as_u64(), v["dim"].as_u64()), (Some(3), Some(64)));
+    assert!(v["images_per_s"].as_f64().unwrap() > 0.0, "{v}");
 }
 
 #[test]

@@ -469,4 +469,29 @@ fn the_map_flags_add_the_anomaly_map_to_an_inspection() {
         text.contains("The most unusual region is at the "),
         "{text}"
     );
+    assert!(!out.contains("    backbone: "), "{out}");
+
+    // `--map-backbone`: the map runs on DINOv2 patch tokens and says so.
+    let backbone = format!("dinov2:{}", repo("tests/fixtures/tiny_dinov2").display());
+    let (url, _) = serve("A");
+    let out = bin()
+        .arg("inspect")
+        .arg(repo(SCRATCH))
+        .args(["--question", "Is there any defect?", "--option", "A=Yes"])
+        .args(["--option", "B=No", "--type", "AD", "--map-expert", "on"])
+        .args(["--map-backbone", &backbone])
+        .arg("--memory")
+        .arg(&mem)
+        .args(["--endpoint", &url])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let out = String::from_utf8(out).unwrap();
+    assert!(
+        out.contains(&format!("    backbone: {backbone}\n")),
+        "{out}"
+    );
+    assert!(out.contains("[2] Anomaly Map ("), "{out}");
 }

@@ -356,3 +356,115 @@ fn check_score_anomaly(run_dir: &Path, recs: &[JournalRecord], memory: &Path) {
         washer["pixel_auroc"]
     );
 }
+
+/// `--map-backbone`: the map runs on the backbone asked for, the trace and the
+/// manifest say which, and `score --anomaly` recomputes the maps with it.
+#[test]
+fn map_backbone_is_used_recorded_and_rescored_with() {
+    let dir = tempfile::tempdir().unwrap();
+    let memory = sample_memory(dir.path());
+    let memory_arg = memory.to_str().unwrap();
+    let server = server();
+    let url = server.url();
+    let backbone = format!("dinov2:{}", repo("tests/fixtures/tiny_dinov2").display());
+    let out = dir.path().join("dino");
+    let output = run(
+        &url,
+        &out,
+        &[
+            "--preset",
+            "echo+map",
+            "--memory",
+            memory_arg,
+            "--map-backbone",
+            &backbone,
+            "--types",
+            "AD",
+            "--categories",
+            "washer",
+        ],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let recs = records(&out);
+    assert_eq!(recs.len(), 13);
+    for r in &recs {
+        let map = &r.traces[1];
+        assert!(map.is_done(), "{map:?}");
+        let m = map.output.map().unwrap();
+        assert_eq!(m.backbone, backbone);
+        assert_eq!(map.input.map().unwrap().backbone, backbone);
+    }
+    let manifest = RunManifest::load(&out.join("manifest.json")).unwrap();
+    assert_eq!(
+        manifest
+            .pipeline
+            .map_backbone
+            .as_ref()
+            .map(|b| b.to_string()),
+        Some(backbone.clone())
+    );
+    let scored: Value = serde_json::from_slice(
+        &bin()
+            .arg("score")
+            .arg(&out)
+            .args(["--anomaly", "--format", "json"])
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone(),
+    )
+    .unwrap();
+    let eval: Value = serde_json::from_slice(
+        &bin()
+            .args(["anomaly-eval", "--dataset"])
+            .arg(repo("assets/sample/mmad.json"))
+            .arg("--root")
+            .arg(repo("assets/sample"))
+            .arg("--memory")
+            .arg(&memory)
+            .args(["--format", "json", "--backbone", &backbone])
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone(),
+    )
+    .unwrap();
+    let ours = scored["anomaly_map"]["categories"]["Sample/washer"]["pixel_auroc"]
+        .as_f64()
+        .unwrap();
+    let theirs = eval["pixel_auroc"]["Sample/washer"].as_f64().unwrap();
+    assert!(
+        (ours - theirs).abs() < 1e-12,
+        "{ours} vs anomaly-eval {theirs}"
+    );
+
+    // Naming the descriptor is the same as not naming a backbone: the manifest
+    // has no `map_backbone`, as before the option existed.
+    let plain = dir.path().join("plain");
+    let output = run(
+        &url,
+        &plain,
+        &[
+            "--preset",
+            "echo+map",
+            "--memory",
+            memory_arg,
+            "--map-backbone",
+            "descriptor",
+            "--limit",
+            "1",
+        ],
+    );
+    assert!(output.status.success());
+    let text = std::fs::read_to_string(plain.join("manifest.json")).unwrap();
+    assert!(!text.contains("map_backbone"), "{text}");
+    let output = run(&url, &plain, &["--map-backbone", "dino"]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("unknown backbone"));
+}

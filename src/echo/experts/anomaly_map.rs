@@ -36,13 +36,13 @@ impl Expert for AnomalyMapExpert {
             Ok(d) => d,
             Err(message) => {
                 return Ok(Turn::Failed {
-                    input: TraceInput::from(input_of(&options, None)),
+                    input: TraceInput::from(input_of(&options, &step.ctx.map_backbone(), None)),
                     error: PipelineError::AnomalyMap { message },
                 });
             }
         };
         let memory = detector.lock().map(|d| d.memory_root().to_path_buf()).ok();
-        let input = input_of(&options, memory);
+        let input = input_of(&options, &step.ctx.map_backbone(), memory);
         let image_path = step.query.image.clone();
         let category = step.query.category.clone();
         let work = move || detect(&detector, &image_path, category.as_deref(), options);
@@ -73,10 +73,14 @@ impl Expert for AnomalyMapExpert {
     }
 }
 
-fn input_of(options: &MapOptions, memory: Option<std::path::PathBuf>) -> MapInput {
+fn input_of(
+    options: &MapOptions,
+    backbone: &crate::anomaly::Backbone,
+    memory: Option<std::path::PathBuf>,
+) -> MapInput {
     MapInput {
         memory: memory.unwrap_or_default(),
-        backbone: crate::anomaly::Backbone::Descriptor.to_string(),
+        backbone: backbone.to_string(),
         k: options.k,
         hint: options.hint,
         image: options.image,

@@ -5,8 +5,8 @@
 //! names.
 //!
 //! The map is computed on a background job only while the view is on screen,
-//! again whenever the query, the memory or k changes; the last map stays on
-//! screen meanwhile. The detector lives across jobs, so a category's reference
+//! again whenever the query, the memory, k or the backbone (Settings) changes;
+//! the last map stays on screen meanwhile. The detector lives across jobs, so a category's reference
 //! features and threshold are computed once.
 
 use std::path::{Path, PathBuf};
@@ -73,13 +73,15 @@ struct MapKey {
     category: Option<String>,
     generation: u64,
     k: usize,
+    backbone: Backbone,
 }
 
-/// The detector, reused while the memory and k stay the same.
+/// The detector, reused while the memory, k and backbone stay the same.
 #[derive(Clone)]
 struct SharedDetector {
     generation: u64,
     k: usize,
+    backbone: Backbone,
     detector: Arc<Mutex<Detector>>,
 }
 
@@ -210,7 +212,9 @@ impl AnomalyView {
     }
 
     /// Collects a finished map and, when `visible`, starts the one the current
-    /// query needs. `image` is the query and its dataset category.
+    /// query needs. `image` is the query and its dataset category; `backbone`
+    /// the settings' map backbone.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn update(
         &mut self,
         ctx: &egui::Context,
@@ -218,6 +222,7 @@ impl AnomalyView {
         reference: Option<&LoadedReference>,
         reference_error: Option<&str>,
         generation: u64,
+        backbone: &Backbone,
         visible: bool,
     ) {
         self.collect(ctx);
@@ -238,6 +243,7 @@ impl AnomalyView {
             category: category.map(str::to_owned),
             generation,
             k: self.k,
+            backbone: backbone.clone(),
         };
         if self.wanted.as_ref() != Some(&key) {
             self.wanted = Some(key.clone());
@@ -251,7 +257,7 @@ impl AnomalyView {
         let shared = self
             .shared
             .clone()
-            .filter(|s| s.generation == generation && s.k == self.k);
+            .filter(|s| s.generation == generation && s.k == self.k && s.backbone == *backbone);
         let reference = reference.clone();
         let job_key = key.clone();
         // A newer request replaces the old job; its result is simply dropped.
@@ -311,8 +317,9 @@ impl AnomalyView {
     }
 }
 
-/// Decodes the query, scores it (building the detector when there is none for
-/// this memory and k) and colours the map.
+/// Decodes the query, scores it (building the detector, which loads the
+/// backbone's model, when there is none for this memory, k and backbone) and
+/// colours the map.
 fn compute(
     key: MapKey,
     shared: Option<SharedDetector>,
@@ -324,10 +331,11 @@ fn compute(
         None => SharedDetector {
             generation: key.generation,
             k: key.k,
+            backbone: key.backbone.clone(),
             detector: Arc::new(Mutex::new(Detector::shared(
                 reference.memory.clone(),
                 reference.embedder.clone(),
-                Backbone::Descriptor,
+                key.backbone.clone(),
                 References::Nearest(key.k),
             )?)),
         },

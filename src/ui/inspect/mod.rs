@@ -523,6 +523,11 @@ impl InspectState {
             env.reference,
             env.reference_error,
             env.reference_generation,
+            &env.settings
+                .pipeline
+                .map_backbone
+                .clone()
+                .unwrap_or_default(),
             visible,
         );
         egui::CentralPanel::default()

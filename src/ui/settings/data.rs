@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use eframe::egui;
 
+use crate::anomaly::Backbone;
 use crate::echo::plan::MapImage;
 use crate::ui::Command;
 
@@ -31,6 +32,42 @@ fn map_rows(ui: &mut egui::Ui, p: &mut crate::echo::PipelineSettings) {
             (Some(MapImage::Crop), "a zoomed crop of the region"),
         ],
     );
+}
+
+/// The backbone a typed text names: empty or `descriptor` is the default
+/// (`None`, so the settings file keeps no `map_backbone`).
+pub(super) fn parse_backbone(text: &str) -> Result<Option<Backbone>, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    match text.parse::<Backbone>() {
+        Ok(Backbone::Descriptor) => Ok(None),
+        Ok(b) => Ok(Some(b)),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The map's patch features, typed as `anomaly --backbone` takes them; the
+/// draft changes only to a backbone that parses (its model is loaded by the
+/// first map, in the background, so a wrong folder shows there).
+fn backbone_row(ui: &mut egui::Ui, text: &mut String, p: &mut crate::echo::PipelineSettings) {
+    if text_row(
+        ui,
+        "Anomaly map backbone",
+        text,
+        "descriptor, clip:PATH, dinov2:PATH or dinov2:hf:ORG/NAME",
+    ) && let Ok(b) = parse_backbone(text)
+    {
+        p.map_backbone = b;
+    }
+    ui.label("");
+    match parse_backbone(text) {
+        Ok(None) => ui.weak("the weight-free descriptor"),
+        Ok(Some(b)) => ui.weak(format!("{b} patch tokens")),
+        Err(e) => ui.colored_label(ui.visuals().error_fg_color, e),
+    };
+    ui.end_row();
 }
 
 fn choice<T: Copy + PartialEq>(
@@ -181,6 +218,7 @@ impl SettingsState {
                         check_status(ui, status.as_ref(), self.prompts.busy());
                         ui.end_row();
                         map_rows(ui, &mut self.draft.pipeline);
+                        backbone_row(ui, &mut self.map_backbone_text, &mut self.draft.pipeline);
                     });
             },
         );

@@ -74,6 +74,18 @@ pub struct SettingsState {
     pub workspace_text: String,
     /// The local model's file check and its download.
     local_model: LocalModelState,
+    /// The anomaly map's backbone as typed; the draft takes it once it parses.
+    pub map_backbone_text: String,
+}
+
+/// The settings' map backbone as the text field shows it (empty: the default).
+fn backbone_text(settings: &Settings) -> String {
+    settings
+        .pipeline
+        .map_backbone
+        .as_ref()
+        .map(ToString::to_string)
+        .unwrap_or_default()
 }
 
 impl SettingsState {
@@ -95,6 +107,7 @@ impl SettingsState {
             picker: PathPicker::default(),
             workspace_text: String::new(),
             local_model: LocalModelState::default(),
+            map_backbone_text: backbone_text(settings),
         }
     }
 
@@ -169,6 +182,7 @@ impl SettingsState {
             .active_endpoint
             .min(saved.endpoints.len().saturating_sub(1));
         self.memory_notice = None;
+        self.map_backbone_text = backbone_text(saved);
     }
 
     /// Why the draft cannot be saved as it is, one line each.
@@ -207,6 +221,9 @@ impl SettingsState {
             .is_some_and(|m| m.as_os_str().is_empty())
         {
             out.push("reference memory: type or choose the memory folder to load".into());
+        }
+        if let Err(e) = data::parse_backbone(&self.map_backbone_text) {
+            out.push(format!("anomaly map backbone: {e}"));
         }
         out
     }
