@@ -109,6 +109,9 @@ pub struct ClipArgs {
     batch: Vec<usize>,
     #[arg(long, default_value_t = 5)]
     runs: usize,
+    /// Images per forward pass (a batch runs as several); default: the whole batch.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=256))]
+    forward: Option<u64>,
 }
 
 #[derive(Args)]
@@ -287,7 +290,12 @@ pub fn run(cmd: &BenchCommand) -> anyhow::Result<ExitCode> {
             }
         },
         BenchCommand::Clip(a) => {
-            let out = echo_workbench::perf::clip::bench_clip(&a.model, &a.batch, a.runs)?;
+            let out = echo_workbench::perf::clip::bench_clip(
+                &a.model,
+                &a.batch,
+                a.runs,
+                a.forward.map(|f| f as usize),
+            )?;
             println!("{}", serde_json::to_string_pretty(&out)?);
         }
     }

@@ -17,38 +17,39 @@ use crate::vision::clip::{ClipEmbedder, ClipError, ClipOptions, ClipSource, defa
 use crate::vision::embed::ImageEmbedder;
 
 /// Benchmarks the default options (f32) on [`default_device`]: for each batch
-/// size, one warm-up pass, then the median of `runs` passes.
+/// size, one warm-up pass, then the median of `runs` passes. `forward` caps
+/// the images per forward pass (a batch of 8 with `forward` 2 is four passes
+/// of 2); `None` runs each batch in one pass.
 pub fn bench_clip(
     model_dir: &Path,
     batch_sizes: &[usize],
     runs: usize,
+    forward: Option<usize>,
 ) -> Result<Value, ClipError> {
     bench_clip_with(
         model_dir,
         batch_sizes,
         runs,
+        forward,
         ClipOptions::default(),
         &default_device(),
     )
 }
 
-/// [`bench_clip`] with explicit options (`max_batch` is raised to the largest
-/// batch size so each timed pass is one forward) and device.
+/// [`bench_clip`] with explicit options (`max_batch` is `forward`, or the
+/// largest batch size so each timed pass is one forward) and device.
 pub fn bench_clip_with(
     model_dir: &Path,
     batch_sizes: &[usize],
     runs: usize,
+    forward: Option<usize>,
     options: ClipOptions,
     device: &Device,
 ) -> Result<Value, ClipError> {
     let runs = runs.max(1);
+    let largest = batch_sizes.iter().copied().max().unwrap_or(1);
     let options = ClipOptions {
-        max_batch: batch_sizes
-            .iter()
-            .copied()
-            .max()
-            .unwrap_or(1)
-            .max(options.max_batch),
+        max_batch: forward.unwrap_or(largest.max(options.max_batch)).max(1),
         ..options
     };
     let start = Instant::now();
@@ -76,6 +77,7 @@ pub fn bench_clip_with(
         };
         results.push(json!({
             "batch": batch,
+            "images_per_forward": batch.min(options.max_batch),
             "runs": runs,
             "median_s": median,
             "min_s": times[0],
@@ -200,7 +202,7 @@ mod tests {
         let dir =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny_clip/vision_p32_s64");
         let report =
-            bench_clip_with(&dir, &[1, 2], 2, ClipOptions::default(), &Device::Cpu).unwrap();
+            bench_clip_with(&dir, &[1, 2], 2, None, ClipOptions::default(), &Device::Cpu).unwrap();
         assert_eq!(report["framework"], "candle");
         assert_eq!(report["reference"], Value::Null);
         let results = report["results"].as_array().unwrap();
