@@ -46,6 +46,11 @@ THREADS="$("$PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))["threa
 "$PY" scripts/bench_anomaly_clip_torch.py "$DATA/clip" --images "$DATA/anomaly" \
     --runs 20 --threads "$THREADS" > "$OUT/anomaly_clip_torch.json"
 
+echo "== local Qwen3-VL (random weights of realistic width, 1.1 GB), two-image prompt: prefill and decode, ours vs transformers"
+"$PY" scripts/bench_qwen3vl_local.py "$DATA/qwen" --threads "$THREADS" --tokens 16 \
+    --binary "$BIN" > "$OUT/qwen_local.json"
+rm -rf "${DATA:?}/qwen"
+
 # Echo's memory: 12,288 images. 1,000 distinct 1024 x 1024 PNGs (about 2 GB) plus
 # hard links to them; every file is still read and decoded on both sides.
 MEMORY_IMAGES="${ECHO_BENCH_MEMORY_IMAGES:-12288}"

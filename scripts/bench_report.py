@@ -83,6 +83,17 @@ def main():
               f"{mc['images_per_s'] / mt['images_per_s']:.2f} |")
         print(f"| seconds | {mc['seconds']:.0f} | {mt['seconds']:.0f} | |")
         print(f"| vectors indexed | {mc['index_vectors']:,} | {mt['index_vectors']:,} | |")
+    q = load(d, "qwen_local.json")
+    if q:
+        print(f"\nLocal Qwen3-VL, random weights ({q['weights_mb']:,} MB), {q['prompt_tokens']}-token "
+              f"two-image prompt, {q['threads']} threads")
+        print("\n| | ours | PyTorch | ours / PyTorch |")
+        print("|---|---|---|---|")
+        o, t = q["ours"], q["torch"]
+        print(f"| prefill tokens/s | {o['prefill_tok_s']:.1f} | {t['prefill_tok_s']:.1f} | {q['ratio']['prefill']:.2f} |")
+        print(f"| decode tokens/s | {o['decode_tok_s']:.2f} | {t['decode_tok_s']:.2f} | {q['ratio']['decode']:.2f} |")
+        print(f"| peak RSS | {o['peak_rss_mb']:,} MB ({o['peak_rss_mb'] / q['weights_mb']:.2f}x the weights) "
+              f"| {t['peak_rss_mb']:,} MB | |")
     r = load(d, "runner.json")
     if r:
         img = r["image"]
