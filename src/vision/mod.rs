@@ -9,6 +9,7 @@ pub mod dinov2;
 pub mod embed;
 pub mod preprocess;
 pub mod spec;
+pub mod tensor_check;
 
 pub use decode::{DecodeError, DecodeLimits, decode_rgb8};
 pub use embed::{EmbedError, ImageEmbedder, l2_normalize};

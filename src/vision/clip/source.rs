@@ -347,56 +347,40 @@ pub(super) fn verify_tensors(
     cfg: &ClipModelConfig,
     path: &Path,
 ) -> Result<String, ClipError> {
-    const ANCHOR: &str = "vision_model.embeddings.class_embedding";
-    let mut anchors: Vec<String> = tensors
-        .tensors()
-        .into_iter()
-        .filter_map(|(name, _)| name.strip_suffix(ANCHOR).map(str::to_owned))
-        .filter(|prefix| prefix.is_empty() || prefix.ends_with('.'))
-        .collect();
-    anchors.sort();
-    let prefix = match anchors.as_slice() {
-        [] => {
-            return Err(ClipError::MissingTensor {
-                path: path.to_owned(),
-                key: ANCHOR.into(),
-            });
-        }
-        [one] => one.clone(),
-        many => {
-            return Err(ClipError::Config {
-                path: path.to_owned(),
-                message: format!(
-                    "holds {} vision towers (key prefixes {many:?}); keep one",
-                    many.len()
-                ),
-            });
-        }
-    };
-    for (key, expected) in cfg.required_tensors() {
-        let key = format!("{prefix}{key}");
-        let view = tensors.get(&key).map_err(|_| ClipError::MissingTensor {
+    use crate::vision::tensor_check::{TensorProblem, check_tensors};
+    check_tensors(
+        tensors,
+        "vision_model.embeddings.class_embedding",
+        cfg.required_tensors(),
+    )
+    .map_err(|problem| match problem {
+        TensorProblem::Missing { key } => ClipError::MissingTensor {
             path: path.to_owned(),
-            key: key.clone(),
-        })?;
-        let dtype = format!("{:?}", view.dtype());
-        if !matches!(dtype.as_str(), "F32" | "F16" | "BF16") {
-            return Err(ClipError::TensorDtype {
-                path: path.to_owned(),
-                key,
-                dtype,
-            });
-        }
-        if view.shape() != expected.as_slice() {
-            return Err(ClipError::TensorShape {
-                path: path.to_owned(),
-                key,
-                expected,
-                found: view.shape().to_vec(),
-            });
-        }
-    }
-    Ok(prefix)
+            key,
+        },
+        TensorProblem::SeveralModels { prefixes } => ClipError::Config {
+            path: path.to_owned(),
+            message: format!(
+                "holds {} vision towers (key prefixes {prefixes:?}); keep one",
+                prefixes.len()
+            ),
+        },
+        TensorProblem::Dtype { key, dtype } => ClipError::TensorDtype {
+            path: path.to_owned(),
+            key,
+            dtype,
+        },
+        TensorProblem::Shape {
+            key,
+            expected,
+            found,
+        } => ClipError::TensorShape {
+            path: path.to_owned(),
+            key,
+            expected,
+            found,
+        },
+    })
 }
 
 pub(super) fn read_json(path: &Path) -> Result<Value, ClipError> {

@@ -281,56 +281,37 @@ fn verify_tensors(
     cfg: &Dinov2Config,
     path: &Path,
 ) -> Result<String, Dinov2Error> {
-    const ANCHOR: &str = "embeddings.cls_token";
-    let mut anchors: Vec<String> = tensors
-        .tensors()
-        .into_iter()
-        .filter_map(|(name, _)| name.strip_suffix(ANCHOR).map(str::to_owned))
-        .filter(|prefix| prefix.is_empty() || prefix.ends_with('.'))
-        .collect();
-    anchors.sort();
-    let prefix = match anchors.as_slice() {
-        [] => {
-            return Err(Dinov2Error::MissingTensor {
+    use crate::vision::tensor_check::{TensorProblem, check_tensors};
+    check_tensors(tensors, "embeddings.cls_token", cfg.required_tensors()).map_err(|problem| {
+        match problem {
+            TensorProblem::Missing { key } => Dinov2Error::MissingTensor {
                 path: path.to_owned(),
-                key: ANCHOR.into(),
-            });
-        }
-        [one] => one.clone(),
-        many => {
-            return Err(Dinov2Error::Config {
+                key,
+            },
+            TensorProblem::SeveralModels { prefixes } => Dinov2Error::Config {
                 path: path.to_owned(),
                 message: format!(
-                    "holds {} models (key prefixes {many:?}); keep one",
-                    many.len()
+                    "holds {} models (key prefixes {prefixes:?}); keep one",
+                    prefixes.len()
                 ),
-            });
-        }
-    };
-    for (key, expected) in cfg.required_tensors() {
-        let key = format!("{prefix}{key}");
-        let view = tensors.get(&key).map_err(|_| Dinov2Error::MissingTensor {
-            path: path.to_owned(),
-            key: key.clone(),
-        })?;
-        let dtype = format!("{:?}", view.dtype());
-        if !matches!(dtype.as_str(), "F32" | "F16" | "BF16") {
-            return Err(Dinov2Error::TensorDtype {
+            },
+            TensorProblem::Dtype { key, dtype } => Dinov2Error::TensorDtype {
                 path: path.to_owned(),
                 key,
                 dtype,
-            });
-        }
-        if view.shape() != expected.as_slice() {
-            return Err(Dinov2Error::TensorShape {
+            },
+            TensorProblem::Shape {
+                key,
+                expected,
+                found,
+            } => Dinov2Error::TensorShape {
                 path: path.to_owned(),
                 key,
                 expected,
-                found: view.shape().to_vec(),
-            });
+                found,
+            },
         }
-    }
-    Ok(prefix)
+    })
 }
 
 #[cfg(test)]
