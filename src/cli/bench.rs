@@ -112,6 +112,10 @@ pub struct ClipArgs {
     /// Images per forward pass (a batch runs as several); default: the whole batch.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=256))]
     forward: Option<u64>,
+    /// One image after another with every core on each matmul, instead of
+    /// the default on a CPU: images side by side, one per core.
+    #[arg(long)]
+    one_image_at_a_time: bool,
 }
 
 #[derive(Args)]
@@ -295,6 +299,7 @@ pub fn run(cmd: &BenchCommand) -> anyhow::Result<ExitCode> {
                 &a.batch,
                 a.runs,
                 a.forward.map(|f| f as usize),
+                !a.one_image_at_a_time,
             )?;
             println!("{}", serde_json::to_string_pretty(&out)?);
         }

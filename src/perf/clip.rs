@@ -19,19 +19,25 @@ use crate::vision::embed::ImageEmbedder;
 /// Benchmarks the default options (f32) on [`default_device`]: for each batch
 /// size, one warm-up pass, then the median of `runs` passes. `forward` caps
 /// the images per forward pass (a batch of 8 with `forward` 2 is four passes
-/// of 2); `None` runs each batch in one pass.
+/// of 2); `None` runs each batch in one pass. `parallel_images` is
+/// [`ClipOptions::parallel_images`].
 pub fn bench_clip(
     model_dir: &Path,
     batch_sizes: &[usize],
     runs: usize,
     forward: Option<usize>,
+    parallel_images: bool,
 ) -> Result<Value, ClipError> {
+    let options = ClipOptions {
+        parallel_images,
+        ..ClipOptions::default()
+    };
     bench_clip_with(
         model_dir,
         batch_sizes,
         runs,
         forward,
-        ClipOptions::default(),
+        options,
         &default_device(),
     )
 }
@@ -95,6 +101,7 @@ pub fn bench_clip_with(
         "model_dir": model_dir.display().to_string(),
         "device": device_name,
         "dtype": options.dtype.as_str(),
+        "parallel_images": options.parallel_images,
         "threads": candle_core::utils::get_num_threads(),
         "cpu": super::cpu::report(),
         "load_s": load_s,

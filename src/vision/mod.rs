@@ -2,12 +2,15 @@
 //! reference memory.
 
 pub mod clip;
+pub mod cpu_matmul;
 pub mod decode;
 pub mod descriptor;
 pub mod diff;
 pub mod dinov2;
 pub mod embed;
+pub mod image_parallel;
 pub mod preprocess;
+pub mod simd;
 pub mod spec;
 pub mod tensor_check;
 

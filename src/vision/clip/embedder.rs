@@ -13,6 +13,7 @@ use super::source::{
 };
 use super::{CandleContext, ClipError};
 use crate::vision::embed::{EmbedError, ImageEmbedder, l2_normalize};
+use crate::vision::image_parallel;
 use crate::vision::preprocess::{ClipPreprocess, clip_pixel_values};
 
 /// Loading and running options. Defaults: f32 and batches of 8.
@@ -24,8 +25,13 @@ pub struct ClipOptions {
     /// (candle's CPU matmul has no bf16). Vectors from other dtypes get their
     /// own [`ImageEmbedder::id`], so caches never mix them.
     pub dtype: DType,
-    /// Images per forward pass (at least 1); larger batches use more memory.
+    /// Images handed to the tower at once (at least 1); larger batches use
+    /// more memory.
     pub max_batch: usize,
+    /// On the CPU, run the images of a batch side by side, one per core
+    /// ([`crate::vision::image_parallel`]); off, each pass takes the whole
+    /// batch with every core on each matmul. Results are the same either way.
+    pub parallel_images: bool,
 }
 
 impl Default for ClipOptions {
@@ -33,6 +39,7 @@ impl Default for ClipOptions {
         Self {
             dtype: DType::F32,
             max_batch: 8,
+            parallel_images: true,
         }
     }
 }
@@ -173,9 +180,28 @@ impl ClipEmbedder {
         }
         let mut out = Vec::with_capacity(pixels.len() / per_image);
         for chunk in pixels.chunks(per_image * self.options.max_batch) {
-            out.extend(self.forward_chunk(chunk.to_vec())?);
+            out.extend(self.per_image(chunk, |images| self.forward_chunk(images.to_vec()))?);
         }
         Ok(out)
+    }
+
+    /// `run` over the whole images in `pixels`, one pass or several
+    /// ([`ClipOptions::parallel_images`]); one result per image, in order.
+    fn per_image<T: Send>(
+        &self,
+        pixels: &[f32],
+        run: impl Fn(&[f32]) -> Result<Vec<T>, ClipError> + Sync,
+    ) -> Result<Vec<T>, ClipError> {
+        let per_image = self.pixels_per_image();
+        let count = pixels.len() / per_image;
+        let threads = if self.options.parallel_images && self.device.is_cpu() {
+            candle_core::utils::get_num_threads()
+        } else {
+            1
+        };
+        image_parallel::map_images(count, threads, |images| {
+            run(&pixels[images.start * per_image..images.end * per_image])
+        })
     }
 
     fn pixels_per_image(&self) -> usize {
@@ -246,41 +272,52 @@ impl ClipEmbedder {
                 pixels.len()
             )));
         }
-        let v = &self.config.vision;
         let mut out = Vec::with_capacity(pixels.len() / per_image);
         for chunk in pixels.chunks(per_image * self.options.max_batch) {
-            let n = chunk.len() / per_image;
-            let shape = (n, v.num_channels, v.image_size, v.image_size);
-            let states = Tensor::from_vec(chunk.to_vec(), shape, &self.device)
-                .and_then(|t| self.model.hidden_states(&t, layers))
-                .context(|| format!("CLIP hidden states of {n} image(s) failed"))?;
-            let mut per_layer = Vec::with_capacity(layers.len());
-            for (state, &layer) in states.iter().zip(layers) {
-                let (_, tokens, hidden) = state
-                    .dims3()
-                    .context(|| format!("hidden state {layer} has an unexpected shape"))?;
-                let values = state
-                    .flatten_all()
-                    .and_then(|t| t.to_vec1::<f32>())
-                    .context(|| format!("reading hidden state {layer}"))?;
-                per_layer.push((layer, tokens, hidden, values));
-            }
-            for image in 0..n {
-                out.push(
-                    per_layer
-                        .iter()
-                        .map(|(layer, tokens, hidden, values)| {
-                            let size = tokens * hidden;
-                            HiddenState {
-                                layer: *layer,
-                                tokens: *tokens,
-                                hidden: *hidden,
-                                values: values[image * size..(image + 1) * size].to_vec(),
-                            }
-                        })
-                        .collect(),
-                );
-            }
+            out.extend(self.per_image(chunk, |images| self.hidden_chunk(images, layers))?);
+        }
+        Ok(out)
+    }
+
+    /// One pass of [`ClipEmbedder::hidden_states`] over whole images.
+    fn hidden_chunk(
+        &self,
+        chunk: &[f32],
+        layers: &[usize],
+    ) -> Result<Vec<Vec<HiddenState>>, ClipError> {
+        let v = &self.config.vision;
+        let n = chunk.len() / self.pixels_per_image();
+        let shape = (n, v.num_channels, v.image_size, v.image_size);
+        let states = Tensor::from_vec(chunk.to_vec(), shape, &self.device)
+            .and_then(|t| self.model.hidden_states(&t, layers))
+            .context(|| format!("CLIP hidden states of {n} image(s) failed"))?;
+        let mut out = Vec::with_capacity(n);
+        let mut per_layer = Vec::with_capacity(layers.len());
+        for (state, &layer) in states.iter().zip(layers) {
+            let (_, tokens, hidden) = state
+                .dims3()
+                .context(|| format!("hidden state {layer} has an unexpected shape"))?;
+            let values = state
+                .flatten_all()
+                .and_then(|t| t.to_vec1::<f32>())
+                .context(|| format!("reading hidden state {layer}"))?;
+            per_layer.push((layer, tokens, hidden, values));
+        }
+        for image in 0..n {
+            out.push(
+                per_layer
+                    .iter()
+                    .map(|(layer, tokens, hidden, values)| {
+                        let size = tokens * hidden;
+                        HiddenState {
+                            layer: *layer,
+                            tokens: *tokens,
+                            hidden: *hidden,
+                            values: values[image * size..(image + 1) * size].to_vec(),
+                        }
+                    })
+                    .collect(),
+            );
         }
         Ok(out)
     }
@@ -312,7 +349,7 @@ impl ImageEmbedder for ClipEmbedder {
                 }
                 pixels.extend_from_slice(&values);
             }
-            out.extend(self.forward_chunk(pixels)?);
+            out.extend(self.per_image(&pixels, |images| self.forward_chunk(images.to_vec()))?);
         }
         Ok(out)
     }
@@ -355,6 +392,42 @@ mod tests {
                 assert_eq!(pixel_diff, 0.0, "{name} {}", case.image);
                 assert!(diff < 1e-4, "{name} {}: {diff}", case.image);
             }
+        }
+    }
+
+    #[test]
+    fn images_side_by_side_give_what_one_at_a_time_gives() {
+        let folder = fixtures().join("full_p16_s32");
+        let load = |parallel_images| {
+            let options = ClipOptions {
+                parallel_images,
+                ..ClipOptions::default()
+            };
+            ClipEmbedder::load_with(&ClipSource::Folder(folder.clone()), &Device::Cpu, options)
+                .unwrap()
+        };
+        let (side_by_side, one_at_a_time) = (load(true), load(false));
+        // Five images: on two or more cores, some run side by side and the
+        // odd one (on two cores) runs with every core.
+        let mut pixels: Vec<f32> = reference("full_p16_s32")
+            .iter()
+            .flat_map(|c| c.pixels.clone())
+            .collect();
+        pixels.extend_from_within(..pixels.len() / 4);
+        let a = side_by_side.embed_pixel_values(&pixels).unwrap();
+        let b = one_at_a_time.embed_pixel_values(&pixels).unwrap();
+        assert_eq!(a.len(), 5);
+        for (x, y) in a.iter().zip(&b) {
+            assert!(max_abs_diff(x, y) < 1e-6);
+        }
+        assert!(max_abs_diff(&a[4], &a[0]) < 1e-6, "results out of order");
+        let layers = [1, 0];
+        let a = side_by_side.hidden_states(&pixels, &layers).unwrap();
+        let b = one_at_a_time.hidden_states(&pixels, &layers).unwrap();
+        assert_eq!(a.len(), 5);
+        for (x, y) in a.iter().flatten().zip(b.iter().flatten()) {
+            assert_eq!((x.layer, x.tokens), (y.layer, y.tokens));
+            assert!(max_abs_diff(&x.values, &y.values) < 1e-6);
         }
     }
 

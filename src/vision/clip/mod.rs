@@ -19,6 +19,7 @@
 //! `embedder` is what the rest of the crate calls.
 
 mod embedder;
+mod fused;
 mod model;
 mod source;
 

@@ -6,6 +6,9 @@ use candle_core::{D, DType, IndexOp, Module, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::clip::vision_model::ClipVisionConfig;
 
+use super::fused;
+use crate::vision::cpu_matmul;
+
 /// Vision-tower hyper-parameters: candle's config plus the layer-norm epsilon,
 /// which candle's own CLIP hard-codes.
 #[derive(Debug, Clone)]
@@ -101,9 +104,7 @@ impl Dense {
         if let Some(last) = out_dims.last_mut() {
             *last = self.weight_t.dim(1)?;
         }
-        xs.reshape((rows, in_dim))?
-            .matmul(&self.weight_t)?
-            .reshape(out_dims)
+        cpu_matmul::matmul(&xs.reshape((rows, in_dim))?, &self.weight_t)?.reshape(out_dims)
     }
 
     /// `act(xs @ W^T + b)`.
@@ -135,167 +136,6 @@ impl Module for Dense {
         match &self.bias {
             Some(_) => self.forward_act(xs, fused::Act::Identity),
             None => self.matmul(xs),
-        }
-    }
-}
-
-/// Element-wise epilogues fused into one in-place pass over a fresh matmul
-/// output (CPU, f32): bias + QuickGELU, bias + residual, position embeddings.
-/// candle would run each step as its own pass into a newly allocated tensor;
-/// at batch 8 the MLP activations are ~19 MB, so those passes and the page
-/// faults of the new buffers were about a fifth of the forward time. Other
-/// devices and dtypes use the equivalent candle ops.
-mod fused {
-    use candle_core::{CpuStorage, DType, InplaceOp2, InplaceOp3, Layout, Result, Tensor, bail};
-    use rayon::prelude::*;
-
-    /// Elements per parallel task, large enough to amortise scheduling.
-    const TASK_ELEMENTS: usize = 1 << 15;
-
-    /// Activation applied after the bias.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub(super) enum Act {
-        Identity,
-        /// `x * sigmoid(1.702 x)`, OpenAI CLIP's GELU approximation.
-        QuickGelu,
-    }
-
-    fn quick_gelu(x: f32) -> f32 {
-        // Same operation order as transformers: x * sigmoid(1.702 * x).
-        x * (1.0 / (1.0 + (-(1.702f32 * x)).exp()))
-    }
-
-    fn fusable(t: &Tensor) -> bool {
-        t.device().is_cpu() && t.dtype() == DType::F32 && t.is_contiguous()
-    }
-
-    /// `act(ys + pattern)`, where `pattern` (any shape) repeats over `ys`:
-    /// a bias over the last dimension, or per-image position embeddings.
-    pub(super) fn bias_act(ys: Tensor, pattern: &Tensor, act: Act) -> Result<Tensor> {
-        if fusable(&ys) && fusable(pattern) {
-            ys.inplace_op2(pattern, &BiasAct(act))?;
-            return Ok(ys);
-        }
-        let ys = ys.broadcast_add(pattern)?;
-        match act {
-            Act::Identity => Ok(ys),
-            Act::QuickGelu => &ys * candle_nn::ops::sigmoid(&(&ys * 1.702)?)?,
-        }
-    }
-
-    /// `ys + bias + residual` (in that order, as transformers adds them).
-    pub(super) fn bias_residual(ys: Tensor, bias: &Tensor, residual: &Tensor) -> Result<Tensor> {
-        if fusable(&ys) && fusable(bias) && fusable(residual) && ys.shape() == residual.shape() {
-            ys.inplace_op3(bias, residual, &BiasResidual)?;
-            return Ok(ys);
-        }
-        ys.broadcast_add(bias)? + residual
-    }
-
-    fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
-        match (s, l.contiguous_offsets()) {
-            (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
-            _ => bail!("{op}: expects contiguous f32 operands"),
-        }
-    }
-
-    fn f32_slice_mut<'a>(s: &'a mut CpuStorage, l: &Layout, op: &str) -> Result<&'a mut [f32]> {
-        match (s, l.contiguous_offsets()) {
-            (CpuStorage::F32(v), Some((a, b))) => Ok(&mut v[a..b]),
-            _ => bail!("{op}: expects contiguous f32 operands"),
-        }
-    }
-
-    /// Rows of `pattern.len()` values per parallel task, or an error if `len`
-    /// values are not whole rows.
-    fn task_len(len: usize, pattern: usize, op: &str) -> Result<usize> {
-        if pattern == 0 || !len.is_multiple_of(pattern) {
-            bail!("{op}: {len} values do not repeat a pattern of {pattern}");
-        }
-        Ok(pattern * (TASK_ELEMENTS / pattern).max(1))
-    }
-
-    /// `dst[i] = f(dst[i], pattern[i % n])` in parallel, `n = pattern.len()`.
-    fn repeat_apply(
-        dst: &mut [f32],
-        pattern: &[f32],
-        op: &str,
-        f: impl Fn(f32, f32) -> f32 + Sync,
-    ) -> Result<()> {
-        let task = task_len(dst.len(), pattern.len(), op)?;
-        dst.par_chunks_mut(task).for_each(|block| {
-            for row in block.chunks_exact_mut(pattern.len()) {
-                for (x, p) in row.iter_mut().zip(pattern) {
-                    *x = f(*x, *p);
-                }
-            }
-        });
-        Ok(())
-    }
-
-    struct BiasAct(Act);
-
-    impl InplaceOp2 for BiasAct {
-        fn name(&self) -> &'static str {
-            "clip-bias-act"
-        }
-
-        fn cpu_fwd(
-            &self,
-            dst: &mut CpuStorage,
-            dst_l: &Layout,
-            bias: &CpuStorage,
-            bias_l: &Layout,
-        ) -> Result<()> {
-            let name = self.name();
-            let bias = f32_slice(bias, bias_l, name)?;
-            let dst = f32_slice_mut(dst, dst_l, name)?;
-            match self.0 {
-                Act::Identity => repeat_apply(dst, bias, name, |x, b| x + b),
-                Act::QuickGelu => repeat_apply(dst, bias, name, |x, b| quick_gelu(x + b)),
-            }
-        }
-    }
-
-    struct BiasResidual;
-
-    impl InplaceOp3 for BiasResidual {
-        fn name(&self) -> &'static str {
-            "clip-bias-residual"
-        }
-
-        fn cpu_fwd(
-            &self,
-            dst: &mut CpuStorage,
-            dst_l: &Layout,
-            bias: &CpuStorage,
-            bias_l: &Layout,
-            residual: &CpuStorage,
-            residual_l: &Layout,
-        ) -> Result<()> {
-            let name = self.name();
-            let bias = f32_slice(bias, bias_l, name)?;
-            let residual = f32_slice(residual, residual_l, name)?;
-            let dst = f32_slice_mut(dst, dst_l, name)?;
-            if residual.len() != dst.len() {
-                bail!(
-                    "{name}: residual has {} values, not {}",
-                    residual.len(),
-                    dst.len()
-                );
-            }
-            let task = task_len(dst.len(), bias.len(), name)?;
-            dst.par_chunks_mut(task)
-                .zip(residual.par_chunks(task))
-                .for_each(|(block, res)| {
-                    let rows = block.chunks_exact_mut(bias.len());
-                    for (row, res) in rows.zip(res.chunks_exact(bias.len())) {
-                        for ((x, b), r) in row.iter_mut().zip(bias).zip(res) {
-                            *x = *x + b + r;
-                        }
-                    }
-                });
-            Ok(())
         }
     }
 }
@@ -424,23 +264,28 @@ impl Attention {
     ) -> candle_core::Result<Tensor> {
         let (b, t, h) = xs.dims3()?;
         let (nh, hd) = (self.heads, self.head_dim);
-        // (3, batch, heads, tokens, head_dim)
-        let qkv = self
-            .qkv
-            .forward_act(xs, fused::Act::Identity)?
-            .reshape((b, t, 3, nh, hd))?
-            .permute((2, 0, 3, 1, 4))?;
         let q_tokens = if class_only { 1 } else { t };
-        let q =
-            qkv.get(0)?
-                .narrow(2, 0, q_tokens)?
-                .contiguous()?
-                .reshape((b * nh, q_tokens, hd))?;
-        let k = qkv.get(1)?.contiguous()?.reshape((b * nh, t, hd))?;
-        let v = qkv.get(2)?.contiguous()?.reshape((b * nh, t, hd))?;
-        let weights = candle_nn::ops::softmax_last_dim(&q.matmul(&k.t()?)?)?;
-        let attended = weights
-            .matmul(&v)?
+        let qkv = self.qkv.forward_act(xs, fused::Act::Identity)?;
+        // (batch x heads, tokens, head_dim) each.
+        let (q, k, v) = if b == 1 && cpu_matmul::handles(&qkv) {
+            // Strided views into the qkv output, no copies: the CPU matmul
+            // takes any strides.
+            let heads = qkv.reshape((t, 3, nh, hd))?;
+            let part = |i: usize| heads.i((.., i))?.transpose(0, 1);
+            (part(0)?.narrow(1, 0, q_tokens)?, part(1)?, part(2)?)
+        } else {
+            // (3, batch, heads, tokens, head_dim)
+            let qkv = qkv.reshape((b, t, 3, nh, hd))?.permute((2, 0, 3, 1, 4))?;
+            let part = |i: usize, tokens: usize| {
+                qkv.get(i)?
+                    .narrow(2, 0, tokens)?
+                    .contiguous()?
+                    .reshape((b * nh, tokens, hd))
+            };
+            (part(0, q_tokens)?, part(1, t)?, part(2, t)?)
+        };
+        let weights = fused::softmax_last_dim(cpu_matmul::matmul(&q, &k.t()?)?)?;
+        let attended = cpu_matmul::matmul(&weights, &v)?
             .reshape((b, nh, q_tokens, hd))?
             .transpose(1, 2)?
             .reshape((b, q_tokens, h))?;
