@@ -32,7 +32,7 @@ pub fn exp(x: f32) -> f32 {
     let p = p * r + 8.333_452e-3;
     let p = p * r + 4.166_579_6e-2;
     let p = p * r + 1.666_666_5e-1;
-    let p = p * r + 5.000_000_1e-1;
+    let p = p * r + 0.5;
     let e = (p * r) * r + r + 1.0;
     // 2^n for n up to 128: 2^127 from the exponent bits, times 2 for n = 128.
     let n_low = n.min(127.0);
