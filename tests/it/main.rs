@@ -10,6 +10,7 @@ mod calibration;
 mod cli;
 mod compat;
 mod cost;
+mod feature_pins;
 mod inspect;
 mod knowledge;
 mod local;
