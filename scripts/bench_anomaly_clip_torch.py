@@ -23,8 +23,9 @@ and src/anomaly/map.rs:
 As on our side, the k references' patch features are computed once, before
 timing (a run reuses a category's references); each timed pass is one query:
 preprocessing from the decoded image, the forward, the map and the score. Our
-side also names regions after the score; its `images_per_s_to_score` is the
-figure to compare with this one's `images_per_s`.
+side also names regions after the score; its `images_per_s_to_score_median` is
+the figure to compare with this one's `images_per_s` (both from the median
+pass), and its `images_per_s_to_score` with `images_per_s_mean`.
 
 The images are the ones our side writes with `--write-images DIR`
 (query.png, reference_1.png, ...), so both read identical pixels; the printed
@@ -219,6 +220,8 @@ def main() -> None:
                 median_s=median,
                 min_s=min(times),
                 images_per_s=1.0 / median,
+                # Our side's `images_per_s_to_score` is this one, from the mean.
+                images_per_s_mean=len(times) / sum(times),
                 ms_per_image=median * 1000.0,
                 score=score,
             ),

@@ -1,6 +1,8 @@
 //! Few-shot PatchCore-style scoring: every query patch's distance to its nearest
 //! reference patch, smoothed and stretched to the image.
 
+use rayon::prelude::*;
+
 use super::features::{PatchGrid, WORK};
 
 /// How many retrieved normal references a query is compared with by default.
@@ -57,14 +59,14 @@ pub fn patch_distances(query: &PatchGrid, references: &[&PatchGrid], search: Sea
         return out;
     }
     let shifts: Vec<(isize, isize)> = references
-        .iter()
+        .par_iter()
         .map(|r| match search {
             Search::Near(radius) => best_shift(query, r, radius),
             Search::All => (0, 0),
         })
         .collect();
-    for row in 0..side {
-        for col in 0..side {
+    out.par_chunks_mut(side).enumerate().for_each(|(row, out)| {
+        for (col, out) in out.iter_mut().enumerate() {
             let q = query.patch(row, col);
             let mut best = f32::INFINITY;
             for (r, &(dy, dx)) in references.iter().zip(&shifts) {
@@ -86,9 +88,9 @@ pub fn patch_distances(query: &PatchGrid, references: &[&PatchGrid], search: Sea
                     }
                 }
             }
-            out[row * side + col] = if best.is_finite() { best.sqrt() } else { 0.0 };
+            *out = if best.is_finite() { best.sqrt() } else { 0.0 };
         }
-    }
+    });
     out
 }
 
@@ -97,6 +99,7 @@ pub fn patch_distances(query: &PatchGrid, references: &[&PatchGrid], search: Sea
 pub fn bank_distances(query: &PatchGrid, bank: &[f32]) -> Vec<f32> {
     let dim = query.dim;
     (0..query.len())
+        .into_par_iter()
         .map(|i| {
             let q = &query.values[i * dim..(i + 1) * dim];
             let best = bank
@@ -138,8 +141,26 @@ fn best_shift(query: &PatchGrid, reference: &PatchGrid, radius: usize) -> (isize
     best.1
 }
 
+/// Squared Euclidean distance. Eight running sums instead of one let the
+/// compiler keep them in vector registers (a single f32 sum must add in order);
+/// the result differs from the one-sum order only by rounding.
 fn squared(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum()
+    const LANES: usize = 8;
+    let mut sums = [0f32; LANES];
+    let (a8, b8) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: f32 = a8
+        .remainder()
+        .iter()
+        .zip(b8.remainder())
+        .map(|(x, y)| (x - y) * (x - y))
+        .sum();
+    for (x, y) in a8.zip(b8) {
+        for i in 0..LANES {
+            let d = x[i] - y[i];
+            sums[i] += d * d;
+        }
+    }
+    sums.iter().sum::<f32>() + tail
 }
 
 /// The full scoring: patch distances, bilinear upsampling to the working size,
@@ -208,6 +229,9 @@ pub fn gaussian_blur(src: &[f32], w: usize, h: usize, sigma: f32) -> Vec<f32> {
         .collect();
     let total: f32 = kernel.iter().sum();
     let kernel: Vec<f32> = kernel.iter().map(|k| k / total).collect();
+    if w == 0 || h == 0 {
+        return vec![0f32; w * h];
+    }
     let reflect = |i: isize, n: usize| -> usize {
         let n = n as isize;
         let mut i = i;
@@ -222,26 +246,32 @@ pub fn gaussian_blur(src: &[f32], w: usize, h: usize, sigma: f32) -> Vec<f32> {
             }
         }
     };
+    // Both passes add the taps in kernel order for every pixel, so the sums are
+    // the ones a per-pixel loop gives; running the taps outermost over a whole
+    // row lets the compiler vectorise along it, and rows go to the threads.
+    let taps = kernel.len();
     let mut tmp = vec![0f32; w * h];
-    for y in 0..h {
-        for x in 0..w {
-            let mut acc = 0f32;
-            for (k, weight) in kernel.iter().enumerate() {
-                acc += weight * src[y * w + reflect(x as isize + k as isize - radius, w)];
+    tmp.par_chunks_mut(w)
+        .zip(src.par_chunks(w))
+        .for_each(|(out, row)| {
+            let padded: Vec<f32> = (0..w + taps - 1)
+                .map(|i| row[reflect(i as isize - radius, w)])
+                .collect();
+            for (k, &weight) in kernel.iter().enumerate() {
+                for (o, &v) in out.iter_mut().zip(&padded[k..k + w]) {
+                    *o += weight * v;
+                }
             }
-            tmp[y * w + x] = acc;
-        }
-    }
+        });
     let mut out = vec![0f32; w * h];
-    for y in 0..h {
-        for x in 0..w {
-            let mut acc = 0f32;
-            for (k, weight) in kernel.iter().enumerate() {
-                acc += weight * tmp[reflect(y as isize + k as isize - radius, h) * w + x];
+    out.par_chunks_mut(w).enumerate().for_each(|(y, out)| {
+        for (k, &weight) in kernel.iter().enumerate() {
+            let at = reflect(y as isize + k as isize - radius, h) * w;
+            for (o, &v) in out.iter_mut().zip(&tmp[at..at + w]) {
+                *o += weight * v;
             }
-            out[y * w + x] = acc;
         }
-    }
+    });
     out
 }
 
@@ -381,6 +411,68 @@ mod tests {
         assert!(up.iter().all(|v| (*v - 3.0).abs() < 1e-6));
         let ramp = bilinear(&[0.0, 1.0], 2, 1, 4, 1);
         assert_eq!(ramp, vec![0.0, 0.25, 0.75, 1.0]);
+    }
+
+    #[test]
+    fn gaussian_gives_the_per_pixel_sums_exactly() {
+        // Not square and narrower than the kernel (33 taps), so reflections repeat.
+        let (w, h) = (23, 9);
+        let img: Vec<f32> = (0..w * h).map(|i| ((i * 37) % 101) as f32 / 7.0).collect();
+        let sigma = 4.0f32;
+        let radius = (4.0 * sigma + 0.5) as isize;
+        let kernel: Vec<f32> = (-radius..=radius)
+            .map(|i| (-(i * i) as f32 / (2.0 * sigma * sigma)).exp())
+            .collect();
+        let total: f32 = kernel.iter().sum();
+        let reflect = |mut i: isize, n: isize| loop {
+            if i < 0 {
+                i = -i - 1;
+            } else if i >= n {
+                i = 2 * n - i - 1;
+            } else {
+                break i as usize;
+            }
+        };
+        let pass = |src: &[f32], along_x: bool| -> Vec<f32> {
+            let mut out = vec![0f32; w * h];
+            for y in 0..h {
+                for x in 0..w {
+                    let mut acc = 0f32;
+                    for (k, weight) in kernel.iter().enumerate() {
+                        let d = k as isize - radius;
+                        let (sx, sy) = if along_x {
+                            (reflect(x as isize + d, w as isize), y)
+                        } else {
+                            (x, reflect(y as isize + d, h as isize))
+                        };
+                        acc += weight / total * src[sy * w + sx];
+                    }
+                    out[y * w + x] = acc;
+                }
+            }
+            out
+        };
+        let expected = pass(&pass(&img, true), false);
+        assert_eq!(gaussian_blur(&img, w, h, sigma), expected);
+        assert!(gaussian_blur(&[], 0, 0, sigma).is_empty());
+    }
+
+    #[test]
+    fn squared_distance_matches_the_plain_sum() {
+        for len in [0usize, 1, 7, 8, 9, 768, 1537] {
+            let a: Vec<f32> = (0..len).map(|i| (i as f32 * 0.37).sin()).collect();
+            let b: Vec<f32> = (0..len).map(|i| (i as f32 * 0.11).cos()).collect();
+            let plain: f64 = a
+                .iter()
+                .zip(&b)
+                .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
+                .sum();
+            let got = squared(&a, &b) as f64;
+            assert!(
+                (got - plain).abs() <= 1e-5 * plain.max(1.0),
+                "{len}: {got} vs {plain}"
+            );
+        }
     }
 
     #[test]

@@ -75,12 +75,7 @@ pub fn bench_clip_with(
                 times.push(start.elapsed().as_secs_f64());
             }
         }
-        times.sort_by(f64::total_cmp);
-        let median = if runs % 2 == 1 {
-            times[runs / 2]
-        } else {
-            (times[runs / 2 - 1] + times[runs / 2]) / 2.0
-        };
+        let median = super::median(&mut times);
         results.push(json!({
             "batch": batch,
             "images_per_forward": batch.min(options.max_batch),
