@@ -57,6 +57,7 @@ def main():
         print(f"\nCPU: {cpu.get('model')} ({cpu.get('logical_cpus')} logical): {have}; "
               f"candle's matmul runs gemm's {gemm.get('f32')} kernel"
               f"{' (' + gemm['note'] + ')' if gemm.get('note') else ''}; "
+              f"CLIP's dense layers run {cpu.get('clip_dense_f32', 'gemm')}; "
               f"PyTorch's CPU capability: {(t or {}).get('cpu_capability')}")
     ac, at = load(d, "anomaly_clip.json"), load(d, "anomaly_clip_torch.json")
     if ac and at:

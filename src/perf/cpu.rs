@@ -15,6 +15,8 @@
 
 use serde::Serialize;
 
+use crate::vision::packed_matmul::MatmulChoice;
+
 /// Whether gemm's AVX-512 kernels are compiled into this binary.
 pub const GEMM_AVX512_COMPILED: bool = cfg!(target_arch = "x86_64");
 
@@ -27,6 +29,10 @@ pub struct CpuReport {
     /// x86 features that decide which kernels can run (false elsewhere).
     pub features: X86Features,
     pub gemm: GemmKernels,
+    /// The kernel the CLIP tower's dense layers run here: this crate's packed
+    /// one or gemm ([`crate::vision::packed_matmul`]; the CPU and
+    /// `ECHO_WORKBENCH_MATMUL` decide). Attention's products always use gemm.
+    pub clip_dense_f32: String,
 }
 
 /// Detected at run time (`is_x86_feature_detected!`; AMX from CPUID leaf 7,
@@ -62,6 +68,10 @@ pub fn report() -> CpuReport {
         logical_cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
         features,
         gemm: gemm_kernels(std::env::consts::ARCH, features, GEMM_AVX512_COMPILED),
+        clip_dense_f32: match MatmulChoice::from_env() {
+            Ok(choice) => choice.describe().to_string(),
+            Err(e) => format!("none: {e}"),
+        },
     }
 }
 

@@ -9,6 +9,7 @@ pub mod diff;
 pub mod dinov2;
 pub mod embed;
 pub mod image_parallel;
+pub mod packed_matmul;
 pub mod preprocess;
 pub mod simd;
 pub mod spec;

@@ -14,6 +14,7 @@ use super::source::{
 use super::{CandleContext, ClipError};
 use crate::vision::embed::{EmbedError, ImageEmbedder, l2_normalize};
 use crate::vision::image_parallel;
+use crate::vision::packed_matmul::MatmulChoice;
 use crate::vision::preprocess::{ClipPreprocess, clip_pixel_values};
 
 /// Loading and running options. Defaults: f32 and batches of 8.
@@ -32,6 +33,10 @@ pub struct ClipOptions {
     /// ([`crate::vision::image_parallel`]); off, each pass takes the whole
     /// batch with every core on each matmul. Results are the same either way.
     pub parallel_images: bool,
+    /// The dense layers' CPU matmul. `Auto` takes
+    /// [`crate::vision::packed_matmul::MATMUL_ENV`] when set, else the kernel measured
+    /// faster on this CPU; the others say which, whatever the environment.
+    pub matmul: MatmulChoice,
 }
 
 impl Default for ClipOptions {
@@ -40,6 +45,7 @@ impl Default for ClipOptions {
             dtype: DType::F32,
             max_batch: 8,
             parallel_images: true,
+            matmul: MatmulChoice::Auto,
         }
     }
 }
@@ -95,6 +101,10 @@ impl ClipEmbedder {
                 options.dtype.as_str()
             )));
         }
+        let matmul = match options.matmul {
+            MatmulChoice::Auto => MatmulChoice::from_env().map_err(ClipError::Input)?,
+            chosen => chosen,
+        };
         let folder = source.resolve()?;
         let config_path = folder.join(CONFIG_FILE);
         let config = ClipModelConfig::from_hf_json(&read_json(&config_path)?, &config_path)?;
@@ -112,7 +122,7 @@ impl ClipEmbedder {
         if let Some(p) = prefix.strip_suffix('.') {
             vb = vb.pp(p);
         }
-        let model = VisionModel::new(vb, &config, options.dtype)
+        let model = VisionModel::new(vb, &config, options.dtype, matmul)
             .context(|| format!("cannot build the CLIP model from {}", weights.display()))?;
 
         let v = &config.vision;
@@ -135,6 +145,7 @@ impl ClipEmbedder {
             device: device.clone(),
             options: ClipOptions {
                 max_batch: options.max_batch.max(1),
+                matmul,
                 ..options
             },
             folder,

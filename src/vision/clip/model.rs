@@ -8,6 +8,7 @@ use candle_transformers::models::clip::vision_model::ClipVisionConfig;
 
 use super::fused;
 use crate::vision::cpu_matmul;
+use crate::vision::packed_matmul::{MatmulChoice, PackedMatrix};
 
 /// Vision-tower hyper-parameters: candle's config plus the layer-norm epsilon,
 /// which candle's own CLIP hard-codes.
@@ -66,20 +67,40 @@ impl ClipModelConfig {
     }
 }
 
-/// A dense layer with its weight stored transposed, `(in, out)` and
-/// contiguous, so the CPU matmul streams it row by row.
+/// How the tower's layers are built: the dtype of weights and activations,
+/// and which CPU matmul the dense layers use.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Build {
+    pub dtype: DType,
+    pub matmul: MatmulChoice,
+}
+
+/// A dense layer's weight, stored transposed `(in, out)`: packed for
+/// [`PackedMatrix`] where that kernel runs, else contiguous so gemm streams
+/// it row by row (one copy either way).
+#[derive(Debug, Clone)]
+enum Weight {
+    Packed(PackedMatrix),
+    Plain(Tensor),
+}
+
 #[derive(Debug, Clone)]
 struct Dense {
-    weight_t: Tensor,
+    weight_t: Weight,
     bias: Option<Tensor>,
 }
 
 impl Dense {
     /// From a transformers `(out, in)` weight and optional bias, in f32.
-    fn from_f32(weight: &Tensor, bias: Option<Tensor>, dtype: DType) -> candle_core::Result<Self> {
+    fn from_f32(weight: &Tensor, bias: Option<Tensor>, build: Build) -> candle_core::Result<Self> {
+        let weight_t = weight.t()?.contiguous()?.to_dtype(build.dtype)?;
+        let weight_t = match PackedMatrix::pack(&weight_t, build.matmul)? {
+            Some(packed) => Weight::Packed(packed),
+            None => Weight::Plain(weight_t),
+        };
         Ok(Self {
-            weight_t: weight.t()?.contiguous()?.to_dtype(dtype)?,
-            bias: bias.map(|b| b.to_dtype(dtype)).transpose()?,
+            weight_t,
+            bias: bias.map(|b| b.to_dtype(build.dtype)).transpose()?,
         })
     }
 
@@ -87,11 +108,11 @@ impl Dense {
         vb: &VarBuilder,
         out_dim: usize,
         in_dim: usize,
-        dtype: DType,
+        build: Build,
     ) -> candle_core::Result<Self> {
         let weight = vb.get((out_dim, in_dim), "weight")?;
         let bias = vb.get(out_dim, "bias")?;
-        Self::from_f32(&weight, Some(bias), dtype)
+        Self::from_f32(&weight, Some(bias), build)
     }
 
     /// `xs @ W^T` without the bias, shaped like `xs` with the last dimension
@@ -101,10 +122,25 @@ impl Dense {
         let in_dim = dims.last().copied().unwrap_or(1);
         let rows = xs.elem_count() / in_dim.max(1);
         let mut out_dims = dims.to_vec();
+        let rows_in = xs.reshape((rows, in_dim))?;
+        let ys = match &self.weight_t {
+            Weight::Packed(w) if cpu_matmul::handles(xs) => w.matmul(&rows_in)?,
+            Weight::Packed(w) => {
+                // Only a CPU f32 input meets packed weights (they are made
+                // for those alone); anything else is a caller's mistake.
+                candle_core::bail!(
+                    "dense layer ({:?}): packed f32 weights met a {:?} input on {:?}",
+                    w.dims(),
+                    xs.dtype(),
+                    xs.device().location()
+                )
+            }
+            Weight::Plain(w) => cpu_matmul::matmul(&rows_in, w)?,
+        };
         if let Some(last) = out_dims.last_mut() {
-            *last = self.weight_t.dim(1)?;
+            *last = ys.dim(1)?;
         }
-        cpu_matmul::matmul(&xs.reshape((rows, in_dim))?, &self.weight_t)?.reshape(out_dims)
+        ys.reshape(out_dims)
     }
 
     /// `act(xs @ W^T + b)`.
@@ -173,7 +209,8 @@ struct Embeddings {
 }
 
 impl Embeddings {
-    fn new(vb: VarBuilder, cfg: &ClipModelConfig, dtype: DType) -> candle_core::Result<Self> {
+    fn new(vb: VarBuilder, cfg: &ClipModelConfig, build: Build) -> candle_core::Result<Self> {
+        let dtype = build.dtype;
         let c = &cfg.vision;
         let (h, p, grid) = (c.embed_dim, c.patch_size, cfg.grid());
         let class = vb.get(h, "class_embedding")?;
@@ -181,7 +218,7 @@ impl Embeddings {
         let conv = vb.get((h, c.num_channels, p, p), "patch_embedding.weight")?;
         let conv = conv.reshape((h, c.num_channels * p * p))?;
         Ok(Self {
-            patch: Dense::from_f32(&conv, None, dtype)?,
+            patch: Dense::from_f32(&conv, None, build)?,
             class_with_position: (class + positions.get(0)?)?
                 .reshape((1, 1, h))?
                 .to_dtype(dtype)?,
@@ -228,7 +265,7 @@ struct Attention {
 }
 
 impl Attention {
-    fn new(vb: VarBuilder, cfg: &ClipModelConfig, dtype: DType) -> candle_core::Result<Self> {
+    fn new(vb: VarBuilder, cfg: &ClipModelConfig, build: Build) -> candle_core::Result<Self> {
         let h = cfg.vision.embed_dim;
         let heads = cfg.vision.num_attention_heads;
         let head_dim = h / heads;
@@ -245,8 +282,8 @@ impl Attention {
         let weight = Tensor::cat(&[&(qw * scale)?, &kw, &vw], 0)?;
         let bias = Tensor::cat(&[&(qb * scale)?, &kb, &vbias], 0)?;
         Ok(Self {
-            qkv: Dense::from_f32(&weight, Some(bias), dtype)?,
-            out: Dense::new(&vb.pp("out_proj"), h, h, dtype)?,
+            qkv: Dense::from_f32(&weight, Some(bias), build)?,
+            out: Dense::new(&vb.pp("out_proj"), h, h, build)?,
             heads,
             head_dim,
         })
@@ -301,11 +338,11 @@ struct Mlp {
 }
 
 impl Mlp {
-    fn new(vb: VarBuilder, cfg: &ClipModelConfig, dtype: DType) -> candle_core::Result<Self> {
+    fn new(vb: VarBuilder, cfg: &ClipModelConfig, build: Build) -> candle_core::Result<Self> {
         let (h, i) = (cfg.vision.embed_dim, cfg.vision.intermediate_size);
         Ok(Self {
-            fc1: Dense::new(&vb.pp("fc1"), i, h, dtype)?,
-            fc2: Dense::new(&vb.pp("fc2"), h, i, dtype)?,
+            fc1: Dense::new(&vb.pp("fc1"), i, h, build)?,
+            fc2: Dense::new(&vb.pp("fc2"), h, i, build)?,
         })
     }
 }
@@ -328,13 +365,14 @@ struct EncoderLayer {
 }
 
 impl EncoderLayer {
-    fn new(vb: VarBuilder, cfg: &ClipModelConfig, dtype: DType) -> candle_core::Result<Self> {
+    fn new(vb: VarBuilder, cfg: &ClipModelConfig, build: Build) -> candle_core::Result<Self> {
+        let dtype = build.dtype;
         let (h, eps) = (cfg.vision.embed_dim, cfg.layer_norm_eps);
         Ok(Self {
             norm1: Norm::new(&vb.pp("layer_norm1"), h, eps, dtype)?,
-            attention: Attention::new(vb.pp("self_attn"), cfg, dtype)?,
+            attention: Attention::new(vb.pp("self_attn"), cfg, build)?,
             norm2: Norm::new(&vb.pp("layer_norm2"), h, eps, dtype)?,
-            mlp: Mlp::new(vb.pp("mlp"), cfg, dtype)?,
+            mlp: Mlp::new(vb.pp("mlp"), cfg, build)?,
         })
     }
 
@@ -370,21 +408,23 @@ impl VisionModel {
         vb: VarBuilder,
         cfg: &ClipModelConfig,
         dtype: DType,
+        matmul: MatmulChoice,
     ) -> candle_core::Result<Self> {
+        let build = Build { dtype, matmul };
         let (h, eps) = (cfg.vision.embed_dim, cfg.layer_norm_eps);
         let vm = vb.pp("vision_model");
         let layers = (0..cfg.vision.num_hidden_layers)
-            .map(|l| EncoderLayer::new(vm.pp("encoder.layers").pp(l.to_string()), cfg, dtype))
+            .map(|l| EncoderLayer::new(vm.pp("encoder.layers").pp(l.to_string()), cfg, build))
             .collect::<candle_core::Result<Vec<_>>>()?;
         let projection = vb
             .pp("visual_projection")
             .get((cfg.vision.projection_dim, h), "weight")?;
         Ok(Self {
-            embeddings: Embeddings::new(vm.pp("embeddings"), cfg, dtype)?,
+            embeddings: Embeddings::new(vm.pp("embeddings"), cfg, build)?,
             pre_norm: Norm::new(&vm.pp("pre_layrnorm"), h, eps, dtype)?,
             layers,
             post_norm: Norm::new(&vm.pp("post_layernorm"), h, eps, dtype)?,
-            projection: Dense::from_f32(&projection, None, dtype)?,
+            projection: Dense::from_f32(&projection, None, build)?,
             dtype,
         })
     }
@@ -501,7 +541,25 @@ mod tests {
                 VarBuilder::from_buffered_safetensors(bytes, DType::F32, &Device::Cpu).unwrap();
             let cfg = embedder.config().vision.clone();
             let stock = ClipVisionTransformer::new(vb.pp("vision_model"), &cfg).unwrap();
-            let ours = VisionModel::new(vb, embedder.config(), DType::F32).unwrap();
+            // Both dense-layer matmuls; `Packed` is gemm where the CPU lacks AVX2.
+            for matmul in [MatmulChoice::Packed, MatmulChoice::Gemm] {
+                let ours = VisionModel::new(vb.clone(), embedder.config(), DType::F32, matmul);
+                let ours = ours.unwrap();
+                let packed = matches!(ours.layers[0].mlp.fc1.weight_t, Weight::Packed(_));
+                assert_eq!(packed, matmul.describe() != "gemm", "{matmul:?}");
+                hidden_states_agree(name, &embedder, &stock, &ours);
+            }
+        }
+    }
+
+    fn hidden_states_agree(
+        name: &str,
+        embedder: &crate::vision::clip::ClipEmbedder,
+        stock: &candle_transformers::models::clip::vision_model::ClipVisionTransformer,
+        ours: &VisionModel,
+    ) {
+        {
+            let cfg = embedder.config().vision.clone();
             let cases = reference(name);
             let pixels: Vec<f32> = cases.iter().flat_map(|c| c.pixels.clone()).collect();
             let s = cfg.image_size;
