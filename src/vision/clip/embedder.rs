@@ -373,13 +373,22 @@ mod tests {
 
     #[test]
     fn reference_pixel_values_give_reference_embeddings() {
-        for name in CONFIGS {
-            let embedder = load(name);
-            for case in reference(name) {
-                let got = embedder.embed_pixel_values(&case.pixels).unwrap();
-                let diff = max_abs_diff(&got[0], &case.embedding);
-                println!("{name} {} pixel_values max abs diff {diff:e}", case.image);
-                assert!(diff < 1e-4, "{name} {}: {diff}", case.image);
+        // Both dense-layer kernels (`Packed` is gemm on CPUs without AVX2).
+        for matmul in [MatmulChoice::Packed, MatmulChoice::Gemm] {
+            for name in CONFIGS {
+                let source = ClipSource::Folder(fixtures().join(name));
+                let options = ClipOptions {
+                    matmul,
+                    ..ClipOptions::default()
+                };
+                let embedder = ClipEmbedder::load_with(&source, &Device::Cpu, options).unwrap();
+                assert_eq!(embedder.options().matmul, matmul);
+                for case in reference(name) {
+                    let got = embedder.embed_pixel_values(&case.pixels).unwrap();
+                    let diff = max_abs_diff(&got[0], &case.embedding);
+                    println!("{matmul:?} {name} {}: max abs diff {diff:e}", case.image);
+                    assert!(diff < 1e-4, "{matmul:?} {name} {}: {diff}", case.image);
+                }
             }
         }
     }
