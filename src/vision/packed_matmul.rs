@@ -469,13 +469,18 @@ mod tests {
         p
     }
 
+    /// `lhs @ p`, flattened.
+    fn product(p: &PackedMatrix, lhs: &Tensor) -> Vec<f32> {
+        let out = p.matmul(lhs).unwrap();
+        out.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    }
+
     fn agrees(m: usize, k: usize, n: usize) {
         let (a, b) = (random(m * k, 1 + m as u64), random(k * n, 7 + n as u64));
         let Some(p) = packed(&b, k, n) else { return };
         let lhs = Tensor::from_slice(&a, (m, k), &Device::Cpu).unwrap();
-        let got = p.matmul(&lhs).unwrap();
-        assert_eq!(got.dims(), &[m, n]);
-        let got = got.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(p.matmul(&lhs).unwrap().dims(), &[m, n]);
+        let got = product(&p, &lhs);
         let want = reference(&a, &b, m, k, n);
         let tol = 1e-5 * (k as f32).sqrt().max(1.0);
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
@@ -533,13 +538,7 @@ mod tests {
             .unwrap();
         let lhs = at.t().unwrap();
         assert!(!lhs.is_contiguous());
-        let got = p
-            .matmul(&lhs)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
+        let got = product(&p, &lhs);
         let want = reference(&a, &b, m, k, n);
         for (g, w) in got.iter().zip(&want) {
             assert!((g - w).abs() < 1e-5, "{g} against {w}");
@@ -565,14 +564,7 @@ mod tests {
             return;
         };
         let lhs = Tensor::zeros((2, 0), DType::F32, &Device::Cpu).unwrap();
-        let out = empty
-            .matmul(&lhs)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
-        assert_eq!(out, vec![0f32; 10]);
+        assert_eq!(product(&empty, &lhs), vec![0f32; 10]);
     }
 
     #[test]
