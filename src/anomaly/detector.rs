@@ -217,8 +217,14 @@ pub enum AnomalyError {
     BadK(String),
     #[error(transparent)]
     Memory(#[from] crate::memory::MemoryError),
-    #[error("{path} does not say how to load its embedder: {message}")]
+    #[error("the memory of {path} does not say how to load its embedder: {message}")]
     Embedder { path: PathBuf, message: String },
+    #[error("cannot load `{spec}`, the embedder the memory of {path} was built with: {message}")]
+    EmbedderLoad {
+        path: PathBuf,
+        spec: String,
+        message: String,
+    },
     #[error("embedding the query: {0}")]
     Embed(#[from] crate::vision::EmbedError),
     #[error("memory item `{path}` of {memory}: {message}")]
@@ -274,8 +280,9 @@ impl Detector {
                     path: memory.root.clone(),
                     message: e.to_string(),
                 })?;
-        let embedder = spec.load().map_err(|e| AnomalyError::Embedder {
+        let embedder = spec.load().map_err(|e| AnomalyError::EmbedderLoad {
             path: memory.root.clone(),
+            spec: spec.to_string(),
             message: e.to_string(),
         })?;
         Self::shared(Arc::new(memory), Arc::from(embedder), backbone, references)

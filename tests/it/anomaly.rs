@@ -274,6 +274,36 @@ fn clip_backbone_scores_with_the_chosen_layers() {
         assert!(!err.contains("panicked"), "{err}");
         err
     };
+    // The dense layers' CPU kernel: gemm gives the same map; a wrong name is
+    // refused, naming the variable.
+    let with_gemm = json_of(
+        bin()
+            .env("ECHO_WORKBENCH_MATMUL", "gemm")
+            .arg("anomaly")
+            .arg(&good)
+            .arg("--memory")
+            .arg(&memory)
+            .args(["--format", "json", "--backbone", &backbone]),
+    );
+    let gap = (with_gemm["score"].as_f64().unwrap() - score).abs();
+    assert!(gap < 1e-5, "{with_gemm} against {out}");
+    let out = bin()
+        .env("ECHO_WORKBENCH_MATMUL", "mkl")
+        .arg("anomaly")
+        .arg(&good)
+        .arg("--memory")
+        .arg(&memory)
+        .args(["--backbone", &backbone])
+        .assert()
+        .failure()
+        .get_output()
+        .clone();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("ECHO_WORKBENCH_MATMUL") && err.contains("mkl"),
+        "{err}"
+    );
+
     let err = fails(&["--backbone", &backbone, "--layers", "1,7"]);
     assert!(err.contains("layer 7"), "{err}");
     let err = fails(&["--layers", "1"]);
