@@ -2,7 +2,8 @@
 # Every performance figure in the README, measured in one run on this machine,
 # each next to its reference (faiss, PyTorch) measured in the same run.
 # Usage: scripts/bench.sh [OUT_DIR]   (about 15-25 minutes on 2 cores, plus the
-# CLIP memory build: about 1.5-2 hours for 12,288 images on both sides; set
+# CLIP memory build: for 12,288 images about 1 hour on both sides on the README's
+# AVX-512 machine, 3.5 hours on its AVX2 one; set
 # ECHO_BENCH_MEMORY_IMAGES to build a smaller memory)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +35,10 @@ echo "== memory build: 1,000 images of 1024 x 1024, weight-free descriptor"
 
 echo "== anomaly map: 1024 x 1024 query against 4 references, weight-free patch features"
 "$BIN" bench anomaly --size 1024 --k 4 --runs 20 > "$OUT/anomaly.json"
+
+echo "== a ViT-B/16 layer's dense products: gemm against the packed kernel (where the CPU has AVX2 + FMA)"
+cargo build --release --locked --example dense_products
+target/release/examples/dense_products > "$OUT/dense_products.txt"
 
 echo "== CLIP ViT-B/16 (random weights), candle vs PyTorch"
 "$PY" scripts/bench_clip_torch.py "$DATA/clip" > "$OUT/clip_torch.json"

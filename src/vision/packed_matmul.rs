@@ -11,10 +11,13 @@
 //! on two, on the AVX2 machine of the README's figures.
 //!
 //! Used only where that was measured: x86-64 with AVX2 and FMA and without
-//! AVX-512F. On AVX-512 machines gemm runs 512-bit kernels, which this module
-//! has no counterpart for, so [`MatmulChoice::Auto`] keeps gemm there;
-//! `ECHO_WORKBENCH_MATMUL=packed` runs this kernel anyway (to compare), and
-//! `=gemm` keeps gemm everywhere.
+//! AVX-512F. On an AVX-512 machine (2-core Intel Xeon with AVX-512F/BW/VL)
+//! gemm's 512-bit kernels ran those products at 172-202 GFLOP/s on one
+//! thread, this kernel at 116-117, so [`MatmulChoice::Auto`] keeps gemm there.
+//! A 12 x 32 AVX-512F version of this kernel was tried on that machine: 0.90-
+//! 1.10x gemm per product, 0.89-0.99x on whole CLIP passes, so it was not
+//! kept. `ECHO_WORKBENCH_MATMUL=packed` runs this kernel anyway (to compare),
+//! and `=gemm` keeps gemm everywhere; `examples/dense_products.rs` times both.
 
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
